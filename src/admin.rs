@@ -1,0 +1,291 @@
+//! The administration commands over the embedded store: `repo`, `token`, `key`.
+//! Secrets and IDs go to stdout (for scripts); explanations go to stderr.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{KeyCommand, RepoCommand, TokenCommand};
+use crate::config::{ConfigError, parse_duration, parse_repo_ids};
+use crate::model::{RepoId, rfc3339, unix_now};
+use crate::store::{ImportProgress, Store, StoreError};
+
+/// An admin command's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A bad argument.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the answer failed.
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn parse_metadata(raw: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    raw.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| ConfigError(format!("--metadata `{kv}` is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+/// A progress bar that appears only once an import has run for half a second.
+struct LazyBar {
+    started: Instant,
+    bar: RefCell<Option<ProgressBar>>,
+}
+
+impl LazyBar {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            bar: RefCell::new(None),
+        }
+    }
+
+    fn report(&self, p: ImportProgress) {
+        if self.started.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        let mut slot = self.bar.borrow_mut();
+        let bar = slot.get_or_insert_with(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {pos}/{len} files ({elapsed})",
+                )
+                .expect("template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        match p {
+            ImportProgress::Scanning(n) => bar.set_message(format!("scanning: {n} files found")),
+            ImportProgress::Reading { done, total } => {
+                bar.set_message("importing");
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `repo …`
+pub fn repo(
+    store: &Store,
+    cmd: &RepoCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), AdminError> {
+    match cmd {
+        RepoCommand::Create { from_dir, metadata } => {
+            let metadata = parse_metadata(metadata)?;
+            let (id, head) = match from_dir {
+                Some(dir) => {
+                    let bar = LazyBar::new();
+                    let report = store.import_dir(dir, metadata, &|p| bar.report(p));
+                    bar.finish();
+                    let report = report?;
+                    writeln!(
+                        err,
+                        "imported {} file(s), {} bytes from {}; skipped {} binary, {} over the size limit, {} with unusable paths",
+                        report.files,
+                        report.bytes,
+                        dir.display(),
+                        report.skipped_binary,
+                        report.skipped_large,
+                        report.skipped_path
+                    )?;
+                    (report.repo_id, report.head)
+                }
+                None => {
+                    let (row, outcome) = store.create_repo(metadata, &[])?;
+                    (row.id, outcome.head)
+                }
+            };
+            writeln!(out, "{id}")?;
+            connect_hint(store.root(), &id, &head, err)?;
+        }
+        RepoCommand::List => {
+            let rows = store.repo_rows()?;
+            if rows.is_empty() {
+                writeln!(
+                    err,
+                    "no repos in {}; create one with `scoped-repo-mcp repo create --from-dir DIR`",
+                    store.root().display()
+                )?;
+            }
+            for row in rows {
+                let head = store
+                    .head(&row.id)
+                    .unwrap_or_else(|_| "(unreadable)".into());
+                let meta: Vec<String> = row
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}  head {}  updated {}  {}",
+                    row.id,
+                    &head[..head.len().min(12)],
+                    rfc3339(row.updated_at),
+                    meta.join(" ")
+                )?;
+            }
+        }
+        RepoCommand::Delete { id } => {
+            let id = parse_one(id)?;
+            store.delete_repo(&id)?;
+            writeln!(err, "deleted repo {id}")?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_one(raw: &str) -> Result<RepoId, ConfigError> {
+    raw.trim()
+        .parse()
+        .map_err(|e: crate::model::BadRepoId| ConfigError(e.to_string()))
+}
+
+fn connect_hint(
+    data_dir: &Path,
+    id: &RepoId,
+    head: &str,
+    err: &mut dyn Write,
+) -> std::io::Result<()> {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "scoped-repo-mcp".into());
+    let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let config = serde_json::json!({
+        "mcpServers": {
+            "scoped-repo": {
+                "command": exe,
+                "args": ["serve", "--data-dir", data_dir.display().to_string(), "--repo", id.to_string()]
+            }
+        }
+    });
+    writeln!(
+        err,
+        "repo {id} at commit {head}\n\nServe it over stdio:\n  {exe} serve --data-dir {} --repo {id}\n\nor add this to your MCP client's configuration (mcp.json):\n{}",
+        data_dir.display(),
+        serde_json::to_string_pretty(&config).expect("json")
+    )
+}
+
+/// `token …`
+pub fn token(
+    store: &Store,
+    cmd: &TokenCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), AdminError> {
+    match cmd {
+        TokenCommand::Create { repos, ttl, name } => {
+            let ids = parse_repo_ids("--repo", repos)?;
+            let ttl = if ttl.trim() == "never" {
+                None
+            } else {
+                let d = parse_duration("--ttl", ttl)?;
+                if d.is_zero() {
+                    return Err(
+                        ConfigError("--ttl must be longer than 0s (or `never`)".into()).into(),
+                    );
+                }
+                Some(d.as_secs())
+            };
+            let minted = store.create_token(name, &ids, ttl)?;
+            writeln!(out, "{}", minted.token)?;
+            writeln!(
+                err,
+                "token `{}` for {} repo(s), {}; it is shown only now",
+                minted.info.name,
+                minted.info.repo_ids.len(),
+                minted
+                    .info
+                    .expires_at
+                    .map(|e| format!("expires {}", rfc3339(e)))
+                    .unwrap_or_else(|| "never expires".into())
+            )?;
+        }
+        TokenCommand::List => {
+            let now = unix_now();
+            for t in store.tokens()? {
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.info.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "live"
+                };
+                let ids: Vec<String> = t.info.repo_ids.iter().map(ToString::to_string).collect();
+                writeln!(
+                    out,
+                    "{}  {status:<7}  {:<20}  created {}  expires {}  repos {}",
+                    t.id,
+                    t.info.name,
+                    rfc3339(t.created_at),
+                    t.info
+                        .expires_at
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                    ids.join(",")
+                )?;
+            }
+        }
+        TokenCommand::Revoke { token } => {
+            let token = token.trim();
+            let revoked = if token.starts_with("rlcr-") {
+                store.revoke_token(token)?
+            } else {
+                store.revoke_token_by_id(token)?
+            };
+            match revoked {
+                Some(info) => writeln!(err, "revoked token `{}`", info.name)?,
+                None => {
+                    return Err(ConfigError(
+                        "no live token matches; `scoped-repo-mcp token list` shows them".into(),
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `key …`
+pub fn key(
+    store: &Store,
+    cmd: &KeyCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), AdminError> {
+    match cmd {
+        KeyCommand::Create { name } => {
+            let key = store.create_account_key(name)?;
+            writeln!(out, "{key}")?;
+            writeln!(err, "account key `{name}` created; it is shown only now")?;
+        }
+    }
+    Ok(())
+}

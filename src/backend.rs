@@ -1,0 +1,195 @@
+//! The seam between the MCP layer and where repositories live: a small object-safe
+//! trait, with the embedded store behind [`LocalBackend`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::model::{
+    FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary, TokenInfo,
+    UpdateOutcome, UpdateSpec,
+};
+use crate::paths::RepoPath;
+use crate::store::{Store, StoreError, TokenState};
+
+/// A boxed future answering a backend call.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
+
+/// What a backend call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The embedded store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl BackendError {
+    /// Whether this is the server's own failure (logged in full, reported vaguely) rather
+    /// than something the caller can act on.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Task(_)
+                | BackendError::Store(
+                    StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_)
+                )
+        )
+    }
+}
+
+/// Whether a credential may be used now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenStatus {
+    /// Usable, granting this.
+    Live(TokenInfo),
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Not a token this backend knows.
+    Unknown,
+}
+
+/// Where repositories live. Every method is called only after the scope guard has
+/// admitted the call; a backend enforces no scope of its own.
+pub trait Backend: Send + Sync + 'static {
+    /// The repos among `ids` that exist, in the order given.
+    fn list_repos<'a>(&'a self, ids: &'a [RepoId]) -> BackendFuture<'a, Vec<RepoSummary>>;
+    /// A text file at the head.
+    fn read_file<'a>(&'a self, id: &'a RepoId, path: &'a RepoPath) -> BackendFuture<'a, FileText>;
+    /// Every tracked path at the head.
+    fn list_files<'a>(&'a self, id: &'a RepoId) -> BackendFuture<'a, FileList>;
+    /// Literal or regex line search at the head.
+    fn search_lines<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a LineQuery,
+    ) -> BackendFuture<'a, LineResults>;
+    /// Apply an update as one commit.
+    fn update<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a UpdateSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome>;
+    /// Mint a repo token.
+    fn create_token<'a>(
+        &'a self,
+        name: &'a str,
+        ids: &'a [RepoId],
+        ttl_seconds: u64,
+    ) -> BackendFuture<'a, MintedToken>;
+    /// What a token grants, and whether it is usable.
+    fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus>;
+    /// Revoke a token; `None` when it was unknown or already revoked.
+    fn revoke_token<'a>(&'a self, token: &'a str) -> BackendFuture<'a, Option<TokenInfo>>;
+}
+
+/// The embedded store as a backend.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    store: Arc<Store>,
+}
+
+impl LocalBackend {
+    /// Serve from `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    /// The store behind it.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn blocking<T, F>(&self, f: F) -> BackendFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&store))
+                .await
+                .map_err(|e| BackendError::Task(e.to_string()))?
+                .map_err(BackendError::from)
+        })
+    }
+}
+
+impl Backend for LocalBackend {
+    fn list_repos<'a>(&'a self, ids: &'a [RepoId]) -> BackendFuture<'a, Vec<RepoSummary>> {
+        let ids = ids.to_vec();
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for id in &ids {
+                match s.repo(id) {
+                    Ok(r) => out.push(r),
+                    Err(StoreError::RepoNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn read_file<'a>(&'a self, id: &'a RepoId, path: &'a RepoPath) -> BackendFuture<'a, FileText> {
+        let (id, path) = (*id, path.clone());
+        self.blocking(move |s| s.read_file(&id, &path, None))
+    }
+
+    fn list_files<'a>(&'a self, id: &'a RepoId) -> BackendFuture<'a, FileList> {
+        let id = *id;
+        self.blocking(move |s| s.list_files(&id))
+    }
+
+    fn search_lines<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a LineQuery,
+    ) -> BackendFuture<'a, LineResults> {
+        let (id, query) = (*id, query.clone());
+        self.blocking(move |s| s.search_lines(&id, &query))
+    }
+
+    fn update<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a UpdateSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        let (id, spec, author) = (*id, spec.clone(), author.to_string());
+        self.blocking(move |s| s.update(&id, &spec, &author))
+    }
+
+    fn create_token<'a>(
+        &'a self,
+        name: &'a str,
+        ids: &'a [RepoId],
+        ttl_seconds: u64,
+    ) -> BackendFuture<'a, MintedToken> {
+        let (name, ids) = (name.to_string(), ids.to_vec());
+        self.blocking(move |s| s.create_token(&name, &ids, Some(ttl_seconds)))
+    }
+
+    fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus> {
+        let token = token.to_string();
+        self.blocking(move |s| {
+            let (state, info) = s.token(&token)?;
+            Ok(match (state, info) {
+                (TokenState::Live, Some(info)) => TokenStatus::Live(info),
+                (TokenState::Revoked, _) => TokenStatus::Revoked,
+                (TokenState::Expired, _) => TokenStatus::Expired,
+                _ => TokenStatus::Unknown,
+            })
+        })
+    }
+
+    fn revoke_token<'a>(&'a self, token: &'a str) -> BackendFuture<'a, Option<TokenInfo>> {
+        let token = token.to_string();
+        self.blocking(move |s| s.revoke_token(&token))
+    }
+}

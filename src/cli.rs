@@ -1,0 +1,161 @@
+//! The command line as typed: clap definitions only. [`crate::config`] validates
+//! these into settings the rest of the program trusts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An MCP server that gives coding agents scoped tools over code repositories.
+#[derive(Debug, Parser)]
+#[command(name = "scoped-repo-mcp", version, about, long_about = None)]
+pub struct Cli {
+    /// Where the embedded store keeps its repos and database
+    /// [default: $XDG_DATA_HOME/scoped-repo-mcp or ~/.local/share/scoped-repo-mcp].
+    #[arg(long, env = "SCOPED_REPO_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the MCP server.
+    Serve(ServeArgs),
+    /// Administer the embedded store's repos.
+    Repo {
+        /// The repo command.
+        #[command(subcommand)]
+        command: RepoCommand,
+    },
+    /// Administer the embedded store's repo tokens.
+    Token {
+        /// The token command.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Administer the embedded store's account keys.
+    Key {
+        /// The key command.
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// Transports `serve` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// JSON-RPC over standard input and output.
+    Stdio,
+    /// Streamable HTTP at /mcp.
+    Http,
+}
+
+/// Backends `serve` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The embedded store in --data-dir.
+    Local,
+    /// The Relace Repos API at RELACE_BASE_URL.
+    Relace,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The MCP transport.
+    #[arg(long, env = "SCOPED_REPO_TRANSPORT", value_enum, default_value_t = Transport::Stdio)]
+    pub transport: Transport,
+    /// Address for --transport http.
+    #[arg(long, env = "SCOPED_REPO_LISTEN", default_value = "127.0.0.1:8765")]
+    pub listen: String,
+    /// Where repos live [default: relace when RELACE_API_KEY is set, else local].
+    #[arg(long, env = "SCOPED_REPO_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+    /// A repo the session may use (repeatable, or comma separated).
+    #[arg(
+        long = "repo",
+        env = "SCOPED_REPO_IDS",
+        value_delimiter = ',',
+        value_name = "ID"
+    )]
+    pub repos: Vec<String>,
+    /// Offer only the read tools (no update, no token minting or revoking).
+    #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
+    pub read_only: bool,
+    /// The longest lifetime of a token minted through create_scoped_token (e.g. 30m, 1h, 7d).
+    #[arg(long, env = "SCOPED_REPO_MAX_TOKEN_TTL", default_value = "24h")]
+    pub max_token_ttl: String,
+    /// The credential: an account key (rlc-…) or a repo token (rlcr-…).
+    #[arg(long, env = "RELACE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The Relace API's base URL.
+    #[arg(
+        long,
+        env = "RELACE_BASE_URL",
+        default_value = "https://api.relace.run/v1"
+    )]
+    pub base_url: String,
+}
+
+/// `repo …`
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repo, empty or imported from a directory; prints its ID.
+    Create {
+        /// Import this directory (honours .gitignore; skips binary and oversized files).
+        #[arg(long, value_name = "DIR")]
+        from_dir: Option<PathBuf>,
+        /// Metadata as key=value (repeatable).
+        #[arg(long = "metadata", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// List the repos in the store.
+    List,
+    /// Delete a repo and its history.
+    Delete {
+        /// The repo's ID.
+        id: String,
+    },
+}
+
+/// `token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a repo token; prints it once.
+    Create {
+        /// A repo the token reaches (repeatable, or comma separated).
+        #[arg(
+            long = "repo",
+            value_delimiter = ',',
+            required = true,
+            value_name = "ID"
+        )]
+        repos: Vec<String>,
+        /// Lifetime, e.g. 30m, 1h, 7d; `never` for a token that does not expire.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// A name for the token.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token, given the token itself or the id `token list` shows.
+    Revoke {
+        /// The token (rlcr-…) or its id.
+        token: String,
+    },
+}
+
+/// `key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an account API key (rlc-…) for the API server; prints it once.
+    Create {
+        /// A name for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}

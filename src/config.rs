@@ -1,0 +1,131 @@
+//! Settings validated from the command line and environment: the one `Config` that
+//! builds the store, the scope and the server. A bad setting fails here, with a
+//! sentence that says how to fix it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{BackendKind, ServeArgs, Transport};
+use crate::model::RepoId;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The data directory: the flag, else `$XDG_DATA_HOME/scoped-repo-mcp`, else
+/// `~/.local/share/scoped-repo-mcp`.
+pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(d) = flag {
+        return Ok(d.to_path_buf());
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("scoped-repo-mcp"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(h).join(".local/share/scoped-repo-mcp"));
+    }
+    Err(ConfigError(
+        "no data directory: pass --data-dir DIR or set SCOPED_REPO_DATA_DIR (HOME is not set)"
+            .into(),
+    ))
+}
+
+/// Parse a duration such as `90s`, `30m`, `1h`, `7d`.
+pub fn parse_duration(flag: &str, raw: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(raw.trim()).map_err(|e| {
+        ConfigError(format!(
+            "{flag} `{raw}` is not a duration ({e}); write it like 90s, 30m, 1h or 7d"
+        ))
+    })
+}
+
+/// Parse repo IDs given on the command line.
+pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigError> {
+    raw.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<RepoId>()
+                .map_err(|e| ConfigError(format!("{flag}: {e}")))
+        })
+        .collect()
+}
+
+/// Validated settings of `serve`.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The transport.
+    pub transport: Transport,
+    /// The backend.
+    pub backend: BackendKind,
+    /// The embedded store's directory.
+    pub data_dir: PathBuf,
+    /// The operator's repo set (empty: none given).
+    pub repos: Vec<RepoId>,
+    /// Offer only read tools.
+    pub read_only: bool,
+    /// Cap on minted tokens' lifetime.
+    pub max_token_ttl: Duration,
+    /// The credential, if any.
+    pub api_key: Option<String>,
+    /// The Relace API's base URL.
+    pub base_url: String,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("transport", &self.transport)
+            .field("backend", &self.backend)
+            .field("data_dir", &self.data_dir)
+            .field("repos", &self.repos)
+            .field("read_only", &self.read_only)
+            .field("max_token_ttl", &self.max_token_ttl)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+impl ServeConfig {
+    /// Validate `serve`'s flags.
+    pub fn from_args(args: &ServeArgs, data_dir_flag: Option<&Path>) -> Result<Self, ConfigError> {
+        let api_key = args
+            .api_key
+            .clone()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty());
+        let backend = args.backend.unwrap_or(if api_key.is_some() {
+            BackendKind::Relace
+        } else {
+            BackendKind::Local
+        });
+        if backend == BackendKind::Relace {
+            return Err(ConfigError(
+                "the relace backend is not available in this version; use --backend local \
+                 (a repo token of the embedded store may stay in RELACE_API_KEY)"
+                    .into(),
+            ));
+        }
+        if args.transport == Transport::Http {
+            return Err(ConfigError(
+                "--transport http is not available in this version; use --transport stdio".into(),
+            ));
+        }
+        let max_token_ttl = parse_duration("--max-token-ttl", &args.max_token_ttl)?;
+        if max_token_ttl.is_zero() {
+            return Err(ConfigError("--max-token-ttl must be longer than 0s".into()));
+        }
+        Ok(Self {
+            transport: args.transport,
+            backend,
+            data_dir: data_dir(data_dir_flag)?,
+            repos: parse_repo_ids("--repo / SCOPED_REPO_IDS", &args.repos)?,
+            read_only: args.read_only,
+            max_token_ttl,
+            api_key,
+            base_url: args.base_url.clone(),
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! scoped-repo-mcp: an MCP server that gives coding agents tools over code
+//! repositories and holds every call to the repositories its session may touch.
+//!
+//! # Layout
+//! - [`cli`]: the command line as typed (clap).
+//! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
+//! - [`paths`]: repository paths, and the refusal of unsafe ones.
+//! - [`model`]: domain types shared by the MCP layer and the backends.
+//! - [`scope`]: a session's repos and rights, and the guard every call passes.
+//! - [`backend`]: the backend trait and the local backend over the store.
+//! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed secrets.
+//! - [`search`]: line search (literal and regex) over file contents.
+//! - [`server`]: the MCP server and its tools, one file per tool group.
+//! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
+//! - [`admin`]: the `repo`, `token` and `key` commands.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod paths;
+pub mod scope;
+pub mod search;
+pub mod serve;
+pub mod server;
+pub mod store;

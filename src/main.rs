@@ -1,0 +1,65 @@
+//! The `scoped-repo-mcp` binary: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use scoped_repo_mcp::cli::{Cli, Command};
+use scoped_repo_mcp::config::{ServeConfig, data_dir};
+use scoped_repo_mcp::store::{Limits, Store};
+use scoped_repo_mcp::{admin, serve};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "scoped_repo_mcp=info,warn"
+    } else {
+        "warn"
+    };
+    // Logs go to stderr: under the stdio transport stdout is the protocol channel.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::from_args(args, cli.data_dir.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let server = serve::build_local_server(&config).await?;
+                serve::run_stdio(server).await?;
+                anyhow::Ok(())
+            })
+        }
+        command => {
+            let dir = data_dir(cli.data_dir.as_deref())?;
+            let store = Store::open(&dir, Limits::default())
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+            match command {
+                Command::Repo { command } => admin::repo(&store, command, &mut out, &mut err)?,
+                Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
+                Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
+                Command::Serve(_) => unreachable!("handled above"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Domain types shared by the MCP layer and the backends: repo IDs, file operations,
+//! search hits, token descriptions. No wire format of any backend lives here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::RepoPath;
+
+/// A repository ID: a UUID, always written in its lowercase hyphenated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RepoId(uuid::Uuid);
+
+/// A repo ID that is not a UUID.
+#[derive(Debug, thiserror::Error)]
+#[error("repo ID `{0}` is not a UUID (expected the form 3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69)")]
+pub struct BadRepoId(pub String);
+
+impl RepoId {
+    /// A fresh random ID.
+    pub fn new_random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl FromStr for RepoId {
+    type Err = BadRepoId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let shown: String = s.chars().take(80).collect();
+        // Only the hyphenated 36-character form: `simple`, `urn:` and braced forms are
+        // refused so that one repo has exactly one spelling in logs and scopes.
+        if s.len() != 36 {
+            return Err(BadRepoId(shown));
+        }
+        uuid::Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| BadRepoId(shown))
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Seconds since the Unix epoch, the store's clock.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Format Unix seconds as an RFC 3339 / ISO 8601 UTC timestamp.
+pub fn rfc3339(unix_seconds: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(unix_seconds.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parse an RFC 3339 timestamp (as the Relace API writes them) into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z').split('.').next()?)
+        .or_else(|_| humantime::parse_rfc3339(s))
+        .ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+/// A repository as `list_repos` describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepoSummary {
+    /// The repo's ID (a UUID).
+    pub repo_id: String,
+    /// The commit id of the repo's current head.
+    pub head: String,
+    /// Free-form key/value metadata set when the repo was created.
+    pub metadata: BTreeMap<String, String>,
+    /// When the repo was created (RFC 3339).
+    pub created_at: String,
+    /// When the repo last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One change in an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    /// Create or overwrite a file.
+    Write {
+        /// Where.
+        path: RepoPath,
+        /// The new text.
+        content: String,
+    },
+    /// Delete a file, or a directory with everything below it.
+    Delete {
+        /// What.
+        path: RepoPath,
+    },
+    /// Move a file or directory.
+    Rename {
+        /// From.
+        path: RepoPath,
+        /// To.
+        new_path: RepoPath,
+    },
+}
+
+/// What an update does to the tree.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Apply these operations in order, on top of the head.
+    Operations(Vec<FileOp>),
+    /// Make these files the whole tree; everything else is deleted.
+    ReplaceAll(Vec<(RepoPath, String)>),
+}
+
+/// An update as the backends take it.
+#[derive(Debug, Clone)]
+pub struct UpdateSpec {
+    /// The change.
+    pub change: Change,
+    /// Refuse the update unless the repo's head is this commit.
+    pub expected_head: Option<String>,
+    /// The commit message; a summary is written when absent.
+    pub message: Option<String>,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateOutcome {
+    /// The head after the update (unchanged when the update changed nothing).
+    pub head: String,
+    /// The paths whose content changed, was added or was removed, sorted.
+    pub changed_files: Vec<String>,
+}
+
+/// A file's text at a head.
+#[derive(Debug, Clone)]
+pub struct FileText {
+    /// The commit the text was read at.
+    pub head: String,
+    /// The whole text.
+    pub content: String,
+}
+
+/// Every tracked path of a repo at a head.
+#[derive(Debug, Clone)]
+pub struct FileList {
+    /// The commit the list was read at.
+    pub head: String,
+    /// Sorted paths.
+    pub paths: Vec<String>,
+}
+
+/// A line search, already validated.
+#[derive(Debug, Clone)]
+pub struct LineQuery {
+    /// The pattern as given.
+    pub pattern: String,
+    /// Whether `pattern` is a regular expression (else a literal).
+    pub regex: bool,
+    /// Match case exactly.
+    pub case_sensitive: bool,
+    /// Only search paths matching this glob.
+    pub path_glob: Option<String>,
+    /// Stop after this many matching lines.
+    pub max_results: usize,
+    /// Lines of context to return before and after each match.
+    pub context_lines: usize,
+}
+
+/// One matching line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchHit {
+    /// The file.
+    pub path: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// The line's text (without its line ending; cut at 1,000 bytes).
+    pub text: String,
+    /// Byte ranges `[start, end)` of each match within `text`.
+    pub matches: Vec<MatchRange>,
+    /// Up to `context_lines` lines before the match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Up to `context_lines` lines after the match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+}
+
+/// A match's byte range within a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MatchRange {
+    /// Byte offset of the match's start.
+    pub start: usize,
+    /// Byte offset just past the match's end.
+    pub end: usize,
+}
+
+/// The answer to a line search.
+#[derive(Debug, Clone)]
+pub struct LineResults {
+    /// The commit searched.
+    pub head: String,
+    /// Matching lines in path order, then line order.
+    pub hits: Vec<SearchHit>,
+    /// Whether the search stopped early (at `max_results` or its time budget).
+    pub truncated: bool,
+    /// Files searched.
+    pub files_searched: usize,
+}
+
+/// A repo token as it may be shown: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// The name given at creation.
+    pub name: String,
+    /// The repos it reaches.
+    pub repo_ids: Vec<RepoId>,
+    /// When it stops working (Unix seconds), if ever.
+    pub expires_at: Option<i64>,
+}
+
+/// A freshly minted token: the one place a secret is returned.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The secret, shown once.
+    pub token: String,
+    /// What it grants.
+    pub info: TokenInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_id_is_canonical_hyphenated_uuid() {
+        let id: RepoId = "3F2A6C1E-8B0D-4C5E-9A7F-1D2E3C4B5A69".parse().unwrap();
+        assert_eq!(id.to_string(), "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69");
+        assert!(
+            "3f2a6c1e8b0d4c5e9a7f1d2e3c4b5a69"
+                .parse::<RepoId>()
+                .is_err()
+        );
+        assert!("../etc".parse::<RepoId>().is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let s = rfc3339(1_700_000_000);
+        assert_eq!(s, "2023-11-14T22:13:20Z");
+        assert_eq!(parse_rfc3339(&s), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123456Z"),
+            Some(1_700_000_000)
+        );
+    }
+}

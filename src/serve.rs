@@ -1,0 +1,135 @@
+//! Start-up of `serve`: open the backend, learn the scope, build the server, run it.
+
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+
+use crate::backend::{Backend, LocalBackend, TokenStatus};
+use crate::config::{ConfigError, ServeConfig};
+use crate::scope::Scope;
+use crate::server::{RepoServer, ServerSettings};
+use crate::store::{Limits, Store, secrets};
+
+/// Open the embedded store in `config.data_dir`.
+pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
+    Store::open(&config.data_dir, Limits::default())
+        .map(Arc::new)
+        .map_err(|e| {
+            ConfigError(format!(
+                "cannot open the store in {}: {e}; check the path and its permissions, or pass another --data-dir",
+                config.data_dir.display()
+            ))
+        })
+}
+
+/// Work out the session's scope from the operator's flags and the credential.
+pub async fn local_scope(
+    config: &ServeConfig,
+    backend: &LocalBackend,
+) -> Result<Scope, ConfigError> {
+    let store = backend.store();
+    for id in &config.repos {
+        if store.repo_row(id).is_err() {
+            return Err(ConfigError(format!(
+                "repo {id} is not in the store at {}; `scoped-repo-mcp repo list --data-dir {}` shows the repos there",
+                config.data_dir.display(),
+                config.data_dir.display()
+            )));
+        }
+    }
+    let scope = match config.api_key.as_deref() {
+        Some(token) if secrets::looks_like_repo_token(token) => {
+            match backend
+                .token_status(token)
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?
+            {
+                TokenStatus::Live(info) => {
+                    let scope = Scope::from_token(
+                        token.to_string(),
+                        &info.name,
+                        &info.repo_ids,
+                        info.expires_at,
+                        &config.repos,
+                    );
+                    if scope.is_empty() {
+                        return Err(ConfigError(
+                            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
+                        ));
+                    }
+                    scope
+                }
+                status => {
+                    let why = match status {
+                        TokenStatus::Revoked => "has been revoked",
+                        TokenStatus::Expired => "has expired",
+                        _ => "is not known",
+                    };
+                    return Err(ConfigError(format!(
+                        "the repo token in RELACE_API_KEY {why} in the store at {}; mint a new one with `scoped-repo-mcp token create`",
+                        config.data_dir.display()
+                    )));
+                }
+            }
+        }
+        Some(key) if key.starts_with(secrets::ACCOUNT_KEY_PREFIX) => {
+            if !store
+                .account_key_live(key)
+                .map_err(|e| ConfigError(e.to_string()))?
+            {
+                return Err(ConfigError(format!(
+                    "the account key in RELACE_API_KEY is not known to the store at {}",
+                    config.data_dir.display()
+                )));
+            }
+            Scope::operator(config.repos.iter().copied())
+        }
+        Some(_) => {
+            return Err(ConfigError(
+                "RELACE_API_KEY is neither a repo token (rlcr-…) nor an account key (rlc-…); unset it or fix it".into(),
+            ));
+        }
+        None => Scope::operator(config.repos.iter().copied()),
+    };
+    if scope.is_empty() {
+        return Err(ConfigError(
+            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, or set RELACE_API_KEY to a repo token; \
+             `scoped-repo-mcp repo list` shows the IDs"
+                .into(),
+        ));
+    }
+    Ok(if config.read_only {
+        scope.read_only()
+    } else {
+        scope
+    })
+}
+
+/// Build the server `serve` runs, on the local backend.
+pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
+    let backend = LocalBackend::new(open_store(config)?);
+    let scope = local_scope(config, &backend).await?;
+    let settings = ServerSettings {
+        max_token_ttl: config.max_token_ttl.as_secs(),
+        default_token_ttl: ServerSettings::default().default_token_ttl,
+    };
+    Ok(RepoServer::new(
+        Arc::new(backend) as Arc<dyn Backend>,
+        scope,
+        settings,
+    ))
+}
+
+/// Serve MCP over stdin/stdout until the client closes the stream.
+pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
+    tracing::info!(scope = %server.scope().describe(), "serving MCP over stdio");
+    let service = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! The read-only tools: `list_repos`, `search_repo`, `read_file`, `list_files`.
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::schemars::{self, JsonSchema};
+use rmcp::{ErrorData as McpError, tool, tool_router};
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::model::{LineQuery, RepoId, RepoSummary, SearchHit};
+use crate::paths::RepoPath;
+use crate::search::compile_glob;
+
+/// Most bytes of file content one `read_file` answer carries.
+pub const MAX_READ_BYTES: usize = 256 * 1024;
+/// Most matching lines one search returns.
+pub const MAX_SEARCH_RESULTS: u32 = 1000;
+/// Most context lines around a match.
+pub const MAX_CONTEXT_LINES: u32 = 10;
+/// Most paths one `list_files` answer carries.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
+fn yes() -> bool {
+    true
+}
+fn fifty() -> u32 {
+    50
+}
+fn thousand() -> u32 {
+    1000
+}
+
+fn short(head: &str) -> &str {
+    &head[..head.len().min(12)]
+}
+
+/// The repos in scope.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ListReposOutput {
+    /// Each repo this session may use.
+    pub repos: Vec<RepoSummary>,
+}
+
+/// How `search_repo` matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    /// `regex` when the query is a regular expression with metacharacters, else `literal`.
+    #[default]
+    Auto,
+    /// The query is matched as exact text.
+    Literal,
+    /// The query is a regular expression (Rust `regex` syntax, as ripgrep uses).
+    Regex,
+    /// Ranked natural-language retrieval of the most relevant files.
+    Ranked,
+}
+
+/// Arguments of `search_repo`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SearchRepoRequest {
+    /// The repo to search (a UUID from list_repos).
+    pub repo_id: String,
+    /// Text, regex or question to search for (at most 4 KiB).
+    pub query: String,
+    /// `literal`, `regex`, `ranked` or `auto` (the default).
+    #[serde(default)]
+    pub mode: SearchMode,
+    /// Only search files whose path matches this glob, e.g. `*.rs` or `src/**/*.py`.
+    /// Empty: every file.
+    #[serde(default)]
+    pub path_glob: String,
+    /// Match case exactly (default true).
+    #[serde(default = "yes")]
+    pub case_sensitive: bool,
+    /// Stop after this many matching lines (default 50, at most 1000).
+    #[serde(default = "fifty")]
+    pub max_results: u32,
+    /// Lines of context before and after each match (default 0, at most 10).
+    #[serde(default)]
+    pub context_lines: u32,
+}
+
+/// The answer of `search_repo`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SearchRepoOutput {
+    /// The repo searched.
+    pub repo_id: String,
+    /// The commit the results were computed at.
+    pub head: String,
+    /// The mode that ran (`literal` or `regex` when `auto` was asked).
+    pub mode: SearchMode,
+    /// Matching lines, in path order then line order.
+    pub hits: Vec<SearchHit>,
+    /// True when more matches exist than were returned.
+    pub truncated: bool,
+    /// How many files were searched.
+    pub files_searched: u64,
+}
+
+/// Arguments of `read_file`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReadFileRequest {
+    /// The repo (a UUID from list_repos).
+    pub repo_id: String,
+    /// The file's path from the repo root, e.g. `src/main.rs`.
+    pub path: String,
+    /// First line to return, 1-based (default 0: from the start).
+    #[serde(default)]
+    pub start_line: u64,
+    /// Last line to return, inclusive (default 0: to the end).
+    #[serde(default)]
+    pub end_line: u64,
+}
+
+/// The answer of `read_file`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReadFileOutput {
+    /// The repo.
+    pub repo_id: String,
+    /// The file.
+    pub path: String,
+    /// The commit the text was read at.
+    pub head: String,
+    /// The text of lines `start_line..=end_line`, line endings kept.
+    pub content: String,
+    /// First line returned (1-based).
+    pub start_line: u64,
+    /// Last line returned (0 for an empty file).
+    pub end_line: u64,
+    /// Lines in the whole file.
+    pub total_lines: u64,
+    /// True when the answer stopped before the requested end (256 KiB per answer); read
+    /// on from `end_line + 1`.
+    pub truncated: bool,
+}
+
+/// Arguments of `list_files`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ListFilesRequest {
+    /// The repo (a UUID from list_repos).
+    pub repo_id: String,
+    /// Only paths under this directory, e.g. `src/`. Empty: the whole repo.
+    #[serde(default)]
+    pub prefix: String,
+    /// Only paths matching this glob, e.g. `*.rs` (any directory) or `src/**/test_*.py`.
+    #[serde(default)]
+    pub glob: String,
+    /// Most paths to return (default 1000, at most 10000).
+    #[serde(default = "thousand")]
+    pub limit: u32,
+}
+
+/// The answer of `list_files`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ListFilesOutput {
+    /// The repo.
+    pub repo_id: String,
+    /// The commit listed.
+    pub head: String,
+    /// Matching paths, sorted.
+    pub paths: Vec<String>,
+    /// How many paths matched in all.
+    pub total_matching: u64,
+    /// True when more paths matched than were returned.
+    pub truncated: bool,
+}
+
+fn query_too_long(query: &str) -> Result<(), ToolFailure> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ToolFailure::Refused(format!(
+            "the query is {} bytes; the limit is {MAX_QUERY_BYTES}",
+            query.len()
+        )));
+    }
+    if query.is_empty() {
+        return Err(ToolFailure::Refused("the query is empty".into()));
+    }
+    Ok(())
+}
+
+/// What `auto` runs: a regex when the query has regex syntax and compiles, else a literal.
+fn resolve_mode(mode: SearchMode, query: &str) -> SearchMode {
+    match mode {
+        SearchMode::Auto if regex::escape(query) != query && regex::Regex::new(query).is_ok() => {
+            SearchMode::Regex
+        }
+        SearchMode::Auto => SearchMode::Literal,
+        m => m,
+    }
+}
+
+#[tool_router(router = read_tools, vis = "pub(crate)")]
+impl RepoServer {
+    /// List the repositories this session may use, with their metadata and head commit.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListReposOutput>()
+    )]
+    async fn list_repos(&self) -> Result<CallToolResult, McpError> {
+        respond("list_repos", self.list_repos_impl().await)
+    }
+
+    /// Search one repository's files. `literal` and `regex` return matching lines
+    /// (path, line number, text, match offsets), like ripgrep; `auto` picks between
+    /// them. Binary files are skipped.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<SearchRepoOutput>()
+    )]
+    async fn search_repo(
+        &self,
+        Parameters(req): Parameters<SearchRepoRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond("search_repo", self.search_repo_impl(req).await)
+    }
+
+    /// Read a text file, whole or a range of lines (1-based, inclusive).
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ReadFileOutput>()
+    )]
+    async fn read_file(
+        &self,
+        Parameters(req): Parameters<ReadFileRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond("read_file", self.read_file_impl(req).await)
+    }
+
+    /// List a repository's file paths, optionally under a directory or matching a glob.
+    #[tool(
+        annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListFilesOutput>()
+    )]
+    async fn list_files(
+        &self,
+        Parameters(req): Parameters<ListFilesRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond("list_files", self.list_files_impl(req).await)
+    }
+}
+
+impl RepoServer {
+    async fn list_repos_impl(&self) -> ToolAnswer<ListReposOutput> {
+        self.admit_all("list_repos", &[]).await?;
+        let ids: Vec<RepoId> = self.scope.repos().copied().collect();
+        let repos = self.backend.list_repos(&ids).await?;
+        let mut text = format!("{} repo(s) in scope:", repos.len());
+        for r in &repos {
+            let meta: Vec<String> = r.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text.push_str(&format!(
+                "\n- {} head {} {}",
+                r.repo_id,
+                short(&r.head),
+                meta.join(" ")
+            ));
+        }
+        Ok((ListReposOutput { repos }, text))
+    }
+
+    async fn search_repo_impl(&self, req: SearchRepoRequest) -> ToolAnswer<SearchRepoOutput> {
+        let id = self.admit("search_repo", &req.repo_id).await?;
+        query_too_long(&req.query)?;
+        if req.max_results == 0 || req.max_results > MAX_SEARCH_RESULTS {
+            return Err(ToolFailure::Refused(format!(
+                "max_results must be between 1 and {MAX_SEARCH_RESULTS}"
+            )));
+        }
+        if req.context_lines > MAX_CONTEXT_LINES {
+            return Err(ToolFailure::Refused(format!(
+                "context_lines must be at most {MAX_CONTEXT_LINES}"
+            )));
+        }
+        let mode = resolve_mode(req.mode, &req.query);
+        if mode == SearchMode::Ranked {
+            return Err(ToolFailure::Refused(
+                "ranked search is not available on this server yet; use mode `literal` or `regex` with key identifiers".into(),
+            ));
+        }
+        let query = LineQuery {
+            pattern: req.query.clone(),
+            regex: mode == SearchMode::Regex,
+            case_sensitive: req.case_sensitive,
+            path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
+            max_results: req.max_results as usize,
+            context_lines: req.context_lines as usize,
+        };
+        let results = self.backend.search_lines(&id, &query).await?;
+        let kind = if mode == SearchMode::Regex {
+            "regex"
+        } else {
+            "literal"
+        };
+        let mut text = format!(
+            "{} matching line(s) for {kind} `{}` in {id} at {}{}",
+            results.hits.len(),
+            req.query,
+            short(&results.head),
+            if results.truncated {
+                " (truncated: more matches exist; narrow the query or raise max_results)"
+            } else {
+                ""
+            }
+        );
+        for h in &results.hits {
+            let first = h.line as usize - h.before.len();
+            for (i, l) in h.before.iter().enumerate() {
+                text.push_str(&format!("\n{}-{}- {l}", h.path, first + i));
+            }
+            text.push_str(&format!("\n{}:{}: {}", h.path, h.line, h.text));
+            for (i, l) in h.after.iter().enumerate() {
+                text.push_str(&format!("\n{}-{}- {l}", h.path, h.line as usize + 1 + i));
+            }
+        }
+        Ok((
+            SearchRepoOutput {
+                repo_id: id.to_string(),
+                head: results.head,
+                mode,
+                hits: results.hits,
+                truncated: results.truncated,
+                files_searched: results.files_searched as u64,
+            },
+            text,
+        ))
+    }
+
+    async fn read_file_impl(&self, req: ReadFileRequest) -> ToolAnswer<ReadFileOutput> {
+        let id = self.admit("read_file", &req.repo_id).await?;
+        let path = RepoPath::parse(&req.path)?;
+        let file = self.backend.read_file(&id, &path).await?;
+        let lines: Vec<&str> = file.content.split_inclusive('\n').collect();
+        let total = lines.len() as u64;
+        let start = req.start_line.max(1);
+        if req.end_line != 0 && req.end_line < start {
+            return Err(ToolFailure::Refused(format!(
+                "end_line {} is before start_line {start}",
+                req.end_line
+            )));
+        }
+        if start > total.max(1) {
+            return Err(ToolFailure::Refused(format!(
+                "start_line {start} is past the end of `{path}`, which has {total} line(s)"
+            )));
+        }
+        let wanted_end = if req.end_line == 0 {
+            total
+        } else {
+            req.end_line.min(total)
+        };
+        let mut content = String::new();
+        let mut end = start - 1;
+        let mut truncated = false;
+        for line in lines
+            .iter()
+            .take(wanted_end as usize)
+            .skip(start as usize - 1)
+        {
+            if !content.is_empty() && content.len() + line.len() > MAX_READ_BYTES {
+                truncated = true;
+                break;
+            }
+            content.push_str(line);
+            end += 1;
+        }
+        let text = format!(
+            "{path} lines {start}-{end} of {total} at {}{}:\n{content}",
+            short(&file.head),
+            if truncated {
+                " (truncated: read on from the next line)"
+            } else {
+                ""
+            }
+        );
+        Ok((
+            ReadFileOutput {
+                repo_id: id.to_string(),
+                path: path.to_string(),
+                head: file.head,
+                content,
+                start_line: start,
+                end_line: end,
+                total_lines: total,
+                truncated,
+            },
+            text,
+        ))
+    }
+
+    async fn list_files_impl(&self, req: ListFilesRequest) -> ToolAnswer<ListFilesOutput> {
+        let id = self.admit("list_files", &req.repo_id).await?;
+        let prefix = if req.prefix.is_empty() {
+            None
+        } else {
+            Some(RepoPath::parse_prefix(&req.prefix)?)
+        };
+        let glob = if req.glob.is_empty() {
+            None
+        } else {
+            Some(compile_glob(&req.glob).map_err(|e| ToolFailure::Refused(e.to_string()))?)
+        };
+        if req.limit == 0 || req.limit > MAX_LIST_LIMIT {
+            return Err(ToolFailure::Refused(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}"
+            )));
+        }
+        let list = self.backend.list_files(&id).await?;
+        let matching: Vec<String> = list
+            .paths
+            .into_iter()
+            .filter(|p| prefix.as_ref().is_none_or(|d| d.contains(p)))
+            .filter(|p| glob.as_ref().is_none_or(|g| g.is_match(p)))
+            .collect();
+        let total = matching.len() as u64;
+        let paths: Vec<String> = matching.into_iter().take(req.limit as usize).collect();
+        let truncated = (paths.len() as u64) < total;
+        let text = format!(
+            "{} of {total} path(s) in {id} at {}{}\n{}",
+            paths.len(),
+            short(&list.head),
+            if truncated {
+                " (truncated: raise limit or narrow prefix/glob)"
+            } else {
+                ":"
+            },
+            paths.join("\n")
+        );
+        Ok((
+            ListFilesOutput {
+                repo_id: id.to_string(),
+                head: list.head,
+                paths,
+                total_matching: total,
+                truncated,
+            },
+            text,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_mode_picks_regex_only_for_compiling_patterns_with_syntax() {
+        assert_eq!(
+            resolve_mode(SearchMode::Auto, "fn main"),
+            SearchMode::Literal
+        );
+        assert_eq!(
+            resolve_mode(SearchMode::Auto, "fn (main"),
+            SearchMode::Literal
+        );
+        assert_eq!(
+            resolve_mode(SearchMode::Auto, r"fn \w+\("),
+            SearchMode::Regex
+        );
+        assert_eq!(
+            resolve_mode(SearchMode::Literal, r"\w"),
+            SearchMode::Literal
+        );
+    }
+}

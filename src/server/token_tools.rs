@@ -1,0 +1,182 @@
+//! The token tools: `create_scoped_token` and `revoke_token`.
+
+use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::schemars::{self, JsonSchema};
+use rmcp::{ErrorData as McpError, tool, tool_router};
+use serde::{Deserialize, Serialize};
+
+use super::{RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::backend::TokenStatus;
+use crate::model::{RepoId, rfc3339};
+
+/// Longest token name accepted.
+pub const MAX_TOKEN_NAME: usize = 200;
+
+/// Arguments of `create_scoped_token`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CreateScopedTokenRequest {
+    /// A name saying who or what the token is for (shown in listings and commits).
+    pub name: String,
+    /// The repos the token reaches: a subset of this session's repos.
+    pub repo_ids: Vec<String>,
+    /// Lifetime in seconds. 0 (the default): one hour, or less when the server's maximum
+    /// or this session's own credential is shorter.
+    #[serde(default)]
+    pub ttl_seconds: u64,
+}
+
+/// The answer of `create_scoped_token`: the only time the token's secret is shown.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CreateScopedTokenOutput {
+    /// The token (`rlcr-…`); hand it to the agent that needs it, it is not shown again.
+    pub token: String,
+    /// The token's name.
+    pub name: String,
+    /// The repos it reaches.
+    pub repo_ids: Vec<String>,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Arguments of `revoke_token`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RevokeTokenRequest {
+    /// The token to revoke (`rlcr-…`).
+    pub token: String,
+}
+
+/// The answer of `revoke_token`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RevokeTokenOutput {
+    /// Always true: a token that could not be revoked is a tool error.
+    pub revoked: bool,
+    /// The revoked token's name.
+    pub name: String,
+    /// The repos it reached.
+    pub repo_ids: Vec<String>,
+}
+
+fn id_strings(ids: &[RepoId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+#[tool_router(router = token_tools, vis = "pub(crate)")]
+impl RepoServer {
+    /// Mint a repo token for some of this session's repos, with a limited lifetime, to
+    /// hand to another agent. The token is shown only in this answer.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<CreateScopedTokenOutput>()
+    )]
+    async fn create_scoped_token(
+        &self,
+        Parameters(req): Parameters<CreateScopedTokenRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond("create_scoped_token", self.create_token_impl(req).await)
+    }
+
+    /// Revoke a repo token at once. Only tokens whose repos all lie in this session's
+    /// scope can be revoked.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<RevokeTokenOutput>()
+    )]
+    async fn revoke_token(
+        &self,
+        Parameters(req): Parameters<RevokeTokenRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond("revoke_token", self.revoke_token_impl(req).await)
+    }
+}
+
+impl RepoServer {
+    async fn create_token_impl(
+        &self,
+        req: CreateScopedTokenRequest,
+    ) -> ToolAnswer<CreateScopedTokenOutput> {
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > MAX_TOKEN_NAME || name.chars().any(char::is_control) {
+            return Err(ToolFailure::Refused(format!(
+                "name must be 1 to {MAX_TOKEN_NAME} bytes of printable text"
+            )));
+        }
+        if req.repo_ids.is_empty() {
+            return Err(ToolFailure::Refused(
+                "repo_ids is empty: name at least one repo".into(),
+            ));
+        }
+        let ids = req
+            .repo_ids
+            .iter()
+            .map(|s| s.parse::<RepoId>())
+            .collect::<Result<Vec<_>, _>>()?;
+        self.admit_all("create_scoped_token", &ids).await?;
+        let cap = self.scope.max_ttl(self.settings.max_token_ttl);
+        if cap == 0 {
+            return Err(ToolFailure::Refused(
+                "this session's credential expires now, so it cannot mint tokens".into(),
+            ));
+        }
+        let ttl = match req.ttl_seconds {
+            0 => self.settings.default_token_ttl.min(cap),
+            t if t > cap => {
+                return Err(ToolFailure::Refused(format!(
+                    "ttl_seconds {t} is over the maximum of {cap} seconds (the server's --max-token-ttl, \
+                     or the remaining life of this session's own credential); ask for {cap} or less"
+                )));
+            }
+            t => t,
+        };
+        let minted = self.backend.create_token(name, &ids, ttl).await?;
+        let expires_at = minted.info.expires_at.map(rfc3339).unwrap_or_default();
+        let repo_ids = id_strings(&minted.info.repo_ids);
+        tracing::info!(name, repos = repo_ids.len(), ttl, "repo token minted");
+        let text = format!(
+            "Token `{name}` for {} (expires {expires_at}); it is shown only now:\n{}",
+            repo_ids.join(", "),
+            minted.token
+        );
+        Ok((
+            CreateScopedTokenOutput {
+                token: minted.token,
+                name: minted.info.name,
+                repo_ids,
+                expires_at,
+            },
+            text,
+        ))
+    }
+
+    async fn revoke_token_impl(&self, req: RevokeTokenRequest) -> ToolAnswer<RevokeTokenOutput> {
+        self.admit_all("revoke_token", &[]).await?;
+        let token = req.token.trim();
+        let info = match self.backend.token_status(token).await? {
+            TokenStatus::Live(info) => info,
+            _ => {
+                return Err(ToolFailure::Refused(
+                    "that token is unknown, expired or already revoked: there is nothing to revoke"
+                        .into(),
+                ));
+            }
+        };
+        self.admit_all("revoke_token", &info.repo_ids).await?;
+        let Some(info) = self.backend.revoke_token(token).await? else {
+            return Err(ToolFailure::Refused(
+                "that token was revoked meanwhile".into(),
+            ));
+        };
+        let repo_ids = id_strings(&info.repo_ids);
+        tracing::info!(name = %info.name, repos = repo_ids.len(), "repo token revoked");
+        let text = format!("Revoked token `{}` for {}", info.name, repo_ids.join(", "));
+        Ok((
+            RevokeTokenOutput {
+                revoked: true,
+                name: info.name,
+                repo_ids,
+            },
+            text,
+        ))
+    }
+}

@@ -1,0 +1,311 @@
+//! The store's SQLite database: repo metadata, hashed repo tokens, hashed account keys.
+//!
+//! One connection behind a std `Mutex`: every statement is short, and the WAL journal
+//! with a busy timeout lets several processes share one data directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::model::{RepoId, TokenInfo, unix_now};
+
+/// A repo's row.
+#[derive(Debug, Clone)]
+pub struct RepoRow {
+    /// The repo.
+    pub id: RepoId,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// Key/value metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Whether ranked retrieval indexing is on.
+    pub auto_index: bool,
+}
+
+/// A token's row, as `token list` shows it.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// The first 12 hex digits of the token's hash: a handle that reveals nothing.
+    pub id: String,
+    /// Name, repos, expiry.
+    pub info: TokenInfo,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Which rows a token lookup should see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenState {
+    /// Unknown hash.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Usable.
+    Live,
+}
+
+pub(crate) struct Db {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS repos (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    auto_index INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    repo_ids TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS account_keys (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+";
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn parse_ids(json: &str) -> Vec<RepoId> {
+    serde_json::from_str::<Vec<String>>(json)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-written state in SQLite (each
+        // statement is its own transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert_repo(&self, row: &RepoRow) -> Result<(), StoreError> {
+        let metadata = serde_json::to_string(&row.metadata).expect("map serializes");
+        self.conn()
+            .execute(
+                "INSERT INTO repos (id, created_at, updated_at, metadata, auto_index) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id.to_string(), row.created_at, row.updated_at, metadata, row.auto_index],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_repo(&self, id: &RepoId) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM repos WHERE id = ?1", params![id.to_string()])
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn touch_repo(&self, id: &RepoId) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE repos SET updated_at = ?2 WHERE id = ?1",
+                params![id.to_string(), unix_now()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) fn set_metadata(
+        &self,
+        id: &RepoId,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let metadata = serde_json::to_string(metadata).expect("map serializes");
+        self.conn()
+            .execute(
+                "UPDATE repos SET metadata = ?2 WHERE id = ?1",
+                params![id.to_string(), metadata],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn repo_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<RepoRow>> {
+        let id: String = r.get(0)?;
+        let metadata: String = r.get(3)?;
+        let Ok(id) = id.parse() else { return Ok(None) };
+        Ok(Some(RepoRow {
+            id,
+            created_at: r.get(1)?,
+            updated_at: r.get(2)?,
+            metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            auto_index: r.get(4)?,
+        }))
+    }
+
+    pub(crate) fn repo(&self, id: &RepoId) -> Result<Option<RepoRow>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, created_at, updated_at, metadata, auto_index FROM repos WHERE id = ?1",
+                params![id.to_string()],
+                Self::repo_from_row,
+            )
+            .optional()
+            .map_err(db_err)
+            .map(Option::flatten)
+    }
+
+    pub(crate) fn repos(&self) -> Result<Vec<RepoRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, created_at, updated_at, metadata, auto_index FROM repos ORDER BY created_at, id")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], Self::repo_from_row)
+            .map_err(db_err)?
+            .filter_map(|r| r.ok().flatten())
+            .collect();
+        Ok(rows)
+    }
+
+    pub(crate) fn insert_token(
+        &self,
+        hash: &str,
+        info: &TokenInfo,
+        created_at: i64,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = info.repo_ids.iter().map(ToString::to_string).collect();
+        self.conn()
+            .execute(
+                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, info.name, serde_json::to_string(&ids).expect("list serializes"), created_at, info.expires_at],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+        let hash: String = r.get(0)?;
+        let ids: String = r.get(2)?;
+        Ok(TokenRow {
+            id: hash[..12.min(hash.len())].to_string(),
+            info: TokenInfo {
+                name: r.get(1)?,
+                repo_ids: parse_ids(&ids),
+                expires_at: r.get(4)?,
+            },
+            created_at: r.get(3)?,
+            revoked_at: r.get(5)?,
+        })
+    }
+
+    /// The token stored under `hash`, and whether it may be used now.
+    pub(crate) fn token(&self, hash: &str) -> Result<(TokenState, Option<TokenRow>), StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at FROM tokens WHERE hash = ?1",
+                params![hash],
+                Self::token_from_row,
+            )
+            .optional()
+            .map_err(db_err)?;
+        let state = match &row {
+            None => TokenState::Unknown,
+            Some(t) if t.revoked_at.is_some() => TokenState::Revoked,
+            Some(t) if t.info.expires_at.is_some_and(|e| e <= unix_now()) => TokenState::Expired,
+            Some(_) => TokenState::Live,
+        };
+        Ok((state, row))
+    }
+
+    pub(crate) fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at, hash")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], Self::token_from_row)
+            .map_err(db_err)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
+    }
+
+    /// Hashes of live tokens whose short id starts with `prefix`.
+    pub(crate) fn token_hashes_by_id(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT hash FROM tokens WHERE substr(hash, 1, length(?1)) = ?1")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![prefix], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
+    }
+
+    /// Mark a token revoked; false when it was unknown or already revoked.
+    pub(crate) fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash, unix_now()],
+            )
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn insert_account_key(&self, hash: &str, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO account_keys (hash, name, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, name, unix_now()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub(crate) fn account_key_live(&self, hash: &str) -> Result<bool, StoreError> {
+        let found: Option<Option<i64>> = self
+            .conn()
+            .query_row(
+                "SELECT revoked_at FROM account_keys WHERE hash = ?1",
+                params![hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        Ok(matches!(found, Some(None)))
+    }
+}

@@ -1,0 +1,648 @@
+//! The embedded store: git repositories under a data directory plus a SQLite database
+//! of repo metadata, hashed repo tokens and hashed account keys.
+//!
+//! Layout of a data directory:
+//! ```text
+//! store.db                 SQLite (WAL): repos, tokens, account_keys
+//! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
+//! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
+//! ```
+//! Every method is blocking; async callers run them on the blocking pool.
+//! The store knows nothing of MCP or scopes: callers decide who may do what.
+
+mod db;
+mod git;
+mod import;
+pub mod secrets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use db::{RepoRow, TokenRow, TokenState};
+pub use git::{BRANCH_REF, is_binary};
+pub use import::{ImportProgress, ImportReport};
+
+use crate::model::{
+    Change, FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
+    TokenInfo, UpdateOutcome, UpdateSpec, rfc3339, unix_now,
+};
+use crate::paths::RepoPath;
+use crate::search::{LineSearcher, SearchError};
+use db::Db;
+
+/// Size limits on what enters the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file, in bytes.
+    pub max_file_bytes: usize,
+    /// Largest update (sum of written contents), in bytes.
+    pub max_update_bytes: usize,
+    /// Most operations (or files) in one update.
+    pub max_operations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            max_update_bytes: 50 * 1024 * 1024,
+            max_operations: 10_000,
+        }
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No repo with this ID.
+    #[error("repo {0} not found")]
+    RepoNotFound(RepoId),
+    /// A path that is not in the tree.
+    #[error("{0}")]
+    FileNotFound(String),
+    /// A file that is not text.
+    #[error("`{0}` is a binary file; only text files can be read")]
+    Binary(String),
+    /// `expected_head` did not match.
+    #[error(
+        "the repo's head is {actual}, not the expected {expected}; read the files again and retry on top of {actual}"
+    )]
+    Conflict {
+        /// What the caller expected.
+        expected: String,
+        /// What the head is.
+        actual: String,
+    },
+    /// Input the store refuses.
+    #[error("{0}")]
+    Invalid(String),
+    /// Input over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A bad search pattern.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// libgit2 failed.
+    #[error("git error: {0}")]
+    Git(String),
+    /// The file system failed.
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+struct RepoHandle {
+    /// A reader handle; git2's `Repository` is `Send` but not `Sync`.
+    reader: Mutex<git2::Repository>,
+    /// Serializes writers inside this process; the flock serializes across processes.
+    writer: Mutex<()>,
+    dir: PathBuf,
+}
+
+/// The embedded store.
+pub struct Store {
+    root: PathBuf,
+    db: Db,
+    handles: Mutex<HashMap<RepoId, Arc<RepoHandle>>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("root", &self.root).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    /// Open (creating if needed) the store in `root`.
+    pub fn open(root: &Path, limits: Limits) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root.join("repos"))?;
+        let db = Db::open(&root.join("store.db"))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            db,
+            handles: Mutex::new(HashMap::new()),
+            limits,
+        })
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Where a repo's git directory lives (for `git clone`).
+    pub fn git_dir(&self, id: &RepoId) -> PathBuf {
+        self.root.join("repos").join(format!("{id}.git"))
+    }
+
+    fn handle(&self, id: &RepoId) -> Result<Arc<RepoHandle>, StoreError> {
+        if let Some(h) = lock(&self.handles).get(id) {
+            return Ok(h.clone());
+        }
+        if self.db.repo(id)?.is_none() {
+            return Err(StoreError::RepoNotFound(*id));
+        }
+        let dir = self.git_dir(id);
+        let repo = git2::Repository::open_bare(&dir).map_err(|_| StoreError::RepoNotFound(*id))?;
+        let h = Arc::new(RepoHandle {
+            reader: Mutex::new(repo),
+            writer: Mutex::new(()),
+            dir,
+        });
+        Ok(lock(&self.handles).entry(*id).or_insert(h).clone())
+    }
+
+    fn summary(&self, row: &RepoRow) -> Result<RepoSummary, StoreError> {
+        let head = self.head(&row.id)?;
+        Ok(RepoSummary {
+            repo_id: row.id.to_string(),
+            head,
+            metadata: row.metadata.clone(),
+            created_at: rfc3339(row.created_at),
+            updated_at: rfc3339(row.updated_at),
+        })
+    }
+
+    /// Create a repo holding `files` in its first commit.
+    pub fn create_repo(
+        &self,
+        metadata: BTreeMap<String, String>,
+        files: &[(RepoPath, String)],
+    ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
+        self.check_files(files)?;
+        self.create_repo_unbounded(metadata, files)
+    }
+
+    /// Create a repo with no limit on the number or total size of files (imports).
+    fn create_repo_unbounded(
+        &self,
+        metadata: BTreeMap<String, String>,
+        files: &[(RepoPath, String)],
+    ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
+        let id = RepoId::new_random();
+        let dir = self.git_dir(&id);
+        // Build in a scratch directory and rename into place, so a crash never leaves a
+        // half-made repo under a real ID.
+        let scratch = self.root.join("repos").join(format!(".new-{id}"));
+        let outcome = (|| {
+            let repo = git::init_bare(&scratch)?;
+            let mut index = git2::Index::new().map_err(git::git_err)?;
+            git::fill_index(&repo, &mut index, files)?;
+            let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
+            let tree = repo.find_tree(tree_id).map_err(git::git_err)?;
+            let changed = git::changed_paths(&repo, None, &tree)?;
+            let commit = git::commit(&repo, tree_id, None, "Create repository", "scoped-repo-mcp")?;
+            repo.reference(BRANCH_REF, commit, true, "create")
+                .map_err(git::git_err)?;
+            Ok::<_, StoreError>(UpdateOutcome {
+                head: commit.to_string(),
+                changed_files: changed,
+            })
+        })();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&scratch, &dir)?;
+        let now = unix_now();
+        let row = RepoRow {
+            id,
+            created_at: now,
+            updated_at: now,
+            metadata,
+            auto_index: true,
+        };
+        if let Err(e) = self.db.insert_repo(&row) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok((row, outcome))
+    }
+
+    /// Delete a repo and its history.
+    pub fn delete_repo(&self, id: &RepoId) -> Result<(), StoreError> {
+        if !self.db.delete_repo(id)? {
+            return Err(StoreError::RepoNotFound(*id));
+        }
+        lock(&self.handles).remove(id);
+        let dir = self.git_dir(id);
+        // Rename first so the ID disappears at once, then remove at leisure.
+        let trash = self.root.join("repos").join(format!(".deleted-{id}"));
+        if std::fs::rename(&dir, &trash).is_ok() {
+            std::fs::remove_dir_all(&trash)?;
+        }
+        Ok(())
+    }
+
+    /// One repo's metadata row.
+    pub fn repo_row(&self, id: &RepoId) -> Result<RepoRow, StoreError> {
+        self.db.repo(id)?.ok_or(StoreError::RepoNotFound(*id))
+    }
+
+    /// Replace a repo's metadata.
+    pub fn set_metadata(
+        &self,
+        id: &RepoId,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.repo_row(id)?;
+        self.db.set_metadata(id, metadata)
+    }
+
+    /// One repo, as `list_repos` shows it.
+    pub fn repo(&self, id: &RepoId) -> Result<RepoSummary, StoreError> {
+        self.summary(&self.repo_row(id)?)
+    }
+
+    /// Every repo's row, oldest first.
+    pub fn repo_rows(&self) -> Result<Vec<RepoRow>, StoreError> {
+        self.db.repos()
+    }
+
+    /// Every repo, oldest first.
+    pub fn repos(&self) -> Result<Vec<RepoSummary>, StoreError> {
+        self.db.repos()?.iter().map(|r| self.summary(r)).collect()
+    }
+
+    /// The head commit id of a repo.
+    pub fn head(&self, id: &RepoId) -> Result<String, StoreError> {
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        Ok(git::head(&repo)?.to_string())
+    }
+
+    fn resolve(repo: &git2::Repository, at: Option<&str>) -> Result<git2::Oid, StoreError> {
+        match at {
+            None => git::head(repo),
+            Some(c) => {
+                let oid = git2::Oid::from_str(c)
+                    .map_err(|_| StoreError::Invalid(format!("`{c}` is not a commit id")))?;
+                repo.find_commit(oid)
+                    .map(|c| c.id())
+                    .map_err(|_| StoreError::FileNotFound(format!("commit {c} not found")))
+            }
+        }
+    }
+
+    /// A file's text at the head (or at commit `at`).
+    pub fn read_file(
+        &self,
+        id: &RepoId,
+        path: &RepoPath,
+        at: Option<&str>,
+    ) -> Result<FileText, StoreError> {
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        let head = Self::resolve(&repo, at)?;
+        let tree = git::tree_at(&repo, head)?;
+        let not_found = || StoreError::FileNotFound(format!("`{path}` does not exist at {head}"));
+        let entry = tree
+            .get_path(Path::new(path.as_str()))
+            .map_err(|_| not_found())?;
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return Err(StoreError::Invalid(format!(
+                "`{path}` is a directory; use list_files to see what it holds"
+            )));
+        }
+        let blob = repo.find_blob(entry.id()).map_err(git::git_err)?;
+        let bytes = blob.content();
+        if is_binary(bytes) {
+            return Err(StoreError::Binary(path.to_string()));
+        }
+        let content =
+            String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Binary(path.to_string()))?;
+        Ok(FileText {
+            head: head.to_string(),
+            content,
+        })
+    }
+
+    /// A file's raw bytes at the head.
+    pub fn read_bytes(&self, id: &RepoId, path: &RepoPath) -> Result<Vec<u8>, StoreError> {
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        let tree = git::tree_at(&repo, git::head(&repo)?)?;
+        let entry = tree
+            .get_path(Path::new(path.as_str()))
+            .ok()
+            .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
+            .ok_or_else(|| StoreError::FileNotFound(format!("`{path}` does not exist")))?;
+        Ok(repo
+            .find_blob(entry.id())
+            .map_err(git::git_err)?
+            .content()
+            .to_vec())
+    }
+
+    /// Every tracked file path at the head.
+    pub fn list_files(&self, id: &RepoId) -> Result<FileList, StoreError> {
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        let head = git::head(&repo)?;
+        let tree = git::tree_at(&repo, head)?;
+        let paths = git::files(&repo, &tree)?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        Ok(FileList {
+            head: head.to_string(),
+            paths,
+        })
+    }
+
+    /// Every readable text file at the head (or `at`), for cloning.
+    pub fn snapshot(
+        &self,
+        id: &RepoId,
+        at: Option<&str>,
+    ) -> Result<(String, Vec<(String, String)>), StoreError> {
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        let head = Self::resolve(&repo, at)?;
+        let tree = git::tree_at(&repo, head)?;
+        let mut out = Vec::new();
+        for (path, oid) in git::files(&repo, &tree)? {
+            let blob = repo.find_blob(oid).map_err(git::git_err)?;
+            if is_binary(blob.content()) {
+                continue;
+            }
+            if let Ok(text) = std::str::from_utf8(blob.content()) {
+                out.push((path, text.to_string()));
+            }
+        }
+        Ok((head.to_string(), out))
+    }
+
+    /// Search the head's text files line by line.
+    pub fn search_lines(&self, id: &RepoId, query: &LineQuery) -> Result<LineResults, StoreError> {
+        let searcher = LineSearcher::new(query)?;
+        let h = self.handle(id)?;
+        let repo = lock(&h.reader);
+        let head = git::head(&repo)?;
+        let tree = git::tree_at(&repo, head)?;
+        let files = git::files(&repo, &tree)?;
+        let mut run = searcher.start();
+        for (path, oid) in &files {
+            if !searcher.wants_path(path) {
+                continue;
+            }
+            let blob = repo.find_blob(*oid).map_err(git::git_err)?;
+            if !run.search_file(path, blob.content()) {
+                break;
+            }
+        }
+        let (hits, truncated, files_searched) = run.finish();
+        Ok(LineResults {
+            head: head.to_string(),
+            hits,
+            truncated,
+            files_searched,
+        })
+    }
+
+    fn check_files(&self, files: &[(RepoPath, String)]) -> Result<(), StoreError> {
+        if files.len() > self.limits.max_operations {
+            return Err(StoreError::TooLarge(format!(
+                "{} files is over the limit of {} per update; split it into several updates",
+                files.len(),
+                self.limits.max_operations
+            )));
+        }
+        let mut total = 0usize;
+        for (path, content) in files {
+            self.check_content(path, content)?;
+            total += content.len();
+        }
+        self.check_total(total)
+    }
+
+    fn check_content(&self, path: &RepoPath, content: &str) -> Result<(), StoreError> {
+        if content.len() > self.limits.max_file_bytes {
+            return Err(StoreError::TooLarge(format!(
+                "`{path}` is {} bytes, over the limit of {} bytes a file",
+                content.len(),
+                self.limits.max_file_bytes
+            )));
+        }
+        if content.contains('\0') {
+            return Err(StoreError::Invalid(format!(
+                "`{path}`: content contains a NUL byte; only text files are accepted"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_total(&self, total: usize) -> Result<(), StoreError> {
+        if total > self.limits.max_update_bytes {
+            return Err(StoreError::TooLarge(format!(
+                "the update writes {total} bytes, over the limit of {} bytes an update; split it",
+                self.limits.max_update_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validate an update against the limits without touching the repo.
+    pub fn check_update(&self, spec: &UpdateSpec) -> Result<(), StoreError> {
+        match &spec.change {
+            Change::ReplaceAll(files) => self.check_files(files),
+            Change::Operations(ops) => {
+                if ops.len() > self.limits.max_operations {
+                    return Err(StoreError::TooLarge(format!(
+                        "{} operations is over the limit of {} per update; split it into several updates",
+                        ops.len(),
+                        self.limits.max_operations
+                    )));
+                }
+                let mut total = 0;
+                for op in ops {
+                    if let crate::model::FileOp::Write { path, content } = op {
+                        self.check_content(path, content)?;
+                        total += content.len();
+                    }
+                }
+                self.check_total(total)
+            }
+        }
+    }
+
+    /// Apply an update as one commit: all of it or none of it.
+    ///
+    /// Writers are serialized per repo, within the process by a mutex and across
+    /// processes by an flock on the repo's lock file; the branch ref then moves by
+    /// compare-and-swap. A process killed at any point leaves the ref at the old commit
+    /// or the new one: objects written before the ref moves are unreachable, never seen.
+    pub fn update(
+        &self,
+        id: &RepoId,
+        spec: &UpdateSpec,
+        author: &str,
+    ) -> Result<UpdateOutcome, StoreError> {
+        self.check_update(spec)?;
+        let h = self.handle(id)?;
+        let _in_process = lock(&h.writer);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(h.dir.join("scoped-repo-mcp.lock"))?;
+        lock_file.lock()?;
+        // Only a writer holding the flock creates the ref's lock file, so one found here
+        // was left by a writer that died mid-update: it is safe to clear.
+        let stale = h.dir.join(format!("{BRANCH_REF}.lock"));
+        if stale.exists() {
+            tracing::warn!(repo = %id, "removing a stale ref lock left by an interrupted update");
+            let _ = std::fs::remove_file(&stale);
+        }
+        let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
+        let head = git::head(&repo)?;
+        if let Some(expected) = &spec.expected_head {
+            if !expected.eq_ignore_ascii_case(&head.to_string()) {
+                return Err(StoreError::Conflict {
+                    expected: expected.clone(),
+                    actual: head.to_string(),
+                });
+            }
+        }
+        let old_tree = git::tree_at(&repo, head)?;
+        let mut index = git2::Index::new().map_err(git::git_err)?;
+        let default_message = match &spec.change {
+            Change::Operations(ops) => {
+                index.read_tree(&old_tree).map_err(git::git_err)?;
+                git::apply_ops(&repo, &mut index, ops)?;
+                format!("Update {} path(s)", ops.len())
+            }
+            Change::ReplaceAll(files) => {
+                git::fill_index(&repo, &mut index, files)?;
+                format!("Replace the tree with {} file(s)", files.len())
+            }
+        };
+        let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
+        if tree_id == old_tree.id() {
+            return Ok(UpdateOutcome {
+                head: head.to_string(),
+                changed_files: Vec::new(),
+            });
+        }
+        let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
+        let changed_files = git::changed_paths(&repo, Some(&old_tree), &new_tree)?;
+        let message = spec
+            .message
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or(default_message);
+        let commit = git::commit(&repo, tree_id, Some(head), &message, author)?;
+        repo.reference_matching(BRANCH_REF, commit, true, head, "update")
+            .map_err(|e| StoreError::Conflict {
+                expected: head.to_string(),
+                actual: format!("(moved by another writer: {})", e.message()),
+            })?;
+        drop(lock_file);
+        if let Err(e) = self.db.touch_repo(id) {
+            tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
+        }
+        Ok(UpdateOutcome {
+            head: commit.to_string(),
+            changed_files,
+        })
+    }
+
+    /// Mint a repo token.
+    pub fn create_token(
+        &self,
+        name: &str,
+        repo_ids: &[RepoId],
+        ttl_seconds: Option<u64>,
+    ) -> Result<MintedToken, StoreError> {
+        for id in repo_ids {
+            self.repo_row(id)?;
+        }
+        let token = secrets::mint(secrets::REPO_TOKEN_PREFIX);
+        let now = unix_now();
+        let mut ids = repo_ids.to_vec();
+        ids.sort();
+        ids.dedup();
+        let info = TokenInfo {
+            name: name.to_string(),
+            repo_ids: ids,
+            expires_at: ttl_seconds.map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64)),
+        };
+        self.db.insert_token(&secrets::hash(&token), &info, now)?;
+        Ok(MintedToken { token, info })
+    }
+
+    /// A token's state and, when known, what it grants.
+    pub fn token(&self, token: &str) -> Result<(TokenState, Option<TokenInfo>), StoreError> {
+        let (state, row) = self.db.token(&secrets::hash(token))?;
+        Ok((state, row.map(|r| r.info)))
+    }
+
+    /// Every token, never with its secret.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        self.db.tokens()
+    }
+
+    /// Revoke a token by its value; the description of what was revoked, or `None` when
+    /// the token is unknown or was already revoked.
+    pub fn revoke_token(&self, token: &str) -> Result<Option<TokenInfo>, StoreError> {
+        self.revoke_hash(&secrets::hash(token))
+    }
+
+    /// Revoke by the short id `token list` shows; refuses an ambiguous id.
+    pub fn revoke_token_by_id(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
+        if id.len() < 6 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!(
+                "`{id}` is not a token id: give the token itself, or at least 6 hex digits of the id `token list` shows"
+            )));
+        }
+        let hashes = self.db.token_hashes_by_id(&id.to_ascii_lowercase())?;
+        match hashes.as_slice() {
+            [] => Ok(None),
+            [one] => self.revoke_hash(one),
+            _ => Err(StoreError::Invalid(format!(
+                "token id `{id}` is ambiguous; give more digits"
+            ))),
+        }
+    }
+
+    fn revoke_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let (_, row) = self.db.token(hash)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(self.db.revoke_token(hash)?.then_some(row.info))
+    }
+
+    /// Make an account API key (`rlc-…`); returns the secret, shown once.
+    pub fn create_account_key(&self, name: &str) -> Result<String, StoreError> {
+        let key = secrets::mint(secrets::ACCOUNT_KEY_PREFIX);
+        self.db.insert_account_key(&secrets::hash(&key), name)?;
+        Ok(key)
+    }
+
+    /// Whether `key` is a live account key.
+    pub fn account_key_live(&self, key: &str) -> Result<bool, StoreError> {
+        self.db.account_key_live(&secrets::hash(key))
+    }
+}
