@@ -120,11 +120,18 @@ pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, Conf
     ))
 }
 
+/// The largest JSON-RPC message accepted over stdio. It leaves room for an update at
+/// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
+pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
+
 /// Serve MCP over stdin/stdout until the client closes the stream.
 pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
     tracing::info!(scope = %server.scope().describe(), "serving MCP over stdio");
+    let (reader, writer) = rmcp::transport::stdio_pipes();
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(reader, writer)
+        .with_max_line_length(MAX_STDIO_MESSAGE_BYTES);
     let service = server
-        .serve(rmcp::transport::stdio())
+        .serve(transport)
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     service

@@ -246,10 +246,10 @@ pub(crate) fn changed_paths(
     let mut paths = BTreeSet::new();
     for delta in diff.deltas() {
         for file in [delta.old_file(), delta.new_file()] {
-            if let Some(p) = file.path().and_then(|p| p.to_str()) {
-                if !file.id().is_zero() {
-                    paths.insert(p.to_string());
-                }
+            if let Some(p) = file.path().and_then(|p| p.to_str())
+                && !file.id().is_zero()
+            {
+                paths.insert(p.to_string());
             }
         }
     }

@@ -519,13 +519,13 @@ impl Store {
         }
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
-        if let Some(expected) = &spec.expected_head {
-            if !expected.eq_ignore_ascii_case(&head.to_string()) {
-                return Err(StoreError::Conflict {
-                    expected: expected.clone(),
-                    actual: head.to_string(),
-                });
-            }
+        if let Some(expected) = &spec.expected_head
+            && !expected.eq_ignore_ascii_case(&head.to_string())
+        {
+            return Err(StoreError::Conflict {
+                expected: expected.clone(),
+                actual: head.to_string(),
+            });
         }
         let old_tree = git::tree_at(&repo, head)?;
         let mut index = git2::Index::new().map_err(git::git_err)?;

@@ -1,0 +1,10 @@
+//! The one integration test binary: every test drives the built `scoped-repo-mcp`
+//! through a real MCP client (rmcp's, over stdio) or its command line.
+
+mod common;
+mod concurrency;
+mod refusals;
+mod schema;
+mod startup;
+mod tokens;
+mod tools;

@@ -1,0 +1,141 @@
+//! Start-up refusals: a bad setting stops the server with one line saying how to fix it.
+
+use std::process::Stdio;
+
+use crate::common::Harness;
+
+async fn start_fails(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    let mut cmd = h.command(&all);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.stdin(Stdio::null()).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected start-up to fail: {out:?}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on the protocol channel");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_scope_refuses_to_start_and_says_how_to_give_one() {
+    let h = Harness::new();
+    h.repo(&[("a.txt", "a\n")]);
+    let msg = start_fails(&h, &[], &[]).await;
+    assert!(
+        msg.contains("--repo") && msg.contains("SCOPED_REPO_IDS"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_are_named() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let msg = start_fails(&h, &["--repo", "nope"], &[]).await;
+    assert!(msg.contains("not a UUID"), "{msg}");
+    let msg = start_fails(&h, &["--repo", "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69"], &[]).await;
+    assert!(msg.contains("not in the store"), "{msg}");
+    let msg = start_fails(
+        &h,
+        &["--repo", &r.to_string(), "--max-token-ttl", "soon"],
+        &[],
+    )
+    .await;
+    assert!(msg.contains("--max-token-ttl"), "{msg}");
+    let minted = h.store.create_token("t", &[r], None).unwrap();
+    h.store.revoke_token(&minted.token).unwrap();
+    let msg = start_fails(
+        &h,
+        &["--backend", "local"],
+        &[("RELACE_API_KEY", &minted.token)],
+    )
+    .await;
+    assert!(msg.contains("revoked"), "{msg}");
+    assert!(!msg.contains(&minted.token), "the secret is not echoed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_repo_ids_env_gives_the_scope() {
+    let h = Harness::new();
+    let a = h.repo(&[("a.txt", "a\n")]);
+    let b = h.repo(&[("b.txt", "b\n")]);
+    let joined = format!("{a},{b}");
+    let c = h.client_env(&[], &[("SCOPED_REPO_IDS", &joined)]).await;
+    let out =
+        crate::common::ok(&crate::common::call(&c, "list_repos", serde_json::json!({})).await);
+    assert_eq!(out["repos"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn admin_cli_imports_a_directory_honouring_gitignore_and_skipping_binaries() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("src")).unwrap();
+    std::fs::create_dir_all(src.path().join("target")).unwrap();
+    std::fs::write(src.path().join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+    std::fs::write(src.path().join(".gitignore"), "target/\n").unwrap();
+    std::fs::write(src.path().join("target/out.txt"), "build output\n").unwrap();
+    std::fs::write(src.path().join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0").unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["repo", "create", "--metadata", "name=demo", "--from-dir"])
+        .arg(src.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id: scoped_repo_mcp::model::RepoId = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        h.store.list_files(&id).unwrap().paths,
+        vec![".gitignore", "src/lib.rs"]
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("skipped 1 binary"), "{stderr}");
+    assert!(
+        stderr.contains("\"mcpServers\""),
+        "prints a client config: {stderr}"
+    );
+    assert_eq!(h.store.repo(&id).unwrap().metadata["name"], "demo");
+
+    let tok = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args([
+            "token",
+            "create",
+            "--repo",
+            &id.to_string(),
+            "--ttl",
+            "1h",
+            "--name",
+            "ci",
+        ])
+        .output()
+        .unwrap();
+    assert!(tok.status.success());
+    let token = String::from_utf8(tok.stdout).unwrap().trim().to_string();
+    let list = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listing.contains("ci") && listing.contains("live"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains(&token),
+        "token list never shows the secret"
+    );
+}
