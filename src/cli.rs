@@ -81,6 +81,11 @@ pub struct ServeArgs {
         value_name = "ID"
     )]
     pub repos: Vec<String>,
+    /// Serve this directory: import it into the store on first use (a repo whose
+    /// `imported_from` metadata is its absolute path), reuse that repo afterwards, and
+    /// add it to the scope.
+    #[arg(long = "import", env = "SCOPED_REPO_IMPORT", value_name = "DIR")]
+    pub import: Option<PathBuf>,
     /// Offer only the read tools (no update, no token minting or revoking).
     #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
     pub read_only: bool,

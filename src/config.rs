@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The operator's repo set (empty: none given).
     pub repos: Vec<RepoId>,
+    /// A directory to import (or reuse) and serve.
+    pub import: Option<PathBuf>,
     /// Offer only read tools.
     pub read_only: bool,
     /// Cap on minted tokens' lifetime.
@@ -80,6 +82,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("backend", &self.backend)
             .field("data_dir", &self.data_dir)
             .field("repos", &self.repos)
+            .field("import", &self.import)
             .field("read_only", &self.read_only)
             .field("max_token_ttl", &self.max_token_ttl)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
@@ -122,6 +125,7 @@ impl ServeConfig {
             backend,
             data_dir: data_dir(data_dir_flag)?,
             repos: parse_repo_ids("--repo / SCOPED_REPO_IDS", &args.repos)?,
+            import: args.import.clone(),
             read_only: args.read_only,
             max_token_ttl,
             api_key,

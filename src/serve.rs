@@ -1,11 +1,14 @@
 //! Start-up of `serve`: open the backend, learn the scope, build the server, run it.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use rmcp::ServiceExt;
 
 use crate::backend::{Backend, LocalBackend, TokenStatus};
 use crate::config::{ConfigError, ServeConfig};
+use crate::model::RepoId;
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
 use crate::store::{Limits, Store, secrets};
@@ -22,12 +25,52 @@ pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
         })
 }
 
+/// The metadata key that records which directory a repo was imported from by `--import`.
+pub const IMPORTED_FROM: &str = "imported_from";
+
+/// The repo `--import DIR` serves: the one imported from `dir` before, or a new import.
+pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError> {
+    let abs = dir.canonicalize().map_err(|e| {
+        ConfigError(format!(
+            "--import {}: {e}; give an existing directory",
+            dir.display()
+        ))
+    })?;
+    let key = abs.display().to_string();
+    let rows = store.repo_rows().map_err(|e| ConfigError(e.to_string()))?;
+    if let Some(row) = rows
+        .iter()
+        .find(|r| r.metadata.get(IMPORTED_FROM) == Some(&key))
+    {
+        tracing::info!(repo = %row.id, dir = %key, "serving the repo imported from this directory before");
+        return Ok(row.id);
+    }
+    let mut metadata = BTreeMap::new();
+    metadata.insert(IMPORTED_FROM.to_string(), key.clone());
+    if let Some(name) = abs.file_name().and_then(|n| n.to_str()) {
+        metadata.insert("name".to_string(), name.to_string());
+    }
+    let report = store
+        .import_dir(&abs, metadata, &|_| {})
+        .map_err(|e| ConfigError(format!("--import {key}: {e}")))?;
+    tracing::info!(repo = %report.repo_id, files = report.files, dir = %key, "imported directory");
+    Ok(report.repo_id)
+}
+
 /// Work out the session's scope from the operator's flags and the credential.
 pub async fn local_scope(
     config: &ServeConfig,
     backend: &LocalBackend,
 ) -> Result<Scope, ConfigError> {
     let store = backend.store();
+    let mut config = config.clone();
+    if let Some(dir) = &config.import {
+        let id = import_or_reuse(store, dir)?;
+        if !config.repos.contains(&id) {
+            config.repos.push(id);
+        }
+    }
+    let config = &config;
     for id in &config.repos {
         if store.repo_row(id).is_err() {
             return Err(ConfigError(format!(
@@ -93,7 +136,7 @@ pub async fn local_scope(
     };
     if scope.is_empty() {
         return Err(ConfigError(
-            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, or set RELACE_API_KEY to a repo token; \
+            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, --import DIR, or set RELACE_API_KEY to a repo token; \
              `scoped-repo-mcp repo list` shows the IDs"
                 .into(),
         ));

@@ -139,3 +139,32 @@ fn admin_cli_imports_a_directory_honouring_gitignore_and_skipping_binaries() {
         "token list never shows the secret"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_flag_imports_once_and_reuses_the_repo_afterwards() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("main.py"), "print('hi')\n").unwrap();
+    let dir = src.path().to_str().unwrap().to_string();
+    let first = h.client(&["--import", &dir]).await;
+    let out =
+        crate::common::ok(&crate::common::call(&first, "list_repos", serde_json::json!({})).await);
+    let id = out["repos"][0]["repo_id"].as_str().unwrap().to_string();
+    crate::common::ok(
+        &crate::common::call(
+            &first,
+            "update_repo_files",
+            serde_json::json!({"repo_id": id, "operations": [{"type": "write", "path": "agent.txt", "content": "kept\n"}]}),
+        )
+        .await,
+    );
+    let second = h.client(&["--import", &dir]).await;
+    let out =
+        crate::common::ok(&crate::common::call(&second, "list_repos", serde_json::json!({})).await);
+    assert_eq!(out["repos"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        out["repos"][0]["repo_id"], id,
+        "the same repo, with the agent's change kept"
+    );
+    assert_eq!(h.store.repo_rows().unwrap().len(), 1);
+}
