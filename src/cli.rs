@@ -67,9 +67,36 @@ pub struct ServeArgs {
     /// The MCP transport.
     #[arg(long, env = "SCOPED_REPO_TRANSPORT", value_enum, default_value_t = Transport::Stdio)]
     pub transport: Transport,
-    /// Address for --transport http.
+    /// Address for --transport http (loopback by default; port 0 picks a free port).
     #[arg(long, env = "SCOPED_REPO_LISTEN", default_value = "127.0.0.1:8765")]
     pub listen: String,
+    /// HTTP: let requests without a bearer token use exactly the --repo set (loopback only).
+    #[arg(long, env = "SCOPED_REPO_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// HTTP: a Host name clients use (repeatable); default: localhost, 127.0.0.1, ::1.
+    #[arg(
+        long = "allowed-host",
+        env = "SCOPED_REPO_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// HTTP: a browser Origin allowed to call (repeatable, `scheme://host:port`, `:*` for any
+    /// port); default: http://localhost:*, http://127.0.0.1:*, http://[::1]:*.
+    #[arg(
+        long = "allowed-origin",
+        env = "SCOPED_REPO_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// HTTP: calls in flight at once per credential; more are answered 429.
+    #[arg(
+        long,
+        env = "SCOPED_REPO_MAX_CONCURRENT_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub max_concurrent_per_token: usize,
     /// Where repos live [default: relace when RELACE_API_KEY is set, else local].
     #[arg(long, env = "SCOPED_REPO_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,

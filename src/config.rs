@@ -2,10 +2,12 @@
 //! builds the store, the scope and the server. A bad setting fails here, with a
 //! sentence that says how to fix it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::{BackendKind, ServeArgs, Transport};
+use crate::http::HttpOptions;
 use crate::model::RepoId;
 
 /// A setting that cannot be used.
@@ -73,6 +75,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// The Relace API's base URL.
     pub base_url: String,
+    /// HTTP settings, when the transport is HTTP.
+    pub http: Option<HttpSettings>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("max_token_ttl", &self.max_token_ttl)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("base_url", &self.base_url)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -111,9 +116,21 @@ impl ServeConfig {
                     .into(),
             ));
         }
-        if args.transport == Transport::Http {
+        let http = match args.transport {
+            Transport::Http => Some(HttpSettings::from_args(args)?),
+            Transport::Stdio if args.allow_anonymous => {
+                return Err(ConfigError(
+                    "--allow-anonymous applies to --transport http only".into(),
+                ));
+            }
+            Transport::Stdio => None,
+        };
+        if http.as_ref().is_some_and(|h| h.allow_anonymous)
+            && args.repos.is_empty()
+            && args.import.is_none()
+        {
             return Err(ConfigError(
-                "--transport http is not available in this version; use --transport stdio".into(),
+                "--allow-anonymous sessions use exactly the --repo set: give --repo ID (or --import DIR)".into(),
             ));
         }
         let max_token_ttl = parse_duration("--max-token-ttl", &args.max_token_ttl)?;
@@ -130,6 +147,64 @@ impl ServeConfig {
             max_token_ttl,
             api_key,
             base_url: args.base_url.clone(),
+            http,
+        })
+    }
+}
+
+/// Validated settings of the HTTP transports.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Let requests without a credential use the operator's repo set.
+    pub allow_anonymous: bool,
+    /// Host/Origin allow lists, body cap, concurrency cap.
+    pub options: HttpOptions,
+}
+
+impl HttpSettings {
+    fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = args.listen.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "--listen `{}` is not an address; write it like 127.0.0.1:8765",
+                args.listen
+            ))
+        })?;
+        if args.allow_anonymous && !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "--allow-anonymous is allowed on loopback addresses only, not {listen}; drop it or listen on 127.0.0.1"
+            )));
+        }
+        let mut options = HttpOptions::default();
+        if !args.allowed_hosts.is_empty() {
+            options.allowed_hosts = args
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
+        } else if !listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "listening on {listen}, which is not loopback: name the host clients will use with --allowed-host (e.g. --allowed-host mcp.internal)"
+            )));
+        }
+        if !args.allowed_origins.is_empty() {
+            options.allowed_origins = args
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_string())
+                .collect();
+        }
+        if args.max_concurrent_per_token == 0 {
+            return Err(ConfigError(
+                "--max-concurrent-per-token must be at least 1".into(),
+            ));
+        }
+        options.max_concurrent_per_credential = args.max_concurrent_per_token;
+        Ok(Self {
+            listen,
+            allow_anonymous: args.allow_anonymous,
+            options,
         })
     }
 }

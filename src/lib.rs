@@ -11,6 +11,7 @@
 //! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed secrets.
 //! - [`search`]: line search (literal and regex) over file contents.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
+//! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod model;
 pub mod paths;
 pub mod scope;

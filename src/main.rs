@@ -43,8 +43,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
-                let server = serve::build_local_server(&config).await?;
-                serve::run_stdio(server).await?;
+                if config.http.is_some() {
+                    serve::run_http(&config).await?;
+                } else {
+                    let server = serve::build_local_server(&config).await?;
+                    serve::run_stdio(server).await?;
+                }
                 anyhow::Ok(())
             })
         }

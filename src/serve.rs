@@ -3,15 +3,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::ServiceExt;
 
 use crate::backend::{Backend, LocalBackend, TokenStatus};
 use crate::config::{ConfigError, ServeConfig};
+use crate::http::{LocalResolver, OperatorBound};
 use crate::model::RepoId;
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
 use crate::store::{Limits, Store, secrets};
+use tokio_util::sync::CancellationToken;
 
 /// Open the embedded store in `config.data_dir`.
 pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
@@ -57,21 +60,17 @@ pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError>
     Ok(report.repo_id)
 }
 
-/// Work out the session's scope from the operator's flags and the credential.
-pub async fn local_scope(
-    config: &ServeConfig,
-    backend: &LocalBackend,
-) -> Result<Scope, ConfigError> {
-    let store = backend.store();
-    let mut config = config.clone();
+/// The operator's repo set: `--repo` plus the `--import` directory, each checked to
+/// exist in the store.
+pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>, ConfigError> {
+    let mut repos = config.repos.clone();
     if let Some(dir) = &config.import {
         let id = import_or_reuse(store, dir)?;
-        if !config.repos.contains(&id) {
-            config.repos.push(id);
+        if !repos.contains(&id) {
+            repos.push(id);
         }
     }
-    let config = &config;
-    for id in &config.repos {
+    for id in &repos {
         if store.repo_row(id).is_err() {
             return Err(ConfigError(format!(
                 "repo {id} is not in the store at {}; `scoped-repo-mcp repo list --data-dir {}` shows the repos there",
@@ -80,6 +79,18 @@ pub async fn local_scope(
             )));
         }
     }
+    Ok(repos)
+}
+
+/// Work out the session's scope from the operator's flags and the credential.
+pub async fn local_scope(
+    config: &ServeConfig,
+    backend: &LocalBackend,
+) -> Result<Scope, ConfigError> {
+    let store = backend.store();
+    let mut config = config.clone();
+    config.repos = operator_repos(&config, store)?;
+    let config = &config;
     let scope = match config.api_key.as_deref() {
         Some(token) if secrets::looks_like_repo_token(token) => {
             match backend
@@ -152,14 +163,10 @@ pub async fn local_scope(
 pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
     let backend = LocalBackend::new(open_store(config)?);
     let scope = local_scope(config, &backend).await?;
-    let settings = ServerSettings {
-        max_token_ttl: config.max_token_ttl.as_secs(),
-        default_token_ttl: ServerSettings::default().default_token_ttl,
-    };
     Ok(RepoServer::new(
         Arc::new(backend) as Arc<dyn Backend>,
         scope,
-        settings,
+        settings(config),
     ))
 }
 
@@ -182,4 +189,69 @@ pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(())
+}
+
+/// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) until SIGTERM
+/// or Ctrl-C, then let calls in flight finish.
+pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
+    let http = config
+        .http
+        .clone()
+        .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
+    let backend = LocalBackend::new(open_store(config)?);
+    let repos = operator_repos(config, backend.store())?;
+    let bound = OperatorBound {
+        repos,
+        read_only: config.read_only,
+        allow_anonymous: http.allow_anonymous,
+    };
+    let resolver = Arc::new(LocalResolver::new(backend.clone(), bound));
+    let server = RepoServer::per_request(Arc::new(backend) as Arc<dyn Backend>, settings(config));
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| {
+            ConfigError(format!(
+                "cannot listen on {}: {e}; pick another --listen address",
+                http.listen
+            ))
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
+    let shutdown = CancellationToken::new();
+    let app = crate::http::router(server, resolver, http.options.clone(), shutdown.clone());
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing calls in flight");
+        stop.cancel();
+    });
+    // A plain line on stderr, whatever the log filter, so that scripts (and tests
+    // listening on port 0) learn the address.
+    eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
+    crate::http::serve(listener, app, shutdown, Duration::from_secs(30))
+        .await
+        .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")))
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn settings(config: &ServeConfig) -> ServerSettings {
+    ServerSettings {
+        max_token_ttl: config.max_token_ttl.as_secs(),
+        default_token_ttl: ServerSettings::default().default_token_ttl,
+    }
 }

@@ -7,14 +7,22 @@
 //! session is shown.
 
 mod read_tools;
+mod resources;
 mod token_tools;
 mod write_tools;
 
 use std::sync::Arc;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData as McpError, ServerHandler, tool_handler};
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::model::{
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock,
+    InitializeRequestParams, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::Serialize;
 
 pub use read_tools::{
@@ -64,12 +72,17 @@ impl Default for ServerSettings {
 }
 
 /// An MCP server over one backend, held to one scope.
+///
+/// Under stdio the scope is fixed for the life of the process. Under HTTP the server is
+/// built [`RepoServer::per_request`]: every request carries its own scope (resolved from
+/// its bearer token by the HTTP layer and put in the request's extensions), and each
+/// call runs on a copy of the server bound to that scope.
 #[derive(Clone)]
 pub struct RepoServer {
     backend: Arc<dyn Backend>,
     scope: Arc<Scope>,
     settings: ServerSettings,
-    instructions: Arc<str>,
+    per_request: bool,
     tool_router: ToolRouter<Self>,
 }
 
@@ -153,27 +166,70 @@ fn right_of(tool: &str) -> Right {
 impl RepoServer {
     /// A server over `backend`, held to `scope`.
     pub fn new(backend: Arc<dyn Backend>, scope: Scope, settings: ServerSettings) -> Self {
-        let mut router = Self::read_tools();
-        router.merge(Self::write_tools());
-        router.merge(Self::token_tools());
+        let mut router = Self::all_tools();
         for (name, right) in TOOL_RIGHTS {
             if !scope.has(*right) {
                 router.remove_route(name);
             }
         }
-        let instructions = instructions(&scope, &router);
         Self {
             backend,
             scope: Arc::new(scope),
             settings,
-            instructions: instructions.into(),
+            per_request: false,
             tool_router: router,
         }
+    }
+
+    /// A server whose scope comes with each request (the HTTP transports): a request
+    /// without a [`Scope`] in its extensions is refused.
+    pub fn per_request(backend: Arc<dyn Backend>, settings: ServerSettings) -> Self {
+        Self {
+            backend,
+            scope: Arc::new(Scope::operator([]).read_only()),
+            settings,
+            per_request: true,
+            tool_router: Self::all_tools(),
+        }
+    }
+
+    /// This server bound to one scope for good (a legacy SSE session, whose credential
+    /// is fixed when it connects).
+    pub fn bound_to(&self, scope: Arc<Scope>) -> Self {
+        Self {
+            scope,
+            per_request: false,
+            ..self.clone()
+        }
+    }
+
+    fn all_tools() -> ToolRouter<Self> {
+        let mut router = Self::read_tools();
+        router.merge(Self::write_tools());
+        router.merge(Self::token_tools());
+        router
     }
 
     /// The scope this server holds calls to.
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    /// The server bound to the scope of the request behind `ctx`.
+    fn for_request(&self, ctx: &RequestContext<RoleServer>) -> Result<Self, McpError> {
+        if !self.per_request {
+            return Ok(self.clone());
+        }
+        let scope = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Arc<Scope>>())
+            .cloned()
+            .ok_or_else(|| McpError::invalid_request("this request carries no credential", None))?;
+        Ok(Self {
+            scope,
+            ..self.clone()
+        })
     }
 
     /// The guard for tools that act on one repo: parse the ID, check the session's
@@ -225,7 +281,7 @@ impl RepoServer {
     }
 }
 
-fn instructions(scope: &Scope, router: &ToolRouter<RepoServer>) -> String {
+fn instructions(scope: &Scope) -> String {
     let repos: Vec<String> = scope.repos().map(ToString::to_string).collect();
     let mut s = format!(
         "Tools over code repositories, held to a fixed scope ({}).\nRepos you may use: {}.\n",
@@ -235,15 +291,16 @@ fn instructions(scope: &Scope, router: &ToolRouter<RepoServer>) -> String {
     s.push_str(
         "Start with list_repos (IDs, metadata, head commit). Find code with search_repo \
          (mode literal or regex for exact lines; auto picks one), browse with list_files, \
-         and read with read_file (use start_line/end_line for large files).",
+         and read with read_file (use start_line/end_line for large files). Files are also \
+         resources: repo://{repo_id}/{path}.",
     );
-    if router.has_route("update_repo_files") {
+    if scope.has(Right::Write) {
         s.push_str(
             " Change files with update_repo_files: all operations land as one commit or none do; \
              pass the head you last read as expected_head so you never overwrite work you have not seen.",
         );
     }
-    if router.has_route("create_scoped_token") {
+    if scope.has(Right::Mint) {
         s.push_str(
             " create_scoped_token mints a short-lived token for a subset of these repos (for a \
              sub-agent); revoke_token ends one at once.",
@@ -252,14 +309,122 @@ fn instructions(scope: &Scope, router: &ToolRouter<RepoServer>) -> String {
     s
 }
 
-#[tool_handler(router = self.tool_router)]
+fn server_info(instructions: String) -> ServerConfig {
+    ServerConfig::new(
+        ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .build(),
+    )
+    .with_server_info(rmcp::model::Implementation::new(
+        "scoped-repo-mcp",
+        env!("CARGO_PKG_VERSION"),
+    ))
+    .with_instructions(instructions)
+}
+
 impl ServerHandler for RepoServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(rmcp::model::Implementation::new(
-                "scoped-repo-mcp",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(self.instructions.to_string())
+        if self.per_request {
+            // Without a request there is no scope to describe.
+            server_info(
+                "Tools over code repositories; which repos you may use depends on your bearer \
+                 token: call list_repos."
+                    .to_string(),
+            )
+        } else {
+            server_info(instructions(&self.scope))
+        }
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let server = self.for_request(&context)?;
+        let mut result = self.negotiate_initialize(&request)?;
+        result.instructions = Some(instructions(&server.scope));
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let server = self.for_request(&context)?;
+        if server.tool_router.has_route(&request.name) && !server.scope.has(right_of(&request.name))
+        {
+            let message = format!(
+                "tool `{}` is not available to this session: it may not {}",
+                request.name,
+                right_of(&request.name)
+            );
+            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                ContentBlock::text(message),
+            ])));
+        }
+        let tcc = ToolCallContext::new(&server, request, context);
+        server.tool_router.call(tcc).await
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let server = self.for_request(&context)?;
+        let tools = server
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| server.scope.has(right_of(&t.name)))
+            .collect();
+        let mut result = ListToolsResult::with_all_items(tools);
+        if context
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+        {
+            // The list depends on the caller's credential: no shared caching.
+            result.ttl_ms = Some(0);
+            result.cache_scope = Some(CacheScope::Private);
+        }
+        Ok(result)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tool_router.get(name).cloned()
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            resources::template(),
+        ]))
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let server = self.for_request(&context)?;
+        resources::list(&server, request.and_then(|r| r.cursor)).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let server = self.for_request(&context)?;
+        resources::read(&server, &request.uri)
+            .await
+            .map(ReadResourceResponse::Complete)
     }
 }

@@ -1,0 +1,144 @@
+//! Who is calling: a request's bearer credential becomes a [`Scope`], narrowed by the
+//! operator's flags, which no credential can widen.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::backend::{Backend, LocalBackend, TokenStatus};
+use crate::model::RepoId;
+use crate::scope::Scope;
+use crate::store::secrets;
+
+/// Why a request's credential was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No credential, and anonymous sessions are off.
+    #[error("this server needs a credential: send `Authorization: Bearer <repo token>`")]
+    Missing,
+    /// The credential is not usable.
+    #[error("the bearer credential {0}")]
+    Invalid(&'static str),
+    /// The credential is good but reaches none of the repos served here.
+    #[error("the bearer token reaches none of the repos this server serves")]
+    NoRepos,
+    /// The credential could not be checked.
+    #[error("the credential could not be checked; try again")]
+    Unavailable,
+}
+
+/// The operator's upper bound on every session.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorBound {
+    /// Repos this server serves; empty: whatever the credential reaches.
+    pub repos: Vec<RepoId>,
+    /// Offer only read tools.
+    pub read_only: bool,
+    /// Let requests without a credential use exactly `repos`.
+    pub allow_anonymous: bool,
+}
+
+/// Turns a bearer credential into a scope.
+pub trait ScopeResolver: Send + Sync + 'static {
+    /// The scope of a request bearing `bearer` (or none).
+    fn resolve<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<Scope>, AuthError>>;
+}
+
+/// Credentials of the embedded store: its repo tokens and account keys.
+pub struct LocalResolver {
+    backend: LocalBackend,
+    bound: OperatorBound,
+}
+
+impl LocalResolver {
+    /// Resolve against `backend`'s store, within `bound`.
+    pub fn new(backend: LocalBackend, bound: OperatorBound) -> Self {
+        Self { backend, bound }
+    }
+
+    fn finish(&self, scope: Scope) -> Result<Arc<Scope>, AuthError> {
+        if scope.is_empty() {
+            return Err(AuthError::NoRepos);
+        }
+        Ok(Arc::new(if self.bound.read_only {
+            scope.read_only()
+        } else {
+            scope
+        }))
+    }
+}
+
+impl ScopeResolver for LocalResolver {
+    fn resolve<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<Scope>, AuthError>> {
+        Box::pin(async move {
+            let Some(credential) = bearer else {
+                if self.bound.allow_anonymous {
+                    return self.finish(Scope::operator(self.bound.repos.iter().copied()));
+                }
+                return Err(AuthError::Missing);
+            };
+            if secrets::looks_like_repo_token(credential) {
+                return match self.backend.token_status(credential).await {
+                    Ok(TokenStatus::Live(info)) => self.finish(Scope::from_token(
+                        credential.to_string(),
+                        &info.name,
+                        &info.repo_ids,
+                        info.expires_at,
+                        &self.bound.repos,
+                    )),
+                    Ok(TokenStatus::Revoked) => Err(AuthError::Invalid("has been revoked")),
+                    Ok(TokenStatus::Expired) => Err(AuthError::Invalid("has expired")),
+                    Ok(TokenStatus::Unknown) => Err(AuthError::Invalid("is not a known token")),
+                    Err(e) => {
+                        tracing::error!(cause = %e, "token check failed");
+                        Err(AuthError::Unavailable)
+                    }
+                };
+            }
+            if credential.starts_with(secrets::ACCOUNT_KEY_PREFIX) {
+                let store = self.backend.store().clone();
+                let key = credential.to_string();
+                let bound = self.bound.repos.clone();
+                let checked = tokio::task::spawn_blocking(
+                    move || -> Result<Option<BTreeSet<RepoId>>, String> {
+                        if !store.account_key_live(&key).map_err(|e| e.to_string())? {
+                            return Ok(None);
+                        }
+                        if !bound.is_empty() {
+                            return Ok(Some(bound.into_iter().collect()));
+                        }
+                        let rows = store.repo_rows().map_err(|e| e.to_string())?;
+                        Ok(Some(rows.into_iter().map(|r| r.id).collect()))
+                    },
+                )
+                .await
+                .map_err(|_| AuthError::Unavailable)?;
+                return match checked {
+                    Ok(Some(repos)) => self.finish(Scope::operator(repos)),
+                    Ok(None) => Err(AuthError::Invalid("is not a known account key")),
+                    Err(e) => {
+                        tracing::error!(cause = %e, "account key check failed");
+                        Err(AuthError::Unavailable)
+                    }
+                };
+            }
+            Err(AuthError::Invalid(
+                "is neither a repo token (rlcr-…) nor an account key (rlc-…)",
+            ))
+        })
+    }
+}
+
+/// A stable, secret-free name for a credential: sessions are bound to it and
+/// concurrency is counted by it.
+pub fn fingerprint(bearer: Option<&str>) -> String {
+    match bearer {
+        None => "anonymous".to_string(),
+        Some(b) => secrets::hash(b)[..24].to_string(),
+    }
+}

@@ -1,0 +1,398 @@
+//! The HTTP transports: streamable HTTP at `/mcp` (rmcp's server) and the legacy
+//! HTTP+SSE transport of protocol 2024-11-05 (`GET /sse`, `POST /messages`), behind one
+//! guard that checks `Host` and `Origin`, resolves the bearer credential into a scope,
+//! binds each MCP session to the credential that opened it, and caps concurrent calls
+//! per credential.
+
+pub mod auth;
+mod sse;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{AuthError, LocalResolver, OperatorBound, ScopeResolver};
+
+use crate::server::RepoServer;
+
+/// Settings of the HTTP transports.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `Host` values accepted (host or host:port); DNS-rebinding protection.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted (scheme://host[:port], `:*` for any port). Requests
+    /// without an `Origin` (non-browser clients) pass.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Calls in flight at once per credential.
+    pub max_concurrent_per_credential: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+                "[::1]".into(),
+            ],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            max_body_bytes: crate::serve::MAX_STDIO_MESSAGE_BYTES,
+            max_concurrent_per_credential: 16,
+        }
+    }
+}
+
+/// Shared state of the guard and the legacy transport.
+pub(crate) struct HttpState {
+    server: RepoServer,
+    resolver: Arc<dyn ScopeResolver>,
+    options: HttpOptions,
+    /// MCP session id → fingerprint of the credential that opened it.
+    bindings: Mutex<HashMap<String, String>>,
+    /// Credential fingerprint → its concurrency budget.
+    budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
+    sse: sse::Sessions,
+    shutdown: CancellationToken,
+}
+
+/// The scope and credential fingerprint the guard attaches to a request.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    scope: Arc<crate::scope::Scope>,
+    fingerprint: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn unauthorized(err: &AuthError) -> Response {
+    let mut r = problem(StatusCode::UNAUTHORIZED, &err.to_string());
+    let challenge = match err {
+        AuthError::Missing => r#"Bearer realm="scoped-repo-mcp""#.to_string(),
+        other => format!(
+            r#"Bearer realm="scoped-repo-mcp", error="invalid_token", error_description="{other}""#
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']')
+            .next()
+            .map(|h| format!("[{h}]"))
+            .unwrap_or_default()
+    } else {
+        host.rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_else(|| host.to_string())
+    };
+    allowed.iter().any(|a| {
+        a.eq_ignore_ascii_case(host)
+            || a.eq_ignore_ascii_case(&bare)
+            || a.trim_matches(['[', ']'])
+                .eq_ignore_ascii_case(bare.trim_matches(['[', ']']))
+    })
+}
+
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    allowed.iter().any(|a| match a.strip_suffix(":*") {
+        Some(base) => {
+            origin == base
+                || origin.strip_prefix(base).is_some_and(|rest| {
+                    rest.strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+        }
+        None => origin == a,
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| AuthError::Invalid("is not valid text"))?;
+            let (scheme, token) = v
+                .split_once(' ')
+                .ok_or(AuthError::Invalid("is not `Bearer <token>`"))?;
+            if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+                return Err(AuthError::Invalid("is not `Bearer <token>`"));
+            }
+            Ok(Some(token.trim()))
+        }
+    }
+}
+
+/// The guard in front of every MCP route.
+async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if !host_allowed(headers, &state.options.allowed_hosts) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "this Host is not allowed (see --allowed-host)",
+        );
+    }
+    if !origin_allowed(headers, &state.options.allowed_origins) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "this Origin is not allowed (see --allowed-origin)",
+        );
+    }
+    let bearer = match bearer(headers) {
+        Ok(b) => b.map(str::to_string),
+        Err(e) => return unauthorized(&e),
+    };
+    let scope = match state.resolver.resolve(bearer.as_deref()).await {
+        Ok(s) => s,
+        Err(AuthError::NoRepos) => {
+            return problem(StatusCode::FORBIDDEN, &AuthError::NoRepos.to_string());
+        }
+        Err(AuthError::Unavailable) => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &AuthError::Unavailable.to_string(),
+            );
+        }
+        Err(e) => return unauthorized(&e),
+    };
+    let fingerprint = auth::fingerprint(bearer.as_deref());
+    let session = request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session
+        && lock(&state.bindings)
+            .get(id)
+            .is_some_and(|owner| *owner != fingerprint)
+    {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "this MCP session was opened with another credential",
+        );
+    }
+    // Long-lived GET streams do not count against the budget: they hold no work.
+    let _permit = if request.method() == Method::POST {
+        let budget = lock(&state.budgets)
+            .entry(fingerprint.clone())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(state.options.max_concurrent_per_credential))
+            })
+            .clone();
+        match budget.try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let mut r = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many calls in flight for this credential; retry shortly",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+        }
+    } else {
+        None
+    };
+    let is_delete = request.method() == Method::DELETE;
+    request.extensions_mut().insert(scope.clone());
+    request.extensions_mut().insert(Caller {
+        scope,
+        fingerprint: fingerprint.clone(),
+    });
+    let response = next.run(request).await;
+    if let Some(id) = &session
+        && is_delete
+    {
+        lock(&state.bindings).remove(id);
+    } else if session.is_none()
+        && let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        lock(&state.bindings).insert(id.to_string(), fingerprint);
+    }
+    response
+}
+
+/// The whole HTTP application: `/mcp`, `/sse`, `/messages` behind the guard, and `/healthz`.
+pub fn router(
+    server: RepoServer,
+    resolver: Arc<dyn ScopeResolver>,
+    options: HttpOptions,
+    shutdown: CancellationToken,
+) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(options.allowed_hosts.clone())
+        .with_allowed_origins(options.allowed_origins.clone())
+        .with_max_request_body_bytes(options.max_body_bytes)
+        .with_cancellation_token(shutdown.child_token());
+    let factory_server = server.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(factory_server.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    let state = Arc::new(HttpState {
+        server,
+        resolver,
+        options,
+        bindings: Mutex::new(HashMap::new()),
+        budgets: Mutex::new(HashMap::new()),
+        sse: sse::Sessions::default(),
+        shutdown,
+    });
+    let guarded = Router::new()
+        .nest_service("/mcp", mcp)
+        .route("/sse", get(sse::connect))
+        .route("/messages", post(sse::message))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.options.max_body_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy)",
+            )
+        })
+}
+
+/// Serve `app` on `listener` until `shutdown` is cancelled, then let calls in flight
+/// finish (at most `grace`) and return.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY, streamed answers wait on Nagle's algorithm (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stopping = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stopping.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.map_err(std::io::Error::other)?,
+        Err(_) => {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "calls still in flight after the grace period; exiting"
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hosts_and_origins_are_checked_against_the_allow_lists() {
+        let o = HttpOptions::default();
+        assert!(host_allowed(
+            &headers(&[("host", "127.0.0.1:8765")]),
+            &o.allowed_hosts
+        ));
+        assert!(host_allowed(
+            &headers(&[("host", "localhost")]),
+            &o.allowed_hosts
+        ));
+        assert!(host_allowed(
+            &headers(&[("host", "[::1]:80")]),
+            &o.allowed_hosts
+        ));
+        assert!(!host_allowed(
+            &headers(&[("host", "evil.example:8765")]),
+            &o.allowed_hosts
+        ));
+        assert!(!host_allowed(&headers(&[]), &o.allowed_hosts));
+        assert!(origin_allowed(&headers(&[]), &o.allowed_origins));
+        assert!(origin_allowed(
+            &headers(&[("origin", "http://localhost:3000")]),
+            &o.allowed_origins
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("origin", "http://localhost.evil.example")]),
+            &o.allowed_origins
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("origin", "https://evil.example")]),
+            &o.allowed_origins
+        ));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            bearer(&headers(&[("authorization", "Bearer abc")])).unwrap(),
+            Some("abc")
+        );
+        assert!(bearer(&headers(&[("authorization", "Basic abc")])).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! The legacy HTTP+SSE transport of protocol 2024-11-05, for clients that only speak
+//! it: `GET /sse` opens an event stream whose first event names the endpoint to POST
+//! to (`/messages?sessionId=…`); answers come back on the stream. Built on rmcp's
+//! sink/stream transport, one MCP session per stream, bound to the credential that
+//! opened it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, stream};
+use rmcp::ServiceExt;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use serde::Deserialize;
+
+use super::{Caller, HttpState, lock, problem};
+
+/// Messages buffered per direction before a sender waits.
+const CHANNEL_DEPTH: usize = 64;
+
+struct Session {
+    inbox: mpsc::Sender<ClientJsonRpcMessage>,
+    fingerprint: String,
+}
+
+/// The open legacy sessions.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
+
+/// Removes its session when the event stream is dropped (the client went away).
+struct Closer {
+    id: String,
+    state: Arc<HttpState>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        lock(&self.state.sse.0).remove(&self.id);
+        self.stop.cancel();
+    }
+}
+
+/// `GET /sse`: open a session.
+pub(crate) async fn connect(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_DEPTH);
+    let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_DEPTH);
+    lock(&state.sse.0).insert(
+        id.clone(),
+        Session {
+            inbox: in_tx,
+            fingerprint: caller.fingerprint.clone(),
+        },
+    );
+    let stop = state.shutdown.child_token();
+    let server = state.server.bound_to(caller.scope.clone());
+    let session_stop = stop.clone();
+    let session_id = id.clone();
+    tokio::spawn(async move {
+        match server.serve_with_ct((out_tx, in_rx), session_stop).await {
+            Ok(running) => {
+                let _ = running.waiting().await;
+            }
+            Err(e) => {
+                tracing::info!(session = %session_id, cause = %e, "legacy SSE session ended before initializing")
+            }
+        }
+    });
+    let closer = Closer {
+        id: id.clone(),
+        state,
+        stop,
+    };
+    let endpoint = stream::once(async move {
+        Ok::<_, Infallible>(
+            Event::default()
+                .event("endpoint")
+                .data(format!("/messages?sessionId={id}")),
+        )
+    });
+    let messages = out_rx.map(move |message| {
+        let _keep = &closer;
+        let data = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_string());
+        Ok::<_, Infallible>(Event::default().event("message").data(data))
+    });
+    Sse::new(endpoint.chain(messages))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The query of `POST /messages`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessageQuery {
+    #[serde(rename = "sessionId")]
+    session_id: String,
+}
+
+/// `POST /messages?sessionId=…`: one JSON-RPC message into a session.
+pub(crate) async fn message(
+    State(state): State<Arc<HttpState>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<MessageQuery>,
+    body: Bytes,
+) -> Response {
+    let inbox = {
+        let sessions = lock(&state.sse.0);
+        match sessions.get(&query.session_id) {
+            None => {
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    "unknown sessionId: open a new stream with GET /sse",
+                );
+            }
+            Some(s) if s.fingerprint != caller.fingerprint => {
+                return problem(
+                    StatusCode::FORBIDDEN,
+                    "this session was opened with another credential",
+                );
+            }
+            Some(s) => s.inbox.clone(),
+        }
+    };
+    let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a JSON-RPC message: {e}"),
+            );
+        }
+    };
+    let mut inbox = inbox;
+    if inbox.send(message).await.is_err() {
+        return problem(
+            StatusCode::GONE,
+            "this session has ended: open a new stream with GET /sse",
+        );
+    }
+    StatusCode::ACCEPTED.into_response()
+}
