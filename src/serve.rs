@@ -219,7 +219,8 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
         .local_addr()
         .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
     let shutdown = CancellationToken::new();
-    let app = crate::http::router(server, resolver, http.options.clone(), shutdown.clone());
+    let lifecycle = Arc::new(crate::http::Lifecycle::default());
+    let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -229,7 +230,7 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
     // A plain line on stderr, whatever the log filter, so that scripts (and tests
     // listening on port 0) learn the address.
     eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
-    crate::http::serve(listener, app, shutdown, Duration::from_secs(30))
+    crate::http::serve(listener, app, lifecycle, shutdown, Duration::from_secs(30))
         .await
         .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")))
 }

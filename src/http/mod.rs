@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::sync::Semaphore;
@@ -71,7 +73,48 @@ pub(crate) struct HttpState {
     /// Credential fingerprint → its concurrency budget.
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
     sse: sse::Sessions,
-    shutdown: CancellationToken,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// Shutdown bookkeeping shared by the guard and [`serve`]: calls in flight are
+/// counted until their response body has been sent, so a shutdown can wait for them
+/// before ending the MCP sessions.
+#[derive(Default)]
+pub struct Lifecycle {
+    sessions: CancellationToken,
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Lifecycle {
+    /// Calls whose response has not been fully sent.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Marks one call in flight until dropped.
+struct InFlight(Arc<Lifecycle>);
+
+impl InFlight {
+    fn enter(l: &Arc<Lifecycle>) -> Self {
+        l.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(l.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self
+            .0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The scope and credential fingerprint the guard attaches to a request.
@@ -234,6 +277,7 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     } else {
         None
     };
+    let in_flight = (request.method() == Method::POST).then(|| InFlight::enter(&state.lifecycle));
     let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(scope.clone());
     request.extensions_mut().insert(Caller {
@@ -253,7 +297,18 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     {
         lock(&state.bindings).insert(id.to_string(), fingerprint);
     }
-    response
+    if _permit.is_none() && in_flight.is_none() {
+        return response;
+    }
+    // A streamed answer is sent after this function returns: the call's budget and
+    // its in-flight mark are held until the body has been sent.
+    let held = (_permit, in_flight);
+    response.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &held;
+            chunk
+        }))
+    })
 }
 
 /// The whole HTTP application: `/mcp`, `/sse`, `/messages` behind the guard, and `/healthz`.
@@ -261,13 +316,13 @@ pub fn router(
     server: RepoServer,
     resolver: Arc<dyn ScopeResolver>,
     options: HttpOptions,
-    shutdown: CancellationToken,
+    lifecycle: Arc<Lifecycle>,
 ) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(options.allowed_hosts.clone())
         .with_allowed_origins(options.allowed_origins.clone())
         .with_max_request_body_bytes(options.max_body_bytes)
-        .with_cancellation_token(shutdown.child_token());
+        .with_cancellation_token(lifecycle.sessions.child_token());
     let factory_server = server.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(factory_server.clone()),
@@ -281,7 +336,7 @@ pub fn router(
         bindings: Mutex::new(HashMap::new()),
         budgets: Mutex::new(HashMap::new()),
         sse: sse::Sessions::default(),
-        shutdown,
+        lifecycle,
     });
     let guarded = Router::new()
         .nest_service("/mcp", mcp)
@@ -303,11 +358,13 @@ pub fn router(
         })
 }
 
-/// Serve `app` on `listener` until `shutdown` is cancelled, then let calls in flight
-/// finish (at most `grace`) and return.
+/// Serve `app` on `listener` until `shutdown` is cancelled; then stop accepting
+/// connections, wait (at most `grace`) for calls in flight to finish, end the MCP
+/// sessions and return.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    lifecycle: Arc<Lifecycle>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -322,17 +379,28 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { stopping.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
-    shutdown.cancelled().await;
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.map_err(std::io::Error::other)?,
-        Err(_) => {
-            tracing::warn!(
-                grace_seconds = grace.as_secs(),
-                "calls still in flight after the grace period; exiting"
-            );
-            Ok(())
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        joined = &mut server => return joined.map_err(std::io::Error::other)?,
+        _ = shutdown.cancelled() => {}
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while lifecycle.in_flight() > 0 {
+        let idle = lifecycle.idle.notified();
+        if lifecycle.in_flight() == 0 || tokio::time::timeout_at(deadline, idle).await.is_err() {
+            break;
         }
+    }
+    if lifecycle.in_flight() > 0 {
+        tracing::warn!(
+            calls = lifecycle.in_flight(),
+            "calls still in flight after the grace period"
+        );
+    }
+    lifecycle.sessions.cancel();
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(joined) => joined.map_err(std::io::Error::other)?,
+        Err(_) => Ok(()),
     }
 }
 

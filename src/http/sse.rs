@@ -63,7 +63,7 @@ pub(crate) async fn connect(
             fingerprint: caller.fingerprint.clone(),
         },
     );
-    let stop = state.shutdown.child_token();
+    let stop = state.lifecycle.sessions.child_token();
     let server = state.server.bound_to(caller.scope.clone());
     let session_stop = stop.clone();
     let session_id = id.clone();

@@ -128,3 +128,69 @@ pub fn text(result: &CallToolResult) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A server started with `serve --transport http` on a free loopback port.
+pub struct HttpServer {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HttpServer {
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// An MCP client over streamable HTTP bearing `token` (or none).
+    pub async fn client(&self, token: Option<&str>) -> Result<Client, String> {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url());
+        if let Some(t) = token {
+            config = config.auth_header(t.to_string());
+        }
+        ().serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Harness {
+    /// Start `serve --transport http --listen 127.0.0.1:0` with these extra arguments.
+    pub fn http(&self, args: &[&str]) -> HttpServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RELACE_API_KEY")
+            .env_remove("SCOPED_REPO_IDS")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the HTTP server");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HttpServer { child, addr }
+    }
+}

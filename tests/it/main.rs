@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod http;
 mod refusals;
 mod schema;
 mod startup;

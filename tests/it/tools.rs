@@ -368,3 +368,50 @@ impl ParsePath for &str {
         scoped_repo_mcp::paths::RepoPath::parse(self).unwrap()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_resources_held_to_the_scope() {
+    use rmcp::model::{ReadResourceRequestParams, ResourceContents};
+    let h = Harness::new();
+    let r = h.repo(&[("src/lib.rs", LIB_RS), ("README.md", "# r\n")]);
+    let other = h.repo(&[("secret.txt", "s\n")]);
+    let c = h.client_for(&[r]).await;
+    let templates = c.list_all_resource_templates().await.unwrap();
+    assert_eq!(templates[0].uri_template, "repo://{repo_id}/{path}");
+    let listed: Vec<String> = c
+        .list_all_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            format!("repo://{r}/README.md"),
+            format!("repo://{r}/src/lib.rs")
+        ]
+    );
+    let read = c
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{r}/src/lib.rs"
+        )))
+        .await
+        .unwrap();
+    match &read.contents[0] {
+        ResourceContents::TextResourceContents { text, .. } => assert_eq!(text, LIB_RS),
+        other => panic!("expected text, got {other:?}"),
+    }
+    let err = c
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{other}/secret.txt"
+        )))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+    let err = c
+        .read_resource(ReadResourceRequestParams::new(format!("repo://{r}/../x")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`..`"), "{err}");
+}
