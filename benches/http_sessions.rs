@@ -30,13 +30,26 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let calls: usize = std::env::var("BENCH_CALLS").ok().and_then(|s| s.parse().ok()).unwrap_or(4000);
+    let calls: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Limits::default()).unwrap();
-    let files = vec![(RepoPath::parse("src/small.rs").unwrap(), "pub fn answer() -> u32 { 42 }\n".to_string())];
+    let files = vec![(
+        RepoPath::parse("src/small.rs").unwrap(),
+        "pub fn answer() -> u32 { 42 }\n".to_string(),
+    )];
     let (row, _) = store.create_repo(Default::default(), &files).unwrap();
     let repo = row.id;
-    let tokens: Vec<String> = (0..264).map(|i| store.create_token(&format!("s{i}"), &[repo], Some(3600)).unwrap().token).collect();
+    let tokens: Vec<String> = (0..264)
+        .map(|i| {
+            store
+                .create_token(&format!("s{i}"), &[repo], Some(3600))
+                .unwrap()
+                .token
+        })
+        .collect();
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scoped-repo-mcp"))
         .arg("--data-dir")
@@ -63,10 +76,15 @@ async fn main() {
         let url = url.clone();
         async move {
             let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
-            ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap()
+            ().serve(StreamableHttpClientTransport::from_config(config))
+                .await
+                .unwrap()
         }
     };
-    let args = json!({"repo_id": repo.to_string(), "path": "src/small.rs"}).as_object().unwrap().clone();
+    let args = json!({"repo_id": repo.to_string(), "path": "src/small.rs"})
+        .as_object()
+        .unwrap()
+        .clone();
 
     println!("| concurrent sessions | calls | calls/s | p50 µs | p99 µs |");
     println!("| --- | --- | --- | --- | --- |");
@@ -77,7 +95,9 @@ async fn main() {
         }
         for c in &clients {
             for _ in 0..20 {
-                c.call_tool(CallToolRequestParams::new("read_file").with_arguments(args.clone())).await.unwrap();
+                c.call_tool(CallToolRequestParams::new("read_file").with_arguments(args.clone()))
+                    .await
+                    .unwrap();
             }
         }
         let per_session = (calls / sessions).max(20);
@@ -90,7 +110,12 @@ async fn main() {
                 let mut samples = Vec::with_capacity(per_session);
                 for _ in 0..per_session {
                     let t = Instant::now();
-                    let r = peer.call_tool(CallToolRequestParams::new("read_file").with_arguments(args.clone())).await.unwrap();
+                    let r = peer
+                        .call_tool(
+                            CallToolRequestParams::new("read_file").with_arguments(args.clone()),
+                        )
+                        .await
+                        .unwrap();
                     samples.push(t.elapsed());
                     assert_eq!(r.is_error, Some(false));
                 }

@@ -147,25 +147,23 @@ fn unauthorized(err: &AuthError) -> Response {
     r
 }
 
+/// The host part of a `Host` value, without port or IPv6 brackets.
+fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Whether `Host` names an allowed host: an entry matches the whole `host:port` or
+/// the host alone (IPv6 brackets optional).
 fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    let bare = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']')
-            .next()
-            .map(|h| format!("[{h}]"))
-            .unwrap_or_default()
-    } else {
-        host.rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_else(|| host.to_string())
-    };
+    let name = host_name(host);
     allowed.iter().any(|a| {
-        a.eq_ignore_ascii_case(host)
-            || a.eq_ignore_ascii_case(&bare)
-            || a.trim_matches(['[', ']'])
-                .eq_ignore_ascii_case(bare.trim_matches(['[', ']']))
+        a.eq_ignore_ascii_case(host) || a.trim_matches(['[', ']']).eq_ignore_ascii_case(name)
     })
 }
 
@@ -255,7 +253,7 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
         );
     }
     // Long-lived GET streams do not count against the budget: they hold no work.
-    let _permit = if request.method() == Method::POST {
+    let permit = if request.method() == Method::POST {
         let budget = lock(&state.budgets)
             .entry(fingerprint.clone())
             .or_insert_with(|| {
@@ -297,12 +295,12 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     {
         lock(&state.bindings).insert(id.to_string(), fingerprint);
     }
-    if _permit.is_none() && in_flight.is_none() {
+    if permit.is_none() && in_flight.is_none() {
         return response;
     }
     // A streamed answer is sent after this function returns: the call's budget and
     // its in-flight mark are held until the body has been sent.
-    let held = (_permit, in_flight);
+    let held = (permit, in_flight);
     response.map(|body| {
         Body::from_stream(body.into_data_stream().map(move |chunk| {
             let _held = &held;
