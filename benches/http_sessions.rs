@@ -155,4 +155,5 @@ async fn main() {
     );
     drop(idle);
     let _ = child.kill();
+    let _ = child.wait();
 }
