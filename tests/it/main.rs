@@ -4,7 +4,9 @@
 mod common;
 mod concurrency;
 mod refusals;
+mod rg_agreement;
 mod schema;
+mod search_index;
 mod startup;
 mod tokens;
 mod tools;
