@@ -27,7 +27,18 @@ const QUERIES: &[(&str, &str, bool, bool)] = &[
         true,
         false,
     ),
-    ("no literal", r"[A-Z]{3,}_[A-Z]{3,}\d", true, false),
+    (
+        "no literal, many hits",
+        r"[A-Z]{3,}_[A-Z]{3,}\d",
+        true,
+        false,
+    ),
+    (
+        "no literal, full scan",
+        r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z",
+        true,
+        false,
+    ),
 ];
 
 fn args(v: Value) -> serde_json::Map<String, Value> {
