@@ -8,8 +8,10 @@
 //! - [`model`]: domain types shared by the MCP layer and the backends.
 //! - [`scope`]: a session's repos and rights, and the guard every call passes.
 //! - [`backend`]: the backend trait and the local backend over the store.
-//! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed secrets.
-//! - [`search`]: line search (literal and regex) over file contents.
+//! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed
+//!   secrets — and each repo's search index kept at its head.
+//! - [`search`]: line search (literal and regex) with ripgrep's matcher, and the per-head
+//!   trigram index that narrows it.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.

@@ -159,10 +159,29 @@ pub async fn local_scope(
     })
 }
 
+/// Build the line-search indexes of the repos in scope in the background, one repo at a
+/// time, so the first search does not pay for the build; a search arriving earlier
+/// waits for the build under way rather than starting its own.
+fn warm_line_indexes(store: Arc<Store>, repos: Vec<RepoId>) {
+    let spawned = std::thread::Builder::new()
+        .name("index-warm-up".into())
+        .spawn(move || {
+            for id in repos {
+                if let Err(e) = store.line_index(&id) {
+                    tracing::warn!(repo = %id, cause = %e, "the line index could not be built ahead of the first search");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(cause = %e, "no thread to build line indexes ahead; the first search builds them");
+    }
+}
+
 /// Build the server `serve` runs, on the local backend.
 pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
     let backend = LocalBackend::new(open_store(config)?);
     let scope = local_scope(config, &backend).await?;
+    warm_line_indexes(backend.store().clone(), scope.repos().copied().collect());
     Ok(RepoServer::new(
         Arc::new(backend) as Arc<dyn Backend>,
         scope,

@@ -7,12 +7,15 @@
 //! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
 //! ```
+//! Each repo's line-search index lives in the memory of the process that searches it
+//! (see `line_index`): it is built from git on first use and follows every commit.
 //! Every method is blocking; async callers run them on the blocking pool.
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
 mod db;
 mod git;
 mod import;
+mod line_index;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +26,7 @@ use std::sync::{Arc, Mutex};
 pub use db::{RepoRow, TokenRow, TokenState};
 pub use git::{BRANCH_REF, is_binary};
 pub use import::{ImportProgress, ImportReport};
+pub use line_index::IndexProgress;
 
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
@@ -107,6 +111,8 @@ struct RepoHandle {
     /// Serializes writers inside this process; the flock serializes across processes.
     writer: Mutex<()>,
     dir: PathBuf,
+    /// The line-search index, built on first use and kept at the head.
+    index: line_index::IndexSlot,
 }
 
 /// The embedded store.
@@ -168,6 +174,7 @@ impl Store {
             reader: Mutex::new(repo),
             writer: Mutex::new(()),
             dir,
+            index: Default::default(),
         });
         Ok(lock(&self.handles).entry(*id).or_insert(h).clone())
     }
@@ -396,27 +403,15 @@ impl Store {
         Ok((head.to_string(), out))
     }
 
-    /// Search the head's text files line by line.
+    /// Search the head's text files line by line: the index narrows the files to those
+    /// that can match, then the regex runs over them on every core.
     pub fn search_lines(&self, id: &RepoId, query: &LineQuery) -> Result<LineResults, StoreError> {
         let searcher = LineSearcher::new(query)?;
-        let h = self.handle(id)?;
-        let repo = lock(&h.reader);
-        let head = git::head(&repo)?;
-        let tree = git::tree_at(&repo, head)?;
-        let files = git::files(&repo, &tree)?;
-        let mut run = searcher.start();
-        for (path, oid) in &files {
-            if !searcher.wants_path(path) {
-                continue;
-            }
-            let blob = repo.find_blob(*oid).map_err(git::git_err)?;
-            if !run.search_file(path, blob.content()) {
-                break;
-            }
-        }
-        let (hits, truncated, files_searched) = run.finish();
+        let index = self.line_index(id)?;
+        let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
+        let (hits, truncated, files_searched) = searcher.search_files(&candidates);
         Ok(LineResults {
-            head: head.to_string(),
+            head: index.head().to_string(),
             hits,
             truncated,
             files_searched,
@@ -564,6 +559,7 @@ impl Store {
         if let Err(e) = self.db.touch_repo(id) {
             tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
         }
+        self.refresh_line_index(id);
         Ok(UpdateOutcome {
             head: commit.to_string(),
             changed_files,

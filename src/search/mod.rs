@@ -1,0 +1,459 @@
+//! Line search over file contents: the literal and regex modes of `search_repo`.
+//!
+//! Knows nothing of scopes, stores or MCP: it is handed files. Matching is ripgrep's
+//! own: patterns compile through `grep-regex` configured as `rg` configures it (Unicode,
+//! multi-line anchors, `\n` as the line terminator so no match crosses a line) and
+//! files are searched by `grep-searcher`, so a query finds exactly the lines `rg`
+//! finds. The regex engine's matching time is linear in the input and its compiled
+//! size is capped, so no pattern can hang the server or exhaust its memory.
+//!
+//! - [`plan`]: the trigram condition a pattern imposes on a file.
+//! - [`index`]: the per-head index that applies that condition.
+
+pub mod index;
+pub mod plan;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use globset::{GlobBuilder, GlobMatcher};
+use grep_matcher::Matcher;
+use grep_regex::{ErrorKind, RegexMatcher, RegexMatcherBuilder};
+use grep_searcher::{Searcher, SearcherBuilder, Sink, SinkMatch};
+
+use crate::model::{LineQuery, MatchRange, SearchHit};
+use index::FileEntry;
+use plan::TrigramQuery;
+
+/// Longest line text returned in a hit, in bytes.
+pub const MAX_LINE_BYTES: usize = 1000;
+/// Compiled program size allowed for one pattern.
+const REGEX_SIZE_LIMIT: usize = 4 * 1024 * 1024;
+/// Lazy DFA cache allowed for one pattern.
+const DFA_SIZE_LIMIT: usize = 16 * 1024 * 1024;
+/// Wall-clock budget of one search; past it the answer is cut and marked truncated.
+const TIME_BUDGET: Duration = Duration::from_secs(20);
+/// Files are handed to the search threads in blocks of about this many bytes: small
+/// enough that a search stopping at `max_results` wastes little, large enough that the
+/// hand-over costs nothing next to the searching.
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// A pattern or glob that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The regex does not compile.
+    #[error("the regex does not compile: {0}")]
+    BadRegex(String),
+    /// The regex compiles to a program over the size limit.
+    #[error(
+        "the regex is too costly to run (its compiled form exceeds {REGEX_SIZE_LIMIT} bytes); simplify it, e.g. fewer repetitions like {{1000}} or fewer alternatives"
+    )]
+    TooCostly,
+    /// The pattern needs a line break, which a line search never matches.
+    #[error(
+        "the pattern contains a line break ({0:?}); line search matches within one line, so search for one line of it"
+    )]
+    LineBreak(String),
+    /// The path glob does not parse.
+    #[error("path_glob `{glob}` is not a valid glob: {reason}")]
+    BadGlob {
+        /// The glob.
+        glob: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Compile a path glob the way `list_files` and `search_repo` use it: `*` stays within a
+/// path component, `**` crosses them, and a glob without `/` matches the file name
+/// anywhere (as ripgrep's `-g` does).
+pub fn compile_glob(glob: &str) -> Result<GlobMatcher, SearchError> {
+    let effective = if glob.contains('/') {
+        glob.to_string()
+    } else {
+        format!("**/{glob}")
+    };
+    GlobBuilder::new(&effective)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| SearchError::BadGlob {
+            glob: glob.to_string(),
+            reason: e.kind().to_string(),
+        })
+}
+
+/// A compiled line search.
+#[derive(Debug)]
+pub struct LineSearcher {
+    matcher: RegexMatcher,
+    plan: TrigramQuery,
+    glob: Option<GlobMatcher>,
+    max_results: usize,
+    context: usize,
+}
+
+fn cut_line(line: &[u8]) -> (String, usize) {
+    let mut end = line.len().min(MAX_LINE_BYTES);
+    let text = loop {
+        match std::str::from_utf8(&line[..end]) {
+            Ok(s) => break s.to_string(),
+            Err(e) if e.valid_up_to() > 0 && end - e.valid_up_to() < 4 => end = e.valid_up_to(),
+            Err(_) => break String::from_utf8_lossy(&line[..end]).into_owned(),
+        }
+    };
+    (text, end)
+}
+
+fn strip_eol(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// Up to `n` lines ending just before byte `start` of `file`.
+fn lines_before(file: &[u8], start: usize, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut end = start;
+    while out.len() < n && end > 0 {
+        let line_end = end - 1;
+        let line_start = file[..line_end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        out.push(cut_line(&file[line_start..line_end]).0);
+        end = line_start;
+    }
+    out.reverse();
+    out
+}
+
+/// Up to `n` lines starting at byte `pos` of `file`.
+fn lines_after(file: &[u8], mut pos: usize, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n && pos < file.len() {
+        let line_end = file[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(file.len(), |i| pos + i);
+        out.push(cut_line(&file[pos..line_end]).0);
+        pos = line_end + 1;
+    }
+    out
+}
+
+/// Collects the hits of one file as `grep-searcher` reports its matching lines.
+struct Collect<'a> {
+    matcher: &'a RegexMatcher,
+    path: &'a str,
+    file: &'a [u8],
+    context: usize,
+    limit: usize,
+    hits: Vec<SearchHit>,
+}
+
+impl Sink for Collect<'_> {
+    type Error = std::io::Error;
+
+    fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, Self::Error> {
+        let mut offset = mat.absolute_byte_offset() as usize;
+        for (line_no, line) in (mat.line_number().unwrap_or(0)..).zip(mat.lines()) {
+            let body = strip_eol(line);
+            let (text, cut) = cut_line(body);
+            let mut matches = Vec::new();
+            let _ = self.matcher.find_iter(body, |m| {
+                if m.start() <= cut {
+                    matches.push(MatchRange {
+                        start: m.start(),
+                        end: m.end().min(cut),
+                    });
+                }
+                true
+            });
+            let (before, after) = if self.context == 0 {
+                (Vec::new(), Vec::new())
+            } else {
+                (
+                    lines_before(self.file, offset, self.context),
+                    lines_after(self.file, offset + line.len(), self.context),
+                )
+            };
+            self.hits.push(SearchHit {
+                path: self.path.to_string(),
+                line: line_no,
+                text,
+                matches,
+                before,
+                after,
+            });
+            offset += line.len();
+            if self.hits.len() >= self.limit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The hits of one block of files, once searched.
+struct BlockResult {
+    hits: Vec<SearchHit>,
+    files: usize,
+    /// False when the time budget ran out inside the block.
+    complete: bool,
+}
+
+/// Blocks finished so far, and how far the finished run from the first block reaches.
+struct Progress {
+    blocks: Vec<Option<BlockResult>>,
+    prefix: usize,
+    prefix_hits: usize,
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+impl LineSearcher {
+    /// Compile `query`.
+    pub fn new(query: &LineQuery) -> Result<Self, SearchError> {
+        // The settings `rg` uses for a line-oriented search (its `-F` and `-i` map to
+        // `fixed_strings` and `case_insensitive`).
+        let matcher = RegexMatcherBuilder::new()
+            .multi_line(true)
+            .unicode(true)
+            .octal(false)
+            .fixed_strings(!query.regex)
+            .case_insensitive(!query.case_sensitive)
+            .line_terminator(Some(b'\n'))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build(&query.pattern)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Regex(m) if m.contains("exceeds size limit") => SearchError::TooCostly,
+                ErrorKind::NotAllowed(lit) => SearchError::LineBreak(lit.clone()),
+                _ => SearchError::BadRegex(e.to_string()),
+            })?;
+        let plan = plan::plan(&query.pattern, query.regex, !query.case_sensitive);
+        let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;
+        Ok(Self {
+            matcher,
+            plan,
+            glob,
+            max_results: query.max_results,
+            context: query.context_lines,
+        })
+    }
+
+    /// Whether `path` passes the path glob.
+    pub fn wants_path(&self, path: &str) -> bool {
+        self.glob.as_ref().is_none_or(|g| g.is_match(path))
+    }
+
+    /// The trigram condition a file must meet to hold a match.
+    pub fn plan(&self) -> &TrigramQuery {
+        &self.plan
+    }
+
+    fn searcher() -> Searcher {
+        SearcherBuilder::new().line_number(true).build()
+    }
+
+    /// Up to `limit` hits in one file, in line order.
+    fn search_one(
+        &self,
+        searcher: &mut Searcher,
+        path: &str,
+        bytes: &[u8],
+        limit: usize,
+    ) -> Vec<SearchHit> {
+        let mut sink = Collect {
+            matcher: &self.matcher,
+            path,
+            file: bytes,
+            context: self.context,
+            limit,
+            hits: Vec::new(),
+        };
+        // The sink never fails and a slice cannot fail to read.
+        let _ = searcher.search_slice(&self.matcher, bytes, &mut sink);
+        sink.hits
+    }
+
+    /// Search `files` in the order given, on every core, stopping once the first
+    /// `max_results` hits (and whether there are more) are known. Returns the hits,
+    /// whether the answer was cut, and how many files were searched.
+    pub fn search_files(&self, files: &[Arc<FileEntry>]) -> (Vec<SearchHit>, bool, usize) {
+        let deadline = Instant::now() + TIME_BUDGET;
+        // One hit past the limit tells whether the answer is truncated.
+        let want = self.max_results + 1;
+        let mut blocks: Vec<&[Arc<FileEntry>]> = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, f) in files.iter().enumerate() {
+            bytes += f.content.len();
+            if bytes >= BLOCK_BYTES || i + 1 == files.len() {
+                blocks.push(&files[start..=i]);
+                start = i + 1;
+                bytes = 0;
+            }
+        }
+        let progress = Mutex::new(Progress {
+            blocks: (0..blocks.len()).map(|_| None).collect(),
+            prefix: 0,
+            prefix_hits: 0,
+        });
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let work = || {
+            let mut searcher = Self::searcher();
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(block) = blocks.get(i) else { break };
+                let mut result = BlockResult {
+                    hits: Vec::new(),
+                    files: 0,
+                    complete: true,
+                };
+                for f in block.iter() {
+                    if Instant::now() > deadline {
+                        result.complete = false;
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    result.files += 1;
+                    let limit = want - result.hits.len();
+                    result
+                        .hits
+                        .extend(self.search_one(&mut searcher, &f.path, &f.content, limit));
+                    if result.hits.len() >= want {
+                        break;
+                    }
+                }
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.blocks[i] = Some(result);
+                while let Some(Some(done)) = p.blocks.get(p.prefix) {
+                    let (n, complete) = (done.hits.len(), done.complete);
+                    p.prefix_hits += n;
+                    p.prefix += 1;
+                    if p.prefix_hits >= want || !complete {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        };
+        let n = threads().min(blocks.len());
+        if n <= 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 1..n {
+                    s.spawn(work);
+                }
+                work();
+            });
+        }
+        let p = progress.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut hits = Vec::new();
+        let mut searched = 0;
+        let mut truncated = false;
+        for block in p.blocks {
+            let Some(block) = block else { break };
+            hits.extend(block.hits);
+            searched += block.files;
+            if !block.complete {
+                truncated = true;
+                break;
+            }
+            if hits.len() >= want {
+                break;
+            }
+        }
+        if hits.len() > self.max_results {
+            hits.truncate(self.max_results);
+            truncated = true;
+        }
+        (hits, truncated, searched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pattern: &str, regex: bool) -> LineQuery {
+        LineQuery {
+            pattern: pattern.to_string(),
+            regex,
+            case_sensitive: true,
+            path_glob: None,
+            max_results: 100,
+            context_lines: 0,
+        }
+    }
+
+    fn file(path: &str, text: &str) -> Arc<FileEntry> {
+        Arc::new(FileEntry {
+            path: path.into(),
+            content: text.as_bytes().into(),
+        })
+    }
+
+    fn run(q: &LineQuery, text: &str) -> Vec<SearchHit> {
+        let s = LineSearcher::new(q).unwrap();
+        s.search_files(&[file("f.rs", text)]).0
+    }
+
+    #[test]
+    fn literal_is_not_a_regex() {
+        let hits = run(&query("a.b(", false), "axb(\na.b(c\n");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].line, 2);
+        assert_eq!(hits[0].matches, vec![MatchRange { start: 0, end: 4 }]);
+    }
+
+    #[test]
+    fn anchors_work_per_line() {
+        let hits = run(&query("^fn \\w+$", true), "fn a\n  fn b\nfn c\r\nfn d");
+        let lines: Vec<u64> = hits.iter().map(|h| h.line).collect();
+        assert_eq!(lines, vec![1, 4]);
+    }
+
+    #[test]
+    fn whitespace_class_does_not_cross_lines() {
+        assert!(run(&query("foo\\sbar", true), "foo\nbar\n").is_empty());
+    }
+
+    #[test]
+    fn context_and_truncation() {
+        let mut q = query("x", false);
+        q.context_lines = 1;
+        q.max_results = 2;
+        let s = LineSearcher::new(&q).unwrap();
+        let (hits, truncated, _) = s.search_files(&[file("f", "a\nx1\nb\nx2\nx3\n")]);
+        assert!(truncated);
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[0].before, vec!["a"]);
+        assert_eq!(hits[0].after, vec!["b"]);
+    }
+
+    #[test]
+    fn costly_and_broken_patterns_are_refused() {
+        assert!(matches!(
+            LineSearcher::new(&query("(a", true)),
+            Err(SearchError::BadRegex(_))
+        ));
+        assert!(matches!(
+            LineSearcher::new(&query("(\\w{100}){100}", true)),
+            Err(SearchError::TooCostly)
+        ));
+    }
+
+    #[test]
+    fn globs_without_slash_match_anywhere() {
+        let g = compile_glob("*.rs").unwrap();
+        assert!(g.is_match("a/b/c.rs"));
+        let g = compile_glob("src/*.rs").unwrap();
+        assert!(g.is_match("src/c.rs"));
+        assert!(!g.is_match("src/x/c.rs"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The line-search index follows commits: a search after an update sees the new
+//! content and not the removed, and names the head it reflects, whether the commit came
+//! through the server or from another process sharing the data directory.
+
+use scoped_repo_mcp::model::{Change, FileOp, UpdateSpec};
+use scoped_repo_mcp::paths::RepoPath;
+use serde_json::{Value, json};
+
+use crate::common::{Client, Harness, call, ok};
+
+async fn search(c: &Client, id: &str, query: &str) -> Value {
+    ok(&call(
+        c,
+        "search_repo",
+        json!({"repo_id": id, "query": query, "mode": "literal", "max_results": 1000}),
+    )
+    .await)
+}
+
+fn paths(answer: &Value) -> Vec<String> {
+    answer["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_after_an_update_sees_new_content_and_not_deleted_content() {
+    let h = Harness::new();
+    let mut files: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("src/f{i:03}.rs"), format!("fn filler_{i}() {{}}\n")))
+        .collect();
+    files.push(("src/old.rs".into(), "const OLD_MARKER: u8 = 1;\n".into()));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let r = h.repo(&refs);
+    let c = h.client_for(&[r]).await;
+    let id = r.to_string();
+
+    let first = search(&c, &id, "OLD_MARKER").await;
+    assert_eq!(paths(&first), ["src/old.rs"]);
+    assert_eq!(first["head"], h.store.head(&r).unwrap());
+
+    let out = ok(&call(
+        &c,
+        "update_repo_files",
+        json!({"repo_id": id, "operations": [
+            {"type": "delete", "path": "src/old.rs"},
+            {"type": "write", "path": "src/new.rs", "content": "const NEW_MARKER: u8 = 2;\n"},
+            {"type": "write", "path": "src/f007.rs", "content": "fn changed() { NEW_MARKER }\n"},
+        ]}),
+    )
+    .await);
+    let head = out["head"].as_str().unwrap();
+
+    let gone = search(&c, &id, "OLD_MARKER").await;
+    assert!(
+        paths(&gone).is_empty(),
+        "deleted content still found: {gone}"
+    );
+    assert_eq!(gone["head"], head);
+    let new = search(&c, &id, "NEW_MARKER").await;
+    assert_eq!(paths(&new), ["src/f007.rs", "src/new.rs"]);
+    assert_eq!(new["head"], head);
+    let old_line = search(&c, &id, "fn filler_7()").await;
+    assert!(
+        paths(&old_line).is_empty(),
+        "a changed file's old line still found"
+    );
+    let kept = search(&c, &id, "fn filler_8()").await;
+    assert_eq!(paths(&kept), ["src/f008.rs"]);
+
+    // A rename carries the content to its new path.
+    ok(&call(
+        &c,
+        "update_repo_files",
+        json!({"repo_id": id, "operations": [
+            {"type": "rename", "path": "src/new.rs", "new_path": "lib/moved.rs"},
+        ]}),
+    )
+    .await);
+    let moved = search(&c, &id, "const NEW_MARKER").await;
+    assert_eq!(paths(&moved), ["lib/moved.rs"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_sees_a_commit_made_by_another_process() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "alpha\n"), ("b.txt", "beta\n")]);
+    let c = h.client_for(&[r]).await;
+    let id = r.to_string();
+    let first = search(&c, &id, "alpha").await;
+    assert_eq!(paths(&first), ["a.txt"]);
+
+    // The harness's own store is a second process's view of the same data directory.
+    let spec = UpdateSpec {
+        change: Change::Operations(vec![FileOp::Write {
+            path: RepoPath::parse("c.txt").unwrap(),
+            content: "alpha again\n".into(),
+        }]),
+        expected_head: None,
+        message: None,
+    };
+    let outcome = h.store.update(&r, &spec, "someone else").unwrap();
+    let after = search(&c, &id, "alpha").await;
+    assert_eq!(paths(&after), ["a.txt", "c.txt"]);
+    assert_eq!(after["head"], outcome.head);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_small_commits_stay_consistent_through_overlay_rebuilds() {
+    let h = Harness::new();
+    let r = h.repo(&[("seed.txt", "seed\n")]);
+    let c = h.client_for(&[r]).await;
+    let id = r.to_string();
+    search(&c, &id, "seed").await;
+    // Enough files that the index folds its overlay into a rebuilt base on the way.
+    for batch in 0..3 {
+        let ops: Vec<Value> = (0..200)
+            .map(|i| json!({"type": "write", "path": format!("d{batch}/f{i}.txt"), "content": format!("token_{batch}_{i}\n")}))
+            .collect();
+        ok(&call(
+            &c,
+            "update_repo_files",
+            json!({"repo_id": id, "operations": ops}),
+        )
+        .await);
+    }
+    let all = search(&c, &id, "token_").await;
+    assert_eq!(all["hits"].as_array().unwrap().len(), 600);
+    let one = search(&c, &id, "token_2_199").await;
+    assert_eq!(paths(&one), ["d2/f199.txt"]);
+    assert_eq!(one["head"], h.store.head(&r).unwrap());
+}
