@@ -10,6 +10,7 @@
 //! - [`backend`]: the backend trait and the local backend over the store.
 //! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed secrets.
 //! - [`search`]: line search (literal and regex) over file contents.
+//! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub mod paths;
+pub mod ranked;
 pub mod scope;
 pub mod search;
 pub mod serve;

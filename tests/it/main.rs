@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod ranked;
 mod refusals;
 mod schema;
 mod startup;
