@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary, TokenInfo,
-    UpdateOutcome, UpdateSpec,
+    FileList, FileText, LineQuery, LineResults, MintedToken, RankedQuery, RankedResults, RepoId,
+    RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::{Store, StoreError, TokenState};
@@ -68,6 +68,13 @@ pub trait Backend: Send + Sync + 'static {
         id: &'a RepoId,
         query: &'a LineQuery,
     ) -> BackendFuture<'a, LineResults>;
+    /// Ranked natural-language retrieval at the head: the files that best answer a
+    /// question, each with the line range that matches best.
+    fn search_ranked<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a RankedQuery,
+    ) -> BackendFuture<'a, RankedResults>;
     /// Apply an update as one commit.
     fn update<'a>(
         &'a self,
@@ -153,6 +160,15 @@ impl Backend for LocalBackend {
     ) -> BackendFuture<'a, LineResults> {
         let (id, query) = (*id, query.clone());
         self.blocking(move |s| s.search_lines(&id, &query))
+    }
+
+    fn search_ranked<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a RankedQuery,
+    ) -> BackendFuture<'a, RankedResults> {
+        let (id, query) = (*id, query.clone());
+        self.blocking(move |s| s.search_ranked(&id, &query))
     }
 
     fn update<'a>(

@@ -12,6 +12,7 @@
 //!   secrets — and each repo's search index kept at its head.
 //! - [`search`]: line search (literal and regex) with ripgrep's matcher, and the per-head
 //!   trigram index that narrows it.
+//! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod http;
 pub mod model;
 pub mod paths;
+pub mod ranked;
 pub mod scope;
 pub mod search;
 pub mod serve;

@@ -214,6 +214,47 @@ pub struct LineResults {
     pub files_searched: usize,
 }
 
+/// A ranked (natural-language) search, already validated.
+#[derive(Debug, Clone)]
+pub struct RankedQuery {
+    /// The question or keywords.
+    pub text: String,
+    /// Only rank paths matching this glob.
+    pub path_glob: Option<String>,
+    /// Most files to return.
+    pub max_results: usize,
+    /// Most tokens of snippet text in the whole answer (about 4 bytes a token).
+    pub token_limit: usize,
+}
+
+/// One ranked result: a file and the line range in it that best answers the query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RankedHit {
+    /// The file.
+    pub path: String,
+    /// Relevance (higher is better; comparable only within one answer).
+    pub score: f32,
+    /// First line of the snippet (1-based).
+    pub start_line: u64,
+    /// Last line of the snippet (inclusive).
+    pub end_line: u64,
+    /// The text of lines `start_line..=end_line`.
+    pub snippet: String,
+}
+
+/// The answer to a ranked search.
+#[derive(Debug, Clone)]
+pub struct RankedResults {
+    /// The commit the ranking reflects.
+    pub head: String,
+    /// Best first.
+    pub hits: Vec<RankedHit>,
+    /// Whether `token_limit` cut the answer short (fewer hits or shorter snippets).
+    pub truncated: bool,
+    /// Files in the index.
+    pub files_indexed: usize,
+}
+
 /// A repo token as it may be shown: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {

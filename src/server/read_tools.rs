@@ -8,7 +8,7 @@ use rmcp::{ErrorData as McpError, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
-use crate::model::{LineQuery, RepoId, RepoSummary, SearchHit};
+use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
 use crate::search::compile_glob;
 
@@ -18,6 +18,10 @@ pub const MAX_READ_BYTES: usize = 256 * 1024;
 pub const MAX_SEARCH_RESULTS: u32 = 1000;
 /// Most context lines around a match.
 pub const MAX_CONTEXT_LINES: u32 = 10;
+/// Default budget of snippet text in a ranked answer, in tokens (about 4 bytes each).
+pub const DEFAULT_TOKEN_LIMIT: u32 = 8000;
+/// Largest `token_limit` a ranked answer may ask for.
+pub const MAX_TOKEN_LIMIT: u32 = 100_000;
 /// Most paths one `list_files` answer carries.
 pub const MAX_LIST_LIMIT: u32 = 10_000;
 
@@ -29,6 +33,9 @@ fn fifty() -> u32 {
 }
 fn thousand() -> u32 {
     1000
+}
+fn default_token_limit() -> u32 {
+    DEFAULT_TOKEN_LIMIT
 }
 
 fn short(head: &str) -> &str {
@@ -46,7 +53,8 @@ pub struct ListReposOutput {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
-    /// `regex` when the query is a regular expression with metacharacters, else `literal`.
+    /// `ranked` for a question in words (three or more words, no code syntax); else
+    /// `regex` when the query is a regular expression with metacharacters; else `literal`.
     #[default]
     Auto,
     /// The query is matched as exact text.
@@ -74,12 +82,17 @@ pub struct SearchRepoRequest {
     /// Match case exactly (default true).
     #[serde(default = "yes")]
     pub case_sensitive: bool,
-    /// Stop after this many matching lines (default 50, at most 1000).
+    /// Stop after this many matching lines, or in ranked mode this many files
+    /// (default 50, at most 1000).
     #[serde(default = "fifty")]
     pub max_results: u32,
     /// Lines of context before and after each match (default 0, at most 10).
     #[serde(default)]
     pub context_lines: u32,
+    /// Ranked mode: most tokens of snippet text in the answer, about 4 bytes each
+    /// (default 8000, at most 100000). Results stop when it is spent.
+    #[serde(default = "default_token_limit")]
+    pub token_limit: u32,
 }
 
 /// The answer of `search_repo`.
@@ -89,13 +102,18 @@ pub struct SearchRepoOutput {
     pub repo_id: String,
     /// The commit the results were computed at.
     pub head: String,
-    /// The mode that ran (`literal` or `regex` when `auto` was asked).
+    /// The mode that ran (`ranked`, `literal` or `regex` when `auto` was asked).
     pub mode: SearchMode,
-    /// Matching lines, in path order then line order.
+    /// Matching lines, in path order then line order (line modes; empty in ranked mode).
     pub hits: Vec<SearchHit>,
-    /// True when more matches exist than were returned.
+    /// Files that best answer the query, best first, each with the line range that
+    /// matches best (ranked mode; empty in line modes).
+    #[serde(default)]
+    pub ranked: Vec<RankedHit>,
+    /// True when more matches exist than were returned, or in ranked mode when
+    /// `token_limit` cut the answer.
     pub truncated: bool,
-    /// How many files were searched.
+    /// How many files were searched (ranked mode: indexed).
     pub files_searched: u64,
 }
 
@@ -180,9 +198,35 @@ fn query_too_long(query: &str) -> Result<(), ToolFailure> {
     Ok(())
 }
 
-/// What `auto` runs: a regex when the query has regex syntax and compiles, else a literal.
+/// Whether a query reads as a question in words rather than code or a pattern: three
+/// or more words, most of them plain words, and none of the syntax code and regexes
+/// are made of (a trailing `?` or `.` is prose).
+fn is_natural_language(query: &str) -> bool {
+    let words: Vec<&str> = query.split_whitespace().collect();
+    if words.len() < 3
+        || query.contains([
+            '\\', '(', ')', '[', ']', '{', '}', '|', '^', '$', '*', '+', '=', ';', '<', '>',
+        ])
+    {
+        return false;
+    }
+    let plain = words
+        .iter()
+        .filter(|w| {
+            let w = w.trim_matches(|c: char| "?.,!:'\"`".contains(c));
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '\'')
+        })
+        .count();
+    plain * 3 >= words.len() * 2
+}
+
+/// What `auto` runs: ranked retrieval for a question in words; a regex when the query
+/// has regex syntax and compiles; else a literal.
 fn resolve_mode(mode: SearchMode, query: &str) -> SearchMode {
     match mode {
+        SearchMode::Auto if is_natural_language(query) => SearchMode::Ranked,
         SearchMode::Auto if regex::escape(query) != query && regex::Regex::new(query).is_ok() => {
             SearchMode::Regex
         }
@@ -203,8 +247,11 @@ impl RepoServer {
     }
 
     /// Search one repository's files. `literal` and `regex` return matching lines
-    /// (path, line number, text, match offsets), like ripgrep; `auto` picks between
-    /// them. Binary files are skipped.
+    /// (path, line number, text, match offsets), like ripgrep. `ranked` answers a
+    /// question in words ("where is the retry backoff computed") with the most relevant
+    /// files, best first, each with a score and the line range and snippet that match
+    /// best, within `token_limit`. `auto` picks `ranked` for questions in words, else
+    /// `regex` or `literal`. Binary files are skipped.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<SearchRepoOutput>()
@@ -274,9 +321,7 @@ impl RepoServer {
         }
         let mode = resolve_mode(req.mode, &req.query);
         if mode == SearchMode::Ranked {
-            return Err(ToolFailure::Refused(
-                "ranked search is not available on this server yet; use mode `literal` or `regex` with key identifiers".into(),
-            ));
+            return self.search_ranked_impl(id, req).await;
         }
         let query = LineQuery {
             pattern: req.query.clone(),
@@ -319,8 +364,64 @@ impl RepoServer {
                 head: results.head,
                 mode,
                 hits: results.hits,
+                ranked: Vec::new(),
                 truncated: results.truncated,
                 files_searched: results.files_searched as u64,
+            },
+            text,
+        ))
+    }
+
+    async fn search_ranked_impl(
+        &self,
+        id: RepoId,
+        req: SearchRepoRequest,
+    ) -> ToolAnswer<SearchRepoOutput> {
+        if req.token_limit == 0 || req.token_limit > MAX_TOKEN_LIMIT {
+            return Err(ToolFailure::Refused(format!(
+                "token_limit must be between 1 and {MAX_TOKEN_LIMIT}"
+            )));
+        }
+        if !req.path_glob.is_empty() {
+            compile_glob(&req.path_glob).map_err(|e| ToolFailure::Refused(e.to_string()))?;
+        }
+        let query = RankedQuery {
+            text: req.query.clone(),
+            path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
+            max_results: req.max_results as usize,
+            token_limit: req.token_limit as usize,
+        };
+        let results = self.backend.search_ranked(&id, &query).await?;
+        let mut text = format!(
+            "{} ranked file(s) for `{}` in {id} at {}{}",
+            results.hits.len(),
+            req.query,
+            short(&results.head),
+            if results.truncated {
+                " (truncated at token_limit: raise it for more)"
+            } else {
+                ""
+            }
+        );
+        for h in &results.hits {
+            text.push_str(&format!(
+                "\n\n{}:{}-{} (score {:.2})\n{}",
+                h.path,
+                h.start_line,
+                h.end_line,
+                h.score,
+                h.snippet.trim_end()
+            ));
+        }
+        Ok((
+            SearchRepoOutput {
+                repo_id: id.to_string(),
+                head: results.head,
+                mode: SearchMode::Ranked,
+                hits: Vec::new(),
+                ranked: results.hits,
+                truncated: results.truncated,
+                files_searched: results.files_indexed as u64,
             },
             text,
         ))
@@ -461,5 +562,26 @@ mod tests {
             resolve_mode(SearchMode::Literal, r"\w"),
             SearchMode::Literal
         );
+    }
+
+    #[test]
+    fn auto_mode_picks_ranked_for_questions_in_words() {
+        for q in [
+            "where is the retry backoff computed?",
+            "authentication logic for API tokens",
+            "how does the store serialize concurrent updates",
+        ] {
+            assert_eq!(resolve_mode(SearchMode::Auto, q), SearchMode::Ranked, "{q}");
+        }
+        for q in [
+            "fn main",
+            "retry_backoff",
+            "let x = compute(a, b);",
+            r"fn \w+ \( x",
+            "foo.*bar baz qux",
+        ] {
+            assert_ne!(resolve_mode(SearchMode::Auto, q), SearchMode::Ranked, "{q}");
+        }
+        assert_eq!(resolve_mode(SearchMode::Ranked, "x"), SearchMode::Ranked);
     }
 }

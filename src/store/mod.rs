@@ -16,6 +16,7 @@ mod db;
 mod git;
 mod import;
 mod line_index;
+mod ranked;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,6 +122,8 @@ pub struct Store {
     db: Db,
     handles: Mutex<HashMap<RepoId, Arc<RepoHandle>>>,
     limits: Limits,
+    /// Ranked indexes, in memory, built on first use (see `ranked.rs`).
+    ranked: Mutex<HashMap<RepoId, ranked::Slot>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -143,6 +146,7 @@ impl Store {
             db,
             handles: Mutex::new(HashMap::new()),
             limits,
+            ranked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -255,6 +259,7 @@ impl Store {
             return Err(StoreError::RepoNotFound(*id));
         }
         lock(&self.handles).remove(id);
+        lock(&self.ranked).remove(id);
         let dir = self.git_dir(id);
         // Rename first so the ID disappears at once, then remove at leisure.
         let trash = self.root.join("repos").join(format!(".deleted-{id}"));

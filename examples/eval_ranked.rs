@@ -1,0 +1,329 @@
+//! Replays a history of retrieval cases against ranked search and prints recall@1/5/10
+//! and MRR beside two BM25 baselines computed in the same run.
+//!
+//! Run: `cargo run --release --example eval_ranked -- REPO.git CASES.jsonl [options]`
+//!
+//! Each case (one JSON object a line: `query`, `gold` paths, `parent` commit, `date`) is
+//! asked against the tree at its parent. Cases are replayed in date order: the index is
+//! built at the first case's parent, then moved from one parent to the next with
+//! [`RankedIndex::advance`], exactly as the store updates it when commits land; the
+//! history fields only ever hold the queried parent's own ancestry.
+//!
+//! Options:
+//! - `--recent N`: size of the "most recent" slice reported separately (default 300);
+//! - `--only-recent`: replay only that slice (faster, for tuning);
+//! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository};
+use scoped_repo_mcp::ranked::field::{Bm25, Field, count};
+use scoped_repo_mcp::ranked::{RankedIndex, Weights, terms};
+
+struct Case {
+    query: String,
+    gold: Vec<String>,
+    parent: Oid,
+    when: i64,
+}
+
+/// Unix seconds of an RFC 3339 timestamp with an offset (`2024-01-02T03:04:05+02:00`).
+fn parse_date(s: &str) -> i64 {
+    let num = |a: usize, b: usize| s[a..b].parse::<i64>().expect("a date field");
+    let (y, m, d) = (num(0, 4), num(5, 7), num(8, 10));
+    let (hh, mm, ss) = (num(11, 13), num(14, 16), num(17, 19));
+    let tz = &s[19..];
+    let off = if tz.starts_with('Z') || tz.is_empty() {
+        0
+    } else {
+        let sign = if tz.starts_with('-') { -1 } else { 1 };
+        sign * (tz[1..3].parse::<i64>().unwrap() * 3600 + tz[4..6].parse::<i64>().unwrap() * 60)
+    };
+    // Days from the civil calendar (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss - off
+}
+
+/// A single-field BM25 index over path + whole file, as the published baselines are.
+struct Baseline {
+    split: fn(&str) -> Vec<String>,
+    dict: HashMap<String, u32>,
+    slot_of: HashMap<String, u32>,
+    paths: Vec<Option<String>>,
+    free: Vec<u32>,
+    field: Field,
+}
+
+impl Baseline {
+    fn new(split: fn(&str) -> Vec<String>) -> Self {
+        Self {
+            split,
+            dict: HashMap::new(),
+            slot_of: HashMap::new(),
+            paths: Vec::new(),
+            free: Vec::new(),
+            field: Field::default(),
+        }
+    }
+
+    fn advance(&mut self, repo: &Repository, old: Option<Oid>, new: Oid) {
+        let nt = repo.find_commit(new).unwrap().tree().unwrap();
+        let ot = old.map(|o| repo.find_commit(o).unwrap().tree().unwrap());
+        let diff = repo
+            .diff_tree_to_tree(ot.as_ref(), Some(&nt), None)
+            .unwrap();
+        for d in diff.deltas() {
+            if let Some(p) = d.old_file().path().and_then(|p| p.to_str())
+                && !d.old_file().id().is_zero()
+                && let Some(slot) = self.slot_of.remove(p)
+            {
+                self.field.clear(slot);
+                self.paths[slot as usize] = None;
+                self.free.push(slot);
+            }
+            let nf = d.new_file();
+            let Some(p) = nf.path().and_then(|p| p.to_str()) else {
+                continue;
+            };
+            if nf.id().is_zero()
+                || !matches!(
+                    nf.mode(),
+                    git2::FileMode::Blob | git2::FileMode::BlobExecutable
+                )
+            {
+                continue;
+            }
+            let blob = repo.find_blob(nf.id()).unwrap();
+            if scoped_repo_mcp::store::is_binary(blob.content()) {
+                continue;
+            }
+            let text = format!("{p}\n{}", String::from_utf8_lossy(blob.content()));
+            let slot = self.free.pop().unwrap_or(self.paths.len() as u32);
+            if slot as usize == self.paths.len() {
+                self.paths.push(None);
+            }
+            self.paths[slot as usize] = Some(p.to_string());
+            self.slot_of.insert(p.to_string(), slot);
+            let mut ids = Vec::new();
+            for w in (self.split)(&text) {
+                let n = self.dict.len() as u32;
+                ids.push(*self.dict.entry(w).or_insert(n));
+            }
+            self.field.set(slot, count(ids));
+        }
+    }
+
+    fn rank(&self, query: &str, limit: usize) -> Vec<String> {
+        let mut qt: HashMap<u32, f32> = HashMap::new();
+        for w in (self.split)(query) {
+            if let Some(&id) = self.dict.get(&w) {
+                *qt.entry(id).or_default() += 1.0;
+            }
+        }
+        let n = self.slot_of.len();
+        let mut acc = vec![0.0; self.paths.len()];
+        for (&t, &c) in &qt {
+            self.field.accumulate(t, c, Bm25::default(), n, &mut acc);
+        }
+        let mut v: Vec<(usize, f32)> = acc.into_iter().enumerate().filter(|x| x.1 > 0.0).collect();
+        v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter()
+            .filter_map(|(s, _)| self.paths[s].clone())
+            .take(limit)
+            .collect()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Score {
+    n: usize,
+    r1: f64,
+    r5: f64,
+    r10: f64,
+    rr: f64,
+}
+
+impl Score {
+    fn add(&mut self, ranked: &[String], gold: &[String]) {
+        let hit = |k: usize| {
+            gold.iter()
+                .filter(|g| ranked.iter().take(k).any(|r| r == *g))
+                .count() as f64
+                / gold.len() as f64
+        };
+        self.n += 1;
+        self.r1 += hit(1);
+        self.r5 += hit(5);
+        self.r10 += hit(10);
+        if let Some(i) = ranked.iter().position(|r| gold.contains(r)) {
+            self.rr += 1.0 / (i + 1) as f64;
+        }
+    }
+    fn row(&self, name: &str) -> String {
+        let n = self.n.max(1) as f64;
+        format!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            self.n,
+            self.r1 / n,
+            self.r5 / n,
+            self.r10 / n,
+            self.rr / n
+        )
+    }
+}
+
+fn parse_weights(s: &str) -> Weights {
+    let v: Vec<f32> = s.split(',').map(|x| x.parse().expect("a number")).collect();
+    assert_eq!(v.len(), 5, "--weights takes body,path,defs,msgs,cochange");
+    Weights {
+        body: v[0],
+        path: v[1],
+        defs: v[2],
+        msgs: v[3],
+        cochange: v[4],
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        eprintln!(
+            "usage: eval_ranked REPO.git CASES.jsonl [--recent N] [--only-recent] [--weights b,p,d,m,c]..."
+        );
+        std::process::exit(2);
+    }
+    let repo = Repository::open(&args[0]).expect("open the repository");
+    let mut recent = 300usize;
+    let mut only_recent = false;
+    let mut configs: Vec<(String, Weights)> =
+        vec![("ranked (default weights)".into(), Weights::default())];
+    let mut i = 2;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--recent" => {
+                recent = args[i + 1].parse().expect("--recent N");
+                i += 1;
+            }
+            "--only-recent" => only_recent = true,
+            "--weights" => {
+                configs.push((
+                    format!("ranked {}", args[i + 1]),
+                    parse_weights(&args[i + 1]),
+                ));
+                i += 1;
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 1;
+    }
+    let mut cases: Vec<Case> = std::fs::read_to_string(&args[1])
+        .expect("read the cases")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON case");
+            Case {
+                query: v["query"].as_str().unwrap().to_string(),
+                gold: v["gold"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| g.as_str().unwrap().to_string())
+                    .collect(),
+                parent: Oid::from_str(v["parent"].as_str().unwrap()).unwrap(),
+                when: parse_date(v["date"].as_str().unwrap()),
+            }
+        })
+        .collect();
+    cases.sort_by_key(|c| c.when);
+    let first_recent = cases.len().saturating_sub(recent);
+    if only_recent {
+        cases.drain(..first_recent);
+    }
+    let first_recent = cases.len().saturating_sub(recent);
+
+    let t0 = Instant::now();
+    let mut index = RankedIndex::build(&repo, cases[0].parent).expect("build the index");
+    let build_time = t0.elapsed();
+    let mut b_plain = Baseline::new(terms::plain_words);
+    let mut b_split = Baseline::new(terms::split_words);
+    b_plain.advance(&repo, None, cases[0].parent);
+    b_split.advance(&repo, None, cases[0].parent);
+    let mut prev = cases[0].parent;
+
+    let names: Vec<String> = [
+        "BM25, words split on whitespace and punctuation",
+        "BM25, identifiers also split",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(configs.iter().map(|c| c.0.clone()))
+    .collect();
+    let mut all = vec![Score::default(); names.len()];
+    let mut last = vec![Score::default(); names.len()];
+    let mut advance_time = Duration::ZERO;
+    let mut query_times = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        if case.parent != prev {
+            let t = Instant::now();
+            index
+                .advance(&repo, case.parent)
+                .expect("advance the index");
+            advance_time += t.elapsed();
+            b_plain.advance(&repo, Some(prev), case.parent);
+            b_split.advance(&repo, Some(prev), case.parent);
+            prev = case.parent;
+        }
+        let mut rankings = vec![
+            b_plain.rank(&case.query, 100),
+            b_split.rank(&case.query, 100),
+        ];
+        for (k, (_, w)) in configs.iter().enumerate() {
+            let t = Instant::now();
+            let r = index.rank(&case.query, 100, w, &|_| true);
+            if k == 0 {
+                query_times.push(t.elapsed());
+            }
+            rankings.push(r.into_iter().map(|f| f.path).collect());
+        }
+        for (k, r) in rankings.iter().enumerate() {
+            all[k].add(r, &case.gold);
+            if ci >= first_recent {
+                last[k].add(r, &case.gold);
+            }
+        }
+        if (ci + 1) % 500 == 0 {
+            eprintln!("{} cases, {:.0?}", ci + 1, t0.elapsed());
+        }
+    }
+    query_times.sort();
+    let pct = |p: f64| query_times[((query_times.len() - 1) as f64 * p).round() as usize];
+    println!("| method | cases | R@1 | R@5 | R@10 | MRR |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (k, name) in names.iter().enumerate() {
+        println!("{}", last[k].row(&format!("{name} — {recent} most recent")));
+    }
+    if !only_recent {
+        for (k, name) in names.iter().enumerate() {
+            println!("{}", all[k].row(&format!("{name} — all")));
+        }
+    }
+    println!();
+    println!(
+        "index: built in {:.1?} at the first parent ({} files); {} advances in {:.1?} total; ranked query p50 {:.2?}, p99 {:.2?} ({} files at the end)",
+        build_time,
+        RankedIndex::len(&index),
+        cases.len(),
+        advance_time,
+        pct(0.5),
+        pct(0.99),
+        index.len()
+    );
+}

@@ -1,0 +1,155 @@
+//! Ranked query latency on a large corpus: imports a directory's text files into a
+//! scratch bare git repository as one commit, builds the ranked index, then times
+//! natural-language queries (with snippets, as `search_repo` answers them) and an
+//! incremental update of a few files.
+//!
+//! Run: `cargo run --release --example ranked_latency -- DIR [QUERIES]`
+//! (`QUERIES` defaults to 500; the queries are doc-comment sentences sampled from the
+//! corpus itself, so they have answers.)
+
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository, Signature};
+use scoped_repo_mcp::model::RankedQuery;
+use scoped_repo_mcp::ranked::{RankedIndex, Weights};
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn commit(repo: &Repository, files: &[(String, Vec<u8>)], parent: Option<Oid>) -> Oid {
+    let mut index = git2::Index::new().unwrap();
+    if let Some(p) = parent {
+        index
+            .read_tree(&repo.find_commit(p).unwrap().tree().unwrap())
+            .unwrap();
+    }
+    for (path, bytes) in files {
+        let id = repo.blob(bytes).unwrap();
+        let mut e = git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            file_size: bytes.len() as u32,
+            id,
+            flags: 0,
+            flags_extended: 0,
+            path: path.as_bytes().to_vec(),
+        };
+        e.flags = path.len().min(0xfff) as u16;
+        index.add(&e).unwrap();
+    }
+    let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+    let sig = Signature::now("bench", "bench@localhost").unwrap();
+    let parents: Vec<git2::Commit<'_>> = parent
+        .map(|p| repo.find_commit(p).unwrap())
+        .into_iter()
+        .collect();
+    let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+    repo.commit(None, &sig, &sig, "Import the corpus", &tree, &refs)
+        .unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = std::path::PathBuf::from(args.first().expect("usage: ranked_latency DIR [QUERIES]"));
+    let n_queries: usize = args.get(1).map_or(500, |s| s.parse().unwrap());
+    let mut files = Vec::new();
+    let mut bytes_total = 0usize;
+    for entry in ignore::WalkBuilder::new(&dir)
+        .hidden(false)
+        .build()
+        .flatten()
+    {
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if bytes.len() > 1024 * 1024 || scoped_repo_mcp::store::is_binary(&bytes) {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(&dir)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        bytes_total += bytes.len();
+        files.push((rel, bytes));
+    }
+    files.sort();
+    // Queries: doc-comment sentences of five or more words, every k-th one.
+    let mut sentences = Vec::new();
+    for (_, bytes) in &files {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            let t = line.trim_start();
+            if let Some(s) = t.strip_prefix("/// ").or_else(|| t.strip_prefix("//! "))
+                && s.split_whitespace().count() >= 5
+                && !s.contains('`')
+            {
+                sentences.push(s.to_string());
+            }
+        }
+    }
+    let step = (sentences.len() / n_queries.max(1)).max(1);
+    let queries: Vec<String> = sentences
+        .into_iter()
+        .step_by(step)
+        .take(n_queries)
+        .collect();
+
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(scratch.path()).unwrap();
+    let head = commit(&repo, &files, None);
+    let t = Instant::now();
+    let mut index = RankedIndex::build(&repo, head).unwrap();
+    let build = t.elapsed();
+
+    let weights = Weights::default();
+    let mut times = Vec::new();
+    for q in &queries {
+        let rq = RankedQuery {
+            text: q.clone(),
+            path_glob: None,
+            max_results: 50,
+            token_limit: 8000,
+        };
+        let t = Instant::now();
+        let (hits, _) = index.answer(&repo, &rq, &weights, &|_| true).unwrap();
+        times.push(t.elapsed());
+        std::hint::black_box(hits);
+    }
+    times.sort();
+
+    // An incremental update: ten files rewritten in one commit.
+    let changed: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .step_by((files.len() / 10).max(1))
+        .take(10)
+        .map(|(p, b)| (p.clone(), [b.as_slice(), b"\n// edited\n"].concat()))
+        .collect();
+    let next = commit(&repo, &changed, Some(head));
+    let t = Instant::now();
+    index.advance(&repo, next).unwrap();
+    let advance = t.elapsed();
+
+    println!("| corpus | files | MiB | build | queries | p50 | p99 | advance (10 files) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {} | {:.0} | {:.1?} | {} | {:.2?} | {:.2?} | {:.1?} |",
+        dir.display(),
+        index.len(),
+        bytes_total as f64 / (1024.0 * 1024.0),
+        build,
+        times.len(),
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        advance
+    );
+}

@@ -1,0 +1,611 @@
+//! Ranked natural-language retrieval over one repository: which files (and which lines
+//! in them) answer a question in words.
+//!
+//! Each file at a commit is a document with four fields, scored by BM25 each and mixed
+//! linearly:
+//! - `body`: its text, as identifier-split, lightly stemmed terms ([`terms`]);
+//! - `path`: its path's words (`src/retry/backoff.rs` → `src`, `retry`, `backoff`, `rs`);
+//! - `defs`: the names it defines, found by per-language patterns ([`symbols`]);
+//! - `msgs`: the messages of earlier commits that changed it — only commits in the
+//!   indexed commit's own ancestry, so an answer never draws on later history.
+//!
+//! The best files then pass a share of their score to files that often changed in the
+//! same commits (co-change), and each result is cut to its best structure-aware chunk.
+//!
+//! Everything is learned from the repository itself: no model, nothing downloaded.
+//! The index is incremental: [`RankedIndex::advance`] re-reads only the files whose
+//! blobs changed between two trees and only the commits that differ between the two
+//! ancestries (adding new ones, withdrawing ones the new head does not descend from).
+
+pub mod chunks;
+pub mod field;
+pub mod symbols;
+pub mod terms;
+
+use std::collections::{HashMap, HashSet};
+
+use git2::{Oid, Repository};
+
+use field::{Bm25, Field, count};
+
+use crate::model::{RankedHit, RankedQuery};
+
+/// What building or updating a ranked index can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RankedError {
+    /// libgit2 failed reading the repository.
+    #[error("git error while indexing: {0}")]
+    Git(String),
+}
+
+impl From<git2::Error> for RankedError {
+    fn from(e: git2::Error) -> Self {
+        RankedError::Git(e.message().to_string())
+    }
+}
+
+/// Files larger than this are indexed by their path, definitions and history only:
+/// generated data and vendored bundles would otherwise dominate the body field.
+pub const MAX_INDEXED_BYTES: usize = 512 * 1024;
+/// A commit touching more files than this is a sweep (reformatting, a license header,
+/// a rename of a directory); its message says little about any one file.
+pub const MAX_FILES_PER_COMMIT: usize = 40;
+/// Commits touching more files than this count for co-change: pairs grow as its square.
+const MAX_COCHANGE_FILES: usize = 12;
+
+/// How much each signal counts. The defaults were chosen on one repository's history
+/// and checked on others (see `BENCHMARKS.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weights {
+    /// The file's text.
+    pub body: f32,
+    /// The file's path.
+    pub path: f32,
+    /// The names the file defines.
+    pub defs: f32,
+    /// Messages of earlier commits that changed the file.
+    pub msgs: f32,
+    /// Share of a top file's score passed to the files that change with it.
+    pub cochange: f32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            body: 1.0,
+            path: 1.0,
+            defs: 0.5,
+            msgs: 1.0,
+            cochange: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CommitRecord {
+    terms: Vec<(u32, u32)>,
+    paths: Vec<String>,
+}
+
+/// What the repository's history says about each path.
+#[derive(Debug, Default, Clone)]
+struct History {
+    records: HashMap<Oid, CommitRecord>,
+    /// path → summed message term counts of the included commits that changed it.
+    per_file: HashMap<String, HashMap<u32, u32>>,
+    /// path → how many included commits changed it.
+    touches: HashMap<String, u32>,
+    /// path → path → how many small included commits changed both.
+    pairs: HashMap<String, HashMap<String, u32>>,
+}
+
+impl History {
+    fn apply(&mut self, rec: &CommitRecord, sign: i64, dirty: &mut HashSet<String>) {
+        let bump = |v: &mut u32, by: u32| {
+            *v = if sign > 0 {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        for p in &rec.paths {
+            let m = self.per_file.entry(p.clone()).or_default();
+            for &(t, c) in &rec.terms {
+                let e = m.entry(t).or_default();
+                bump(e, c);
+                if *e == 0 {
+                    m.remove(&t);
+                }
+            }
+            bump(self.touches.entry(p.clone()).or_default(), 1);
+            dirty.insert(p.clone());
+        }
+        if rec.paths.len() <= MAX_COCHANGE_FILES {
+            for a in &rec.paths {
+                let m = self.pairs.entry(a.clone()).or_default();
+                for b in rec.paths.iter().filter(|b| *b != a) {
+                    let e = m.entry(b.clone()).or_default();
+                    bump(e, 1);
+                    if *e == 0 {
+                        m.remove(b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How much an index update did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdvanceStats {
+    /// Files (re)read or dropped.
+    pub files: usize,
+    /// Commits added to or withdrawn from the history fields.
+    pub commits: usize,
+}
+
+/// A ranked file: its path and score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedFile {
+    /// The file.
+    pub path: String,
+    /// Its score (higher is better; comparable only within one answer).
+    pub score: f32,
+}
+
+/// A ranked index of one repository at one commit.
+#[derive(Debug, Clone)]
+pub struct RankedIndex {
+    head: Oid,
+    dict: HashMap<String, u32>,
+    slot_of: HashMap<String, u32>,
+    paths: Vec<Option<String>>,
+    blobs: Vec<Oid>,
+    free: Vec<u32>,
+    live: usize,
+    body: Field,
+    path: Field,
+    defs: Field,
+    msgs: Field,
+    history: History,
+}
+
+/// Drop trailer lines (`Signed-off-by:`, `Co-authored-by:` …): names, not meaning.
+fn message_text(msg: &str) -> String {
+    msg.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.split_once(':').is_some_and(|(k, _)| {
+                k.ends_with("-by") && !k.contains(' ') || k.eq_ignore_ascii_case("Change-Id")
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl RankedIndex {
+    /// Index the tree and ancestry of `commit`.
+    pub fn build(repo: &Repository, commit: Oid) -> Result<Self, RankedError> {
+        let mut ix = Self {
+            head: commit,
+            dict: HashMap::new(),
+            slot_of: HashMap::new(),
+            paths: Vec::new(),
+            blobs: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            body: Field::default(),
+            path: Field::default(),
+            defs: Field::default(),
+            msgs: Field::default(),
+            history: History::default(),
+        };
+        ix.update(repo, None, commit)?;
+        Ok(ix)
+    }
+
+    /// The commit this index reflects.
+    pub fn head(&self) -> Oid {
+        self.head
+    }
+
+    /// How many files are indexed.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no file is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Move the index to `commit`, re-reading only what differs.
+    pub fn advance(&mut self, repo: &Repository, commit: Oid) -> Result<AdvanceStats, RankedError> {
+        if commit == self.head {
+            return Ok(AdvanceStats::default());
+        }
+        self.update(repo, Some(self.head), commit)
+    }
+
+    fn intern(dict: &mut HashMap<String, u32>, t: &str) -> u32 {
+        if let Some(&id) = dict.get(t) {
+            return id;
+        }
+        let id = dict.len() as u32;
+        dict.insert(t.to_string(), id);
+        id
+    }
+
+    fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
+        let dict = &mut self.dict;
+        terms::for_each_term(text, |t| out.push(Self::intern(dict, t)));
+    }
+
+    fn update(
+        &mut self,
+        repo: &Repository,
+        old: Option<Oid>,
+        new: Oid,
+    ) -> Result<AdvanceStats, RankedError> {
+        let new_tree = repo.find_commit(new)?.tree()?;
+        let old_tree = match old {
+            Some(o) => Some(repo.find_commit(o)?.tree()?),
+            None => None,
+        };
+        let mut stats = AdvanceStats::default();
+        let diff = repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)?;
+        let mut changed: Vec<(String, Option<Oid>)> = Vec::new();
+        for d in diff.deltas() {
+            if let Some(p) = d.old_file().path().and_then(|p| p.to_str())
+                && !d.old_file().id().is_zero()
+            {
+                changed.push((p.to_string(), None));
+            }
+            let nf = d.new_file();
+            if let Some(p) = nf.path().and_then(|p| p.to_str())
+                && !nf.id().is_zero()
+                && matches!(
+                    nf.mode(),
+                    git2::FileMode::Blob | git2::FileMode::BlobExecutable
+                )
+            {
+                changed.push((p.to_string(), Some(nf.id())));
+            }
+        }
+        for (path, blob) in changed {
+            stats.files += 1;
+            match blob {
+                None => self.remove_file(&path),
+                Some(b) => self.put_file(repo, &path, b)?,
+            }
+        }
+        stats.commits = self.update_history(repo, old, new)?;
+        self.head = new;
+        Ok(stats)
+    }
+
+    fn remove_file(&mut self, path: &str) {
+        if let Some(slot) = self.slot_of.remove(path) {
+            for f in [
+                &mut self.body,
+                &mut self.path,
+                &mut self.defs,
+                &mut self.msgs,
+            ] {
+                f.clear(slot);
+            }
+            self.paths[slot as usize] = None;
+            self.free.push(slot);
+            self.live -= 1;
+        }
+    }
+
+    fn put_file(&mut self, repo: &Repository, path: &str, blob: Oid) -> Result<(), RankedError> {
+        let b = repo.find_blob(blob)?;
+        let bytes = b.content();
+        if crate::store::is_binary(bytes) {
+            self.remove_file(path);
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let slot = match self.slot_of.get(path) {
+            Some(&s) => s,
+            None => {
+                let s = self.free.pop().unwrap_or(self.paths.len() as u32);
+                if s as usize == self.paths.len() {
+                    self.paths.push(None);
+                    self.blobs.push(Oid::zero());
+                }
+                self.paths[s as usize] = Some(path.to_string());
+                self.slot_of.insert(path.to_string(), s);
+                self.live += 1;
+                s
+            }
+        };
+        self.blobs[slot as usize] = blob;
+        let mut ids = Vec::new();
+        if bytes.len() <= MAX_INDEXED_BYTES {
+            self.intern_text(&text, &mut ids);
+        }
+        self.body.set(slot, count(ids.drain(..)));
+        self.intern_text(path, &mut ids);
+        self.path.set(slot, count(ids.drain(..)));
+        for d in symbols::definitions(path, &text) {
+            self.intern_text(&d.name, &mut ids);
+        }
+        self.defs.set(slot, count(ids.drain(..)));
+        let hist = self.history_terms(path);
+        self.msgs.set(slot, hist);
+        Ok(())
+    }
+
+    fn history_terms(&self, path: &str) -> Vec<(u32, u32)> {
+        let mut v: Vec<(u32, u32)> = self
+            .history
+            .per_file
+            .get(path)
+            .map(|m| m.iter().map(|(&t, &c)| (t, c)).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    fn record(&mut self, repo: &Repository, oid: Oid) -> Result<Option<CommitRecord>, RankedError> {
+        let c = repo.find_commit(oid)?;
+        // A merge's diff against its first parent repeats the changes of the commits it
+        // brings in, which are indexed on their own.
+        if c.parent_count() > 1 {
+            return Ok(None);
+        }
+        let tree = c.tree()?;
+        let parent_tree = match c.parent_count() {
+            0 => None,
+            _ => Some(c.parent(0)?.tree()?),
+        };
+        let diff = repo.diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)?;
+        if diff.deltas().len() > MAX_FILES_PER_COMMIT {
+            return Ok(None);
+        }
+        let mut paths: Vec<String> = diff
+            .deltas()
+            .filter_map(|d| {
+                d.new_file()
+                    .path()
+                    .and_then(|p| p.to_str())
+                    .map(String::from)
+            })
+            .collect();
+        paths.sort();
+        paths.dedup();
+        let mut ids = Vec::new();
+        self.intern_text(
+            &message_text(&String::from_utf8_lossy(c.message_bytes())),
+            &mut ids,
+        );
+        Ok(Some(CommitRecord {
+            terms: count(ids),
+            paths,
+        }))
+    }
+
+    fn update_history(
+        &mut self,
+        repo: &Repository,
+        old: Option<Oid>,
+        new: Oid,
+    ) -> Result<usize, RankedError> {
+        let mut dirty = HashSet::new();
+        let mut n = 0;
+        if let Some(old) = old {
+            // Commits the new head does not descend from leave the history fields.
+            let mut walk = repo.revwalk()?;
+            walk.push(old)?;
+            walk.hide(new)?;
+            for oid in walk {
+                let oid = oid?;
+                if let Some(rec) = self.history.records.remove(&oid) {
+                    self.history.apply(&rec, -1, &mut dirty);
+                    n += 1;
+                }
+            }
+        }
+        let mut walk = repo.revwalk()?;
+        walk.push(new)?;
+        if let Some(old) = old {
+            walk.hide(old)?;
+        }
+        let fresh: Vec<Oid> = walk.collect::<Result<_, _>>()?;
+        for oid in fresh {
+            if let Some(rec) = self.record(repo, oid)? {
+                self.history.apply(&rec, 1, &mut dirty);
+                self.history.records.insert(oid, rec);
+                n += 1;
+            }
+        }
+        for p in dirty {
+            if let Some(&slot) = self.slot_of.get(&p) {
+                let hist = self.history_terms(&p);
+                self.msgs.set(slot, hist);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The query's known terms with their weights (1 + ln of the repeat count).
+    fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        terms::for_each_term(query, |t| {
+            if let Some(&id) = self.dict.get(t) {
+                *counts.entry(id).or_default() += 1;
+            }
+        });
+        let mut v: Vec<(u32, f32)> = counts
+            .into_iter()
+            .map(|(t, c)| (t, 1.0 + (c as f32).ln()))
+            .collect();
+        v.sort_unstable_by_key(|&(t, _)| t);
+        v
+    }
+
+    /// The best `limit` files for `query`, best first, among those `keep` admits.
+    pub fn rank(
+        &self,
+        query: &str,
+        limit: usize,
+        w: &Weights,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<RankedFile> {
+        let q = self.query_terms(query);
+        let n = self.live.max(1);
+        let mut acc = vec![0.0f32; self.paths.len()];
+        let p = Bm25::default();
+        for &(t, qw) in &q {
+            self.body.accumulate(t, w.body * qw, p, n, &mut acc);
+            self.path
+                .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, &mut acc);
+            self.defs.accumulate(t, w.defs * qw, p, n, &mut acc);
+            self.msgs.accumulate(t, w.msgs * qw, p, n, &mut acc);
+        }
+        if w.cochange > 0.0 {
+            self.propagate(&mut acc, w.cochange);
+        }
+        let mut scored: Vec<(u32, f32)> = acc
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s > 0.0)
+            .map(|(i, &s)| (i as u32, s))
+            .collect();
+        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scored
+            .into_iter()
+            .filter_map(|(slot, score)| {
+                let path = self.paths[slot as usize].as_deref()?;
+                keep(path).then(|| RankedFile {
+                    path: path.to_string(),
+                    score,
+                })
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Pass a share of the top files' scores to the files that changed with them.
+    fn propagate(&self, acc: &mut [f32], share: f32) {
+        let mut top: Vec<(usize, f32)> = acc
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s > 0.0)
+            .map(|(i, &s)| (i, s))
+            .collect();
+        top.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        top.truncate(10);
+        for (slot, s) in top {
+            let Some(path) = self.paths[slot].as_deref() else {
+                continue;
+            };
+            let (Some(pairs), Some(&n)) =
+                (self.history.pairs.get(path), self.history.touches.get(path))
+            else {
+                continue;
+            };
+            for (other, &c) in pairs {
+                if let Some(&o) = self.slot_of.get(other) {
+                    acc[o as usize] += share * s * c as f32 / (n as f32 + 2.0);
+                }
+            }
+        }
+    }
+
+    /// The blob a path has in the indexed tree.
+    pub fn blob_of(&self, path: &str) -> Option<Oid> {
+        self.slot_of.get(path).map(|&s| self.blobs[s as usize])
+    }
+
+    /// How informative each of `text`'s terms would be as a match for `query`: the
+    /// query's terms with their body-field IDF, for scoring chunks.
+    pub fn term_weights(&self, query: &str) -> HashMap<String, f32> {
+        let n = self.live.max(1);
+        let mut out = HashMap::new();
+        terms::for_each_term(query, |t| {
+            if let Some(&id) = self.dict.get(t) {
+                out.insert(t.to_string(), self.body.idf(id, n));
+            }
+        });
+        out
+    }
+}
+
+/// Rough token count of a text: about four bytes a token, as tokenizers of code and
+/// English average.
+pub fn approx_tokens(text: &str) -> usize {
+    text.len().div_ceil(4)
+}
+
+impl RankedIndex {
+    /// Answer `q`: the best files, each cut to its best chunk, until `q.token_limit`
+    /// tokens of snippet are spent. Returns the hits and whether the limit cut them.
+    pub fn answer(
+        &self,
+        repo: &Repository,
+        q: &RankedQuery,
+        weights: &Weights,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(Vec<RankedHit>, bool), RankedError> {
+        let files = self.rank(&q.text, q.max_results, weights, keep);
+        let term_weights = self.term_weights(&q.text);
+        let mut budget = q.token_limit;
+        let mut hits = Vec::new();
+        let mut truncated = false;
+        for f in files {
+            let Some(blob) = self.blob_of(&f.path) else {
+                continue;
+            };
+            let blob = repo.find_blob(blob)?;
+            let text = String::from_utf8_lossy(blob.content());
+            let (s, e) = if blob.content().len() <= MAX_INDEXED_BYTES {
+                chunks::best_chunk(&f.path, &text, &term_weights)
+            } else {
+                (0, chunks::MAX_CHUNK_LINES)
+            };
+            let mut snippet = String::new();
+            let mut end = s;
+            for line in text.split_inclusive('\n').skip(s).take(e.saturating_sub(s)) {
+                if approx_tokens(&snippet) + approx_tokens(line) > budget {
+                    truncated = true;
+                    break;
+                }
+                snippet.push_str(line);
+                end += 1;
+            }
+            if end == s && !text.is_empty() {
+                truncated = true;
+                break;
+            }
+            budget -= approx_tokens(&snippet);
+            hits.push(RankedHit {
+                path: f.path,
+                score: f.score,
+                start_line: s as u64 + 1,
+                end_line: end as u64,
+                snippet,
+            });
+            if truncated {
+                break;
+            }
+        }
+        Ok((hits, truncated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailers_leave_commit_messages() {
+        assert_eq!(
+            message_text("Fix retry\n\nbody text\nSigned-off-by: A <a@b>\nCo-authored-by: B"),
+            "Fix retry\n\nbody text"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Turning text into search terms the way code names things: identifiers split at
+//! `snake_case`, `camelCase` and digit boundaries, light stemming, a short stop list.
+
+/// Words too common in English prose to say anything about which file is meant.
+/// Code keywords are kept: inverse document frequency already discounts them, and a
+/// question like "where is the async runtime started" needs `async`.
+const STOP: &[&str] = &[
+    "a", "about", "after", "all", "also", "an", "and", "any", "are", "as", "at", "be", "been",
+    "before", "being", "but", "by", "can", "could", "did", "do", "does", "doing", "done", "each",
+    "for", "from", "had", "has", "have", "he", "her", "here", "his", "how", "i", "if", "in",
+    "into", "is", "it", "its", "just", "may", "me", "more", "most", "much", "my", "no", "now",
+    "of", "on", "one", "only", "or", "other", "our", "out", "over", "same", "she", "should", "so",
+    "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they",
+    "this", "those", "to", "too", "up", "us", "very", "was", "we", "were", "what", "when", "where",
+    "which", "while", "who", "why", "will", "with", "would", "you", "your",
+];
+
+fn is_stop(w: &str) -> bool {
+    STOP.binary_search(&w).is_ok()
+}
+
+/// A light suffix stripper: plural and `-ing`/`-ed`/`-e` endings, so `parse`, `parses`,
+/// `parsed` and `parsing` meet. Deliberately weaker than Porter: identifiers are not
+/// English and aggressive stemming merges names that differ.
+pub fn stem(w: &str) -> String {
+    if w.len() <= 3 || !w.bytes().all(|b| b.is_ascii_lowercase()) {
+        return w.to_string();
+    }
+    let mut s = w;
+    let owned;
+    if let Some(base) = s.strip_suffix("ies").filter(|b| b.len() >= 2) {
+        owned = format!("{base}y");
+        s = &owned;
+    } else if let Some(base) = s.strip_suffix("sses") {
+        owned = format!("{base}ss");
+        s = &owned;
+    } else if s.ends_with('s') && !s.ends_with("ss") && !s.ends_with("us") && !s.ends_with("is") {
+        s = &s[..s.len() - 1];
+    }
+    for suffix in ["ing", "ed"] {
+        if let Some(base) = s.strip_suffix(suffix)
+            && base.len() >= 3
+        {
+            s = base;
+            break;
+        }
+    }
+    if let Some(base) = s.strip_suffix('e')
+        && base.len() >= 3
+    {
+        s = base;
+    }
+    s.to_string()
+}
+
+/// The parts of one identifier: `parseHTTPHeader2` → `parse`, `HTTP`, `Header`, `2`.
+fn parts(word: &str, out: &mut Vec<(usize, usize)>) {
+    let b = word.as_bytes();
+    let mut start = None::<usize>;
+    for i in 0..b.len() {
+        let c = b[i];
+        if c == b'_' || (!c.is_ascii_alphanumeric() && c.is_ascii()) {
+            if let Some(s) = start.take() {
+                out.push((s, i));
+            }
+            continue;
+        }
+        let Some(s) = start else {
+            start = Some(i);
+            continue;
+        };
+        let p = b[i - 1];
+        let boundary = (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+            || (p.is_ascii_alphabetic() && c.is_ascii_digit())
+            || (p.is_ascii_digit() && c.is_ascii_alphabetic())
+            || (p.is_ascii_uppercase()
+                && c.is_ascii_uppercase()
+                && b.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+        if boundary && i > s {
+            out.push((s, i));
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, b.len()));
+    }
+}
+
+/// Call `emit` with every search term of `text`, in order.
+///
+/// Each identifier gives its parts (lowercased, stemmed) and, when it has several, the
+/// whole name with separators removed, so `get_user_name` and `getUserName` both match
+/// a query for either spelling, and a query for `user` matches both too.
+pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
+    let mut spans = Vec::new();
+    let mut buf = String::new();
+    for word in text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+    {
+        if word.len() > 64 {
+            continue; // hashes, base64 and minified code: no one searches for them
+        }
+        spans.clear();
+        parts(word, &mut spans);
+        let mut pieces = 0;
+        for &(s, e) in &spans {
+            let lower = word[s..e].to_lowercase();
+            if (lower.len() < 2 && !lower.bytes().all(|b| b.is_ascii_digit())) || is_stop(&lower) {
+                continue;
+            }
+            pieces += 1;
+            emit(&stem(&lower));
+        }
+        if spans.len() > 1 && pieces > 0 {
+            buf.clear();
+            for &(s, e) in &spans {
+                buf.push_str(&word[s..e].to_lowercase());
+            }
+            emit(&buf);
+        }
+    }
+}
+
+/// The terms of `text` as a vector.
+pub fn terms(text: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for_each_term(text, |t| v.push(t.to_string()));
+    v
+}
+
+/// Plain words: lowercase runs of letters and digits, split on whitespace and
+/// punctuation only (the simplest baseline).
+pub fn plain_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Words split on punctuation, with identifiers also split into their parts, without
+/// stemming or stop words (the stronger baseline).
+pub fn split_words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut spans = Vec::new();
+    for word in text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+    {
+        spans.clear();
+        parts(word, &mut spans);
+        for &(s, e) in &spans {
+            out.push(word[s..e].to_lowercase());
+        }
+        if spans.len() > 1 {
+            out.push(word.to_lowercase());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_list_is_sorted_for_binary_search() {
+        assert!(STOP.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn identifiers_split_the_way_code_names_things() {
+        assert_eq!(
+            terms("parseHTTPHeader2"),
+            ["pars", "http", "header", "2", "parsehttpheader2"]
+        );
+        assert_eq!(
+            terms("get_user_name"),
+            ["get", "user", "nam", "getusername"]
+        );
+        assert_eq!(terms("getUserName"), terms("get_user_name"));
+        assert_eq!(terms("the retry backoff"), ["retry", "backoff"]);
+    }
+
+    #[test]
+    fn stemming_merges_inflections() {
+        for w in ["parse", "parses", "parsed", "parsing"] {
+            assert_eq!(stem(w), "pars", "{w}");
+        }
+        assert_eq!(stem("fixtures"), stem("fixture"));
+        assert_eq!(stem("entries"), "entry");
+        assert_eq!(stem("class"), "class");
+        assert_eq!(stem("need"), "need");
+    }
+}

@@ -1,0 +1,67 @@
+//! The store's ranked indexes: one per repo, built on the first ranked query and moved
+//! forward incrementally to the head on each later one, so a commit costs only the
+//! files and commits it changed.
+
+use std::sync::{Arc, Mutex};
+
+use super::{Store, StoreError, git, lock};
+use crate::model::{RankedQuery, RankedResults, RepoId};
+use crate::ranked::{RankedError, RankedIndex, Weights};
+use crate::search::compile_glob;
+
+/// One repo's ranked index, if built yet. The mutex also makes concurrent first
+/// queries wait for one build rather than each building their own.
+pub(super) type Slot = Arc<Mutex<Option<RankedIndex>>>;
+
+impl From<RankedError> for StoreError {
+    fn from(e: RankedError) -> Self {
+        match e {
+            RankedError::Git(m) => StoreError::Git(m),
+        }
+    }
+}
+
+impl Store {
+    fn ranked_slot(&self, id: &RepoId) -> Slot {
+        lock(&self.ranked).entry(*id).or_default().clone()
+    }
+
+    /// Ranked natural-language search at the head.
+    pub fn search_ranked(
+        &self,
+        id: &RepoId,
+        query: &RankedQuery,
+    ) -> Result<RankedResults, StoreError> {
+        let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;
+        let h = self.handle(id)?;
+        // A handle of its own: indexing a large repo must not hold up `read_file` calls
+        // waiting on the shared reader.
+        let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
+        let head = git::head(&repo)?;
+        let slot = self.ranked_slot(id);
+        let mut guard = lock(&slot);
+        match guard.as_mut() {
+            Some(ix) => {
+                let stats = ix.advance(&repo, head)?;
+                if stats != Default::default() {
+                    tracing::debug!(repo = %id, files = stats.files, commits = stats.commits, "ranked index advanced");
+                }
+            }
+            None => {
+                let started = std::time::Instant::now();
+                let ix = RankedIndex::build(&repo, head)?;
+                tracing::info!(repo = %id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+                *guard = Some(ix);
+            }
+        }
+        let ix = guard.as_ref().expect("built above");
+        let keep = |p: &str| glob.as_ref().is_none_or(|g| g.is_match(p));
+        let (hits, truncated) = ix.answer(&repo, query, &Weights::default(), &keep)?;
+        Ok(RankedResults {
+            head: head.to_string(),
+            hits,
+            truncated,
+            files_indexed: ix.len(),
+        })
+    }
+}
