@@ -2,11 +2,11 @@
 //! operator's flags, which no credential can widen.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use crate::backend::{Backend, LocalBackend, TokenStatus};
 use crate::model::RepoId;
 use crate::scope::Scope;
+use crate::server::Grant;
 use crate::store::secrets;
 
 /// Why a request's credential was refused.
@@ -37,13 +37,27 @@ pub struct OperatorBound {
     pub allow_anonymous: bool,
 }
 
-/// Turns a bearer credential into a scope.
+impl OperatorBound {
+    /// Apply the read-only bound and refuse an empty scope.
+    pub fn finish(&self, scope: Scope) -> Result<Scope, AuthError> {
+        if scope.is_empty() {
+            return Err(AuthError::NoRepos);
+        }
+        Ok(if self.read_only {
+            scope.read_only()
+        } else {
+            scope
+        })
+    }
+}
+
+/// Turns a bearer credential into a grant: a scope, and maybe a backend acting with it.
 pub trait ScopeResolver: Send + Sync + 'static {
     /// The scope of a request bearing `bearer` (or none).
     fn resolve<'a>(
         &'a self,
         bearer: Option<&'a str>,
-    ) -> futures::future::BoxFuture<'a, Result<Arc<Scope>, AuthError>>;
+    ) -> futures::future::BoxFuture<'a, Result<Grant, AuthError>>;
 }
 
 /// Credentials of the embedded store: its repo tokens and account keys.
@@ -58,15 +72,8 @@ impl LocalResolver {
         Self { backend, bound }
     }
 
-    fn finish(&self, scope: Scope) -> Result<Arc<Scope>, AuthError> {
-        if scope.is_empty() {
-            return Err(AuthError::NoRepos);
-        }
-        Ok(Arc::new(if self.bound.read_only {
-            scope.read_only()
-        } else {
-            scope
-        }))
+    fn finish(&self, scope: Scope) -> Result<Grant, AuthError> {
+        self.bound.finish(scope).map(Grant::new)
     }
 }
 
@@ -74,7 +81,7 @@ impl ScopeResolver for LocalResolver {
     fn resolve<'a>(
         &'a self,
         bearer: Option<&'a str>,
-    ) -> futures::future::BoxFuture<'a, Result<Arc<Scope>, AuthError>> {
+    ) -> futures::future::BoxFuture<'a, Result<Grant, AuthError>> {
         Box::pin(async move {
             let Some(credential) = bearer else {
                 if self.bound.allow_anonymous {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthError, LocalResolver, OperatorBound, ScopeResolver};
 
-use crate::server::RepoServer;
+use crate::server::{Grant, RepoServer};
 
 /// Settings of the HTTP transports.
 #[derive(Debug, Clone)]
@@ -117,10 +117,10 @@ impl Drop for InFlight {
     }
 }
 
-/// The scope and credential fingerprint the guard attaches to a request.
+/// The grant and credential fingerprint the guard attaches to a request.
 #[derive(Clone)]
 pub(crate) struct Caller {
-    scope: Arc<crate::scope::Scope>,
+    grant: Grant,
     fingerprint: String,
 }
 
@@ -223,8 +223,8 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
         Ok(b) => b.map(str::to_string),
         Err(e) => return unauthorized(&e),
     };
-    let scope = match state.resolver.resolve(bearer.as_deref()).await {
-        Ok(s) => s,
+    let grant = match state.resolver.resolve(bearer.as_deref()).await {
+        Ok(g) => g,
         Err(AuthError::NoRepos) => {
             return problem(StatusCode::FORBIDDEN, &AuthError::NoRepos.to_string());
         }
@@ -277,9 +277,9 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     };
     let in_flight = (request.method() == Method::POST).then(|| InFlight::enter(&state.lifecycle));
     let is_delete = request.method() == Method::DELETE;
-    request.extensions_mut().insert(scope.clone());
+    request.extensions_mut().insert(grant.clone());
     request.extensions_mut().insert(Caller {
-        scope,
+        grant,
         fingerprint: fingerprint.clone(),
     });
     let response = next.run(request).await;

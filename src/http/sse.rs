@@ -64,7 +64,7 @@ pub(crate) async fn connect(
         },
     );
     let stop = state.lifecycle.sessions.child_token();
-    let server = state.server.bound_to(caller.scope.clone());
+    let server = state.server.bound_to(&caller.grant);
     let session_stop = stop.clone();
     let session_id = id.clone();
     tokio::spawn(async move {

@@ -71,6 +71,27 @@ impl Default for ServerSettings {
     }
 }
 
+/// What one request (or one legacy SSE session) may do: its scope, and, when its
+/// credential must travel upstream with every call, the backend bound to that
+/// credential.
+#[derive(Clone)]
+pub struct Grant {
+    /// The repos and rights.
+    pub scope: Arc<Scope>,
+    /// A backend acting with the request's own credential; `None`: the server's own.
+    pub backend: Option<Arc<dyn Backend>>,
+}
+
+impl Grant {
+    /// A grant on the server's own backend.
+    pub fn new(scope: Scope) -> Self {
+        Self {
+            scope: Arc::new(scope),
+            backend: None,
+        }
+    }
+}
+
 /// An MCP server over one backend, held to one scope.
 ///
 /// Under stdio the scope is fixed for the life of the process. Under HTTP the server is
@@ -193,11 +214,15 @@ impl RepoServer {
         }
     }
 
-    /// This server bound to one scope for good (a legacy SSE session, whose credential
-    /// is fixed when it connects).
-    pub fn bound_to(&self, scope: Arc<Scope>) -> Self {
+    /// This server bound to one grant for good (a legacy SSE session, whose credential
+    /// is fixed when it connects), or for one request.
+    pub fn bound_to(&self, grant: &Grant) -> Self {
         Self {
-            scope,
+            scope: grant.scope.clone(),
+            backend: grant
+                .backend
+                .clone()
+                .unwrap_or_else(|| self.backend.clone()),
             per_request: false,
             ..self.clone()
         }
@@ -220,16 +245,12 @@ impl RepoServer {
         if !self.per_request {
             return Ok(self.clone());
         }
-        let scope = ctx
+        let grant = ctx
             .extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<Arc<Scope>>())
-            .cloned()
+            .and_then(|p| p.extensions.get::<Grant>())
             .ok_or_else(|| McpError::invalid_request("this request carries no credential", None))?;
-        Ok(Self {
-            scope,
-            ..self.clone()
-        })
+        Ok(self.bound_to(grant))
     }
 
     /// The guard for tools that act on one repo: parse the ID, check the session's
