@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rmcp::schemars::{self, JsonSchema};
@@ -127,6 +129,55 @@ pub struct UpdateSpec {
     pub expected_head: Option<String>,
     /// The commit message; a summary is written when absent.
     pub message: Option<String>,
+    /// Cancellation and progress reporting while the update runs.
+    pub control: UpdateControl,
+}
+
+/// Reports progress of `done` out of `total` steps.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Cancellation and progress of one long-running update. A cancelled update stops
+/// before its commit is published; once published, it stands.
+#[derive(Clone, Default)]
+pub struct UpdateControl {
+    cancelled: Arc<AtomicBool>,
+    progress: Option<ProgressFn>,
+}
+
+impl fmt::Debug for UpdateControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateControl")
+            .field("cancelled", &self.is_cancelled())
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl UpdateControl {
+    /// A control that reports progress to `progress`.
+    pub fn with_progress(progress: ProgressFn) -> Self {
+        Self {
+            cancelled: Arc::default(),
+            progress: Some(progress),
+        }
+    }
+
+    /// Ask the update to stop.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the update was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Report `done` of `total` steps.
+    pub fn report(&self, done: u64, total: u64) {
+        if let Some(p) = &self.progress {
+            p(done, total);
+        }
+    }
 }
 
 /// What an update did.

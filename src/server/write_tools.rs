@@ -2,13 +2,39 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ProgressNotificationParam};
 use rmcp::schemars::{self, JsonSchema};
-use rmcp::{ErrorData as McpError, tool, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
 use super::{RepoServer, ToolAnswer, ToolFailure, respond};
-use crate::model::{Change, FileOp, UpdateSpec};
+use crate::model::{Change, FileOp, UpdateControl, UpdateSpec};
+
+/// Progress notifications for the request behind `ctx`, when it asked for them: the
+/// store reports from its blocking thread; a task forwards to the client.
+fn update_control(ctx: &RequestContext<RoleServer>) -> UpdateControl {
+    let Some(token) = ctx.meta.get_progress_token() else {
+        return UpdateControl::default();
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    let peer = ctx.peer.clone();
+    tokio::spawn(async move {
+        while let Some((done, total)) = rx.recv().await {
+            let note = ProgressNotificationParam::new(token.clone(), done as f64)
+                .with_total(total as f64)
+                .with_message(format!("applied {done} of {total} operations"));
+            if peer.notify_progress(note).await.is_err() {
+                break;
+            }
+        }
+    });
+    UpdateControl::with_progress(Arc::new(move |done, total| {
+        let _ = tx.send((done, total));
+    }))
+}
 use crate::paths::RepoPath;
 
 /// One change in `update_repo_files`.
@@ -134,18 +160,36 @@ impl RepoServer {
     async fn update_repo_files(
         &self,
         Parameters(req): Parameters<UpdateRepoFilesRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        respond("update_repo_files", self.update_impl(req).await)
+        let control = update_control(&ctx);
+        // A cancelled request stops the update at its next check, and never after its
+        // commit is published.
+        let watcher = {
+            let (ct, control) = (ctx.ct.clone(), control.clone());
+            tokio::spawn(async move {
+                ct.cancelled().await;
+                control.cancel();
+            })
+        };
+        let answer = self.update_impl(req, control).await;
+        watcher.abort();
+        respond("update_repo_files", answer)
     }
 }
 
 impl RepoServer {
-    async fn update_impl(&self, req: UpdateRepoFilesRequest) -> ToolAnswer<UpdateRepoFilesOutput> {
+    async fn update_impl(
+        &self,
+        req: UpdateRepoFilesRequest,
+        control: UpdateControl,
+    ) -> ToolAnswer<UpdateRepoFilesOutput> {
         let id = self.admit("update_repo_files", &req.repo_id).await?;
         let spec = UpdateSpec {
             change: to_change(&req)?,
             expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),
             message: (!req.message.is_empty()).then(|| req.message.clone()),
+            control,
         };
         let outcome = self.backend.update(&id, &spec, self.scope.actor()).await?;
         let committed = !outcome.changed_files.is_empty();

@@ -12,11 +12,14 @@ use std::path::Path;
 use git2::{Index, IndexEntry, IndexTime, Oid, Repository, Signature, Tree};
 
 use super::StoreError;
-use crate::model::FileOp;
+use crate::model::{FileOp, UpdateControl};
 use crate::paths::RepoPath;
 
 /// The branch every store repo keeps its history on.
 pub const BRANCH_REF: &str = "refs/heads/main";
+
+/// Operations between two progress reports and cancellation checks.
+const PROGRESS_EVERY: usize = 250;
 
 const MODE_FILE: u32 = 0o100644;
 const MODE_EXEC: u32 = 0o100755;
@@ -132,8 +135,16 @@ pub(crate) fn apply_ops(
     repo: &Repository,
     index: &mut Index,
     ops: &[FileOp],
+    control: &UpdateControl,
 ) -> Result<(), StoreError> {
-    for op in ops {
+    let total = ops.len() as u64;
+    for (done, op) in ops.iter().enumerate() {
+        if done % PROGRESS_EVERY == 0 {
+            if control.is_cancelled() {
+                return Err(StoreError::Cancelled);
+            }
+            control.report(done as u64, total);
+        }
         match op {
             FileOp::Write { path, content } => {
                 let existing = file_entry(index, path.as_str());

@@ -83,6 +83,9 @@ pub enum StoreError {
     /// Input the store refuses.
     #[error("{0}")]
     Invalid(String),
+    /// The caller cancelled the update before it was committed.
+    #[error("the update was cancelled before it was committed; nothing changed")]
+    Cancelled,
     /// Input over a size limit.
     #[error("{0}")]
     TooLarge(String),
@@ -532,7 +535,7 @@ impl Store {
         let default_message = match &spec.change {
             Change::Operations(ops) => {
                 index.read_tree(&old_tree).map_err(git::git_err)?;
-                git::apply_ops(&repo, &mut index, ops)?;
+                git::apply_ops(&repo, &mut index, ops, &spec.control)?;
                 format!("Update {} path(s)", ops.len())
             }
             Change::ReplaceAll(files) => {
@@ -555,6 +558,10 @@ impl Store {
             .filter(|m| !m.trim().is_empty())
             .unwrap_or(default_message);
         let commit = git::commit(&repo, tree_id, Some(head), &message, author)?;
+        // The last point of return: once the ref moves, the update stands.
+        if spec.control.is_cancelled() {
+            return Err(StoreError::Cancelled);
+        }
         repo.reference_matching(BRANCH_REF, commit, true, head, "update")
             .map_err(|e| StoreError::Conflict {
                 expected: head.to_string(),

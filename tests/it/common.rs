@@ -194,3 +194,20 @@ impl Harness {
         HttpServer { child, addr }
     }
 }
+
+impl Harness {
+    /// A client with its own handler (to observe notifications), connected to `serve`.
+    pub async fn client_with<H: rmcp::ClientHandler>(
+        &self,
+        handler: H,
+        args: &[&str],
+    ) -> RunningService<RoleClient, H> {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let (transport, _stderr) = TokioChildProcess::builder(self.command(&all))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        handler.serve(transport).await.expect("initialize")
+    }
+}

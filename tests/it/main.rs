@@ -4,6 +4,7 @@
 mod common;
 mod concurrency;
 mod http;
+mod progress;
 mod ranked;
 mod refusals;
 mod rg_agreement;

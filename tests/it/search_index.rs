@@ -104,6 +104,7 @@ async fn search_sees_a_commit_made_by_another_process() {
         }]),
         expected_head: None,
         message: None,
+        control: Default::default(),
     };
     let outcome = h.store.update(&r, &spec, "someone else").unwrap();
     let after = search(&c, &id, "alpha").await;

@@ -1,0 +1,117 @@
+//! Long updates report progress to a client that asks for it, and honour
+//! cancellation until their commit is published.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientRequest, NumberOrString,
+    ProgressNotificationParam, ProgressToken, RequestMetaObject,
+};
+use rmcp::service::{NotificationContext, PeerRequestOptions};
+use rmcp::{ClientHandler, RoleClient};
+use serde_json::{Value, json};
+
+use crate::common::Harness;
+
+#[derive(Clone, Default)]
+struct ProgressSink(Arc<Mutex<Vec<ProgressNotificationParam>>>);
+
+impl ClientHandler for ProgressSink {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _ctx: NotificationContext<RoleClient>,
+    ) {
+        self.0.lock().unwrap().push(params);
+    }
+}
+
+fn big_update(repo: &str, files: usize) -> CallToolRequestParams {
+    let ops: Vec<Value> = (0..files)
+        .map(|i| json!({"type": "write", "path": format!("gen/f{i}.txt"), "content": format!("file {i}\n")}))
+        .collect();
+    let Value::Object(map) = json!({"repo_id": repo, "operations": ops}) else {
+        unreachable!()
+    };
+    let mut params = CallToolRequestParams::new("update_repo_files").with_arguments(map);
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("upd".into()),
+    )));
+    params
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_update_reports_progress_when_asked() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let sink = ProgressSink::default();
+    let client = h
+        .client_with(sink.clone(), &["--repo", &r.to_string()])
+        .await;
+    let result = client
+        .call_tool(big_update(&r.to_string(), 1000))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false));
+    // Notifications may trail the answer by a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = sink.0.lock().unwrap().clone();
+    assert!(
+        seen.len() >= 3,
+        "expected progress notifications, got {seen:?}"
+    );
+    assert!(seen.iter().all(|p| p.total == Some(1000.0)));
+    assert!(
+        seen.windows(2).all(|w| w[0].progress <= w[1].progress),
+        "progress never goes back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_update_changes_nothing() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let before = h.store.head(&r).unwrap();
+    let client = h
+        .client_with(ProgressSink::default(), &["--repo", &r.to_string()])
+        .await;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(big_update(
+        &r.to_string(),
+        20_000 / 2,
+    )));
+    let handle = client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let lock_file = h.store.git_dir(&r).join("scoped-repo-mcp.lock");
+    for _ in 0..1000 {
+        if lock_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(lock_file.exists(), "the update never started");
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    // A second update waits for the repo's writer lock, so once it is answered the
+    // cancelled one has finished whatever it was going to do.
+    let Value::Object(map) = json!({"repo_id": r.to_string(), "operations": [{"type": "write", "path": "after.txt", "content": "x\n"}]})
+    else {
+        unreachable!()
+    };
+    let after = client
+        .call_tool(CallToolRequestParams::new("update_repo_files").with_arguments(map))
+        .await
+        .unwrap();
+    assert_eq!(after.is_error, Some(false));
+    assert_eq!(
+        h.store.list_files(&r).unwrap().paths,
+        vec!["a.txt", "after.txt"],
+        "the cancelled update published nothing"
+    );
+    let repo = git2::Repository::open_bare(h.store.git_dir(&r)).unwrap();
+    let head = repo
+        .find_commit(git2::Oid::from_str(&h.store.head(&r).unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(head.parent_id(0).unwrap().to_string(), before);
+}
