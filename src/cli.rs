@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the MCP server.
     Serve(ServeArgs),
+    /// Run the Relace-compatible REST API (`/v1/...`) over the embedded store.
+    Api(ApiArgs),
     /// Administer the embedded store's repos.
     Repo {
         /// The repo command.
@@ -102,6 +104,15 @@ pub struct ServeArgs {
         default_value = "https://api.relace.run/v1"
     )]
     pub base_url: String,
+}
+
+/// Flags of `api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on; port 0 picks a free port. The bound address is printed on
+    /// stdout as `listening on http://ADDR/v1`.
+    #[arg(long, env = "SCOPED_REPO_API_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: String,
 }
 
 /// `repo …`

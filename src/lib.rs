@@ -12,10 +12,12 @@
 //! - [`search`]: line search (literal and regex) over file contents.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
+//! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -7,11 +7,11 @@ use clap::Parser;
 use scoped_repo_mcp::cli::{Cli, Command};
 use scoped_repo_mcp::config::{ServeConfig, data_dir};
 use scoped_repo_mcp::store::{Limits, Store};
-use scoped_repo_mcp::{admin, serve};
+use scoped_repo_mcp::{admin, api, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Api(_)) {
         "scoped_repo_mcp=info,warn"
     } else {
         "warn"
@@ -48,6 +48,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Api(args) => {
+            let dir = data_dir(cli.data_dir.as_deref())?;
+            let store = Store::open(&dir, Limits::default())
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&args.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {}; pass another --listen ADDR:PORT (port 0 picks a free one)",
+                            args.listen
+                        )
+                    })?;
+                let addr = listener.local_addr()?;
+                // The bound address on stdout, so scripts and tests can use port 0.
+                println!("listening on http://{addr}/v1");
+                tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
+                api::serve(listener, std::sync::Arc::new(store)).await?;
+                anyhow::Ok(())
+            })
+        }
         command => {
             let dir = data_dir(cli.data_dir.as_deref())?;
             let store = Store::open(&dir, Limits::default())
@@ -57,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Repo { command } => admin::repo(&store, command, &mut out, &mut err)?,
                 Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
                 Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
-                Command::Serve(_) => unreachable!("handled above"),
+                Command::Serve(_) | Command::Api(_) => unreachable!("handled above"),
             }
             Ok(())
         }
