@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary, TokenInfo,
-    UpdateOutcome, UpdateSpec,
+    AgenticReport, FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
+    TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::{Store, StoreError, TokenState};
@@ -21,6 +21,9 @@ pub enum BackendError {
     /// The embedded store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The Relace API refused or failed.
+    #[error(transparent)]
+    Relace(#[from] crate::relace::RelaceError),
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -53,6 +56,18 @@ pub enum TokenStatus {
     Unknown,
 }
 
+/// Where a long call sends progress messages as it goes.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// The answer to a line search.
+#[derive(Debug)]
+pub enum SearchOutcome {
+    /// Matching lines.
+    Lines(LineResults),
+    /// The hosted service answered with an agentic search instead; its final report.
+    Agentic(AgenticReport),
+}
+
 /// Where repositories live. Every method is called only after the scope guard has
 /// admitted the call; a backend enforces no scope of its own.
 pub trait Backend: Send + Sync + 'static {
@@ -68,6 +83,17 @@ pub trait Backend: Send + Sync + 'static {
         id: &'a RepoId,
         query: &'a LineQuery,
     ) -> BackendFuture<'a, LineResults>;
+    /// A line search that may, on the hosted service, turn into an agentic search whose
+    /// events go to `progress` as they arrive.
+    fn search<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a LineQuery,
+        progress: Option<ProgressSender>,
+    ) -> BackendFuture<'a, SearchOutcome> {
+        let _ = progress;
+        Box::pin(async move { Ok(SearchOutcome::Lines(self.search_lines(id, query).await?)) })
+    }
     /// Apply an update as one commit.
     fn update<'a>(
         &'a self,

@@ -104,6 +104,9 @@ pub struct ServeArgs {
         default_value = "https://api.relace.run/v1"
     )]
     pub base_url: String,
+    /// With --backend relace: how long one request to the API may take (e.g. 30s, 2m).
+    #[arg(long, env = "SCOPED_REPO_REQUEST_TIMEOUT", default_value = "60s")]
+    pub request_timeout: String,
 }
 
 /// Flags of `api`.

@@ -13,6 +13,7 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
+//! - [`relace`]: the Relace API client and the backend that routes tools through it.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub mod paths;
+pub mod relace;
 pub mod scope;
 pub mod search;
 pub mod serve;

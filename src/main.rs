@@ -43,7 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
-                let server = serve::build_local_server(&config).await?;
+                let server = serve::build_server(&config).await?;
                 serve::run_stdio(server).await?;
                 anyhow::Ok(())
             })

@@ -3,15 +3,25 @@
 use serde_json::json;
 
 use crate::common::{Harness, call, ok, refused};
+use crate::on_both_backends;
+
+on_both_backends!(
+    list_repos_shows_only_the_scope_with_heads_and_metadata,
+    read_file_whole_and_by_range,
+    list_files_with_prefix_glob_and_limit,
+    search_literal_regex_auto_glob_context_and_truncation,
+    update_writes_deletes_renames_in_one_commit,
+    replace_all_replaces_the_whole_tree,
+    a_failing_operation_applies_nothing,
+    expected_head_refuses_an_update_on_a_moved_repo,
+);
 
 const MAIN_RS: &str =
     "fn main() {\n    let retries = 3;\n    println!(\"{}\", backoff(retries));\n}\n";
 const LIB_RS: &str =
     "/// Exponential backoff.\npub fn backoff(n: u32) -> u64 {\n    2u64.pow(n)\n}\n";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_repos_shows_only_the_scope_with_heads_and_metadata() {
-    let h = Harness::new();
+async fn list_repos_shows_only_the_scope_with_heads_and_metadata(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let _b = h.repo(&[("b.txt", "b\n")]);
     let c = h.client_for(&[a]).await;
@@ -25,9 +35,7 @@ async fn list_repos_shows_only_the_scope_with_heads_and_metadata() {
     assert!(repos[0]["updated_at"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn read_file_whole_and_by_range() {
-    let h = Harness::new();
+async fn read_file_whole_and_by_range(h: Harness) {
     let r = h.repo(&[("src/main.rs", MAIN_RS)]);
     let c = h.client_for(&[r]).await;
     let whole = ok(&call(
@@ -90,9 +98,7 @@ async fn read_file_whole_and_by_range() {
     assert!(dir.contains("directory"), "{dir}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_files_with_prefix_glob_and_limit() {
-    let h = Harness::new();
+async fn list_files_with_prefix_glob_and_limit(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -117,9 +123,7 @@ async fn list_files_with_prefix_glob_and_limit() {
     assert_eq!(limited["total_matching"], 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn search_literal_regex_auto_glob_context_and_truncation() {
-    let h = Harness::new();
+async fn search_literal_regex_auto_glob_context_and_truncation(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -205,9 +209,7 @@ async fn search_literal_regex_auto_glob_context_and_truncation() {
     assert_eq!(cut["truncated"], true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn update_writes_deletes_renames_in_one_commit() {
-    let h = Harness::new();
+async fn update_writes_deletes_renames_in_one_commit(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -269,9 +271,7 @@ async fn update_writes_deletes_renames_in_one_commit() {
     assert_eq!(same["head"], head);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn replace_all_replaces_the_whole_tree() {
-    let h = Harness::new();
+async fn replace_all_replaces_the_whole_tree(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n"), ("dir/b.txt", "b\n")]);
     let c = h.client_for(&[r]).await;
     let out = ok(&call(&c, "update_repo_files", json!({
@@ -285,9 +285,7 @@ async fn replace_all_replaces_the_whole_tree() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_operation_applies_nothing() {
-    let h = Harness::new();
+async fn a_failing_operation_applies_nothing(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let before = h.store.head(&r).unwrap();
@@ -339,9 +337,7 @@ async fn a_failing_operation_applies_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn expected_head_refuses_an_update_on_a_moved_repo() {
-    let h = Harness::new();
+async fn expected_head_refuses_an_update_on_a_moved_repo(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let stale = h.store.head(&r).unwrap();
