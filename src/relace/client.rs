@@ -498,6 +498,15 @@ impl RelaceClient {
                         // (a 5xx, a 408) may come after the write landed.
                         Safety::Write => matches!(status, 423 | 429),
                     };
+                    if safety == Safety::Write && matches!(status, 408 | 500..=599) {
+                        // The write may have landed before the failure: say so, and
+                        // leave the retry to someone who has looked at the repo.
+                        let err = self.status_error(r).await;
+                        return Err(RelaceError::WriteUncertain {
+                            base: self.base.clone(),
+                            cause: err.to_string(),
+                        });
+                    }
                     if !retryable || attempt >= self.policy.max_retries {
                         return Err(self.status_error(r).await);
                     }

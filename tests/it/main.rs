@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod faults;
 mod refusals;
 mod schema;
 mod startup;
