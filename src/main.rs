@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+                // rmcp logs whole messages at debug, and a minted token travels in one:
+                // held at info whatever RUST_LOG asks, so no secret reaches the log.
+                .add_directive("rmcp=info".parse().expect("a valid directive")),
         )
         .init();
     match run(cli) {

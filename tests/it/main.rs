@@ -1,6 +1,7 @@
 //! The one integration test binary: every test drives the built `scoped-repo-mcp`
 //! through a real MCP client (rmcp's, over stdio) or its command line.
 
+mod api;
 mod common;
 mod concurrency;
 mod faults;
