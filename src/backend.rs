@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AgenticReport, FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
-    TokenInfo, UpdateOutcome, UpdateSpec,
+    AgenticReport, FileList, FileText, LineQuery, LineResults, MintedToken, RankedResults, RepoId,
+    RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::{Store, StoreError, TokenState};
@@ -24,6 +24,9 @@ pub enum BackendError {
     /// The Relace API refused or failed.
     #[error(transparent)]
     Relace(#[from] crate::relace::RelaceError),
+    /// The backend does not offer this.
+    #[error("{0}")]
+    Unsupported(String),
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -93,6 +96,20 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BackendFuture<'a, SearchOutcome> {
         let _ = progress;
         Box::pin(async move { Ok(SearchOutcome::Lines(self.search_lines(id, query).await?)) })
+    }
+    /// Ranked natural-language retrieval of the files most relevant to `query`.
+    fn retrieve<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a str,
+        max_results: usize,
+    ) -> BackendFuture<'a, RankedResults> {
+        let _ = (id, query, max_results);
+        Box::pin(async move {
+            Err(BackendError::Unsupported(
+                "ranked search is not available on this backend yet; use mode `literal` or `regex` with key identifiers".into(),
+            ))
+        })
     }
     /// Apply an update as one commit.
     fn update<'a>(

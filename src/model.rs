@@ -214,6 +214,24 @@ pub struct LineResults {
     pub files_searched: usize,
 }
 
+/// A file found by ranked natural-language retrieval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RankedFile {
+    /// The file.
+    pub path: String,
+    /// Relevance, 0 to 1 (higher is more relevant).
+    pub score: f64,
+}
+
+/// The answer to a ranked retrieval.
+#[derive(Debug, Clone)]
+pub struct RankedResults {
+    /// The commit the ranking was computed at (empty when the backend does not say).
+    pub head: String,
+    /// Most relevant first.
+    pub files: Vec<RankedFile>,
+}
+
 /// What an agentic search (the hosted service's event stream) ended with.
 #[derive(Debug, Clone)]
 pub struct AgenticReport {

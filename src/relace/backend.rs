@@ -8,8 +8,8 @@ use super::RelaceError;
 use super::client::RelaceClient;
 use crate::backend::{Backend, BackendFuture, ProgressSender, SearchOutcome, TokenStatus};
 use crate::model::{
-    Change, FileList, FileOp, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
-    TokenInfo, UpdateOutcome, UpdateSpec,
+    Change, FileList, FileOp, FileText, LineQuery, LineResults, MintedToken, RankedFile,
+    RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::{StoreError, is_binary};
@@ -173,6 +173,29 @@ impl Backend for RelaceBackend {
         progress: Option<ProgressSender>,
     ) -> BackendFuture<'a, SearchOutcome> {
         Box::pin(async move { Ok(self.client.search(id, query, progress).await?) })
+    }
+
+    fn retrieve<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a str,
+        max_results: usize,
+    ) -> BackendFuture<'a, RankedResults> {
+        Box::pin(async move {
+            // The hosted default threshold (0.3) keeps weak matches out.
+            let (hash, found) = self.client.retrieve(id, query, false, 0.3).await?;
+            Ok(RankedResults {
+                head: hash.unwrap_or_default(),
+                files: found
+                    .into_iter()
+                    .take(max_results)
+                    .map(|r| RankedFile {
+                        path: r.filename,
+                        score: r.score,
+                    })
+                    .collect(),
+            })
+        })
     }
 
     fn update<'a>(

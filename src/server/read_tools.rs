@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
 use crate::backend::{ProgressSender, SearchOutcome};
-use crate::model::{LineQuery, RepoId, RepoSummary, SearchHit};
+use crate::model::{LineQuery, RankedFile, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
 use crate::search::compile_glob;
 
@@ -107,6 +107,9 @@ pub struct SearchRepoOutput {
     /// as the service sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// With mode `ranked`: the most relevant files, best first (`hits` is then empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranked: Vec<RankedFile>,
 }
 
 /// Arguments of `read_file`.
@@ -312,8 +315,30 @@ impl RepoServer {
         }
         let mode = resolve_mode(req.mode, &req.query);
         if mode == SearchMode::Ranked {
-            return Err(ToolFailure::Refused(
-                "ranked search is not available on this server yet; use mode `literal` or `regex` with key identifiers".into(),
+            let ranked = self
+                .backend
+                .retrieve(&id, &req.query, req.max_results as usize)
+                .await?;
+            let mut text = format!(
+                "{} relevant file(s) for `{}` in {id}:",
+                ranked.files.len(),
+                req.query
+            );
+            for f in &ranked.files {
+                text.push_str(&format!("\n{:.3} {}", f.score, f.path));
+            }
+            return Ok((
+                SearchRepoOutput {
+                    repo_id: id.to_string(),
+                    head: ranked.head,
+                    mode,
+                    hits: Vec::new(),
+                    truncated: false,
+                    files_searched: 0,
+                    report: None,
+                    ranked: ranked.files,
+                },
+                text,
             ));
         }
         let query = LineQuery {
@@ -346,6 +371,7 @@ impl RepoServer {
                         truncated: false,
                         files_searched: 0,
                         report: Some(report.report),
+                        ranked: Vec::new(),
                     },
                     text,
                 ));
@@ -386,6 +412,7 @@ impl RepoServer {
                 truncated: results.truncated,
                 files_searched: results.files_searched as u64,
                 report: None,
+                ranked: Vec::new(),
             },
             text,
         ))

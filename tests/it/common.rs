@@ -86,7 +86,6 @@ impl Harness {
     }
 
     /// Whether servers run on the relace backend.
-    #[allow(dead_code)]
     pub fn is_relace(&self) -> bool {
         self.api.is_some()
     }

@@ -14,6 +14,7 @@ on_both_backends!(
     replace_all_replaces_the_whole_tree,
     a_failing_operation_applies_nothing,
     expected_head_refuses_an_update_on_a_moved_repo,
+    ranked_search_answers_files_by_relevance_where_the_backend_offers_it,
 );
 
 const MAIN_RS: &str =
@@ -354,6 +355,38 @@ async fn expected_head_refuses_an_update_on_a_moved_repo(h: Harness) {
             .content,
         "one\n"
     );
+}
+
+async fn ranked_search_answers_files_by_relevance_where_the_backend_offers_it(h: Harness) {
+    let r = h.repo(&[
+        ("src/main.rs", MAIN_RS),
+        ("src/lib.rs", LIB_RS),
+        ("notes.md", "Shopping list\n"),
+    ]);
+    let c = h.client_for(&[r]).await;
+    let result = call(
+        &c,
+        "search_repo",
+        json!({"repo_id": r.to_string(), "query": "exponential backoff", "mode": "ranked"}),
+    )
+    .await;
+    if !h.is_relace() {
+        // Ranked retrieval on the embedded store is separate work.
+        assert!(refused(&result).contains("not available"));
+        return;
+    }
+    let out = ok(&result);
+    assert_eq!(out["mode"], "ranked");
+    assert_eq!(out["ranked"][0]["path"], "src/lib.rs");
+    assert!(out["ranked"][0]["score"].as_f64().unwrap() > 0.5);
+    let paths: Vec<&str> = out["ranked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(!paths.contains(&"notes.md"), "{paths:?}");
+    assert_eq!(out["head"], h.store.head(&r).unwrap());
 }
 
 trait ParsePath {
