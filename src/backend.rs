@@ -76,7 +76,8 @@ pub enum SearchOutcome {
 pub trait Backend: Send + Sync + 'static {
     /// The repos among `ids` that exist, in the order given.
     fn list_repos<'a>(&'a self, ids: &'a [RepoId]) -> BackendFuture<'a, Vec<RepoSummary>>;
-    /// A text file at the head.
+    /// A text file at the head. The head is empty when the backend cannot say which
+    /// commit it read (the hosted Relace file GET returns bare bytes).
     fn read_file<'a>(&'a self, id: &'a RepoId, path: &'a RepoPath) -> BackendFuture<'a, FileText>;
     /// Every tracked path at the head.
     fn list_files<'a>(&'a self, id: &'a RepoId) -> BackendFuture<'a, FileList>;

@@ -365,12 +365,12 @@ fn hint(status: StatusCode) -> &'static str {
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
-    while let Some(s) = source {
-        let s = s.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
         }
-        source = std::error::Error::source(source.unwrap());
+        source = cause.source();
     }
     parts.join(": ")
 }
@@ -487,7 +487,7 @@ impl RelaceClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(bytes.clone());
             }
-            let (retry, wait) = match request.send().await {
+            let wait = match request.send().await {
                 Ok(r) if r.status().is_success() => return Ok(r),
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -522,7 +522,7 @@ impl RelaceClient {
                         });
                     }
                     tracing::warn!(status, attempt, path = %redact_token_path(path), "Relace API answered an error; retrying");
-                    (true, wait)
+                    wait
                 }
                 Err(e) => {
                     let retryable = match safety {
@@ -534,10 +534,9 @@ impl RelaceClient {
                         return Err(self.transport_error(e, safety));
                     }
                     tracing::warn!(attempt, path = %redact_token_path(path), cause = %self.redact(chain(&e.without_url())), "Relace API unreachable; retrying");
-                    (true, None)
+                    None
                 }
             };
-            debug_assert!(retry);
             tokio::time::sleep(self.policy.delay(attempt, wait)).await;
             attempt += 1;
         }
