@@ -1,7 +1,9 @@
 //! `serve --backend relace` against a misbehaving endpoint: a proxy in front of the
 //! real `api` server that answers 429 with Retry-After, 503, stalls, resets the
 //! connection or sends malformed JSON on cue. Each tool answers a clear error or
-//! succeeds after retrying, and no write is ever applied twice.
+//! succeeds after retrying, and no write is ever applied twice. The proxy's request log
+//! also shows what the client asks for: nothing outside the scope, and no second
+//! download of an unchanged repo.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -474,4 +476,56 @@ async fn an_agentic_search_stream_is_relayed_as_progress_and_its_report_returned
     for kind in ["started:", "tool:", "result:"] {
         assert!(progress.iter().any(|p| p.starts_with(kind)), "{progress:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_files_downloads_a_repo_again_only_when_its_head_moved() {
+    let s = setup().await;
+    let list = json!({"repo_id": s.repo});
+    ok(&call(&s, "list_files", list.clone(), false).await);
+    ok(&call(&s, "list_files", list.clone(), false).await);
+    assert_eq!(
+        s.proxy.hits("GET", "/clone"),
+        1,
+        "the second call used the cache"
+    );
+    ok(&call(&s, "update_repo_files", write(&s, "new.txt"), false).await);
+    let after = ok(&call(&s, "list_files", list, false).await);
+    assert!(
+        after["paths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("new.txt"))
+    );
+    assert_eq!(s.proxy.hits("GET", "/clone"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_outside_the_scope_is_ever_requested() {
+    let s = setup().await;
+    let other = s.h.repo(&[("secret.txt", "s\n")]).to_string();
+    let calls = [
+        ("read_file", json!({"repo_id": other, "path": "secret.txt"})),
+        ("list_files", json!({"repo_id": other})),
+        ("search_repo", json!({"repo_id": other, "query": "s"})),
+        (
+            "update_repo_files",
+            json!({"repo_id": other, "operations": [{"type": "delete", "path": "secret.txt"}]}),
+        ),
+        (
+            "create_scoped_token",
+            json!({"name": "x", "repo_ids": [other]}),
+        ),
+    ];
+    let before = s.proxy.hits.lock().unwrap().len();
+    for (tool, args) in calls {
+        refused(&call(&s, tool, args, false).await);
+    }
+    let hits = s.proxy.hits.lock().unwrap().clone();
+    assert_eq!(
+        hits.len(),
+        before,
+        "refused calls made no request: {hits:?}"
+    );
+    assert!(hits.iter().all(|h| !h.contains(&other)));
 }
