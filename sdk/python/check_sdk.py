@@ -91,6 +91,12 @@ def main():
     assert found["results"][0]["filename"] == "src/app.py", found
     assert found["results"][0]["content"] == APP, found
 
+    # Search: the SDK asks for an event stream; the last event carries the results.
+    events = list(client.repo.search(rid, query="login"))
+    assert events[-1]["event"] == "result", events
+    hits = events[-1]["data"]["results"]
+    assert [(h["filename"], h["line_number"]) for h in hits] == [("src/app.py", 1)], hits
+
     # Repo tokens: create, get, use, refuse elsewhere, delete.
     other = client.repo.create(source={"type": "files", "files": [{"filename": "x.txt", "content": "x\n"}]})
     token = client.repo_token.create(name="sdk-check", repo_ids=[rid], ttl_seconds=600)

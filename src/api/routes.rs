@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
@@ -801,8 +801,31 @@ async fn search(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<SearchAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
+    // The hosted route now streams Server-Sent Events, and the official SDKs ask for
+    // only that: answer them with the same results as one `result` event.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let as_events = accept.contains("text/event-stream") && !accept.contains("application/json");
+    let answer = search_lines(state, caller, id, body).await?;
+    if !as_events {
+        return Ok(Json(answer).into_response());
+    }
+    let data = serde_json::to_string(&answer).map_err(ApiError::internal)?;
+    let stream = format!("event: started\ndata: {{}}\n\nevent: result\ndata: {data}\n\n");
+    Ok(([(header::CONTENT_TYPE, "text/event-stream")], stream).into_response())
+}
+
+async fn search_lines(
+    state: ApiState,
+    caller: Caller,
+    id: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<SearchAnswer, ApiError> {
     let id = admit(&caller, &id)?;
     let body: SearchBody = body_json(body)?;
     check_query(&body.query)?;
@@ -843,12 +866,12 @@ async fn search(
             after: h.after,
         }
     };
-    Ok(Json(SearchAnswer {
+    Ok(SearchAnswer {
         results: results.hits.into_iter().map(wire).collect(),
         truncated: results.truncated,
         files_searched: results.files_searched,
         repo_head: results.head,
-    }))
+    })
 }
 
 async fn embedding_status(

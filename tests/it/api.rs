@@ -419,3 +419,35 @@ async fn a_whole_session_never_logs_the_credential_or_any_token() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_answers_json_or_the_event_stream_the_sdks_ask_for() {
+    let h = Harness::new();
+    let r = h.repo(&[("src/app.py", "def login():\n    pass\n")]);
+    let api = start_api(&h, Stdio::null()).await;
+    let url = format!("{}/repo/{r}/search", api.base);
+    let (s, json) = send(
+        Method::POST,
+        url.clone(),
+        Some(&api.key),
+        Some(json!({"query": "login"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json["results"][0]["filename"], "src/app.py");
+    assert_eq!(json["results"][0]["line_number"], 1);
+    let events = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&api.key)
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let body = events.text().await.unwrap();
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: result\ndata: "), "{body}");
+    let data: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    assert_eq!(data["results"][0]["filename"], "src/app.py");
+}
