@@ -351,7 +351,7 @@ fn hint(status: StatusCode) -> &'static str {
         400 => "; fix the request as the detail says",
         401 => "; the credential in RELACE_API_KEY was refused: check it, or ask for a new one",
         403 => "; the credential does not reach this repo or route",
-        404 => "",
+        404 => "; check the ID or path (list_repos and list_files show what exists)",
         408 | 500..=599 => "; the service failed after retries: try again later",
         409 => "; read the repo again and retry on top of its current head",
         413 => "; the request is over the API's size limits: split it into smaller updates",
