@@ -37,6 +37,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => {
@@ -72,7 +94,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The bound address on stdout, so scripts and tests can use port 0.
                 println!("listening on http://{addr}/v1");
                 tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-                api::serve(listener, std::sync::Arc::new(store)).await?;
+                api::serve_until(listener, std::sync::Arc::new(store), shutdown_signal()).await?;
+                tracing::info!("API server stopped");
                 anyhow::Ok(())
             })
         }

@@ -45,12 +45,24 @@ pub fn router(store: Arc<Store>) -> axum::Router {
 
 /// Serve the API on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std::io::Result<()> {
+    serve_until(listener, store, std::future::pending()).await
+}
+
+/// Serve the API on `listener` until `shutdown` completes; requests under way are
+/// finished first, so no update is cut off between its commit and its answer.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Small JSON answers stall ~40 ms behind Nagle's algorithm without this.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(store)).await
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// An error answer: a status and a FastAPI-style `{"detail": …}` body.
