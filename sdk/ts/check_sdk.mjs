@@ -88,6 +88,15 @@ assert.equal(found.results[0].content, APP);
 const status = await client.repo.embeddingStatus(rid);
 assert.equal(status.pending_embeddings, 0);
 
+// Search: the SDK streams events from /agent (relace-search); the last carries the results.
+const events = [];
+for await (const event of await client.repo.search(rid, { query: 'login' })) events.push(event);
+assert.equal(events.at(-1).event, 'result');
+assert.deepEqual(
+  events.at(-1).data.results.map((h) => [h.filename, h.line_number]),
+  [['src/app.js', 1]],
+);
+
 // Repo tokens: create, get, use, refuse elsewhere, delete.
 const other = await client.repo.create({ source: { type: 'files', files: [{ filename: 'x.txt', content: 'x\n' }] } });
 const token = await client.repoToken.create({ name: 'sdk-check', repo_ids: [rid], ttl_seconds: 600 });

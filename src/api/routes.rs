@@ -40,6 +40,7 @@ pub(super) fn router(state: ApiState) -> Router {
         )
         .route("/repo/{id}/retrieve", post(retrieve))
         .route("/repo/{id}/search", post(search))
+        .route("/repo/{id}/agent", post(agent))
         .route("/repo/{id}/embedding_status", get(embedding_status))
         .route("/repo_token", post(create_token))
         .route("/repo_token/{token}", get(get_token).delete(delete_token));
@@ -811,23 +812,65 @@ async fn search(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let as_events = accept.contains("text/event-stream") && !accept.contains("application/json");
-    let answer = search_lines(state, caller, id, body).await?;
-    if !as_events {
-        return Ok(Json(answer).into_response());
+    let id = admit(&caller, &id)?;
+    let answer = search_lines(state, id, body_json(body)?).await?;
+    if as_events {
+        events(&answer)
+    } else {
+        Ok(Json(answer).into_response())
     }
-    let data = serde_json::to_string(&answer).map_err(ApiError::internal)?;
+}
+
+/// Search results as the hosted agentic search's event stream: `started`, then one
+/// `result` event whose data is the JSON answer.
+fn events(answer: &SearchAnswer) -> Result<Response, ApiError> {
+    let data = serde_json::to_string(answer).map_err(ApiError::internal)?;
     let stream = format!("event: started\ndata: {{}}\n\nevent: result\ndata: {data}\n\n");
     Ok(([(header::CONTENT_TYPE, "text/event-stream")], stream).into_response())
 }
 
+#[derive(Deserialize)]
+struct AgentBody {
+    agent_name: String,
+    #[serde(default)]
+    agent_inputs: BTreeMap<String, String>,
+}
+
+/// `POST /repo/{id}/agent`, where the TypeScript SDK sends its `search`: the one agent
+/// offered is `relace-search`, answered as a line search over the same event stream.
+async fn agent(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = admit(&caller, &id)?;
+    let body: AgentBody = body_json(body)?;
+    if body.agent_name != "relace-search" {
+        return Err(ApiError::not_found(format!(
+            "no agent `{}` on this server; the one agent offered is relace-search (answered as a line search)",
+            body.agent_name
+        )));
+    }
+    let query = body.agent_inputs.get("query").cloned().ok_or_else(|| {
+        ApiError::unprocessable("agent_inputs.query is required for relace-search")
+    })?;
+    let search = SearchBody {
+        query,
+        regex: false,
+        case_sensitive: true,
+        path_glob: None,
+        max_results: hundred(),
+        context_lines: 0,
+    };
+    events(&search_lines(state, id, search).await?)
+}
+
 async fn search_lines(
     state: ApiState,
-    caller: Caller,
-    id: String,
-    body: Result<Bytes, BytesRejection>,
+    id: RepoId,
+    body: SearchBody,
 ) -> Result<SearchAnswer, ApiError> {
-    let id = admit(&caller, &id)?;
-    let body: SearchBody = body_json(body)?;
     check_query(&body.query)?;
     if body.max_results == 0 || body.max_results > 1000 {
         return Err(ApiError::unprocessable(
