@@ -450,4 +450,30 @@ async fn search_answers_json_or_the_event_stream_the_sdks_ask_for() {
     assert!(last.starts_with("event: result\ndata: "), "{body}");
     let data: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
     assert_eq!(data["results"][0]["filename"], "src/app.py");
+
+    // Where the TypeScript SDK sends its search.
+    let agent = format!("{}/repo/{r}/agent", api.base);
+    let body = reqwest::Client::new()
+        .post(&agent)
+        .bearer_auth(&api.key)
+        .json(&json!({"agent_name": "relace-search", "agent_inputs": {"query": "login"}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("event: result") && body.contains("src/app.py"),
+        "{body}"
+    );
+    let (s, other) = send(
+        Method::POST,
+        agent,
+        Some(&api.key),
+        Some(json!({"agent_name": "code_review", "agent_inputs": {}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(other["detail"].as_str().unwrap().contains("relace-search"));
 }
