@@ -98,8 +98,15 @@ impl Backend for RelaceBackend {
                 match self.client.get_repo(id).await {
                     Ok(Some(meta)) => out.push(meta.summary),
                     Ok(None) => {}
-                    // A repo this credential cannot see is left out, as a missing one is.
-                    Err(e) if e.status() == Some(403) => {}
+                    // The hosted service may keep `GET /repo/{id}` from repo tokens; the
+                    // repo is in the token's grant, so it is listed with what is known.
+                    Err(e) if e.status() == Some(403) => out.push(RepoSummary {
+                        repo_id: id.to_string(),
+                        head: String::new(),
+                        metadata: Default::default(),
+                        created_at: String::new(),
+                        updated_at: String::new(),
+                    }),
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -125,27 +132,34 @@ impl Backend for RelaceBackend {
 
     fn list_files<'a>(&'a self, id: &'a RepoId) -> BackendFuture<'a, FileList> {
         Box::pin(async move {
-            let meta = self
-                .client
-                .get_repo(id)
-                .await?
-                .ok_or(StoreError::RepoNotFound(*id))?;
-            if let Some(list) = self.cached(id, &meta.version) {
+            // Without `GET /repo/{id}` (the hosted service may refuse it to repo
+            // tokens) there is no cheap version to key a cache on: clone every time.
+            let meta = match self.client.get_repo(id).await {
+                Ok(Some(meta)) => Some(meta),
+                Ok(None) => return Err(StoreError::RepoNotFound(*id).into()),
+                Err(e) if e.status() == Some(403) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(list) = meta.as_ref().and_then(|m| self.cached(id, &m.version)) {
                 return Ok((*list).clone());
             }
             let (head, files) = self.client.clone_repo(id).await?;
             let mut paths: Vec<String> = files.into_iter().map(|(p, _)| p).collect();
             paths.sort();
             let list = FileList {
-                head: head.unwrap_or(meta.summary.head),
+                head: head
+                    .or_else(|| meta.as_ref().map(|m| m.summary.head.clone()))
+                    .unwrap_or_default(),
                 paths,
             };
             // Keyed by the version seen before the clone: if the repo moved in between,
             // the next call sees a new version and downloads again.
-            self.files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(*id, (meta.version, Arc::new(list.clone())));
+            if let Some(meta) = meta {
+                self.files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(*id, (meta.version, Arc::new(list.clone())));
+            }
             Ok(list)
         })
     }

@@ -44,7 +44,8 @@ enum Fault {
 
 struct Rule {
     method: &'static str,
-    path_contains: &'static str,
+    /// A part of the path, or `=PATH` for exactly that path.
+    path_contains: String,
     times: usize,
     fault: Fault,
 }
@@ -78,10 +79,10 @@ impl Proxy {
         proxy
     }
 
-    fn on(&self, method: &'static str, path_contains: &'static str, times: usize, fault: Fault) {
+    fn on(&self, method: &'static str, path: impl Into<String>, times: usize, fault: Fault) {
         self.rules.lock().unwrap().push(Rule {
             method,
-            path_contains,
+            path_contains: path.into(),
             times,
             fault,
         });
@@ -145,7 +146,13 @@ impl Proxy {
             let mut rules = self.rules.lock().unwrap();
             rules
                 .iter_mut()
-                .find(|r| r.times > 0 && r.method == method && path.contains(r.path_contains))
+                .find(|r| {
+                    let on_path = match r.path_contains.strip_prefix('=') {
+                        Some(exact) => path == exact,
+                        None => path.contains(&r.path_contains),
+                    };
+                    r.times > 0 && r.method == method && on_path
+                })
                 .map(|r| {
                     r.times -= 1;
                     r.fault.clone()
@@ -528,4 +535,24 @@ async fn nothing_outside_the_scope_is_ever_requested() {
         "refused calls made no request: {hits:?}"
     );
     assert!(hits.iter().all(|h| !h.contains(&other)));
+}
+
+// The hosted service may refuse `GET /repo/{id}` to a repo token; the tools still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn repos_whose_metadata_is_refused_are_still_listed_and_browsable() {
+    let s = setup().await;
+    s.proxy.on(
+        "GET",
+        format!("=/v1/repo/{}", s.repo),
+        100,
+        Fault::Status(403, None),
+    );
+    let listed = ok(&call(&s, "list_repos", json!({}), false).await);
+    assert_eq!(listed["repos"][0]["repo_id"], s.repo);
+    assert_eq!(listed["repos"][0]["head"], "");
+    let list = json!({"repo_id": s.repo});
+    ok(&call(&s, "list_files", list.clone(), false).await);
+    let again = ok(&call(&s, "list_files", list, false).await);
+    assert_eq!(again["paths"], json!(["a.txt", "src/lib.rs"]));
+    assert_eq!(s.proxy.hits("GET", "/clone"), 2, "no version to cache by");
 }
