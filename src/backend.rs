@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    FileList, FileText, LineQuery, LineResults, MintedToken, RankedQuery, RankedResults, RepoId,
-    RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
+    AgenticReport, FileList, FileText, LineQuery, LineResults, MintedToken, RankedQuery,
+    RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::{Store, StoreError, TokenState};
@@ -21,6 +21,12 @@ pub enum BackendError {
     /// The embedded store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The Relace API refused or failed.
+    #[error(transparent)]
+    Relace(#[from] crate::relace::RelaceError),
+    /// The backend does not offer this.
+    #[error("{0}")]
+    Unsupported(String),
     /// A blocking task panicked or was cancelled.
     #[error("a background task failed: {0}")]
     Task(String),
@@ -53,12 +59,25 @@ pub enum TokenStatus {
     Unknown,
 }
 
+/// Where a long call sends progress messages as it goes.
+pub type ProgressSender = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// The answer to a line search.
+#[derive(Debug)]
+pub enum SearchOutcome {
+    /// Matching lines.
+    Lines(LineResults),
+    /// The hosted service answered with an agentic search instead; its final report.
+    Agentic(AgenticReport),
+}
+
 /// Where repositories live. Every method is called only after the scope guard has
 /// admitted the call; a backend enforces no scope of its own.
 pub trait Backend: Send + Sync + 'static {
     /// The repos among `ids` that exist, in the order given.
     fn list_repos<'a>(&'a self, ids: &'a [RepoId]) -> BackendFuture<'a, Vec<RepoSummary>>;
-    /// A text file at the head.
+    /// A text file at the head. The head is empty when the backend cannot say which
+    /// commit it read (the hosted Relace file GET returns bare bytes).
     fn read_file<'a>(&'a self, id: &'a RepoId, path: &'a RepoPath) -> BackendFuture<'a, FileText>;
     /// Every tracked path at the head.
     fn list_files<'a>(&'a self, id: &'a RepoId) -> BackendFuture<'a, FileList>;
@@ -75,6 +94,17 @@ pub trait Backend: Send + Sync + 'static {
         id: &'a RepoId,
         query: &'a RankedQuery,
     ) -> BackendFuture<'a, RankedResults>;
+    /// A line search that may, on the hosted service, turn into an agentic search whose
+    /// events go to `progress` as they arrive.
+    fn search<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a LineQuery,
+        progress: Option<ProgressSender>,
+    ) -> BackendFuture<'a, SearchOutcome> {
+        let _ = progress;
+        Box::pin(async move { Ok(SearchOutcome::Lines(self.search_lines(id, query).await?)) })
+    }
     /// Apply an update as one commit.
     fn update<'a>(
         &'a self,

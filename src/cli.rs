@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the MCP server.
     Serve(ServeArgs),
+    /// Run the Relace-compatible REST API (`/v1/...`) over the embedded store.
+    Api(ApiArgs),
     /// Administer the embedded store's repos.
     Repo {
         /// The repo command.
@@ -129,6 +131,18 @@ pub struct ServeArgs {
         default_value = "https://api.relace.run/v1"
     )]
     pub base_url: String,
+    /// With --backend relace: how long one request to the API may take (e.g. 30s, 2m).
+    #[arg(long, env = "SCOPED_REPO_REQUEST_TIMEOUT", default_value = "60s")]
+    pub request_timeout: String,
+}
+
+/// Flags of `api`.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on; port 0 picks a free port. The bound address is printed on
+    /// stdout as `listening on http://ADDR/v1`.
+    #[arg(long, env = "SCOPED_REPO_API_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: String,
 }
 
 /// `repo …`

@@ -73,10 +73,12 @@ pub struct ServeConfig {
     pub max_token_ttl: Duration,
     /// The credential, if any.
     pub api_key: Option<String>,
-    /// The Relace API's base URL.
+    /// The Relace API's base URL, without a trailing `/`.
     pub base_url: String,
     /// HTTP settings, when the transport is HTTP.
     pub http: Option<HttpSettings>,
+    /// How long one request to the Relace API may take.
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -92,6 +94,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("base_url", &self.base_url)
             .field("http", &self.http)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -109,12 +112,38 @@ impl ServeConfig {
         } else {
             BackendKind::Local
         });
+        let base_url = args.base_url.trim().trim_end_matches('/').to_string();
+        let request_timeout = parse_duration("--request-timeout", &args.request_timeout)?;
         if backend == BackendKind::Relace {
-            return Err(ConfigError(
-                "the relace backend is not available in this version; use --backend local \
-                 (a repo token of the embedded store may stay in RELACE_API_KEY)"
-                    .into(),
-            ));
+            if api_key.is_none() {
+                return Err(ConfigError(
+                    "--backend relace needs a credential: set RELACE_API_KEY to an account key (rlc-…) or a repo token (rlcr-…)".into(),
+                ));
+            }
+            match reqwest::Url::parse(&base_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if !u.username().is_empty() || u.password().is_some() {
+                        return Err(ConfigError(
+                            "RELACE_BASE_URL must not carry credentials; put the credential in RELACE_API_KEY".into(),
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(ConfigError(format!(
+                        "RELACE_BASE_URL `{base_url}` is not an http(s) URL; write it like https://api.relace.run/v1"
+                    )));
+                }
+            }
+            if args.import.is_some() {
+                return Err(ConfigError(
+                    "--import works only with --backend local; with --backend relace, create the repo through the API and pass --repo ID".into(),
+                ));
+            }
+            if request_timeout.is_zero() {
+                return Err(ConfigError(
+                    "--request-timeout must be longer than 0s".into(),
+                ));
+            }
         }
         let http = match args.transport {
             Transport::Http => Some(HttpSettings::from_args(args)?),
@@ -146,7 +175,8 @@ impl ServeConfig {
             read_only: args.read_only,
             max_token_ttl,
             api_key,
-            base_url: args.base_url.clone(),
+            base_url,
+            request_timeout,
             http,
         })
     }

@@ -16,10 +16,13 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
+//! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
+//! - [`relace`]: the Relace API client and the backend that routes tools through it.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -27,6 +30,7 @@ pub mod http;
 pub mod model;
 pub mod paths;
 pub mod ranked;
+pub mod relace;
 pub mod scope;
 pub mod search;
 pub mod serve;

@@ -7,11 +7,11 @@ use clap::Parser;
 use scoped_repo_mcp::cli::{Cli, Command};
 use scoped_repo_mcp::config::{ServeConfig, data_dir};
 use scoped_repo_mcp::store::{Limits, Store};
-use scoped_repo_mcp::{admin, serve};
+use scoped_repo_mcp::{admin, api, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Api(_)) {
         "scoped_repo_mcp=info,warn"
     } else {
         "warn"
@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+                // rmcp logs whole messages at debug, and a minted token travels in one:
+                // held at info whatever RUST_LOG asks, so no secret reaches the log.
+                .add_directive("rmcp=info".parse().expect("a valid directive")),
         )
         .init();
     match run(cli) {
@@ -32,6 +35,28 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -46,9 +71,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if config.http.is_some() {
                     serve::run_http(&config).await?;
                 } else {
-                    let server = serve::build_local_server(&config).await?;
+                    let server = serve::build_server(&config).await?;
                     serve::run_stdio(server).await?;
                 }
+                anyhow::Ok(())
+            })
+        }
+        Command::Api(args) => {
+            let dir = data_dir(cli.data_dir.as_deref())?;
+            let store = Store::open(&dir, Limits::default())
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(&args.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {}; pass another --listen ADDR:PORT (port 0 picks a free one)",
+                            args.listen
+                        )
+                    })?;
+                let addr = listener.local_addr()?;
+                // The bound address on stdout, so scripts and tests can use port 0.
+                println!("listening on http://{addr}/v1");
+                tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
+                api::serve_until(listener, std::sync::Arc::new(store), shutdown_signal()).await?;
+                tracing::info!("API server stopped");
                 anyhow::Ok(())
             })
         }
@@ -61,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Repo { command } => admin::repo(&store, command, &mut out, &mut err)?,
                 Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
                 Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
-                Command::Serve(_) => unreachable!("handled above"),
+                Command::Serve(_) | Command::Api(_) => unreachable!("handled above"),
             }
             Ok(())
         }

@@ -306,6 +306,17 @@ pub struct RankedResults {
     pub files_indexed: usize,
 }
 
+/// What an agentic search (the hosted service's event stream) ended with.
+#[derive(Debug, Clone)]
+pub struct AgenticReport {
+    /// The last event's name (e.g. `result`).
+    pub event: String,
+    /// The final report: the last event's data, as JSON when it parses.
+    pub report: serde_json::Value,
+    /// How many events were received.
+    pub events: usize,
+}
+
 /// A repo token as it may be shown: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {

@@ -8,9 +8,11 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 
 use crate::backend::{Backend, LocalBackend, TokenStatus};
+use crate::cli::BackendKind;
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{LocalResolver, OperatorBound};
+use crate::http::{LocalResolver, OperatorBound, RelaceResolver};
 use crate::model::RepoId;
+use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
 use crate::store::{Limits, Store, secrets};
@@ -189,6 +191,110 @@ pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, Conf
     ))
 }
 
+/// Work out the scope of a session on the Relace API: a repo token's own repos (asked
+/// of the API), narrowed by `--repo`; or, for an account key, the `--repo` set, each
+/// checked to exist.
+pub async fn relace_scope(
+    config: &ServeConfig,
+    backend: &RelaceBackend,
+) -> Result<Scope, ConfigError> {
+    let base = backend.client().base().to_string();
+    let unreachable = |e: crate::relace::RelaceError| {
+        ConfigError(format!("cannot start on the Relace API at {base}: {e}"))
+    };
+    let scope = match config.api_key.as_deref() {
+        Some(token) if secrets::looks_like_repo_token(token) => {
+            match backend.token_status(token).await {
+                Ok(TokenStatus::Live(info)) => {
+                    let scope = Scope::from_token(
+                        token.to_string(),
+                        &info.name,
+                        &info.repo_ids,
+                        info.expires_at,
+                        &config.repos,
+                    );
+                    if scope.is_empty() {
+                        return Err(ConfigError(
+                            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
+                        ));
+                    }
+                    scope
+                }
+                Ok(status) => {
+                    let why = match status {
+                        TokenStatus::Revoked => "has been revoked",
+                        TokenStatus::Expired => "has expired",
+                        _ => "is not accepted",
+                    };
+                    return Err(ConfigError(format!(
+                        "the repo token in RELACE_API_KEY {why} by the Relace API at {base}; ask for a new one"
+                    )));
+                }
+                Err(crate::backend::BackendError::Relace(e)) => return Err(unreachable(e)),
+                Err(e) => return Err(ConfigError(e.to_string())),
+            }
+        }
+        Some(_) => {
+            for id in &config.repos {
+                match backend.client().get_repo(id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Err(ConfigError(format!(
+                            "repo {id} is not known to the Relace API at {base}; check the ID given with --repo"
+                        )));
+                    }
+                    Err(e) => return Err(unreachable(e)),
+                }
+            }
+            Scope::operator(config.repos.iter().copied())
+        }
+        None => {
+            return Err(ConfigError("--backend relace needs RELACE_API_KEY".into()));
+        }
+    };
+    if scope.is_empty() {
+        return Err(ConfigError(
+            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, or set RELACE_API_KEY to a repo token".into(),
+        ));
+    }
+    Ok(if config.read_only {
+        scope.read_only()
+    } else {
+        scope
+    })
+}
+
+/// Build the server `serve` runs, on the Relace API.
+pub async fn build_relace_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
+    let policy = RetryPolicy {
+        timeout: config.request_timeout,
+        ..RetryPolicy::default()
+    };
+    let credential = config.api_key.as_deref().unwrap_or_default();
+    let client = RelaceClient::new(&config.base_url, credential, policy)
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let backend = RelaceBackend::new(client);
+    let scope = relace_scope(config, &backend).await?;
+    tracing::info!(base = %config.base_url, "routing tools through the Relace API");
+    let settings = ServerSettings {
+        max_token_ttl: config.max_token_ttl.as_secs(),
+        default_token_ttl: ServerSettings::default().default_token_ttl,
+    };
+    Ok(RepoServer::new(
+        Arc::new(backend) as Arc<dyn Backend>,
+        scope,
+        settings,
+    ))
+}
+
+/// Build the server `serve` runs, on the configured backend.
+pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
+    match config.backend {
+        BackendKind::Local => build_local_server(config).await,
+        BackendKind::Relace => build_relace_server(config).await,
+    }
+}
+
 /// The largest JSON-RPC message accepted over stdio. It leaves room for an update at
 /// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
 pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
@@ -217,15 +323,45 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
         .http
         .clone()
         .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
-    let backend = LocalBackend::new(open_store(config)?);
-    let repos = operator_repos(config, backend.store())?;
-    let bound = OperatorBound {
-        repos,
-        read_only: config.read_only,
-        allow_anonymous: http.allow_anonymous,
+    let (server, resolver): (RepoServer, Arc<dyn crate::http::ScopeResolver>) = match config.backend
+    {
+        BackendKind::Local => {
+            let backend = LocalBackend::new(open_store(config)?);
+            let bound = OperatorBound {
+                repos: operator_repos(config, backend.store())?,
+                read_only: config.read_only,
+                allow_anonymous: http.allow_anonymous,
+            };
+            let resolver = Arc::new(LocalResolver::new(backend.clone(), bound));
+            let backend = Arc::new(backend) as Arc<dyn Backend>;
+            (RepoServer::per_request(backend, settings(config)), resolver)
+        }
+        BackendKind::Relace => {
+            let policy = RetryPolicy {
+                timeout: config.request_timeout,
+                ..RetryPolicy::default()
+            };
+            let credential = config.api_key.as_deref().unwrap_or_default();
+            let client = RelaceClient::new(&config.base_url, credential, policy)
+                .map_err(|e| ConfigError(e.to_string()))?;
+            let operator = Arc::new(RelaceBackend::new(client)) as Arc<dyn Backend>;
+            let bound = OperatorBound {
+                repos: config.repos.clone(),
+                read_only: config.read_only,
+                allow_anonymous: http.allow_anonymous,
+            };
+            let resolver = Arc::new(RelaceResolver::new(
+                &config.base_url,
+                policy,
+                bound,
+                operator.clone(),
+            ));
+            (
+                RepoServer::per_request(operator, settings(config)),
+                resolver,
+            )
+        }
     };
-    let resolver = Arc::new(LocalResolver::new(backend.clone(), bound));
-    let server = RepoServer::per_request(Arc::new(backend) as Arc<dyn Backend>, settings(config));
     let listener = tokio::net::TcpListener::bind(http.listen)
         .await
         .map_err(|e| {

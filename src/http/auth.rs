@@ -1,10 +1,12 @@
 //! Who is calling: a request's bearer credential becomes a [`Scope`], narrowed by the
 //! operator's flags, which no credential can widen.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, LocalBackend, TokenStatus};
 use crate::model::RepoId;
+use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
 use crate::scope::Scope;
 use crate::server::Grant;
 use crate::store::secrets;
@@ -147,5 +149,108 @@ pub fn fingerprint(bearer: Option<&str>) -> String {
     match bearer {
         None => "anonymous".to_string(),
         Some(b) => secrets::hash(b)[..24].to_string(),
+    }
+}
+
+/// Credentials of the Relace API: each request's repo token is checked upstream
+/// (`GET /repo_token/{token}`), and the session's calls go upstream with that token,
+/// so the service enforces the same scope a second time.
+pub struct RelaceResolver {
+    base_url: String,
+    policy: RetryPolicy,
+    bound: OperatorBound,
+    /// The operator's own backend, for anonymous requests.
+    operator: Arc<dyn Backend>,
+    /// One backend (connection pool, clone cache) per token, so nothing one token
+    /// fetched is served to another.
+    backends: Mutex<HashMap<String, Arc<RelaceBackend>>>,
+}
+
+/// Tokens whose backends are kept; past this, the map starts afresh.
+const MAX_CACHED_CREDENTIALS: usize = 1024;
+
+impl RelaceResolver {
+    /// Resolve against the API at `base_url`.
+    pub fn new(
+        base_url: &str,
+        policy: RetryPolicy,
+        bound: OperatorBound,
+        operator: Arc<dyn Backend>,
+    ) -> Self {
+        Self {
+            base_url: base_url.to_string(),
+            policy,
+            bound,
+            operator,
+            backends: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn backend_for(&self, token: &str) -> Result<Arc<RelaceBackend>, AuthError> {
+        let key = fingerprint(Some(token));
+        let mut map = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = map.get(&key) {
+            return Ok(b.clone());
+        }
+        if map.len() >= MAX_CACHED_CREDENTIALS {
+            map.clear();
+        }
+        let client = RelaceClient::new(&self.base_url, token, self.policy).map_err(|e| {
+            tracing::error!(cause = %e, "cannot build an API client");
+            AuthError::Unavailable
+        })?;
+        let backend = Arc::new(RelaceBackend::new(client));
+        map.insert(key, backend.clone());
+        Ok(backend)
+    }
+}
+
+impl ScopeResolver for RelaceResolver {
+    fn resolve<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, Result<Grant, AuthError>> {
+        Box::pin(async move {
+            let Some(token) = bearer else {
+                if self.bound.allow_anonymous {
+                    let scope = self
+                        .bound
+                        .finish(Scope::operator(self.bound.repos.iter().copied()))?;
+                    return Ok(Grant {
+                        scope: Arc::new(scope),
+                        backend: Some(self.operator.clone()),
+                    });
+                }
+                return Err(AuthError::Missing);
+            };
+            if !secrets::looks_like_repo_token(token) {
+                return Err(AuthError::Invalid(
+                    "is not a repo token (rlcr-…): an HTTP server on the relace backend takes repo tokens only",
+                ));
+            }
+            let backend = self.backend_for(token)?;
+            match backend.token_status(token).await {
+                Ok(TokenStatus::Live(info)) => {
+                    let scope = self.bound.finish(Scope::from_token(
+                        token.to_string(),
+                        &info.name,
+                        &info.repo_ids,
+                        info.expires_at,
+                        &self.bound.repos,
+                    ))?;
+                    Ok(Grant {
+                        scope: Arc::new(scope),
+                        backend: Some(backend as Arc<dyn Backend>),
+                    })
+                }
+                Ok(TokenStatus::Revoked) => Err(AuthError::Invalid("has been revoked")),
+                Ok(TokenStatus::Expired) => Err(AuthError::Invalid("has expired")),
+                Ok(TokenStatus::Unknown) => Err(AuthError::Invalid("is not a known token")),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "token check against the API failed");
+                    Err(AuthError::Unavailable)
+                }
+            }
+        })
     }
 }

@@ -25,7 +25,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{AuthError, LocalResolver, OperatorBound, ScopeResolver};
+pub use auth::{AuthError, LocalResolver, OperatorBound, RelaceResolver, ScopeResolver};
 
 use crate::server::{Grant, RepoServer};
 

@@ -1,13 +1,16 @@
 //! The read-only tools: `list_repos`, `search_repo`, `read_file`, `list_files`.
 
+use rmcp::RoleServer;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ProgressNotificationParam};
 use rmcp::schemars::{self, JsonSchema};
+use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::backend::{ProgressSender, SearchOutcome};
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
 use crate::search::compile_glob;
@@ -63,6 +66,9 @@ pub enum SearchMode {
     Regex,
     /// Ranked natural-language retrieval of the most relevant files.
     Ranked,
+    /// In answers only: the hosted Relace service ran its agentic search (an agent
+    /// explored the repo); `report` holds its final report. As input, the same as `auto`.
+    Agentic,
 }
 
 /// Arguments of `search_repo`.
@@ -115,6 +121,10 @@ pub struct SearchRepoOutput {
     pub truncated: bool,
     /// How many files were searched (ranked mode: indexed).
     pub files_searched: u64,
+    /// With mode `agentic`: the search's final report (relevant files and line ranges),
+    /// as the service sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 /// Arguments of `read_file`.
@@ -230,7 +240,7 @@ fn resolve_mode(mode: SearchMode, query: &str) -> SearchMode {
         SearchMode::Auto if regex::escape(query) != query && regex::Regex::new(query).is_ok() => {
             SearchMode::Regex
         }
-        SearchMode::Auto => SearchMode::Literal,
+        SearchMode::Auto | SearchMode::Agentic => SearchMode::Literal,
         m => m,
     }
 }
@@ -259,8 +269,32 @@ impl RepoServer {
     async fn search_repo(
         &self,
         Parameters(req): Parameters<SearchRepoRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        respond("search_repo", self.search_repo_impl(req).await)
+        // Events of a long (agentic) search become progress notifications when the
+        // client asked for progress.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let relay = ctx.meta.get_progress_token().map(|token| {
+            let peer = ctx.peer.clone();
+            tokio::spawn(async move {
+                let mut n = 0.0;
+                while let Some(message) = rx.recv().await {
+                    n += 1.0;
+                    let mut p = ProgressNotificationParam::new(token.clone(), n);
+                    p.message = Some(message);
+                    let _ = peer.notify_progress(p).await;
+                }
+            })
+        });
+        let answer = tokio::select! {
+            a = self.search_repo_impl(req, relay.is_some().then_some(tx)) => a,
+            _ = ctx.ct.cancelled() => Err(ToolFailure::Refused("the search was cancelled".into())),
+        };
+        if let Some(relay) = relay {
+            // The sender is gone with the search; the relay ends once it has sent all.
+            let _ = relay.await;
+        }
+        respond("search_repo", answer)
     }
 
     /// Read a text file, whole or a range of lines (1-based, inclusive).
@@ -306,7 +340,11 @@ impl RepoServer {
         Ok((ListReposOutput { repos }, text))
     }
 
-    async fn search_repo_impl(&self, req: SearchRepoRequest) -> ToolAnswer<SearchRepoOutput> {
+    async fn search_repo_impl(
+        &self,
+        req: SearchRepoRequest,
+        progress: Option<ProgressSender>,
+    ) -> ToolAnswer<SearchRepoOutput> {
         let id = self.admit("search_repo", &req.repo_id).await?;
         query_too_long(&req.query)?;
         if req.max_results == 0 || req.max_results > MAX_SEARCH_RESULTS {
@@ -331,7 +369,34 @@ impl RepoServer {
             max_results: req.max_results as usize,
             context_lines: req.context_lines as usize,
         };
-        let results = self.backend.search_lines(&id, &query).await?;
+        let results = match self.backend.search(&id, &query, progress).await? {
+            SearchOutcome::Lines(results) => results,
+            SearchOutcome::Agentic(report) => {
+                let text = format!(
+                    "Agentic search of {id} for `{}` ({} event(s)); final report ({}):\n{}",
+                    req.query,
+                    report.events,
+                    report.event,
+                    match &report.report {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => serde_json::to_string_pretty(v).unwrap_or_default(),
+                    }
+                );
+                return Ok((
+                    SearchRepoOutput {
+                        repo_id: id.to_string(),
+                        head: String::new(),
+                        mode: SearchMode::Agentic,
+                        hits: Vec::new(),
+                        truncated: false,
+                        files_searched: 0,
+                        report: Some(report.report),
+                        ranked: Vec::new(),
+                    },
+                    text,
+                ));
+            }
+        };
         let kind = if mode == SearchMode::Regex {
             "regex"
         } else {
@@ -367,6 +432,7 @@ impl RepoServer {
                 ranked: Vec::new(),
                 truncated: results.truncated,
                 files_searched: results.files_searched as u64,
+                report: None,
             },
             text,
         ))
@@ -422,6 +488,7 @@ impl RepoServer {
                 ranked: results.hits,
                 truncated: results.truncated,
                 files_searched: results.files_indexed as u64,
+                report: None,
             },
             text,
         ))

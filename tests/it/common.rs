@@ -1,9 +1,15 @@
 //! Shared set-up: a temporary store, servers spawned as child processes, and small
 //! helpers to call tools and read their answers.
+//!
+//! A [`Harness`] runs `serve` on one of two backends over the same store: `local`
+//! (the store itself) or `relace` (the `api` server on the store, started in this
+//! process on 127.0.0.1:0, and `serve --backend relace` pointed at it with an account
+//! key). [`on_both_backends!`] runs one behaviour test against each.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -19,16 +25,69 @@ pub type Client = RunningService<RoleClient, ()>;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_scoped-repo-mcp");
 
+/// The `api` server of a relace harness.
+pub struct Api {
+    /// Its base URL, `http://127.0.0.1:PORT/v1`.
+    pub base: String,
+    /// An account key it accepts.
+    pub key: String,
+}
+
 pub struct Harness {
     pub dir: TempDir,
-    pub store: Store,
+    pub store: Arc<Store>,
+    pub api: Option<Api>,
+}
+
+/// Run each named `async fn(Harness)` as two tests: `NAME::local` and `NAME::relace`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn local() {
+                super::$name($crate::common::Harness::new()).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn relace() {
+                super::$name($crate::common::Harness::relace()).await
+            }
+        }
+    )*};
 }
 
 impl Harness {
+    /// A harness whose servers run on the local backend.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Limits::default()).unwrap();
-        Self { dir, store }
+        let store = Arc::new(Store::open(dir.path(), Limits::default()).unwrap());
+        Self {
+            dir,
+            store,
+            api: None,
+        }
+    }
+
+    /// A harness whose servers run on `--backend relace`, against an `api` server on
+    /// the same store (inside this test's runtime).
+    pub fn relace() -> Self {
+        let mut h = Self::new();
+        let key = h.store.create_account_key("tests").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        tokio::spawn(scoped_repo_mcp::api::serve(listener, h.store.clone()));
+        h.api = Some(Api {
+            base: format!("http://{addr}/v1"),
+            key,
+        });
+        h
+    }
+
+    /// Whether servers run on the relace backend.
+    pub fn is_relace(&self) -> bool {
+        self.api.is_some()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -64,17 +123,44 @@ impl Harness {
     }
 
     pub async fn client_env(&self, args: &[&str], env: &[(&str, &str)]) -> Client {
-        let mut all = vec!["serve"];
-        all.extend_from_slice(args);
-        let mut cmd = self.command(&all);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let cmd = self.serve_command(args, env);
         let (transport, _stderr) = TokioChildProcess::builder(cmd)
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn the server");
         ().serve(transport).await.expect("initialize")
+    }
+
+    /// `serve` with these arguments and environment, on this harness's backend: for
+    /// relace, any `--backend` given is replaced, and the account key is the
+    /// credential unless `env` sets one.
+    pub fn serve_command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut all = vec!["serve"];
+        let mut skip = false;
+        for a in args {
+            if skip {
+                skip = false;
+                continue;
+            }
+            if self.api.is_some() && *a == "--backend" {
+                skip = true;
+                continue;
+            }
+            all.push(a);
+        }
+        if let Some(api) = &self.api {
+            all.extend_from_slice(&["--backend", "relace", "--base-url", &api.base]);
+        }
+        let mut cmd = self.command(&all);
+        if let Some(api) = &self.api
+            && !env.iter().any(|(k, _)| *k == "RELACE_API_KEY")
+        {
+            cmd.env("RELACE_API_KEY", &api.key);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// A client scoped to exactly `repos`.
@@ -170,7 +256,14 @@ impl Harness {
             .arg(self.data_dir())
             .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("RELACE_API_KEY")
+            .args(match &self.api {
+                Some(api) => vec!["--backend", "relace", "--base-url", api.base.as_str()],
+                None => vec![],
+            })
+            .env(
+                "RELACE_API_KEY",
+                self.api.as_ref().map(|a| a.key.as_str()).unwrap_or(""),
+            )
             .env_remove("SCOPED_REPO_IDS")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -10,10 +10,11 @@ use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
 use crate::common::{Harness, call, ok};
+use crate::on_both_backends;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_updates_from_several_clients_lose_no_write() {
-    let h = Harness::new();
+on_both_backends!(concurrent_updates_from_several_clients_lose_no_write);
+
+async fn concurrent_updates_from_several_clients_lose_no_write(h: Harness) {
     let r = h.repo(&[("seed.txt", "seed\n")]);
     const CLIENTS: usize = 4;
     const UPDATES: usize = 8;

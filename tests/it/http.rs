@@ -17,9 +17,12 @@ fn post(url: &str) -> reqwest::RequestBuilder {
         .header("accept", "application/json, text/event-stream")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_sessions_each_see_only_their_tokens_repos() {
-    let h = Harness::new();
+crate::on_both_backends!(
+    concurrent_sessions_each_see_only_their_tokens_repos,
+    a_token_revoked_mid_session_is_refused_on_its_next_request
+);
+
+async fn concurrent_sessions_each_see_only_their_tokens_repos(h: Harness) {
     let repos: Vec<_> = (0..3)
         .map(|i| h.repo(&[("f.txt", &format!("repo {i}\n"))]))
         .collect();
@@ -121,9 +124,7 @@ async fn no_token_or_a_bad_one_is_401_with_a_challenge() {
     assert_eq!(health.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_token_revoked_mid_session_is_refused_on_its_next_request() {
-    let h = Harness::new();
+async fn a_token_revoked_mid_session_is_refused_on_its_next_request(h: Harness) {
     let r = h.repo(&[("f.txt", "x\n")]);
     let server = h.http(&[]);
     let token = h

@@ -1,8 +1,11 @@
 //! The one integration test binary: every test drives the built `scoped-repo-mcp`
-//! through a real MCP client (rmcp's, over stdio) or its command line.
+//! through a real MCP client (rmcp's, over stdio), its command line, or the REST API
+//! of `scoped-repo-mcp api` over HTTP.
 
+mod api;
 mod common;
 mod concurrency;
+mod faults;
 mod http;
 mod progress;
 mod ranked;

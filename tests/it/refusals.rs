@@ -5,10 +5,18 @@
 use serde_json::{Value, json};
 
 use crate::common::{Harness, call, ok, refused};
+use crate::on_both_backends;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_repo_tool_refuses_a_repo_outside_the_scope() {
-    let h = Harness::new();
+on_both_backends!(
+    every_repo_tool_refuses_a_repo_outside_the_scope,
+    repo_ids_that_are_not_uuids_are_refused,
+    each_class_of_unsafe_path_is_refused_everywhere,
+    content_over_the_limits_or_not_text_is_refused,
+    queries_too_long_broken_or_too_costly_are_refused,
+    malformed_arguments_are_errors_not_crashes,
+);
+
+async fn every_repo_tool_refuses_a_repo_outside_the_scope(h: Harness) {
     let mine = h.repo(&[("a.txt", "a\n")]);
     let other = h.repo(&[("a.txt", "secret\n")]);
     let c = h.client_for(&[mine]).await;
@@ -37,9 +45,7 @@ async fn every_repo_tool_refuses_a_repo_outside_the_scope() {
     assert!(h.store.tokens().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn repo_ids_that_are_not_uuids_are_refused() {
-    let h = Harness::new();
+async fn repo_ids_that_are_not_uuids_are_refused(h: Harness) {
     let mine = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[mine]).await;
     for bad in [
@@ -53,9 +59,7 @@ async fn repo_ids_that_are_not_uuids_are_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_class_of_unsafe_path_is_refused_everywhere() {
-    let h = Harness::new();
+async fn each_class_of_unsafe_path_is_refused_everywhere(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let id = r.to_string();
@@ -99,9 +103,7 @@ async fn each_class_of_unsafe_path_is_refused_everywhere() {
     assert_eq!(h.store.head(&r).unwrap(), before, "nothing changed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn content_over_the_limits_or_not_text_is_refused() {
-    let h = Harness::new();
+async fn content_over_the_limits_or_not_text_is_refused(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let id = r.to_string();
@@ -148,9 +150,7 @@ async fn content_over_the_limits_or_not_text_is_refused() {
     assert_eq!(h.store.head(&r).unwrap(), before, "nothing changed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn queries_too_long_broken_or_too_costly_are_refused() {
-    let h = Harness::new();
+async fn queries_too_long_broken_or_too_costly_are_refused(h: Harness) {
     let r = h.repo(&[("a.txt", "aaa\n")]);
     let c = h.client_for(&[r]).await;
     let id = r.to_string();
@@ -209,9 +209,7 @@ async fn queries_too_long_broken_or_too_costly_are_refused() {
     assert_eq!(evil["hits"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn malformed_arguments_are_errors_not_crashes() {
-    let h = Harness::new();
+async fn malformed_arguments_are_errors_not_crashes(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let result = c

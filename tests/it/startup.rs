@@ -60,6 +60,74 @@ async fn bad_settings_are_named() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn relace_backend_settings_and_an_unreachable_api_are_named() {
+    let h = Harness::relace();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let key = h.api.as_ref().unwrap().key.clone();
+    let id = r.to_string();
+    let msg = start_fails(&h, &["--backend", "relace", "--repo", &id], &[]).await;
+    assert!(msg.contains("RELACE_API_KEY"), "{msg}");
+    let msg = start_fails(
+        &h,
+        &[
+            "--backend",
+            "relace",
+            "--repo",
+            &id,
+            "--base-url",
+            "ftp:/nowhere",
+        ],
+        &[("RELACE_API_KEY", &key)],
+    )
+    .await;
+    assert!(msg.contains("not an http(s) URL"), "{msg}");
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let msg = start_fails(
+        &h,
+        &[
+            "--backend",
+            "relace",
+            "--repo",
+            &id,
+            "--base-url",
+            "http://127.0.0.1:1/v1",
+        ],
+        &[("RELACE_API_KEY", &key)],
+    )
+    .await;
+    assert!(
+        msg.contains("could not get an answer") && msg.contains("RELACE_BASE_URL"),
+        "{msg}"
+    );
+    assert!(!msg.contains(&key), "the secret is not echoed");
+    let base = h.api.as_ref().unwrap().base.clone();
+    let msg = start_fails(
+        &h,
+        &[
+            "--backend",
+            "relace",
+            "--repo",
+            "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69",
+            "--base-url",
+            &base,
+        ],
+        &[("RELACE_API_KEY", &key)],
+    )
+    .await;
+    assert!(msg.contains("not known to the Relace API"), "{msg}");
+    let msg = start_fails(
+        &h,
+        &["--backend", "relace", "--repo", &id, "--base-url", &base],
+        &[(
+            "RELACE_API_KEY",
+            "rlc-0000000000000000000000000000000000000000",
+        )],
+    )
+    .await;
+    assert!(msg.contains("401"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn scoped_repo_ids_env_gives_the_scope() {
     let h = Harness::new();
     let a = h.repo(&[("a.txt", "a\n")]);

@@ -3,10 +3,16 @@
 use serde_json::json;
 
 use crate::common::{Harness, call, ok, refused};
+use crate::on_both_backends;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn minted_token_opens_a_narrow_session_and_revocation_ends_it_at_once() {
-    let h = Harness::new();
+on_both_backends!(
+    minted_token_opens_a_narrow_session_and_revocation_ends_it_at_once,
+    an_expired_token_is_refused_on_its_next_use,
+    minting_is_held_to_the_scope_and_the_ttl_cap,
+    revoking_a_token_outside_the_scope_is_refused,
+);
+
+async fn minted_token_opens_a_narrow_session_and_revocation_ends_it_at_once(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let b = h.repo(&[("b.txt", "b\n")]);
     let operator = h.client_for(&[a, b]).await;
@@ -73,9 +79,7 @@ async fn minted_token_opens_a_narrow_session_and_revocation_ends_it_at_once() {
     assert!(again.contains("nothing to revoke"), "{again}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_expired_token_is_refused_on_its_next_use() {
-    let h = Harness::new();
+async fn an_expired_token_is_refused_on_its_next_use(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let minted = h.store.create_token("short", &[a], Some(2)).unwrap();
     let agent = h
@@ -102,9 +106,7 @@ async fn an_expired_token_is_refused_on_its_next_use() {
     assert!(msg.contains("expired"), "{msg}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn minting_is_held_to_the_scope_and_the_ttl_cap() {
-    let h = Harness::new();
+async fn minting_is_held_to_the_scope_and_the_ttl_cap(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let outside = h.repo(&[("o.txt", "o\n")]);
     let c = h
@@ -163,9 +165,7 @@ async fn minting_is_held_to_the_scope_and_the_ttl_cap() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn revoking_a_token_outside_the_scope_is_refused() {
-    let h = Harness::new();
+async fn revoking_a_token_outside_the_scope_is_refused(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let other = h.repo(&[("o.txt", "o\n")]);
     let foreign = h

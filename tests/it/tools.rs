@@ -3,15 +3,26 @@
 use serde_json::json;
 
 use crate::common::{Harness, call, ok, refused};
+use crate::on_both_backends;
+
+on_both_backends!(
+    list_repos_shows_only_the_scope_with_heads_and_metadata,
+    read_file_whole_and_by_range,
+    list_files_with_prefix_glob_and_limit,
+    search_literal_regex_auto_glob_context_and_truncation,
+    update_writes_deletes_renames_in_one_commit,
+    replace_all_replaces_the_whole_tree,
+    a_failing_operation_applies_nothing,
+    expected_head_refuses_an_update_on_a_moved_repo,
+    ranked_search_answers_files_by_relevance_where_the_backend_offers_it,
+);
 
 const MAIN_RS: &str =
     "fn main() {\n    let retries = 3;\n    println!(\"{}\", backoff(retries));\n}\n";
 const LIB_RS: &str =
     "/// Exponential backoff.\npub fn backoff(n: u32) -> u64 {\n    2u64.pow(n)\n}\n";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_repos_shows_only_the_scope_with_heads_and_metadata() {
-    let h = Harness::new();
+async fn list_repos_shows_only_the_scope_with_heads_and_metadata(h: Harness) {
     let a = h.repo(&[("a.txt", "a\n")]);
     let _b = h.repo(&[("b.txt", "b\n")]);
     let c = h.client_for(&[a]).await;
@@ -25,9 +36,7 @@ async fn list_repos_shows_only_the_scope_with_heads_and_metadata() {
     assert!(repos[0]["updated_at"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn read_file_whole_and_by_range() {
-    let h = Harness::new();
+async fn read_file_whole_and_by_range(h: Harness) {
     let r = h.repo(&[("src/main.rs", MAIN_RS)]);
     let c = h.client_for(&[r]).await;
     let whole = ok(&call(
@@ -90,9 +99,7 @@ async fn read_file_whole_and_by_range() {
     assert!(dir.contains("directory"), "{dir}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn list_files_with_prefix_glob_and_limit() {
-    let h = Harness::new();
+async fn list_files_with_prefix_glob_and_limit(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -117,9 +124,7 @@ async fn list_files_with_prefix_glob_and_limit() {
     assert_eq!(limited["total_matching"], 4);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn search_literal_regex_auto_glob_context_and_truncation() {
-    let h = Harness::new();
+async fn search_literal_regex_auto_glob_context_and_truncation(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -205,9 +210,7 @@ async fn search_literal_regex_auto_glob_context_and_truncation() {
     assert_eq!(cut["truncated"], true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn update_writes_deletes_renames_in_one_commit() {
-    let h = Harness::new();
+async fn update_writes_deletes_renames_in_one_commit(h: Harness) {
     let r = h.repo(&[
         ("src/main.rs", MAIN_RS),
         ("src/lib.rs", LIB_RS),
@@ -269,9 +272,7 @@ async fn update_writes_deletes_renames_in_one_commit() {
     assert_eq!(same["head"], head);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn replace_all_replaces_the_whole_tree() {
-    let h = Harness::new();
+async fn replace_all_replaces_the_whole_tree(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n"), ("dir/b.txt", "b\n")]);
     let c = h.client_for(&[r]).await;
     let out = ok(&call(&c, "update_repo_files", json!({
@@ -285,9 +286,7 @@ async fn replace_all_replaces_the_whole_tree() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_operation_applies_nothing() {
-    let h = Harness::new();
+async fn a_failing_operation_applies_nothing(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let before = h.store.head(&r).unwrap();
@@ -339,9 +338,7 @@ async fn a_failing_operation_applies_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn expected_head_refuses_an_update_on_a_moved_repo() {
-    let h = Harness::new();
+async fn expected_head_refuses_an_update_on_a_moved_repo(h: Harness) {
     let r = h.repo(&[("a.txt", "a\n")]);
     let c = h.client_for(&[r]).await;
     let stale = h.store.head(&r).unwrap();
@@ -358,6 +355,36 @@ async fn expected_head_refuses_an_update_on_a_moved_repo() {
             .content,
         "one\n"
     );
+}
+
+async fn ranked_search_answers_files_by_relevance_where_the_backend_offers_it(h: Harness) {
+    let r = h.repo(&[
+        ("src/main.rs", MAIN_RS),
+        ("src/lib.rs", LIB_RS),
+        ("notes.md", "Shopping list\n"),
+    ]);
+    let c = h.client_for(&[r]).await;
+    let result = call(
+        &c,
+        "search_repo",
+        json!({"repo_id": r.to_string(), "query": "exponential backoff", "mode": "ranked"}),
+    )
+    .await;
+    let out = ok(&result);
+    assert_eq!(out["mode"], "ranked");
+    assert_eq!(out["ranked"][0]["path"], "src/lib.rs");
+    if h.is_relace() {
+        // The API scales scores so the best file scores 1.
+        assert!(out["ranked"][0]["score"].as_f64().unwrap() > 0.5);
+    }
+    let paths: Vec<&str> = out["ranked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(!paths.contains(&"notes.md"), "{paths:?}");
+    assert_eq!(out["head"], h.store.head(&r).unwrap());
 }
 
 trait ParsePath {

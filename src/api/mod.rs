@@ -1,0 +1,172 @@
+//! `scoped-repo-mcp api`: a Relace-compatible REST API (`/v1/...`) over the embedded
+//! store, so the official SDKs, and `serve --backend relace` on another machine, can use
+//! repos that live here.
+//!
+//! # Layout
+//! - [`auth`]: who is calling (account key or repo token) and what that reaches.
+//! - `routes`: the handlers and their wire types, private to this module.
+//!
+//! Statuses follow the hosted service: 401 without a valid credential, 403 for a repo
+//! token outside its repos (whether the repo exists or not, so nothing is revealed),
+//! 404 for an unknown repo, file or token, 409 when `expected_head` no longer holds,
+//! 413 over the store's limits, 422 for a body that is not the JSON asked for.
+
+pub mod auth;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::paths::PathError;
+use crate::store::{Store, StoreError};
+
+/// Largest request body accepted, in bytes: an update at the store's 50 MiB limit plus
+/// room for JSON escaping. Larger bodies answer 413 before they are read whole.
+pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
+
+/// The header carrying the head commit a file was read at: the hosted file GET returns
+/// bare bytes, so this is this server's extension, and clients must not rely on it.
+pub const REPO_HEAD_HEADER: &str = "x-repo-head";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Arc<Store>,
+}
+
+/// The API's router (mounted under `/v1`), for tests that drive it with `oneshot`.
+pub fn router(store: Arc<Store>) -> axum::Router {
+    routes::router(ApiState { store })
+}
+
+/// Serve the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std::io::Result<()> {
+    serve_until(listener, store, std::future::pending()).await
+}
+
+/// Serve the API on `listener` until `shutdown` completes; requests under way are
+/// finished first, so no update is cut off between its commit and its answer.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small JSON answers stall ~40 ms behind Nagle's algorithm without this.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(store))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: a status and a FastAPI-style `{"detail": …}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    detail: &'a str,
+}
+
+impl ApiError {
+    /// An error with this status and detail.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+    }
+
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+
+    /// 422.
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    /// 500, with the cause logged here and not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "API request failed inside the server");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed to complete this request (the cause is in its log); retrying may help",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                detail: &self.detail,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::RepoNotFound(_) | StoreError::FileNotFound(_) => StatusCode::NOT_FOUND,
+            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            // No HTTP request cancels a store update, but the store can say so.
+            StoreError::Cancelled => StatusCode::CONFLICT,
+            StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            StoreError::Binary(_) | StoreError::Invalid(_) | StoreError::Search(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
+                return ApiError::internal(e);
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// Run a blocking store call on the blocking pool.
+async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
