@@ -516,6 +516,12 @@ impl RankedIndex {
         }
     }
 
+    /// Whether `commit`'s message is part of the history fields (it is in the indexed
+    /// head's ancestry, is not a merge and touched few enough files).
+    pub fn includes_commit(&self, commit: Oid) -> bool {
+        self.history.records.contains_key(&commit)
+    }
+
     /// The blob a path has in the indexed tree.
     pub fn blob_of(&self, path: &str) -> Option<Oid> {
         self.slot_of.get(path).map(|&s| self.blobs[s as usize])
@@ -600,6 +606,87 @@ impl RankedIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)], msg: &str) -> Oid {
+        let mut index = git2::Index::new().unwrap();
+        if let Some(p) = parent {
+            index
+                .read_tree(&repo.find_commit(p).unwrap().tree().unwrap())
+                .unwrap();
+        }
+        for (path, text) in files {
+            let id = repo.blob(text.as_bytes()).unwrap();
+            index
+                .add(&git2::IndexEntry {
+                    ctime: git2::IndexTime::new(0, 0),
+                    mtime: git2::IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: 0o100644,
+                    uid: 0,
+                    gid: 0,
+                    file_size: text.len() as u32,
+                    id,
+                    flags: path.len() as u16,
+                    flags_extended: 0,
+                    path: path.as_bytes().to_vec(),
+                })
+                .unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@localhost").unwrap();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, msg, &tree, &refs).unwrap()
+    }
+
+    fn top(ix: &RankedIndex, q: &str) -> Option<String> {
+        ix.rank(q, 1, &Weights::default(), &|_| true)
+            .into_iter()
+            .next()
+            .map(|f| f.path)
+    }
+
+    // Moving to a head that does not descend from the indexed one must withdraw the
+    // messages of the commits left behind: otherwise a query would see history that the
+    // searched tree never had (and an evaluation would see the answer's own commit).
+    #[test]
+    fn history_follows_the_ancestry_of_the_head_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let base = commit(
+            &repo,
+            None,
+            &[("a.py", "x = 1\n"), ("b.py", "y = 2\n")],
+            "Start",
+        );
+        let left = commit(
+            &repo,
+            Some(base),
+            &[("a.py", "x = 3\n")],
+            "Tune the zeppelin throttle",
+        );
+        let right = commit(
+            &repo,
+            Some(base),
+            &[("b.py", "y = 4\n")],
+            "Calibrate the gyroscope",
+        );
+        let mut ix = RankedIndex::build(&repo, left).unwrap();
+        assert_eq!(top(&ix, "zeppelin throttle").as_deref(), Some("a.py"));
+        assert!(ix.includes_commit(left));
+        let stats = ix.advance(&repo, right).unwrap();
+        assert_eq!(stats.commits, 2, "one withdrawn, one added");
+        assert_eq!(ix.head(), right);
+        assert!(!ix.includes_commit(left));
+        assert_eq!(top(&ix, "zeppelin throttle"), None);
+        assert_eq!(top(&ix, "gyroscope").as_deref(), Some("b.py"));
+        // Only what differs is re-read: both files changed between the two tips.
+        assert_eq!(ix.len(), 2);
+    }
 
     #[test]
     fn trailers_leave_commit_messages() {
