@@ -50,6 +50,9 @@ pub const MAX_INDEXED_BYTES: usize = 512 * 1024;
 /// A commit touching more files than this is a sweep (reformatting, a license header,
 /// a rename of a directory); its message says little about any one file.
 pub const MAX_FILES_PER_COMMIT: usize = 40;
+/// The first build reads at most this many commits, newest first: enough history for
+/// every file of a large project, without minutes of diffing on a decades-old one.
+pub const MAX_HISTORY_COMMITS: usize = 50_000;
 /// Commits touching more files than this count for co-change: pairs grow as its square.
 const MAX_COCHANGE_FILES: usize = 12;
 
@@ -76,7 +79,7 @@ impl Default for Weights {
             path: 1.0,
             defs: 0.5,
             msgs: 1.0,
-            cochange: 0.0,
+            cochange: 0.3,
         }
     }
 }
@@ -410,11 +413,12 @@ impl RankedIndex {
             }
         }
         let mut walk = repo.revwalk()?;
+        walk.set_sorting(git2::Sort::TIME)?;
         walk.push(new)?;
         if let Some(old) = old {
             walk.hide(old)?;
         }
-        let fresh: Vec<Oid> = walk.collect::<Result<_, _>>()?;
+        let fresh: Vec<Oid> = walk.take(MAX_HISTORY_COMMITS).collect::<Result<_, _>>()?;
         for oid in fresh {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
