@@ -9,8 +9,9 @@
 //! - `msgs`: the messages of earlier commits that changed it — only commits in the
 //!   indexed commit's own ancestry, so an answer never draws on later history.
 //!
-//! The best files then pass a share of their score to files that often changed in the
-//! same commits (co-change), and each result is cut to its best structure-aware chunk.
+//! Optionally (off by default, see [`Weights`]) the best files then pass a share of
+//! their score to files that often changed in the same commits (co-change). Each result
+//! is cut to its best structure-aware chunk ([`chunks`]).
 //!
 //! Everything is learned from the repository itself: no model, nothing downloaded.
 //! The index is incremental: [`RankedIndex::advance`] re-reads only the files whose
@@ -56,8 +57,9 @@ pub const MAX_HISTORY_COMMITS: usize = 50_000;
 /// Commits touching more files than this count for co-change: pairs grow as its square.
 const MAX_COCHANGE_FILES: usize = 12;
 
-/// How much each signal counts. The defaults were chosen on one repository's history
-/// and checked on others (see `BENCHMARKS.md`).
+/// How much each signal counts. The defaults are round numbers set by hand and checked
+/// on one repository's history (see `BENCHMARKS.md`), not fitted to it. Co-change is
+/// off by default: its gain there did not hold across settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     /// The file's text.
@@ -79,7 +81,7 @@ impl Default for Weights {
             path: 1.0,
             defs: 0.5,
             msgs: 1.0,
-            cochange: 0.3,
+            cochange: 0.0,
         }
     }
 }
