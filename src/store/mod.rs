@@ -569,6 +569,7 @@ impl Store {
         if let Err(e) = self.db.touch_repo(id) {
             tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
         }
+        self.advance_ranked(id, &repo, commit);
         Ok(UpdateOutcome {
             head: commit.to_string(),
             changed_files,
