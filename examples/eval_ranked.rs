@@ -12,7 +12,9 @@
 //! Options:
 //! - `--recent N`: size of the "most recent" slice reported separately (default 300);
 //! - `--only-recent`: replay only that slice (faster, for tuning);
-//! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable).
+//! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable);
+//! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
+//!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use scoped_repo_mcp::ranked::{RankedIndex, Weights, terms};
 struct Case {
     query: String,
     gold: Vec<String>,
+    commit: Oid,
     parent: Oid,
     when: i64,
 }
@@ -120,7 +123,7 @@ impl Baseline {
         }
     }
 
-    fn rank(&self, query: &str, limit: usize) -> Vec<String> {
+    fn rank(&self, query: &str, limit: usize, keep: &dyn Fn(&str) -> bool) -> Vec<String> {
         let mut qt: HashMap<u32, f32> = HashMap::new();
         for w in (self.split)(query) {
             if let Some(&id) = self.dict.get(&w) {
@@ -136,6 +139,7 @@ impl Baseline {
         v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         v.into_iter()
             .filter_map(|(s, _)| self.paths[s].clone())
+            .filter(|p| keep(p))
             .take(limit)
             .collect()
     }
@@ -202,6 +206,7 @@ fn main() {
     let repo = Repository::open(&args[0]).expect("open the repository");
     let mut recent = 300usize;
     let mut only_recent = false;
+    let mut glob: Option<globset::GlobMatcher> = None;
     let mut configs: Vec<(String, Weights)> =
         vec![("ranked (default weights)".into(), Weights::default())];
     let mut i = 2;
@@ -212,6 +217,12 @@ fn main() {
                 i += 1;
             }
             "--only-recent" => only_recent = true,
+            "--glob" => {
+                glob = Some(
+                    scoped_repo_mcp::search::compile_glob(&args[i + 1]).expect("a valid glob"),
+                );
+                i += 1;
+            }
             "--weights" => {
                 configs.push((
                     format!("ranked {}", args[i + 1]),
@@ -237,6 +248,7 @@ fn main() {
                     .iter()
                     .map(|g| g.as_str().unwrap().to_string())
                     .collect(),
+                commit: Oid::from_str(v["commit"].as_str().unwrap()).unwrap(),
                 parent: Oid::from_str(v["parent"].as_str().unwrap()).unwrap(),
                 when: parse_date(v["date"].as_str().unwrap()),
             }
@@ -252,6 +264,7 @@ fn main() {
     let t0 = Instant::now();
     let mut index = RankedIndex::build(&repo, cases[0].parent).expect("build the index");
     let build_time = t0.elapsed();
+    let first_files = index.len();
     let mut b_plain = Baseline::new(terms::plain_words);
     let mut b_split = Baseline::new(terms::split_words);
     b_plain.advance(&repo, None, cases[0].parent);
@@ -281,13 +294,18 @@ fn main() {
             b_split.advance(&repo, Some(prev), case.parent);
             prev = case.parent;
         }
+        // The answer must not be in the index: the tree is the parent's, and the case's
+        // own commit (a child of the parent) is never among the history fields.
+        assert_eq!(index.head(), case.parent);
+        assert!(!index.includes_commit(case.commit), "leak: {}", case.commit);
+        let keep = |p: &str| glob.as_ref().is_none_or(|g| g.is_match(p));
         let mut rankings = vec![
-            b_plain.rank(&case.query, 100),
-            b_split.rank(&case.query, 100),
+            b_plain.rank(&case.query, 100, &keep),
+            b_split.rank(&case.query, 100, &keep),
         ];
         for (k, (_, w)) in configs.iter().enumerate() {
             let t = Instant::now();
-            let r = index.rank(&case.query, 100, w, &|_| true);
+            let r = index.rank(&case.query, 100, w, &keep);
             if k == 0 {
                 query_times.push(t.elapsed());
             }
@@ -319,7 +337,7 @@ fn main() {
     println!(
         "index: built in {:.1?} at the first parent ({} files); {} advances in {:.1?} total; ranked query p50 {:.2?}, p99 {:.2?} ({} files at the end)",
         build_time,
-        RankedIndex::len(&index),
+        first_files,
         cases.len(),
         advance_time,
         pct(0.5),

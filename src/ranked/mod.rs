@@ -9,8 +9,9 @@
 //! - `msgs`: the messages of earlier commits that changed it — only commits in the
 //!   indexed commit's own ancestry, so an answer never draws on later history.
 //!
-//! The best files then pass a share of their score to files that often changed in the
-//! same commits (co-change), and each result is cut to its best structure-aware chunk.
+//! Optionally (off by default, see [`Weights`]) the best files then pass a share of
+//! their score to files that often changed in the same commits (co-change). Each result
+//! is cut to its best structure-aware chunk ([`chunks`]).
 //!
 //! Everything is learned from the repository itself: no model, nothing downloaded.
 //! The index is incremental: [`RankedIndex::advance`] re-reads only the files whose
@@ -50,11 +51,15 @@ pub const MAX_INDEXED_BYTES: usize = 512 * 1024;
 /// A commit touching more files than this is a sweep (reformatting, a license header,
 /// a rename of a directory); its message says little about any one file.
 pub const MAX_FILES_PER_COMMIT: usize = 40;
+/// The first build reads at most this many commits, newest first: enough history for
+/// every file of a large project, without minutes of diffing on a decades-old one.
+pub const MAX_HISTORY_COMMITS: usize = 50_000;
 /// Commits touching more files than this count for co-change: pairs grow as its square.
 const MAX_COCHANGE_FILES: usize = 12;
 
-/// How much each signal counts. The defaults were chosen on one repository's history
-/// and checked on others (see `BENCHMARKS.md`).
+/// How much each signal counts. The defaults are round numbers set by hand and checked
+/// on one repository's history (see `BENCHMARKS.md`), not fitted to it. Co-change is
+/// off by default: its gain there did not hold across settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     /// The file's text.
@@ -410,11 +415,12 @@ impl RankedIndex {
             }
         }
         let mut walk = repo.revwalk()?;
+        walk.set_sorting(git2::Sort::TIME)?;
         walk.push(new)?;
         if let Some(old) = old {
             walk.hide(old)?;
         }
-        let fresh: Vec<Oid> = walk.collect::<Result<_, _>>()?;
+        let fresh: Vec<Oid> = walk.take(MAX_HISTORY_COMMITS).collect::<Result<_, _>>()?;
         for oid in fresh {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
@@ -516,6 +522,12 @@ impl RankedIndex {
         }
     }
 
+    /// Whether `commit`'s message is part of the history fields (it is in the indexed
+    /// head's ancestry, is not a merge and touched few enough files).
+    pub fn includes_commit(&self, commit: Oid) -> bool {
+        self.history.records.contains_key(&commit)
+    }
+
     /// The blob a path has in the indexed tree.
     pub fn blob_of(&self, path: &str) -> Option<Oid> {
         self.slot_of.get(path).map(|&s| self.blobs[s as usize])
@@ -600,6 +612,87 @@ impl RankedIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)], msg: &str) -> Oid {
+        let mut index = git2::Index::new().unwrap();
+        if let Some(p) = parent {
+            index
+                .read_tree(&repo.find_commit(p).unwrap().tree().unwrap())
+                .unwrap();
+        }
+        for (path, text) in files {
+            let id = repo.blob(text.as_bytes()).unwrap();
+            index
+                .add(&git2::IndexEntry {
+                    ctime: git2::IndexTime::new(0, 0),
+                    mtime: git2::IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: 0o100644,
+                    uid: 0,
+                    gid: 0,
+                    file_size: text.len() as u32,
+                    id,
+                    flags: path.len() as u16,
+                    flags_extended: 0,
+                    path: path.as_bytes().to_vec(),
+                })
+                .unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@localhost").unwrap();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, msg, &tree, &refs).unwrap()
+    }
+
+    fn top(ix: &RankedIndex, q: &str) -> Option<String> {
+        ix.rank(q, 1, &Weights::default(), &|_| true)
+            .into_iter()
+            .next()
+            .map(|f| f.path)
+    }
+
+    // Moving to a head that does not descend from the indexed one must withdraw the
+    // messages of the commits left behind: otherwise a query would see history that the
+    // searched tree never had (and an evaluation would see the answer's own commit).
+    #[test]
+    fn history_follows_the_ancestry_of_the_head_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let base = commit(
+            &repo,
+            None,
+            &[("a.py", "x = 1\n"), ("b.py", "y = 2\n")],
+            "Start",
+        );
+        let left = commit(
+            &repo,
+            Some(base),
+            &[("a.py", "x = 3\n")],
+            "Tune the zeppelin throttle",
+        );
+        let right = commit(
+            &repo,
+            Some(base),
+            &[("b.py", "y = 4\n")],
+            "Calibrate the gyroscope",
+        );
+        let mut ix = RankedIndex::build(&repo, left).unwrap();
+        assert_eq!(top(&ix, "zeppelin throttle").as_deref(), Some("a.py"));
+        assert!(ix.includes_commit(left));
+        let stats = ix.advance(&repo, right).unwrap();
+        assert_eq!(stats.commits, 2, "one withdrawn, one added");
+        assert_eq!(ix.head(), right);
+        assert!(!ix.includes_commit(left));
+        assert_eq!(top(&ix, "zeppelin throttle"), None);
+        assert_eq!(top(&ix, "gyroscope").as_deref(), Some("b.py"));
+        // Only what differs is re-read: both files changed between the two tips.
+        assert_eq!(ix.len(), 2);
+    }
 
     #[test]
     fn trailers_leave_commit_messages() {

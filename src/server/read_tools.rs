@@ -208,11 +208,22 @@ fn query_too_long(query: &str) -> Result<(), ToolFailure> {
     Ok(())
 }
 
+/// Words that open a line of code far more often than a question: a query starting
+/// with one is a literal search for that code (`let mut count`, `import numpy as np`).
+const CODE_OPENERS: &[&str] = &[
+    "async", "await", "class", "const", "def", "else", "enum", "export", "fn", "from", "func",
+    "function", "impl", "import", "let", "mut", "package", "pub", "raise", "return", "static",
+    "struct", "throw", "type", "use", "var",
+];
+
 /// Whether a query reads as a question in words rather than code or a pattern: three
-/// or more words, most of them plain words, and none of the syntax code and regexes
-/// are made of (a trailing `?` or `.` is prose).
+/// or more words, most of them plain words, not opening like a line of code, and none
+/// of the syntax code and regexes are made of (a trailing `?` or `.` is prose).
 fn is_natural_language(query: &str) -> bool {
     let words: Vec<&str> = query.split_whitespace().collect();
+    if words.first().is_some_and(|w| CODE_OPENERS.contains(w)) {
+        return false;
+    }
     if words.len() < 3
         || query.contains([
             '\\', '(', ')', '[', ']', '{', '}', '|', '^', '$', '*', '+', '=', ';', '<', '>',
@@ -646,6 +657,8 @@ mod tests {
             "let x = compute(a, b);",
             r"fn \w+ \( x",
             "foo.*bar baz qux",
+            "let mut count",
+            "import numpy as np",
         ] {
             assert_ne!(resolve_mode(SearchMode::Auto, q), SearchMode::Ranked, "{q}");
         }

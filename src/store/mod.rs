@@ -572,6 +572,7 @@ impl Store {
             tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
         }
         self.refresh_line_index(id);
+        self.advance_ranked(id, &repo, commit);
         Ok(UpdateOutcome {
             head: commit.to_string(),
             changed_files,

@@ -1,6 +1,6 @@
-//! The store's ranked indexes: one per repo, built on the first ranked query and moved
-//! forward incrementally to the head on each later one, so a commit costs only the
-//! files and commits it changed.
+//! The store's ranked indexes: one per repo, built on the first ranked query, then
+//! moved forward incrementally when a commit lands (and, should that have been skipped,
+//! on the next query), so a commit costs only the files and commits it changed.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,23 @@ impl From<RankedError> for StoreError {
 impl Store {
     fn ranked_slot(&self, id: &RepoId) -> Slot {
         lock(&self.ranked).entry(*id).or_default().clone()
+    }
+
+    /// Move a built ranked index to a freshly landed commit. Skipped, not waited for,
+    /// when a query holds the index: that query or the next one catches up instead.
+    pub(super) fn advance_ranked(&self, id: &RepoId, repo: &git2::Repository, head: git2::Oid) {
+        let Some(slot) = lock(&self.ranked).get(id).cloned() else {
+            return;
+        };
+        let Ok(mut guard) = slot.try_lock() else {
+            return;
+        };
+        if let Some(ix) = guard.as_mut()
+            && let Err(e) = ix.advance(repo, head)
+        {
+            tracing::warn!(repo = %id, cause = %e, "ranked index not advanced; rebuilding on next query");
+            *guard = None;
+        }
     }
 
     /// Ranked natural-language search at the head.
