@@ -136,3 +136,60 @@ async fn many_small_commits_stay_consistent_through_overlay_rebuilds() {
     assert_eq!(paths(&one), ["d2/f199.txt"]);
     assert_eq!(one["head"], h.store.head(&r).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            src.path().join(format!("f{i}.txt")),
+            format!("line {i}\nneedle_{i}\n"),
+        )
+        .unwrap();
+    }
+    let report = h
+        .store
+        .import_dir(src.path(), Default::default(), &|_| {})
+        .unwrap();
+    let stored = h
+        .data_dir()
+        .join("index")
+        .join(report.repo_id.to_string())
+        .join("base.bin");
+    assert!(stored.is_file(), "the import stored no index");
+    // A commit after the stored build: the loading server must carry the index forward.
+    let spec = UpdateSpec {
+        change: Change::Operations(vec![
+            FileOp::Delete {
+                path: RepoPath::parse("f7.txt").unwrap(),
+            },
+            FileOp::Write {
+                path: RepoPath::parse("g.txt").unwrap(),
+                content: "needle_7 moved\n".into(),
+            },
+        ]),
+        expected_head: None,
+        message: None,
+    };
+    let outcome = h.store.update(&report.repo_id, &spec, "test").unwrap();
+    let c = h.client_for(&[report.repo_id]).await;
+    let id = report.repo_id.to_string();
+    let found = search(&c, &id, "needle_7").await;
+    assert_eq!(paths(&found), ["g.txt"]);
+    assert_eq!(found["head"], outcome.head);
+    assert_eq!(
+        search(&c, &id, "needle_").await["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        50
+    );
+    c.cancel().await.ok();
+
+    // A damaged stored index is rebuilt, never trusted.
+    std::fs::write(&stored, b"SRMIDX01 not really an index").unwrap();
+    let c = h.client_for(&[report.repo_id]).await;
+    let found = search(&c, &id, "needle_42").await;
+    assert_eq!(paths(&found), ["f42.txt"]);
+}
