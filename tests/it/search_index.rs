@@ -193,3 +193,63 @@ async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
     let found = search(&c, &id, "needle_42").await;
     assert_eq!(paths(&found), ["f42.txt"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn searches_during_commits_from_another_process_never_mix_two_heads() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "gen_0\n"), ("b.txt", "gen_0\n")]);
+    let id = r.to_string();
+    let first_head = h.store.head(&r).unwrap();
+    // Two servers on one data directory: one writes, the other searches.
+    let writer = h.client_for(&[r]).await;
+    let reader = h.client_for(&[r]).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let updates = {
+        let (id, done) = (id.clone(), done.clone());
+        async move {
+            let mut heads = vec![(first_head, 0)];
+            for g in 1..=20 {
+                let text = format!("gen_{g}\n");
+                let out = ok(&call(
+                    &writer,
+                    "update_repo_files",
+                    json!({"repo_id": id, "operations": [
+                        {"type": "write", "path": "a.txt", "content": text},
+                        {"type": "write", "path": "b.txt", "content": text},
+                    ]}),
+                )
+                .await);
+                heads.push((out["head"].as_str().unwrap().to_string(), g));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            heads
+        }
+    };
+    let searches = async {
+        let mut seen = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let a = search(&reader, &id, "gen_").await;
+            let texts: Vec<String> = a["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["text"].as_str().unwrap().to_string())
+                .collect();
+            seen.push((a["head"].as_str().unwrap().to_string(), texts));
+        }
+        seen
+    };
+    let (heads, seen) = tokio::join!(updates, searches);
+    let gen_of: std::collections::HashMap<String, u32> = heads.into_iter().collect();
+    assert!(!seen.is_empty());
+    for (head, texts) in seen {
+        let g = gen_of
+            .get(&head)
+            .unwrap_or_else(|| panic!("an answer named an unknown head {head}"));
+        assert_eq!(
+            texts,
+            vec![format!("gen_{g}"), format!("gen_{g}")],
+            "the answer at {head} mixed heads"
+        );
+    }
+}
