@@ -214,43 +214,6 @@ pub(crate) fn apply_ops(
     Ok(())
 }
 
-/// Write the blobs of `files` into the repository at `dir` on every core, each thread
-/// with its own handle. Compressing is the bulk of an import's git work; done ahead, the
-/// sequential [`fill_index`] that follows only hashes each blob and finds it present.
-pub(crate) fn write_blobs_parallel(
-    dir: &Path,
-    files: &[(RepoPath, String)],
-) -> Result<(), StoreError> {
-    const CHUNK: usize = 64;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let n = std::thread::available_parallelism()
-        .map_or(1, |n| n.get().min(8))
-        .min(files.len().div_ceil(CHUNK).max(1));
-    let work = || -> Result<(), StoreError> {
-        let repo = Repository::open_bare(dir).map_err(git_err)?;
-        loop {
-            let start = next.fetch_add(CHUNK, std::sync::atomic::Ordering::Relaxed);
-            if start >= files.len() {
-                return Ok(());
-            }
-            for (_, content) in &files[start..(start + CHUNK).min(files.len())] {
-                repo.blob(content.as_bytes()).map_err(git_err)?;
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..n).map(|_| s.spawn(work)).collect();
-        let mut result = work();
-        for h in handles {
-            let joined = h
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Io("a blob-writing thread panicked".into())));
-            result = result.and(joined);
-        }
-        result
-    })
-}
-
 /// Fill an empty index with exactly `files`, refusing duplicates and file/directory clashes.
 pub(crate) fn fill_index(
     repo: &Repository,

@@ -215,7 +215,6 @@ impl Store {
         let scratch = self.root.join("repos").join(format!(".new-{id}"));
         let outcome = (|| {
             let repo = git::init_bare(&scratch)?;
-            git::write_blobs_parallel(&scratch, files)?;
             let mut index = git2::Index::new().map_err(git::git_err)?;
             git::fill_index(&repo, &mut index, files)?;
             let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
