@@ -76,6 +76,11 @@ impl LazyBar {
                 bar.set_length(total);
                 bar.set_position(done);
             }
+            ImportProgress::Indexing { stage, done, total } => {
+                bar.set_message(stage);
+                bar.set_length(total);
+                bar.set_position(done);
+            }
         }
     }
 

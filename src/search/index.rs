@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::plan::{TrigramQuery, fold};
 
@@ -184,8 +185,10 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
-/// Build postings over `files` (ids are positions), on every core.
-fn build_postings(files: &[Arc<FileEntry>], progress: &(dyn Fn(u64) + Sync)) -> Postings {
+/// Build postings over `files` (ids are positions), on every core. `progress` is told
+/// the number of files done so far, from the calling thread only (so it need not be
+/// `Sync`: a terminal progress bar is not).
+fn build_postings(files: &[Arc<FileEntry>], progress: &dyn Fn(u64)) -> Postings {
     let n = threads().min(files.len().max(1));
     let total: usize = files.iter().map(|f| f.content.len()).sum();
     // Cut the id space into `n` ranges of about equal bytes.
@@ -200,31 +203,66 @@ fn build_postings(files: &[Arc<FileEntry>], progress: &(dyn Fn(u64) + Sync)) -> 
     while bounds.len() <= n {
         bounds.push(files.len());
     }
+    let done = AtomicU64::new(0);
+    let done = &done;
     let parts = std::thread::scope(|s| {
-        let handles: Vec<_> = bounds
+        let handles: Vec<_> = bounds[1..]
             .windows(2)
             .map(|w| {
                 let (lo, hi) = (w[0], w[1]);
-                s.spawn(move || {
-                    let mut part = PartialPostings::new();
-                    let mut seen = vec![0u64; TRIGRAM_SPACE / 64];
-                    let mut distinct = Vec::new();
-                    for (id, f) in files.iter().enumerate().take(hi).skip(lo) {
-                        part.add(id as u32, &f.content, &mut seen, &mut distinct);
-                        if id % 256 == 0 {
-                            progress(256);
-                        }
-                    }
-                    part.finish()
-                })
+                s.spawn(move || index_range(files, lo, hi, done, None))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect::<Vec<_>>()
+        let mut parts = vec![index_range(
+            files,
+            bounds[0],
+            bounds[1],
+            done,
+            Some(progress),
+        )];
+        parts.extend(handles.into_iter().map(|h| h.join().unwrap_or_default()));
+        parts
     });
+    progress(files.len() as u64);
     merge(parts)
+}
+
+/// Postings of files `lo..hi`; `done` counts files across threads, and `report`, on the
+/// one thread that has it, is told that count now and then.
+fn index_range(
+    files: &[Arc<FileEntry>],
+    lo: usize,
+    hi: usize,
+    done: &AtomicU64,
+    report: Option<&dyn Fn(u64)>,
+) -> Vec<(u32, u32, Vec<u8>)> {
+    let mut part = PartialPostings::new();
+    let mut seen = vec![0u64; TRIGRAM_SPACE / 64];
+    let mut distinct = Vec::new();
+    for (id, f) in files.iter().enumerate().take(hi).skip(lo) {
+        part.add(id as u32, &f.content, &mut seen, &mut distinct);
+        if id % 256 == 255 {
+            let d = done.fetch_add(256, Ordering::Relaxed) + 256;
+            if let Some(report) = report {
+                report(d);
+            }
+        }
+    }
+    part.finish()
+}
+
+/// The base of an index in a form that can be stored and loaded again: file paths in
+/// id order, and the postings' three arrays.
+#[derive(Debug)]
+pub struct BaseParts<'a> {
+    /// Paths of the base files, a file's id being its position.
+    pub paths: Vec<&'a str>,
+    /// Trigrams, sorted.
+    pub keys: &'a [u32],
+    /// Where each trigram's list starts in `data`; one more entry than `keys`.
+    pub offsets: &'a [u64],
+    /// The delta- and varint-encoded lists.
+    pub data: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -259,11 +297,7 @@ pub struct IndexStats {
 impl LineIndex {
     /// Index `files` (any order) as the contents of `head`. `progress` is told of files
     /// as they are indexed.
-    pub fn build(
-        head: String,
-        mut files: Vec<Arc<FileEntry>>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Self {
+    pub fn build(head: String, mut files: Vec<Arc<FileEntry>>, progress: &dyn Fn(u64)) -> Self {
         files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         let postings = build_postings(&files, progress);
         let dead = vec![0u64; files.len().div_ceil(64)];
@@ -273,6 +307,55 @@ impl LineIndex {
             dead: Arc::new(dead),
             overlay: Arc::new(BTreeMap::new()),
         }
+    }
+
+    /// Reassemble an index of `head` from stored parts and the files they name (in the
+    /// same order); `None` when they do not fit together.
+    pub fn from_parts(
+        head: String,
+        files: Vec<Arc<FileEntry>>,
+        keys: Vec<u32>,
+        offsets: Vec<u64>,
+        data: Vec<u8>,
+    ) -> Option<Self> {
+        let sorted = files.windows(2).all(|w| w[0].path < w[1].path);
+        let shaped = offsets.len() == keys.len() + 1
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last() == Some(&(data.len() as u64))
+            && keys.windows(2).all(|w| w[0] < w[1]);
+        if !sorted || !shaped {
+            return None;
+        }
+        let dead = vec![0u64; files.len().div_ceil(64)];
+        Some(Self {
+            head,
+            base: Arc::new(Base {
+                files,
+                postings: Postings {
+                    keys,
+                    offsets,
+                    data,
+                },
+            }),
+            dead: Arc::new(dead),
+            overlay: Arc::new(BTreeMap::new()),
+        })
+    }
+
+    /// The base as stored parts, and whether it is the whole index (no overlay): only
+    /// then do the parts describe this head.
+    pub fn base_parts(&self) -> (BaseParts<'_>, bool) {
+        let whole = self.overlay.is_empty() && self.dead.iter().all(|w| *w == 0);
+        let p = &self.base.postings;
+        (
+            BaseParts {
+                paths: self.base.files.iter().map(|f| &*f.path).collect(),
+                keys: &p.keys,
+                offsets: &p.offsets,
+                data: &p.data,
+            },
+            whole,
+        )
     }
 
     /// The head this index reflects.

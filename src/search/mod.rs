@@ -266,10 +266,13 @@ impl LineSearcher {
         bytes: &[u8],
         limit: usize,
     ) -> Vec<SearchHit> {
+        // grep-searcher (like rg) drops a UTF-8 byte-order mark before searching, and
+        // reports offsets in what remains; context lines are cut from the same bytes.
+        let view = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let mut sink = Collect {
             matcher: &self.matcher,
             path,
-            file: bytes,
+            file: view,
             context: self.context,
             limit,
             hits: Vec::new(),
@@ -434,6 +437,18 @@ mod tests {
         assert_eq!(hits.len(), 2);
         assert_eq!(hits[0].before, vec!["a"]);
         assert_eq!(hits[0].after, vec!["b"]);
+    }
+
+    #[test]
+    fn context_lines_are_right_in_a_file_with_a_byte_order_mark() {
+        let mut q = query("two", false);
+        q.context_lines = 1;
+        let s = LineSearcher::new(&q).unwrap();
+        let (hits, _, _) = s.search_files(&[file("f", "\u{feff}one\ntwo\nthree\n")]);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].line, 2);
+        assert_eq!(hits[0].before, vec!["one"]);
+        assert_eq!(hits[0].after, vec!["three"]);
     }
 
     #[test]

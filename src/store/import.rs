@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{Store, StoreError};
+use super::{IndexProgress, Store, StoreError};
 use crate::model::RepoId;
 use crate::paths::RepoPath;
 
@@ -18,6 +18,15 @@ pub enum ImportProgress {
         /// Files read.
         done: u64,
         /// Files to read.
+        total: u64,
+    },
+    /// Building the search index (on every core): done of total in `stage`.
+    Indexing {
+        /// What the index build is doing.
+        stage: &'static str,
+        /// Files done.
+        done: u64,
+        /// Files in all.
         total: u64,
     },
 }
@@ -121,8 +130,28 @@ impl Store {
         // An import is not an agent's update: its size is bounded by the per-file limit
         // only, so it goes through a store with the update limits lifted.
         let (row, outcome) = self.create_repo_unbounded(metadata, &files)?;
+        drop(files);
         report.repo_id = row.id;
         report.head = outcome.head;
+        // Index now, while the user watches a progress bar, so a server opening the repo
+        // later loads the stored postings instead of extracting them again.
+        let indexed = self.line_index_with(&row.id, &|p| {
+            progress(match p {
+                IndexProgress::Reading { done, total } => ImportProgress::Indexing {
+                    stage: "indexing: reading",
+                    done,
+                    total,
+                },
+                IndexProgress::Indexing { done, total } => ImportProgress::Indexing {
+                    stage: "indexing: trigrams",
+                    done,
+                    total,
+                },
+            })
+        });
+        if let Err(e) = indexed {
+            tracing::warn!(repo = %row.id, cause = %e, "imported, but the search index was not built; the first search builds it");
+        }
         Ok(report)
     }
 }

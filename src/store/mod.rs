@@ -6,9 +6,11 @@
 //! store.db                 SQLite (WAL): repos, tokens, account_keys
 //! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
+//! index/<repo-id>/base.bin trigram postings of the last full index build
 //! ```
 //! Each repo's line-search index lives in the memory of the process that searches it
-//! (see `line_index`): it is built from git on first use and follows every commit.
+//! (see `line_index`): loaded from `base.bin` or built from git on first use, it follows
+//! every commit.
 //! Every method is blocking; async callers run them on the blocking pool.
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
@@ -263,6 +265,7 @@ impl Store {
         }
         lock(&self.handles).remove(id);
         lock(&self.ranked).remove(id);
+        let _ = std::fs::remove_dir_all(self.index_dir(id));
         let dir = self.git_dir(id);
         // Rename first so the ID disappears at once, then remove at leisure.
         let trash = self.root.join("repos").join(format!(".deleted-{id}"));

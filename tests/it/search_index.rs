@@ -137,3 +137,121 @@ async fn many_small_commits_stay_consistent_through_overlay_rebuilds() {
     assert_eq!(paths(&one), ["d2/f199.txt"]);
     assert_eq!(one["head"], h.store.head(&r).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(
+            src.path().join(format!("f{i}.txt")),
+            format!("line {i}\nneedle_{i}\n"),
+        )
+        .unwrap();
+    }
+    let report = h
+        .store
+        .import_dir(src.path(), Default::default(), &|_| {})
+        .unwrap();
+    let stored = h
+        .data_dir()
+        .join("index")
+        .join(report.repo_id.to_string())
+        .join("base.bin");
+    assert!(stored.is_file(), "the import stored no index");
+    // A commit after the stored build: the loading server must carry the index forward.
+    let spec = UpdateSpec {
+        change: Change::Operations(vec![
+            FileOp::Delete {
+                path: RepoPath::parse("f7.txt").unwrap(),
+            },
+            FileOp::Write {
+                path: RepoPath::parse("g.txt").unwrap(),
+                content: "needle_7 moved\n".into(),
+            },
+        ]),
+        expected_head: None,
+        message: None,
+        control: Default::default(),
+    };
+    let outcome = h.store.update(&report.repo_id, &spec, "test").unwrap();
+    let c = h.client_for(&[report.repo_id]).await;
+    let id = report.repo_id.to_string();
+    let found = search(&c, &id, "needle_7").await;
+    assert_eq!(paths(&found), ["g.txt"]);
+    assert_eq!(found["head"], outcome.head);
+    assert_eq!(
+        search(&c, &id, "needle_").await["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        50
+    );
+    c.cancel().await.ok();
+
+    // A damaged stored index is rebuilt, never trusted.
+    std::fs::write(&stored, b"SRMIDX01 not really an index").unwrap();
+    let c = h.client_for(&[report.repo_id]).await;
+    let found = search(&c, &id, "needle_42").await;
+    assert_eq!(paths(&found), ["f42.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn searches_during_commits_from_another_process_never_mix_two_heads() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "gen_0\n"), ("b.txt", "gen_0\n")]);
+    let id = r.to_string();
+    let first_head = h.store.head(&r).unwrap();
+    // Two servers on one data directory: one writes, the other searches.
+    let writer = h.client_for(&[r]).await;
+    let reader = h.client_for(&[r]).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let updates = {
+        let (id, done) = (id.clone(), done.clone());
+        async move {
+            let mut heads = vec![(first_head, 0)];
+            for g in 1..=20 {
+                let text = format!("gen_{g}\n");
+                let out = ok(&call(
+                    &writer,
+                    "update_repo_files",
+                    json!({"repo_id": id, "operations": [
+                        {"type": "write", "path": "a.txt", "content": text},
+                        {"type": "write", "path": "b.txt", "content": text},
+                    ]}),
+                )
+                .await);
+                heads.push((out["head"].as_str().unwrap().to_string(), g));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            heads
+        }
+    };
+    let searches = async {
+        let mut seen = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let a = search(&reader, &id, "gen_").await;
+            let texts: Vec<String> = a["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["text"].as_str().unwrap().to_string())
+                .collect();
+            seen.push((a["head"].as_str().unwrap().to_string(), texts));
+        }
+        seen
+    };
+    let (heads, seen) = tokio::join!(updates, searches);
+    let gen_of: std::collections::HashMap<String, u32> = heads.into_iter().collect();
+    assert!(!seen.is_empty());
+    for (head, texts) in seen {
+        let g = gen_of
+            .get(&head)
+            .unwrap_or_else(|| panic!("an answer named an unknown head {head}"));
+        assert_eq!(
+            texts,
+            vec![format!("gen_{g}"), format!("gen_{g}")],
+            "the answer at {head} mixed heads"
+        );
+    }
+}
