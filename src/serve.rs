@@ -84,6 +84,40 @@ pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>
     Ok(repos)
 }
 
+/// The scope of a repo token given in `RELACE_API_KEY`, narrowed by the operator's
+/// repos; a token that is not live, or reaches none of them, stops start-up.
+fn token_scope(
+    token: &str,
+    status: TokenStatus,
+    operator_repos: &[RepoId],
+    place: &str,
+    remedy: &str,
+) -> Result<Scope, ConfigError> {
+    let why = match status {
+        TokenStatus::Live(info) => {
+            let scope = Scope::from_token(
+                token.to_string(),
+                &info.name,
+                &info.repo_ids,
+                info.expires_at,
+                operator_repos,
+            );
+            if scope.is_empty() {
+                return Err(ConfigError(
+                    "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
+                ));
+            }
+            return Ok(scope);
+        }
+        TokenStatus::Revoked => "has been revoked",
+        TokenStatus::Expired => "has expired",
+        TokenStatus::Unknown => "is not known",
+    };
+    Err(ConfigError(format!(
+        "the repo token in RELACE_API_KEY {why} {place}; {remedy}"
+    )))
+}
+
 /// Work out the session's scope from the operator's flags and the credential.
 pub async fn local_scope(
     config: &ServeConfig,
@@ -95,38 +129,18 @@ pub async fn local_scope(
     let config = &config;
     let scope = match config.api_key.as_deref() {
         Some(token) if secrets::looks_like_repo_token(token) => {
-            match backend
+            let status = backend
                 .token_status(token)
                 .await
-                .map_err(|e| ConfigError(e.to_string()))?
-            {
-                TokenStatus::Live(info) => {
-                    let scope = Scope::from_token(
-                        token.to_string(),
-                        &info.name,
-                        &info.repo_ids,
-                        info.expires_at,
-                        &config.repos,
-                    );
-                    if scope.is_empty() {
-                        return Err(ConfigError(
-                            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
-                        ));
-                    }
-                    scope
-                }
-                status => {
-                    let why = match status {
-                        TokenStatus::Revoked => "has been revoked",
-                        TokenStatus::Expired => "has expired",
-                        _ => "is not known",
-                    };
-                    return Err(ConfigError(format!(
-                        "the repo token in RELACE_API_KEY {why} in the store at {}; mint a new one with `scoped-repo-mcp token create`",
-                        config.data_dir.display()
-                    )));
-                }
-            }
+                .map_err(|e| ConfigError(e.to_string()))?;
+            let place = format!("in the store at {}", config.data_dir.display());
+            token_scope(
+                token,
+                status,
+                &config.repos,
+                &place,
+                "mint a new one with `scoped-repo-mcp token create`",
+            )?
         }
         Some(key) if key.starts_with(secrets::ACCOUNT_KEY_PREFIX) => {
             if !store
@@ -205,30 +219,9 @@ pub async fn relace_scope(
     let scope = match config.api_key.as_deref() {
         Some(token) if secrets::looks_like_repo_token(token) => {
             match backend.token_status(token).await {
-                Ok(TokenStatus::Live(info)) => {
-                    let scope = Scope::from_token(
-                        token.to_string(),
-                        &info.name,
-                        &info.repo_ids,
-                        info.expires_at,
-                        &config.repos,
-                    );
-                    if scope.is_empty() {
-                        return Err(ConfigError(
-                            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
-                        ));
-                    }
-                    scope
-                }
                 Ok(status) => {
-                    let why = match status {
-                        TokenStatus::Revoked => "has been revoked",
-                        TokenStatus::Expired => "has expired",
-                        _ => "is not accepted",
-                    };
-                    return Err(ConfigError(format!(
-                        "the repo token in RELACE_API_KEY {why} by the Relace API at {base}; ask for a new one"
-                    )));
+                    let place = format!("by the Relace API at {base}");
+                    token_scope(token, status, &config.repos, &place, "ask for a new one")?
                 }
                 Err(crate::backend::BackendError::Relace(e)) => return Err(unreachable(e)),
                 Err(e) => return Err(ConfigError(e.to_string())),
