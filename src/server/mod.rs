@@ -104,6 +104,9 @@ pub struct RepoServer {
     scope: Arc<Scope>,
     settings: ServerSettings,
     per_request: bool,
+    /// The credential was checked for this very request (by the HTTP guard), so the
+    /// per-call revocation check would only repeat it.
+    credential_checked: bool,
     tool_router: ToolRouter<Self>,
 }
 
@@ -198,6 +201,7 @@ impl RepoServer {
             scope: Arc::new(scope),
             settings,
             per_request: false,
+            credential_checked: false,
             tool_router: router,
         }
     }
@@ -210,6 +214,7 @@ impl RepoServer {
             scope: Arc::new(Scope::operator([]).read_only()),
             settings,
             per_request: true,
+            credential_checked: false,
             tool_router: Self::all_tools(),
         }
     }
@@ -250,7 +255,11 @@ impl RepoServer {
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Grant>())
             .ok_or_else(|| McpError::invalid_request("this request carries no credential", None))?;
-        Ok(self.bound_to(grant))
+        // The guard resolved this grant from this request's own credential a moment ago.
+        Ok(Self {
+            credential_checked: true,
+            ..self.bound_to(grant)
+        })
     }
 
     /// The guard for tools that act on one repo: parse the ID, check the session's
@@ -285,6 +294,9 @@ impl RepoServer {
         let Credential::RepoToken(token) = self.scope.credential() else {
             return Ok(());
         };
+        if self.credential_checked {
+            return Ok(());
+        }
         match self.backend.token_status(token).await? {
             TokenStatus::Live(_) => Ok(()),
             TokenStatus::Revoked => Err(ToolFailure::Refused(
