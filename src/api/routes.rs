@@ -654,20 +654,24 @@ async fn put_file(
     }
     let content = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request(format!("`{path}`: content is not UTF-8 text")))?;
+    commit_one(&state, &caller, id, FileOp::Write { path, content }).await
+}
+
+/// Commit one file operation (the single-file PUT and DELETE routes).
+async fn commit_one(
+    state: &ApiState,
+    caller: &Caller,
+    id: RepoId,
+    op: FileOp,
+) -> Result<Json<RepoInfo>, ApiError> {
     let author = caller.author().to_string();
-    let outcome = blocking(&state, move |s| {
-        s.update(
-            &id,
-            &UpdateSpec {
-                change: Change::Operations(vec![FileOp::Write { path, content }]),
-                expected_head: None,
-                message: None,
-                control: Default::default(),
-            },
-            &author,
-        )
-    })
-    .await?;
+    let spec = UpdateSpec {
+        change: Change::Operations(vec![op]),
+        expected_head: None,
+        message: None,
+        control: Default::default(),
+    };
+    let outcome = blocking(state, move |s| s.update(&id, &spec, &author)).await?;
     Ok(info(id, outcome))
 }
 
@@ -678,21 +682,7 @@ async fn delete_file(
 ) -> Result<Json<RepoInfo>, ApiError> {
     let id = admit(&caller, &id)?;
     let path = path(&raw)?;
-    let author = caller.author().to_string();
-    let outcome = blocking(&state, move |s| {
-        s.update(
-            &id,
-            &UpdateSpec {
-                change: Change::Operations(vec![FileOp::Delete { path }]),
-                expected_head: None,
-                message: None,
-                control: Default::default(),
-            },
-            &author,
-        )
-    })
-    .await?;
-    Ok(info(id, outcome))
+    commit_one(&state, &caller, id, FileOp::Delete { path }).await
 }
 
 // ---- search ----
