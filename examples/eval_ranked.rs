@@ -206,7 +206,7 @@ fn main() {
     let repo = Repository::open(&args[0]).expect("open the repository");
     let mut recent = 300usize;
     let mut only_recent = false;
-    let mut glob: Option<globset::GlobMatcher> = None;
+    let mut glob: Option<scoped_repo_mcp::rules::PathGlob> = None;
     let mut configs: Vec<(String, Weights)> =
         vec![("ranked (default weights)".into(), Weights::default())];
     let mut i = 2;

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{KeyCommand, RepoCommand, TokenCommand};
 use crate::config::{ConfigError, parse_duration, parse_repo_ids};
+use crate::escape::one_line;
 use crate::model::{RepoId, rfc3339, unix_now};
 use crate::store::{ImportProgress, Store, StoreError};
 
@@ -99,8 +100,22 @@ pub fn repo(
     err: &mut dyn Write,
 ) -> Result<(), AdminError> {
     match cmd {
-        RepoCommand::Create { from_dir, metadata } => {
+        RepoCommand::Create {
+            from_dir,
+            metadata,
+            link,
+        } => {
             let metadata = parse_metadata(metadata)?;
+            crate::rules::metadata(&metadata)
+                .map_err(|e| ConfigError(format!("--metadata: {e}")))?;
+            let link_dir = match (from_dir, link) {
+                (Some(dir), true) => {
+                    let key = link_key(dir)?;
+                    refuse_linked(store, &key)?;
+                    Some(key)
+                }
+                _ => None,
+            };
             let (id, head) = match from_dir {
                 Some(dir) => {
                     let bar = LazyBar::new();
@@ -124,8 +139,31 @@ pub fn repo(
                     (row.id, outcome.head)
                 }
             };
+            if let Some(key) = link_dir {
+                store.link_import(&id, &key)?;
+                writeln!(err, "linked: `serve --import {key}` serves this repo")?;
+            }
             writeln!(out, "{id}")?;
             connect_hint(store.root(), &id, &head, err)?;
+        }
+        RepoCommand::Link { id, dir } => {
+            let id = parse_one(id)?;
+            store.repo_row(&id)?;
+            let key = link_key(dir)?;
+            if store.imports_of(&key)?.contains(&id) {
+                writeln!(err, "repo {id} is already linked to {key}")?;
+                return Ok(());
+            }
+            refuse_linked(store, &key)?;
+            store.link_import(&id, &key)?;
+            writeln!(err, "linked: `serve --import {key}` serves repo {id}")?;
+        }
+        RepoCommand::Unlink { id } => {
+            let id = parse_one(id)?;
+            if !store.unlink_import(&id)? {
+                return Err(ConfigError(format!("repo {id} is not linked to a directory")).into());
+            }
+            writeln!(err, "unlinked repo {id}; the repo itself is kept")?;
         }
         RepoCommand::List => {
             let rows = store.repo_rows()?;
@@ -140,11 +178,14 @@ pub fn repo(
                 let head = store
                     .head(&row.id)
                     .unwrap_or_else(|_| "(unreadable)".into());
-                let meta: Vec<String> = row
+                let mut meta: Vec<String> = row
                     .metadata
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| format!("{}={}", one_line(k), one_line(v)))
                     .collect();
+                if let Some(dir) = store.import_dir_of(&row.id)? {
+                    meta.insert(0, format!("[--import {}]", one_line(&dir)));
+                }
                 writeln!(
                     out,
                     "{}  head {}  updated {}  {}",
@@ -160,6 +201,29 @@ pub fn repo(
             store.delete_repo(&id)?;
             writeln!(err, "deleted repo {id}")?;
         }
+    }
+    Ok(())
+}
+
+/// The key a directory is linked under: its canonical absolute path, as `serve
+/// --import` computes it.
+fn link_key(dir: &Path) -> Result<String, ConfigError> {
+    dir.canonicalize()
+        .map(|abs| abs.display().to_string())
+        .map_err(|e| {
+            ConfigError(format!(
+                "{}: {e}; give an existing directory",
+                dir.display()
+            ))
+        })
+}
+
+fn refuse_linked(store: &Store, key: &str) -> Result<(), AdminError> {
+    if let Some(other) = store.imports_of(key)?.first() {
+        return Err(ConfigError(format!(
+            "repo {other} is already linked to {key}; `scoped-repo-mcp repo unlink {other}` first"
+        ))
+        .into());
     }
     Ok(())
 }
@@ -247,7 +311,7 @@ pub fn token(
                     out,
                     "{}  {status:<7}  {:<20}  created {}  expires {}  repos {}",
                     t.id,
-                    t.info.name,
+                    one_line(&t.info.name),
                     rfc3339(t.created_at),
                     t.info
                         .expires_at
@@ -291,6 +355,31 @@ pub fn key(
             writeln!(out, "{key}")?;
             writeln!(err, "account key `{name}` created; it is shown only now")?;
         }
+        KeyCommand::List => {
+            for k in store.account_keys()? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                writeln!(
+                    out,
+                    "{}  {status:<7}  {:<20}  created {}",
+                    k.id,
+                    one_line(&k.name),
+                    rfc3339(k.created_at)
+                )?;
+            }
+        }
+        KeyCommand::Revoke { key } => match store.revoke_account_key(key.trim())? {
+            Some(name) => writeln!(err, "revoked account key `{}`", one_line(&name))?,
+            None => {
+                return Err(ConfigError(
+                    "no live account key matches; `scoped-repo-mcp key list` shows them".into(),
+                )
+                .into());
+            }
+        },
     }
     Ok(())
 }

@@ -110,9 +110,9 @@ pub struct ServeArgs {
         value_name = "ID"
     )]
     pub repos: Vec<String>,
-    /// Serve this directory: import it into the store on first use (a repo whose
-    /// `imported_from` metadata is its absolute path), reuse that repo afterwards, and
-    /// add it to the scope.
+    /// Serve this directory: import it into the store on first use and link the repo to
+    /// the directory's absolute path (in the store's own table, which no token can
+    /// write), reuse that repo afterwards, and add it to the scope.
     #[arg(long = "import", env = "SCOPED_REPO_IMPORT", value_name = "DIR")]
     pub import: Option<PathBuf>,
     /// Offer only the read tools (no update, no token minting or revoking).
@@ -121,7 +121,9 @@ pub struct ServeArgs {
     /// The longest lifetime of a token minted through create_scoped_token (e.g. 30m, 1h, 7d).
     #[arg(long, env = "SCOPED_REPO_MAX_TOKEN_TTL", default_value = "24h")]
     pub max_token_ttl: String,
-    /// The credential: an account key (rlc-…) or a repo token (rlcr-…).
+    /// The credential: an account key (rlc-…) or a repo token (rlcr-…). Prefer the
+    /// RELACE_API_KEY environment variable: a value given on the command line is visible
+    /// to every user of the machine in `ps`.
     #[arg(long, env = "RELACE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// The Relace API's base URL.
@@ -143,6 +145,11 @@ pub struct ApiArgs {
     /// stdout as `listening on http://ADDR/v1`.
     #[arg(long, env = "SCOPED_REPO_API_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: String,
+    /// The longest lifetime of a token minted through POST /v1/repo_token (e.g. 2h, 7d).
+    /// Unset: no cap, and a token asked for without ttl_seconds never expires, as on the
+    /// hosted service. Set: every token must ask for a ttl_seconds within it.
+    #[arg(long, env = "SCOPED_REPO_API_MAX_TOKEN_TTL", value_name = "DURATION")]
+    pub max_token_ttl: Option<String>,
 }
 
 /// `repo …`
@@ -156,11 +163,28 @@ pub enum RepoCommand {
         /// Metadata as key=value (repeatable).
         #[arg(long = "metadata", value_name = "KEY=VALUE")]
         metadata: Vec<String>,
+        /// With --from-dir: make this the repo `serve --import DIR` serves from now on
+        /// (refused while another repo is linked to DIR).
+        #[arg(long, requires = "from_dir")]
+        link: bool,
     },
     /// List the repos in the store.
     List,
     /// Delete a repo and its history.
     Delete {
+        /// The repo's ID.
+        id: String,
+    },
+    /// Make a repo the one `serve --import DIR` serves (for a repo imported by an
+    /// earlier version, or made with `repo create --from-dir`).
+    Link {
+        /// The repo's ID.
+        id: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Stop serving a repo for `serve --import DIR`; the repo itself is kept.
+    Unlink {
         /// The repo's ID.
         id: String,
     },
@@ -203,5 +227,12 @@ pub enum KeyCommand {
         /// A name for the key.
         #[arg(long, default_value = "cli")]
         name: String,
+    },
+    /// List account keys (never their secrets).
+    List,
+    /// Revoke an account key, given the key itself or the id `key list` shows.
+    Revoke {
+        /// The key (rlc-…) or its id.
+        key: String,
     },
 }

@@ -42,6 +42,18 @@ pub fn parse_duration(flag: &str, raw: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// `api --max-token-ttl`: unset means no cap; a zero or unparsable duration is refused.
+pub fn api_max_token_ttl(raw: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let d = parse_duration("--max-token-ttl", raw)?;
+    if d.is_zero() {
+        return Err(ConfigError(
+            "--max-token-ttl must be longer than 0s; leave it unset for no cap".into(),
+        ));
+    }
+    Ok(Some(d.as_secs()))
+}
+
 /// Parse repo IDs given on the command line.
 pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigError> {
     raw.iter()

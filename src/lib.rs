@@ -5,7 +5,10 @@
 //! - [`cli`]: the command line as typed (clap).
 //! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
 //! - [`paths`]: repository paths, and the refusal of unsafe ones.
+//! - [`escape`]: escaping untrusted text in line-oriented renderings.
 //! - [`model`]: domain types shared by the MCP layer and the backends.
+//! - [`rules`]: the refusal rules that need no backend (update limits, token names and
+//!   lifetimes, reserved metadata, query and glob sizes), applied before any backend.
 //! - [`scope`]: a session's repos and rights, and the guard every call passes.
 //! - [`backend`]: the backend trait and the local backend over the store.
 //! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed
@@ -26,11 +29,13 @@ pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod escape;
 pub mod http;
 pub mod model;
 pub mod paths;
 pub mod ranked;
 pub mod relace;
+pub mod rules;
 pub mod scope;
 pub mod search;
 pub mod serve;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{ServeConfig, data_dir};
+use scoped_repo_mcp::config::{ServeConfig, api_max_token_ttl, data_dir};
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
 
@@ -79,6 +79,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => {
             let dir = data_dir(cli.data_dir.as_deref())?;
+            let settings = api::ApiSettings {
+                max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
+            };
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,7 +101,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The bound address on stdout, so scripts and tests can use port 0.
                 println!("listening on http://{addr}/v1");
                 tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-                api::serve_until(listener, std::sync::Arc::new(store), shutdown_signal()).await?;
+                api::serve_until(
+                    listener,
+                    std::sync::Arc::new(store),
+                    settings,
+                    shutdown_signal(),
+                )
+                .await?;
                 tracing::info!("API server stopped");
                 anyhow::Ok(())
             })

@@ -58,9 +58,12 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Format Unix seconds as an RFC 3339 / ISO 8601 UTC timestamp.
+/// Format Unix seconds as an RFC 3339 / ISO 8601 UTC timestamp. Times past the last
+/// second RFC 3339 can write (9999-12-31T23:59:59Z) are shown as that second, so a
+/// stored row can never make formatting fail.
 pub fn rfc3339(unix_seconds: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(unix_seconds.max(0) as u64);
+    let secs = unix_seconds.clamp(0, crate::rules::MAX_EXPIRY_UNIX) as u64;
+    let t = UNIX_EPOCH + Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

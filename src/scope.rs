@@ -34,12 +34,15 @@ pub enum Credential {
     Operator,
     /// A repo token, checked for revocation and expiry on every call.
     RepoToken(String),
+    /// No credential at all (an HTTP request under `--allow-anonymous`).
+    Anonymous,
 }
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credential::Operator => f.write_str("Operator"),
+            Credential::Anonymous => f.write_str("Anonymous"),
             // Never print the secret, not even in debug output.
             Credential::RepoToken(_) => f.write_str("RepoToken(<redacted>)"),
         }
@@ -79,6 +82,9 @@ pub struct Scope {
     /// Who commits are attributed to.
     actor: String,
     read_only_reason: &'static str,
+    /// Why the scope has no mint right, when it lacks it for a reason other than
+    /// read-only.
+    no_mint_reason: &'static str,
 }
 
 impl Scope {
@@ -92,6 +98,24 @@ impl Scope {
             credential: Credential::Operator,
             actor: "scoped-repo-mcp".to_string(),
             read_only_reason: "",
+            no_mint_reason: "",
+        }
+    }
+
+    /// The scope of a request with no credential, under `--allow-anonymous`: read and
+    /// write on exactly the operator's `repos`, and never mint or revoke, since a
+    /// token minted there would outlive the server and revoking would reach other
+    /// agents' tokens.
+    pub fn anonymous(repos: impl IntoIterator<Item = RepoId>) -> Self {
+        Self {
+            repos: repos.into_iter().collect(),
+            write: true,
+            mint: false,
+            expires_at: None,
+            credential: Credential::Anonymous,
+            actor: "anonymous".to_string(),
+            read_only_reason: "",
+            no_mint_reason: "a session without a credential cannot create or revoke tokens",
         }
     }
 
@@ -121,6 +145,7 @@ impl Scope {
                 name.to_string()
             },
             read_only_reason: "",
+            no_mint_reason: "a session authorized by a repo token cannot create or revoke tokens",
         }
     }
 
@@ -182,10 +207,11 @@ impl Scope {
             return Ok(());
         }
         let why = if !self.read_only_reason.is_empty() {
-            self.read_only_reason.to_string()
+            self.read_only_reason
         } else {
-            "a session authorized by a repo token cannot create or revoke tokens".to_string()
-        };
+            self.no_mint_reason
+        }
+        .to_string();
         Err(ScopeError::NoRight { right, why })
     }
 
@@ -269,6 +295,15 @@ mod tests {
             Err(ScopeError::NoRight { .. })
         ));
         assert!(!format!("{:?}", s).contains("rlcr-x"));
+    }
+
+    #[test]
+    fn anonymous_scope_reads_and_writes_but_never_mints() {
+        let s = Scope::anonymous([id(1)]);
+        assert!(s.admit(Right::Write, &id(1)).is_ok());
+        assert!(s.admit(Right::Read, &id(2)).is_err());
+        let err = s.admit_all(Right::Mint, &[id(1)]).unwrap_err().to_string();
+        assert!(err.contains("without a credential"), "{err}");
     }
 
     #[test]

@@ -30,10 +30,14 @@ pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
         })
 }
 
-/// The metadata key that records which directory a repo was imported from by `--import`.
-pub const IMPORTED_FROM: &str = "imported_from";
+/// The metadata key that versions before the `imports` table used to record which
+/// directory a repo was imported from. Any repo token could write it, so it no longer
+/// decides anything; a repo that still carries it for a directory with no link stops
+/// `--import` with a sentence saying how to adopt it.
+pub const LEGACY_IMPORTED_FROM: &str = "imported_from";
 
-/// The repo `--import DIR` serves: the one imported from `dir` before, or a new import.
+/// The repo `--import DIR` serves: the one linked to DIR in the store's `imports`
+/// table (written only by the operator's own commands), or a new import linked there.
 pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError> {
     let abs = dir.canonicalize().map_err(|e| {
         ConfigError(format!(
@@ -42,22 +46,46 @@ pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError>
         ))
     })?;
     let key = abs.display().to_string();
+    let linked = store
+        .imports_of(&key)
+        .map_err(|e| ConfigError(e.to_string()))?;
+    match linked.as_slice() {
+        [one] => {
+            tracing::info!(repo = %one, dir = %key, "serving the repo imported from this directory before");
+            return Ok(*one);
+        }
+        [] => {}
+        many => {
+            let ids: Vec<String> = many.iter().map(ToString::to_string).collect();
+            return Err(ConfigError(format!(
+                "--import {key}: {} repos are linked to this directory ({}); keep one with                  `scoped-repo-mcp repo unlink ID` on the others, or serve one with --repo ID",
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+    }
     let rows = store.repo_rows().map_err(|e| ConfigError(e.to_string()))?;
-    if let Some(row) = rows
+    let legacy: Vec<String> = rows
         .iter()
-        .find(|r| r.metadata.get(IMPORTED_FROM) == Some(&key))
-    {
-        tracing::info!(repo = %row.id, dir = %key, "serving the repo imported from this directory before");
-        return Ok(row.id);
+        .filter(|r| r.metadata.get(LEGACY_IMPORTED_FROM) == Some(&key))
+        .map(|r| r.id.to_string())
+        .collect();
+    if !legacy.is_empty() {
+        return Err(ConfigError(format!(
+            "--import {key}: repo {} claims this directory through its `{LEGACY_IMPORTED_FROM}` metadata,              which any token on that repo could have written, so it is not trusted. If it is the repo              you imported, link it with `scoped-repo-mcp repo link ID {key}`; to import afresh,              `scoped-repo-mcp repo create --from-dir {key} --link`",
+            legacy.join(", ")
+        )));
     }
     let mut metadata = BTreeMap::new();
-    metadata.insert(IMPORTED_FROM.to_string(), key.clone());
     if let Some(name) = abs.file_name().and_then(|n| n.to_str()) {
         metadata.insert("name".to_string(), name.to_string());
     }
     let report = store
         .import_dir(&abs, metadata, &|_| {})
         .map_err(|e| ConfigError(format!("--import {key}: {e}")))?;
+    store
+        .link_import(&report.repo_id, &key)
+        .map_err(|e| ConfigError(format!("--import {key}: imported, but not linked: {e}")))?;
     tracing::info!(repo = %report.repo_id, files = report.files, dir = %key, "imported directory");
     Ok(report.repo_id)
 }
@@ -271,7 +299,7 @@ pub async fn build_relace_server(config: &ServeConfig) -> Result<RepoServer, Con
     tracing::info!(base = %config.base_url, "routing tools through the Relace API");
     let settings = ServerSettings {
         max_token_ttl: config.max_token_ttl.as_secs(),
-        default_token_ttl: ServerSettings::default().default_token_ttl,
+        ..ServerSettings::default()
     };
     Ok(RepoServer::new(
         Arc::new(backend) as Arc<dyn Backend>,
@@ -401,6 +429,6 @@ async fn wait_for_signal() {
 fn settings(config: &ServeConfig) -> ServerSettings {
     ServerSettings {
         max_token_ttl: config.max_token_ttl.as_secs(),
-        default_token_ttl: ServerSettings::default().default_token_ttl,
+        ..ServerSettings::default()
     }
 }

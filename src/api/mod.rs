@@ -32,20 +32,70 @@ pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
 /// bare bytes, so this is this server's extension, and clients must not rely on it.
 pub const REPO_HEAD_HEADER: &str = "x-repo-head";
 
+/// Settings of the API server beyond its store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiSettings {
+    /// The longest lifetime `POST /v1/repo_token` may give a token, in seconds. `None`:
+    /// no cap, and tokens without `ttl_seconds` (which never expire) are allowed, as on
+    /// the hosted service. `Some`: every token must ask for a TTL within the cap.
+    pub max_token_ttl: Option<u64>,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<Store>,
+    settings: ApiSettings,
 }
 
 /// The API's router (mounted under `/v1`), for tests that drive it with `oneshot`.
 pub fn router(store: Arc<Store>) -> axum::Router {
-    routes::router(ApiState { store })
+    router_with(store, ApiSettings::default())
+}
+
+/// The API's router with `settings`.
+pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
+    routes::router(ApiState { store, settings }).layer(axum::middleware::from_fn(answer_panics))
+}
+
+/// A panic inside a handler becomes a `500` answer and a log line, instead of a
+/// connection dropped with no answer. Used by every HTTP server of the product.
+pub(crate) async fn answer_panics(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request.uri().path().to_string();
+    match crate::server::unwind(next.run(request)).await {
+        Ok(response) => response,
+        Err(cause) => {
+            tracing::error!(route = %redact_route(&route), cause = %cause, "request handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server failed to complete this request (the cause is in its log); retrying may help",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// A route for logs: a token in a token route's path is cut off.
+fn redact_route(route: &str) -> &str {
+    if route.contains("/repo_token/") {
+        "/v1/repo_token/<redacted>"
+    } else {
+        route
+    }
 }
 
 /// Serve the API on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std::io::Result<()> {
-    serve_until(listener, store, std::future::pending()).await
+    serve_until(
+        listener,
+        store,
+        ApiSettings::default(),
+        std::future::pending(),
+    )
+    .await
 }
 
 /// Serve the API on `listener` until `shutdown` completes; requests under way are
@@ -53,6 +103,7 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std:
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     store: Arc<Store>,
+    settings: ApiSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -60,7 +111,7 @@ pub async fn serve_until(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(store))
+    axum::serve(listener, router_with(store, settings))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -149,6 +200,15 @@ impl From<StoreError> for ApiError {
             }
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::rules::RuleError> for ApiError {
+    fn from(e: crate::rules::RuleError) -> Self {
+        match e {
+            crate::rules::RuleError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            crate::rules::RuleError::Invalid(m) => ApiError::unprocessable(m),
+        }
     }
 }
 

@@ -405,6 +405,7 @@ async fn create_repo(
     caller.require_account("create repos")?;
     let body: CreateBody = body_json(body)?;
     let mut metadata = body.metadata.unwrap_or_default();
+    crate::rules::metadata(&metadata)?;
     let (files, copy_from) = match body.source {
         None => (Vec::new(), None),
         Some(CreateSource::Files { files: f }) => (files(f)?, None),
@@ -421,6 +422,9 @@ async fn create_repo(
                 if copy_metadata {
                     let source_meta = s.repo_row(&from)?.metadata;
                     for (k, v) in source_meta {
+                        if crate::rules::RESERVED_METADATA_KEYS.contains(&k.as_str()) {
+                            continue;
+                        }
                         metadata.entry(k).or_insert(v);
                     }
                 }
@@ -554,6 +558,9 @@ async fn update_repo(
         Some(UpdateSource::Diff { operations }) => Some(Change::Operations(diff_ops(operations)?)),
         Some(UpdateSource::Git {}) => return Err(git_unsupported()),
     };
+    if let Some(m) = &body.metadata {
+        crate::rules::metadata(m)?;
+    }
     let author = caller.author().to_string();
     let (metadata, expected_head, message) = (body.metadata, body.expected_head, body.message);
     let outcome = blocking(&state, move |s| {
@@ -891,9 +898,24 @@ async fn create_token(
 ) -> Result<Json<TokenAnswer>, ApiError> {
     caller.require_account("create repo tokens")?;
     let body: TokenBody = body_json(body)?;
-    let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable("name must be 1 to 200 bytes"));
+    let name = crate::rules::token_name(&body.name)?.to_string();
+    let ttl = body.ttl_seconds.filter(|t| *t > 0);
+    match (ttl, state.settings.max_token_ttl) {
+        (None, Some(max)) => {
+            return Err(ApiError::unprocessable(format!(
+                "this server mints no token without ttl_seconds; give at most {max} (its --max-token-ttl)"
+            )));
+        }
+        (Some(t), Some(max)) if t > max => {
+            return Err(ApiError::unprocessable(format!(
+                "ttl_seconds {t} is over this server's maximum of {max} (its --max-token-ttl)"
+            )));
+        }
+        _ => {}
+    }
+    // Refused before anything is written: an expiry that cannot be written down.
+    if let Some(t) = ttl {
+        crate::rules::token_expiry(crate::model::unix_now(), t)?;
     }
     if body.repo_ids.is_empty() {
         return Err(ApiError::unprocessable("repo_ids is empty"));
@@ -903,7 +925,6 @@ async fn create_token(
         .iter()
         .map(|r| repo_id(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let ttl = body.ttl_seconds.filter(|t| *t > 0);
     let minted = blocking(&state, move |s| s.create_token(&name, &ids, ttl)).await?;
     tracing::info!(name = %minted.info.name, repos = minted.info.repo_ids.len(), "repo token minted through the API");
     Ok(Json(TokenAnswer::new(Some(minted.token), minted.info)))

@@ -87,7 +87,7 @@ impl ScopeResolver for LocalResolver {
         Box::pin(async move {
             let Some(credential) = bearer else {
                 if self.bound.allow_anonymous {
-                    return self.finish(Scope::operator(self.bound.repos.iter().copied()));
+                    return self.finish(Scope::anonymous(self.bound.repos.iter().copied()));
                 }
                 return Err(AuthError::Missing);
             };
@@ -215,7 +215,7 @@ impl ScopeResolver for RelaceResolver {
                 if self.bound.allow_anonymous {
                     let scope = self
                         .bound
-                        .finish(Scope::operator(self.bound.repos.iter().copied()))?;
+                        .finish(Scope::anonymous(self.bound.repos.iter().copied()))?;
                     return Ok(Grant {
                         scope: Arc::new(scope),
                         backend: Some(self.operator.clone()),

@@ -259,6 +259,8 @@ impl Backend for RelaceBackend {
         Box::pin(async move {
             match self.client.get_token(token).await {
                 Ok(info) => Ok(TokenStatus::Live(info)),
+                // Not shaped like a token: never sent, and no token.
+                Err(RelaceError::Refused(_)) => Ok(TokenStatus::Unknown),
                 // 404: not a live token. 401: the token asked about is this client's own
                 // credential and the API no longer takes it. The detail says which.
                 Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {

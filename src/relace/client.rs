@@ -300,18 +300,42 @@ impl std::fmt::Debug for RelaceClient {
     }
 }
 
-/// Percent-encode a repo path for a URL path, keeping its `/` separators.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
+/// Percent-encode `value` as exactly one URL path segment: everything but RFC 3986's
+/// unreserved characters is encoded, `/` included, so no value can add a segment.
+/// Callers check the value's shape first; `.` and `..` never reach here, since a URL
+/// parser would treat even their encoded forms as dot segments.
+fn encode_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 out.push(b as char)
             }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
+}
+
+/// A repo path as URL path segments, each encoded alone. [`RepoPath`] has already
+/// refused empty, `.` and `..` components.
+fn encode_repo_path(path: &RepoPath) -> String {
+    path.as_str()
+        .split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A repo token as one URL path segment, refused unless it has a repo token's exact
+/// shape (`rlcr-` and 40 hex digits).
+fn token_segment(token: &str) -> Result<String, RelaceError> {
+    if !crate::store::secrets::looks_like_repo_token(token) {
+        return Err(RelaceError::Refused(
+            "not a repo token (`rlcr-` followed by 40 hex digits); nothing was sent".into(),
+        ));
+    }
+    Ok(encode_segment(token))
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -615,7 +639,7 @@ impl RelaceClient {
         let r = self
             .send(
                 Method::GET,
-                &format!("/repo/{id}/file/{}", encode_path(path.as_str())),
+                &format!("/repo/{id}/file/{}", encode_repo_path(path)),
                 Body::None,
                 Safety::Idempotent,
                 "*/*",
@@ -924,7 +948,7 @@ impl RelaceClient {
         let wire: WireToken = self
             .call(
                 Method::GET,
-                &format!("/repo_token/{}", encode_path(token)),
+                &format!("/repo_token/{}", token_segment(token)?),
                 Body::None,
                 Safety::Idempotent,
             )
@@ -938,7 +962,7 @@ impl RelaceClient {
         match self
             .send(
                 Method::DELETE,
-                &format!("/repo_token/{}", encode_path(token)),
+                &format!("/repo_token/{}", token_segment(token)?),
                 Body::None,
                 Safety::Idempotent,
                 "*/*",
@@ -966,8 +990,29 @@ mod tests {
 
     #[test]
     fn paths_are_encoded_segment_by_segment() {
-        assert_eq!(encode_path("src/a b#.rs"), "src/a%20b%23.rs");
-        assert_eq!(encode_path("ünï"), "%C3%BCn%C3%AF");
+        let p = |s: &str| encode_repo_path(&RepoPath::parse(s).unwrap());
+        assert_eq!(p("src/a b#.rs"), "src/a%20b%23.rs");
+        assert_eq!(p("ünï"), "%C3%BCn%C3%AF");
+        assert_eq!(p("a/%2e%2e/b?x"), "a/%252e%252e/b%3Fx");
+        assert_eq!(encode_segment("../admin"), "..%2Fadmin");
+    }
+
+    #[test]
+    fn only_repo_token_shapes_reach_a_token_route() {
+        let good = format!("rlcr-{}", "a1".repeat(20));
+        assert_eq!(token_segment(&good).unwrap(), good);
+        for bad in [
+            "../admin/anything",
+            "x/../../../../etc",
+            "rlcr-..",
+            "",
+            "rlcr-zz",
+        ] {
+            assert!(
+                matches!(token_segment(bad), Err(RelaceError::Refused(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum RelaceError {
     /// The API answered a way this client does not support.
     #[error("{0}")]
     Unsupported(String),
+    /// An argument that cannot be sent: its shape is wrong for the URL it would go in.
+    /// Nothing was sent.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RelaceError {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use globset::{GlobBuilder, GlobMatcher};
+use crate::rules::{PathGlob, RuleError};
 use grep_matcher::Matcher;
 use grep_regex::{ErrorKind, RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{Searcher, SearcherBuilder, Sink, SinkMatch};
@@ -55,33 +55,16 @@ pub enum SearchError {
         "the pattern contains a line break ({0:?}); line search matches within one line, so search for one line of it"
     )]
     LineBreak(String),
-    /// The path glob does not parse.
-    #[error("path_glob `{glob}` is not a valid glob: {reason}")]
-    BadGlob {
-        /// The glob.
-        glob: String,
-        /// Why.
-        reason: String,
-    },
+    /// The path glob is refused.
+    #[error(transparent)]
+    Glob(RuleError),
 }
 
 /// Compile a path glob the way `list_files` and `search_repo` use it: `*` stays within a
 /// path component, `**` crosses them, and a glob without `/` matches the file name
-/// anywhere (as ripgrep's `-g` does).
-pub fn compile_glob(glob: &str) -> Result<GlobMatcher, SearchError> {
-    let effective = if glob.contains('/') {
-        glob.to_string()
-    } else {
-        format!("**/{glob}")
-    };
-    GlobBuilder::new(&effective)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| SearchError::BadGlob {
-            glob: glob.to_string(),
-            reason: e.kind().to_string(),
-        })
+/// anywhere (as ripgrep's `-g` does). Bounded and never panicking: see [`PathGlob`].
+pub fn compile_glob(glob: &str) -> Result<PathGlob, SearchError> {
+    PathGlob::new("path_glob", glob).map_err(SearchError::Glob)
 }
 
 /// A compiled line search.
@@ -89,7 +72,7 @@ pub fn compile_glob(glob: &str) -> Result<GlobMatcher, SearchError> {
 pub struct LineSearcher {
     matcher: RegexMatcher,
     plan: TrigramQuery,
-    glob: Option<GlobMatcher>,
+    glob: Option<PathGlob>,
     max_results: usize,
     context: usize,
 }

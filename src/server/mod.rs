@@ -50,8 +50,7 @@ pub const TOOL_RIGHTS: &[(&str, Right)] = &[
     ("revoke_token", Right::Mint),
 ];
 
-/// Longest query or pattern accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 4096;
+pub use crate::rules::MAX_QUERY_BYTES;
 
 /// Settings of the server beyond its scope.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +59,8 @@ pub struct ServerSettings {
     pub max_token_ttl: u64,
     /// The TTL of a minted token when the caller gives none.
     pub default_token_ttl: u64,
+    /// The size limits every update is checked against before any backend sees it.
+    pub limits: crate::rules::Limits,
 }
 
 impl Default for ServerSettings {
@@ -67,6 +68,7 @@ impl Default for ServerSettings {
         Self {
             max_token_ttl: 24 * 3600,
             default_token_ttl: 3600,
+            limits: crate::rules::Limits::default(),
         }
     }
 }
@@ -126,6 +128,11 @@ impl From<ScopeError> for ToolFailure {
 }
 impl From<PathError> for ToolFailure {
     fn from(e: PathError) -> Self {
+        ToolFailure::Refused(e.to_string())
+    }
+}
+impl From<crate::rules::RuleError> for ToolFailure {
+    fn from(e: crate::rules::RuleError) -> Self {
         ToolFailure::Refused(e.to_string())
     }
 }
@@ -314,6 +321,26 @@ impl RepoServer {
     }
 }
 
+/// Run `work`, turning a panic inside it into an error carrying the panic's message, so
+/// that a bug answers the request (as an internal error) instead of leaving the client
+/// waiting for an answer that never comes.
+pub(crate) async fn unwind<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
 fn instructions(scope: &Scope) -> String {
     let repos: Vec<String> = scope.repos().map(ToString::to_string).collect();
     let mut s = format!(
@@ -399,8 +426,19 @@ impl ServerHandler for RepoServer {
                 ContentBlock::text(message),
             ])));
         }
+        let tool = request.name.clone();
         let tcc = ToolCallContext::new(&server, request, context);
-        server.tool_router.call(tcc).await
+        match unwind(server.tool_router.call(tcc)).await {
+            Ok(answer) => answer,
+            Err(cause) => {
+                tracing::error!(tool = %tool, cause = %cause, "tool call panicked");
+                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                    ContentBlock::text(
+                        "the server failed to complete this call (the cause is in its log); retrying may help",
+                    ),
+                ])))
+            }
+        }
     }
 
     async fn list_tools(
@@ -447,7 +485,16 @@ impl ServerHandler for RepoServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let server = self.for_request(&context)?;
-        resources::list(&server, request.and_then(|r| r.cursor)).await
+        match unwind(resources::list(&server, request.and_then(|r| r.cursor))).await {
+            Ok(listed) => listed,
+            Err(cause) => {
+                tracing::error!(cause = %cause, "resource listing panicked");
+                Err(McpError::internal_error(
+                    "the server failed to list resources",
+                    None,
+                ))
+            }
+        }
     }
 
     async fn read_resource(
@@ -456,8 +503,15 @@ impl ServerHandler for RepoServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let server = self.for_request(&context)?;
-        resources::read(&server, &request.uri)
-            .await
-            .map(ReadResourceResponse::Complete)
+        match unwind(resources::read(&server, &request.uri)).await {
+            Ok(read) => read.map(ReadResourceResponse::Complete),
+            Err(cause) => {
+                tracing::error!(cause = %cause, "resource read panicked");
+                Err(McpError::internal_error(
+                    "the server failed to read this resource",
+                    None,
+                ))
+            }
+        }
     }
 }

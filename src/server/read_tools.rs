@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
 use crate::backend::{ProgressSender, SearchOutcome};
+use crate::escape::one_line;
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
+use crate::rules::PathGlob;
 use crate::search::compile_glob;
 
 /// Most bytes of file content one `read_file` answer carries.
@@ -340,7 +342,11 @@ impl RepoServer {
         let repos = self.backend.list_repos(&ids).await?;
         let mut text = format!("{} repo(s) in scope:", repos.len());
         for r in &repos {
-            let meta: Vec<String> = r.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let meta: Vec<String> = r
+                .metadata
+                .iter()
+                .map(|(k, v)| format!("{}={}", one_line(k), one_line(v)))
+                .collect();
             text.push_str(&format!(
                 "\n- {} head {} {}",
                 r.repo_id,
@@ -426,12 +432,13 @@ impl RepoServer {
         );
         for h in &results.hits {
             let first = h.line as usize - h.before.len();
+            let path = one_line(&h.path);
             for (i, l) in h.before.iter().enumerate() {
-                text.push_str(&format!("\n{}-{}- {l}", h.path, first + i));
+                text.push_str(&format!("\n{path}-{}- {l}", first + i));
             }
-            text.push_str(&format!("\n{}:{}: {}", h.path, h.line, h.text));
+            text.push_str(&format!("\n{path}:{}: {}", h.line, h.text));
             for (i, l) in h.after.iter().enumerate() {
-                text.push_str(&format!("\n{}-{}- {l}", h.path, h.line as usize + 1 + i));
+                text.push_str(&format!("\n{path}-{}- {l}", h.line as usize + 1 + i));
             }
         }
         Ok((
@@ -483,7 +490,7 @@ impl RepoServer {
         for h in &results.hits {
             text.push_str(&format!(
                 "\n\n{}:{}-{} (score {:.2})\n{}",
-                h.path,
+                one_line(&h.path),
                 h.start_line,
                 h.end_line,
                 h.score,
@@ -544,7 +551,8 @@ impl RepoServer {
             end += 1;
         }
         let text = format!(
-            "{path} lines {start}-{end} of {total} at {}{}:\n{content}",
+            "{} lines {start}-{end} of {total} at {}{}:\n{content}",
+            one_line(path.as_str()),
             short(&file.head),
             if truncated {
                 " (truncated: read on from the next line)"
@@ -577,7 +585,10 @@ impl RepoServer {
         let glob = if req.glob.is_empty() {
             None
         } else {
-            Some(compile_glob(&req.glob).map_err(|e| ToolFailure::Refused(e.to_string()))?)
+            Some(
+                PathGlob::new("glob", &req.glob)
+                    .map_err(|e| ToolFailure::Refused(e.to_string()))?,
+            )
         };
         if req.limit == 0 || req.limit > MAX_LIST_LIMIT {
             return Err(ToolFailure::Refused(format!(
@@ -603,7 +614,11 @@ impl RepoServer {
             } else {
                 ":"
             },
-            paths.join("\n")
+            paths
+                .iter()
+                .map(|p| one_line(p))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         Ok((
             ListFilesOutput {

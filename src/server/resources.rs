@@ -7,6 +7,7 @@ use rmcp::model::{
     ListResourcesResult, ReadResourceResult, Resource, ResourceContents, ResourceTemplate,
 };
 
+use super::read_tools::MAX_READ_BYTES;
 use super::{RepoServer, ToolFailure};
 use crate::backend::BackendError;
 use crate::paths::RepoPath;
@@ -115,6 +116,18 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         .read_file(&id, &path)
         .await
         .map_err(|e| to_mcp(e.into()))?;
+    // The same cap as read_file, whose line ranges reach the rest.
+    if file.content.len() > MAX_READ_BYTES {
+        return Err(McpError::invalid_params(
+            format!(
+                "`{}` is {} bytes, over the {MAX_READ_BYTES} bytes a resource read returns; \
+                 read it in parts with read_file and start_line / end_line",
+                crate::escape::one_line(path.as_str()),
+                file.content.len()
+            ),
+            None,
+        ));
+    }
     Ok(ReadResourceResult::new(vec![ResourceContents::text(
         file.content,
         uri,

@@ -11,9 +11,6 @@ use super::{RepoServer, ToolAnswer, ToolFailure, respond};
 use crate::backend::TokenStatus;
 use crate::model::{RepoId, rfc3339};
 
-/// Longest token name accepted.
-pub const MAX_TOKEN_NAME: usize = 200;
-
 /// Arguments of `create_scoped_token`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CreateScopedTokenRequest {
@@ -96,12 +93,7 @@ impl RepoServer {
         &self,
         req: CreateScopedTokenRequest,
     ) -> ToolAnswer<CreateScopedTokenOutput> {
-        let name = req.name.trim();
-        if name.is_empty() || name.len() > MAX_TOKEN_NAME || name.chars().any(char::is_control) {
-            return Err(ToolFailure::Refused(format!(
-                "name must be 1 to {MAX_TOKEN_NAME} bytes of printable text"
-            )));
-        }
+        let name = crate::rules::token_name(&req.name)?;
         if req.repo_ids.is_empty() {
             return Err(ToolFailure::Refused(
                 "repo_ids is empty: name at least one repo".into(),
@@ -152,6 +144,14 @@ impl RepoServer {
     async fn revoke_token_impl(&self, req: RevokeTokenRequest) -> ToolAnswer<RevokeTokenOutput> {
         self.admit_all("revoke_token", &[]).await?;
         let token = req.token.trim();
+        // The token travels in a URL path on the relace backend: only the exact shape
+        // of a repo token may reach it.
+        if !crate::store::secrets::looks_like_repo_token(token) {
+            return Err(ToolFailure::Refused(
+                "`token` is not a repo token: give the whole `rlcr-` token followed by 40 hex digits"
+                    .into(),
+            ));
+        }
         let info = match self.backend.token_status(token).await? {
             TokenStatus::Live(info) => info,
             _ => {

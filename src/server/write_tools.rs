@@ -191,6 +191,9 @@ impl RepoServer {
             message: (!req.message.is_empty()).then(|| req.message.clone()),
             control,
         };
+        // The same rules the store applies, checked here so that no backend (the
+        // Relace API included) receives an update the product refuses.
+        self.settings.limits.check_update(&spec)?;
         let outcome = self.backend.update(&id, &spec, self.scope.actor()).await?;
         let committed = !outcome.changed_files.is_empty();
         let text = if committed {

@@ -40,6 +40,19 @@ pub struct TokenRow {
     pub revoked_at: Option<i64>,
 }
 
+/// An account key's row, as `key list` shows it.
+#[derive(Debug, Clone)]
+pub struct AccountKeyRow {
+    /// The first 12 hex digits of the key's hash: a handle that reveals nothing.
+    pub id: String,
+    /// The key's name.
+    pub name: String,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+}
+
 /// Which rows a token lookup should see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenState {
@@ -73,6 +86,12 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires_at INTEGER,
     revoked_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS imports (
+    repo_id TEXT PRIMARY KEY,
+    dir TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS imports_by_dir ON imports (dir);
 CREATE TABLE IF NOT EXISTS account_keys (
     hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -126,11 +145,66 @@ impl Db {
     }
 
     pub(crate) fn delete_repo(&self, id: &RepoId) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM imports WHERE repo_id = ?1",
+            params![id.to_string()],
+        )
+        .map_err(db_err)?;
+        let n = conn
             .execute("DELETE FROM repos WHERE id = ?1", params![id.to_string()])
             .map_err(db_err)?;
         Ok(n > 0)
+    }
+
+    /// Record that `id` is the repo `serve --import dir` serves. Only the operator's own
+    /// commands write this table; no API route or tool reaches it.
+    pub(crate) fn link_import(&self, id: &RepoId, dir: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO imports (repo_id, dir, created_at) VALUES (?1, ?2, ?3)",
+                params![id.to_string(), dir, unix_now()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Forget the directory linked to `id`; false when there was none.
+    pub(crate) fn unlink_import(&self, id: &RepoId) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM imports WHERE repo_id = ?1",
+                params![id.to_string()],
+            )
+            .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    /// The repos linked to `dir`, oldest link first.
+    pub(crate) fn imports_of(&self, dir: &str) -> Result<Vec<RepoId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT repo_id FROM imports WHERE dir = ?1 ORDER BY created_at, repo_id")
+            .map_err(db_err)?;
+        let ids = stmt
+            .query_map(params![dir], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .filter_map(|r| r.ok()?.parse().ok())
+            .collect();
+        Ok(ids)
+    }
+
+    /// The directory linked to `id`, if any.
+    pub(crate) fn import_dir_of(&self, id: &RepoId) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT dir FROM imports WHERE repo_id = ?1",
+                params![id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
     }
 
     pub(crate) fn touch_repo(&self, id: &RepoId) -> Result<(), StoreError> {
@@ -294,6 +368,62 @@ impl Db {
             )
             .map_err(db_err)?;
         Ok(())
+    }
+
+    pub(crate) fn account_keys(&self) -> Result<Vec<AccountKeyRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT hash, name, created_at, revoked_at FROM account_keys ORDER BY created_at, hash")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let hash: String = r.get(0)?;
+                Ok(AccountKeyRow {
+                    id: hash[..12.min(hash.len())].to_string(),
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
+                })
+            })
+            .map_err(db_err)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
+    }
+
+    /// Hashes of account keys whose short id starts with `prefix`.
+    pub(crate) fn account_key_hashes_by_id(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT hash FROM account_keys WHERE substr(hash, 1, length(?1)) = ?1")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![prefix], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
+    }
+
+    /// Mark an account key revoked; its name when it was live, `None` otherwise.
+    pub(crate) fn revoke_account_key(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let name: Option<String> = conn
+            .query_row(
+                "SELECT name FROM account_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if name.is_some() {
+            conn.execute(
+                "UPDATE account_keys SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash, unix_now()],
+            )
+            .map_err(db_err)?;
+        }
+        Ok(name)
     }
 
     pub(crate) fn account_key_live(&self, hash: &str) -> Result<bool, StoreError> {

@@ -267,6 +267,33 @@ pub(crate) fn changed_paths(
     Ok(paths.into_iter().collect())
 }
 
+/// The name a commit is attributed to, derived from an actor (a token's name): a valid
+/// git identity whatever the name holds. Control characters and the angle brackets
+/// that delimit the email become spaces, runs of spaces collapse, and an empty result
+/// becomes the product's name. Names are checked when tokens are minted; this also
+/// covers names stored before that check existed.
+pub(crate) fn author_name(actor: &str) -> String {
+    let cleaned: String = actor
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '<' | '>' | '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let name = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    if name.is_empty() {
+        "scoped-repo-mcp".to_string()
+    } else {
+        name
+    }
+}
+
+/// The email on every commit the store writes: fixed, so no actor can shape it.
+pub(crate) const AUTHOR_EMAIL: &str = "scoped-repo-mcp@localhost";
+
 /// Write a commit of `tree_id` on top of `parent` (none for the first commit).
 pub(crate) fn commit(
     repo: &Repository,
@@ -276,7 +303,7 @@ pub(crate) fn commit(
     author: &str,
 ) -> Result<Oid, StoreError> {
     let tree = repo.find_tree(tree_id).map_err(git_err)?;
-    let sig = Signature::now(author, "scoped-repo-mcp@localhost").map_err(git_err)?;
+    let sig = Signature::now(&author_name(author), AUTHOR_EMAIL).map_err(git_err)?;
     let parents = match parent {
         Some(p) => vec![repo.find_commit(p).map_err(git_err)?],
         None => Vec::new(),
@@ -284,4 +311,23 @@ pub(crate) fn commit(
     let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
     repo.commit(None, &sig, &sig, message, &tree, &parent_refs)
         .map_err(git_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn author_names_are_always_valid_git_identities() {
+        assert_eq!(author_name("agent-42"), "agent-42");
+        assert_eq!(author_name("ci\nencoding x"), "ci encoding x");
+        assert_eq!(author_name("x <a@b>"), "x a@b");
+        assert_eq!(author_name(" \t<>\r\n"), "scoped-repo-mcp");
+        for raw in ["ci\nencoding x", "x <a@b>", "<>", "a\u{2028}b"] {
+            assert!(
+                Signature::now(&author_name(raw), AUTHOR_EMAIL).is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
 }

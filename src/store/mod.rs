@@ -26,7 +26,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use db::{RepoRow, TokenRow, TokenState};
+pub use db::{AccountKeyRow, RepoRow, TokenRow, TokenState};
 pub use git::{BRANCH_REF, is_binary};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
@@ -39,26 +39,7 @@ use crate::paths::RepoPath;
 use crate::search::{LineSearcher, SearchError};
 use db::Db;
 
-/// Size limits on what enters the store.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest file, in bytes.
-    pub max_file_bytes: usize,
-    /// Largest update (sum of written contents), in bytes.
-    pub max_update_bytes: usize,
-    /// Most operations (or files) in one update.
-    pub max_operations: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_file_bytes: 10 * 1024 * 1024,
-            max_update_bytes: 50 * 1024 * 1024,
-            max_operations: 10_000,
-        }
-    }
-}
+pub use crate::rules::Limits;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +86,77 @@ pub enum StoreError {
     Io(String),
 }
 
+/// Make the data directory readable by its owner only (mode 0700): it holds every
+/// repo's content. A directory created here gets that mode from the start; an existing
+/// one is tightened when it is a store already (it holds `store.db`) or is empty, so a
+/// `--data-dir` pointed at some shared directory by mistake is left as it was.
+fn private_dirs(root: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !root.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)?;
+            return Ok(());
+        }
+        let is_store = root.join("store.db").exists() || std::fs::read_dir(root)?.next().is_none();
+        if is_store {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(root)?;
+    Ok(())
+}
+
+/// Create the database file with mode 0600 before SQLite opens it (SQLite gives its
+/// journal files the database's mode), and tighten an existing one: it holds the
+/// hashes of every token and key.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            if side.exists() {
+                std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// A short id as `token list` and `key list` show it (at least 6 hex digits of the
+/// secret's hash), lowercased.
+fn short_id(listing: &str, id: &str) -> Result<String, StoreError> {
+    if id.len() < 6 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Invalid(format!(
+            "`{id}` is not an id: give the secret itself, or at least 6 hex digits of the id `{listing}` shows"
+        )));
+    }
+    Ok(id.to_ascii_lowercase())
+}
+
+impl From<crate::rules::RuleError> for StoreError {
+    fn from(e: crate::rules::RuleError) -> Self {
+        match e {
+            crate::rules::RuleError::TooLarge(m) => StoreError::TooLarge(m),
+            crate::rules::RuleError::Invalid(m) => StoreError::Invalid(m),
+        }
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Io(e.to_string())
@@ -144,8 +196,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Store {
     /// Open (creating if needed) the store in `root`.
     pub fn open(root: &Path, limits: Limits) -> Result<Self, StoreError> {
+        private_dirs(root)?;
         std::fs::create_dir_all(root.join("repos"))?;
-        let db = Db::open(&root.join("store.db"))?;
+        let db_path = root.join("store.db");
+        private_file(&db_path)?;
+        let db = Db::open(&db_path)?;
         Ok(Self {
             root: root.to_path_buf(),
             db,
@@ -273,6 +328,28 @@ impl Store {
             std::fs::remove_dir_all(&trash)?;
         }
         Ok(())
+    }
+
+    /// Link `id` to the directory `serve --import dir` serves (an absolute path).
+    /// Operator-only: no API route or tool reaches this.
+    pub fn link_import(&self, id: &RepoId, dir: &str) -> Result<(), StoreError> {
+        self.repo_row(id)?;
+        self.db.link_import(id, dir)
+    }
+
+    /// Forget the directory linked to `id`; false when there was none.
+    pub fn unlink_import(&self, id: &RepoId) -> Result<bool, StoreError> {
+        self.db.unlink_import(id)
+    }
+
+    /// The repos linked to the directory `dir` (normally one).
+    pub fn imports_of(&self, dir: &str) -> Result<Vec<RepoId>, StoreError> {
+        self.db.imports_of(dir)
+    }
+
+    /// The directory linked to `id`, if any.
+    pub fn import_dir_of(&self, id: &RepoId) -> Result<Option<String>, StoreError> {
+        self.db.import_dir_of(id)
     }
 
     /// One repo's metadata row.
@@ -430,69 +507,12 @@ impl Store {
     }
 
     fn check_files(&self, files: &[(RepoPath, String)]) -> Result<(), StoreError> {
-        if files.len() > self.limits.max_operations {
-            return Err(StoreError::TooLarge(format!(
-                "{} files is over the limit of {} per update; split it into several updates",
-                files.len(),
-                self.limits.max_operations
-            )));
-        }
-        let mut total = 0usize;
-        for (path, content) in files {
-            self.check_content(path, content)?;
-            total += content.len();
-        }
-        self.check_total(total)
-    }
-
-    fn check_content(&self, path: &RepoPath, content: &str) -> Result<(), StoreError> {
-        if content.len() > self.limits.max_file_bytes {
-            return Err(StoreError::TooLarge(format!(
-                "`{path}` is {} bytes, over the limit of {} bytes a file",
-                content.len(),
-                self.limits.max_file_bytes
-            )));
-        }
-        if content.contains('\0') {
-            return Err(StoreError::Invalid(format!(
-                "`{path}`: content contains a NUL byte; only text files are accepted"
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_total(&self, total: usize) -> Result<(), StoreError> {
-        if total > self.limits.max_update_bytes {
-            return Err(StoreError::TooLarge(format!(
-                "the update writes {total} bytes, over the limit of {} bytes an update; split it",
-                self.limits.max_update_bytes
-            )));
-        }
-        Ok(())
+        Ok(self.limits.check_files(files)?)
     }
 
     /// Validate an update against the limits without touching the repo.
     pub fn check_update(&self, spec: &UpdateSpec) -> Result<(), StoreError> {
-        match &spec.change {
-            Change::ReplaceAll(files) => self.check_files(files),
-            Change::Operations(ops) => {
-                if ops.len() > self.limits.max_operations {
-                    return Err(StoreError::TooLarge(format!(
-                        "{} operations is over the limit of {} per update; split it into several updates",
-                        ops.len(),
-                        self.limits.max_operations
-                    )));
-                }
-                let mut total = 0;
-                for op in ops {
-                    if let crate::model::FileOp::Write { path, content } = op {
-                        self.check_content(path, content)?;
-                        total += content.len();
-                    }
-                }
-                self.check_total(total)
-            }
-        }
+        Ok(self.limits.check_update(spec)?)
     }
 
     /// Apply an update as one commit: all of it or none of it.
@@ -589,18 +609,22 @@ impl Store {
         repo_ids: &[RepoId],
         ttl_seconds: Option<u64>,
     ) -> Result<MintedToken, StoreError> {
+        let name = crate::rules::token_name(name)?;
+        let now = unix_now();
+        let expires_at = ttl_seconds
+            .map(|t| crate::rules::token_expiry(now, t))
+            .transpose()?;
         for id in repo_ids {
             self.repo_row(id)?;
         }
         let token = secrets::mint(secrets::REPO_TOKEN_PREFIX);
-        let now = unix_now();
         let mut ids = repo_ids.to_vec();
         ids.sort();
         ids.dedup();
         let info = TokenInfo {
             name: name.to_string(),
             repo_ids: ids,
-            expires_at: ttl_seconds.map(|t| now.saturating_add(t.min(i64::MAX as u64) as i64)),
+            expires_at,
         };
         self.db.insert_token(&secrets::hash(&token), &info, now)?;
         Ok(MintedToken { token, info })
@@ -625,17 +649,35 @@ impl Store {
 
     /// Revoke by the short id `token list` shows; refuses an ambiguous id.
     pub fn revoke_token_by_id(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
-        if id.len() < 6 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid(format!(
-                "`{id}` is not a token id: give the token itself, or at least 6 hex digits of the id `token list` shows"
-            )));
-        }
-        let hashes = self.db.token_hashes_by_id(&id.to_ascii_lowercase())?;
+        let hashes = self.db.token_hashes_by_id(&short_id("token list", id)?)?;
         match hashes.as_slice() {
             [] => Ok(None),
             [one] => self.revoke_hash(one),
             _ => Err(StoreError::Invalid(format!(
                 "token id `{id}` is ambiguous; give more digits"
+            ))),
+        }
+    }
+
+    /// Every account key, never with its secret.
+    pub fn account_keys(&self) -> Result<Vec<AccountKeyRow>, StoreError> {
+        self.db.account_keys()
+    }
+
+    /// Revoke an account key, given the key itself (`rlc-…`) or the id `key list`
+    /// shows; its name when a live key was revoked, `None` when none matched.
+    pub fn revoke_account_key(&self, key_or_id: &str) -> Result<Option<String>, StoreError> {
+        if key_or_id.starts_with(secrets::ACCOUNT_KEY_PREFIX) {
+            return self.db.revoke_account_key(&secrets::hash(key_or_id));
+        }
+        let hashes = self
+            .db
+            .account_key_hashes_by_id(&short_id("key list", key_or_id)?)?;
+        match hashes.as_slice() {
+            [] => Ok(None),
+            [one] => self.db.revoke_account_key(one),
+            _ => Err(StoreError::Invalid(format!(
+                "key id `{key_or_id}` is ambiguous; give more digits"
             ))),
         }
     }
@@ -648,6 +690,7 @@ impl Store {
 
     /// Make an account API key (`rlc-…`); returns the secret, shown once.
     pub fn create_account_key(&self, name: &str) -> Result<String, StoreError> {
+        let name = crate::rules::token_name(name)?;
         let key = secrets::mint(secrets::ACCOUNT_KEY_PREFIX);
         self.db.insert_account_key(&secrets::hash(&key), name)?;
         Ok(key)

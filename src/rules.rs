@@ -1,0 +1,294 @@
+//! The refusal rules that need no backend: update sizes, token names and lifetimes,
+//! metadata keys, queries and globs.
+//!
+//! The MCP tools, the REST API and the admin commands apply these before any backend
+//! (the embedded store or the Relace API) sees the input, so both backends refuse the
+//! same inputs with the same words. The store applies the update limits a second time,
+//! since it is also reached by imports and by the REST API directly.
+
+use std::collections::BTreeMap;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::model::{Change, FileOp, UpdateSpec};
+use crate::paths::RepoPath;
+
+/// Longest query, pattern or glob accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// Longest token name accepted, in bytes.
+pub const MAX_TOKEN_NAME_BYTES: usize = 200;
+
+/// The latest expiry a token may have: 9999-12-31T23:59:59Z, the last instant RFC 3339
+/// can write.
+pub const MAX_EXPIRY_UNIX: i64 = 253_402_300_799;
+
+/// Metadata keys reserved for the store. `imported_from` once linked a repo to the
+/// directory `serve --import` serves; that link now lives in a table no token can
+/// write, and the key is refused so that no repo can pretend to it again.
+pub const RESERVED_METADATA_KEYS: &[&str] = &["imported_from"];
+
+/// An input refused by a rule.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    /// Over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Malformed or not allowed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Size limits on what enters a repo through an update.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest file, in bytes.
+    pub max_file_bytes: usize,
+    /// Largest update (sum of written contents), in bytes.
+    pub max_update_bytes: usize,
+    /// Most operations (or files) in one update.
+    pub max_operations: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            max_update_bytes: 50 * 1024 * 1024,
+            max_operations: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Check an update against the limits, and every written content for being text.
+    pub fn check_update(&self, spec: &UpdateSpec) -> Result<(), RuleError> {
+        if spec.message.as_deref().is_some_and(|m| m.contains('\0')) {
+            return Err(RuleError::Invalid(
+                "the commit message contains a NUL byte; remove it".into(),
+            ));
+        }
+        match &spec.change {
+            Change::ReplaceAll(files) => self.check_files(files),
+            Change::Operations(ops) => {
+                self.check_count(ops.len(), "operations")?;
+                let mut total = 0usize;
+                for op in ops {
+                    if let FileOp::Write { path, content } = op {
+                        self.check_content(path, content)?;
+                        total = total.saturating_add(content.len());
+                    }
+                }
+                self.check_total(total)
+            }
+        }
+    }
+
+    /// Check a whole-tree list of files.
+    pub fn check_files(&self, files: &[(RepoPath, String)]) -> Result<(), RuleError> {
+        self.check_count(files.len(), "files")?;
+        let mut total = 0usize;
+        for (path, content) in files {
+            self.check_content(path, content)?;
+            total = total.saturating_add(content.len());
+        }
+        self.check_total(total)
+    }
+
+    fn check_count(&self, n: usize, what: &str) -> Result<(), RuleError> {
+        if n > self.max_operations {
+            return Err(RuleError::TooLarge(format!(
+                "{n} {what} is over the limit of {} per update; split it into several updates",
+                self.max_operations
+            )));
+        }
+        Ok(())
+    }
+
+    /// Check one file's content: size, and no NUL byte.
+    pub fn check_content(&self, path: &RepoPath, content: &str) -> Result<(), RuleError> {
+        if content.len() > self.max_file_bytes {
+            return Err(RuleError::TooLarge(format!(
+                "`{path}` is {} bytes, over the limit of {} bytes a file",
+                content.len(),
+                self.max_file_bytes
+            )));
+        }
+        if content.contains('\0') {
+            return Err(RuleError::Invalid(format!(
+                "`{path}`: content contains a NUL byte; only text files are accepted"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_total(&self, total: usize) -> Result<(), RuleError> {
+        if total > self.max_update_bytes {
+            return Err(RuleError::TooLarge(format!(
+                "the update writes {total} bytes, over the limit of {} bytes an update; split it",
+                self.max_update_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `c` may not appear in a name shown on one line: control characters, line
+/// and paragraph separators, and the bidirectional overrides that reorder what a
+/// reader sees.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The one rule for token names, on every door (tool, REST API, `token create`):
+/// printable text of 1 to [`MAX_TOKEN_NAME_BYTES`] bytes once trimmed, with no
+/// control character. Returns the trimmed name.
+pub fn token_name(raw: &str) -> Result<&str, RuleError> {
+    let name = raw.trim();
+    if name.is_empty() || name.len() > MAX_TOKEN_NAME_BYTES || name.chars().any(unprintable) {
+        return Err(RuleError::Invalid(format!(
+            "a token name must be 1 to {MAX_TOKEN_NAME_BYTES} bytes of printable text, \
+             with no line break or other control character"
+        )));
+    }
+    Ok(name)
+}
+
+/// The expiry of a token minted at `now` to live `ttl_seconds`, refused when it would
+/// fall after [`MAX_EXPIRY_UNIX`].
+pub fn token_expiry(now: i64, ttl_seconds: u64) -> Result<i64, RuleError> {
+    let room = MAX_EXPIRY_UNIX.saturating_sub(now).max(0) as u64;
+    if ttl_seconds > room {
+        return Err(RuleError::Invalid(format!(
+            "ttl_seconds {ttl_seconds} puts the expiry after 9999-12-31T23:59:59Z; \
+             give at most {room} seconds"
+        )));
+    }
+    Ok(now + ttl_seconds as i64)
+}
+
+/// Refuse metadata that sets a key reserved for the store.
+pub fn metadata(metadata: &BTreeMap<String, String>) -> Result<(), RuleError> {
+    if let Some(key) = RESERVED_METADATA_KEYS
+        .iter()
+        .find(|k| metadata.contains_key(**k))
+    {
+        return Err(RuleError::Invalid(format!(
+            "metadata key `{key}` is reserved for the store; choose another key"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuse a query, pattern or glob over [`MAX_QUERY_BYTES`]; `what` names it.
+pub fn query_length(what: &str, value: &str) -> Result<(), RuleError> {
+    if value.len() > MAX_QUERY_BYTES {
+        return Err(RuleError::TooLarge(format!(
+            "{what} is {} bytes; the limit is {MAX_QUERY_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A compiled path glob: `*` stays within a path component, `**` crosses them, and a
+/// glob without `/` matches the file name anywhere (as ripgrep's `-g` does).
+#[derive(Debug, Clone)]
+pub struct PathGlob(GlobSet);
+
+impl PathGlob {
+    /// Compile `glob` (at most [`MAX_QUERY_BYTES`]); `field` names the argument in the
+    /// refusal. Every failure, including a glob whose regex would be too large, is an
+    /// error, never a panic.
+    pub fn new(field: &str, glob: &str) -> Result<Self, RuleError> {
+        query_length(field, glob)?;
+        let effective = if glob.contains('/') {
+            glob.to_string()
+        } else {
+            format!("**/{glob}")
+        };
+        let bad = |reason: String| {
+            RuleError::Invalid(format!("{field} `{glob}` is not a valid glob: {reason}"))
+        };
+        let parsed = GlobBuilder::new(&effective)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| bad(e.kind().to_string()))?;
+        // `GlobSet::build` reports a regex that cannot be built as an error, where
+        // `Glob::compile_matcher` would panic.
+        let set = GlobSetBuilder::new()
+            .add(parsed)
+            .build()
+            .map_err(|e| bad(e.kind().to_string()))?;
+        Ok(Self(set))
+    }
+
+    /// Whether `path` matches.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_names_are_printable_and_bounded() {
+        assert_eq!(token_name("  ci agent  ").unwrap(), "ci agent");
+        assert_eq!(token_name("x <a@b>").unwrap(), "x <a@b>");
+        for bad in [
+            "",
+            "   ",
+            "ci\nencoding x",
+            "a\rb",
+            "esc\u{1b}[31m",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}x",
+            "line\u{2028}sep",
+            "bidi\u{202e}",
+        ] {
+            assert!(token_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(token_name(&"n".repeat(MAX_TOKEN_NAME_BYTES)).is_ok());
+        assert!(token_name(&"n".repeat(MAX_TOKEN_NAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn expiries_past_year_9999_are_refused() {
+        let now = 1_800_000_000;
+        assert_eq!(token_expiry(now, 60).unwrap(), now + 60);
+        let room = (MAX_EXPIRY_UNIX - now) as u64;
+        assert_eq!(token_expiry(now, room).unwrap(), MAX_EXPIRY_UNIX);
+        assert!(token_expiry(now, room + 1).is_err());
+        assert!(token_expiry(now, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn reserved_metadata_keys_are_refused() {
+        let mut m = BTreeMap::new();
+        m.insert("name".to_string(), "x".to_string());
+        assert!(metadata(&m).is_ok());
+        m.insert("imported_from".to_string(), "/home/op/project".to_string());
+        assert!(metadata(&m).is_err());
+    }
+
+    #[test]
+    fn globs_are_bounded_and_never_panic() {
+        let g = PathGlob::new("glob", "*.rs").unwrap();
+        assert!(g.is_match("src/a.rs"));
+        assert!(!g.is_match("src/a.py"));
+        let g = PathGlob::new("glob", "src/*.rs").unwrap();
+        assert!(g.is_match("src/a.rs"));
+        assert!(!g.is_match("src/x/a.rs"));
+        assert!(PathGlob::new("glob", "a[").is_err());
+        assert!(matches!(
+            PathGlob::new("glob", &"*a".repeat(200_000)),
+            Err(RuleError::TooLarge(_))
+        ));
+        // The longest glob accepted compiles or is refused; it does not panic.
+        let _ = PathGlob::new("glob", &"*a".repeat(MAX_QUERY_BYTES / 2));
+    }
+}
