@@ -13,18 +13,24 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::common::{BIN, Harness, call, ok, refused};
 
 /// A running `api` child: its base URL and an account key.
-struct ApiChild {
-    base: String,
-    key: String,
+pub(crate) struct ApiChild {
+    pub(crate) base: String,
+    pub(crate) key: String,
     _child: tokio::process::Child,
 }
 
 async fn start_api(h: &Harness, stderr: Stdio) -> ApiChild {
+    start_api_with(h, stderr, &[]).await
+}
+
+/// `api` on `h`'s store with these extra flags.
+pub(crate) async fn start_api_with(h: &Harness, stderr: Stdio, flags: &[&str]) -> ApiChild {
     let key = h.store.create_account_key("api tests").unwrap();
     let mut child = tokio::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(h.data_dir())
         .args(["api", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -48,7 +54,7 @@ async fn start_api(h: &Harness, stderr: Stdio) -> ApiChild {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     method: reqwest::Method,
     url: String,
     credential: Option<&str>,
