@@ -10,6 +10,7 @@ mod http;
 mod progress;
 mod ranked;
 mod refusals;
+mod regression;
 mod rg_agreement;
 mod schema;
 mod search_index;
