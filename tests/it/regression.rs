@@ -1,6 +1,7 @@
 //! Regression tests, each named after what broke, driven through the public surface (an
 //! MCP client on the local backend, or the store's import).
 
+use std::cell::Cell;
 use std::path::Path;
 
 use serde_json::json;
@@ -148,5 +149,66 @@ fn dotgit_form_in_a_directory_aborted_the_import() {
     assert_eq!(
         h.store.list_files(&report.repo_id).unwrap().paths,
         ["README.md", "src/main.rs"]
+    );
+}
+// The import walk skipped symlinks, but then read each file by path, following a symlink
+// (or a directory turned symlink, or another file) swapped in after the walk, and so
+// imported files from outside the directory.
+#[cfg(unix)]
+#[test]
+fn import_followed_a_symlink_swapped_in() {
+    let h = Harness::new();
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret.txt", "SECRET via a file symlink\n");
+    write(
+        outside.path(),
+        "dir/inner.txt",
+        "SECRET via a directory symlink\n",
+    );
+    write(outside.path(), "hard.txt", "SECRET via another file\n");
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "keep.txt", "kept\n");
+    write(root, "a.txt", "inside a\n");
+    write(root, "sub/inner.txt", "inside sub\n");
+    write(root, "b.txt", "inside b\n");
+
+    // The walk is over when reading starts: swap then, exactly as a racing process would.
+    let swapped = Cell::new(false);
+    let report = h
+        .store
+        .import_dir(root, Default::default(), &|p| {
+            if matches!(p, scoped_repo_mcp::store::ImportProgress::Reading { .. })
+                && !swapped.replace(true)
+            {
+                std::fs::remove_file(root.join("a.txt")).unwrap();
+                std::os::unix::fs::symlink(outside.path().join("secret.txt"), root.join("a.txt"))
+                    .unwrap();
+                std::fs::rename(root.join("sub"), outside.path().join("moved-sub")).unwrap();
+                std::os::unix::fs::symlink(outside.path().join("dir"), root.join("sub")).unwrap();
+                std::fs::remove_file(root.join("b.txt")).unwrap();
+                std::fs::hard_link(outside.path().join("hard.txt"), root.join("b.txt")).unwrap();
+            }
+        })
+        .unwrap();
+    assert!(swapped.get());
+    let files = h.store.list_files(&report.repo_id).unwrap().paths;
+    for path in &files {
+        let content = h
+            .store
+            .read_bytes(
+                &report.repo_id,
+                &scoped_repo_mcp::paths::RepoPath::parse(path).unwrap(),
+            )
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&content).contains("SECRET"),
+            "{path} was read from outside the directory"
+        );
+    }
+    assert_eq!(files, ["keep.txt"]);
+    assert_eq!(
+        report.skipped_path, 3,
+        "each swapped file is skipped and counted"
     );
 }
