@@ -130,7 +130,7 @@ impl Store {
                     continue;
                 }
                 WalkedFile::Changed => {
-                    tracing::warn!(path = %path.display(), "skipped: no longer the regular file the walk found (replaced or removed while importing)");
+                    tracing::warn!(path = ?path, "skipped: no longer the regular file the walk found (replaced or removed while importing)");
                     report.skipped_path += 1;
                     continue;
                 }
