@@ -1,7 +1,9 @@
 //! Importing a directory from disk as a new repo: .gitignore honoured, binary,
-//! non-UTF-8, oversized and oddly named files skipped and counted.
+//! non-UTF-8, oversized and oddly named files skipped and counted, and no file read from
+//! outside the directory, even if symlinks are swapped in while the import runs.
 
 use std::collections::BTreeMap;
+use std::io::{self, Read as _};
 use std::path::Path;
 
 use super::{IndexProgress, Store, StoreError};
@@ -46,7 +48,9 @@ pub struct ImportReport {
     pub skipped_binary: usize,
     /// Files skipped because they exceed the per-file limit.
     pub skipped_large: usize,
-    /// Files skipped because their path cannot be stored (backslash, `.git`, …).
+    /// Files skipped because their path cannot be stored (backslash, `.git`, control
+    /// characters, …), or no longer leads to the regular file the walk found (it was
+    /// replaced, by a symlink or another file, or removed while the import ran).
     pub skipped_path: usize,
 }
 
@@ -76,7 +80,10 @@ impl Store {
             if !entry.file_type().is_some_and(|t| t.is_file()) {
                 continue;
             }
-            candidates.push(entry.into_path());
+            // The walk does not follow links, so this is the file itself; a file that
+            // vanished already is skipped when it is read.
+            let walked = entry.metadata().ok().map(|m| FileId::of(&m));
+            candidates.push((entry.into_path(), walked));
             if candidates.len() % 1000 == 0 {
                 progress(ImportProgress::Scanning(candidates.len() as u64));
             }
@@ -93,8 +100,9 @@ impl Store {
             skipped_large: 0,
             skipped_path: 0,
         };
+        let mut reader = WalkedFileReader::new(dir)?;
         let mut files = Vec::new();
-        for (i, path) in candidates.iter().enumerate() {
+        for (i, (path, walked)) in candidates.iter().enumerate() {
             if i % 256 == 0 {
                 progress(ImportProgress::Reading {
                     done: i as u64,
@@ -102,18 +110,31 @@ impl Store {
                 });
             }
             let rel = path.strip_prefix(dir).unwrap_or(path);
-            let rel: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-            let Some(repo_path) = rel.and_then(|parts| RepoPath::parse(&parts.join("/")).ok())
+            let parts: Option<Vec<&str>> =
+                rel.components().map(|c| c.as_os_str().to_str()).collect();
+            let Some(repo_path) = parts.and_then(|parts| RepoPath::parse(&parts.join("/")).ok())
             else {
                 report.skipped_path += 1;
                 continue;
             };
-            let meta = std::fs::metadata(path)?;
-            if meta.len() > limits.max_file_bytes as u64 {
-                report.skipped_large += 1;
-                continue;
-            }
-            let bytes = std::fs::read(path)?;
+            let read = match walked {
+                Some(walked) => reader.read(rel, *walked, limits.max_file_bytes as u64),
+                None => Ok(WalkedFile::Changed),
+            };
+            let bytes = match read
+                .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?
+            {
+                WalkedFile::Read(bytes) => bytes,
+                WalkedFile::TooLarge => {
+                    report.skipped_large += 1;
+                    continue;
+                }
+                WalkedFile::Changed => {
+                    tracing::warn!(path = ?path, "skipped: no longer the regular file the walk found (replaced or removed while importing)");
+                    report.skipped_path += 1;
+                    continue;
+                }
+            };
             if super::is_binary(&bytes) {
                 report.skipped_binary += 1;
                 continue;
@@ -153,5 +174,295 @@ impl Store {
             tracing::warn!(repo = %row.id, cause = %e, "imported, but the search index was not built; the first search builds it");
         }
         Ok(report)
+    }
+}
+
+/// How reading a file the walk found ended.
+#[derive(Debug, PartialEq, Eq)]
+enum WalkedFile {
+    /// Its content, no more than the limit.
+    Read(Vec<u8>),
+    /// It holds more than the limit.
+    TooLarge,
+    /// The path no longer leads, without symlinks, to the regular file the walk saw.
+    Changed,
+}
+
+/// The identity of the file the walk saw, so that reading can insist on that very file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FileId {
+    #[cfg(unix)]
+    dev: u64,
+    #[cfg(unix)]
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            Self {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Self {}
+        }
+    }
+}
+
+/// Read the rest of `file`, up to `limit` bytes: the limit holds for what is read, even
+/// if the file grew after it was measured.
+fn read_limited(file: &std::fs::File, len: u64, limit: u64) -> io::Result<WalkedFile> {
+    if len > limit {
+        return Ok(WalkedFile::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(WalkedFile::TooLarge);
+    }
+    Ok(WalkedFile::Read(bytes))
+}
+
+/// Reads the files the walk found, each through descriptors opened from the import's
+/// root one name at a time, none of them following a symlink: a directory or file swapped
+/// for a symlink after the walk is refused rather than followed out of the directory. The
+/// directories of the previous file stay open, since files come in path order.
+#[cfg(unix)]
+struct WalkedFileReader {
+    root: std::os::fd::OwnedFd,
+    names: Vec<std::ffi::OsString>,
+    dirs: Vec<std::os::fd::OwnedFd>,
+}
+
+#[cfg(unix)]
+impl WalkedFileReader {
+    fn new(root: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let root = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(root)?;
+        Ok(Self {
+            root: root.into(),
+            names: Vec::new(),
+            dirs: Vec::new(),
+        })
+    }
+
+    /// Read `rel` (relative to the root) if it is still the regular file `walked`.
+    fn read(&mut self, rel: &Path, walked: FileId, limit: u64) -> io::Result<WalkedFile> {
+        let mut names = Vec::new();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(name) => names.push(name),
+                _ => return Ok(WalkedFile::Changed),
+            }
+        }
+        let Some((name, parents)) = names.split_last() else {
+            return Ok(WalkedFile::Changed);
+        };
+        let file = match self.open_dirs(parents).and_then(|dir| {
+            open_at(
+                dir,
+                name,
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+            )
+        }) {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(e) if is_swapped(&e) => return Ok(WalkedFile::Changed),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() || FileId::of(&meta) != walked {
+            return Ok(WalkedFile::Changed);
+        }
+        read_limited(&file, meta.len(), limit)
+    }
+
+    /// The directory `parents` below the root, opened without following symlinks.
+    fn open_dirs(
+        &mut self,
+        parents: &[&std::ffi::OsStr],
+    ) -> io::Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        let same = self
+            .names
+            .iter()
+            .zip(parents)
+            .take_while(|(open, want)| open.as_os_str() == **want)
+            .count();
+        self.names.truncate(same);
+        self.dirs.truncate(same);
+        for name in &parents[same..] {
+            let parent = self.dirs.last().unwrap_or(&self.root).as_fd();
+            let fd = open_at(
+                parent,
+                name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            )?;
+            self.dirs.push(fd);
+            self.names.push(name.to_os_string());
+        }
+        Ok(self.dirs.last().unwrap_or(&self.root).as_fd())
+    }
+}
+
+/// `openat(2)` of one name in `dir`, close-on-exec.
+#[cfg(unix)]
+fn open_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    flags: libc::c_int,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    use std::os::unix::ffi::OsStrExt as _;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `dir` is an open descriptor for the whole call, and `name` is a
+    // NUL-terminated string that outlives it.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `openat` just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether opening failed because the path changed after the walk: a symlink where
+/// `O_NOFOLLOW` forbids one (`ELOOP`; `EMLINK` on the BSDs), a file where a directory
+/// was, a socket, or nothing at all.
+#[cfg(unix)]
+fn is_swapped(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::EMLINK | libc::ENOTDIR | libc::ENOENT | libc::ENXIO)
+    )
+}
+
+/// Without `openat`, the best at hand: the path must not be a symlink just before it is
+/// opened, and must be a regular file once open.
+#[cfg(not(unix))]
+struct WalkedFileReader {
+    root: std::path::PathBuf,
+}
+
+#[cfg(not(unix))]
+impl WalkedFileReader {
+    fn new(root: &Path) -> io::Result<Self> {
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn read(&mut self, rel: &Path, _walked: FileId, limit: u64) -> io::Result<WalkedFile> {
+        let path = self.root.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => return Ok(WalkedFile::Changed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(WalkedFile::Changed),
+            Err(e) => return Err(e),
+        }
+        let file = std::fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Ok(WalkedFile::Changed);
+        }
+        read_limited(&file, meta.len(), limit)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn walked(path: &Path) -> FileId {
+        FileId::of(&std::fs::symlink_metadata(path).unwrap())
+    }
+
+    /// Each way a walked file can be swapped afterwards is refused, never followed.
+    #[test]
+    fn reads_only_the_regular_file_the_walk_saw() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "SECRET").unwrap();
+        std::fs::create_dir(outside.path().join("dir")).unwrap();
+        std::fs::write(outside.path().join("dir/f"), "SECRET").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("sub/deeper")).unwrap();
+        for f in [
+            "plain",
+            "link",
+            "sub/deeper/f",
+            "other",
+            "fifo",
+            "grows",
+            "gone",
+        ] {
+            std::fs::write(r.join(f), "inside").unwrap();
+        }
+        let ids: BTreeMap<&str, FileId> = [
+            "plain",
+            "link",
+            "sub/deeper/f",
+            "other",
+            "fifo",
+            "grows",
+            "gone",
+        ]
+        .into_iter()
+        .map(|f| (f, walked(&r.join(f))))
+        .collect();
+
+        std::fs::remove_file(r.join("link")).unwrap();
+        std::os::unix::fs::symlink(&secret, r.join("link")).unwrap();
+        std::fs::rename(r.join("sub"), outside.path().join("moved")).unwrap();
+        std::fs::create_dir(r.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("dir"), r.join("sub/deeper")).unwrap();
+        std::fs::remove_file(r.join("other")).unwrap();
+        std::fs::hard_link(&secret, r.join("other")).unwrap();
+        std::fs::remove_file(r.join("fifo")).unwrap();
+        let fifo =
+            std::ffi::CString::new(r.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::write(r.join("grows"), "x".repeat(100)).unwrap();
+        std::fs::remove_file(r.join("gone")).unwrap();
+
+        let mut reader = WalkedFileReader::new(r).unwrap();
+        let mut read = |f: &str| reader.read(Path::new(f), ids[f], 10).unwrap();
+        assert_eq!(read("plain"), WalkedFile::Read(b"inside".to_vec()));
+        assert_eq!(read("link"), WalkedFile::Changed);
+        assert_eq!(read("sub/deeper/f"), WalkedFile::Changed);
+        assert_eq!(read("other"), WalkedFile::Changed);
+        assert_eq!(
+            read("fifo"),
+            WalkedFile::Changed,
+            "a FIFO is refused, not waited on"
+        );
+        assert_eq!(read("grows"), WalkedFile::TooLarge);
+        assert_eq!(read("gone"), WalkedFile::Changed);
+        assert_eq!(read("plain"), WalkedFile::Read(b"inside".to_vec()));
+    }
+
+    #[test]
+    fn the_size_limit_holds_for_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "0123456789abc").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // Measured small, but it has grown since: only limit + 1 bytes are read.
+        assert_eq!(read_limited(&file, 3, 10).unwrap(), WalkedFile::TooLarge);
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(
+            read_limited(&file, 13, 13).unwrap(),
+            WalkedFile::Read(b"0123456789abc".to_vec())
+        );
     }
 }
