@@ -21,9 +21,12 @@
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
 //! - [`relace`]: the Relace API client and the backend that routes tools through it.
+//! - [`access`]: the front door: every credential, on every surface, becomes a scope or
+//!   a refusal there.
 //! - [`admin`]: the `repo`, `token` and `key` commands.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod backend;

@@ -36,6 +36,8 @@ pub enum Credential {
     RepoToken(String),
     /// No credential at all (an HTTP request under `--allow-anonymous`).
     Anonymous,
+    /// An account key presented by a caller (HTTP or the REST API).
+    AccountKey,
 }
 
 impl fmt::Debug for Credential {
@@ -43,6 +45,7 @@ impl fmt::Debug for Credential {
         match self {
             Credential::Operator => f.write_str("Operator"),
             Credential::Anonymous => f.write_str("Anonymous"),
+            Credential::AccountKey => f.write_str("AccountKey"),
             // Never print the secret, not even in debug output.
             Credential::RepoToken(_) => f.write_str("RepoToken(<redacted>)"),
         }
@@ -74,6 +77,8 @@ pub enum ScopeError {
 #[derive(Debug, Clone)]
 pub struct Scope {
     repos: BTreeSet<RepoId>,
+    /// Every repo, whether listed in `repos` or not (an account key on the REST API).
+    every_repo: bool,
     write: bool,
     mint: bool,
     /// When the session's credential stops working (Unix seconds), if ever.
@@ -92,6 +97,7 @@ impl Scope {
     pub fn operator(repos: impl IntoIterator<Item = RepoId>) -> Self {
         Self {
             repos: repos.into_iter().collect(),
+            every_repo: false,
             write: true,
             mint: true,
             expires_at: None,
@@ -102,6 +108,22 @@ impl Scope {
         }
     }
 
+    /// The scope of an account key presented by a caller: every right on `repos`.
+    pub fn account(repos: impl IntoIterator<Item = RepoId>) -> Self {
+        Self {
+            credential: Credential::AccountKey,
+            ..Self::operator(repos)
+        }
+    }
+
+    /// The scope of an account key on the REST API: every right on every repo.
+    pub fn every_repo() -> Self {
+        Self {
+            every_repo: true,
+            ..Self::account([])
+        }
+    }
+
     /// The scope of a request with no credential, under `--allow-anonymous`: read and
     /// write on exactly the operator's `repos`, and never mint or revoke, since a
     /// token minted there would outlive the server and revoking would reach other
@@ -109,6 +131,7 @@ impl Scope {
     pub fn anonymous(repos: impl IntoIterator<Item = RepoId>) -> Self {
         Self {
             repos: repos.into_iter().collect(),
+            every_repo: false,
             write: true,
             mint: false,
             expires_at: None,
@@ -135,6 +158,7 @@ impl Scope {
             .collect();
         Self {
             repos,
+            every_repo: false,
             write: true,
             mint: false,
             expires_at,
@@ -164,7 +188,7 @@ impl Scope {
 
     /// Whether the scope holds no repo.
     pub fn is_empty(&self) -> bool {
-        self.repos.is_empty()
+        self.repos.is_empty() && !self.every_repo
     }
 
     /// Whether the scope has `right` at all.
@@ -218,7 +242,7 @@ impl Scope {
     /// The guard: may this session use `right` on `repo`?
     pub fn admit(&self, right: Right, repo: &RepoId) -> Result<(), ScopeError> {
         self.check_right(right)?;
-        if self.repos.contains(repo) {
+        if self.every_repo || self.repos.contains(repo) {
             Ok(())
         } else {
             Err(ScopeError::OutOfScope {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use rmcp::ServiceExt;
 
-use crate::backend::{Backend, LocalBackend, TokenStatus};
+use crate::access::{self, Authority, OperatorBound, Refusal, Surface};
+use crate::backend::{Backend, LocalBackend};
 use crate::cli::BackendKind;
 use crate::config::{ConfigError, ServeConfig};
-use crate::http::{LocalResolver, OperatorBound, RelaceResolver};
+use crate::http::Resolver;
 use crate::model::RepoId;
 use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
 use crate::scope::Scope;
@@ -112,83 +113,36 @@ pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>
     Ok(repos)
 }
 
-/// The scope of a repo token given in `RELACE_API_KEY`, narrowed by the operator's
-/// repos; a token that is not live, or reaches none of them, stops start-up.
-fn token_scope(
-    token: &str,
-    status: TokenStatus,
-    operator_repos: &[RepoId],
+/// The start-up refusal of the credential in `RELACE_API_KEY`, with where it was
+/// checked and what to do.
+fn credential_refused(refusal: Refusal, place: &str, remedy: &str) -> ConfigError {
+    ConfigError(match refusal {
+        Refusal::NoRepos => {
+            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into()
+        }
+        Refusal::Unrecognized => {
+            "RELACE_API_KEY is neither a repo token (rlcr-…) nor an account key (rlc-…); unset it or fix it".into()
+        }
+        other => format!("RELACE_API_KEY: {other} ({place}); {remedy}"),
+    })
+}
+
+/// The scope a stdio session starts with, by the front door's one rule.
+async fn stdio_scope(
+    authority: &dyn Authority,
+    config: &ServeConfig,
+    repos: Vec<RepoId>,
     place: &str,
     remedy: &str,
 ) -> Result<Scope, ConfigError> {
-    let why = match status {
-        TokenStatus::Live(info) => {
-            let scope = Scope::from_token(
-                token.to_string(),
-                &info.name,
-                &info.repo_ids,
-                info.expires_at,
-                operator_repos,
-            );
-            if scope.is_empty() {
-                return Err(ConfigError(
-                    "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into(),
-                ));
-            }
-            return Ok(scope);
-        }
-        TokenStatus::Revoked => "has been revoked",
-        TokenStatus::Expired => "has expired",
-        TokenStatus::Unknown => "is not known",
+    let bound = OperatorBound {
+        repos,
+        read_only: config.read_only,
+        allow_anonymous: false,
     };
-    Err(ConfigError(format!(
-        "the repo token in RELACE_API_KEY {why} {place}; {remedy}"
-    )))
-}
-
-/// Work out the session's scope from the operator's flags and the credential.
-pub async fn local_scope(
-    config: &ServeConfig,
-    backend: &LocalBackend,
-) -> Result<Scope, ConfigError> {
-    let store = backend.store();
-    let mut config = config.clone();
-    config.repos = operator_repos(&config, store)?;
-    let config = &config;
-    let scope = match config.api_key.as_deref() {
-        Some(token) if secrets::looks_like_repo_token(token) => {
-            let status = backend
-                .token_status(token)
-                .await
-                .map_err(|e| ConfigError(e.to_string()))?;
-            let place = format!("in the store at {}", config.data_dir.display());
-            token_scope(
-                token,
-                status,
-                &config.repos,
-                &place,
-                "mint a new one with `scoped-repo-mcp token create`",
-            )?
-        }
-        Some(key) if key.starts_with(secrets::ACCOUNT_KEY_PREFIX) => {
-            if !store
-                .account_key_live(key)
-                .map_err(|e| ConfigError(e.to_string()))?
-            {
-                return Err(ConfigError(format!(
-                    "the account key in RELACE_API_KEY is not known to the store at {}",
-                    config.data_dir.display()
-                )));
-            }
-            Scope::operator(config.repos.iter().copied())
-        }
-        Some(_) => {
-            return Err(ConfigError(
-                "RELACE_API_KEY is neither a repo token (rlcr-…) nor an account key (rlc-…); unset it or fix it".into(),
-            ));
-        }
-        None => Scope::operator(config.repos.iter().copied()),
-    };
+    let scope = access::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
+        .await
+        .map_err(|r| credential_refused(r, place, remedy))?;
     if scope.is_empty() {
         return Err(ConfigError(
             "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, --import DIR, or set RELACE_API_KEY to a repo token; \
@@ -196,11 +150,24 @@ pub async fn local_scope(
                 .into(),
         ));
     }
-    Ok(if config.read_only {
-        scope.read_only()
-    } else {
-        scope
-    })
+    Ok(scope)
+}
+
+/// Work out the session's scope from the operator's flags and the credential.
+pub async fn local_scope(
+    config: &ServeConfig,
+    backend: &LocalBackend,
+) -> Result<Scope, ConfigError> {
+    let repos = operator_repos(config, backend.store())?;
+    let place = format!("in the store at {}", config.data_dir.display());
+    stdio_scope(
+        backend,
+        config,
+        repos,
+        &place,
+        "mint a new one with `scoped-repo-mcp token create`",
+    )
+    .await
 }
 
 /// Build the line-search indexes of the repos in scope in the background, one repo at a
@@ -241,48 +208,39 @@ pub async fn relace_scope(
     backend: &RelaceBackend,
 ) -> Result<Scope, ConfigError> {
     let base = backend.client().base().to_string();
-    let unreachable = |e: crate::relace::RelaceError| {
-        ConfigError(format!("cannot start on the Relace API at {base}: {e}"))
-    };
-    let scope = match config.api_key.as_deref() {
-        Some(token) if secrets::looks_like_repo_token(token) => {
-            match backend.token_status(token).await {
-                Ok(status) => {
-                    let place = format!("by the Relace API at {base}");
-                    token_scope(token, status, &config.repos, &place, "ask for a new one")?
-                }
-                Err(crate::backend::BackendError::Relace(e)) => return Err(unreachable(e)),
-                Err(e) => return Err(ConfigError(e.to_string())),
-            }
-        }
-        Some(_) => {
-            for id in &config.repos {
-                match backend.client().get_repo(id).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        return Err(ConfigError(format!(
-                            "repo {id} is not known to the Relace API at {base}; check the ID given with --repo"
-                        )));
-                    }
-                    Err(e) => return Err(unreachable(e)),
-                }
-            }
-            Scope::operator(config.repos.iter().copied())
-        }
-        None => {
-            return Err(ConfigError("--backend relace needs RELACE_API_KEY".into()));
-        }
-    };
-    if scope.is_empty() {
-        return Err(ConfigError(
-            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, or set RELACE_API_KEY to a repo token".into(),
-        ));
+    if config.api_key.is_none() {
+        return Err(ConfigError("--backend relace needs RELACE_API_KEY".into()));
     }
-    Ok(if config.read_only {
-        scope.read_only()
-    } else {
-        scope
-    })
+    if !config
+        .api_key
+        .as_deref()
+        .is_some_and(secrets::looks_like_repo_token)
+    {
+        for id in &config.repos {
+            match backend.client().get_repo(id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ConfigError(format!(
+                        "repo {id} is not known to the Relace API at {base}; check the ID given with --repo"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "cannot start on the Relace API at {base}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    let place = format!("by the Relace API at {base}");
+    stdio_scope(
+        backend,
+        config,
+        config.repos.clone(),
+        &place,
+        "ask for a new one",
+    )
+    .await
 }
 
 /// Build the server `serve` runs, on the Relace API.
@@ -353,7 +311,7 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
                 read_only: config.read_only,
                 allow_anonymous: http.allow_anonymous,
             };
-            let resolver = Arc::new(LocalResolver::new(backend.clone(), bound));
+            let resolver = Arc::new(Resolver::local(backend.clone(), bound));
             let backend = Arc::new(backend) as Arc<dyn Backend>;
             (RepoServer::per_request(backend, settings(config)), resolver)
         }
@@ -371,7 +329,7 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
                 read_only: config.read_only,
                 allow_anonymous: http.allow_anonymous,
             };
-            let resolver = Arc::new(RelaceResolver::new(
+            let resolver = Arc::new(Resolver::relace(
                 &config.base_url,
                 policy,
                 bound,

@@ -1,58 +1,57 @@
-//! Who is calling the API and what that reaches: an account key reaches everything; a
-//! repo token reaches the `/repo/{id}/…` routes of its own repos, and nothing else.
+//! Who is calling the API and what that reaches, decided by the front door
+//! ([`crate::access::admit`]) like on every other surface: an account key reaches every
+//! repo and every route; a repo token reaches the `/repo/{id}/…` routes of its own
+//! repos, and nothing else.
 
 use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::{ApiError, ApiState, blocking};
+use super::{ApiError, ApiState};
+use crate::access::{self, OperatorBound, Refusal, Surface};
 use crate::model::RepoId;
-use crate::store::TokenState;
-use crate::store::secrets::{self, ACCOUNT_KEY_PREFIX};
+use crate::scope::{Credential, Right, Scope, ScopeError};
+use crate::store::secrets;
 
-/// An authenticated caller.
+/// An authenticated caller: its scope, and its token's hash when it is a repo token.
 #[derive(Clone)]
-pub enum Caller {
-    /// An account key: every repo and every route.
-    Account,
-    /// A repo token.
-    RepoToken {
-        /// The token's hash, so it can read or delete itself.
-        hash: String,
-        /// Its name (commits it makes are attributed to it).
-        name: String,
-        /// The repos it reaches.
-        repos: Vec<RepoId>,
-    },
+pub struct Caller {
+    scope: Scope,
+    token_hash: Option<String>,
 }
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Caller::Account => f.write_str("Account"),
-            Caller::RepoToken { name, .. } => write!(f, "RepoToken({name})"),
-        }
+        write!(f, "Caller({})", self.scope.actor())
     }
 }
 
 impl Caller {
-    /// May this caller use `/repo/{id}/…`? A token outside its repos gets 403 whether
-    /// the repo exists or not, so nothing about other repos is revealed.
+    /// May this caller use `right` on `/repo/{id}/…`? A token outside its repos gets 403
+    /// whether the repo exists or not, so nothing about other repos is revealed.
+    pub fn check(&self, right: Right, id: &RepoId) -> Result<(), ApiError> {
+        self.scope.admit(right, id).map_err(|e| {
+            ApiError::forbidden(match e {
+                // The same body for every repo outside, existing or not.
+                ScopeError::OutOfScope { allowed, .. } => {
+                    format!("this credential does not reach that repo; it reaches: {allowed}")
+                }
+                other => other.to_string(),
+            })
+        })
+    }
+
+    /// [`Caller::check`] for reading.
     pub fn check_repo(&self, id: &RepoId) -> Result<(), ApiError> {
-        match self {
-            Caller::Account => Ok(()),
-            Caller::RepoToken { repos, .. } if repos.contains(id) => Ok(()),
-            Caller::RepoToken { .. } => Err(ApiError::forbidden(
-                "this repo token does not grant access to that repo",
-            )),
-        }
+        self.check(Right::Read, id)
     }
 
     /// Routes only an account key may use (listing, creating, deleting repos, minting).
     pub fn require_account(&self, what: &str) -> Result<(), ApiError> {
-        match self {
-            Caller::Account => Ok(()),
-            Caller::RepoToken { .. } => Err(ApiError::forbidden(format!(
+        match self.scope.credential() {
+            Credential::AccountKey => Ok(()),
+            _ => Err(ApiError::forbidden(format!(
                 "a repo token cannot {what}; use an account API key"
             ))),
         }
@@ -60,15 +59,30 @@ impl Caller {
 
     /// Who commits made by this caller are attributed to.
     pub fn author(&self) -> &str {
-        match self {
-            Caller::Account => "scoped-repo-mcp api",
-            Caller::RepoToken { name, .. } => name,
+        match self.scope.credential() {
+            Credential::AccountKey => "scoped-repo-mcp api",
+            _ => self.scope.actor(),
         }
     }
 
     /// Whether this caller is the repo token `token`.
     pub fn is_token(&self, token: &str) -> bool {
-        matches!(self, Caller::RepoToken { hash, .. } if *hash == secrets::hash(token))
+        self.token_hash
+            .as_deref()
+            .is_some_and(|h| h == secrets::hash(token))
+    }
+
+    /// Whether this caller holds an account key.
+    pub fn is_account(&self) -> bool {
+        matches!(self.scope.credential(), Credential::AccountKey)
+    }
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NoRepos => ApiError::forbidden(refusal.to_string()),
+        Refusal::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
+        other => ApiError::unauthorized(other.to_string()),
     }
 }
 
@@ -76,49 +90,20 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing credential: send `Authorization: Bearer <API key or repo token>`",
-                )
-            })?;
-        let credential = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <credential>`")
-            })?
-            .to_string();
-        if secrets::looks_like_repo_token(&credential) {
-            let token = credential;
-            let hash = secrets::hash(&token);
-            let (state, info) = blocking(state, move |s| s.token(&token)).await?;
-            return match (state, info) {
-                (TokenState::Live, Some(info)) => Ok(Caller::RepoToken {
-                    hash,
-                    name: info.name,
-                    repos: info.repo_ids,
-                }),
-                (TokenState::Revoked, _) => {
-                    Err(ApiError::unauthorized("this repo token has been revoked"))
-                }
-                (TokenState::Expired, _) => {
-                    Err(ApiError::unauthorized("this repo token has expired"))
-                }
-                _ => Err(ApiError::unauthorized("invalid credential")),
-            };
-        }
-        if credential.starts_with(ACCOUNT_KEY_PREFIX) {
-            let live = blocking(state, move |s| s.account_key_live(&credential)).await?;
-            if live {
-                return Ok(Caller::Account);
-            }
-        }
-        Err(ApiError::unauthorized("invalid credential"))
+        let bearer = access::bearer(parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
+            .map_err(refused)?;
+        let scope = access::admit(
+            &state.local,
+            &OperatorBound::default(),
+            Surface::Api,
+            bearer,
+        )
+        .await
+        .map_err(refused)?;
+        let token_hash = match scope.credential() {
+            Credential::RepoToken(t) => Some(secrets::hash(t)),
+            _ => None,
+        };
+        Ok(Caller { scope, token_hash })
     }
 }

@@ -45,6 +45,8 @@ pub struct ApiSettings {
 #[derive(Clone)]
 pub struct ApiState {
     store: Arc<Store>,
+    /// The store as the front door's authority for credentials.
+    local: crate::backend::LocalBackend,
     settings: ApiSettings,
 }
 
@@ -55,7 +57,13 @@ pub fn router(store: Arc<Store>) -> axum::Router {
 
 /// The API's router with `settings`.
 pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
-    routes::router(ApiState { store, settings }).layer(axum::middleware::from_fn(answer_panics))
+    let local = crate::backend::LocalBackend::new(store.clone());
+    routes::router(ApiState {
+        store,
+        local,
+        settings,
+    })
+    .layer(axum::middleware::from_fn(answer_panics))
 }
 
 /// A panic inside a handler becomes a `500` answer and a log line, instead of a

@@ -21,6 +21,7 @@ use crate::model::{
     parse_rfc3339, rfc3339,
 };
 use crate::paths::RepoPath;
+use crate::scope::Right;
 use crate::store::{RepoRow, Store, StoreError, TokenState, is_binary};
 
 /// Longest search or retrieval query, in bytes (as the MCP tools allow).
@@ -318,10 +319,15 @@ fn repo_id(raw: &str) -> Result<RepoId, ApiError> {
         .map_err(|e: crate::model::BadRepoId| ApiError::unprocessable(e.to_string()))
 }
 
-/// Parse the ID and check the caller may use the repo.
+/// Parse the ID and check the caller may read the repo.
 fn admit(caller: &Caller, raw: &str) -> Result<RepoId, ApiError> {
+    admit_for(caller, Right::Read, raw)
+}
+
+/// Parse the ID and check the caller has `right` on the repo.
+fn admit_for(caller: &Caller, right: Right, raw: &str) -> Result<RepoId, ApiError> {
     let id = repo_id(raw)?;
-    caller.check_repo(&id)?;
+    caller.check(right, &id)?;
     Ok(id)
 }
 
@@ -550,7 +556,7 @@ async fn update_repo(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = admit_for(&caller, Right::Write, &id)?;
     let body: UpdateBody = body_json(body)?;
     let change = match body.source {
         None => None,
@@ -641,7 +647,7 @@ async fn put_file(
     Path((id, raw)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = admit_for(&caller, Right::Write, &id)?;
     let path = path(&raw)?;
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let limit = state.store.limits().max_file_bytes;
@@ -687,7 +693,7 @@ async fn delete_file(
     caller: Caller,
     Path((id, raw)): Path<(String, String)>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = admit_for(&caller, Right::Write, &id)?;
     let path = path(&raw)?;
     commit_one(&state, &caller, id, FileOp::Delete { path }).await
 }
@@ -931,7 +937,7 @@ async fn create_token(
 }
 
 fn may_see_token(caller: &Caller, token: &str) -> Result<(), ApiError> {
-    if matches!(caller, Caller::Account) || caller.is_token(token) {
+    if caller.is_account() || caller.is_token(token) {
         Ok(())
     } else {
         Err(ApiError::forbidden(

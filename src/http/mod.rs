@@ -25,7 +25,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{AuthError, LocalResolver, OperatorBound, RelaceResolver, ScopeResolver};
+pub use auth::{AuthError, OperatorBound, Resolver, ScopeResolver};
 
 use crate::server::{Grant, RepoServer};
 
@@ -187,21 +187,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    match headers.get(header::AUTHORIZATION) {
-        None => Ok(None),
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| AuthError::Invalid("is not valid text"))?;
-            let (scheme, token) = v
-                .split_once(' ')
-                .ok_or(AuthError::Invalid("is not `Bearer <token>`"))?;
-            if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-                return Err(AuthError::Invalid("is not `Bearer <token>`"));
-            }
-            Ok(Some(token.trim()))
-        }
-    }
+    crate::access::bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
 }
 
 /// The guard in front of every MCP route.

@@ -34,10 +34,10 @@ pub use token_tools::{
 };
 pub use write_tools::{FileContent, FileOperation, UpdateRepoFilesOutput, UpdateRepoFilesRequest};
 
-use crate::backend::{Backend, BackendError, TokenStatus};
+use crate::backend::{Backend, BackendError};
 use crate::model::{BadRepoId, RepoId, unix_now};
 use crate::paths::PathError;
-use crate::scope::{Credential, Right, Scope, ScopeError};
+use crate::scope::{Right, Scope, ScopeError};
 
 /// Every tool and the right it needs.
 pub const TOOL_RIGHTS: &[(&str, Right)] = &[
@@ -289,35 +289,19 @@ impl RepoServer {
         Ok(())
     }
 
-    /// A repo token behind the session is re-checked on every call, so a revoked or
-    /// expired token stops working at once.
+    /// A repo token behind the session is re-checked on every call (by the front
+    /// door's one rule), so a revoked or expired token stops working at once.
     pub(crate) async fn check_credential(&self) -> Result<(), ToolFailure> {
-        if self.scope.expires_at().is_some_and(|e| e <= unix_now()) {
-            return Err(ToolFailure::Refused(
-                "this session's repo token has expired; start a new session with a fresh token"
-                    .into(),
-            ));
-        }
-        let Credential::RepoToken(token) = self.scope.credential() else {
-            return Ok(());
-        };
-        if self.credential_checked {
+        if self.credential_checked && self.scope.expires_at().is_none_or(|e| e > unix_now()) {
             return Ok(());
         }
-        match self.backend.token_status(token).await? {
-            TokenStatus::Live(_) => Ok(()),
-            TokenStatus::Revoked => Err(ToolFailure::Refused(
-                "this session's repo token has been revoked; ask whoever issued it for a new one"
-                    .into(),
-            )),
-            TokenStatus::Expired => Err(ToolFailure::Refused(
-                "this session's repo token has expired; start a new session with a fresh token"
-                    .into(),
-            )),
-            TokenStatus::Unknown => Err(ToolFailure::Refused(
-                "this session's repo token is no longer known to the backend".into(),
-            )),
-        }
+        crate::access::recheck(&crate::access::TokensOnly(self.backend.as_ref()), &self.scope)
+            .await
+            .map_err(|refusal| {
+                ToolFailure::Refused(format!(
+                    "this session's credential no longer works: {refusal}; start a new session with a fresh token"
+                ))
+            })
     }
 }
 
