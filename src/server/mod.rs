@@ -2,9 +2,11 @@
 //! agent reads at initialization.
 //!
 //! Tools live in three groups, one file each ([`read_tools`], [`write_tools`],
-//! [`token_tools`]), merged in [`RepoServer::new`]. [`TOOL_RIGHTS`] is the one table
-//! that says which right each tool needs; it drives both the guard and which tools a
-//! session is shown.
+//! [`token_tools`]), merged in [`RepoServer::new`]. Each tool declares a [`ToolSpec`]
+//! beside its `#[tool]`: its name, the right it needs, and its line in the
+//! instructions. [`registry`] joins them; it drives the guard, which tools a session is
+//! shown, and the instructions. Adding a tool touches its group's file (and the
+//! backends).
 
 mod read_tools;
 mod resources;
@@ -39,16 +41,24 @@ use crate::model::{BadRepoId, RepoId, unix_now};
 use crate::paths::PathError;
 use crate::scope::{Right, Scope, ScopeError};
 
-/// Every tool and the right it needs.
-pub const TOOL_RIGHTS: &[(&str, Right)] = &[
-    ("list_repos", Right::Read),
-    ("search_repo", Right::Read),
-    ("read_file", Right::Read),
-    ("list_files", Right::Read),
-    ("update_repo_files", Right::Write),
-    ("create_scoped_token", Right::Mint),
-    ("revoke_token", Right::Mint),
-];
+/// A tool's entry in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolSpec {
+    /// The tool's name, as `tools/list` shows it.
+    pub name: &'static str,
+    /// The right a session needs to be shown and to call it.
+    pub right: Right,
+    /// Its sentence in the instructions an agent reads at initialization.
+    pub guide: &'static str,
+}
+
+/// Every tool, group by group.
+pub fn registry() -> impl Iterator<Item = &'static ToolSpec> {
+    read_tools::TOOLS
+        .iter()
+        .chain(write_tools::TOOLS)
+        .chain(token_tools::TOOLS)
+}
 
 pub use crate::rules::MAX_QUERY_BYTES;
 
@@ -185,10 +195,9 @@ pub(crate) fn respond<T: Serialize>(
 }
 
 fn right_of(tool: &str) -> Right {
-    TOOL_RIGHTS
-        .iter()
-        .find(|(name, _)| *name == tool)
-        .map(|(_, r)| *r)
+    registry()
+        .find(|spec| spec.name == tool)
+        .map(|spec| spec.right)
         // A tool missing from the table needs the strongest right, so a forgotten
         // entry fails closed.
         .unwrap_or(Right::Mint)
@@ -198,9 +207,9 @@ impl RepoServer {
     /// A server over `backend`, held to `scope`.
     pub fn new(backend: Arc<dyn Backend>, scope: Scope, settings: ServerSettings) -> Self {
         let mut router = Self::all_tools();
-        for (name, right) in TOOL_RIGHTS {
-            if !scope.has(*right) {
-                router.remove_route(name);
+        for spec in registry() {
+            if !scope.has(spec.right) {
+                router.remove_route(spec.name);
             }
         }
         Self {
@@ -271,21 +280,25 @@ impl RepoServer {
 
     /// The guard for tools that act on one repo: parse the ID, check the session's
     /// credential is still good, and check the repo and right against the scope.
-    pub(crate) async fn admit(&self, tool: &str, repo_id: &str) -> Result<RepoId, ToolFailure> {
+    pub(crate) async fn admit(
+        &self,
+        tool: &ToolSpec,
+        repo_id: &str,
+    ) -> Result<RepoId, ToolFailure> {
         let id: RepoId = repo_id.parse()?;
         self.check_credential().await?;
-        self.scope.admit(right_of(tool), &id)?;
+        self.scope.admit(tool.right, &id)?;
         Ok(id)
     }
 
     /// The guard for tools that act on several repos (or on none yet known).
     pub(crate) async fn admit_all(
         &self,
-        tool: &str,
+        tool: &ToolSpec,
         repo_ids: &[RepoId],
     ) -> Result<(), ToolFailure> {
         self.check_credential().await?;
-        self.scope.admit_all(right_of(tool), repo_ids)?;
+        self.scope.admit_all(tool.right, repo_ids)?;
         Ok(())
     }
 
@@ -332,24 +345,11 @@ fn instructions(scope: &Scope) -> String {
         scope.describe(),
         repos.join(", ")
     );
-    s.push_str(
-        "Start with list_repos (IDs, metadata, head commit). Find code with search_repo \
-         (mode literal or regex for exact lines; auto picks one), browse with list_files, \
-         and read with read_file (use start_line/end_line for large files). Files are also \
-         resources: repo://{repo_id}/{path}.",
-    );
-    if scope.has(Right::Write) {
-        s.push_str(
-            " Change files with update_repo_files: all operations land as one commit or none do; \
-             pass the head you last read as expected_head so you never overwrite work you have not seen.",
-        );
-    }
-    if scope.has(Right::Mint) {
-        s.push_str(
-            " create_scoped_token mints a short-lived token for a subset of these repos (for a \
-             sub-agent); revoke_token ends one at once.",
-        );
-    }
+    let guides: Vec<&str> = registry()
+        .filter(|spec| scope.has(spec.right))
+        .map(|spec| spec.guide)
+        .collect();
+    s.push_str(&guides.join(" "));
     s
 }
 
@@ -496,6 +496,50 @@ impl ServerHandler for RepoServer {
                     None,
                 ))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_tool_has_one_spec_and_its_read_only_hint_matches_its_right() {
+        let tools = RepoServer::all_tools().list_all();
+        let routed: BTreeSet<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        let declared: BTreeSet<&str> = registry().map(|s| s.name).collect();
+        assert_eq!(
+            routed, declared,
+            "a tool without a spec, or a spec without a tool"
+        );
+        assert_eq!(declared.len(), registry().count(), "a tool declared twice");
+        for tool in &tools {
+            let spec = registry().find(|s| s.name == tool.name).unwrap();
+            let read_only = tool
+                .annotations
+                .as_ref()
+                .and_then(|a| a.read_only_hint)
+                .unwrap_or_else(|| panic!("{} sets no read_only_hint", tool.name));
+            assert_eq!(read_only, spec.right == Right::Read, "{}", tool.name);
+        }
+    }
+
+    #[test]
+    fn instructions_name_only_the_tools_a_scope_may_use() {
+        let id: RepoId = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69".parse().unwrap();
+        let full = instructions(&Scope::operator([id]));
+        let reader = instructions(&Scope::operator([id]).read_only());
+        for spec in registry() {
+            assert!(full.contains(spec.name), "{}", spec.name);
+            assert_eq!(
+                reader.contains(spec.name),
+                spec.right == Right::Read,
+                "{}",
+                spec.name
+            );
         }
     }
 }

@@ -9,7 +9,9 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::scope::Right;
+
+use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::{ProgressSender, SearchOutcome};
 use crate::escape::one_line;
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
@@ -258,15 +260,52 @@ fn resolve_mode(mode: SearchMode, query: &str) -> SearchMode {
     }
 }
 
+/// This group's tools, each declared beside its `#[tool]` below: the registry
+/// ([`super::registry`]) is the groups' lists joined.
+pub(super) const TOOLS: &[ToolSpec] = &[
+    RepoServer::LIST_REPOS,
+    RepoServer::SEARCH_REPO,
+    RepoServer::READ_FILE,
+    RepoServer::LIST_FILES,
+];
+
 #[tool_router(router = read_tools, vis = "pub(crate)")]
 impl RepoServer {
+    /// `list_repos`: needs the read right.
+    pub(crate) const LIST_REPOS: ToolSpec = ToolSpec {
+        name: "list_repos",
+        right: Right::Read,
+        guide: "Start with list_repos (IDs, metadata, head commit).",
+    };
+
+    /// `search_repo`: needs the read right.
+    pub(crate) const SEARCH_REPO: ToolSpec = ToolSpec {
+        name: "search_repo",
+        right: Right::Read,
+        guide: "Find code with search_repo (mode literal or regex for exact lines, ranked for a question in words; auto picks one).",
+    };
+
+    /// `read_file`: needs the read right.
+    pub(crate) const READ_FILE: ToolSpec = ToolSpec {
+        name: "read_file",
+        right: Right::Read,
+        guide: "Read with read_file (use start_line/end_line for large files); files are also resources: repo://{repo_id}/{path}.",
+    };
+
+    /// `list_files`: needs the read right.
+    pub(crate) const LIST_FILES: ToolSpec = ToolSpec {
+        name: "list_files",
+        right: Right::Read,
+        guide: "Browse with list_files.",
+    };
+
     /// List the repositories this session may use, with their metadata and head commit.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ListReposOutput>()
     )]
     async fn list_repos(&self) -> Result<CallToolResult, McpError> {
-        respond("list_repos", self.list_repos_impl().await)
+        respond(Self::LIST_REPOS.name, self.list_repos_impl().await)
     }
 
     /// Search one repository's files. `literal` and `regex` return matching lines
@@ -307,7 +346,7 @@ impl RepoServer {
             // The sender is gone with the search; the relay ends once it has sent all.
             let _ = relay.await;
         }
-        respond("search_repo", answer)
+        respond(Self::SEARCH_REPO.name, answer)
     }
 
     /// Read a text file, whole or a range of lines (1-based, inclusive).
@@ -319,7 +358,7 @@ impl RepoServer {
         &self,
         Parameters(req): Parameters<ReadFileRequest>,
     ) -> Result<CallToolResult, McpError> {
-        respond("read_file", self.read_file_impl(req).await)
+        respond(Self::READ_FILE.name, self.read_file_impl(req).await)
     }
 
     /// List a repository's file paths, optionally under a directory or matching a glob.
@@ -331,13 +370,13 @@ impl RepoServer {
         &self,
         Parameters(req): Parameters<ListFilesRequest>,
     ) -> Result<CallToolResult, McpError> {
-        respond("list_files", self.list_files_impl(req).await)
+        respond(Self::LIST_FILES.name, self.list_files_impl(req).await)
     }
 }
 
 impl RepoServer {
     async fn list_repos_impl(&self) -> ToolAnswer<ListReposOutput> {
-        self.admit_all("list_repos", &[]).await?;
+        self.admit_all(&Self::LIST_REPOS, &[]).await?;
         let ids: Vec<RepoId> = self.scope.repos().copied().collect();
         let repos = self.backend.list_repos(&ids).await?;
         let mut text = format!("{} repo(s) in scope:", repos.len());
@@ -362,7 +401,7 @@ impl RepoServer {
         req: SearchRepoRequest,
         progress: Option<ProgressSender>,
     ) -> ToolAnswer<SearchRepoOutput> {
-        let id = self.admit("search_repo", &req.repo_id).await?;
+        let id = self.admit(&Self::SEARCH_REPO, &req.repo_id).await?;
         query_too_long(&req.query)?;
         if req.max_results == 0 || req.max_results > MAX_SEARCH_RESULTS {
             return Err(ToolFailure::Refused(format!(
@@ -513,7 +552,7 @@ impl RepoServer {
     }
 
     async fn read_file_impl(&self, req: ReadFileRequest) -> ToolAnswer<ReadFileOutput> {
-        let id = self.admit("read_file", &req.repo_id).await?;
+        let id = self.admit(&Self::READ_FILE, &req.repo_id).await?;
         let path = RepoPath::parse(&req.path)?;
         let file = self.backend.read_file(&id, &path).await?;
         let lines: Vec<&str> = file.content.split_inclusive('\n').collect();
@@ -576,7 +615,7 @@ impl RepoServer {
     }
 
     async fn list_files_impl(&self, req: ListFilesRequest) -> ToolAnswer<ListFilesOutput> {
-        let id = self.admit("list_files", &req.repo_id).await?;
+        let id = self.admit(&Self::LIST_FILES, &req.repo_id).await?;
         let prefix = if req.prefix.is_empty() {
             None
         } else {

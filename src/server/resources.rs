@@ -109,7 +109,10 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
             None,
         )
     })?;
-    let id = server.admit("read_file", repo_id).await.map_err(to_mcp)?;
+    let id = server
+        .admit(&RepoServer::READ_FILE, repo_id)
+        .await
+        .map_err(to_mcp)?;
     let path = RepoPath::parse(path).map_err(|e| to_mcp(e.into()))?;
     let file = server
         .backend

@@ -7,7 +7,9 @@ use rmcp::schemars::{self, JsonSchema};
 use rmcp::{ErrorData as McpError, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
-use super::{RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::scope::Right;
+
+use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::TokenStatus;
 use crate::model::{RepoId, rfc3339};
 
@@ -59,8 +61,26 @@ fn id_strings(ids: &[RepoId]) -> Vec<String> {
     ids.iter().map(ToString::to_string).collect()
 }
 
+/// This group's tools, each declared beside its `#[tool]` below: the registry
+/// ([`super::registry`]) is the groups' lists joined.
+pub(super) const TOOLS: &[ToolSpec] = &[RepoServer::CREATE_SCOPED_TOKEN, RepoServer::REVOKE_TOKEN];
+
 #[tool_router(router = token_tools, vis = "pub(crate)")]
 impl RepoServer {
+    /// `create_scoped_token`: needs the mint right.
+    pub(crate) const CREATE_SCOPED_TOKEN: ToolSpec = ToolSpec {
+        name: "create_scoped_token",
+        right: Right::Mint,
+        guide: "create_scoped_token mints a short-lived token for a subset of these repos (for a sub-agent).",
+    };
+
+    /// `revoke_token`: needs the mint right.
+    pub(crate) const REVOKE_TOKEN: ToolSpec = ToolSpec {
+        name: "revoke_token",
+        right: Right::Mint,
+        guide: "revoke_token ends one at once.",
+    };
+
     /// Mint a repo token for some of this session's repos, with a limited lifetime, to
     /// hand to another agent. The token is shown only in this answer.
     #[tool(
@@ -71,7 +91,10 @@ impl RepoServer {
         &self,
         Parameters(req): Parameters<CreateScopedTokenRequest>,
     ) -> Result<CallToolResult, McpError> {
-        respond("create_scoped_token", self.create_token_impl(req).await)
+        respond(
+            Self::CREATE_SCOPED_TOKEN.name,
+            self.create_token_impl(req).await,
+        )
     }
 
     /// Revoke a repo token at once. Only tokens whose repos all lie in this session's
@@ -84,7 +107,7 @@ impl RepoServer {
         &self,
         Parameters(req): Parameters<RevokeTokenRequest>,
     ) -> Result<CallToolResult, McpError> {
-        respond("revoke_token", self.revoke_token_impl(req).await)
+        respond(Self::REVOKE_TOKEN.name, self.revoke_token_impl(req).await)
     }
 }
 
@@ -104,7 +127,7 @@ impl RepoServer {
             .iter()
             .map(|s| s.parse::<RepoId>())
             .collect::<Result<Vec<_>, _>>()?;
-        self.admit_all("create_scoped_token", &ids).await?;
+        self.admit_all(&Self::CREATE_SCOPED_TOKEN, &ids).await?;
         let cap = self.scope.max_ttl(self.settings.max_token_ttl);
         if cap == 0 {
             return Err(ToolFailure::Refused(
@@ -142,7 +165,7 @@ impl RepoServer {
     }
 
     async fn revoke_token_impl(&self, req: RevokeTokenRequest) -> ToolAnswer<RevokeTokenOutput> {
-        self.admit_all("revoke_token", &[]).await?;
+        self.admit_all(&Self::REVOKE_TOKEN, &[]).await?;
         let token = req.token.trim();
         // The token travels in a URL path on the relace backend: only the exact shape
         // of a repo token may reach it.
@@ -161,7 +184,7 @@ impl RepoServer {
                 ));
             }
         };
-        self.admit_all("revoke_token", &info.repo_ids).await?;
+        self.admit_all(&Self::REVOKE_TOKEN, &info.repo_ids).await?;
         let Some(info) = self.backend.revoke_token(token).await? else {
             return Err(ToolFailure::Refused(
                 "that token was revoked meanwhile".into(),

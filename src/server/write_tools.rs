@@ -10,7 +10,9 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
-use super::{RepoServer, ToolAnswer, ToolFailure, respond};
+use crate::scope::Right;
+
+use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::model::{Change, FileOp, UpdateControl, UpdateSpec};
 
 /// Progress notifications for the request behind `ctx`, when it asked for them: the
@@ -148,8 +150,19 @@ fn to_change(req: &UpdateRepoFilesRequest) -> Result<Change, ToolFailure> {
     }
 }
 
+/// This group's tools, each declared beside its `#[tool]` below: the registry
+/// ([`super::registry`]) is the groups' lists joined.
+pub(super) const TOOLS: &[ToolSpec] = &[RepoServer::UPDATE_REPO_FILES];
+
 #[tool_router(router = write_tools, vis = "pub(crate)")]
 impl RepoServer {
+    /// `update_repo_files`: needs the write right.
+    pub(crate) const UPDATE_REPO_FILES: ToolSpec = ToolSpec {
+        name: "update_repo_files",
+        right: Right::Write,
+        guide: "Change files with update_repo_files: all operations land as one commit or none do; pass the head you last read as expected_head so you never overwrite work you have not seen.",
+    };
+
     /// Write, delete and rename files as one atomic commit: every operation applies or
     /// none does. Pass `expected_head` (the head you last read) so the update is refused
     /// if someone else changed the repo meanwhile. `replace_all` replaces the whole tree.
@@ -174,7 +187,7 @@ impl RepoServer {
         };
         let answer = self.update_impl(req, control).await;
         watcher.abort();
-        respond("update_repo_files", answer)
+        respond(Self::UPDATE_REPO_FILES.name, answer)
     }
 }
 
@@ -184,7 +197,7 @@ impl RepoServer {
         req: UpdateRepoFilesRequest,
         control: UpdateControl,
     ) -> ToolAnswer<UpdateRepoFilesOutput> {
-        let id = self.admit("update_repo_files", &req.repo_id).await?;
+        let id = self.admit(&Self::UPDATE_REPO_FILES, &req.repo_id).await?;
         let spec = UpdateSpec {
             change: to_change(&req)?,
             expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),
