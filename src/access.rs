@@ -160,7 +160,7 @@ impl Authority for LocalBackend {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || Ok(store.account_key_live(&key)?))
                 .await
-                .map_err(|e| BackendError::Task(e.to_string()))?
+                .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
         })
     }
 
@@ -171,7 +171,7 @@ impl Authority for LocalBackend {
                 Ok(store.repo_rows()?.into_iter().map(|r| r.id).collect())
             })
             .await
-            .map_err(|e| BackendError::Task(e.to_string()))?
+            .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
         })
     }
 }

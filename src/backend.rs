@@ -15,34 +15,76 @@ use crate::store::{Store, StoreError, TokenState};
 /// A boxed future answering a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError>> + Send + 'a>>;
 
-/// What a backend call can fail with.
+/// What a backend call can fail with, in the domain's terms: the store's and the
+/// Relace client's own error types stop at this seam, so every backend fails the same
+/// way for the same reason.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The embedded store refused or failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The Relace API refused or failed.
-    #[error(transparent)]
-    Relace(#[from] crate::relace::RelaceError),
-    /// The backend does not offer this.
+    /// No such repo, file or commit.
     #[error("{0}")]
-    Unsupported(String),
-    /// A blocking task panicked or was cancelled.
-    #[error("a background task failed: {0}")]
-    Task(String),
+    NotFound(String),
+    /// The file is not text.
+    #[error("{0}")]
+    Binary(String),
+    /// The repo moved on (`expected_head`), or a writer held it.
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is refused: malformed, over a limit, or not offered by this backend.
+    #[error("{0}")]
+    Refused(String),
+    /// The backend could not be reached or answered with its own failure; the message
+    /// says whether retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server's own failure: logged in full, reported vaguely.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl BackendError {
     /// Whether this is the server's own failure (logged in full, reported vaguely) rather
     /// than something the caller can act on.
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
-            BackendError::Task(_)
-                | BackendError::Store(
-                    StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_)
-                )
-        )
+        matches!(self, BackendError::Internal(_))
+    }
+}
+
+impl From<StoreError> for BackendError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::RepoNotFound(_) | StoreError::FileNotFound(_) => {
+                BackendError::NotFound(message)
+            }
+            StoreError::Binary(_) => BackendError::Binary(message),
+            StoreError::Conflict { .. } => BackendError::Conflict(message),
+            StoreError::Invalid(_)
+            | StoreError::TooLarge(_)
+            | StoreError::Search(_)
+            | StoreError::Cancelled => BackendError::Refused(message),
+            StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
+                BackendError::Internal(message)
+            }
+        }
+    }
+}
+
+impl From<crate::relace::RelaceError> for BackendError {
+    fn from(e: crate::relace::RelaceError) -> Self {
+        use crate::relace::RelaceError;
+        let message = e.to_string();
+        match &e {
+            RelaceError::Status { status, .. } => match status {
+                404 => BackendError::NotFound(message),
+                409 | 412 => BackendError::Conflict(message),
+                408 | 423 | 429 | 500..=599 => BackendError::Unavailable(message),
+                _ => BackendError::Refused(message),
+            },
+            RelaceError::Transport { .. }
+            | RelaceError::WriteUncertain { .. }
+            | RelaceError::Malformed { .. } => BackendError::Unavailable(message),
+            RelaceError::Unsupported(_) | RelaceError::Refused(_) => BackendError::Refused(message),
+        }
     }
 }
 
@@ -151,7 +193,7 @@ impl LocalBackend {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || f(&store))
                 .await
-                .map_err(|e| BackendError::Task(e.to_string()))?
+                .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
                 .map_err(BackendError::from)
         })
     }

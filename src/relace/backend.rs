@@ -202,7 +202,7 @@ impl Backend for RelaceBackend {
                 .as_deref()
                 .map(crate::search::compile_glob)
                 .transpose()
-                .map_err(|e| BackendError::Unsupported(e.to_string()))?;
+                .map_err(|e| BackendError::Refused(e.to_string()))?;
             // The hosted default threshold (0.3) keeps weak matches out.
             let (hash, found) = self
                 .client

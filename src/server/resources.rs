@@ -11,7 +11,6 @@ use super::read_tools::MAX_READ_BYTES;
 use super::{RepoServer, ToolFailure};
 use crate::backend::BackendError;
 use crate::paths::RepoPath;
-use crate::store::StoreError;
 
 /// Resources per `resources/list` page.
 pub const RESOURCES_PER_PAGE: usize = 200;
@@ -34,9 +33,7 @@ pub(crate) fn template() -> ResourceTemplate {
 fn to_mcp(e: ToolFailure) -> McpError {
     match e {
         ToolFailure::Refused(m) => McpError::invalid_params(m, None),
-        ToolFailure::Backend(BackendError::Store(StoreError::FileNotFound(m))) => {
-            McpError::resource_not_found(m, None)
-        }
+        ToolFailure::Backend(BackendError::NotFound(m)) => McpError::resource_not_found(m, None),
         ToolFailure::Backend(e) if e.is_internal() => {
             tracing::error!(cause = %e, "resource read failed inside the server");
             McpError::internal_error("the server failed to read this resource", None)

@@ -773,3 +773,26 @@ fn import_followed_a_symlink_swapped_in() {
         "each swapped file is skipped and counted"
     );
 }
+
+// A missing file read as a resource was `resource_not_found` on the local backend but
+// `invalid_params` on the relace backend: backend errors leaked their own types.
+async fn missing_resource_was_a_different_error_per_backend(h: Harness) {
+    use rmcp::ServiceError;
+    use rmcp::model::{ErrorCode, ReadResourceRequestParams};
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let c = h.client_for(&[r]).await;
+    let err = c
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{r}/missing.txt"
+        )))
+        .await
+        .unwrap_err();
+    match err {
+        ServiceError::McpError(data) => {
+            assert_eq!(data.code, ErrorCode::RESOURCE_NOT_FOUND, "{data:?}")
+        }
+        other => panic!("expected an MCP error, got {other}"),
+    }
+}
+
+crate::on_both_backends!(missing_resource_was_a_different_error_per_backend);
