@@ -226,13 +226,9 @@ pub async fn admit(
         },
         Presented::Unrecognized => return Err(Refusal::Unrecognized),
         Presented::RepoToken(token) => match authority.token_status(token).await {
-            Ok(TokenStatus::Live(info)) => Scope::from_token(
-                token.to_string(),
-                &info.name,
-                &info.repo_ids,
-                info.expires_at,
-                &bound.repos,
-            ),
+            Ok(TokenStatus::Live(info)) => {
+                Scope::from_token(token.to_string(), &info, &bound.repos)
+            }
             Ok(TokenStatus::Revoked) => return Err(Refusal::Revoked),
             Ok(TokenStatus::Expired) => return Err(Refusal::Expired),
             Ok(TokenStatus::Unknown) => return Err(Refusal::Unknown),

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cli::{KeyCommand, RepoCommand, TokenCommand};
 use crate::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::escape::one_line;
-use crate::model::{RepoId, rfc3339, unix_now};
+use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
 use crate::store::{ImportProgress, Store, StoreError};
 
 /// An admin command's failure.
@@ -269,7 +269,14 @@ pub fn token(
     err: &mut dyn Write,
 ) -> Result<(), AdminError> {
     match cmd {
-        TokenCommand::Create { repos, ttl, name } => {
+        TokenCommand::Create {
+            repos,
+            ttl,
+            name,
+            read_only,
+            paths,
+            delegate,
+        } => {
             let ids = parse_repo_ids("--repo", repos)?;
             let ttl = if ttl.trim() == "never" {
                 None
@@ -282,7 +289,15 @@ pub fn token(
                 }
                 Some(d.as_secs())
             };
-            let minted = store.create_token(name, &ids, ttl)?;
+            let minted = store.mint(&MintSpec {
+                name: name.clone(),
+                repo_ids: ids,
+                ttl_seconds: ttl,
+                read_only: *read_only,
+                paths: paths.clone(),
+                can_delegate: *delegate,
+                parent: None,
+            })?;
             writeln!(out, "{}", minted.token)?;
             writeln!(
                 err,
@@ -307,9 +322,22 @@ pub fn token(
                     "live"
                 };
                 let ids: Vec<String> = t.info.repo_ids.iter().map(ToString::to_string).collect();
+                let mut limits = Vec::new();
+                if t.info.read_only {
+                    limits.push("read-only".to_string());
+                }
+                if !t.info.paths.is_empty() {
+                    limits.push(format!("paths {}", t.info.paths.join(",")));
+                }
+                if t.info.can_delegate {
+                    limits.push("delegates".to_string());
+                }
+                if let Some(parent) = &t.parent {
+                    limits.push(format!("minted by {}", &parent[..parent.len().min(12)]));
+                }
                 writeln!(
                     out,
-                    "{}  {status:<7}  {:<20}  created {}  expires {}  repos {}",
+                    "{}  {status:<7}  {:<20}  created {}  expires {}  repos {}{}",
                     t.id,
                     one_line(&t.info.name),
                     rfc3339(t.created_at),
@@ -317,7 +345,12 @@ pub fn token(
                         .expires_at
                         .map(rfc3339)
                         .unwrap_or_else(|| "never".into()),
-                    ids.join(",")
+                    ids.join(","),
+                    if limits.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {}", one_line(&limits.join("  ")))
+                    }
                 )?;
             }
         }

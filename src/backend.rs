@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AgenticReport, FileList, FileText, LineQuery, LineResults, MintedToken, RankedQuery,
+    AgenticReport, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedQuery,
     RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
@@ -155,12 +155,7 @@ pub trait Backend: Send + Sync + 'static {
         author: &'a str,
     ) -> BackendFuture<'a, UpdateOutcome>;
     /// Mint a repo token.
-    fn create_token<'a>(
-        &'a self,
-        name: &'a str,
-        ids: &'a [RepoId],
-        ttl_seconds: u64,
-    ) -> BackendFuture<'a, MintedToken>;
+    fn create_token<'a>(&'a self, spec: &'a MintSpec) -> BackendFuture<'a, MintedToken>;
     /// What a token grants, and whether it is usable.
     fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus>;
     /// Revoke a token; `None` when it was unknown or already revoked.
@@ -253,14 +248,9 @@ impl Backend for LocalBackend {
         self.blocking(move |s| s.update(&id, &spec, &author))
     }
 
-    fn create_token<'a>(
-        &'a self,
-        name: &'a str,
-        ids: &'a [RepoId],
-        ttl_seconds: u64,
-    ) -> BackendFuture<'a, MintedToken> {
-        let (name, ids) = (name.to_string(), ids.to_vec());
-        self.blocking(move |s| s.create_token(&name, &ids, Some(ttl_seconds)))
+    fn create_token<'a>(&'a self, spec: &'a MintSpec) -> BackendFuture<'a, MintedToken> {
+        let spec = spec.clone();
+        self.blocking(move |s| s.mint(&spec))
     }
 
     fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus> {

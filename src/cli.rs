@@ -209,6 +209,16 @@ pub enum TokenCommand {
         /// A name for the token.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Read tools and routes only: no updates, no pushes.
+        #[arg(long)]
+        read_only: bool,
+        /// Limit the token to files matching this glob (ripgrep syntax, from the repo
+        /// root, e.g. `web/**`; repeatable). Other files behave as if they did not exist.
+        #[arg(long = "path", value_name = "GLOB")]
+        paths: Vec<String>,
+        /// Let the token mint narrower tokens of its own, and revoke them.
+        #[arg(long)]
+        delegate: bool,
     },
     /// List tokens (never their secrets).
     List,

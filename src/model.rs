@@ -321,7 +321,7 @@ pub struct AgenticReport {
 }
 
 /// A repo token as it may be shown: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenInfo {
     /// The name given at creation.
     pub name: String,
@@ -329,6 +329,35 @@ pub struct TokenInfo {
     pub repo_ids: Vec<RepoId>,
     /// When it stops working (Unix seconds), if ever.
     pub expires_at: Option<i64>,
+    /// Read tools and routes only.
+    pub read_only: bool,
+    /// Path globs (ripgrep syntax, from the repo root) the token sees and changes;
+    /// empty: every path.
+    pub paths: Vec<String>,
+    /// Whether it may mint children narrower than itself.
+    pub can_delegate: bool,
+    /// The hashes of the tokens it was minted from, nearest first (the embedded store
+    /// only; never shown).
+    pub lineage: Vec<String>,
+}
+
+/// What a new token should grant.
+#[derive(Debug, Clone, Default)]
+pub struct MintSpec {
+    /// A name saying who or what it is for.
+    pub name: String,
+    /// The repos it reaches.
+    pub repo_ids: Vec<RepoId>,
+    /// Its lifetime; `None`: it never expires.
+    pub ttl_seconds: Option<u64>,
+    /// Read tools and routes only.
+    pub read_only: bool,
+    /// Path globs it is limited to; empty: every path.
+    pub paths: Vec<String>,
+    /// Whether it may mint children.
+    pub can_delegate: bool,
+    /// The token it is minted from (its secret), when a token mints it.
+    pub parent: Option<String>,
 }
 
 /// A freshly minted token: the one place a secret is returned.

@@ -168,6 +168,30 @@ pub fn token_expiry(now: i64, ttl_seconds: u64) -> Result<i64, RuleError> {
     Ok(now + ttl_seconds as i64)
 }
 
+/// Most path globs one token may carry.
+pub const MAX_TOKEN_PATHS: usize = 64;
+
+/// Check a token's path globs: at most [`MAX_TOKEN_PATHS`], each a glob [`PathGlob`]
+/// compiles, relative to the repo root (no leading `/`).
+pub fn token_paths(paths: &[String]) -> Result<(), RuleError> {
+    if paths.len() > MAX_TOKEN_PATHS {
+        return Err(RuleError::Invalid(format!(
+            "a token carries at most {MAX_TOKEN_PATHS} path globs, not {}",
+            paths.len()
+        )));
+    }
+    for p in paths {
+        if p.is_empty() || p.starts_with('/') {
+            return Err(RuleError::Invalid(format!(
+                "path glob `{}` must be relative to the repo root, like `web/**`",
+                crate::escape::one_line(p)
+            )));
+        }
+        PathGlob::new("path glob", p)?;
+    }
+    Ok(())
+}
+
 /// Refuse metadata that sets a key reserved for the store.
 pub fn metadata(metadata: &BTreeMap<String, String>) -> Result<(), RuleError> {
     if let Some(key) = RESERVED_METADATA_KEYS

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
-use crate::model::{RepoId, rfc3339, unix_now};
+use crate::model::{MintSpec, RepoId, TokenInfo, rfc3339, unix_now};
+use crate::rules::{PathGlob, RuleError};
 
 /// A right a tool needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,12 @@ pub enum ScopeError {
         /// Why it is missing.
         why: String,
     },
+    /// A token minted by this session would reach further than the session.
+    #[error("a token minted by this session cannot be wider than the session's own token: {0}")]
+    Widening(String),
+    /// The path is outside a path-limited session.
+    #[error("`{0}` is outside the paths this session's token may touch")]
+    OutsidePaths(String),
 }
 
 /// The repos a session may touch and what it may do there.
@@ -90,6 +98,55 @@ pub struct Scope {
     /// Why the scope has no mint right, when it lacks it for a reason other than
     /// read-only.
     no_mint_reason: &'static str,
+    /// The paths a path-limited token sees; `None`: every path.
+    paths: Option<Arc<PathScope>>,
+}
+
+/// The paths a token is limited to: files outside behave as if they did not exist.
+#[derive(Debug)]
+pub struct PathScope {
+    globs: Vec<String>,
+    matchers: Vec<PathGlob>,
+}
+
+impl PathScope {
+    /// Compile a token's globs (ripgrep syntax, relative to the repo root).
+    pub fn new(globs: &[String]) -> Result<Self, RuleError> {
+        crate::rules::token_paths(globs)?;
+        let matchers = globs
+            .iter()
+            .map(|g| PathGlob::new("path glob", g))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            globs: globs.to_vec(),
+            matchers,
+        })
+    }
+
+    /// Whether the file at `path` is visible.
+    pub fn sees(&self, path: &str) -> bool {
+        self.matchers.iter().any(|m| m.is_match(path))
+    }
+
+    /// The globs.
+    pub fn globs(&self) -> &[String] {
+        &self.globs
+    }
+
+    /// Whether every path `child` can match is one this scope sees: `child` is one of
+    /// the globs, or lies under one of them of the form `dir/**` (its text starts with
+    /// `dir/`, `dir` holding no glob syntax). Sound, and deliberately simple: a child
+    /// glob this cannot prove narrower is refused.
+    pub fn covers(&self, child: &str) -> bool {
+        self.globs.iter().any(|g| {
+            g == child
+                || g.strip_suffix("/**").is_some_and(|dir| {
+                    !dir.contains(['*', '?', '[', ']', '{', '}', '\\', '!'])
+                        && child.starts_with(dir)
+                        && child.as_bytes().get(dir.len()) == Some(&b'/')
+                })
+        })
+    }
 }
 
 impl Scope {
@@ -105,6 +162,7 @@ impl Scope {
             actor: "scoped-repo-mcp".to_string(),
             read_only_reason: "",
             no_mint_reason: "",
+            paths: None,
         }
     }
 
@@ -139,38 +197,109 @@ impl Scope {
             actor: "anonymous".to_string(),
             read_only_reason: "",
             no_mint_reason: "a session without a credential cannot create or revoke tokens",
+            paths: None,
         }
     }
 
-    /// A scope from a repo token: read and write on its repos, narrowed to `upper` when
-    /// the operator gave a repo list; tokens cannot mint tokens.
-    pub fn from_token(
-        token: String,
-        name: &str,
-        token_repos: &[RepoId],
-        expires_at: Option<i64>,
-        upper: &[RepoId],
-    ) -> Self {
-        let repos = token_repos
+    /// A scope from a repo token: what `info` grants (read, and write unless it is
+    /// read-only; its paths; mint only when it may delegate), narrowed to `upper` when
+    /// the operator gave a repo list.
+    pub fn from_token(token: String, info: &TokenInfo, upper: &[RepoId]) -> Self {
+        let repos = info
+            .repo_ids
             .iter()
             .filter(|r| upper.is_empty() || upper.contains(r))
             .copied()
             .collect();
+        let paths = if info.paths.is_empty() {
+            None
+        } else {
+            // Globs that no longer compile (stored by an older version) see nothing.
+            Some(Arc::new(PathScope::new(&info.paths).unwrap_or(PathScope {
+                globs: info.paths.clone(),
+                matchers: Vec::new(),
+            })))
+        };
         Self {
             repos,
             every_repo: false,
-            write: true,
-            mint: false,
-            expires_at,
+            write: !info.read_only,
+            mint: info.can_delegate,
+            expires_at: info.expires_at,
             credential: Credential::RepoToken(token),
-            actor: if name.is_empty() {
+            actor: if info.name.is_empty() {
                 "repo token".to_string()
             } else {
-                name.to_string()
+                info.name.clone()
             },
-            read_only_reason: "",
-            no_mint_reason: "a session authorized by a repo token cannot create or revoke tokens",
+            read_only_reason: if info.read_only {
+                "this session's repo token is read-only"
+            } else {
+                ""
+            },
+            no_mint_reason: "this session's repo token may not delegate (it was minted without can_delegate)",
+            paths,
         }
+    }
+
+    /// The paths a path-limited session sees; `None`: every path.
+    pub fn paths(&self) -> Option<&PathScope> {
+        self.paths.as_deref()
+    }
+
+    /// Whether the file at `path` is visible to this session.
+    pub fn sees(&self, path: &str) -> bool {
+        self.paths.as_ref().is_none_or(|p| p.sees(path))
+    }
+
+    /// The token this session runs on, when it runs on one.
+    pub fn token(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::RepoToken(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The delegation rule: what a token minted by this session, as `asked`, may grant.
+    /// The repos are checked by [`Scope::admit_all`]; the lifetime by
+    /// [`Scope::max_ttl`]. A session on a repo token mints children that are a subset
+    /// of itself in every dimension: read-only and paths are inherited when not asked
+    /// for, a wider ask is refused, and the child records its parent. Other sessions
+    /// (the operator's, an account key's) mint what they ask.
+    pub fn child(&self, asked: MintSpec) -> Result<MintSpec, ScopeError> {
+        let Some(token) = self.token() else {
+            return Ok(MintSpec {
+                parent: None,
+                ..asked
+            });
+        };
+        let read_only = asked.read_only || !self.write;
+        let paths = match (&self.paths, asked.paths.is_empty()) {
+            (None, _) => asked.paths,
+            (Some(mine), true) => mine.globs().to_vec(),
+            (Some(mine), false) => {
+                if let Some(wider) = asked.paths.iter().find(|p| !mine.covers(p)) {
+                    return Err(ScopeError::Widening(format!(
+                        "path glob `{}` is not within this token's paths ({}); give one of them, \
+                         or a glob under one of its `dir/**` globs",
+                        crate::escape::one_line(wider),
+                        mine.globs().join(", ")
+                    )));
+                }
+                asked.paths
+            }
+        };
+        if asked.can_delegate && !self.mint {
+            return Err(ScopeError::Widening(
+                "can_delegate needs a session that may delegate".into(),
+            ));
+        }
+        Ok(MintSpec {
+            read_only,
+            paths,
+            parent: Some(token.to_string()),
+            ..asked
+        })
     }
 
     /// Drop the write and mint rights.
@@ -292,6 +421,99 @@ mod tests {
             .unwrap()
     }
 
+    fn info(name: &str, repos: &[RepoId]) -> TokenInfo {
+        TokenInfo {
+            name: name.into(),
+            repo_ids: repos.to_vec(),
+            ..TokenInfo::default()
+        }
+    }
+
+    fn globs(g: &[&str]) -> Vec<String> {
+        g.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn children_of_a_token_are_never_wider() {
+        let parent = Scope::from_token(
+            "rlcr-p".into(),
+            &TokenInfo {
+                read_only: true,
+                paths: globs(&["web/**", "docs/*.md"]),
+                can_delegate: false,
+                ..info("lead", &[id(1)])
+            },
+            &[],
+        );
+        let ask = |paths: &[&str], can_delegate: bool| MintSpec {
+            name: "child".into(),
+            repo_ids: vec![id(1)],
+            paths: globs(paths),
+            can_delegate,
+            ..MintSpec::default()
+        };
+        // Inherited when not asked for: read-only and the parent's paths.
+        let child = parent.child(ask(&[], false)).unwrap();
+        assert!(child.read_only);
+        assert_eq!(child.paths, globs(&["web/**", "docs/*.md"]));
+        assert_eq!(child.parent.as_deref(), Some("rlcr-p"));
+        // Narrower globs are accepted; anything not provably inside is refused.
+        assert!(
+            parent
+                .child(ask(&["web/src/**", "docs/*.md"], false))
+                .is_ok()
+        );
+        for wider in [
+            &["**"][..],
+            &["web*/**"],
+            &["docs/**"],
+            &["webx/**"],
+            &["*.md"],
+        ] {
+            assert!(
+                matches!(
+                    parent.child(ask(wider, false)),
+                    Err(ScopeError::Widening(_))
+                ),
+                "{wider:?}"
+            );
+        }
+        assert!(matches!(
+            parent.child(ask(&[], true)),
+            Err(ScopeError::Widening(_))
+        ));
+        // The operator's sessions mint what they ask, with no parent.
+        let op = Scope::operator([id(1)]);
+        let minted = op.child(ask(&["**"], true)).unwrap();
+        assert!(minted.parent.is_none() && minted.can_delegate && !minted.read_only);
+    }
+
+    #[test]
+    fn token_rights_follow_the_token() {
+        let ro = Scope::from_token(
+            "t".into(),
+            &TokenInfo {
+                read_only: true,
+                ..info("r", &[id(1)])
+            },
+            &[],
+        );
+        assert!(ro.admit(Right::Read, &id(1)).is_ok());
+        let err = ro.admit(Right::Write, &id(1)).unwrap_err().to_string();
+        assert!(err.contains("read-only"), "{err}");
+        let lead = Scope::from_token(
+            "t".into(),
+            &TokenInfo {
+                can_delegate: true,
+                paths: globs(&["web/**"]),
+                ..info("l", &[id(1)])
+            },
+            &[],
+        );
+        assert!(lead.has(Right::Mint) && lead.has(Right::Write));
+        assert!(lead.sees("web/a.ts") && !lead.sees("api/a.ts") && !lead.sees("web"));
+    }
+
     #[test]
     fn admits_only_repos_in_scope_and_names_them_when_refusing() {
         let s = Scope::operator([id(1), id(2)]);
@@ -308,9 +530,7 @@ mod tests {
     fn token_scope_is_narrowed_by_operator_and_cannot_mint() {
         let s = Scope::from_token(
             "rlcr-x".into(),
-            "agent",
-            &[id(1), id(2)],
-            None,
+            &info("agent", &[id(1), id(2)]),
             &[id(2), id(3)],
         );
         assert_eq!(s.repos().copied().collect::<Vec<_>>(), vec![id(2)]);
@@ -340,7 +560,14 @@ mod tests {
 
     #[test]
     fn minted_ttl_never_outlives_the_session_credential() {
-        let s = Scope::from_token("t".into(), "", &[id(1)], Some(unix_now() + 100), &[]);
+        let s = Scope::from_token(
+            "t".into(),
+            &TokenInfo {
+                expires_at: Some(unix_now() + 100),
+                ..info("", &[id(1)])
+            },
+            &[],
+        );
         assert!(s.max_ttl(3600) <= 100);
         assert_eq!(Scope::operator([id(1)]).max_ttl(3600), 3600);
     }

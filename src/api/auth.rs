@@ -72,6 +72,23 @@ impl Caller {
             .is_some_and(|h| h == secrets::hash(token))
     }
 
+    /// [`Caller::check`] for several repos at once (minting).
+    pub fn check_all(&self, right: Right, ids: &[RepoId]) -> Result<(), ApiError> {
+        self.scope
+            .admit_all(right, ids)
+            .map_err(|e| ApiError::forbidden(e.to_string()))
+    }
+
+    /// The caller's scope.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The hash of the caller's repo token, when it is one.
+    pub fn token_hash(&self) -> Option<&str> {
+        self.token_hash.as_deref()
+    }
+
     /// Whether this caller holds an account key.
     pub fn is_account(&self) -> bool {
         matches!(self.scope.credential(), Credential::AccountKey)

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::{ApiError, ApiState, MAX_BODY_BYTES, REPO_HEAD_HEADER, blocking};
 use crate::model::{
-    Change, FileOp, LineQuery, RankedQuery, RepoId, SearchHit, TokenInfo, UpdateSpec,
+    Change, FileOp, LineQuery, MintSpec, RankedQuery, RepoId, SearchHit, TokenInfo, UpdateSpec,
     parse_rfc3339, rfc3339,
 };
 use crate::paths::RepoPath;
@@ -277,6 +277,13 @@ struct TokenBody {
     repo_ids: Vec<String>,
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    // Extensions of this server; the hosted API lacks them.
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    can_delegate: bool,
 }
 
 #[derive(Serialize)]
@@ -287,6 +294,10 @@ struct TokenAnswer {
     repo_ids: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<String>,
+    // Always echoed, so a client can tell this server honoured them.
+    read_only: bool,
+    paths: Vec<String>,
+    can_delegate: bool,
 }
 
 impl TokenAnswer {
@@ -296,6 +307,9 @@ impl TokenAnswer {
             name: info.name,
             repo_ids: info.repo_ids.iter().map(ToString::to_string).collect(),
             expires_at: info.expires_at.map(rfc3339),
+            read_only: info.read_only,
+            paths: info.paths,
+            can_delegate: info.can_delegate,
         }
     }
 }
@@ -902,10 +916,21 @@ async fn create_token(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TokenAnswer>, ApiError> {
-    caller.require_account("create repo tokens")?;
+    // An account key mints anything; a repo token only when it may delegate.
+    caller.check_all(Right::Mint, &[])?;
     let body: TokenBody = body_json(body)?;
     let name = crate::rules::token_name(&body.name)?.to_string();
+    crate::rules::token_paths(&body.paths)?;
     let ttl = body.ttl_seconds.filter(|t| *t > 0);
+    // A delegating token's child never outlives it.
+    if let Some(expires) = caller.scope().expires_at() {
+        let room = (expires - crate::model::unix_now()).max(0) as u64;
+        if ttl.is_none_or(|t| t > room) {
+            return Err(ApiError::unprocessable(format!(
+                "a token minted by a repo token cannot outlive it: give ttl_seconds of at most {room}"
+            )));
+        }
+    }
     match (ttl, state.settings.max_token_ttl) {
         (None, Some(max)) => {
             return Err(ApiError::unprocessable(format!(
@@ -931,19 +956,40 @@ async fn create_token(
         .iter()
         .map(|r| repo_id(r))
         .collect::<Result<Vec<_>, _>>()?;
-    let minted = blocking(&state, move |s| s.create_token(&name, &ids, ttl)).await?;
+    // Children within the minter (the same rule as the MCP tool).
+    caller.check_all(Right::Mint, &ids)?;
+    let spec = caller
+        .scope()
+        .child(MintSpec {
+            name,
+            repo_ids: ids,
+            ttl_seconds: ttl,
+            read_only: body.read_only,
+            paths: body.paths,
+            can_delegate: body.can_delegate,
+            parent: None,
+        })
+        .map_err(|e| ApiError::forbidden(e.to_string()))?;
+    let minted = blocking(&state, move |s| s.mint(&spec)).await?;
     tracing::info!(name = %minted.info.name, repos = minted.info.repo_ids.len(), "repo token minted through the API");
     Ok(Json(TokenAnswer::new(Some(minted.token), minted.info)))
 }
 
-fn may_see_token(caller: &Caller, token: &str) -> Result<(), ApiError> {
+/// An account key sees every token; a repo token itself and the tokens minted from it.
+async fn may_see_token(state: &ApiState, caller: &Caller, token: &str) -> Result<(), ApiError> {
     if caller.is_account() || caller.is_token(token) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "a repo token can only read or delete itself",
-        ))
+        return Ok(());
     }
+    if let Some(mine) = caller.token_hash().map(str::to_string) {
+        let token = token.to_string();
+        let (_, info) = blocking(state, move |s| s.token(&token)).await?;
+        if info.is_some_and(|i| i.lineage.contains(&mine)) {
+            return Ok(());
+        }
+    }
+    Err(ApiError::forbidden(
+        "a repo token can only read or delete itself and the tokens minted from it",
+    ))
 }
 
 async fn get_token(
@@ -951,7 +997,7 @@ async fn get_token(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<TokenAnswer>, ApiError> {
-    may_see_token(&caller, &token)?;
+    may_see_token(&state, &caller, &token).await?;
     let (token_state, info) = blocking(&state, move |s| s.token(&token)).await?;
     match (token_state, info) {
         (TokenState::Live, Some(info)) => Ok(Json(TokenAnswer::new(None, info))),
@@ -966,7 +1012,7 @@ async fn delete_token(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    may_see_token(&caller, &token)?;
+    may_see_token(&state, &caller, &token).await?;
     match blocking(&state, move |s| s.revoke_token(&token)).await? {
         Some(info) => {
             tracing::info!(name = %info.name, "repo token revoked through the API");

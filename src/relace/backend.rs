@@ -10,7 +10,7 @@ use crate::backend::{
     Backend, BackendError, BackendFuture, ProgressSender, SearchOutcome, TokenStatus,
 };
 use crate::model::{
-    Change, FileList, FileOp, FileText, LineQuery, LineResults, MintedToken, RankedHit,
+    Change, FileList, FileOp, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedHit,
     RankedQuery, RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
@@ -246,13 +246,9 @@ impl Backend for RelaceBackend {
         })
     }
 
-    fn create_token<'a>(
-        &'a self,
-        name: &'a str,
-        ids: &'a [RepoId],
-        ttl_seconds: u64,
-    ) -> BackendFuture<'a, MintedToken> {
-        Box::pin(async move { Ok(self.client.create_token(name, ids, ttl_seconds).await?) })
+    /// The parent is not sent: upstream, the minting credential is this backend's own.
+    fn create_token<'a>(&'a self, spec: &'a MintSpec) -> BackendFuture<'a, MintedToken> {
+        Box::pin(async move { Ok(self.client.create_token(spec).await?) })
     }
 
     fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus> {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::RelaceError;
 use crate::backend::SearchOutcome;
 use crate::model::{
-    AgenticReport, Change, FileOp, LineQuery, LineResults, MatchRange, MintedToken, RepoId,
-    RepoSummary, SearchHit, TokenInfo, UpdateOutcome, UpdateSpec, parse_rfc3339,
+    AgenticReport, Change, FileOp, LineQuery, LineResults, MatchRange, MintSpec, MintedToken,
+    RepoId, RepoSummary, SearchHit, TokenInfo, UpdateOutcome, UpdateSpec, parse_rfc3339,
 };
 use crate::paths::RepoPath;
 
@@ -253,7 +253,15 @@ struct WireRetrieveAnswer {
 struct WireTokenRequest<'a> {
     name: &'a str,
     repo_ids: Vec<String>,
-    ttl_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_seconds: Option<u64>,
+    // This product's extensions, sent only when asked for: the hosted API lacks them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    paths: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    can_delegate: bool,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +272,12 @@ struct WireToken {
     repo_ids: Vec<String>,
     #[serde(default)]
     expires_at: Option<String>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    can_delegate: bool,
 }
 
 impl WireToken {
@@ -276,6 +290,10 @@ impl WireToken {
                 .filter_map(|r| r.parse().ok())
                 .collect(),
             expires_at: self.expires_at.as_deref().and_then(parse_rfc3339),
+            read_only: self.read_only,
+            paths: self.paths.clone(),
+            can_delegate: self.can_delegate,
+            lineage: Vec::new(),
         }
     }
 }
@@ -917,16 +935,22 @@ impl RelaceClient {
     }
 
     /// `POST /repo_token`. A write: a failure after sending is reported, not retried.
-    pub async fn create_token(
-        &self,
-        name: &str,
-        ids: &[RepoId],
-        ttl_seconds: u64,
-    ) -> Result<MintedToken, RelaceError> {
+    ///
+    /// `read_only`, `paths` and `can_delegate` are this product's extensions: sent only
+    /// when asked for, and checked in the answer. An API that does not echo them (the
+    /// hosted service) minted a token wider than asked: that token is deleted at once
+    /// and the call fails, so an extension is never silently dropped.
+    pub async fn create_token(&self, spec: &MintSpec) -> Result<MintedToken, RelaceError> {
+        let mut paths = spec.paths.clone();
+        paths.sort();
+        paths.dedup();
         let body = Self::body(&WireTokenRequest {
-            name,
-            repo_ids: ids.iter().map(ToString::to_string).collect(),
-            ttl_seconds,
+            name: &spec.name,
+            repo_ids: spec.repo_ids.iter().map(ToString::to_string).collect(),
+            ttl_seconds: spec.ttl_seconds,
+            read_only: spec.read_only,
+            paths: &paths,
+            can_delegate: spec.can_delegate,
         });
         let wire: WireToken = self
             .call(Method::POST, "/repo_token", body, Safety::Write)
@@ -935,6 +959,25 @@ impl RelaceClient {
             base: self.base.clone(),
             cause: "the answer to POST /repo_token has no `token`".into(),
         })?;
+        let mut echoed = wire.paths.clone();
+        echoed.sort();
+        echoed.dedup();
+        if wire.read_only != spec.read_only
+            || echoed != paths
+            || wire.can_delegate != spec.can_delegate
+        {
+            let deleted = self.delete_token(&token).await;
+            return Err(RelaceError::Unsupported(format!(
+                "the Relace API at {} does not support read_only, paths or can_delegate on repo tokens, \
+                 so the token it minted would grant more than asked; {}. Mint without those fields, \
+                 or use a `scoped-repo-mcp api` server",
+                self.base,
+                match deleted {
+                    Ok(_) => "that token was deleted".to_string(),
+                    Err(e) => format!("deleting that token failed ({e}): revoke it by hand"),
+                }
+            )));
+        }
         Ok(MintedToken {
             token,
             info: wire.info(),

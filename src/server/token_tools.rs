@@ -11,7 +11,8 @@ use crate::scope::Right;
 
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::TokenStatus;
-use crate::model::{RepoId, rfc3339};
+use crate::escape::one_line;
+use crate::model::{MintSpec, RepoId, rfc3339};
 
 /// Arguments of `create_scoped_token`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -24,6 +25,18 @@ pub struct CreateScopedTokenRequest {
     /// or this session's own credential is shorter.
     #[serde(default)]
     pub ttl_seconds: u64,
+    /// Read tools only: the token cannot update files. A session on a read-only token
+    /// mints read-only tokens whatever this says.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Limit the token to these path globs (ripgrep syntax, from the repo root, e.g.
+    /// `web/**`): other files behave as if they did not exist. Empty: every path this
+    /// session sees.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Let the token mint narrower tokens of its own (and revoke them).
+    #[serde(default)]
+    pub can_delegate: bool,
 }
 
 /// The answer of `create_scoped_token`: the only time the token's secret is shown.
@@ -37,6 +50,12 @@ pub struct CreateScopedTokenOutput {
     pub repo_ids: Vec<String>,
     /// When it stops working (RFC 3339).
     pub expires_at: String,
+    /// Whether it is limited to the read tools.
+    pub read_only: bool,
+    /// The path globs it is limited to; empty: every path.
+    pub paths: Vec<String>,
+    /// Whether it may mint narrower tokens.
+    pub can_delegate: bool,
 }
 
 /// Arguments of `revoke_token`.
@@ -144,13 +163,38 @@ impl RepoServer {
             }
             t => t,
         };
-        let minted = self.backend.create_token(name, &ids, ttl).await?;
+        let spec = self.scope.child(MintSpec {
+            name: name.to_string(),
+            repo_ids: ids,
+            ttl_seconds: Some(ttl),
+            read_only: req.read_only,
+            paths: req.paths,
+            can_delegate: req.can_delegate,
+            parent: None,
+        })?;
+        crate::rules::token_paths(&spec.paths)?;
+        let minted = self.backend.create_token(&spec).await?;
         let expires_at = minted.info.expires_at.map(rfc3339).unwrap_or_default();
         let repo_ids = id_strings(&minted.info.repo_ids);
         tracing::info!(name, repos = repo_ids.len(), ttl, "repo token minted");
+        let mut limits = Vec::new();
+        if minted.info.read_only {
+            limits.push("read-only".to_string());
+        }
+        if !minted.info.paths.is_empty() {
+            limits.push(format!("paths {}", minted.info.paths.join(", ")));
+        }
+        if minted.info.can_delegate {
+            limits.push("may delegate".to_string());
+        }
         let text = format!(
-            "Token `{name}` for {} (expires {expires_at}); it is shown only now:\n{}",
+            "Token `{name}` for {}{} (expires {expires_at}); it is shown only now:\n{}",
             repo_ids.join(", "),
+            if limits.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", one_line(&limits.join("; ")))
+            },
             minted.token
         );
         Ok((
@@ -159,6 +203,9 @@ impl RepoServer {
                 name: minted.info.name,
                 repo_ids,
                 expires_at,
+                read_only: minted.info.read_only,
+                paths: minted.info.paths,
+                can_delegate: minted.info.can_delegate,
             },
             text,
         ))
@@ -185,6 +232,15 @@ impl RepoServer {
             }
         };
         self.admit_all(&Self::REVOKE_TOKEN, &info.repo_ids).await?;
+        // A session on a delegating token revokes only the tokens minted from it.
+        if let Some(mine) = self.scope.token() {
+            let mine = crate::store::secrets::hash(mine);
+            if !info.lineage.contains(&mine) {
+                return Err(ToolFailure::Refused(
+                    "a session on a repo token may revoke only the tokens minted from it".into(),
+                ));
+            }
+        }
         let Some(info) = self.backend.revoke_token(token).await? else {
             return Err(ToolFailure::Refused(
                 "that token was revoked meanwhile".into(),

@@ -38,6 +38,8 @@ pub struct TokenRow {
     pub created_at: i64,
     /// Revocation time, if revoked.
     pub revoked_at: Option<i64>,
+    /// The hash of the token it was minted from, if a token minted it.
+    pub parent: Option<String>,
 }
 
 /// An account key's row, as `key list` shows it.
@@ -115,6 +117,22 @@ fn parse_ids(json: &str) -> Vec<RepoId> {
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(db_err)?;
+        Self::configure(&conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Columns added after the first release, added to an older database when it is
+    /// opened (SQLite's `ADD COLUMN` keeps every row).
+    const ADDED_TOKEN_COLUMNS: &[(&str, &str)] = &[
+        ("read_only", "INTEGER NOT NULL DEFAULT 0"),
+        ("paths", "TEXT NOT NULL DEFAULT '[]'"),
+        ("can_delegate", "INTEGER NOT NULL DEFAULT 0"),
+        ("parent", "TEXT"),
+    ];
+
+    fn configure(conn: &Connection) -> Result<(), StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -122,9 +140,27 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+        let have: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('tokens')")
+            .and_then(|mut s| {
+                s.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(db_err)?;
+        for (column, decl) in Self::ADDED_TOKEN_COLUMNS {
+            if !have.iter().any(|h| h == column) {
+                // Another process may add it at the same moment; a duplicate is fine.
+                if let Err(e) =
+                    conn.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {decl}"))
+                    && !e.to_string().contains("duplicate column")
+                {
+                    return Err(db_err(e));
+                }
+            }
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS tokens_by_parent ON tokens (parent)")
+            .map_err(db_err)?;
+        Ok(())
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -274,13 +310,25 @@ impl Db {
         &self,
         hash: &str,
         info: &TokenInfo,
+        parent: Option<&str>,
         created_at: i64,
     ) -> Result<(), StoreError> {
         let ids: Vec<String> = info.repo_ids.iter().map(ToString::to_string).collect();
         self.conn()
             .execute(
-                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash, info.name, serde_json::to_string(&ids).expect("list serializes"), created_at, info.expires_at],
+                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at, read_only, paths, can_delegate, parent) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    hash,
+                    info.name,
+                    serde_json::to_string(&ids).expect("list serializes"),
+                    created_at,
+                    info.expires_at,
+                    info.read_only,
+                    serde_json::to_string(&info.paths).expect("list serializes"),
+                    info.can_delegate,
+                    parent
+                ],
             )
             .map_err(db_err)?;
         Ok(())
@@ -289,16 +337,45 @@ impl Db {
     fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         let hash: String = r.get(0)?;
         let ids: String = r.get(2)?;
+        let paths: String = r.get(7)?;
         Ok(TokenRow {
             id: hash[..12.min(hash.len())].to_string(),
             info: TokenInfo {
                 name: r.get(1)?,
                 repo_ids: parse_ids(&ids),
                 expires_at: r.get(4)?,
+                read_only: r.get(6)?,
+                // A row that cannot be read as a list of globs sees nothing rather than
+                // everything.
+                paths: serde_json::from_str(&paths).unwrap_or_else(|_| vec![String::new()]),
+                can_delegate: r.get(8)?,
+                lineage: Vec::new(),
             },
             created_at: r.get(3)?,
             revoked_at: r.get(5)?,
+            parent: r.get(9)?,
         })
+    }
+
+    /// The hashes of the tokens `hash` was minted from, nearest first.
+    pub(crate) fn lineage(&self, hash: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "WITH RECURSIVE up(hash, depth) AS ( \
+                   SELECT parent, 1 FROM tokens WHERE hash = ?1 AND parent IS NOT NULL \
+                   UNION ALL \
+                   SELECT t.parent, up.depth + 1 FROM tokens t JOIN up ON t.hash = up.hash \
+                   WHERE t.parent IS NOT NULL AND up.depth < 64) \
+                 SELECT hash FROM up ORDER BY depth",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![hash], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .filter_map(Result::ok)
+            .collect();
+        Ok(rows)
     }
 
     /// The token stored under `hash`, and whether it may be used now.
@@ -306,7 +383,7 @@ impl Db {
         let row = self
             .conn()
             .query_row(
-                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at FROM tokens WHERE hash = ?1",
+                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent FROM tokens WHERE hash = ?1",
                 params![hash],
                 Self::token_from_row,
             )
@@ -324,7 +401,7 @@ impl Db {
     pub(crate) fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at, hash")
+            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent FROM tokens ORDER BY created_at, hash")
             .map_err(db_err)?;
         let rows = stmt
             .query_map([], Self::token_from_row)
@@ -348,15 +425,27 @@ impl Db {
         Ok(rows)
     }
 
-    /// Mark a token revoked; false when it was unknown or already revoked.
+    /// Mark a token and every token minted from it, at any depth, revoked; false when
+    /// the token was unknown or already revoked (its descendants are revoked anyway).
     pub(crate) fn revoke_token(&self, hash: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn()
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err)?;
+        let now = unix_now();
+        let n = tx
             .execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
-                params![hash, unix_now()],
+                params![hash, now],
             )
             .map_err(db_err)?;
+        tx.execute(
+            "WITH RECURSIVE down(hash) AS ( \
+               SELECT hash FROM tokens WHERE parent = ?1 \
+               UNION SELECT t.hash FROM tokens t JOIN down ON t.parent = down.hash) \
+             UPDATE tokens SET revoked_at = ?2 WHERE hash IN down AND revoked_at IS NULL",
+            params![hash, now],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
         Ok(n > 0)
     }
 

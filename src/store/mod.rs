@@ -32,7 +32,7 @@ pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
 
 use crate::model::{
-    Change, FileList, FileText, LineQuery, LineResults, MintedToken, RepoId, RepoSummary,
+    Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,
     TokenInfo, UpdateOutcome, UpdateSpec, rfc3339, unix_now,
 };
 use crate::paths::RepoPath;
@@ -602,38 +602,100 @@ impl Store {
         })
     }
 
-    /// Mint a repo token.
+    /// Mint a repo token for `repo_ids`, read and write on every path.
     pub fn create_token(
         &self,
         name: &str,
         repo_ids: &[RepoId],
         ttl_seconds: Option<u64>,
     ) -> Result<MintedToken, StoreError> {
-        let name = crate::rules::token_name(name)?;
+        self.mint(&MintSpec {
+            name: name.to_string(),
+            repo_ids: repo_ids.to_vec(),
+            ttl_seconds,
+            ..MintSpec::default()
+        })
+    }
+
+    /// Mint a repo token as `spec` says. Whether the minter may grant that much is
+    /// the caller's to check (the front door's delegation rule); the store checks the
+    /// rules of every token: name, expiry, globs, existing repos, and a live parent.
+    pub fn mint(&self, spec: &MintSpec) -> Result<MintedToken, StoreError> {
+        let name = crate::rules::token_name(&spec.name)?;
+        crate::rules::token_paths(&spec.paths)?;
         let now = unix_now();
-        let expires_at = ttl_seconds
+        let expires_at = spec
+            .ttl_seconds
             .map(|t| crate::rules::token_expiry(now, t))
             .transpose()?;
-        for id in repo_ids {
+        for id in &spec.repo_ids {
             self.repo_row(id)?;
         }
+        let parent = spec.parent.as_deref().map(secrets::hash);
+        if let Some(parent) = &parent
+            && self.db.token(parent)?.0 != TokenState::Live
+        {
+            return Err(StoreError::Invalid(
+                "the token minting this one is no longer live".into(),
+            ));
+        }
         let token = secrets::mint(secrets::REPO_TOKEN_PREFIX);
-        let mut ids = repo_ids.to_vec();
+        let mut ids = spec.repo_ids.clone();
         ids.sort();
         ids.dedup();
+        let mut paths = spec.paths.clone();
+        paths.sort();
+        paths.dedup();
         let info = TokenInfo {
             name: name.to_string(),
             repo_ids: ids,
             expires_at,
+            read_only: spec.read_only,
+            paths,
+            can_delegate: spec.can_delegate,
+            lineage: Vec::new(),
         };
-        self.db.insert_token(&secrets::hash(&token), &info, now)?;
-        Ok(MintedToken { token, info })
+        let hash = secrets::hash(&token);
+        self.db.insert_token(&hash, &info, parent.as_deref(), now)?;
+        // A parent revoked between the check above and the insert: the revocation's
+        // cascade may have missed this row, so the lineage check in `token` stops it.
+        Ok(MintedToken {
+            token,
+            info: TokenInfo {
+                lineage: self.db.lineage(&hash)?,
+                ..info
+            },
+        })
     }
 
-    /// A token's state and, when known, what it grants.
+    /// A token's state and, when known, what it grants. A token is revoked when it or
+    /// any token it was minted from is revoked, and expired when any of them expired.
     pub fn token(&self, token: &str) -> Result<(TokenState, Option<TokenInfo>), StoreError> {
-        let (state, row) = self.db.token(&secrets::hash(token))?;
-        Ok((state, row.map(|r| r.info)))
+        let hash = secrets::hash(token);
+        let (mut state, row) = self.db.token(&hash)?;
+        let Some(row) = row else {
+            return Ok((state, None));
+        };
+        let lineage = self.db.lineage(&hash)?;
+        if state == TokenState::Live {
+            for ancestor in &lineage {
+                match self.db.token(ancestor)?.0 {
+                    TokenState::Live => {}
+                    TokenState::Expired => state = TokenState::Expired,
+                    _ => {
+                        state = TokenState::Revoked;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((
+            state,
+            Some(TokenInfo {
+                lineage,
+                ..row.info
+            }),
+        ))
     }
 
     /// Every token, never with its secret.
