@@ -117,6 +117,7 @@ fn main() {
         let rq = RankedQuery {
             text: q.clone(),
             path_glob: None,
+            visible: None,
             max_results: 50,
             token_limit: 8000,
         };

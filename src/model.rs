@@ -12,6 +12,7 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::RepoPath;
+use crate::rules::PathSet;
 
 /// A repository ID: a UUID, always written in its lowercase hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,6 +135,8 @@ pub struct UpdateSpec {
     pub message: Option<String>,
     /// Cancellation and progress reporting while the update runs.
     pub control: UpdateControl,
+    /// Only paths in this set exist for the update (a path-limited token's view).
+    pub visible: Option<Arc<PathSet>>,
 }
 
 /// Reports progress of `done` out of `total` steps.
@@ -221,6 +224,9 @@ pub struct LineQuery {
     pub case_sensitive: bool,
     /// Only search paths matching this glob.
     pub path_glob: Option<String>,
+    /// Only paths in this set exist for the search (a path-limited token's view):
+    /// others are neither searched nor counted.
+    pub visible: Option<Arc<PathSet>>,
     /// Stop after this many matching lines.
     pub max_results: usize,
     /// Lines of context to return before and after each match.
@@ -275,6 +281,8 @@ pub struct RankedQuery {
     pub text: String,
     /// Only rank paths matching this glob.
     pub path_glob: Option<String>,
+    /// Only paths in this set exist for the ranking (a path-limited token's view).
+    pub visible: Option<Arc<PathSet>>,
     /// Most files to return.
     pub max_results: usize,
     /// Most tokens of snippet text in the whole answer (about 4 bytes a token).

@@ -254,6 +254,63 @@ impl PathGlob {
     }
 }
 
+/// A set of path globs, any of which admits a path: the paths a token is limited to.
+/// Files outside behave as if they did not exist.
+#[derive(Debug)]
+pub struct PathSet {
+    globs: Vec<String>,
+    matchers: Vec<PathGlob>,
+}
+
+impl PathSet {
+    /// Compile a token's globs (ripgrep syntax, relative to the repo root).
+    pub fn new(globs: &[String]) -> Result<Self, RuleError> {
+        token_paths(globs)?;
+        let matchers = globs
+            .iter()
+            .map(|g| PathGlob::new("path glob", g))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            globs: globs.to_vec(),
+            matchers,
+        })
+    }
+
+    /// A set that admits nothing, keeping `globs` to show (stored globs that no longer
+    /// compile).
+    pub fn nothing(globs: &[String]) -> Self {
+        Self {
+            globs: globs.to_vec(),
+            matchers: Vec::new(),
+        }
+    }
+
+    /// Whether the file at `path` is visible.
+    pub fn sees(&self, path: &str) -> bool {
+        self.matchers.iter().any(|m| m.is_match(path))
+    }
+
+    /// The globs.
+    pub fn globs(&self) -> &[String] {
+        &self.globs
+    }
+
+    /// Whether every path `child` can match is one this scope sees: `child` is one of
+    /// the globs, or lies under one of them of the form `dir/**` (its text starts with
+    /// `dir/`, `dir` holding no glob syntax). Sound, and deliberately simple: a child
+    /// glob this cannot prove narrower is refused.
+    pub fn covers(&self, child: &str) -> bool {
+        self.globs.iter().any(|g| {
+            g == child
+                || g.strip_suffix("/**").is_some_and(|dir| {
+                    !dir.contains(['*', '?', '[', ']', '{', '}', '\\', '!'])
+                        && child.starts_with(dir)
+                        && child.as_bytes().get(dir.len()) == Some(&b'/')
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::model::{MintSpec, RepoId, TokenInfo, rfc3339, unix_now};
-use crate::rules::{PathGlob, RuleError};
+use crate::rules::PathSet;
 
 /// A right a tool needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,54 +99,7 @@ pub struct Scope {
     /// read-only.
     no_mint_reason: &'static str,
     /// The paths a path-limited token sees; `None`: every path.
-    paths: Option<Arc<PathScope>>,
-}
-
-/// The paths a token is limited to: files outside behave as if they did not exist.
-#[derive(Debug)]
-pub struct PathScope {
-    globs: Vec<String>,
-    matchers: Vec<PathGlob>,
-}
-
-impl PathScope {
-    /// Compile a token's globs (ripgrep syntax, relative to the repo root).
-    pub fn new(globs: &[String]) -> Result<Self, RuleError> {
-        crate::rules::token_paths(globs)?;
-        let matchers = globs
-            .iter()
-            .map(|g| PathGlob::new("path glob", g))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            globs: globs.to_vec(),
-            matchers,
-        })
-    }
-
-    /// Whether the file at `path` is visible.
-    pub fn sees(&self, path: &str) -> bool {
-        self.matchers.iter().any(|m| m.is_match(path))
-    }
-
-    /// The globs.
-    pub fn globs(&self) -> &[String] {
-        &self.globs
-    }
-
-    /// Whether every path `child` can match is one this scope sees: `child` is one of
-    /// the globs, or lies under one of them of the form `dir/**` (its text starts with
-    /// `dir/`, `dir` holding no glob syntax). Sound, and deliberately simple: a child
-    /// glob this cannot prove narrower is refused.
-    pub fn covers(&self, child: &str) -> bool {
-        self.globs.iter().any(|g| {
-            g == child
-                || g.strip_suffix("/**").is_some_and(|dir| {
-                    !dir.contains(['*', '?', '[', ']', '{', '}', '\\', '!'])
-                        && child.starts_with(dir)
-                        && child.as_bytes().get(dir.len()) == Some(&b'/')
-                })
-        })
-    }
+    paths: Option<Arc<PathSet>>,
 }
 
 impl Scope {
@@ -215,10 +168,9 @@ impl Scope {
             None
         } else {
             // Globs that no longer compile (stored by an older version) see nothing.
-            Some(Arc::new(PathScope::new(&info.paths).unwrap_or(PathScope {
-                globs: info.paths.clone(),
-                matchers: Vec::new(),
-            })))
+            Some(Arc::new(
+                PathSet::new(&info.paths).unwrap_or_else(|_| PathSet::nothing(&info.paths)),
+            ))
         };
         Self {
             repos,
@@ -243,8 +195,13 @@ impl Scope {
     }
 
     /// The paths a path-limited session sees; `None`: every path.
-    pub fn paths(&self) -> Option<&PathScope> {
+    pub fn paths(&self) -> Option<&PathSet> {
         self.paths.as_deref()
+    }
+
+    /// The set of visible paths, to hand to a backend query or update.
+    pub fn visible(&self) -> Option<Arc<PathSet>> {
+        self.paths.clone()
     }
 
     /// Whether the file at `path` is visible to this session.

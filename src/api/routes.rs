@@ -582,6 +582,7 @@ async fn update_repo(
         crate::rules::metadata(m)?;
     }
     let author = caller.author().to_string();
+    let visible = caller.scope().visible();
     let (metadata, expected_head, message) = (body.metadata, body.expected_head, body.message);
     let outcome = blocking(&state, move |s| {
         let outcome = match change {
@@ -592,6 +593,7 @@ async fn update_repo(
                     expected_head: expected_head.filter(|h| !h.is_empty()),
                     message,
                     control: Default::default(),
+                    visible,
                 },
                 &author,
             )?,
@@ -621,6 +623,7 @@ async fn clone_repo(
     Ok(Json(CloneAnswer {
         files: files
             .into_iter()
+            .filter(|(filename, _)| caller.scope().sees(filename))
             .map(|(filename, content)| WireFile { filename, content })
             .collect(),
         repo_head: head,
@@ -636,7 +639,13 @@ async fn get_file(
 ) -> Result<Response, ApiError> {
     let id = admit(&caller, &id)?;
     let path = path(&raw)?;
+    let hidden = !caller.scope().sees(path.as_str());
     let (head, bytes) = blocking(&state, move |s| match s.read_file(&id, &path, None) {
+        // Outside a path-limited token's view: the same answer as a missing file.
+        _ if hidden => Err(StoreError::FileNotFound(format!(
+            "`{path}` does not exist at {}",
+            s.head(&id)?
+        ))),
         Ok(f) => Ok((f.head, f.content.into_bytes())),
         // Binary files are served as bytes too; only the MCP tools insist on text.
         Err(StoreError::Binary(_)) => Ok((s.head(&id)?, s.read_bytes(&id, &path)?)),
@@ -663,6 +672,11 @@ async fn put_file(
 ) -> Result<Json<RepoInfo>, ApiError> {
     let id = admit_for(&caller, Right::Write, &id)?;
     let path = path(&raw)?;
+    if !caller.scope().sees(path.as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "`{path}` is outside the paths this token may touch"
+        )));
+    }
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     let limit = state.store.limits().max_file_bytes;
     if bytes.len() > limit {
@@ -697,6 +711,7 @@ async fn commit_one(
         expected_head: None,
         message: None,
         control: Default::default(),
+        visible: caller.scope().visible(),
     };
     let outcome = blocking(state, move |s| s.update(&id, &spec, &author)).await?;
     Ok(info(id, outcome))
@@ -747,6 +762,7 @@ async fn retrieve(
     let query = RankedQuery {
         text: body.query.clone(),
         path_glob: None,
+        visible: caller.scope().visible(),
         max_results: RETRIEVE_MAX_FILES,
         token_limit: body.token_limit,
     };
@@ -790,7 +806,7 @@ async fn search(
         .unwrap_or_default();
     let as_events = accept.contains("text/event-stream") && !accept.contains("application/json");
     let id = admit(&caller, &id)?;
-    let answer = search_lines(state, id, body_json(body)?).await?;
+    let answer = search_lines(state, &caller, id, body_json(body)?).await?;
     if as_events {
         events(&answer)
     } else {
@@ -840,11 +856,12 @@ async fn agent(
         max_results: hundred(),
         context_lines: 0,
     };
-    events(&search_lines(state, id, search).await?)
+    events(&search_lines(state, &caller, id, search).await?)
 }
 
 async fn search_lines(
     state: ApiState,
+    caller: &Caller,
     id: RepoId,
     body: SearchBody,
 ) -> Result<SearchAnswer, ApiError> {
@@ -862,6 +879,7 @@ async fn search_lines(
         regex: body.regex,
         case_sensitive: body.case_sensitive,
         path_glob: body.path_glob.filter(|g| !g.is_empty()),
+        visible: caller.scope().visible(),
         max_results: body.max_results,
         context_lines: body.context_lines,
     };

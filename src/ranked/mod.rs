@@ -219,6 +219,11 @@ impl RankedIndex {
         self.live
     }
 
+    /// How many indexed files pass `keep`.
+    pub fn count(&self, keep: &dyn Fn(&str) -> bool) -> usize {
+        self.paths.iter().flatten().filter(|p| keep(p)).count()
+    }
+
     /// Whether no file is indexed.
     pub fn is_empty(&self) -> bool {
         self.live == 0

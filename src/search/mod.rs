@@ -73,6 +73,7 @@ pub struct LineSearcher {
     matcher: RegexMatcher,
     plan: TrigramQuery,
     glob: Option<PathGlob>,
+    visible: Option<std::sync::Arc<crate::rules::PathSet>>,
     max_results: usize,
     context: usize,
 }
@@ -222,14 +223,16 @@ impl LineSearcher {
             matcher,
             plan,
             glob,
+            visible: query.visible.clone(),
             max_results: query.max_results,
             context: query.context_lines,
         })
     }
 
-    /// Whether `path` passes the path glob.
+    /// Whether `path` passes the path glob and is visible.
     pub fn wants_path(&self, path: &str) -> bool {
         self.glob.as_ref().is_none_or(|g| g.is_match(path))
+            && self.visible.as_ref().is_none_or(|v| v.sees(path))
     }
 
     /// The trigram condition a file must meet to hold a match.
@@ -372,6 +375,7 @@ mod tests {
             regex,
             case_sensitive: true,
             path_glob: None,
+            visible: None,
             max_results: 100,
             context_lines: 0,
         }

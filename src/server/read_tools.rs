@@ -422,11 +422,16 @@ impl RepoServer {
             regex: mode == SearchMode::Regex,
             case_sensitive: req.case_sensitive,
             path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
+            visible: self.scope.visible(),
             max_results: req.max_results as usize,
             context_lines: req.context_lines as usize,
         };
         let results = match self.backend.search(&id, &query, progress).await? {
-            SearchOutcome::Lines(results) => results,
+            // A backend that cannot filter by the view (the Relace API) is filtered here.
+            SearchOutcome::Lines(mut results) => {
+                results.hits.retain(|h| self.scope.sees(&h.path));
+                results
+            }
             SearchOutcome::Agentic(report) => {
                 let text = format!(
                     "Agentic search of {id} for `{}` ({} event(s)); final report ({}):\n{}",
@@ -511,10 +516,12 @@ impl RepoServer {
         let query = RankedQuery {
             text: req.query.clone(),
             path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
+            visible: self.scope.visible(),
             max_results: req.max_results as usize,
             token_limit: req.token_limit as usize,
         };
-        let results = self.backend.search_ranked(&id, &query).await?;
+        let mut results = self.backend.search_ranked(&id, &query).await?;
+        results.hits.retain(|h| self.scope.sees(&h.path));
         let mut text = format!(
             "{} ranked file(s) for `{}` in {id} at {}{}",
             results.hits.len(),
@@ -554,7 +561,7 @@ impl RepoServer {
     async fn read_file_impl(&self, req: ReadFileRequest) -> ToolAnswer<ReadFileOutput> {
         let id = self.admit(&Self::READ_FILE, &req.repo_id).await?;
         let path = RepoPath::parse(&req.path)?;
-        let file = self.backend.read_file(&id, &path).await?;
+        let file = self.read_visible(&id, &path).await?;
         let lines: Vec<&str> = file.content.split_inclusive('\n').collect();
         let total = lines.len() as u64;
         let start = req.start_line.max(1);
@@ -614,6 +621,29 @@ impl RepoServer {
         ))
     }
 
+    /// Read a file the session sees; a file outside a path-limited token's view answers
+    /// exactly as a missing one.
+    pub(crate) async fn read_visible(
+        &self,
+        id: &RepoId,
+        path: &RepoPath,
+    ) -> Result<crate::model::FileText, ToolFailure> {
+        if !self.scope.sees(path.as_str()) {
+            let head = self
+                .backend
+                .list_repos(std::slice::from_ref(id))
+                .await?
+                .into_iter()
+                .next()
+                .map(|r| r.head)
+                .unwrap_or_default();
+            return Err(ToolFailure::Backend(crate::backend::BackendError::NotFound(
+                format!("`{path}` does not exist at {head}"),
+            )));
+        }
+        Ok(self.backend.read_file(id, path).await?)
+    }
+
     async fn list_files_impl(&self, req: ListFilesRequest) -> ToolAnswer<ListFilesOutput> {
         let id = self.admit(&Self::LIST_FILES, &req.repo_id).await?;
         let prefix = if req.prefix.is_empty() {
@@ -638,6 +668,7 @@ impl RepoServer {
         let matching: Vec<String> = list
             .paths
             .into_iter()
+            .filter(|p| self.scope.sees(p))
             .filter(|p| prefix.as_ref().is_none_or(|d| d.contains(p)))
             .filter(|p| glob.as_ref().is_none_or(|g| g.is_match(p)))
             .collect();

@@ -63,14 +63,18 @@ pub(crate) async fn list(
             .list_files(id)
             .await
             .map_err(|e| to_mcp(e.into()))?;
-        let listed = files.paths.len().min(MAX_RESOURCES_PER_REPO);
+        let paths: Vec<&String> = files
+            .paths
+            .iter()
+            .filter(|p| server.scope.sees(p))
+            .collect();
+        let listed = paths.len().min(MAX_RESOURCES_PER_REPO);
         if skipped + listed <= offset {
             skipped += listed;
             continue;
         }
-        for path in files
-            .paths
-            .iter()
+        for path in paths
+            .into_iter()
             .take(listed)
             .skip(offset.saturating_sub(skipped))
         {
@@ -111,11 +115,7 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         .await
         .map_err(to_mcp)?;
     let path = RepoPath::parse(path).map_err(|e| to_mcp(e.into()))?;
-    let file = server
-        .backend
-        .read_file(&id, &path)
-        .await
-        .map_err(|e| to_mcp(e.into()))?;
+    let file = server.read_visible(&id, &path).await.map_err(to_mcp)?;
     // The same cap as read_file, whose line ranges reach the rest.
     if file.content.len() > MAX_READ_BYTES {
         return Err(McpError::invalid_params(

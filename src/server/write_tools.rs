@@ -203,6 +203,7 @@ impl RepoServer {
             expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),
             message: (!req.message.is_empty()).then(|| req.message.clone()),
             control,
+            visible: self.scope.visible(),
         };
         // The same rules the store applies, checked here so that no backend (the
         // Relace API included) receives an update the product refuses.

@@ -131,12 +131,31 @@ fn add_blob(
 }
 
 /// Apply `ops` in order to `index` (a copy of the head tree).
+///
+/// With `visible` (a path-limited token's view), files outside it behave as if they did
+/// not exist: a delete or rename of a directory takes only the visible files under it,
+/// a hidden file is "not found", and a write or a rename landing outside the view
+/// refuses the whole update.
 pub(crate) fn apply_ops(
     repo: &Repository,
     index: &mut Index,
     ops: &[FileOp],
     control: &UpdateControl,
+    visible: Option<&crate::rules::PathSet>,
 ) -> Result<(), StoreError> {
+    let sees = |p: &str| visible.is_none_or(|v| v.sees(p));
+    let outside = |p: &str| {
+        StoreError::Invalid(format!(
+            "`{p}` is outside the paths this token may touch; nothing was changed"
+        ))
+    };
+    let visible_file = |index: &Index, p: &str| file_entry(index, p).filter(|_| sees(p));
+    let visible_under = |index: &Index, p: &str| -> Vec<IndexEntry> {
+        entries_under(index, p)
+            .into_iter()
+            .filter(|e| sees(&String::from_utf8_lossy(&e.path)))
+            .collect()
+    };
     let total = ops.len() as u64;
     for (done, op) in ops.iter().enumerate() {
         if done % PROGRESS_EVERY == 0 {
@@ -147,6 +166,9 @@ pub(crate) fn apply_ops(
         }
         match op {
             FileOp::Write { path, content } => {
+                if !sees(path.as_str()) {
+                    return Err(outside(path.as_str()));
+                }
                 let existing = file_entry(index, path.as_str());
                 if existing.is_none() {
                     check_free_for_file(index, path)?;
@@ -156,14 +178,21 @@ pub(crate) fn apply_ops(
                 add_blob(index, path.as_str(), id, mode, content.len())?;
             }
             FileOp::Delete { path } => {
-                if file_entry(index, path.as_str()).is_some() {
+                let under = visible_under(index, path.as_str());
+                if visible_file(index, path.as_str()).is_some() {
                     index
                         .remove_path(Path::new(path.as_str()))
                         .map_err(git_err)?;
-                } else if !entries_under(index, path.as_str()).is_empty() {
+                } else if visible.is_none() && !under.is_empty() {
                     index
                         .remove_dir(Path::new(path.as_str()), 0)
                         .map_err(git_err)?;
+                } else if !under.is_empty() {
+                    for e in under {
+                        index
+                            .remove_path(Path::new(&*String::from_utf8_lossy(&e.path)))
+                            .map_err(git_err)?;
+                    }
                 } else {
                     return Err(StoreError::FileNotFound(format!(
                         "cannot delete `{path}`: no such file or directory"
@@ -175,7 +204,7 @@ pub(crate) fn apply_ops(
                     continue;
                 }
                 let moving: Vec<(String, IndexEntry)> = if let Some(e) =
-                    file_entry(index, path.as_str())
+                    visible_file(index, path.as_str())
                 {
                     vec![(new_path.as_str().to_string(), e)]
                 } else {
@@ -184,7 +213,7 @@ pub(crate) fn apply_ops(
                             "cannot rename `{path}` to `{new_path}`: a directory cannot move into itself"
                         )));
                     }
-                    entries_under(index, path.as_str())
+                    visible_under(index, path.as_str())
                         .into_iter()
                         .map(|e| {
                             let rest = &e.path[path.as_str().len()..];
@@ -199,6 +228,9 @@ pub(crate) fn apply_ops(
                         "cannot rename `{path}`: no such file or directory"
                     )));
                 }
+                if let Some((to, _)) = moving.iter().find(|(to, _)| !sees(to)) {
+                    return Err(outside(to));
+                }
                 if file_entry(index, new_path.as_str()).is_some()
                     || !entries_under(index, new_path.as_str()).is_empty()
                 {
@@ -206,7 +238,13 @@ pub(crate) fn apply_ops(
                         "cannot rename `{path}` to `{new_path}`: the destination exists; delete it first"
                     )));
                 }
-                if file_entry(index, path.as_str()).is_some() {
+                if visible.is_some() {
+                    for (_, e) in &moving {
+                        index
+                            .remove_path(Path::new(&*String::from_utf8_lossy(&e.path)))
+                            .map_err(git_err)?;
+                    }
+                } else if file_entry(index, path.as_str()).is_some() {
                     index
                         .remove_path(Path::new(path.as_str()))
                         .map_err(git_err)?;

@@ -558,10 +558,23 @@ impl Store {
         let default_message = match &spec.change {
             Change::Operations(ops) => {
                 index.read_tree(&old_tree).map_err(git::git_err)?;
-                git::apply_ops(&repo, &mut index, ops, &spec.control)?;
+                git::apply_ops(
+                    &repo,
+                    &mut index,
+                    ops,
+                    &spec.control,
+                    spec.visible.as_deref(),
+                )?;
                 format!("Update {} path(s)", ops.len())
             }
             Change::ReplaceAll(files) => {
+                // The whole tree includes files a path-limited token cannot see.
+                if spec.visible.is_some() {
+                    return Err(StoreError::Invalid(
+                        "a token limited to paths cannot replace the whole tree; give operations instead"
+                            .into(),
+                    ));
+                }
                 git::fill_index(&repo, &mut index, files)?;
                 format!("Replace the tree with {} file(s)", files.len())
             }

@@ -72,13 +72,21 @@ impl Store {
             }
         }
         let ix = guard.as_ref().expect("built above");
-        let keep = |p: &str| glob.as_ref().is_none_or(|g| g.is_match(p));
+        let keep = |p: &str| {
+            glob.as_ref().is_none_or(|g| g.is_match(p))
+                && query.visible.as_ref().is_none_or(|v| v.sees(p))
+        };
         let (hits, truncated) = ix.answer(&repo, query, &Weights::default(), &keep)?;
         Ok(RankedResults {
             head: head.to_string(),
             hits,
             truncated,
-            files_indexed: ix.len(),
+            // A path-limited view counts only what it sees.
+            files_indexed: if query.visible.is_some() {
+                ix.count(&|p| query.visible.as_ref().is_none_or(|v| v.sees(p)))
+            } else {
+                ix.len()
+            },
         })
     }
 }

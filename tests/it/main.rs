@@ -6,6 +6,7 @@ mod api;
 mod common;
 mod concurrency;
 mod faults;
+mod fine_tokens;
 mod http;
 mod progress;
 mod ranked;

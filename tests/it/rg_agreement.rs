@@ -190,6 +190,7 @@ fn line_search_agrees_with_ripgrep_on_a_real_corpus() {
             regex,
             case_sensitive: !insensitive,
             path_glob: None,
+            visible: None,
             max_results: 10_000_000,
             context_lines: 0,
         };

@@ -105,6 +105,7 @@ async fn search_sees_a_commit_made_by_another_process() {
         expected_head: None,
         message: None,
         control: Default::default(),
+        visible: None,
     };
     let outcome = h.store.update(&r, &spec, "someone else").unwrap();
     let after = search(&c, &id, "alpha").await;
@@ -173,6 +174,7 @@ async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
         expected_head: None,
         message: None,
         control: Default::default(),
+        visible: None,
     };
     let outcome = h.store.update(&report.repo_id, &spec, "test").unwrap();
     let c = h.client_for(&[report.repo_id]).await;
