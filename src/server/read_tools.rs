@@ -637,9 +637,11 @@ impl RepoServer {
                 .next()
                 .map(|r| r.head)
                 .unwrap_or_default();
-            return Err(ToolFailure::Backend(crate::backend::BackendError::NotFound(
-                format!("`{path}` does not exist at {head}"),
-            )));
+            return Err(ToolFailure::Backend(
+                crate::backend::BackendError::NotFound(format!(
+                    "`{path}` does not exist at {head}"
+                )),
+            ));
         }
         Ok(self.backend.read_file(id, path).await?)
     }

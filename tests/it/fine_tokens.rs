@@ -54,7 +54,12 @@ async fn a_read_only_token_reads_and_never_writes_on_any_surface() {
 
     let stdio = stdio_on(&h, &token).await;
     assert_eq!(tool_names(&stdio).await, READ_TOOLS);
-    ok(&call(&stdio, "read_file", json!({"repo_id": r.to_string(), "path": "a.txt"})).await);
+    ok(&call(
+        &stdio,
+        "read_file",
+        json!({"repo_id": r.to_string(), "path": "a.txt"}),
+    )
+    .await);
     // Not listed, so not routed: a protocol error rather than a tool error.
     let denied = stdio
         .call_tool(
@@ -81,8 +86,17 @@ async fn a_read_only_token_reads_and_never_writes_on_any_surface() {
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("read-only"), "{body}");
-    let (s, _) = send(Method::DELETE, format!("{}/repo/{r}/file/a.txt", api.base), t, None).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    let (s, _) = send(
+        Method::DELETE,
+        format!("{}/repo/{r}/file/a.txt", api.base),
+        t,
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.store.head(&r).unwrap(), head);
 }
@@ -91,7 +105,10 @@ fn monorepo(h: &Harness) -> RepoId {
     h.repo(&[
         ("web/a.ts", "const needle = 'web';\n"),
         ("web/sub/b.ts", "export const b = 1;\n"),
-        ("api/secret.rs", "const NEEDLE: &str = \"secret\"; // needle\n"),
+        (
+            "api/secret.rs",
+            "const NEEDLE: &str = \"secret\"; // needle\n",
+        ),
         ("README.md", "needle in the readme\n"),
     ])
 }
@@ -138,8 +155,22 @@ async fn a_path_limited_token_sees_and_changes_only_its_paths_over_mcp() {
     assert!(ranked["files_searched"].as_u64().unwrap() <= 2, "{ranked}");
 
     // A hidden file answers exactly as a missing one.
-    let hidden = refused(&call(&c, "read_file", json!({"repo_id": id, "path": "api/secret.rs"})).await);
-    let missing = refused(&call(&c, "read_file", json!({"repo_id": id, "path": "api/none.rs"})).await);
+    let hidden = refused(
+        &call(
+            &c,
+            "read_file",
+            json!({"repo_id": id, "path": "api/secret.rs"}),
+        )
+        .await,
+    );
+    let missing = refused(
+        &call(
+            &c,
+            "read_file",
+            json!({"repo_id": id, "path": "api/none.rs"}),
+        )
+        .await,
+    );
     assert_eq!(hidden.replace("secret.rs", "none.rs"), missing);
     assert!(!hidden.contains("NEEDLE"));
     let resources: Vec<String> = c
@@ -151,9 +182,11 @@ async fn a_path_limited_token_sees_and_changes_only_its_paths_over_mcp() {
         .collect();
     assert_eq!(resources.len(), 2, "{resources:?}");
     assert!(
-        c.read_resource(ReadResourceRequestParams::new(format!("repo://{id}/api/secret.rs")))
-            .await
-            .is_err()
+        c.read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{id}/api/secret.rs"
+        )))
+        .await
+        .is_err()
     );
 
     // Writes: outside refused whole, inside fine; a directory of hidden files does not exist.
@@ -167,12 +200,26 @@ async fn a_path_limited_token_sees_and_changes_only_its_paths_over_mcp() {
     ] {
         refused(&call(&c, "update_repo_files", update(ops)).await);
     }
-    let msg = refused(&call(&c, "update_repo_files", json!({"repo_id": id, "replace_all": [{"path": "web/a.ts", "content": ""}]})).await);
+    let msg = refused(
+        &call(
+            &c,
+            "update_repo_files",
+            json!({"repo_id": id, "replace_all": [{"path": "web/a.ts", "content": ""}]}),
+        )
+        .await,
+    );
     assert!(msg.contains("whole tree"), "{msg}");
-    assert_eq!(h.store.head(&r).unwrap(), head, "a refused update changed the repo");
+    assert_eq!(
+        h.store.head(&r).unwrap(),
+        head,
+        "a refused update changed the repo"
+    );
     ok(&call(&c, "update_repo_files", update(json!([{"type": "write", "path": "web/new.ts", "content": "n\n"}, {"type": "rename", "path": "web/sub", "new_path": "web/moved"}]))).await);
     let after = h.store.list_files(&r).unwrap().paths;
-    assert!(after.contains(&"api/secret.rs".to_string()) && after.contains(&"web/moved/b.ts".to_string()));
+    assert!(
+        after.contains(&"api/secret.rs".to_string())
+            && after.contains(&"web/moved/b.ts".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,10 +235,28 @@ async fn a_path_limited_token_sees_only_its_paths_over_rest() {
     let mut names = paths_of(&clone, "files", "filename");
     names.sort();
     assert_eq!(names, ["web/a.ts", "web/sub/b.ts"]);
-    let (hidden, hb) = send(Method::GET, format!("{b}/repo/{r}/file/api/secret.rs"), t, None).await;
-    let (missing, mb) = send(Method::GET, format!("{b}/repo/{r}/file/api/none.rs"), t, None).await;
-    assert_eq!((hidden, missing), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
-    assert_eq!(hb.to_string().replace("secret.rs", "none.rs"), mb.to_string());
+    let (hidden, hb) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/file/api/secret.rs"),
+        t,
+        None,
+    )
+    .await;
+    let (missing, mb) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/file/api/none.rs"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (hidden, missing),
+        (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND)
+    );
+    assert_eq!(
+        hb.to_string().replace("secret.rs", "none.rs"),
+        mb.to_string()
+    );
     let (s, _) = send(Method::PUT, format!("{b}/repo/{r}/file/api/x.rs"), t, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, found) = send(
@@ -221,7 +286,11 @@ async fn delegation_narrows_at_every_step_and_revocation_cascades_to_live_sessio
     let lead_token = mint(&h, &[a, other], false, &[], true);
     let server = h.http(&[]);
     let lead = server.client(Some(&lead_token)).await.unwrap();
-    assert!(tool_names(&lead).await.contains(&"create_scoped_token".to_string()));
+    assert!(
+        tool_names(&lead)
+            .await
+            .contains(&"create_scoped_token".to_string())
+    );
 
     let child = ok(&call(
         &lead,

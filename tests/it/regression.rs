@@ -796,3 +796,27 @@ async fn missing_resource_was_a_different_error_per_backend(h: Harness) {
 }
 
 crate::on_both_backends!(missing_resource_was_a_different_error_per_backend);
+
+// The REST API parsed `Authorization` with a parser of its own that took only `Bearer`
+// and `bearer`, unlike the HTTP guard: one parser now serves every surface.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_bearer_scheme_was_case_sensitive() {
+    let h = Harness::new();
+    let api = start_api_with(&h, Stdio::null(), &[]).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let r = reqwest::Client::new()
+            .get(format!("{}/repo", api.base))
+            .header("authorization", format!("{scheme} {}", api.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    let r = reqwest::Client::new()
+        .get(format!("{}/repo", api.base))
+        .header("authorization", format!("Basic {}", api.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
