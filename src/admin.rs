@@ -104,6 +104,7 @@ pub fn repo(
             from_dir,
             metadata,
             link,
+            no_ignore,
         } => {
             let metadata = parse_metadata(metadata)?;
             crate::rules::metadata(&metadata)
@@ -119,7 +120,8 @@ pub fn repo(
             let (id, head) = match from_dir {
                 Some(dir) => {
                     let bar = LazyBar::new();
-                    let report = store.import_dir(dir, metadata, &|p| bar.report(p));
+                    let report =
+                        store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
                     bar.finish();
                     let report = report?;
                     writeln!(

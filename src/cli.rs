@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// write), reuse that repo afterwards, and add it to the scope.
     #[arg(long = "import", env = "SCOPED_REPO_IMPORT", value_name = "DIR")]
     pub import: Option<PathBuf>,
+    /// With --import, on the first import: take every file, without reading
+    /// `.gitignore`, `.ignore` or git's exclude files.
+    #[arg(long, requires = "import")]
+    pub no_ignore: bool,
     /// Offer only the read tools (no update, no token minting or revoking).
     #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
     pub read_only: bool,
@@ -167,6 +171,10 @@ pub enum RepoCommand {
         /// (refused while another repo is linked to DIR).
         #[arg(long, requires = "from_dir")]
         link: bool,
+        /// With --from-dir: take every file, without reading `.gitignore`, `.ignore` or
+        /// git's exclude files.
+        #[arg(long, requires = "from_dir")]
+        no_ignore: bool,
     },
     /// List the repos in the store.
     List,

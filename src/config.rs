@@ -79,6 +79,8 @@ pub struct ServeConfig {
     pub repos: Vec<RepoId>,
     /// A directory to import (or reuse) and serve.
     pub import: Option<PathBuf>,
+    /// Import without reading ignore files.
+    pub no_ignore: bool,
     /// Offer only read tools.
     pub read_only: bool,
     /// Cap on minted tokens' lifetime.
@@ -184,6 +186,7 @@ impl ServeConfig {
             data_dir: data_dir(data_dir_flag)?,
             repos: parse_repo_ids("--repo / SCOPED_REPO_IDS", &args.repos)?,
             import: args.import.clone(),
+            no_ignore: args.no_ignore,
             read_only: args.read_only,
             max_token_ttl,
             api_key,

@@ -39,7 +39,7 @@ pub const LEGACY_IMPORTED_FROM: &str = "imported_from";
 
 /// The repo `--import DIR` serves: the one linked to DIR in the store's `imports`
 /// table (written only by the operator's own commands), or a new import linked there.
-pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError> {
+pub fn import_or_reuse(store: &Store, dir: &Path, no_ignore: bool) -> Result<RepoId, ConfigError> {
     let abs = dir.canonicalize().map_err(|e| {
         ConfigError(format!(
             "--import {}: {e}; give an existing directory",
@@ -82,7 +82,7 @@ pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError>
         metadata.insert("name".to_string(), name.to_string());
     }
     let report = store
-        .import_dir(&abs, metadata, &|_| {})
+        .import_dir_with(&abs, metadata, &|_| {}, !no_ignore)
         .map_err(|e| ConfigError(format!("--import {key}: {e}")))?;
     store
         .link_import(&report.repo_id, &key)
@@ -96,7 +96,7 @@ pub fn import_or_reuse(store: &Store, dir: &Path) -> Result<RepoId, ConfigError>
 pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>, ConfigError> {
     let mut repos = config.repos.clone();
     if let Some(dir) = &config.import {
-        let id = import_or_reuse(store, dir)?;
+        let id = import_or_reuse(store, dir, config.no_ignore)?;
         if !repos.contains(&id) {
             repos.push(id);
         }

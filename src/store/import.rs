@@ -54,6 +54,68 @@ pub struct ImportReport {
     pub skipped_path: usize,
 }
 
+/// The walk of an import: hidden files included, `.git` left out, links not followed,
+/// and ignore files honoured (inside or outside a git work tree) unless told not to.
+fn walker(dir: &Path, honour_ignore: bool) -> ignore::WalkBuilder {
+    let mut b = ignore::WalkBuilder::new(dir);
+    b.hidden(false)
+        .require_git(false)
+        .follow_links(false)
+        .git_ignore(honour_ignore)
+        .git_exclude(honour_ignore)
+        .git_global(honour_ignore)
+        .ignore(honour_ignore)
+        .parents(honour_ignore)
+        .filter_entry(|e| e.file_name() != ".git");
+    b
+}
+
+/// Why an import took no file, and what to do.
+fn nothing_to_import(dir: &Path, honour_ignore: bool, report: &ImportReport) -> String {
+    let skipped = report.skipped_binary + report.skipped_large + report.skipped_path;
+    if skipped > 0 {
+        return format!(
+            "`{}` has no file to import: {} binary or not UTF-8, {} over the size limit, {} with unusable paths",
+            dir.display(),
+            report.skipped_binary,
+            report.skipped_large,
+            report.skipped_path
+        );
+    }
+    if honour_ignore {
+        let unfiltered = walker(dir, false)
+            .build()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+            .take(100_000)
+            .count();
+        if unfiltered > 0 {
+            let culprit = std::fs::read_to_string(dir.join(".gitignore"))
+                .ok()
+                .and_then(|text| {
+                    text.lines()
+                        .enumerate()
+                        .find(|(_, l)| matches!(l.trim(), "*" | "/*" | "**" | "/**" | "/**/*"))
+                        .map(|(n, l)| {
+                            format!(
+                                "; `.gitignore` line {}: `{}` ignores everything",
+                                n + 1,
+                                l.trim()
+                            )
+                        })
+                })
+                .unwrap_or_default();
+            return format!(
+                "`{}`: every one of its {unfiltered}{} file(s) is excluded by its ignore files{culprit}; \
+                 pass --no-ignore to import them anyway, or fix the ignore file",
+                dir.display(),
+                if unfiltered == 100_000 { "+" } else { "" },
+            );
+        }
+    }
+    format!("`{}` holds no file to import", dir.display())
+}
+
 impl Store {
     /// Import `dir` as a new repo.
     pub fn import_dir(
@@ -62,6 +124,19 @@ impl Store {
         metadata: BTreeMap<String, String>,
         progress: &dyn Fn(ImportProgress),
     ) -> Result<ImportReport, StoreError> {
+        self.import_dir_with(dir, metadata, progress, true)
+    }
+
+    /// Import `dir` as a new repo; with `honour_ignore` false, ignore files
+    /// (`.gitignore`, `.ignore`, `.git/info/exclude`, the global git excludes) are not
+    /// read. An import that would take no file is refused, naming what excluded them.
+    pub fn import_dir_with(
+        &self,
+        dir: &Path,
+        metadata: BTreeMap<String, String>,
+        progress: &dyn Fn(ImportProgress),
+        honour_ignore: bool,
+    ) -> Result<ImportReport, StoreError> {
         if !dir.is_dir() {
             return Err(StoreError::Invalid(format!(
                 "`{}` is not a directory",
@@ -69,12 +144,7 @@ impl Store {
             )));
         }
         let mut candidates = Vec::new();
-        let walker = ignore::WalkBuilder::new(dir)
-            .hidden(false)
-            .require_git(false)
-            .follow_links(false)
-            .filter_entry(|e| e.file_name() != ".git")
-            .build();
+        let walker = walker(dir, honour_ignore).build();
         for entry in walker {
             let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
             if !entry.file_type().is_some_and(|t| t.is_file()) {
@@ -148,6 +218,13 @@ impl Store {
         }
         progress(ImportProgress::Reading { done: total, total });
         report.files = files.len();
+        if files.is_empty() {
+            return Err(StoreError::Invalid(nothing_to_import(
+                dir,
+                honour_ignore,
+                &report,
+            )));
+        }
         // An import is not an agent's update: its size is bounded by the per-file limit
         // only, so it goes through a store with the update limits lifted.
         let (row, outcome) = self.create_repo_unbounded(metadata, &files)?;

@@ -74,7 +74,14 @@ async fn an_update_killed_at_any_point_leaves_the_old_head_or_the_new_one() {
     let r = h.repo(&[("keep.txt", "keep\n")]);
     let body = "line of text for a file that is being written\n".repeat(40);
     let mut outcomes = BTreeSet::new();
-    for (attempt, delay_ms) in [5u64, 20, 60, 120, 250, 500, 900].into_iter().enumerate() {
+    // The first kill comes before a 3,000-file update can commit, and the last only
+    // after its answer: both outcomes must be seen, whatever the machine's speed; the
+    // delays between land wherever they land.
+    const AFTER_THE_ANSWER: u64 = u64::MAX;
+    for (attempt, delay_ms) in [0u64, 5, 20, 60, 120, 250, 500, 900, AFTER_THE_ANSWER]
+        .into_iter()
+        .enumerate()
+    {
         let old_head = h.store.head(&r).unwrap();
         let old_files = h.store.list_files(&r).unwrap().paths;
         let cmd = h.command(&["serve", "--repo", &r.to_string()]);
@@ -98,7 +105,13 @@ async fn an_update_killed_at_any_point_leaves_the_old_head_or_the_new_one() {
             )
             .await
         });
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if delay_ms == AFTER_THE_ANSWER {
+            while !pending.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
         let killed = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
@@ -135,5 +148,9 @@ async fn an_update_killed_at_any_point_leaves_the_old_head_or_the_new_one() {
     // Whatever the kills interrupted, the repo still takes updates.
     let c = h.client_for(&[r]).await;
     ok(&call(&c, "update_repo_files", json!({"repo_id": r.to_string(), "operations": [{"type": "write", "path": "after.txt", "content": "ok\n"}]})).await);
-    eprintln!("outcomes seen: {outcomes:?}");
+    assert_eq!(
+        outcomes,
+        BTreeSet::from(["new", "old"]),
+        "a kill before the commit must leave the old head and one after it the new"
+    );
 }

@@ -820,3 +820,44 @@ async fn api_bearer_scheme_was_case_sensitive() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+// An import whose `.gitignore` ends in `/*` (as Debian's kernel source tree's does) took
+// no file and exited 0, leaving an empty repo.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_that_took_no_file_succeeded() {
+    let h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".gitignore"), "*.o\n/*\n").unwrap();
+    std::fs::create_dir(dir.path().join("kernel")).unwrap();
+    std::fs::write(dir.path().join("kernel/sched.c"), "int x;\n").unwrap();
+    let before = h.store.repo_rows().unwrap().len();
+    let path = dir.path().to_str().unwrap();
+    let out = h
+        .command(&["repo", "create", "--from-dir", path])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("/*") && stderr.contains("--no-ignore"),
+        "{stderr}"
+    );
+    let (started, stderr) = serve_import_output(&h, path).await;
+    assert!(!started && stderr.contains("--no-ignore"), "{stderr}");
+    assert_eq!(
+        h.store.repo_rows().unwrap().len(),
+        before,
+        "a repo was made"
+    );
+    let out = h
+        .command(&["repo", "create", "--from-dir", path, "--no-ignore"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id: scoped_repo_mcp::model::RepoId =
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let files = h.store.list_files(&id).unwrap().paths;
+    assert!(files.contains(&"kernel/sched.c".to_string()), "{files:?}");
+}

@@ -115,21 +115,23 @@ async fn read_only_sessions_list_no_write_or_mint_tool() {
         names,
         ["list_files", "list_repos", "read_file", "search_repo"]
     );
+    // A valid update, so that only read-only can be why it is refused.
+    let head = h.store.head(&r).unwrap();
     let err = c
         .call_tool(
             rmcp::model::CallToolRequestParams::new("update_repo_files").with_arguments(
-                serde_json::json!({"repo_id": r.to_string(), "operations": []})
+                serde_json::json!({"repo_id": r.to_string(), "operations": [{"type": "write", "path": "new.txt", "content": "x\n"}]})
                     .as_object()
                     .unwrap()
                     .clone(),
             ),
         )
         .await;
-    let refused = match err {
-        Err(_) => true,
-        Ok(res) => res.is_error == Some(true),
-    };
-    assert!(refused, "an unlisted tool cannot be called either");
+    match err {
+        Err(e) => assert!(e.to_string().contains("tool not found"), "{e}"),
+        Ok(res) => panic!("an unlisted tool answered: {res:?}"),
+    }
+    assert_eq!(h.store.head(&r).unwrap(), head, "the update landed");
     let info = c.peer_info().unwrap();
     assert!(
         !info

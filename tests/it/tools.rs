@@ -15,6 +15,7 @@ on_both_backends!(
     a_failing_operation_applies_nothing,
     expected_head_refuses_an_update_on_a_moved_repo,
     ranked_search_answers_files_by_relevance_where_the_backend_offers_it,
+    files_are_resources_held_to_the_scope,
 );
 
 const MAIN_RS: &str =
@@ -396,10 +397,8 @@ impl ParsePath for &str {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn files_are_resources_held_to_the_scope() {
+async fn files_are_resources_held_to_the_scope(h: Harness) {
     use rmcp::model::{ReadResourceRequestParams, ResourceContents};
-    let h = Harness::new();
     let r = h.repo(&[("src/lib.rs", LIB_RS), ("README.md", "# r\n")]);
     let other = h.repo(&[("secret.txt", "s\n")]);
     let c = h.client_for(&[r]).await;
@@ -441,4 +440,21 @@ async fn files_are_resources_held_to_the_scope() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`..`"), "{err}");
+    // A missing file is the same error on every backend.
+    let err = c
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{r}/nope.txt"
+        )))
+        .await
+        .unwrap_err();
+    match err {
+        rmcp::ServiceError::McpError(data) => {
+            assert_eq!(
+                data.code,
+                rmcp::model::ErrorCode::RESOURCE_NOT_FOUND,
+                "{data:?}"
+            )
+        }
+        other => panic!("expected an MCP error, got {other}"),
+    }
 }
