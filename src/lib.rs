@@ -21,11 +21,14 @@
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
 //! - [`relace`]: the Relace API client and the backend that routes tools through it.
-//! - [`admin`]: the `repo`, `token` and `key` commands.
+//! - [`audit`]: the audit trail of calls, requests, mints and revocations, written off
+//!   the calls' path.
+//! - [`admin`]: the `repo`, `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;

@@ -85,6 +85,9 @@ pub struct Scope {
     /// Why the scope has no mint right, when it lacks it for a reason other than
     /// read-only.
     no_mint_reason: &'static str,
+    /// The account key behind an operator scope, as its name and short id (never the
+    /// key), so the audit trail can say which key called.
+    account_key: Option<(String, String)>,
 }
 
 impl Scope {
@@ -99,6 +102,7 @@ impl Scope {
             actor: "scoped-repo-mcp".to_string(),
             read_only_reason: "",
             no_mint_reason: "",
+            account_key: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl Scope {
             actor: "anonymous".to_string(),
             read_only_reason: "",
             no_mint_reason: "a session without a credential cannot create or revoke tokens",
+            account_key: None,
         }
     }
 
@@ -146,7 +151,21 @@ impl Scope {
             },
             read_only_reason: "",
             no_mint_reason: "a session authorized by a repo token cannot create or revoke tokens",
+            account_key: None,
         }
+    }
+
+    /// Say that this operator scope comes from the account key `name` (short id `id`).
+    pub fn by_account_key(mut self, name: &str, id: &str) -> Self {
+        self.account_key = Some((name.to_string(), id.to_string()));
+        self
+    }
+
+    /// The account key behind the scope, as its name and short id.
+    pub fn account_key(&self) -> Option<(&str, &str)> {
+        self.account_key
+            .as_ref()
+            .map(|(n, i)| (n.as_str(), i.as_str()))
     }
 
     /// Drop the write and mint rights.

@@ -99,11 +99,17 @@ impl FromRequestParts<ApiState> for Caller {
             let hash = secrets::hash(&token);
             let (state, info) = blocking(state, move |s| s.token(&token)).await?;
             return match (state, info) {
-                (TokenState::Live, Some(info)) => Ok(Caller::RepoToken {
-                    hash,
-                    name: info.name,
-                    repos: info.repo_ids,
-                }),
+                (TokenState::Live, Some(info)) => {
+                    crate::audit::note_credential(crate::audit::Who::Token {
+                        name: info.name.clone(),
+                        id: hash[..12].to_string(),
+                    });
+                    Ok(Caller::RepoToken {
+                        hash,
+                        name: info.name,
+                        repos: info.repo_ids,
+                    })
+                }
                 (TokenState::Revoked, _) => {
                     Err(ApiError::unauthorized("this repo token has been revoked"))
                 }
@@ -114,8 +120,9 @@ impl FromRequestParts<ApiState> for Caller {
             };
         }
         if credential.starts_with(ACCOUNT_KEY_PREFIX) {
-            let live = blocking(state, move |s| s.account_key_live(&credential)).await?;
-            if live {
+            let live = blocking(state, move |s| s.live_account_key(&credential)).await?;
+            if let Some((id, name)) = live {
+                crate::audit::note_credential(crate::audit::Who::AccountKey { name, id });
                 return Ok(Caller::Account);
             }
         }

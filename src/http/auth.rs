@@ -113,22 +113,24 @@ impl ScopeResolver for LocalResolver {
                 let store = self.backend.store().clone();
                 let key = credential.to_string();
                 let bound = self.bound.repos.clone();
-                let checked = tokio::task::spawn_blocking(
-                    move || -> Result<Option<BTreeSet<RepoId>>, String> {
-                        if !store.account_key_live(&key).map_err(|e| e.to_string())? {
-                            return Ok(None);
-                        }
-                        if !bound.is_empty() {
-                            return Ok(Some(bound.into_iter().collect()));
-                        }
-                        let rows = store.repo_rows().map_err(|e| e.to_string())?;
-                        Ok(Some(rows.into_iter().map(|r| r.id).collect()))
-                    },
-                )
+                type Checked = Option<((String, String), BTreeSet<RepoId>)>;
+                let checked = tokio::task::spawn_blocking(move || -> Result<Checked, String> {
+                    let Some(live) = store.live_account_key(&key).map_err(|e| e.to_string())?
+                    else {
+                        return Ok(None);
+                    };
+                    if !bound.is_empty() {
+                        return Ok(Some((live, bound.into_iter().collect())));
+                    }
+                    let rows = store.repo_rows().map_err(|e| e.to_string())?;
+                    Ok(Some((live, rows.into_iter().map(|r| r.id).collect())))
+                })
                 .await
                 .map_err(|_| AuthError::Unavailable)?;
                 return match checked {
-                    Ok(Some(repos)) => self.finish(Scope::operator(repos)),
+                    Ok(Some(((id, name), repos))) => {
+                        self.finish(Scope::operator(repos).by_account_key(&name, &id))
+                    }
                     Ok(None) => Err(AuthError::Invalid("is not a known account key")),
                     Err(e) => {
                         tracing::error!(cause = %e, "account key check failed");

@@ -63,7 +63,10 @@ async fn repo_token_metadata_captured_serve_import() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("reserved"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("reserved"),
+        "{body}"
+    );
     assert!(
         !h.store
             .repo_row(&attacker)
@@ -209,7 +212,10 @@ async fn revoke_token_argument_steered_the_upstream_url() {
     let client = RelaceClient::new(&base, "rlc-operator", RetryPolicy::default()).unwrap();
     for steer in ["../admin/anything", "x/../../../../etc", "rlcr-%2e%2e"] {
         assert!(
-            matches!(client.delete_token(steer).await, Err(RelaceError::Refused(_))),
+            matches!(
+                client.delete_token(steer).await,
+                Err(RelaceError::Refused(_))
+            ),
             "{steer}"
         );
         assert!(
@@ -365,7 +371,14 @@ async fn far_future_ttl_panicked_and_lost_the_token() {
         assert!(body["detail"].as_str().unwrap().contains("9999"), "{body}");
     }
     let cli = h
-        .command(&["token", "create", "--repo", &r.to_string(), "--ttl", "10000y"])
+        .command(&[
+            "token",
+            "create",
+            "--repo",
+            &r.to_string(),
+            "--ttl",
+            "10000y",
+        ])
         .output()
         .await
         .unwrap();
@@ -376,8 +389,8 @@ async fn far_future_ttl_panicked_and_lost_the_token() {
     );
     assert!(h.store.tokens().unwrap().is_empty(), "a token was stored");
     // The latest expiry that can be written is accepted, and listed.
-    let room = (scoped_repo_mcp::rules::MAX_EXPIRY_UNIX - scoped_repo_mcp::model::unix_now() - 60)
-        as u64;
+    let room =
+        (scoped_repo_mcp::rules::MAX_EXPIRY_UNIX - scoped_repo_mcp::model::unix_now() - 60) as u64;
     h.store.create_token("last", &[r], Some(room)).unwrap();
     let list = h.command(&["token", "list"]).output().await.unwrap();
     assert!(list.status.success(), "{list:?}");
@@ -427,7 +440,13 @@ async fn long_glob_panicked_and_left_the_request_unanswered() {
                 .unwrap_or_else(|_| panic!("{tool} never answered"))
         }
     };
-    let msg = refused(&answer("list_files", json!({"repo_id": r.to_string(), "glob": long})).await);
+    let msg = refused(
+        &answer(
+            "list_files",
+            json!({"repo_id": r.to_string(), "glob": long}),
+        )
+        .await,
+    );
     assert!(msg.contains("4096"), "{msg}");
     let msg = refused(
         &answer(
@@ -439,8 +458,16 @@ async fn long_glob_panicked_and_left_the_request_unanswered() {
     assert!(msg.contains("4096"), "{msg}");
     // The longest glob allowed is answered one way or the other.
     let edge = "*a".repeat(2048);
-    let _ = answer("list_files", json!({"repo_id": r.to_string(), "glob": edge})).await;
-    ok(&answer("list_files", json!({"repo_id": r.to_string(), "glob": "*.rs"})).await);
+    let _ = answer(
+        "list_files",
+        json!({"repo_id": r.to_string(), "glob": edge}),
+    )
+    .await;
+    ok(&answer(
+        "list_files",
+        json!({"repo_id": r.to_string(), "glob": "*.rs"}),
+    )
+    .await);
 }
 
 // W2: metadata with a newline forged lines in list_repos' text and in `repo list`.
@@ -457,7 +484,10 @@ async fn control_characters_forged_listing_lines() {
     let c = h.client_for(&[r]).await;
     let shown = text(&call(&c, "list_repos", json!({})).await);
     assert_eq!(shown.lines().count(), 2, "{shown}");
-    assert!(shown.contains("x\\n- 0000") && !shown.contains('\u{1b}'), "{shown}");
+    assert!(
+        shown.contains("x\\n- 0000") && !shown.contains('\u{1b}'),
+        "{shown}"
+    );
     let listed = h.command(&["repo", "list"]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -477,7 +507,10 @@ async fn account_keys_could_not_be_listed_or_revoked() {
     assert!(key.starts_with("rlc-"), "{made:?}");
     let listed = h.command(&["key", "list"]).output().await.unwrap();
     let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert!(stdout.contains("ops") && stdout.contains("live"), "{stdout}");
+    assert!(
+        stdout.contains("ops") && stdout.contains("live"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(&key), "the secret was listed");
     let id = stdout.split_whitespace().next().unwrap().to_string();
     let revoked = h.command(&["key", "revoke", &id]).output().await.unwrap();
@@ -521,7 +554,9 @@ async fn resource_read_had_no_size_cap() {
     let r = h.repo(&[("big.txt", &big), ("small.txt", "s\n")]);
     let c = h.client_for(&[r]).await;
     let err = c
-        .read_resource(ReadResourceRequestParams::new(format!("repo://{r}/big.txt")))
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "repo://{r}/big.txt"
+        )))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("read_file"), "{err}");
