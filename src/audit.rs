@@ -484,6 +484,17 @@ pub fn note_repos(ids: &[RepoId]) {
     note(|n| n.repos = ids.iter().map(ToString::to_string).collect());
 }
 
+/// A backend failure as logs may show it: its message, unless that may quote what the
+/// caller sent (a pattern that does not compile, an upstream answer echoing a request),
+/// in which case only its kind.
+pub(crate) fn loggable(e: &BackendError) -> std::borrow::Cow<'static, str> {
+    match e {
+        BackendError::Store(StoreError::Search(_))
+        | BackendError::Relace(RelaceError::Status { .. }) => backend_kind(e).into(),
+        _ => e.to_string().into(),
+    }
+}
+
 fn backend_kind(e: &BackendError) -> String {
     match e {
         BackendError::Store(s) => match s {

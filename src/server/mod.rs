@@ -181,7 +181,7 @@ pub(crate) fn respond<T: Serialize>(
             )]))
         }
         Err(ToolFailure::Backend(e)) => {
-            tracing::info!(tool, reason = %e, "tool call failed");
+            tracing::info!(tool, reason = %crate::audit::loggable(&e), "tool call failed");
             Ok(CallToolResult::error(vec![ContentBlock::text(
                 e.to_string(),
             )]))
