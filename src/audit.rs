@@ -20,7 +20,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -287,8 +287,13 @@ fn prune(sink: &AuditSink, retention: Duration) {
     }
 }
 
-/// The writer thread: gather records for up to [`BATCH_WAIT`] or [`BATCH_MAX`]
-/// records, write them in one transaction, repeat; prune every [`PRUNE_EVERY`].
+/// The writer thread: wait for a record, let more gather for [`BATCH_WAIT`], write
+/// what came in transactions of at most [`BATCH_MAX`] records, repeat; prune every
+/// [`PRUNE_EVERY`].
+///
+/// While a batch gathers the thread sleeps rather than waiting on the channel: a
+/// thread waiting there is woken by every record sent, which would cost each call a
+/// wake-up and a context switch.
 fn write_loop(
     mut sink: AuditSink,
     rx: Receiver<Message>,
@@ -318,17 +323,20 @@ fn write_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => closed = true,
         }
-        let deadline = Instant::now() + BATCH_WAIT;
-        while !closed && acks.is_empty() && batch.len() < BATCH_MAX {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(Message::Record(r)) => batch.push(*r),
+        if !closed && acks.is_empty() {
+            std::thread::sleep(BATCH_WAIT);
+        }
+        while !closed {
+            match rx.try_recv() {
+                Ok(Message::Record(r)) => {
+                    batch.push(*r);
+                    if batch.len() == BATCH_MAX {
+                        state.write(&mut sink, &mut batch);
+                    }
+                }
                 Ok(Message::Flush(ack)) => acks.push(ack),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => closed = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => closed = true,
             }
         }
         state.write(&mut sink, &mut batch);
