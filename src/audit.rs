@@ -509,8 +509,8 @@ fn backend_kind(e: &BackendError) -> String {
             StoreError::RepoNotFound(id) => format!("repo {id} not found"),
             StoreError::FileNotFound(_) => "not found".into(),
             StoreError::Binary(_) => "binary file".into(),
-            // Two commit ids: nothing the caller wrote.
-            StoreError::Conflict { .. } => s.to_string(),
+            // The actual head only: `expected` is whatever the caller sent.
+            StoreError::Conflict { actual, .. } => format!("conflict: the head is {actual}"),
             StoreError::Invalid(_) => "invalid input".into(),
             StoreError::Cancelled => "cancelled".into(),
             StoreError::TooLarge(_) => "over a size limit".into(),
