@@ -3,6 +3,10 @@
 //!
 //! Run: `cargo bench --bench stdio_roundtrip` (prints a Markdown table).
 //! `BENCH_CALLS` sets the number of small calls (default 5000).
+//!
+//! The audit trail's cost: a second server on the same store runs with
+//! `--audit-retention 0` (no trail), and small reads alternate between the two in
+//! blocks, so both see the same machine.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -67,19 +71,53 @@ async fn main() {
     drop(store);
 
     let bin = env!("CARGO_BIN_EXE_scoped-repo-mcp");
-    let data_dir = dir.path().to_path_buf();
-    let repo = id.clone();
-    let cmd = tokio::process::Command::new(bin).configure(move |c| {
-        c.arg("--data-dir")
-            .arg(&data_dir)
-            .args(["serve", "--repo", &repo])
-            .env("RUST_LOG", "warn");
-    });
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = ().serve(transport).await.unwrap();
+    let start = |extra: &'static [&'static str]| {
+        let data_dir = dir.path().to_path_buf();
+        let repo = id.clone();
+        let cmd = tokio::process::Command::new(bin).configure(move |c| {
+            c.arg("--data-dir")
+                .arg(&data_dir)
+                .args(["serve", "--repo", &repo])
+                .args(extra)
+                .env("RUST_LOG", "warn");
+        });
+        TokioChildProcess::builder(cmd)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+            .0
+    };
+    let client = ().serve(start(&[])).await.unwrap();
+    let untraced = ().serve(start(&["--audit-retention", "0"])).await.unwrap();
+    let read_once = |c: &rmcp::service::RunningService<rmcp::RoleClient, ()>| {
+        let request = CallToolRequestParams::new("read_file")
+            .with_arguments(args(json!({"repo_id": id, "path": "src/small.rs"})));
+        let peer = c.peer().clone();
+        async move {
+            let t = Instant::now();
+            let r = peer.call_tool(request).await.unwrap();
+            assert_eq!(r.is_error, Some(false));
+            t.elapsed()
+        }
+    };
+    for _ in 0..200 {
+        read_once(&client).await;
+        read_once(&untraced).await;
+    }
+    let (mut traced_reads, mut untraced_reads) = (Vec::new(), Vec::new());
+    for block in 0..10 {
+        for _ in 0..calls / 10 {
+            // Alternate which server goes first, so neither always follows the other.
+            if block % 2 == 0 {
+                traced_reads.push(read_once(&client).await);
+                untraced_reads.push(read_once(&untraced).await);
+            } else {
+                untraced_reads.push(read_once(&untraced).await);
+                traced_reads.push(read_once(&client).await);
+            }
+        }
+    }
+    untraced.cancel().await.ok();
 
     // Warm up both paths.
     for _ in 0..200 {
@@ -208,5 +246,17 @@ async fn main() {
         read.per_sec() / ping.per_sec(),
         read.pct(0.5).as_secs_f64() / ping.pct(0.5).as_secs_f64(),
         update.pct(0.5).as_secs_f64() / git_update.pct(0.5).as_secs_f64()
+    );
+    let (traced, untraced) = (Stats::new(traced_reads), Stats::new(untraced_reads));
+    println!();
+    println!("| audit trail | n | calls/s | p50 µs | p99 µs |");
+    println!("| --- | --- | --- | --- | --- |");
+    row("read_file, trail on (default)", &traced);
+    row("read_file, `--audit-retention 0` (no trail)", &untraced);
+    println!();
+    println!(
+        "read_file p50 with the trail is {:.3}x without it (p99 {:.3}x)",
+        traced.pct(0.5).as_secs_f64() / untraced.pct(0.5).as_secs_f64(),
+        traced.pct(0.99).as_secs_f64() / untraced.pct(0.99).as_secs_f64()
     );
 }

@@ -142,8 +142,9 @@ pub trait Authority: Send + Sync {
     /// A repo token's status.
     fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus>;
 
-    /// Whether `key` is a live account key here.
-    fn account_key<'a>(&'a self, key: &'a str) -> BackendFuture<'a, bool>;
+    /// The short id and name of `key` when it is a live account key here (an empty id
+    /// when the authority cannot name keys), `None` otherwise.
+    fn account_key<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Option<(String, String)>>;
 
     /// Every repo an account key reaches (asked only when a scope must list them).
     fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>>;
@@ -154,11 +155,11 @@ impl Authority for LocalBackend {
         Backend::token_status(self, token)
     }
 
-    fn account_key<'a>(&'a self, key: &'a str) -> BackendFuture<'a, bool> {
+    fn account_key<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
         let store = self.store().clone();
         let key = key.to_string();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || Ok(store.account_key_live(&key)?))
+            tokio::task::spawn_blocking(move || Ok(store.live_account_key(&key)?))
                 .await
                 .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
         })
@@ -185,8 +186,8 @@ impl Authority for TokensOnly<'_> {
         self.0.token_status(token)
     }
 
-    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
+        Box::pin(async { Ok(None) })
     }
 
     fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>> {
@@ -202,8 +203,8 @@ impl Authority for crate::relace::RelaceBackend {
     /// The Relace API cannot tell a key's holder what the key reaches; an operator's
     /// key is taken as given (each repo named is checked at start-up, and the API
     /// refuses a bad key on first use).
-    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, bool> {
-        Box::pin(async { Ok(true) })
+    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
+        Box::pin(async { Ok(Some((String::new(), String::new()))) })
     }
 
     fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>> {
@@ -240,19 +241,32 @@ pub async fn admit(
         Presented::AccountKey(key) => match authority.account_key(key).await {
             // Under stdio the key is the operator's own: the scope is what the operator
             // names, as with no credential.
-            Ok(true) if surface == Surface::Stdio => Scope::operator(bound.repos.iter().copied()),
-            Ok(true) if !bound.repos.is_empty() => Scope::account(bound.repos.iter().copied()),
-            // The REST API: every repo, including ones created after this request began
-            // and ones that do not exist (which then answer 404, not 403).
-            Ok(true) if surface == Surface::Api => Scope::every_repo(),
-            Ok(true) => match authority.all_repos().await {
-                Ok(repos) => Scope::account(repos),
-                Err(e) => {
-                    tracing::warn!(cause = %e, "the repos of an account key could not be listed");
-                    return Err(Refusal::Unavailable);
+            Ok(Some((id, name))) => {
+                let scope = if surface == Surface::Stdio {
+                    Scope::operator(bound.repos.iter().copied())
+                } else if !bound.repos.is_empty() {
+                    Scope::account(bound.repos.iter().copied())
+                } else if surface == Surface::Api {
+                    // Every repo, including ones created after this request began and
+                    // ones that do not exist (which then answer 404, not 403).
+                    Scope::every_repo()
+                } else {
+                    match authority.all_repos().await {
+                        Ok(repos) => Scope::account(repos),
+                        Err(e) => {
+                            tracing::warn!(cause = %e, "the repos of an account key could not be listed");
+                            return Err(Refusal::Unavailable);
+                        }
+                    }
+                };
+                // Named for the audit trail, by its name and short id, never the key.
+                if id.is_empty() {
+                    scope
+                } else {
+                    scope.by_account_key(&name, &id)
                 }
-            },
-            Ok(false) => return Err(Refusal::Unknown),
+            }
+            Ok(None) => return Err(Refusal::Unknown),
             Err(e) => {
                 tracing::warn!(cause = %e, "an account key could not be checked");
                 return Err(Refusal::Unavailable);

@@ -1,4 +1,5 @@
-//! The administration commands over the embedded store: `repo`, `token`, `key`.
+//! The administration commands over the embedded store: `repo`, `token`, `key`,
+//! `audit`.
 //! Secrets and IDs go to stdout (for scripts); explanations go to stderr.
 
 use std::cell::RefCell;
@@ -9,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{KeyCommand, RepoCommand, TokenCommand};
+use crate::audit::command_row;
+use crate::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
 use crate::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::escape::one_line;
 use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
-use crate::store::{ImportProgress, Store, StoreError};
+use crate::store::{AuditQuery, AuditRow, ImportProgress, Store, StoreError};
 
 /// An admin command's failure.
 #[derive(Debug, thiserror::Error)]
@@ -291,15 +293,33 @@ pub fn token(
                 }
                 Some(d.as_secs())
             };
-            let minted = store.mint(&MintSpec {
+            let minted = match store.mint(&MintSpec {
                 name: name.clone(),
-                repo_ids: ids,
+                repo_ids: ids.clone(),
                 ttl_seconds: ttl,
                 read_only: *read_only,
                 paths: paths.clone(),
                 can_delegate: *delegate,
                 parent: None,
-            })?;
+            }) {
+                Ok(m) => m,
+                Err(e) => {
+                    record(
+                        store,
+                        command_row("token create", &ids, Err(&e.to_string()), None),
+                    );
+                    return Err(e.into());
+                }
+            };
+            record(
+                store,
+                command_row(
+                    "token create",
+                    &ids,
+                    Ok(()),
+                    Some((&minted.info.name, &minted.token)),
+                ),
+            );
             writeln!(out, "{}", minted.token)?;
             writeln!(
                 err,
@@ -363,8 +383,23 @@ pub fn token(
             } else {
                 store.revoke_token_by_id(token)?
             };
+            let row = match &revoked {
+                Some(info) => command_row(
+                    "token revoke",
+                    &info.repo_ids,
+                    Ok(()),
+                    Some((&info.name, token)),
+                ),
+                None => command_row(
+                    "token revoke",
+                    &[],
+                    Err("no live token matches"),
+                    Some(("", token)),
+                ),
+            };
+            record(store, row);
             match revoked {
-                Some(info) => writeln!(err, "revoked token `{}`", info.name)?,
+                Some(info) => writeln!(err, "revoked token `{}`", one_line(&info.name))?,
                 None => {
                     return Err(ConfigError(
                         "no live token matches; `scoped-repo-mcp token list` shows them".into(),
@@ -417,4 +452,127 @@ pub fn key(
         },
     }
     Ok(())
+}
+
+/// Write an administration command's record; a failure is logged, never fatal.
+fn record(store: &Store, row: AuditRow) {
+    if let Err(e) = store.record_audit(&[row]) {
+        tracing::warn!(cause = %e, "the audit record of this command could not be written");
+    }
+}
+
+/// `audit`: the trail's records, oldest first, one escaped line (or JSON object) each.
+pub fn audit(store: &Store, args: &AuditArgs, out: &mut dyn Write) -> Result<(), AdminError> {
+    let repo = match args.repo.as_deref().map(str::trim) {
+        Some(raw) => Some(
+            raw.parse::<RepoId>()
+                .map_err(|e| ConfigError(format!("--repo: {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let since_ms = match &args.since {
+        Some(raw) => {
+            let d = parse_duration("--since", raw)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|n| n.as_millis() as i64)
+                .unwrap_or(0);
+            Some(now.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
+        }
+        None => None,
+    };
+    if args.limit == 0 {
+        return Err(ConfigError("--limit must be at least 1".into()).into());
+    }
+    let rows = store.audit(&AuditQuery {
+        token: args
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string),
+        repo,
+        since_ms,
+        limit: args.limit,
+    })?;
+    for r in &rows {
+        if args.json {
+            writeln!(out, "{}", audit_json(r))?;
+        } else {
+            writeln!(out, "{}", audit_line(r))?;
+        }
+    }
+    Ok(())
+}
+
+fn audit_json(r: &AuditRow) -> serde_json::Value {
+    serde_json::json!({
+        "at": rfc3339(r.at_ms.div_euclid(1000)),
+        "at_ms": r.at_ms,
+        "pid": r.pid,
+        "surface": r.surface,
+        "credential": r.credential,
+        "credential_id": r.credential_id,
+        "action": r.action,
+        "repo": r.repo,
+        "paths": r.paths,
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "duration_us": r.duration_us,
+        "head_before": r.head_before,
+        "head_after": r.head_after,
+        "subject": r.subject,
+        "subject_id": r.subject_id,
+    })
+}
+
+fn audit_line(r: &AuditRow) -> String {
+    use std::fmt::Write as _;
+    let mut line = format!(
+        "{}  {:<5}  {}",
+        rfc3339(r.at_ms.div_euclid(1000)),
+        r.surface,
+        one_line(&r.credential)
+    );
+    if let Some(id) = &r.credential_id {
+        let _ = write!(line, " ({id})");
+    }
+    let _ = write!(line, "  {}", one_line(&r.action));
+    if let Some(repo) = &r.repo {
+        let _ = write!(line, "  repo {repo}");
+    }
+    let _ = write!(line, "  {}", r.outcome);
+    if let Some(reason) = &r.reason {
+        let _ = write!(line, " ({})", one_line(reason));
+    }
+    let _ = write!(line, "  {:.1}ms", r.duration_us as f64 / 1000.0);
+    if let Some(n) = r.paths {
+        let _ = write!(line, "  paths {n}");
+    }
+    match (&r.head_before, &r.head_after) {
+        (Some(b), Some(a)) => {
+            let _ = write!(line, "  head {}..{}", short(b), short(a));
+        }
+        (None, Some(a)) => {
+            let _ = write!(line, "  head {}", short(a));
+        }
+        _ => {}
+    }
+    if r.subject.is_some() || r.subject_id.is_some() {
+        let _ = write!(
+            line,
+            "  token {}",
+            one_line(r.subject.as_deref().unwrap_or_default())
+        );
+        if let Some(id) = &r.subject_id {
+            let _ = write!(line, " ({id})");
+        }
+    }
+    line
+}
+
+/// A commit id cut to 12 digits for the text listing.
+fn short(head: &str) -> &str {
+    head.get(..12).unwrap_or(head)
 }

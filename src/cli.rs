@@ -43,6 +43,8 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Read the audit trail: who called what, on which repo, with what outcome.
+    Audit(AuditArgs),
 }
 
 /// Transports `serve` speaks.
@@ -140,6 +142,10 @@ pub struct ServeArgs {
     /// With --backend relace: how long one request to the API may take (e.g. 30s, 2m).
     #[arg(long, env = "SCOPED_REPO_REQUEST_TIMEOUT", default_value = "60s")]
     pub request_timeout: String,
+    /// How long audit records are kept in the store's database (e.g. 7d, 90d); older
+    /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
+    #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
+    pub audit_retention: String,
 }
 
 /// Flags of `api`.
@@ -154,6 +160,30 @@ pub struct ApiArgs {
     /// hosted service. Set: every token must ask for a ttl_seconds within it.
     #[arg(long, env = "SCOPED_REPO_API_MAX_TOKEN_TTL", value_name = "DURATION")]
     pub max_token_ttl: Option<String>,
+    /// How long audit records are kept in the store's database (e.g. 7d, 90d); older
+    /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
+    #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
+    pub audit_retention: String,
+}
+
+/// Flags of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only calls by, and mints and revocations of, the token with this name or id.
+    #[arg(long, value_name = "NAME")]
+    pub token: Option<String>,
+    /// Only calls on this repo.
+    #[arg(long, value_name = "ID")]
+    pub repo: Option<String>,
+    /// Only records this recent (e.g. 30m, 1h, 7d).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// One JSON object a line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// At most this many records, the most recent ones.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 /// `repo …`

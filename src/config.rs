@@ -54,6 +54,14 @@ pub fn api_max_token_ttl(raw: Option<&str>) -> Result<Option<u64>, ConfigError> 
     Ok(Some(d.as_secs()))
 }
 
+/// `--audit-retention`: how long audit records are kept; `0` turns the trail off.
+pub fn audit_retention(raw: &str) -> Result<Duration, ConfigError> {
+    if raw.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration("--audit-retention", raw)
+}
+
 /// Parse repo IDs given on the command line.
 pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigError> {
     raw.iter()
@@ -93,6 +101,8 @@ pub struct ServeConfig {
     pub http: Option<HttpSettings>,
     /// How long one request to the Relace API may take.
     pub request_timeout: Duration,
+    /// How long audit records are kept; zero: no audit trail.
+    pub audit_retention: Duration,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -109,6 +119,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("base_url", &self.base_url)
             .field("http", &self.http)
             .field("request_timeout", &self.request_timeout)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -193,6 +204,7 @@ impl ServeConfig {
             base_url,
             request_timeout,
             http,
+            audit_retention: audit_retention(&args.audit_retention)?,
         })
     }
 }

@@ -23,12 +23,15 @@
 //! - [`relace`]: the Relace API client and the backend that routes tools through it.
 //! - [`access`]: the front door: every credential, on every surface, becomes a scope or
 //!   a refusal there.
-//! - [`admin`]: the `repo`, `token` and `key` commands.
+//! - [`audit`]: the audit trail of calls, requests, mints and revocations, written off
+//!   the calls' path.
+//! - [`admin`]: the `repo`, `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 
 pub mod access;
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;

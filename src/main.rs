@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use scoped_repo_mcp::audit::{Surface, Trail};
 use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{ServeConfig, api_max_token_ttl, data_dir};
+use scoped_repo_mcp::config::{ServeConfig, api_max_token_ttl, audit_retention, data_dir};
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
 
@@ -79,11 +80,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => {
             let dir = data_dir(cli.data_dir.as_deref())?;
-            let settings = api::ApiSettings {
-                max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
-            };
+            let retention = audit_retention(&args.audit_retention)?;
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            let trail = Trail::open(&dir, retention, Surface::Api);
+            let settings = api::ApiSettings {
+                max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
+                audit: trail.clone(),
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -101,13 +105,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The bound address on stdout, so scripts and tests can use port 0.
                 println!("listening on http://{addr}/v1");
                 tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-                api::serve_until(
+                let served = api::serve_until(
                     listener,
                     std::sync::Arc::new(store),
                     settings,
                     shutdown_signal(),
                 )
-                .await?;
+                .await;
+                // The records of the last requests outlive the process.
+                trail.flush();
+                served?;
                 tracing::info!("API server stopped");
                 anyhow::Ok(())
             })
@@ -121,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Repo { command } => admin::repo(&store, command, &mut out, &mut err)?,
                 Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
                 Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
+                Command::Audit(args) => admin::audit(&store, args, &mut out)?,
                 Command::Serve(_) | Command::Api(_) => unreachable!("handled above"),
             }
             Ok(())

@@ -191,6 +191,8 @@ impl UpdateControl {
 pub struct UpdateOutcome {
     /// The head after the update (unchanged when the update changed nothing).
     pub head: String,
+    /// The head the update was applied on, when the backend knows it.
+    pub previous_head: Option<String>,
     /// The paths whose content changed, was added or was removed, sorted.
     pub changed_files: Vec<String>,
 }

@@ -100,6 +100,9 @@ pub struct Scope {
     no_mint_reason: &'static str,
     /// The paths a path-limited token sees; `None`: every path.
     paths: Option<Arc<PathSet>>,
+    /// The account key behind an operator scope, as its name and short id (never the
+    /// key), so the audit trail can say which key called.
+    account_key: Option<(String, String)>,
 }
 
 impl Scope {
@@ -116,6 +119,7 @@ impl Scope {
             read_only_reason: "",
             no_mint_reason: "",
             paths: None,
+            account_key: None,
         }
     }
 
@@ -151,6 +155,7 @@ impl Scope {
             read_only_reason: "",
             no_mint_reason: "a session without a credential cannot create or revoke tokens",
             paths: None,
+            account_key: None,
         }
     }
 
@@ -191,7 +196,21 @@ impl Scope {
             },
             no_mint_reason: "this session's repo token may not delegate (it was minted without can_delegate)",
             paths,
+            account_key: None,
         }
+    }
+
+    /// Say that this operator scope comes from the account key `name` (short id `id`).
+    pub fn by_account_key(mut self, name: &str, id: &str) -> Self {
+        self.account_key = Some((name.to_string(), id.to_string()));
+        self
+    }
+
+    /// The account key behind the scope, as its name and short id.
+    pub fn account_key(&self) -> Option<(&str, &str)> {
+        self.account_key
+            .as_ref()
+            .map(|(n, i)| (n.as_str(), i.as_str()))
     }
 
     /// The paths a path-limited session sees; `None`: every path.

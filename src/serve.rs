@@ -8,6 +8,7 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 
 use crate::access::{self, Authority, OperatorBound, Refusal, Surface};
+use crate::audit::{Recorder, Surface as AuditSurface, Trail};
 use crate::backend::{Backend, LocalBackend};
 use crate::cli::BackendKind;
 use crate::config::{ConfigError, ServeConfig};
@@ -197,7 +198,16 @@ pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, Conf
         Arc::new(backend) as Arc<dyn Backend>,
         scope,
         settings(config),
-    ))
+    )
+    .with_audit(recorder(config, AuditSurface::Stdio)))
+}
+
+/// The audit trail of `config`'s data directory, for calls arriving on `surface`.
+fn recorder(config: &ServeConfig, surface: AuditSurface) -> Recorder {
+    Recorder::new(
+        Trail::open(&config.data_dir, config.audit_retention, surface),
+        surface,
+    )
 }
 
 /// Work out the scope of a session on the Relace API: a repo token's own repos (asked
@@ -259,11 +269,10 @@ pub async fn build_relace_server(config: &ServeConfig) -> Result<RepoServer, Con
         max_token_ttl: config.max_token_ttl.as_secs(),
         ..ServerSettings::default()
     };
-    Ok(RepoServer::new(
-        Arc::new(backend) as Arc<dyn Backend>,
-        scope,
-        settings,
-    ))
+    Ok(
+        RepoServer::new(Arc::new(backend) as Arc<dyn Backend>, scope, settings)
+            .with_audit(recorder(config, AuditSurface::Stdio)),
+    )
 }
 
 /// Build the server `serve` runs, on the configured backend.
@@ -278,21 +287,20 @@ pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigErro
 /// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
 pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
-/// Serve MCP over stdin/stdout until the client closes the stream.
+/// Serve MCP over stdin/stdout until the client closes the stream, then write the
+/// audit records still pending.
 pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
     tracing::info!(scope = %server.scope().describe(), "serving MCP over stdio");
+    let trail = server.audit().trail().clone();
     let (reader, writer) = rmcp::transport::stdio_pipes();
     let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(reader, writer)
         .with_max_line_length(MAX_STDIO_MESSAGE_BYTES);
-    let service = server
-        .serve(transport)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    service
-        .waiting()
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(())
+    let served = match server.serve(transport).await {
+        Ok(service) => service.waiting().await.map(drop).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    trail.flush();
+    served.map_err(std::io::Error::other)
 }
 
 /// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) until SIGTERM
@@ -313,7 +321,11 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
             };
             let resolver = Arc::new(Resolver::local(backend.clone(), bound));
             let backend = Arc::new(backend) as Arc<dyn Backend>;
-            (RepoServer::per_request(backend, settings(config)), resolver)
+            (
+                RepoServer::per_request(backend, settings(config))
+                    .with_audit(recorder(config, AuditSurface::Http)),
+                resolver,
+            )
         }
         BackendKind::Relace => {
             let policy = RetryPolicy {
@@ -336,7 +348,8 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
                 operator.clone(),
             ));
             (
-                RepoServer::per_request(operator, settings(config)),
+                RepoServer::per_request(operator, settings(config))
+                    .with_audit(recorder(config, AuditSurface::Http)),
                 resolver,
             )
         }
@@ -352,6 +365,7 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
     let local = listener
         .local_addr()
         .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
+    let trail = server.audit().trail().clone();
     let shutdown = CancellationToken::new();
     let lifecycle = Arc::new(crate::http::Lifecycle::default());
     let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
@@ -364,9 +378,11 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
     // A plain line on stderr, whatever the log filter, so that scripts (and tests
     // listening on port 0) learn the address.
     eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
-    crate::http::serve(listener, app, lifecycle, shutdown, Duration::from_secs(30))
+    let served = crate::http::serve(listener, app, lifecycle, shutdown, Duration::from_secs(30))
         .await
-        .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")))
+        .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
+    trail.flush();
+    served
 }
 
 async fn wait_for_signal() {

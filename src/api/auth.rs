@@ -121,6 +121,19 @@ impl FromRequestParts<ApiState> for Caller {
             Credential::RepoToken(t) => Some(secrets::hash(t)),
             _ => None,
         };
+        match (&token_hash, scope.account_key()) {
+            (Some(hash), _) => crate::audit::note_credential(crate::audit::Who::Token {
+                name: scope.actor().to_string(),
+                id: hash[..12].to_string(),
+            }),
+            (None, Some((name, id))) => {
+                crate::audit::note_credential(crate::audit::Who::AccountKey {
+                    name: name.to_string(),
+                    id: id.to_string(),
+                })
+            }
+            _ => {}
+        }
         Ok(Caller { scope, token_hash })
     }
 }

@@ -33,12 +33,14 @@ pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
 pub const REPO_HEAD_HEADER: &str = "x-repo-head";
 
 /// Settings of the API server beyond its store.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiSettings {
     /// The longest lifetime `POST /v1/repo_token` may give a token, in seconds. `None`:
     /// no cap, and tokens without `ttl_seconds` (which never expire) are allowed, as on
     /// the hosted service. `Some`: every token must ask for a TTL within the cap.
     pub max_token_ttl: Option<u64>,
+    /// Where every request is recorded (off by default).
+    pub audit: crate::audit::Trail,
 }
 
 /// What the handlers share.
@@ -57,6 +59,7 @@ pub fn router(store: Arc<Store>) -> axum::Router {
 
 /// The API's router with `settings`.
 pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
+    let audit = settings.audit.clone();
     let local = crate::backend::LocalBackend::new(store.clone());
     routes::router(ApiState {
         store,
@@ -64,6 +67,11 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
         settings,
     })
     .layer(axum::middleware::from_fn(answer_panics))
+    // Outside the panic layer, so a panicking request is recorded with its 500.
+    .layer(axum::middleware::from_fn_with_state(
+        audit,
+        crate::audit::rest_request,
+    ))
 }
 
 /// A panic inside a handler becomes a `500` answer and a log line, instead of a
@@ -182,13 +190,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 detail: &self.detail,
             }),
         )
-            .into_response()
+            .into_response();
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            response
+                .extensions_mut()
+                .insert(crate::audit::Refusal(self.detail));
+        }
+        response
     }
 }
 

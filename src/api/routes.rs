@@ -372,6 +372,7 @@ fn metadata_of(store: &Store, row: &RepoRow) -> Result<RepoMetadata, StoreError>
 }
 
 fn info(id: RepoId, outcome: crate::model::UpdateOutcome) -> Json<RepoInfo> {
+    crate::audit::note_update(&outcome);
     Json(RepoInfo {
         repo_id: id.to_string(),
         repo_head: outcome.head,
@@ -597,10 +598,14 @@ async fn update_repo(
                 },
                 &author,
             )?,
-            None => crate::model::UpdateOutcome {
-                head: s.head(&id)?,
-                changed_files: Vec::new(),
-            },
+            None => {
+                let head = s.head(&id)?;
+                crate::model::UpdateOutcome {
+                    previous_head: Some(head.clone()),
+                    head,
+                    changed_files: Vec::new(),
+                }
+            }
         };
         if let Some(m) = metadata {
             s.set_metadata(&id, &m)?;
@@ -976,6 +981,7 @@ async fn create_token(
         .collect::<Result<Vec<_>, _>>()?;
     // Children within the minter (the same rule as the MCP tool).
     caller.check_all(Right::Mint, &ids)?;
+    crate::audit::note_repos(&ids);
     let spec = caller
         .scope()
         .child(MintSpec {
@@ -989,6 +995,7 @@ async fn create_token(
         })
         .map_err(|e| ApiError::forbidden(e.to_string()))?;
     let minted = blocking(&state, move |s| s.mint(&spec)).await?;
+    crate::audit::note_token(&minted.info.name, &minted.token);
     tracing::info!(name = %minted.info.name, repos = minted.info.repo_ids.len(), "repo token minted through the API");
     Ok(Json(TokenAnswer::new(Some(minted.token), minted.info)))
 }
@@ -1031,8 +1038,11 @@ async fn delete_token(
     Path(token): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     may_see_token(&state, &caller, &token).await?;
+    let revoking = token.clone();
     match blocking(&state, move |s| s.revoke_token(&token)).await? {
         Some(info) => {
+            crate::audit::note_repos(&info.repo_ids);
+            crate::audit::note_token(&info.name, &revoking);
             tracing::info!(name = %info.name, "repo token revoked through the API");
             Ok(StatusCode::NO_CONTENT)
         }

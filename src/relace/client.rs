@@ -748,6 +748,9 @@ impl RelaceClient {
             .await?;
         Ok(UpdateOutcome {
             head: wire.repo_head,
+            // The service does not say what it applied the update on; an update made
+            // with `expected_head` can only have been applied on that head.
+            previous_head: spec.expected_head.clone(),
             changed_files: wire.changed_files.unwrap_or_default(),
         })
     }

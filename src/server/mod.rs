@@ -120,6 +120,8 @@ pub struct RepoServer {
     /// per-call revocation check would only repeat it.
     credential_checked: bool,
     tool_router: ToolRouter<Self>,
+    /// Where every tool call is recorded.
+    audit: crate::audit::Recorder,
 }
 
 /// Why a tool call did not succeed, before it becomes a tool error.
@@ -166,6 +168,9 @@ pub(crate) fn respond<T: Serialize>(
     tool: &str,
     answer: ToolAnswer<T>,
 ) -> Result<CallToolResult, McpError> {
+    if let Err(failure) = &answer {
+        crate::audit::note_failure(failure);
+    }
     match answer {
         Ok((value, text)) => {
             let value = serde_json::to_value(&value).map_err(|e| {
@@ -186,7 +191,7 @@ pub(crate) fn respond<T: Serialize>(
             )]))
         }
         Err(ToolFailure::Backend(e)) => {
-            tracing::info!(tool, reason = %e, "tool call failed");
+            tracing::info!(tool, reason = %crate::audit::loggable(&e), "tool call failed");
             Ok(CallToolResult::error(vec![ContentBlock::text(
                 e.to_string(),
             )]))
@@ -219,6 +224,7 @@ impl RepoServer {
             per_request: false,
             credential_checked: false,
             tool_router: router,
+            audit: Default::default(),
         }
     }
 
@@ -232,6 +238,7 @@ impl RepoServer {
             per_request: true,
             credential_checked: false,
             tool_router: Self::all_tools(),
+            audit: Default::default(),
         }
     }
 
@@ -247,6 +254,16 @@ impl RepoServer {
             per_request: false,
             ..self.clone()
         }
+    }
+
+    /// This server recording every tool call in `audit`.
+    pub fn with_audit(self, audit: crate::audit::Recorder) -> Self {
+        Self { audit, ..self }
+    }
+
+    /// Where this server records its tool calls.
+    pub fn audit(&self) -> &crate::audit::Recorder {
+        &self.audit
     }
 
     fn all_tools() -> ToolRouter<Self> {
@@ -367,6 +384,42 @@ fn server_info(instructions: String) -> ServerConfig {
     .with_instructions(instructions)
 }
 
+impl RepoServer {
+    /// Run one tool call: refuse a tool the scope lacks the right for, then route it,
+    /// answering a panic inside it as an internal error.
+    async fn dispatch(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if self.tool_router.has_route(&request.name) && !self.scope.has(right_of(&request.name)) {
+            let message = format!(
+                "tool `{}` is not available to this session: it may not {}",
+                request.name,
+                right_of(&request.name)
+            );
+            crate::audit::note_refusal(&message);
+            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                ContentBlock::text(message),
+            ])));
+        }
+        let tool = request.name.clone();
+        let tcc = ToolCallContext::new(self, request, context);
+        match unwind(self.tool_router.call(tcc)).await {
+            Ok(answer) => answer,
+            Err(cause) => {
+                tracing::error!(tool = %tool, cause = %cause, "tool call panicked");
+                crate::audit::note_internal_error();
+                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                    ContentBlock::text(
+                        "the server failed to complete this call (the cause is in its log); retrying may help",
+                    ),
+                ])))
+            }
+        }
+    }
+}
+
 impl ServerHandler for RepoServer {
     fn get_info(&self) -> ServerConfig {
         if self.per_request {
@@ -399,30 +452,8 @@ impl ServerHandler for RepoServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let server = self.for_request(&context)?;
-        if server.tool_router.has_route(&request.name) && !server.scope.has(right_of(&request.name))
-        {
-            let message = format!(
-                "tool `{}` is not available to this session: it may not {}",
-                request.name,
-                right_of(&request.name)
-            );
-            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![
-                ContentBlock::text(message),
-            ])));
-        }
-        let tool = request.name.clone();
-        let tcc = ToolCallContext::new(&server, request, context);
-        match unwind(server.tool_router.call(tcc)).await {
-            Ok(answer) => answer,
-            Err(cause) => {
-                tracing::error!(tool = %tool, cause = %cause, "tool call panicked");
-                Ok(CallToolResponse::Complete(CallToolResult::error(vec![
-                    ContentBlock::text(
-                        "the server failed to complete this call (the cause is in its log); retrying may help",
-                    ),
-                ])))
-            }
-        }
+        let audit = crate::audit::ToolCall::begin(&server.audit, &server.scope, &request);
+        audit.run(server.dispatch(request, context)).await
     }
 
     async fn list_tools(

@@ -209,6 +209,7 @@ impl RepoServer {
         // Relace API included) receives an update the product refuses.
         self.settings.limits.check_update(&spec)?;
         let outcome = self.backend.update(&id, &spec, self.scope.actor()).await?;
+        crate::audit::note_update(&outcome);
         let committed = !outcome.changed_files.is_empty();
         let text = if committed {
             format!(

@@ -1,4 +1,5 @@
-//! The store's SQLite database: repo metadata, hashed repo tokens, hashed account keys.
+//! The store's SQLite database: repo metadata, hashed repo tokens, hashed account keys,
+//! and the audit trail.
 //!
 //! One connection behind a std `Mutex`: every statement is short, and the WAL journal
 //! with a busy timeout lets several processes share one data directory.
@@ -100,7 +101,148 @@ CREATE TABLE IF NOT EXISTS account_keys (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    surface TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    credential_id TEXT,
+    action TEXT NOT NULL,
+    repo TEXT,
+    paths INTEGER,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    duration_us INTEGER NOT NULL,
+    head_before TEXT,
+    head_after TEXT,
+    subject TEXT,
+    subject_id TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
 ";
+
+/// One record of the audit trail. It names who did what, where and with what outcome;
+/// it never holds a secret, a file's content or a query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRow {
+    /// When the call started, Unix milliseconds.
+    pub at_ms: i64,
+    /// The process that wrote the record.
+    pub pid: i64,
+    /// Where the call came in: `stdio`, `http`, `api`, `cli` (more may come).
+    pub surface: String,
+    /// Who called: `token NAME`, `account key NAME`, `operator`, `anonymous`.
+    pub credential: String,
+    /// The short id of the token or key that called (as `token list` shows it).
+    pub credential_id: Option<String>,
+    /// The tool, the REST route template (`POST /v1/repo/{id}/update`) or the command.
+    pub action: String,
+    /// The repo, or the repos comma separated, when the call names any.
+    pub repo: Option<String>,
+    /// For updates: the number of paths touched.
+    pub paths: Option<i64>,
+    /// `ok`, `refused` or `error`.
+    pub outcome: String,
+    /// Why a call was refused or failed.
+    pub reason: Option<String>,
+    /// How long the call took, in microseconds.
+    pub duration_us: i64,
+    /// For writes: the head the change was applied on, when known.
+    pub head_before: Option<String>,
+    /// For writes: the head afterwards.
+    pub head_after: Option<String>,
+    /// For mints and revocations: the token's name.
+    pub subject: Option<String>,
+    /// For mints and revocations: the token's short id.
+    pub subject_id: Option<String>,
+}
+
+/// Which audit records to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only calls by, mints of or revocations of the token with this name or short id.
+    pub token: Option<String>,
+    /// Only calls on this repo.
+    pub repo: Option<String>,
+    /// Only records from this time on, Unix milliseconds.
+    pub since_ms: Option<i64>,
+    /// At most this many records, the most recent ones.
+    pub limit: usize,
+}
+
+const AUDIT_COLUMNS: &str = "at_ms, pid, surface, credential, credential_id, action, repo, paths, outcome, reason, duration_us, head_before, head_after, subject, subject_id";
+
+fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        at_ms: r.get(0)?,
+        pid: r.get(1)?,
+        surface: r.get(2)?,
+        credential: r.get(3)?,
+        credential_id: r.get(4)?,
+        action: r.get(5)?,
+        repo: r.get(6)?,
+        paths: r.get(7)?,
+        outcome: r.get(8)?,
+        reason: r.get(9)?,
+        duration_us: r.get(10)?,
+        head_before: r.get(11)?,
+        head_after: r.get(12)?,
+        subject: r.get(13)?,
+        subject_id: r.get(14)?,
+    })
+}
+
+/// Append `rows` to the audit trail in one transaction.
+pub(crate) fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))?;
+        for a in rows {
+            stmt.execute(params![
+                a.at_ms,
+                a.pid,
+                a.surface,
+                a.credential,
+                a.credential_id,
+                a.action,
+                a.repo,
+                a.paths,
+                a.outcome,
+                a.reason,
+                a.duration_us,
+                a.head_before,
+                a.head_after,
+                a.subject,
+                a.subject_id
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Delete audit records older than `before_ms`; how many went.
+pub(crate) fn prune_audit(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM audit WHERE at_ms < ?1", params![before_ms])
+}
+
+/// A connection of its own for the audit trail's writer, so that its batches never
+/// wait on the store's connection (nor the store's calls on them).
+pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    // Short: the writer runs off every call's path, and a batch it cannot write within
+    // this time is counted as dropped rather than held up further.
+    conn.busy_timeout(std::time::Duration::from_secs(2))
+        .map_err(db_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
+    conn.execute_batch(SCHEMA).map_err(db_err)?;
+    Ok(conn)
+}
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
@@ -513,6 +655,59 @@ impl Db {
             .map_err(db_err)?;
         }
         Ok(name)
+    }
+
+    /// Append `rows` to the audit trail (for the administration commands, which write
+    /// a record or two and then exit).
+    pub(crate) fn insert_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        insert_audit(&mut self.conn(), rows).map_err(db_err)
+    }
+
+    /// The audit records `q` asks for, oldest first.
+    pub(crate) fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let token = q.token.clone().unwrap_or_default();
+        let repo = q.repo.clone().unwrap_or_default();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM (
+                    SELECT seq, {AUDIT_COLUMNS} FROM audit
+                    WHERE (?1 = '' OR credential = 'token ' || ?1 OR subject = ?1
+                           OR (length(?1) >= 6 AND (substr(credential_id, 1, length(?1)) = lower(?1)
+                                                 OR substr(subject_id, 1, length(?1)) = lower(?1))))
+                      AND (?2 = '' OR instr(repo, lower(?2)) > 0)
+                      AND at_ms >= ?3
+                    ORDER BY at_ms DESC, seq DESC LIMIT ?4
+                ) ORDER BY at_ms, seq"
+            ))
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(
+                params![token, repo, q.since_ms.unwrap_or(i64::MIN), q.limit as i64],
+                audit_from_row,
+            )
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        Ok(rows)
+    }
+
+    /// The live account key stored under `hash`: its short id and name.
+    pub(crate) fn live_account_key(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT hash, name FROM account_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash],
+                |r| {
+                    let hash: String = r.get(0)?;
+                    Ok((hash[..12.min(hash.len())].to_string(), r.get(1)?))
+                },
+            )
+            .optional()
+            .map_err(db_err)
     }
 
     pub(crate) fn account_key_live(&self, hash: &str) -> Result<bool, StoreError> {

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use db::{AccountKeyRow, RepoRow, TokenRow, TokenState};
+pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState};
 pub use git::{BRANCH_REF, is_binary};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
@@ -173,6 +173,34 @@ struct RepoHandle {
     index: line_index::IndexSlot,
 }
 
+/// The audit trail's own connection to a data directory's database, for the one
+/// thread that writes a process's records (see [`crate::audit`]).
+pub struct AuditSink {
+    conn: rusqlite::Connection,
+}
+
+impl AuditSink {
+    /// Open (creating if needed) the database of the data directory `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        private_dirs(root)?;
+        let path = root.join("store.db");
+        private_file(&path)?;
+        Ok(Self {
+            conn: db::open_audit_connection(&path)?,
+        })
+    }
+
+    /// Append `rows` in one transaction: all of them or none.
+    pub fn write(&mut self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        db::insert_audit(&mut self.conn, rows).map_err(|e| StoreError::Database(e.to_string()))
+    }
+
+    /// Delete the records older than `before_ms` (Unix milliseconds); how many went.
+    pub fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        db::prune_audit(&self.conn, before_ms).map_err(|e| StoreError::Database(e.to_string()))
+    }
+}
+
 /// The embedded store.
 pub struct Store {
     root: PathBuf,
@@ -208,6 +236,17 @@ impl Store {
             limits,
             ranked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The audit records `q` asks for, oldest first.
+    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        self.db.audit(q)
+    }
+
+    /// Append `rows` to the audit trail at once (for short-lived commands; servers
+    /// write through [`crate::audit::Trail`], off their calls' path).
+    pub fn record_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
+        self.db.insert_audit(rows)
     }
 
     /// The data directory.
@@ -287,6 +326,7 @@ impl Store {
                 .map_err(git::git_err)?;
             Ok::<_, StoreError>(UpdateOutcome {
                 head: commit.to_string(),
+                previous_head: None,
                 changed_files: changed,
             })
         })();
@@ -583,6 +623,7 @@ impl Store {
         if tree_id == old_tree.id() {
             return Ok(UpdateOutcome {
                 head: head.to_string(),
+                previous_head: Some(head.to_string()),
                 changed_files: Vec::new(),
             });
         }
@@ -611,6 +652,7 @@ impl Store {
         self.advance_ranked(id, &repo, commit);
         Ok(UpdateOutcome {
             head: commit.to_string(),
+            previous_head: Some(head.to_string()),
             changed_files,
         })
     }
@@ -769,6 +811,12 @@ impl Store {
         let key = secrets::mint(secrets::ACCOUNT_KEY_PREFIX);
         self.db.insert_account_key(&secrets::hash(&key), name)?;
         Ok(key)
+    }
+
+    /// The live account key `key`: its short id and name; `None` when it is unknown
+    /// or revoked.
+    pub fn live_account_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.db.live_account_key(&secrets::hash(key))
     }
 
     /// Whether `key` is a live account key.

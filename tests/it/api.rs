@@ -16,7 +16,7 @@ use crate::common::{BIN, Harness, call, ok, refused};
 pub(crate) struct ApiChild {
     pub(crate) base: String,
     pub(crate) key: String,
-    _child: tokio::process::Child,
+    pub(crate) child: tokio::process::Child,
 }
 
 async fn start_api(h: &Harness, stderr: Stdio) -> ApiChild {
@@ -47,11 +47,7 @@ pub(crate) async fn start_api_with(h: &Harness, stderr: Stdio, flags: &[&str]) -
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_string();
-    ApiChild {
-        base,
-        key,
-        _child: child,
-    }
+    ApiChild { base, key, child }
 }
 
 pub(crate) async fn send(

@@ -3,6 +3,7 @@
 //! of `scoped-repo-mcp api` over HTTP.
 
 mod api;
+mod audit;
 mod common;
 mod concurrency;
 mod faults;
