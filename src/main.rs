@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{ServeConfig, data_dir};
+use scoped_repo_mcp::config::{ServeConfig, connection_limits, data_dir};
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
 
@@ -79,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Api(args) => {
             let dir = data_dir(cli.data_dir.as_deref())?;
+            let limits = connection_limits(&args.connections)?;
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -98,7 +99,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The bound address on stdout, so scripts and tests can use port 0.
                 println!("listening on http://{addr}/v1");
                 tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-                api::serve_until(listener, std::sync::Arc::new(store), shutdown_signal()).await?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    stop.cancel();
+                });
+                api::serve_until(listener, std::sync::Arc::new(store), limits, shutdown).await?;
                 tracing::info!("API server stopped");
                 anyhow::Ok(())
             })

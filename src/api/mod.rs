@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::connections::ConnectionLimits;
 use crate::paths::PathError;
 use crate::store::{Store, StoreError};
 
@@ -43,26 +44,23 @@ pub fn router(store: Arc<Store>) -> axum::Router {
     routes::router(ApiState { store })
 }
 
-/// Serve the API on `listener` until the process ends.
+/// Serve the API on `listener`, within the default connection limits, until the
+/// process ends.
 pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std::io::Result<()> {
-    serve_until(listener, store, std::future::pending()).await
+    let never = tokio_util::sync::CancellationToken::new();
+    serve_until(listener, store, ConnectionLimits::default(), never).await
 }
 
-/// Serve the API on `listener` until `shutdown` completes; requests under way are
-/// finished first, so no update is cut off between its commit and its answer.
+/// Serve the API on `listener` within `limits` until `shutdown` is cancelled; requests
+/// under way are finished first, so no update is cut off between its commit and its
+/// answer.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     store: Arc<Store>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small JSON answers stall ~40 ms behind Nagle's algorithm without this.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(store))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::connections::serve_connections(listener, router(store), limits, shutdown).await
 }
 
 /// An error answer: a status and a FastAPI-style `{"detail": …}` body.
