@@ -362,7 +362,14 @@ async fn one_token_held_a_thousand_sse_sessions() {
     assert!(ended.status().is_success(), "{}", ended.status());
     let again = mcp.get("/sse", &t).send().await.unwrap();
     assert_eq!(again.status(), 200);
-    drop((first, other, again));
+    // So does closing a legacy stream.
+    drop(first);
+    eventually("a closed stream frees its place", async || {
+        let r = mcp.get("/sse", &t).send().await.unwrap();
+        r.status() == 200
+    })
+    .await;
+    drop((other, again));
 }
 
 // Legacy `/messages` answered 202 once a call was queued, so the per-credential cap
