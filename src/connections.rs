@@ -59,13 +59,16 @@ const MAX_REFUSING: usize = 64;
 /// How long a refusal may take, answer and draining together.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\n\
-retry-after: 1\r\n\
-connection: close\r\n\
-content-length: 75\r\n\
-\r\n\
-{\"error\":\"too many connections to this server; retry in a moment, please\"}";
+const OVER_CAPACITY: &str =
+    r#"{"error":"too many connections to this server; retry in a moment, please"}"#;
+
+/// The whole answer to a connection over the cap.
+fn over_capacity() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAPACITY}",
+        OVER_CAPACITY.len()
+    )
+}
 
 /// Serve `app` on `listener` within `limits` until `shutdown` is cancelled; then stop
 /// accepting, let each connection finish the requests it has under way, and return
@@ -119,14 +122,23 @@ pub async fn serve_connections(
     Ok(())
 }
 
-/// Answer a connection over the cap with a 503, then drain what the client sent so
-/// that closing does not reset the connection before the client has read the answer.
+/// Answer a connection over the cap with a 503 once its request's headers have come
+/// (an HTTP client takes an answer that comes before its request for a broken
+/// connection), then drain what the client sends so that closing does not reset the
+/// connection before the client has read the answer.
 async fn refuse(mut tcp: TcpStream) {
     let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
-        tcp.write_all(OVER_CAPACITY).await?;
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match tcp.read(&mut chunk).await? {
+                0 => return Ok(()),
+                n => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        tcp.write_all(over_capacity().as_bytes()).await?;
         tcp.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while tcp.read(&mut sink).await? > 0 {}
+        while tcp.read(&mut chunk).await? > 0 {}
         std::io::Result::Ok(())
     })
     .await;
@@ -355,5 +367,24 @@ impl Drop for ClientBody {
         if self.waiting {
             self.activity.working.fetch_add(1, Ordering::SeqCst);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_over_capacity_answer_is_well_formed() {
+        let answer = over_capacity();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 }
