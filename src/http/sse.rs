@@ -176,15 +176,6 @@ pub(crate) async fn message(
             );
         }
     };
-    // Every message holds a share of the budget while it is queued; a request keeps
-    // it until its answer has been sent.
-    let Ok(permit) = caller.budget.clone().try_acquire_owned() else {
-        return too_many("too many calls in flight for this credential; retry shortly");
-    };
-    let held = Held {
-        _permit: permit,
-        _in_flight: InFlight::enter(&state.lifecycle),
-    };
     let request_id = match &message {
         JsonRpcMessage::Request(r) => Some(r.id.clone()),
         JsonRpcMessage::Notification(n) => {
@@ -198,14 +189,20 @@ pub(crate) async fn message(
         }
         _ => None,
     };
-    // Recorded before it is queued, so that its answer cannot come back first.
-    let held = match &request_id {
-        Some(id) => {
-            lock(&pending).insert(id.clone(), held);
-            None
-        }
-        None => Some(held),
-    };
+    // A request holds a share of its credential's budget until its answer has been
+    // sent; it is recorded before it is queued, so that its answer cannot come back
+    // first. Notifications and answers start no work and are never refused for budget
+    // (a cancellation must get through when the budget is spent).
+    if let Some(id) = &request_id {
+        let Ok(permit) = caller.budget.clone().try_acquire_owned() else {
+            return too_many("too many calls in flight for this credential; retry shortly");
+        };
+        let held = Held {
+            _permit: permit,
+            _in_flight: InFlight::enter(&state.lifecycle),
+        };
+        lock(&pending).insert(id.clone(), held);
+    }
     let mut inbox = inbox;
     if inbox.send(message).await.is_err() {
         if let Some(id) = &request_id {
@@ -216,6 +213,5 @@ pub(crate) async fn message(
             "this session has ended: open a new stream with GET /sse",
         );
     }
-    drop(held);
     StatusCode::ACCEPTED.into_response()
 }
