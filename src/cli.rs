@@ -20,6 +20,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of one value does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the MCP server.
     Serve(ServeArgs),
@@ -65,6 +67,22 @@ pub enum BackendKind {
     Relace,
 }
 
+/// Limits on an HTTP server's connections (`serve --transport http` and `api`).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// HTTP: how long a client may take to send a request's headers (e.g. 10s); the clock
+    /// also runs while a keep-alive connection waits for its next request.
+    #[arg(long, env = "SCOPED_REPO_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// HTTP: close a connection when no byte has moved either way for this long while the
+    /// server is not working on one of its requests (e.g. a stalled upload).
+    #[arg(long, env = "SCOPED_REPO_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+    /// HTTP: connections open at once; more get a quick 503 with Retry-After and are closed.
+    #[arg(long, env = "SCOPED_REPO_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+}
+
 /// Flags of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -101,6 +119,16 @@ pub struct ServeArgs {
         default_value_t = 16
     )]
     pub max_concurrent_per_token: usize,
+    /// HTTP: MCP sessions open at once per token (streamable HTTP and legacy SSE
+    /// together; anonymous sessions share one count); more are answered 429.
+    #[arg(long, env = "SCOPED_REPO_MAX_SESSIONS_PER_TOKEN", default_value_t = 64)]
+    pub max_sessions_per_token: usize,
+    /// HTTP: end a streamable HTTP session after this long without a request (e.g. 5m).
+    #[arg(long, env = "SCOPED_REPO_SESSION_IDLE_TIMEOUT", default_value = "5m")]
+    pub session_idle_timeout: String,
+    /// HTTP connection limits.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Where repos live [default: relace when RELACE_API_KEY is set, else local].
     #[arg(long, env = "SCOPED_REPO_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,
@@ -164,6 +192,9 @@ pub struct ApiArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
+    /// Connection limits.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Flags of `audit`.

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ServeArgs, Transport};
+use crate::cli::{BackendKind, ConnectionArgs, ServeArgs, Transport};
+use crate::connections::ConnectionLimits;
 use crate::http::HttpOptions;
 use crate::model::RepoId;
 
@@ -72,6 +73,35 @@ pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigE
                 .map_err(|e| ConfigError(format!("{flag}: {e}")))
         })
         .collect()
+}
+
+/// The most connections `--max-connections` may allow.
+const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
+
+/// Validate an HTTP server's connection limits.
+pub fn connection_limits(args: &ConnectionArgs) -> Result<ConnectionLimits, ConfigError> {
+    let header_read_timeout = parse_duration("--header-read-timeout", &args.header_read_timeout)?;
+    if header_read_timeout.is_zero() {
+        return Err(ConfigError(
+            "--header-read-timeout must be longer than 0s (10s is a sane value)".into(),
+        ));
+    }
+    let idle_timeout = parse_duration("--idle-timeout", &args.idle_timeout)?;
+    if idle_timeout.is_zero() {
+        return Err(ConfigError(
+            "--idle-timeout must be longer than 0s; event streams send a keep-alive every 15s, so keep it above that".into(),
+        ));
+    }
+    if args.max_connections == 0 || args.max_connections > MAX_CONNECTIONS_CEILING {
+        return Err(ConfigError(format!(
+            "--max-connections must be between 1 and {MAX_CONNECTIONS_CEILING}"
+        )));
+    }
+    Ok(ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections: args.max_connections,
+    })
 }
 
 /// Validated settings of `serve`.
@@ -216,8 +246,10 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Let requests without a credential use the operator's repo set.
     pub allow_anonymous: bool,
-    /// Host/Origin allow lists, body cap, concurrency cap.
+    /// Host/Origin allow lists, body cap, concurrency and session caps.
     pub options: HttpOptions,
+    /// Connection cap and timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl HttpSettings {
@@ -258,10 +290,24 @@ impl HttpSettings {
             ));
         }
         options.max_concurrent_per_credential = args.max_concurrent_per_token;
+        if args.max_sessions_per_token == 0 {
+            return Err(ConfigError(
+                "--max-sessions-per-token must be at least 1".into(),
+            ));
+        }
+        options.max_sessions_per_credential = args.max_sessions_per_token;
+        options.session_idle_timeout =
+            parse_duration("--session-idle-timeout", &args.session_idle_timeout)?;
+        if options.session_idle_timeout.is_zero() {
+            return Err(ConfigError(
+                "--session-idle-timeout must be longer than 0s".into(),
+            ));
+        }
         Ok(Self {
             listen,
             allow_anonymous: args.allow_anonymous,
             options,
+            connections: connection_limits(&args.connections)?,
         })
     }
 }

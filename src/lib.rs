@@ -17,6 +17,8 @@
 //!   trigram index that narrows it.
 //! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
+//! - [`connections`]: serving the HTTP servers' connections within their limits (cap,
+//!   header-read and idle timeouts, graceful stop).
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
@@ -35,6 +37,7 @@ pub mod audit;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod escape;
 pub mod http;
 pub mod model;

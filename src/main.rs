@@ -6,7 +6,9 @@ use anyhow::Context;
 use clap::Parser;
 use scoped_repo_mcp::audit::{Surface, Trail};
 use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{ServeConfig, api_max_token_ttl, audit_retention, data_dir};
+use scoped_repo_mcp::config::{
+    ServeConfig, api_max_token_ttl, audit_retention, connection_limits, data_dir,
+};
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
 
@@ -81,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => {
             let dir = data_dir(cli.data_dir.as_deref())?;
             let retention = audit_retention(&args.audit_retention)?;
+            let limits = connection_limits(&args.connections)?;
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
             let trail = Trail::open(&dir, retention, Surface::Api);
@@ -105,11 +108,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 // The bound address on stdout, so scripts and tests can use port 0.
                 println!("listening on http://{addr}/v1");
                 tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    stop.cancel();
+                });
                 let served = api::serve_until(
                     listener,
                     std::sync::Arc::new(store),
                     settings,
-                    shutdown_signal(),
+                    limits,
+                    shutdown,
                 )
                 .await;
                 // The records of the last requests outlive the process.

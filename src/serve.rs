@@ -303,9 +303,47 @@ pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
     served.map_err(std::io::Error::other)
 }
 
-/// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) until SIGTERM
-/// or Ctrl-C, then let calls in flight finish.
+/// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) on
+/// `config`'s address until SIGTERM or Ctrl-C, then let calls in flight finish.
 pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
+    let http = config
+        .http
+        .as_ref()
+        .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| {
+            ConfigError(format!(
+                "cannot listen on {}: {e}; pick another --listen address",
+                http.listen
+            ))
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing calls in flight");
+        stop.cancel();
+    });
+    // A plain line on stderr, whatever the log filter, so that scripts (and tests
+    // listening on port 0) learn the address.
+    eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
+    let lifecycle = Arc::new(crate::http::Lifecycle::default());
+    serve_http(config, listener, lifecycle, shutdown).await
+}
+
+/// Serve MCP over HTTP on `listener` with `config`'s backend, scope bound and limits,
+/// keeping its books in `lifecycle`, until `shutdown` is cancelled; then let calls in
+/// flight finish (for up to 30 s) and end the sessions.
+pub async fn serve_http(
+    config: &ServeConfig,
+    listener: tokio::net::TcpListener,
+    lifecycle: Arc<crate::http::Lifecycle>,
+    shutdown: CancellationToken,
+) -> Result<(), ConfigError> {
     let http = config
         .http
         .clone()
@@ -354,33 +392,18 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
             )
         }
     };
-    let listener = tokio::net::TcpListener::bind(http.listen)
-        .await
-        .map_err(|e| {
-            ConfigError(format!(
-                "cannot listen on {}: {e}; pick another --listen address",
-                http.listen
-            ))
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
     let trail = server.audit().trail().clone();
-    let shutdown = CancellationToken::new();
-    let lifecycle = Arc::new(crate::http::Lifecycle::default());
     let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: finishing calls in flight");
-        stop.cancel();
-    });
-    // A plain line on stderr, whatever the log filter, so that scripts (and tests
-    // listening on port 0) learn the address.
-    eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
-    let served = crate::http::serve(listener, app, lifecycle, shutdown, Duration::from_secs(30))
-        .await
-        .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
+    let served = crate::http::serve(
+        listener,
+        app,
+        http.connections.clone(),
+        lifecycle,
+        shutdown,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
     trail.flush();
     served
 }

@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::connections::ConnectionLimits;
 use crate::paths::PathError;
 use crate::store::{Store, StoreError};
 
@@ -103,32 +104,31 @@ fn redact_route(route: &str) -> &str {
     }
 }
 
-/// Serve the API on `listener` until the process ends.
+/// Serve the API on `listener`, within the default connection limits, until the
+/// process ends.
 pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) -> std::io::Result<()> {
+    let never = tokio_util::sync::CancellationToken::new();
     serve_until(
         listener,
         store,
         ApiSettings::default(),
-        std::future::pending(),
+        ConnectionLimits::default(),
+        never,
     )
     .await
 }
 
-/// Serve the API on `listener` until `shutdown` completes; requests under way are
-/// finished first, so no update is cut off between its commit and its answer.
+/// Serve the API on `listener` within `limits` until `shutdown` is cancelled; requests
+/// under way are finished first, so no update is cut off between its commit and its
+/// answer.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     store: Arc<Store>,
     settings: ApiSettings,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small JSON answers stall ~40 ms behind Nagle's algorithm without this.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router_with(store, settings))
-        .with_graceful_shutdown(shutdown)
+    crate::connections::serve_connections(listener, router_with(store, settings), limits, shutdown)
         .await
 }
 

@@ -1,14 +1,14 @@
 //! The HTTP transports: streamable HTTP at `/mcp` (rmcp's server) and the legacy
 //! HTTP+SSE transport of protocol 2024-11-05 (`GET /sse`, `POST /messages`), behind one
 //! guard that checks `Host` and `Origin`, resolves the bearer credential into a scope,
-//! binds each MCP session to the credential that opened it, and caps concurrent calls
-//! per credential.
+//! binds each MCP session to the credential that opened it, and caps the sessions and
+//! the concurrent calls of each credential.
 
 pub mod auth;
+mod sessions;
 mod sse;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +22,13 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sessions::{SessionBook, TrackedSessions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthError, OperatorBound, Resolver, ScopeResolver};
 
+use crate::connections::ConnectionLimits;
 use crate::server::{Grant, RepoServer};
 
 /// Settings of the HTTP transports.
@@ -39,8 +41,13 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Calls in flight at once per credential.
+    /// Calls in flight at once per credential. A legacy `/messages` request counts until
+    /// its answer has been sent on the event stream.
     pub max_concurrent_per_credential: usize,
+    /// MCP sessions open at once per credential, streamable HTTP and legacy SSE together.
+    pub max_sessions_per_credential: usize,
+    /// A streamable HTTP session with no request for this long is ended.
+    pub session_idle_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -59,6 +66,8 @@ impl Default for HttpOptions {
             ],
             max_body_bytes: crate::serve::MAX_STDIO_MESSAGE_BYTES,
             max_concurrent_per_credential: 16,
+            max_sessions_per_credential: 64,
+            session_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -68,28 +77,39 @@ pub(crate) struct HttpState {
     server: RepoServer,
     resolver: Arc<dyn ScopeResolver>,
     options: HttpOptions,
-    /// MCP session id → fingerprint of the credential that opened it.
-    bindings: Mutex<HashMap<String, String>>,
+    /// rmcp's sessions, reporting their ends to `lifecycle`'s book.
+    manager: Arc<TrackedSessions>,
     /// Credential fingerprint → its concurrency budget.
     budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
     sse: sse::Sessions,
     lifecycle: Arc<Lifecycle>,
 }
 
-/// Shutdown bookkeeping shared by the guard and [`serve`]: calls in flight are
-/// counted until their response body has been sent, so a shutdown can wait for them
-/// before ending the MCP sessions.
+/// Bookkeeping shared by the guard, the legacy transport and [`serve`]: calls in flight
+/// are counted until their answer has been sent, so a shutdown can wait for them
+/// before ending the MCP sessions; and the MCP sessions open, per credential.
 #[derive(Default)]
 pub struct Lifecycle {
     sessions: CancellationToken,
     in_flight: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
+    book: SessionBook,
 }
 
 impl Lifecycle {
-    /// Calls whose response has not been fully sent.
+    /// Calls whose answer has not been fully sent.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Streamable HTTP sessions bound to a credential (ended sessions are dropped).
+    pub fn sessions_bound(&self) -> usize {
+        self.book.bound()
+    }
+
+    /// MCP sessions of both transports open (or being opened).
+    pub fn sessions_open(&self) -> usize {
+        self.book.open()
     }
 }
 
@@ -122,6 +142,8 @@ impl Drop for InFlight {
 pub(crate) struct Caller {
     grant: Grant,
     fingerprint: String,
+    /// The credential's budget of calls in flight.
+    budget: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,6 +153,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn problem(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A `429` that tells the client when to try again.
+fn too_many(message: &str) -> Response {
+    let mut r = problem(StatusCode::TOO_MANY_REQUESTS, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn unauthorized(err: &AuthError) -> Response {
@@ -229,57 +259,74 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(id) = &session
-        && lock(&state.bindings)
-            .get(id)
-            .is_some_and(|owner| *owner != fingerprint)
+        && state
+            .lifecycle
+            .book
+            .owner(id)
+            .is_some_and(|owner| owner != fingerprint)
     {
         return problem(
             StatusCode::FORBIDDEN,
             "this MCP session was opened with another credential",
         );
     }
+    let is_post = request.method() == Method::POST;
+    // A legacy `/messages` call takes its budget in `sse::message`, and holds it until
+    // its answer has been sent on the event stream, not just until it is queued.
+    let is_legacy_message = request.uri().path() == "/messages";
+    let budget = lock(&state.budgets)
+        .entry(fingerprint.clone())
+        .or_insert_with(|| Arc::new(Semaphore::new(state.options.max_concurrent_per_credential)))
+        .clone();
+    // A POST without a session id opens a streamable session (legacy sessions are
+    // counted in `sse::connect`).
+    let slot = if is_post && session.is_none() && !is_legacy_message {
+        match state
+            .lifecycle
+            .book
+            .reserve(&fingerprint, state.options.max_sessions_per_credential)
+        {
+            Some(slot) => Some(slot),
+            None => return too_many_sessions(),
+        }
+    } else {
+        None
+    };
     // Long-lived GET streams do not count against the budget: they hold no work.
-    let permit = if request.method() == Method::POST {
-        let budget = lock(&state.budgets)
-            .entry(fingerprint.clone())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(state.options.max_concurrent_per_credential))
-            })
-            .clone();
-        match budget.try_acquire_owned() {
+    let permit = if is_post && !is_legacy_message {
+        match budget.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
-                let mut r = problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many calls in flight for this credential; retry shortly",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
+                return too_many("too many calls in flight for this credential; retry shortly");
             }
         }
     } else {
         None
     };
-    let in_flight = (request.method() == Method::POST).then(|| InFlight::enter(&state.lifecycle));
+    let in_flight = (is_post && !is_legacy_message).then(|| InFlight::enter(&state.lifecycle));
     let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(grant.clone());
     request.extensions_mut().insert(Caller {
         grant,
         fingerprint: fingerprint.clone(),
+        budget,
     });
     let response = next.run(request).await;
     if let Some(id) = &session
         && is_delete
     {
-        lock(&state.bindings).remove(id);
-    } else if session.is_none()
+        state.lifecycle.book.unbind(id);
+    } else if let Some(slot) = slot
         && let Some(id) = response
             .headers()
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
     {
-        lock(&state.bindings).insert(id.to_string(), fingerprint);
+        state.lifecycle.book.bind(id, slot);
+        // A session that ended before it was bound was not seen by the book.
+        if !state.manager.is_live(id).await {
+            state.lifecycle.book.unbind(id);
+        }
     }
     if permit.is_none() && in_flight.is_none() {
         return response;
@@ -295,6 +342,13 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     })
 }
 
+/// The `429` past the per-credential session cap.
+pub(crate) fn too_many_sessions() -> Response {
+    too_many(
+        "too many MCP sessions open for this credential (see --max-sessions-per-token); end one (DELETE /mcp, or close a legacy stream) or retry later",
+    )
+}
+
 /// The whole HTTP application: `/mcp`, `/sse`, `/messages` behind the guard, and `/healthz`.
 pub fn router(
     server: RepoServer,
@@ -308,16 +362,16 @@ pub fn router(
         .with_max_request_body_bytes(options.max_body_bytes)
         .with_cancellation_token(lifecycle.sessions.child_token());
     let factory_server = server.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(factory_server.clone()),
-        LocalSessionManager::default().into(),
-        config,
-    );
+    let mut local = LocalSessionManager::default();
+    local.session_config.keep_alive = Some(options.session_idle_timeout);
+    let manager = Arc::new(TrackedSessions::new(local, lifecycle.clone()));
+    let mcp =
+        StreamableHttpService::new(move || Ok(factory_server.clone()), manager.clone(), config);
     let state = Arc::new(HttpState {
         server,
         resolver,
         options,
-        bindings: Mutex::new(HashMap::new()),
+        manager,
         budgets: Mutex::new(HashMap::new()),
         sse: sse::Sessions::default(),
         lifecycle,
@@ -340,30 +394,23 @@ pub fn router(
                 "not found: MCP is served at /mcp (streamable HTTP) and /sse (legacy)",
             )
         })
+        // A panic in a handler answers 500 and is logged, never a dropped connection.
+        .layer(middleware::from_fn(crate::api::answer_panics))
 }
 
-/// Serve `app` on `listener` until `shutdown` is cancelled; then stop accepting
-/// connections, wait (at most `grace`) for calls in flight to finish, end the MCP
-/// sessions and return.
+/// Serve `app` on `listener` within `limits` until `shutdown` is cancelled; then stop
+/// accepting connections, wait (at most `grace`) for calls in flight to finish, end the
+/// MCP sessions and return.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    limits: ConnectionLimits,
     lifecycle: Arc<Lifecycle>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Without TCP_NODELAY, streamed answers wait on Nagle's algorithm (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let stopping = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stopping.cancelled().await });
-    let mut server = tokio::spawn(async move { server.await });
+    let server = crate::connections::serve_connections(listener, app, limits, shutdown.clone());
+    let mut server = tokio::spawn(server);
     tokio::select! {
         joined = &mut server => return joined.map_err(std::io::Error::other)?,
         _ = shutdown.cancelled() => {}

@@ -2,7 +2,9 @@
 //! it: `GET /sse` opens an event stream whose first event names the endpoint to POST
 //! to (`/messages?sessionId=…`); answers come back on the stream. Built on rmcp's
 //! sink/stream transport, one MCP session per stream, bound to the credential that
-//! opened it.
+//! opened it and counted against its session cap. A request posted to `/messages` is
+//! answered `202` once queued, but holds its credential's call budget (and counts as
+//! in flight) until its answer has been sent on the stream.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,10 +19,14 @@ use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, stream};
 use rmcp::ServiceExt;
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
+};
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Caller, HttpState, lock, problem};
+use super::sessions::Slot;
+use super::{Caller, HttpState, InFlight, lock, problem, too_many, too_many_sessions};
 
 /// Messages buffered per direction before a sender waits.
 const CHANNEL_DEPTH: usize = 64;
@@ -28,17 +34,29 @@ const CHANNEL_DEPTH: usize = 64;
 struct Session {
     inbox: mpsc::Sender<ClientJsonRpcMessage>,
     fingerprint: String,
+    pending: Pending,
 }
+
+/// A request's share of its credential's budget, held until its answer is sent.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+/// The requests of one session not yet answered, by id.
+type Pending = Arc<Mutex<HashMap<RequestId, Held>>>;
 
 /// The open legacy sessions.
 #[derive(Default)]
 pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
 
-/// Removes its session when the event stream is dropped (the client went away).
+/// Removes its session when the event stream is dropped (the client went away), which
+/// frees its slot and whatever its unanswered requests held.
 struct Closer {
     id: String,
     state: Arc<HttpState>,
     stop: tokio_util::sync::CancellationToken,
+    _slot: Slot,
 }
 
 impl Drop for Closer {
@@ -53,7 +71,14 @@ pub(crate) async fn connect(
     State(state): State<Arc<HttpState>>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
+    let Some(slot) = state.lifecycle.book.reserve(
+        &caller.fingerprint,
+        state.options.max_sessions_per_credential,
+    ) else {
+        return too_many_sessions();
+    };
     let id = uuid::Uuid::new_v4().simple().to_string();
+    let pending = Pending::default();
     let (in_tx, in_rx) = mpsc::channel::<ClientJsonRpcMessage>(CHANNEL_DEPTH);
     let (out_tx, out_rx) = mpsc::channel::<ServerJsonRpcMessage>(CHANNEL_DEPTH);
     lock(&state.sse.0).insert(
@@ -61,6 +86,7 @@ pub(crate) async fn connect(
         Session {
             inbox: in_tx,
             fingerprint: caller.fingerprint.clone(),
+            pending: pending.clone(),
         },
     );
     let stop = state.lifecycle.sessions.child_token();
@@ -81,6 +107,7 @@ pub(crate) async fn connect(
         id: id.clone(),
         state,
         stop,
+        _slot: slot,
     };
     let endpoint = stream::once(async move {
         Ok::<_, Infallible>(
@@ -92,6 +119,15 @@ pub(crate) async fn connect(
     let messages = out_rx.map(move |message| {
         let _keep = &closer;
         let data = serde_json::to_string(&message).unwrap_or_else(|_| "{}".to_string());
+        let answered = match &message {
+            JsonRpcMessage::Response(r) => Some(&r.id),
+            JsonRpcMessage::Error(e) => e.id.as_ref(),
+            _ => None,
+        };
+        // The answer goes out with this event: its request stops counting.
+        if let Some(id) = answered {
+            lock(&pending).remove(id);
+        }
         Ok::<_, Infallible>(Event::default().event("message").data(data))
     });
     Sse::new(endpoint.chain(messages))
@@ -113,7 +149,7 @@ pub(crate) async fn message(
     Query(query): Query<MessageQuery>,
     body: Bytes,
 ) -> Response {
-    let inbox = {
+    let (inbox, pending) = {
         let sessions = lock(&state.sse.0);
         match sessions.get(&query.session_id) {
             None => {
@@ -128,7 +164,7 @@ pub(crate) async fn message(
                     "this session was opened with another credential",
                 );
             }
-            Some(s) => s.inbox.clone(),
+            Some(s) => (s.inbox.clone(), s.pending.clone()),
         }
     };
     let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
@@ -140,8 +176,38 @@ pub(crate) async fn message(
             );
         }
     };
+    let request_id = match &message {
+        JsonRpcMessage::Request(r) => Some(r.id.clone()),
+        JsonRpcMessage::Notification(n) => {
+            // A cancelled request gets no answer: it stops counting now.
+            if let ClientNotification::CancelledNotification(c) = &n.notification
+                && let Some(id) = &c.params.request_id
+            {
+                lock(&pending).remove(id);
+            }
+            None
+        }
+        _ => None,
+    };
+    // A request holds a share of its credential's budget until its answer has been
+    // sent; it is recorded before it is queued, so that its answer cannot come back
+    // first. Notifications and answers start no work and are never refused for budget
+    // (a cancellation must get through when the budget is spent).
+    if let Some(id) = &request_id {
+        let Ok(permit) = caller.budget.clone().try_acquire_owned() else {
+            return too_many("too many calls in flight for this credential; retry shortly");
+        };
+        let held = Held {
+            _permit: permit,
+            _in_flight: InFlight::enter(&state.lifecycle),
+        };
+        lock(&pending).insert(id.clone(), held);
+    }
     let mut inbox = inbox;
     if inbox.send(message).await.is_err() {
+        if let Some(id) = &request_id {
+            lock(&pending).remove(id);
+        }
         return problem(
             StatusCode::GONE,
             "this session has ended: open a new stream with GET /sse",

@@ -1,6 +1,7 @@
 //! The one integration test binary: every test drives the built `scoped-repo-mcp`
 //! through a real MCP client (rmcp's, over stdio), its command line, or the REST API
-//! of `scoped-repo-mcp api` over HTTP.
+//! of `scoped-repo-mcp api` over HTTP; the HTTP limits' regression tests run both
+//! servers inside the test.
 
 mod api;
 mod audit;

@@ -236,3 +236,36 @@ async fn import_flag_imports_once_and_reuses_the_repo_afterwards() {
     );
     assert_eq!(h.store.repo_rows().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_http_limits_are_named() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let r = r.to_string();
+    for (flag, value) in [
+        ("--header-read-timeout", "0s"),
+        ("--idle-timeout", "soon"),
+        ("--max-connections", "0"),
+        ("--max-sessions-per-token", "0"),
+        ("--session-idle-timeout", "0s"),
+    ] {
+        let args = [
+            "--transport",
+            "http",
+            "--listen",
+            "127.0.0.1:0",
+            "--repo",
+            &r,
+        ];
+        let msg = start_fails(&h, &[&args[..], &[flag, value]].concat(), &[]).await;
+        assert!(msg.contains(flag), "{flag}: {msg}");
+    }
+    let out = h
+        .command(&["api", "--listen", "127.0.0.1:0", "--max-connections", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
+}
