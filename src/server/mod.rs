@@ -558,6 +558,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_with_its_message() {
+        assert_eq!(unwind(async { 7 }).await, Ok(7));
+        let caught = unwind(async {
+            if true {
+                panic!("glob regex too large");
+            }
+        })
+        .await;
+        assert_eq!(caught, Err("glob regex too large".to_string()));
+    }
+
     #[test]
     fn instructions_name_only_the_tools_a_scope_may_use() {
         let id: RepoId = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69".parse().unwrap();
