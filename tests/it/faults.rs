@@ -38,6 +38,10 @@ enum Fault {
     AppliedThenReset,
     /// Answer 200 with a truncated JSON body.
     Malformed,
+    /// Forward, then drop these top-level fields from the JSON answer (an API that
+    /// does not know them, as the hosted service does not know this product's
+    /// extensions).
+    Stripped(Vec<&'static str>),
     /// Answer 200 with this Server-Sent Events body.
     Events(String),
 }
@@ -209,6 +213,14 @@ impl Proxy {
                 forward().await;
                 conn.set_zero_linger()?;
                 return Ok(());
+            }
+            Some(Fault::Stripped(fields)) => {
+                let (status, extra, answer) = forward().await;
+                let mut value: Value = serde_json::from_slice(&answer).unwrap();
+                for f in fields {
+                    value.as_object_mut().unwrap().remove(f);
+                }
+                (status, extra, serde_json::to_vec(&value).unwrap())
             }
             Some(Fault::Malformed) => (
                 200,
@@ -555,4 +567,43 @@ async fn repos_whose_metadata_is_refused_are_still_listed_and_browsable() {
     let again = ok(&call(&s, "list_files", list, false).await);
     assert_eq!(again["paths"], json!(["a.txt", "src/lib.rs"]));
     assert_eq!(s.proxy.hits("GET", "/clone"), 2, "no version to cache by");
+}
+
+// Asked for a read-only token, an API that drops the extension (as the hosted service
+// would) mints a read-write one: the client deletes it and says so, never handing out
+// a token wider than asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_extension_the_api_drops_is_never_silently_lost() {
+    let s = setup().await;
+    s.proxy.on(
+        "POST",
+        "=/v1/repo_token",
+        1,
+        Fault::Stripped(vec!["read_only", "paths", "can_delegate"]),
+    );
+    let msg = refused(
+        &call(
+            &s,
+            "create_scoped_token",
+            json!({"name": "reviewer", "repo_ids": [s.repo], "ttl_seconds": 600, "read_only": true}),
+            false,
+        )
+        .await,
+    );
+    assert!(
+        msg.contains("does not support") && msg.contains("deleted"),
+        "{msg}"
+    );
+    let tokens = s.h.store.tokens().unwrap();
+    assert_eq!(tokens.len(), 1, "the API minted one token");
+    assert!(tokens[0].revoked_at.is_some(), "and it was deleted at once");
+    // Without the fault the same call works, and the token is read-only.
+    let minted = ok(&call(
+        &s,
+        "create_scoped_token",
+        json!({"name": "reviewer", "repo_ids": [s.repo], "ttl_seconds": 600, "read_only": true}),
+        false,
+    )
+    .await);
+    assert_eq!(minted["read_only"], true);
 }
