@@ -98,11 +98,14 @@ pub(crate) async fn list(
 
 /// Read `repo://{repo_id}/{path}`.
 pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceResult, McpError> {
+    // No such resource here, with its URI in the error's data (as SEP-2164 asks).
+    let not_found = |message: String| {
+        McpError::resource_not_found(message, Some(serde_json::json!({ "uri": uri })))
+    };
     let rest = uri.strip_prefix(SCHEME).ok_or_else(|| {
-        McpError::invalid_params(
-            format!("`{uri}` is not a repo:// resource; use repo://{{repo_id}}/{{path}}"),
-            None,
-        )
+        not_found(format!(
+            "`{uri}` is not a repo:// resource; use repo://{{repo_id}}/{{path}}"
+        ))
     })?;
     let (repo_id, path) = rest.split_once('/').ok_or_else(|| {
         McpError::invalid_params(
@@ -115,7 +118,10 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         .await
         .map_err(to_mcp)?;
     let path = RepoPath::parse(path).map_err(|e| to_mcp(e.into()))?;
-    let file = server.read_visible(&id, &path).await.map_err(to_mcp)?;
+    let file = server.read_visible(&id, &path).await.map_err(|e| match e {
+        ToolFailure::Backend(BackendError::NotFound(m)) => not_found(m),
+        other => to_mcp(other),
+    })?;
     // The same cap as read_file, whose line ranges reach the rest.
     if file.content.len() > MAX_READ_BYTES {
         return Err(McpError::invalid_params(

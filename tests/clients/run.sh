@@ -29,6 +29,16 @@ start_http_server "$DATA" --allow-anonymous --repo "$REPO"
     --expected-failures "$ROOT/tests/clients/conformance-expected-failures.yml" -o "$WORK/conformance" \
     > "$WORK/conformance.log" 2>&1) || { tail -n 80 "$WORK/conformance.log"; exit 1; }
 grep -E '^(Total|Baseline)' "$WORK/conformance.log" || true
+# A fresh server: the first suite leaves its sessions open, and anonymous sessions
+# share one per-credential session cap.
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+start_http_server "$DATA" --allow-anonymous --repo "$REPO"
+
+echo "== conformance suite 0.2.0 (protocol 2026-07-28 requirements)"
+(cd "$WORK" && HOME="$WORK" "$CONFORMANCE_NEXT" server --url "http://$ADDR/mcp" --requirements 2026-07-28 \
+    --expected-failures "$ROOT/tests/clients/conformance-2026-07-28-expected-failures.yml" -o "$WORK/conformance-next" \
+    > "$WORK/conformance-next.log" 2>&1) || { tail -n 80 "$WORK/conformance-next.log"; exit 1; }
+grep -E '^(Total|Baseline)' "$WORK/conformance-next.log" || true
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 
 echo "== MCP Inspector CLI (streamable HTTP, bearer token)"
