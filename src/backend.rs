@@ -62,6 +62,7 @@ impl From<StoreError> for BackendError {
             | StoreError::TooLarge(_)
             | StoreError::Search(_)
             | StoreError::Cancelled => BackendError::Refused(message),
+            StoreError::NoSpace(_) => BackendError::Unavailable(message),
             StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
                 BackendError::Internal(message)
             }

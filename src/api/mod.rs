@@ -220,6 +220,7 @@ impl From<StoreError> for ApiError {
             StoreError::Binary(_) | StoreError::Invalid(_) | StoreError::Search(_) => {
                 StatusCode::BAD_REQUEST
             }
+            StoreError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
                 return ApiError::internal(e);
             }

@@ -245,7 +245,7 @@ pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreErro
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Database(e.to_string()).or_no_space()
 }
 
 fn parse_ids(json: &str) -> Vec<RepoId> {

@@ -25,7 +25,7 @@ const MODE_FILE: u32 = 0o100644;
 const MODE_EXEC: u32 = 0o100755;
 
 pub(crate) fn git_err(e: git2::Error) -> StoreError {
-    StoreError::Git(e.message().to_string())
+    StoreError::Git(e.message().to_string()).or_no_space()
 }
 
 /// Create a bare repository at `path` whose HEAD names `main`.

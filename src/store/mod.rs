@@ -84,6 +84,28 @@ pub enum StoreError {
     /// The file system failed.
     #[error("i/o error: {0}")]
     Io(String),
+    /// The disk holding the data directory is full; nothing was changed.
+    #[error(
+        "the disk holding the store is full ({0}); nothing was changed: free some space and retry"
+    )]
+    NoSpace(String),
+}
+
+impl StoreError {
+    /// The same error, recognised as a full disk when its message says so (libgit2 and
+    /// SQLite report it in words, not as an error kind).
+    pub(crate) fn or_no_space(self) -> Self {
+        match self {
+            StoreError::Git(m) | StoreError::Database(m) | StoreError::Io(m)
+                if m.contains("No space left on device")
+                    || m.contains("database or disk is full")
+                    || m.contains("disk quota exceeded") =>
+            {
+                StoreError::NoSpace(m)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Make the data directory readable by its owner only (mode 0700): it holds every
@@ -137,6 +159,30 @@ fn private_file(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether the file system holding `path` has no space left for an unprivileged writer.
+fn no_space_left(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `c` is a valid NUL-terminated path and `stat` a plain struct the call
+        // fills in.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
+            return false;
+        }
+        // Less than one 64 KiB chunk free: nothing a commit writes fits.
+        (stat.f_bavail as u128) * (stat.f_frsize as u128) < 64 * 1024
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// A short id as `token list` and `key list` show it (at least 6 hex digits of the
 /// secret's hash), lowercased.
 fn short_id(listing: &str, id: &str) -> Result<String, StoreError> {
@@ -159,7 +205,7 @@ impl From<crate::rules::RuleError> for StoreError {
 
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
-        StoreError::Io(e.to_string())
+        StoreError::Io(e.to_string()).or_no_space()
     }
 }
 
@@ -562,6 +608,28 @@ impl Store {
     /// compare-and-swap. A process killed at any point leaves the ref at the old commit
     /// or the new one: objects written before the ref moves are unreachable, never seen.
     pub fn update(
+        &self,
+        id: &RepoId,
+        spec: &UpdateSpec,
+        author: &str,
+    ) -> Result<UpdateOutcome, StoreError> {
+        self.update_unexplained(id, spec, author)
+            .map_err(|e| self.explain(e))
+    }
+
+    /// A failure of the file system or of libgit2, recognised as a full disk when the
+    /// data directory's file system has no space left: libgit2 often reports a failed
+    /// write without its cause.
+    fn explain(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Git(m) | StoreError::Io(m) if no_space_left(&self.root) => {
+                StoreError::NoSpace(m)
+            }
+            other => other,
+        }
+    }
+
+    fn update_unexplained(
         &self,
         id: &RepoId,
         spec: &UpdateSpec,

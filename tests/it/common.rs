@@ -59,7 +59,12 @@ macro_rules! on_both_backends {
 impl Harness {
     /// A harness whose servers run on the local backend.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A harness whose store lives in a fresh directory under `parent`.
+    pub fn new_in(parent: &Path) -> Self {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         let store = Arc::new(Store::open(dir.path(), Limits::default()).unwrap());
         Self {
             dir,

@@ -7,6 +7,7 @@ mod api;
 mod audit;
 mod common;
 mod concurrency;
+mod disk_full;
 mod faults;
 mod fine_tokens;
 mod http;
