@@ -1,0 +1,439 @@
+//! A soak: a mixed load of 16 streamable-HTTP sessions and 2 stdio sessions on two
+//! repos — reading, searching both ways, updating, minting and revoking, and a share of
+//! calls the scope refuses on purpose — for `SOAK_SECS` seconds (default 1800). Every
+//! minute it samples each server's RSS, open file descriptors and threads, and the p50
+//! and p99 of each tool over that minute.
+//!
+//! Run: `SOAK_SECS=1800 cargo bench --bench soak` (prints Markdown tables and a verdict:
+//! RSS growth after the first 5 minutes at most 10%, file descriptors and threads flat,
+//! and no error other than the refusals the load provokes).
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::RoleClient;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use scoped_repo_mcp::model::RepoId;
+use scoped_repo_mcp::paths::RepoPath;
+use scoped_repo_mcp::store::{Limits, Store};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_scoped-repo-mcp");
+const QUERIES: [&str; 4] = ["retry", "backoff", "fn f1", "scope ="];
+type Client = RunningService<RoleClient, ()>;
+
+/// Latencies per tool for the current minute, and the counters of the whole run.
+#[derive(Default)]
+struct Books {
+    minute: Mutex<BTreeMap<&'static str, Vec<Duration>>>,
+    calls: AtomicU64,
+    refused_on_purpose: AtomicU64,
+    unexpected: Mutex<Vec<String>>,
+}
+
+impl Books {
+    fn record(&self, tool: &'static str, took: Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.minute
+            .lock()
+            .unwrap()
+            .entry(tool)
+            .or_default()
+            .push(took);
+    }
+
+    fn unexpected(&self, what: String) {
+        let mut u = self.unexpected.lock().unwrap();
+        if u.len() < 20 {
+            u.push(what);
+        }
+    }
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A small deterministic generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn call(c: &Client, tool: &str, args: Value) -> Result<CallToolResult, String> {
+    let Value::Object(map) = args else {
+        unreachable!()
+    };
+    c.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn corpus(seed: u64) -> Vec<(RepoPath, String)> {
+    let mut rng = Rng(seed);
+    let words = [
+        "retry", "backoff", "token", "scope", "index", "commit", "search", "parse",
+    ];
+    (0..300)
+        .map(|i| {
+            let body: String = (0..60)
+                .map(|l| {
+                    format!(
+                        "fn f{l}_{}() {{ let {} = {}; }}\n",
+                        words[rng.below(8) as usize],
+                        words[rng.below(8) as usize],
+                        rng.below(1000)
+                    )
+                })
+                .collect();
+            (
+                RepoPath::parse(&format!("src/m{}/f{i}.rs", i % 12)).unwrap(),
+                body,
+            )
+        })
+        .collect()
+}
+
+/// One session of the load.
+struct Session {
+    client: Client,
+    /// Its number, which seeds its choices and names its file.
+    n: u64,
+    /// The repo it works on.
+    mine: RepoId,
+    /// The other repo, which it reads now and then.
+    other: RepoId,
+    /// Whether its credential reaches `other` (else those reads are refused on purpose).
+    can_reach_other: bool,
+    /// Whether it also mints and revokes.
+    minter: bool,
+}
+
+/// One session's loop until `deadline`.
+async fn run_session(session: Session, deadline: Instant, books: Arc<Books>) {
+    let Session {
+        client: c,
+        n,
+        mine,
+        other,
+        can_reach_other,
+        minter,
+    } = session;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n + 1));
+    let id = mine.to_string();
+    while Instant::now() < deadline {
+        let roll = rng.below(100);
+        let started = Instant::now();
+        let (tool, args, refusal_expected): (&'static str, Value, bool) = match roll {
+            0..=34 => {
+                let i = rng.below(300);
+                (
+                    "read_file",
+                    json!({"repo_id": id, "path": format!("src/m{}/f{i}.rs", i % 12)}),
+                    false,
+                )
+            }
+            35..=54 => (
+                "search_repo",
+                json!({"repo_id": id, "query": QUERIES[rng.below(4) as usize], "mode": "literal"}),
+                false,
+            ),
+            55..=64 => (
+                "search_repo",
+                json!({"repo_id": id, "query": "where is the retry backoff computed", "mode": "ranked"}),
+                false,
+            ),
+            65..=74 => ("list_files", json!({"repo_id": id, "prefix": "src"}), false),
+            75..=91 => (
+                "update_repo_files",
+                json!({"repo_id": id, "operations": [{"type": "write", "path": format!("soak/s{n}.txt"), "content": format!("round {}\n", rng.next())}]}),
+                false,
+            ),
+            92..=95 if minter => ("create_scoped_token", Value::Null, false),
+            _ => (
+                "read_file",
+                json!({"repo_id": other.to_string(), "path": "src/m0/f0.rs"}),
+                !can_reach_other,
+            ),
+        };
+        if tool == "create_scoped_token" {
+            let minted = call(
+                &c,
+                "create_scoped_token",
+                json!({"name": format!("soak-{n}"), "repo_ids": [id], "ttl_seconds": 300}),
+            )
+            .await;
+            match minted.as_ref().map(|r| r.structured_content.clone()) {
+                Ok(Some(v)) => {
+                    let token = v["token"].as_str().unwrap_or_default().to_string();
+                    match call(&c, "revoke_token", json!({"token": token})).await {
+                        Ok(r) if r.is_error != Some(true) => {}
+                        other => books.unexpected(format!("revoke_token: {other:?}")),
+                    }
+                }
+                other => books.unexpected(format!("create_scoped_token: {other:?}")),
+            }
+            books.record("create+revoke", started.elapsed());
+            continue;
+        }
+        match call(&c, tool, args).await {
+            Ok(r) if r.is_error == Some(true) && refusal_expected => {
+                books.refused_on_purpose.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) if r.is_error == Some(true) => books.unexpected(format!(
+                "{tool}: {:?}",
+                r.content.first().and_then(|c| c.as_text()).map(|t| &t.text)
+            )),
+            Ok(_) if refusal_expected => books.unexpected(format!("{tool}: not refused")),
+            Ok(_) => {}
+            Err(e) => books.unexpected(format!("{tool}: {e}")),
+        }
+        let name = match (tool, roll) {
+            ("search_repo", 55..=64) => "search ranked",
+            ("search_repo", _) => "search literal",
+            (t, _) => t,
+        };
+        books.record(name, started.elapsed());
+    }
+    let _ = c.cancel().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Limits::default()).unwrap();
+    let a = store
+        .create_repo(Default::default(), &corpus(1))
+        .unwrap()
+        .0
+        .id;
+    let b = store
+        .create_repo(Default::default(), &corpus(2))
+        .unwrap()
+        .0
+        .id;
+    let key = store.create_account_key("soak").unwrap();
+
+    let mut http = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(http.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        addr
+    };
+    let url = format!("http://{addr}/mcp");
+    let books = Arc::new(Books::default());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for n in 0..16u64 {
+        let (mine, other) = if n % 2 == 0 { (a, b) } else { (b, a) };
+        // Two sessions hold the account key (every repo, may mint); the rest hold a
+        // repo token for one repo, so their calls to the other are refused on purpose.
+        let (credential, reaches_other, minter) = if n < 2 {
+            (key.clone(), true, true)
+        } else {
+            let t = store
+                .create_token(&format!("agent-{n}"), &[mine], Some(secs + 600))
+                .unwrap()
+                .token;
+            (t, false, false)
+        };
+        let config =
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(credential);
+        let c = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+        let session = Session {
+            client: c,
+            n,
+            mine,
+            other,
+            can_reach_other: reaches_other,
+            minter,
+        };
+        tasks.push(tokio::spawn(run_session(session, deadline, books.clone())));
+    }
+    let mut stdio_pids = Vec::new();
+    for n in 16..18u64 {
+        let (mine, other) = if n % 2 == 0 { (a, b) } else { (b, a) };
+        let data = dir.path().to_path_buf();
+        let repo = mine.to_string();
+        let cmd = tokio::process::Command::new(BIN).configure(move |c| {
+            c.arg("--data-dir")
+                .arg(&data)
+                .args(["serve", "--repo", &repo])
+                .env("RUST_LOG", "warn");
+        });
+        let (transport, _) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        stdio_pids.push(transport.id().unwrap());
+        let c = ().serve(transport).await.unwrap();
+        let session = Session {
+            client: c,
+            n,
+            mine,
+            other,
+            can_reach_other: false,
+            minter: true,
+        };
+        tasks.push(tokio::spawn(run_session(session, deadline, books.clone())));
+    }
+
+    let http_pid = http.id();
+    let mut samples: Vec<(u64, u64, u64, u64, u64)> = Vec::new(); // minute, rss KiB, fds, threads, calls
+    let mut per_minute: Vec<BTreeMap<&'static str, (Duration, Duration, usize)>> = Vec::new();
+    let started = Instant::now();
+    let mut minute = 0;
+    while Instant::now() < deadline {
+        let wait = Duration::from_secs(60).min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(wait).await;
+        minute += 1;
+        let mut lat = std::mem::take(&mut *books.minute.lock().unwrap());
+        let mut row = BTreeMap::new();
+        for (tool, v) in lat.iter_mut() {
+            v.sort();
+            row.insert(*tool, (pct(v, 0.5), pct(v, 0.99), v.len()));
+        }
+        per_minute.push(row);
+        samples.push((
+            minute,
+            proc_status(http_pid, "VmRSS:"),
+            fds(http_pid),
+            proc_status(http_pid, "Threads:"),
+            books.calls.load(Ordering::Relaxed),
+        ));
+        let (m, rss, fd, th, calls) = *samples.last().unwrap();
+        let stdio: Vec<String> = stdio_pids
+            .iter()
+            .map(|p| format!("{} KiB/{} fds", proc_status(*p, "VmRSS:"), fds(*p)))
+            .collect();
+        eprintln!(
+            "minute {m}: http server {rss} KiB, {fd} fds, {th} threads; {calls} calls; stdio servers {}",
+            stdio.join(", ")
+        );
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = http.kill();
+    let _ = http.wait();
+
+    println!(
+        "Soak: {secs} s, 16 HTTP + 2 stdio sessions on two repos; {} calls, {} refused on purpose\n",
+        books.calls.load(Ordering::Relaxed),
+        books.refused_on_purpose.load(Ordering::Relaxed)
+    );
+    println!("| minute | HTTP server RSS (MiB) | fds | threads | calls so far |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (m, rss, fd, th, calls) in &samples {
+        println!(
+            "| {m} | {:.1} | {fd} | {th} | {calls} |",
+            *rss as f64 / 1024.0
+        );
+    }
+    let tools: Vec<&'static str> = per_minute
+        .iter()
+        .flat_map(|r| r.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    println!(
+        "\n| minute | {} |",
+        tools.join(" p50/p99 (ms) | ") + " p50/p99 (ms)"
+    );
+    println!("| --- |{}", " --- |".repeat(tools.len()));
+    for (i, row) in per_minute.iter().enumerate() {
+        let cells: Vec<String> = tools
+            .iter()
+            .map(|t| match row.get(t) {
+                Some((p50, p99, _)) => format!(
+                    "{:.1}/{:.1}",
+                    p50.as_secs_f64() * 1e3,
+                    p99.as_secs_f64() * 1e3
+                ),
+                None => "-".into(),
+            })
+            .collect();
+        println!("| {} | {} |", i + 1, cells.join(" | "));
+    }
+    let warm: Vec<&(u64, u64, u64, u64, u64)> = samples.iter().filter(|s| s.0 >= 5).collect();
+    let verdict = if warm.len() >= 2 {
+        let base = warm[0];
+        let rss_max = warm.iter().map(|s| s.1).max().unwrap();
+        let growth = rss_max as f64 / base.1 as f64 - 1.0;
+        let fd_span =
+            warm.iter().map(|s| s.2).max().unwrap() - warm.iter().map(|s| s.2).min().unwrap();
+        let th_span =
+            warm.iter().map(|s| s.3).max().unwrap() - warm.iter().map(|s| s.3).min().unwrap();
+        format!(
+            "RSS growth after minute 5: {:.1}% (limit 10%); fd span {fd_span}; thread span {th_span}; {}",
+            growth * 100.0,
+            if growth <= 0.10 && fd_span <= 4 && th_span <= 2 {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        )
+    } else {
+        "too short for the RSS verdict (it needs samples from minute 5 on)".to_string()
+    };
+    let unexpected = books.unexpected.lock().unwrap();
+    println!(
+        "\n{verdict}; unexpected errors: {}{}",
+        unexpected.len(),
+        if unexpected.is_empty() {
+            String::new()
+        } else {
+            format!(" (first: {})", unexpected[0])
+        }
+    );
+    let _ = started;
+}
