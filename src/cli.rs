@@ -43,6 +43,9 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// git's pre-receive hook for pushes through `api` (run by git, not by people).
+    #[command(name = "git-pre-receive", hide = true)]
+    GitPreReceive,
 }
 
 /// Transports `serve` speaks.
