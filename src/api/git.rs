@@ -154,7 +154,13 @@ impl GitSupport {
                 let max_input = limits.max_update_bytes.saturating_mul(2) + (16 << 20);
                 cmd.arg("-c")
                     .arg(format!("core.hooksPath={}", self.hooks_dir.display()))
+                    // git's own object checks refuse malformed objects; the names
+                    // the store refuses are left to the hook, whose message names the
+                    // commit and the path, not just a tree's id.
                     .args(["-c", "receive.fsckObjects=true"])
+                    .args(["-c", "receive.fsck.hasDotgit=warn"])
+                    .args(["-c", "receive.fsck.hasDot=warn"])
+                    .args(["-c", "receive.fsck.hasDotdot=warn"])
                     .args(["-c", "receive.denyDeletes=true"])
                     .args(["-c", "receive.denyNonFastForwards=true"])
                     // No background gc outliving the push and its lock.

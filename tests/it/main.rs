@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod faults;
 mod fine_tokens;
+mod git_http;
 mod http;
 mod progress;
 mod ranked;
