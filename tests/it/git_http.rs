@@ -710,3 +710,22 @@ async fn the_credential_never_reaches_the_log() {
         "{logged}"
     );
 }
+
+#[test]
+fn api_without_git_on_path_says_it_needs_git() {
+    let h = Harness::new();
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["api", "--listen", "127.0.0.1:0"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs `git`") && err.contains("on PATH"),
+        "{err}"
+    );
+}
