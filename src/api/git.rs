@@ -61,6 +61,9 @@ const HOOK_SCRIPT: &str = "#!/bin/sh\n# Written by scoped-repo-mcp api: checks a
 /// Largest decompressed request accepted by upload-pack (a fetch's wants and haves).
 const MAX_FETCH_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
+/// How long a request may send nothing before it is taken as abandoned.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The oldest git this server runs (`GIT_CONFIG_GLOBAL` needs 2.32).
 const MIN_GIT: (u32, u32) = (2, 32);
 
@@ -436,7 +439,13 @@ async fn feed(body: Body, gzip: bool, mut stdin: ChildStdin, max: usize) -> Resu
     let mut stream = body.into_data_stream();
     let mut decoder = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
     let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A client that stops sending holds the repo's writer lock during a push: give
+        // up on it after a while, as on one that hung up.
+        let next = tokio::time::timeout(CLIENT_IDLE, stream.next())
+            .await
+            .map_err(|_| FeedError::Client(format!("nothing sent for {CLIENT_IDLE:?}")))?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| FeedError::Client(e.to_string()))?;
         let out: Bytes = match &mut decoder {
             Some(d) => {
