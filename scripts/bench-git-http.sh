@@ -53,7 +53,7 @@ PY
 DATA="$WORK/data"
 start=$(now)
 ID="$("$BIN" --data-dir "$DATA" repo create --from-dir "$WORK/src" 2>/dev/null | head -1)"
-echo "imported repo $ID in $(secs "$start" "$(now)") s: $("$BIN" --data-dir "$DATA" repo list | grep -o 'imported.*' | head -1)"
+echo "imported repo $ID in $(secs "$start" "$(now)") s"
 BARE="$DATA/repos/$ID.git"
 TOKEN="$("$BIN" --data-dir "$DATA" token create --repo "$ID" --name bench 2>/dev/null | grep -o 'rlcr-[0-9a-f]*' | head -1)"
 
@@ -121,7 +121,7 @@ print(f"{took:.2f}")
 PY
 )
   mcp_times="$mcp_times $t2"
-  git -C "$WC" -c credential.helper= pull --quiet --ff-only
+  git -C "$WC" -c credential.helper= pull --quiet --ff-only 2>/dev/null
   echo "round $r: git push $t s, update_repo_files $t2 s"
 done
 P=$(echo $push_times | median); M=$(echo $mcp_times | median)
