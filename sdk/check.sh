@@ -2,7 +2,9 @@
 # Run the official Relace SDKs' check scripts against `scoped-repo-mcp api` on a fresh
 # store: installs relace==2.1.0 (pip, in a venv) and @relace-ai/relace@0.6.0 (npm) in
 # a scratch directory, starts the API on a free port with a new account key, and points
-# both SDKs at it with nothing but RELACE_BASE_URL and RELACE_API_KEY.
+# both SDKs at it with nothing but RELACE_BASE_URL and RELACE_API_KEY. Their git helpers
+# run with a scratch HOME whose git config routes https://api.relace.run here
+# (url.<base>.insteadOf, written by the check scripts).
 # Usage: sdk/check.sh [path/to/scoped-repo-mcp]   (default: target/debug/scoped-repo-mcp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +37,11 @@ BASE="$(sed -n 's/^listening on //p' "$WORK/api.out")"
 [ -n "$BASE" ] || { cat "$WORK/api.err"; echo "the API did not start"; exit 1; }
 
 export RELACE_BASE_URL="$BASE" RELACE_API_KEY="$KEY"
+# git for the SDKs' git helpers: a scratch home, no system settings, no prompts.
+mkdir -p "$WORK/home"
+export HOME="$WORK/home" GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0
+git config --global user.name "SDK check"
+git config --global user.email "sdk-check@example.com"
+git config --global init.defaultBranch main
 "$WORK/venv/bin/python" sdk/python/check_sdk.py
 (cd "$WORK/ts" && node check_sdk.mjs)

@@ -5,8 +5,8 @@
 //! revoked, expired, or live with its grant) is asked of an [`Authority`] (the embedded
 //! store, or the Relace API); the operator's [`OperatorBound`] (`--repo`, `--read-only`,
 //! `--allow-anonymous`) narrows the result. stdio start-up, the per-call re-check, the
-//! HTTP guard and the REST API all call [`admit`] or [`recheck`]; every refusal's words
-//! come from [`Refusal`]'s `Display`.
+//! HTTP guard, the REST API and git's smart HTTP all call [`admit`] or [`recheck`]; every
+//! refusal's words come from [`Refusal`]'s `Display` (or [`Refusal::to_git`] for git).
 
 use std::fmt;
 
@@ -25,6 +25,9 @@ pub enum Surface {
     Http,
     /// `api`, the REST API: each request's bearer.
     Api,
+    /// `api`, git's smart HTTP at `/v1/repo/{id}.git`: each request's Basic password
+    /// (or bearer). It reaches what the same credential reaches on the REST API.
+    Git,
 }
 
 /// A credential as presented, classified by its shape alone.
@@ -75,6 +78,29 @@ pub fn bearer(header: Option<&[u8]>) -> Result<Option<&str>, Refusal> {
         return Err(Refusal::Malformed);
     }
     Ok(Some(credential))
+}
+
+/// The credential carried by an `Authorization` header as git sends it: HTTP Basic with
+/// any user name and the credential as the password (what git's credential helpers and
+/// a `https://token:<credential>@host/…` URL produce), or `Bearer <credential>` (what
+/// `http.extraHeader` and the REST clients send). Schemes in any case.
+pub fn basic_or_bearer(header: Option<&[u8]>) -> Result<Option<String>, Refusal> {
+    use base64::Engine as _;
+    let Some(raw) = header else { return Ok(None) };
+    let value = std::str::from_utf8(raw).map_err(|_| Refusal::Malformed)?;
+    let (scheme, _) = value.trim().split_once(' ').ok_or(Refusal::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return bearer(Some(raw)).map(|c| c.map(str::to_string));
+    }
+    let encoded = value.trim()[scheme.len()..].trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| Refusal::Malformed)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| Refusal::Malformed)?;
+    // `user:password`; the user name is not looked at (the SDKs send `token`).
+    let (_, password) = decoded.split_once(':').ok_or(Refusal::Malformed)?;
+    let password = password.trim();
+    Ok((!password.is_empty()).then(|| password.to_string()))
 }
 
 /// The operator's upper bound on every scope.
@@ -131,6 +157,18 @@ impl fmt::Display for Refusal {
             Refusal::Unavailable => {
                 f.write_str("the credential could not be checked just now; try again")
             }
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal in git's terms: git prints it as `remote: …` lines, and someone at a
+    /// shell reads it, so it says how to give git a credential.
+    pub fn to_git(&self) -> String {
+        match self {
+            Refusal::Missing => "git needs a credential here: give a repo token or account key as the password, e.g. https://token:<TOKEN>@<host>/v1/repo/<repo id>.git".into(),
+            Refusal::Malformed => "the Authorization header must be `Basic` (any user name, the repo token or account key as the password) or `Bearer <credential>`".into(),
+            other => other.to_string(),
         }
     }
 }
@@ -246,7 +284,7 @@ pub async fn admit(
                     Scope::operator(bound.repos.iter().copied())
                 } else if !bound.repos.is_empty() {
                     Scope::account(bound.repos.iter().copied())
-                } else if surface == Surface::Api {
+                } else if matches!(surface, Surface::Api | Surface::Git) {
                     // Every repo, including ones created after this request began and
                     // ones that do not exist (which then answer 404, not 403).
                     Scope::every_repo()
@@ -347,5 +385,33 @@ mod tests {
         assert_eq!(bearer(Some(b"Basic abc")), Err(Refusal::Malformed));
         assert_eq!(bearer(Some(b"Bearer")), Err(Refusal::Malformed));
         assert_eq!(bearer(Some(b"Bearer \xff")), Err(Refusal::Malformed));
+    }
+
+    #[test]
+    fn git_takes_basic_with_any_user_or_bearer() {
+        use base64::Engine as _;
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        let ok = |h: &str| basic_or_bearer(Some(h.as_bytes()));
+        assert_eq!(basic_or_bearer(None), Ok(None));
+        assert_eq!(ok(&basic("token:rlcr-abc")), Ok(Some("rlcr-abc".into())));
+        assert_eq!(
+            ok(&basic("anyone:rlc-k:with:colons")),
+            Ok(Some("rlc-k:with:colons".into()))
+        );
+        assert_eq!(ok(&basic(":rlc-k")), Ok(Some("rlc-k".into())));
+        assert_eq!(ok(&basic("token:")), Ok(None));
+        assert_eq!(
+            ok(&format!("basic  {}", &basic("u:p")[6..])),
+            Ok(Some("p".into()))
+        );
+        assert_eq!(ok("Bearer rlc-k"), Ok(Some("rlc-k".into())));
+        assert_eq!(ok(&basic("no-colon")), Err(Refusal::Malformed));
+        assert_eq!(ok("Basic !!!"), Err(Refusal::Malformed));
+        assert_eq!(ok("Digest x"), Err(Refusal::Malformed));
     }
 }

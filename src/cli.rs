@@ -47,6 +47,9 @@ pub enum Command {
     },
     /// Read the audit trail: who called what, on which repo, with what outcome.
     Audit(AuditArgs),
+    /// git's pre-receive hook for pushes through `api` (run by git, not by people).
+    #[command(name = "git-pre-receive", hide = true)]
+    GitPreReceive,
 }
 
 /// Transports `serve` speaks.

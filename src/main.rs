@@ -80,16 +80,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::GitPreReceive => {
+            // Run by git inside a push: the ref updates on stdin, the refusal to stderr
+            // (git relays it to the pusher).
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+                .context("cannot read the pushed ref updates")?;
+            if api::git::pre_receive(&input, &mut std::io::stderr()) {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Command::Api(args) => {
             let dir = data_dir(cli.data_dir.as_deref())?;
             let retention = audit_retention(&args.audit_retention)?;
             let limits = connection_limits(&args.connections)?;
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            let exe = std::env::current_exe()
+                .context("cannot find this program's own path, which git's push hook runs")?;
+            let git = api::git::GitSupport::find(&dir, exe)?;
             let trail = Trail::open(&dir, retention, Surface::Api);
             let settings = api::ApiSettings {
                 max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
                 audit: trail.clone(),
+                git: Some(std::sync::Arc::new(git)),
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -139,7 +155,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
                 Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
                 Command::Audit(args) => admin::audit(&store, args, &mut out)?,
-                Command::Serve(_) | Command::Api(_) => unreachable!("handled above"),
+                Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
+                    unreachable!("handled above")
+                }
             }
             Ok(())
         }

@@ -2,6 +2,10 @@
 only RELACE_BASE_URL and RELACE_API_KEY point it here. Exits non-zero on the first
 behaviour that differs from the hosted service's."""
 
+import os
+import subprocess
+import tempfile
+
 import relace
 from relace import Relace
 
@@ -15,6 +19,44 @@ def expect_status(call, statuses, what):
         assert e.status_code in statuses, f"{what}: expected {statuses}, got {e.status_code}"
         return e.status_code
     raise AssertionError(f"{what}: expected an error {statuses}, got success")
+
+
+def route_git_here(credential):
+    """Send the SDK's git helper, which always names https://api.relace.run, to this
+    server: git's url.<base>.insteadOf in the (scratch) global config. The helper puts
+    the credential in the URL (https://token:<credential>@api.relace.run/...), and
+    insteadOf matches a URL's leading text, so each credential needs its own rule
+    beside the plain one."""
+    origin = os.environ["RELACE_BASE_URL"].rsplit("/v1", 1)[0]
+    scheme, host = origin.split("://", 1)
+    for local, hosted in [
+        (f"{origin}/", "https://api.relace.run/"),
+        (f"{scheme}://token:{credential}@{host}/", f"https://token:{credential}@api.relace.run/"),
+    ]:
+        subprocess.run(["git", "config", "--global", f"url.{local}.insteadOf", hosted], check=True)
+
+
+def check_git(client, as_token, rid):
+    """The SDK's git helper with a repo token: shallow clone, commit, push; the REST
+    API sees the push, and a pull brings a REST update back."""
+    route_git_here(as_token.api_key)
+    work = tempfile.mkdtemp()
+    path = os.path.join(work, "clone")
+    git = as_token.git(path)
+    git.clone(rid)
+    with open(os.path.join(path, "src", "app.py")) as f:
+        assert f.read() == APP
+    with open(os.path.join(path, "src", "from_git.py"), "w") as f:
+        f.write("PUSHED = True\n")
+    git.add().commit("Add from_git.py").push()
+    assert client.repo.file.download("src/from_git.py", repo_id=rid) == "PUSHED = True\n"
+    client.repo.update(
+        rid,
+        source={"type": "diff", "operations": [{"type": "write", "filename": "src/rest.py", "content": "REST = 1\n"}]},
+    )
+    git.pull()
+    with open(os.path.join(path, "src", "rest.py")) as f:
+        assert f.read() == "REST = 1\n"
 
 
 def main():
@@ -112,6 +154,8 @@ def main():
     expect_status(
         lambda: as_token.repo_token.create(name="x", repo_ids=[rid]), {403}, "a token minting tokens"
     )
+
+    check_git(client, as_token, rid)
 
     client.repo_token.delete(token.token)
     expect_status(lambda: as_token.repo.clone(rid), {401}, "a deleted token")

@@ -2,6 +2,10 @@
 // unchanged: only RELACE_BASE_URL and RELACE_API_KEY point it here. Exits non-zero on
 // the first behaviour that differs from the hosted service's.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Relace from '@relace-ai/relace';
 
 const APP = 'export function login(token) {\n  return check(token);\n}\n';
@@ -112,6 +116,34 @@ assert.deepEqual(sorted(tokenClone.files.map((f) => f.filename)), ['src/app.js',
 await expectStatus(asToken.repo.clone(other.repo_id), [403, 404], 'a token on another repo');
 await expectStatus(asToken.repo.list(), [403], 'a token listing every repo');
 await expectStatus(asToken.repoToken.create({ name: 'x', repo_ids: [rid] }), [403], 'a token minting tokens');
+
+// The SDK's git helper, which always names https://api.relace.run with the credential
+// in the URL (https://token:<credential>@api.relace.run/...): git's url.<base>.insteadOf
+// in the scratch global config sends it here, one rule for that credential's URLs beside
+// the plain one (insteadOf matches a URL's leading text).
+{
+  const origin = process.env.RELACE_BASE_URL.replace(/\/v1\/?$/, '');
+  const [scheme, host] = origin.split('://');
+  const rules = [
+    [`${origin}/`, 'https://api.relace.run/'],
+    [`${scheme}://token:${token.token}@${host}/`, `https://token:${token.token}@api.relace.run/`],
+  ];
+  for (const [local, hosted] of rules) {
+    execFileSync('git', ['config', '--global', `url.${local}.insteadOf`, hosted]);
+  }
+  const path = join(mkdtempSync(join(tmpdir(), 'sdk-git-')), 'clone');
+  const git = asToken.git(path);
+  git.clone({ repoId: rid });
+  assert.equal(readFileSync(join(path, 'src/app.js'), 'utf8'), APP);
+  writeFileSync(join(path, 'src/fromGit.js'), 'export const pushed = true;\n');
+  git.add().commit({ message: 'Add fromGit.js' }).push();
+  assert.equal(await client.repo.file.download('src/fromGit.js', { repo_id: rid }), 'export const pushed = true;\n');
+  await client.repo.update(rid, {
+    source: { type: 'diff', operations: [{ type: 'write', filename: 'src/rest.js', content: 'export const rest = 1;\n' }] },
+  });
+  git.pull();
+  assert.equal(readFileSync(join(path, 'src/rest.js'), 'utf8'), 'export const rest = 1;\n');
+}
 
 await client.repoToken.delete(token.token);
 await expectStatus(asToken.repo.clone(rid), [401], 'a deleted token');

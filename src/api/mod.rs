@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`auth`]: who is calling (account key or repo token) and what that reaches.
+//! - [`git`]: git's smart HTTP at `/v1/repo/{id}.git` (clone, fetch, push), through
+//!   git's own upload-pack and receive-pack, and the pre-receive hook that checks a push.
 //! - `routes`: the handlers and their wire types, private to this module.
 //!
 //! Statuses follow the hosted service: 401 without a valid credential, 403 for a repo
@@ -12,6 +14,7 @@
 //! 413 over the store's limits, 422 for a body that is not the JSON asked for.
 
 pub mod auth;
+pub mod git;
 mod routes;
 
 use std::sync::Arc;
@@ -42,6 +45,8 @@ pub struct ApiSettings {
     pub max_token_ttl: Option<u64>,
     /// Where every request is recorded (off by default).
     pub audit: crate::audit::Trail,
+    /// What serving git needs; `None`: the `/repo/{id}.git` routes answer 503.
+    pub git: Option<std::sync::Arc<git::GitSupport>>,
 }
 
 /// What the handlers share.

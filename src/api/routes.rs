@@ -44,6 +44,13 @@ pub(super) fn router(state: ApiState) -> Router {
         .route("/repo/{id}/search", post(search))
         .route("/repo/{id}/agent", post(agent))
         .route("/repo/{id}/embedding_status", get(embedding_status))
+        // git's smart HTTP; `{id}` is `<repo id>.git` (or the bare id).
+        .route("/repo/{id}/info/refs", get(super::git::info_refs))
+        .route("/repo/{id}/git-upload-pack", post(super::git::upload_pack))
+        .route(
+            "/repo/{id}/git-receive-pack",
+            post(super::git::receive_pack),
+        )
         .route("/repo_token", post(create_token))
         .route("/repo_token/{token}", get(get_token).delete(delete_token));
     Router::new()

@@ -7,6 +7,7 @@
 //! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
 //! index/<repo-id>/base.bin trigram postings of the last full index build
+//! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
 //! ```
 //! Each repo's line-search index lives in the memory of the process that searches it
 //! (see `line_index`): loaded from `base.bin` or built from git on first use, it follows
@@ -18,6 +19,7 @@ mod db;
 mod git;
 mod import;
 mod line_index;
+pub mod push;
 mod ranked;
 pub mod secrets;
 
@@ -638,19 +640,7 @@ impl Store {
         self.check_update(spec)?;
         let h = self.handle(id)?;
         let _in_process = lock(&h.writer);
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(h.dir.join("scoped-repo-mcp.lock"))?;
-        lock_file.lock()?;
-        // Only a writer holding the flock creates the ref's lock file, so one found here
-        // was left by a writer that died mid-update: it is safe to clear.
-        let stale = h.dir.join(format!("{BRANCH_REF}.lock"));
-        if stale.exists() {
-            tracing::warn!(repo = %id, "removing a stale ref lock left by an interrupted update");
-            let _ = std::fs::remove_file(&stale);
-        }
+        let lock_file = Self::lock_writer(id, &h)?;
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
         if let Some(expected) = &spec.expected_head
@@ -713,16 +703,89 @@ impl Store {
                 actual: format!("(moved by another writer: {})", e.message()),
             })?;
         drop(lock_file);
-        if let Err(e) = self.db.touch_repo(id) {
-            tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
-        }
-        self.refresh_line_index(id);
-        self.advance_ranked(id, &repo, commit);
+        self.landed(id, &repo, commit);
         Ok(UpdateOutcome {
             head: commit.to_string(),
             previous_head: Some(head.to_string()),
             changed_files,
         })
+    }
+
+    /// Take the cross-process half of a repo's writer lock (the in-process half is
+    /// `h.writer`), and clear what a writer that died holding it left behind.
+    fn lock_writer(id: &RepoId, h: &RepoHandle) -> Result<File, StoreError> {
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(h.dir.join("scoped-repo-mcp.lock"))?;
+        lock_file.lock()?;
+        // Only a writer holding the flock creates the ref's lock file, so one found here
+        // was left by a writer that died mid-update: it is safe to clear.
+        let stale = h.dir.join(format!("{BRANCH_REF}.lock"));
+        if stale.exists() {
+            tracing::warn!(repo = %id, "removing a stale ref lock left by an interrupted update");
+            let _ = std::fs::remove_file(&stale);
+        }
+        // Likewise a push's quarantine: git removes it when receive-pack ends, even on a
+        // signal; one found here outlived a receive-pack that was killed outright.
+        if let Ok(entries) = std::fs::read_dir(h.dir.join("objects")) {
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("tmp_objdir-incoming-")
+                {
+                    tracing::warn!(repo = %id, "removing the quarantine of an interrupted push");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(lock_file)
+    }
+
+    /// Run `write` as the repo's one writer, for commits that land from outside the
+    /// store's own update (a `git push` through git's receive-pack): `write` gets the
+    /// repo's git directory and runs holding the same in-process mutex and the same
+    /// flock as [`Store::update`], so it and every update, in this process or another,
+    /// take turns. When the head moved, the store then follows it as after an update
+    /// ([`Store::commit_landed`]).
+    pub fn write_from_outside<T>(
+        &self,
+        id: &RepoId,
+        write: impl FnOnce(&Path) -> T,
+    ) -> Result<T, StoreError> {
+        let h = self.handle(id)?;
+        let _in_process = lock(&h.writer);
+        let lock_file = Self::lock_writer(id, &h)?;
+        let before = git::head(&git2::Repository::open_bare(&h.dir).map_err(git::git_err)?)?;
+        let out = write(&h.dir);
+        drop(lock_file);
+        let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
+        let after = git::head(&repo)?;
+        if after != before {
+            self.landed(id, &repo, after);
+        }
+        Ok(out)
+    }
+
+    /// A commit landed on the repo's branch from outside [`Store::update`] (a git push):
+    /// record the change and carry the line and ranked indexes forward to it, exactly as
+    /// an update does. [`Store::write_from_outside`] calls this itself.
+    pub fn commit_landed(&self, id: &RepoId) -> Result<(), StoreError> {
+        let h = self.handle(id)?;
+        let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
+        let head = git::head(&repo)?;
+        self.landed(id, &repo, head);
+        Ok(())
+    }
+
+    fn landed(&self, id: &RepoId, repo: &git2::Repository, commit: git2::Oid) {
+        if let Err(e) = self.db.touch_repo(id) {
+            tracing::warn!(repo = %id, cause = %e, "commit landed but updated_at was not recorded");
+        }
+        self.refresh_line_index(id);
+        self.advance_ranked(id, repo, commit);
     }
 
     /// Mint a repo token for `repo_ids`, read and write on every path.

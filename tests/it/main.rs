@@ -10,6 +10,7 @@ mod concurrency;
 mod disk_full;
 mod faults;
 mod fine_tokens;
+mod git_http;
 mod http;
 mod progress;
 mod ranked;
