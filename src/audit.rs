@@ -58,6 +58,8 @@ pub enum Surface {
     Api,
     /// An administration command.
     Cli,
+    /// A git fetch or push through `api`'s smart HTTP routes.
+    Git,
 }
 
 impl Surface {
@@ -68,6 +70,7 @@ impl Surface {
             Surface::Http => "http",
             Surface::Api => "api",
             Surface::Cli => "cli",
+            Surface::Git => "git",
         }
     }
 }
@@ -769,8 +772,22 @@ pub async fn rest_request(
     let action = format!("{} {route}", request.method());
     let mut segments = request.uri().path().split('/').skip(1);
     let repo = match (segments.next(), segments.next(), segments.next()) {
-        (Some("v1"), Some("repo"), Some(id)) => id.parse::<RepoId>().ok().map(|id| id.to_string()),
+        (Some("v1"), Some("repo"), Some(id)) => id
+            .strip_suffix(".git")
+            .unwrap_or(id)
+            .parse::<RepoId>()
+            .ok()
+            .map(|id| id.to_string()),
         _ => None,
+    };
+    // git's smart HTTP routes are their own surface: fetches and pushes.
+    let surface = if ["/info/refs", "/git-upload-pack", "/git-receive-pack"]
+        .iter()
+        .any(|r| route.ends_with(r))
+    {
+        Surface::Git
+    } else {
+        Surface::Api
     };
     let presented = request
         .headers()
@@ -803,7 +820,7 @@ pub async fn rest_request(
     trail.record(AuditRow {
         at_ms,
         pid: std::process::id() as i64,
-        surface: Surface::Api.as_str().into(),
+        surface: surface.as_str().into(),
         credential,
         credential_id,
         action,

@@ -313,6 +313,7 @@ async fn admit(
         Refusal::Unavailable => text(StatusCode::SERVICE_UNAVAILABLE, &refusal.to_git()),
         other => unauthorized(&other),
     })?;
+    crate::audit::note_credential(crate::audit::Who::of_scope(&scope));
     let id: RepoId = raw_id
         .strip_suffix(".git")
         .unwrap_or(raw_id)

@@ -729,3 +729,45 @@ fn api_without_git_on_path_says_it_needs_git() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetches_and_pushes_land_in_the_audit_trail() {
+    use scoped_repo_mcp::store::AuditQuery;
+    let h = Harness::new();
+    let id = h.repo(&[("src/lib.rs", LIB)]);
+    let api = api_on(&h).await;
+    let git = GitUser::new();
+    let wc = working_copy(&h, &git, &api, &id, "wc");
+    std::fs::write(wc.join("notes.md"), "from git\n").unwrap();
+    git.ok(&wc, &["add", "notes.md"]);
+    git.ok(&wc, &["commit", "--quiet", "-m", "Add notes"]);
+    git.ok(&wc, &["push", "--quiet", "origin", "main"]);
+    let query = AuditQuery {
+        repo: Some(id.to_string()),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    // The trail is written in batches, about every 100 ms.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = h.store.audit(&query).unwrap();
+        if rows.iter().any(|r| r.action.ends_with("/git-receive-pack")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let git_rows: Vec<_> = rows.iter().filter(|r| r.surface == "git").collect();
+    assert!(
+        git_rows
+            .iter()
+            .any(|r| r.action.ends_with("/git-upload-pack") && r.outcome == "ok"),
+        "{rows:#?}"
+    );
+    let push = git_rows
+        .iter()
+        .find(|r| r.action.ends_with("/git-receive-pack"))
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(push.outcome, "ok");
+    assert_eq!(push.credential, "token git");
+    assert_eq!(push.repo.as_deref(), Some(id.to_string().as_str()));
+}
