@@ -19,6 +19,13 @@ pub(crate) struct ApiChild {
     pub(crate) child: tokio::process::Child,
 }
 
+impl ApiChild {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("the api server is running")
+    }
+}
+
 async fn start_api(h: &Harness, stderr: Stdio) -> ApiChild {
     start_api_with(h, stderr, &[]).await
 }

@@ -771,3 +771,105 @@ async fn fetches_and_pushes_land_in_the_audit_trail() {
     assert_eq!(push.credential, "token git");
     assert_eq!(push.repo.as_deref(), Some(id.to_string().as_str()));
 }
+
+// Killed with SIGKILL in the middle of a push, `api` leaves main at its old commit or
+// at the pushed one, git's objects whole, and the next server takes the same push.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_during_a_push_leaves_the_old_head_or_the_new_one() {
+    let h = Harness::new();
+    let id = h.repo(&[("a.txt", "a\n")]);
+    let api = api_on(&h).await;
+    let git = GitUser::new();
+    let wc = working_copy(&h, &git, &api, &id, "wc");
+    let head = h.store.head(&id).unwrap();
+    for f in 0..400 {
+        let body: String = (0..200)
+            .map(|l| format!("file {f} line {l} of text\n"))
+            .collect();
+        std::fs::write(wc.join(format!("f{f}.txt")), body).unwrap();
+    }
+    git.ok(&wc, &["add", "."]);
+    git.ok(&wc, &["commit", "--quiet", "-m", "many files"]);
+    let new = git.ok(&wc, &["rev-parse", "HEAD"]);
+    let mut push = std::process::Command::new("git")
+        .args([
+            "-c",
+            "credential.helper=",
+            "push",
+            "--quiet",
+            "origin",
+            "main",
+        ])
+        .current_dir(&wc)
+        .env("HOME", git.home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the server once the push is under way (its quarantine exists), or at the
+    // latest when the push has ended.
+    for _ in 0..400 {
+        if !quarantines(&h, &id).is_empty() || push.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mid_push = !quarantines(&h, &id).is_empty();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &api.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = push.wait();
+    // An orphaned receive-pack may still finish or give up; let it.
+    for _ in 0..100 {
+        if quarantines(&h, &id).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after = h.store.head(&id).unwrap();
+    assert!(
+        after == head || after == new,
+        "main is {after}: neither {head} nor {new}"
+    );
+    eprintln!(
+        "killed {} the push; main at the {} head",
+        if mid_push {
+            "in the middle of"
+        } else {
+            "after"
+        },
+        if after == head { "old" } else { "new" }
+    );
+    let fsck = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(h.store.git_dir(&id))
+        .args(["fsck", "--no-dangling"])
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{fsck:?}");
+    // A new server takes the push (or has nothing left to take) and the tools see it.
+    drop(api);
+    let api = api_on(&h).await;
+    let remote = url(&api, &id, &token(&h, id));
+    git.ok(&wc, &["push", "--quiet", &remote, "main"]);
+    assert_eq!(h.store.head(&id).unwrap(), new);
+    assert!(
+        quarantines(&h, &id).is_empty(),
+        "{:?}",
+        quarantines(&h, &id)
+    );
+    let c = h.client_for(&[id]).await;
+    crate::common::ok(
+        &crate::common::call(
+            &c,
+            "read_file",
+            serde_json::json!({"repo_id": id.to_string(), "path": "f399.txt"}),
+        )
+        .await,
+    );
+}
