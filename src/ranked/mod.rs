@@ -96,6 +96,10 @@ struct CommitRecord {
 #[derive(Debug, Default, Clone)]
 struct History {
     records: HashMap<Oid, CommitRecord>,
+    /// The included commits, oldest first (it may hold commits withdrawn since, which
+    /// are skipped): the oldest leave first once more than the cap are kept, so a
+    /// long-running server's history stays bounded however many commits land.
+    order: std::collections::VecDeque<Oid>,
     /// path → summed message term counts of the included commits that changed it.
     per_file: HashMap<String, HashMap<u32, u32>>,
     /// path → how many included commits changed it.
@@ -173,6 +177,8 @@ pub struct RankedIndex {
     defs: Field,
     msgs: Field,
     history: History,
+    /// Most commits whose messages are kept ([`MAX_HISTORY_COMMITS`]).
+    history_cap: usize,
 }
 
 /// Drop trailer lines (`Signed-off-by:`, `Co-authored-by:` …): names, not meaning.
@@ -204,6 +210,7 @@ impl RankedIndex {
             defs: Field::default(),
             msgs: Field::default(),
             history: History::default(),
+            history_cap: MAX_HISTORY_COMMITS,
         };
         ix.update(repo, None, commit)?;
         Ok(ix)
@@ -425,13 +432,28 @@ impl RankedIndex {
         if let Some(old) = old {
             walk.hide(old)?;
         }
-        let fresh: Vec<Oid> = walk.take(MAX_HISTORY_COMMITS).collect::<Result<_, _>>()?;
-        for oid in fresh {
+        let fresh: Vec<Oid> = walk.take(self.history_cap).collect::<Result<_, _>>()?;
+        // Oldest first, so that `order` stays oldest first.
+        for oid in fresh.into_iter().rev() {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
                 self.history.records.insert(oid, rec);
+                self.history.order.push_back(oid);
                 n += 1;
             }
+        }
+        while self.history.records.len() > self.history_cap {
+            let Some(oldest) = self.history.order.pop_front() else {
+                break;
+            };
+            if let Some(rec) = self.history.records.remove(&oldest) {
+                self.history.apply(&rec, -1, &mut dirty);
+            }
+        }
+        // Withdrawn commits leave stale entries behind; drop them once they dominate.
+        if self.history.order.len() > 2 * self.history.records.len() + 1024 {
+            let records = &self.history.records;
+            self.history.order.retain(|o| records.contains_key(o));
         }
         for p in dirty {
             if let Some(&slot) = self.slot_of.get(&p) {
@@ -659,6 +681,32 @@ mod tests {
             .into_iter()
             .next()
             .map(|f| f.path)
+    }
+
+    // A server taking commits for hours kept every commit's message in memory: the
+    // oldest now leave once more than the cap are kept, and their terms with them.
+    #[test]
+    fn history_keeps_at_most_the_cap_newest_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut head = commit(&repo, None, &[("a.py", "x = 0\n")], "Start zeppelin");
+        let mut ix = RankedIndex::build(&repo, head).unwrap();
+        ix.history_cap = 5;
+        for i in 1..=20 {
+            head = commit(
+                &repo,
+                Some(head),
+                &[("a.py", &format!("x = {i}\n"))],
+                &format!("Step {i} gyroscope"),
+            );
+            ix.advance(&repo, head).unwrap();
+        }
+        assert_eq!(ix.history.records.len(), 5);
+        assert!(ix.history.order.len() <= 5 + 1024);
+        // The first commit's words are gone with it; the newest are kept.
+        assert_eq!(top(&ix, "zeppelin"), None);
+        assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
+        assert!(ix.includes_commit(head));
     }
 
     // Moving to a head that does not descend from the indexed one must withdraw the

@@ -161,6 +161,30 @@ fn private_file(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The most memory libgit2's object cache (commits and trees it has parsed) may hold in
+/// this process. libgit2's default, 256 MiB, let a server taking thousands of commits
+/// grow by that much before the cache started evicting.
+pub const GIT_OBJECT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+fn cap_git_object_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Initialises libgit2 first, as every git2 call does.
+        git2::opts::enable_caching(true);
+        // SAFETY: a process-wide option of libgit2, set once (under `Once`) before
+        // this store opens any repository; the option takes one `ssize_t`.
+        let failed = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_SET_CACHE_MAX_SIZE as std::ffi::c_int,
+                GIT_OBJECT_CACHE_BYTES as isize,
+            )
+        } < 0;
+        if failed {
+            tracing::warn!("libgit2's object cache could not be capped; it keeps its default");
+        }
+    });
+}
+
 /// Whether the file system holding `path` has no space left for an unprivileged writer.
 fn no_space_left(path: &Path) -> bool {
     #[cfg(unix)]
@@ -272,6 +296,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Store {
     /// Open (creating if needed) the store in `root`.
     pub fn open(root: &Path, limits: Limits) -> Result<Self, StoreError> {
+        cap_git_object_cache();
         private_dirs(root)?;
         std::fs::create_dir_all(root.join("repos"))?;
         let db_path = root.join("store.db");
