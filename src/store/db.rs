@@ -553,11 +553,19 @@ impl Db {
         Ok(rows)
     }
 
-    /// Hashes of live tokens whose short id starts with `prefix`.
+    /// Hashes of tokens whose short id starts with `prefix`.
     pub(crate) fn token_hashes_by_id(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.hashes_by_id("tokens", prefix)
+    }
+
+    /// Hashes in `table` (`tokens` or `account_keys`, never caller input) whose short
+    /// id starts with `prefix`.
+    fn hashes_by_id(&self, table: &'static str, prefix: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT hash FROM tokens WHERE substr(hash, 1, length(?1)) = ?1")
+            .prepare(&format!(
+                "SELECT hash FROM {table} WHERE substr(hash, 1, length(?1)) = ?1"
+            ))
             .map_err(db_err)?;
         let rows = stmt
             .query_map(params![prefix], |r| r.get::<_, String>(0))
@@ -624,16 +632,7 @@ impl Db {
 
     /// Hashes of account keys whose short id starts with `prefix`.
     pub(crate) fn account_key_hashes_by_id(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT hash FROM account_keys WHERE substr(hash, 1, length(?1)) = ?1")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![prefix], |r| r.get::<_, String>(0))
-            .map_err(db_err)?
-            .filter_map(Result::ok)
-            .collect();
-        Ok(rows)
+        self.hashes_by_id("account_keys", prefix)
     }
 
     /// Mark an account key revoked; its name when it was live, `None` otherwise.

@@ -186,6 +186,21 @@ pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
         .unwrap_or_else(|e| panic!("{tool} failed at the protocol level: {e}"))
 }
 
+/// The names of the tools a client is shown, sorted.
+pub async fn tool_names<S: rmcp::service::Service<RoleClient>>(
+    c: &RunningService<RoleClient, S>,
+) -> Vec<String> {
+    let mut names: Vec<String> = c
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The structured answer of a call that must have succeeded.
 pub fn ok(result: &CallToolResult) -> Value {
     assert_ne!(

@@ -8,7 +8,7 @@ use scoped_repo_mcp::model::{MintSpec, RepoId};
 use serde_json::{Value, json};
 
 use crate::api::{send, start_api_with};
-use crate::common::{Client, Harness, call, ok, refused};
+use crate::common::{Client, Harness, call, ok, refused, tool_names};
 
 fn mint(h: &Harness, repos: &[RepoId], read_only: bool, paths: &[&str], delegate: bool) -> String {
     h.store
@@ -23,18 +23,6 @@ fn mint(h: &Harness, repos: &[RepoId], read_only: bool, paths: &[&str], delegate
         })
         .unwrap()
         .token
-}
-
-async fn tool_names(c: &Client) -> Vec<String> {
-    let mut names: Vec<String> = c
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    names.sort();
-    names
 }
 
 async fn stdio_on(h: &Harness, token: &str) -> Client {

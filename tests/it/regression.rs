@@ -161,16 +161,8 @@ async fn anonymous_session_minted_and_revoked_tokens() {
         .token;
     let server = h.http(&["--allow-anonymous", "--repo", &r.to_string()]);
     let client = server.client(None).await.unwrap();
-    let mut tools: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
-    tools.sort();
     assert_eq!(
-        tools,
+        crate::common::tool_names(&client).await,
         [
             "list_files",
             "list_repos",
