@@ -219,6 +219,9 @@ fuzz_target!(|data: &[u8]| {
         .await
     });
 
+    if std::env::var_os("FUZZ_SHOW").is_some() {
+        eprintln!("{tool} {args}\n=> {answer}");
+    }
     if let Some(error) = answer.get("error") {
         // -32603: the server's own failure.
         assert_ne!(error["code"], json!(-32603), "{tool}: {answer}");
