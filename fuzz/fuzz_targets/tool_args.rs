@@ -8,7 +8,8 @@
 //! Input: the first line is the tool's name; the rest is the arguments as JSON. In the
 //! arguments, `$IN` and `$OUT` stand for the in-scope and out-of-scope repo IDs,
 //! `$TOKEN_IN` for a fresh token of the in-scope repo and `$TOKEN_OUT` for a token of
-//! the other, so seeds (and mutations of them) reach past the ID checks.
+//! the other, so seeds (and mutations of them) reach past the ID checks. With
+//! `FUZZ_SHOW` set, each call and its answer are printed to stderr.
 #![no_main]
 
 use std::collections::BTreeMap;
