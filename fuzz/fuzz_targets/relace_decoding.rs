@@ -113,7 +113,12 @@ fn response(data: &[u8]) -> Option<Vec<u8>> {
             continue;
         };
         let name = name.trim();
-        let framing = ["content-length", "transfer-encoding", "connection", "location"];
+        let framing = [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "location",
+        ];
         if name.is_empty()
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             || framing.iter().any(|f| name.eq_ignore_ascii_case(f))
@@ -124,7 +129,11 @@ fn response(data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(format!("{name}: {}\r\n", value.trim()).as_bytes());
     }
     out.extend_from_slice(
-        format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes(),
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
     );
     out.extend_from_slice(body);
     Some(out)
@@ -194,9 +203,16 @@ fuzz_target!(|data: &[u8]| {
         let got = clean("search", status, c.search(&repo, &query, Some(tx)).await);
         assert!(!failed || got.is_err(), "search succeeded on {status}");
         while let Ok(event) = rx.try_recv() {
-            assert!(!event.contains(CREDENTIAL), "an event relays the credential");
+            assert!(
+                !event.contains(CREDENTIAL),
+                "an event relays the credential"
+            );
         }
-        let got = clean("retrieve", status, c.retrieve(&repo, "where is main", true, 0.3, 800).await);
+        let got = clean(
+            "retrieve",
+            status,
+            c.retrieve(&repo, "where is main", true, 0.3, 800).await,
+        );
         assert!(!failed || got.is_err(), "retrieve succeeded on {status}");
         let spec = MintSpec {
             name: "fuzz".into(),
@@ -208,7 +224,10 @@ fuzz_target!(|data: &[u8]| {
             parent: None,
         };
         let got = clean("create_token", status, c.create_token(&spec).await);
-        assert!(!failed || got.is_err(), "create_token succeeded on {status}");
+        assert!(
+            !failed || got.is_err(),
+            "create_token succeeded on {status}"
+        );
         let got = clean("get_token", status, c.get_token(CREDENTIAL).await);
         assert!(!failed || got.is_err(), "get_token succeeded on {status}");
         let got = clean("delete_token", status, c.delete_token(CREDENTIAL).await);

@@ -54,7 +54,11 @@ fn check_accepted(raw: &str) {
             !matches!(*c, "" | "." | ".."),
             "empty, . or .. component: {raw:?}"
         );
-        assert!(c.len() <= MAX_COMPONENT_BYTES, "{} byte name: {raw:?}", c.len());
+        assert!(
+            c.len() <= MAX_COMPONENT_BYTES,
+            "{} byte name: {raw:?}",
+            c.len()
+        );
         assert!(!hfs_dot(c, "git"), "HFS+ reads {c:?} as .git in {raw:?}");
         assert!(!ntfs_dotgit(c), "NTFS reads {c:?} as .git in {raw:?}");
         if is_dir {
@@ -97,12 +101,19 @@ fn ntfs_dotgit(name: &str) -> bool {
     let at = |i: usize| b.get(i).copied().unwrap_or(0);
     let mut i;
     if at(0) == b'.' {
-        if !(at(1).eq_ignore_ascii_case(&b'g') && at(2).eq_ignore_ascii_case(&b'i') && at(3).eq_ignore_ascii_case(&b't')) {
+        if !(at(1).eq_ignore_ascii_case(&b'g')
+            && at(2).eq_ignore_ascii_case(&b'i')
+            && at(3).eq_ignore_ascii_case(&b't'))
+        {
             return false;
         }
         i = 4;
     } else if at(0).eq_ignore_ascii_case(&b'g') {
-        if !(at(1).eq_ignore_ascii_case(&b'i') && at(2).eq_ignore_ascii_case(&b't') && at(3) == b'~' && at(4) == b'1') {
+        if !(at(1).eq_ignore_ascii_case(&b'i')
+            && at(2).eq_ignore_ascii_case(&b't')
+            && at(3) == b'~'
+            && at(4) == b'1')
+        {
             return false;
         }
         i = 5;

@@ -58,8 +58,14 @@ struct Harness {
 const FILES: [(&str, &str); 4] = [
     ("README.md", "# Demo\n\nA small repo for the tools.\n"),
     ("src/main.rs", "fn main() {\n    println!(\"hello\");\n}\n"),
-    ("src/lib/parse.rs", "pub fn parse(s: &str) -> usize {\n    s.len()\n}\n"),
-    ("web/app.ts", "export function start(port: number) {\n  return port;\n}\n"),
+    (
+        "src/lib/parse.rs",
+        "pub fn parse(s: &str) -> usize {\n    s.len()\n}\n",
+    ),
+    (
+        "web/app.ts",
+        "export function start(port: number) {\n  return port;\n}\n",
+    ),
 ];
 
 fn harness() -> &'static Harness {
@@ -161,7 +167,10 @@ impl Pipe {
     async fn send(&mut self, message: &Value) {
         let mut line = serde_json::to_vec(message).unwrap();
         line.push(b'\n');
-        self.to_server.write_all(&line).await.expect("the server hung up");
+        self.to_server
+            .write_all(&line)
+            .await
+            .expect("the server hung up");
         self.to_server.flush().await.unwrap();
     }
 
@@ -213,11 +222,8 @@ fuzz_target!(|data: &[u8]| {
 
     let answer = h.runtime.block_on(async {
         let mut pipe = h.pipe.lock().unwrap();
-        pipe.request(
-            "tools/call",
-            json!({"name": tool, "arguments": arguments}),
-        )
-        .await
+        pipe.request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await
     });
 
     if std::env::var_os("FUZZ_SHOW").is_some() {
@@ -234,7 +240,11 @@ fuzz_target!(|data: &[u8]| {
             "{tool} failed inside the server on {args}: {answer}"
         );
         if !known {
-            assert_eq!(result["isError"], json!(true), "unknown tool {tool:?}: {answer}");
+            assert_eq!(
+                result["isError"],
+                json!(true),
+                "unknown tool {tool:?}: {answer}"
+            );
         }
     }
 
