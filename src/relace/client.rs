@@ -359,7 +359,10 @@ fn token_segment(token: &str) -> Result<String, RelaceError> {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = raw.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // A wait too long for a `Duration` is still a wait past any limit: saturate,
+        // so the caller reports it instead of waiting (`from_secs_f64` would panic).
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
     }
     let at = httpdate_to_unix(raw)?;
     Some(Duration::from_secs(
@@ -850,7 +853,9 @@ impl RelaceClient {
             if data.is_empty() {
                 return;
             }
-            let data = data.join("\n");
+            // Events go on to the agent as progress and as the final report: like every
+            // other answer's text, neither their names nor their data carry the credential.
+            let (event, data) = (self.redact(event), self.redact(data.join("\n")));
             events += 1;
             if let Some(tx) = &progress {
                 let mut shown: String = data.chars().take(300).collect();
@@ -889,7 +894,7 @@ impl RelaceClient {
         if event == "error" {
             return Err(RelaceError::Transport {
                 base: self.base.clone(),
-                cause: format!("the agentic search failed: {}", self.redact(data)),
+                cause: format!("the agentic search failed: {data}"),
                 hint: "try the search again, or use mode literal or regex",
             });
         }

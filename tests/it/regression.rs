@@ -1356,3 +1356,109 @@ mod http_limits {
         assert_eq!(gone.status(), 404, "the session has ended");
     }
 }
+
+/// The base URL of a server that answers every request with `response`, as a Relace API
+/// gone wrong might.
+async fn answering_every_request(response: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Every request here is a small one: read its head and answer.
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(response).await;
+            });
+        }
+    });
+    base
+}
+
+// A hand-made relace_decoding fuzz input: a `Retry-After` of more seconds than a `Duration` holds
+// (`1e20`) panicked the Relace client in `Duration::from_secs_f64` on any error answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_retry_after_panicked_the_relace_client() {
+    use scoped_repo_mcp::model::{Change, FileOp, UpdateSpec};
+    use scoped_repo_mcp::paths::RepoPath;
+    use scoped_repo_mcp::relace::{RelaceClient, RelaceError, RetryPolicy};
+
+    let base = answering_every_request(
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 100000000000000000000\r\n\
+          content-length: 4\r\nconnection: close\r\n\r\nbusy",
+    )
+    .await;
+    let client = RelaceClient::new(&base, "rlc-operator", RetryPolicy::default()).unwrap();
+    let id = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69".parse().unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(30), client.get_repo(&id))
+        .await
+        .expect("answered without waiting out the Retry-After");
+    let Err(RelaceError::Transport { cause, .. }) = read else {
+        panic!("a read told to retry after 1e20 s: {read:?}");
+    };
+    assert!(cause.contains("retry after"), "{cause}");
+
+    let update = UpdateSpec {
+        change: Change::Operations(vec![FileOp::Delete {
+            path: RepoPath::parse("f.txt").unwrap(),
+        }]),
+        expected_head: None,
+        message: None,
+        control: Default::default(),
+        visible: None,
+    };
+    let write = client.update(&id, &update).await;
+    assert!(
+        matches!(write, Err(RelaceError::WriteUncertain { .. })),
+        "{write:?}"
+    );
+}
+
+// Fuzzing (relace_decoding): the agentic search relayed its event stream's progress
+// events (names and data), and returned its final report, without redacting the
+// client's credential (only the `error` event's data was redacted).
+#[tokio::test(flavor = "multi_thread")]
+async fn agentic_search_events_carried_the_credential() {
+    use scoped_repo_mcp::backend::SearchOutcome;
+    use scoped_repo_mcp::model::LineQuery;
+    use scoped_repo_mcp::relace::{RelaceClient, RetryPolicy};
+
+    const KEY: &str = "rlc-operator-secret-key";
+    let base = answering_every_request(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+          event: progress rlc-operator-secret-key\ndata: calling with rlc-operator-secret-key\n\n\
+          event: done\ndata: {\"note\": \"key rlc-operator-secret-key\"}\n\n",
+    )
+    .await;
+    let client = RelaceClient::new(&base, KEY, RetryPolicy::default()).unwrap();
+    let id = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69".parse().unwrap();
+    let query = LineQuery {
+        pattern: "main".into(),
+        regex: false,
+        case_sensitive: true,
+        path_glob: None,
+        visible: None,
+        max_results: 10,
+        context_lines: 0,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = client.search(&id, &query, Some(tx)).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        events.push(event);
+    }
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert!(!event.contains(KEY), "{event}");
+        assert!(event.contains("<redacted>"), "{event}");
+    }
+    let SearchOutcome::Agentic(report) = outcome else {
+        panic!("an event stream is an agentic search's answer");
+    };
+    assert!(
+        !report.report.to_string().contains(KEY),
+        "{:?}",
+        report.report
+    );
+}
