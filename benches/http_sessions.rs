@@ -4,7 +4,6 @@
 //! Run: `cargo bench --bench http_sessions` (prints a Markdown table).
 //! `BENCH_CALLS` sets the calls per session level (default 4000).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rmcp::ServiceExt;
@@ -15,18 +14,8 @@ use scoped_repo_mcp::paths::RepoPath;
 use scoped_repo_mcp::store::{Limits, Store};
 use serde_json::json;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+mod support;
+use support::{pct, proc_status, spawn_http_server};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -51,26 +40,7 @@ async fn main() {
         })
         .collect();
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scoped-repo-mcp"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        addr
-    };
+    let (mut child, addr) = spawn_http_server(dir.path(), &[]);
     let url = format!("http://{addr}/mcp");
     let connect = |token: String| {
         let url = url.clone();
@@ -141,13 +111,13 @@ async fn main() {
     }
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(child.id());
+    let before = proc_status(child.id(), "VmRSS:");
     let mut idle = Vec::new();
     for t in tokens.iter().skip(64).take(200) {
         idle.push(connect(t.clone()).await);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(child.id());
+    let after = proc_status(child.id(), "VmRSS:");
     println!();
     println!(
         "Server RSS {before} KiB before and {after} KiB with 200 idle sessions open: {:.1} KiB per idle session.",

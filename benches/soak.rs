@@ -25,6 +25,9 @@ use scoped_repo_mcp::paths::RepoPath;
 use scoped_repo_mcp::store::{Limits, Store};
 use serde_json::{Value, json};
 
+mod support;
+use support::{pct, proc_status, spawn_http_server};
+
 const BIN: &str = env!("CARGO_BIN_EXE_scoped-repo-mcp");
 const QUERIES: [&str; 4] = ["retry", "backoff", "fn f1", "scope ="];
 type Client = RunningService<RoleClient, ()>;
@@ -57,23 +60,10 @@ impl Books {
     }
 }
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count() as u64)
         .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// A small deterministic generator, so runs are comparable.
@@ -249,26 +239,7 @@ async fn main() {
         .id;
     let key = store.create_account_key("soak").unwrap();
 
-    let mut http = std::process::Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(http.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        addr
-    };
+    let (mut http, addr) = spawn_http_server(dir.path(), &[]);
     let url = format!("http://{addr}/mcp");
     let books = Arc::new(Books::default());
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -24,8 +24,6 @@ use crate::paths::RepoPath;
 use crate::scope::Right;
 use crate::store::{RepoRow, Store, StoreError, TokenState, is_binary};
 
-/// Longest search or retrieval query, in bytes (as the MCP tools allow).
-const MAX_QUERY_BYTES: usize = 4096;
 /// Default and largest page of `GET /repo`.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -745,13 +743,8 @@ fn check_query(q: &str) -> Result<(), ApiError> {
     if q.trim().is_empty() {
         return Err(ApiError::unprocessable("query is empty"));
     }
-    if q.len() > MAX_QUERY_BYTES {
-        return Err(ApiError::unprocessable(format!(
-            "query is {} bytes; the limit is {MAX_QUERY_BYTES}",
-            q.len()
-        )));
-    }
-    Ok(())
+    // The MCP tools' limit, answered 422 as the API answers every bad body.
+    crate::rules::query_length("query", q).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
 /// `POST /repo/{id}/retrieve`: ranked retrieval.

@@ -60,8 +60,6 @@ pub fn registry() -> impl Iterator<Item = &'static ToolSpec> {
         .chain(token_tools::TOOLS)
 }
 
-pub use crate::rules::MAX_QUERY_BYTES;
-
 /// Settings of the server beyond its scope.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {

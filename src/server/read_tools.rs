@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::scope::Right;
 
-use super::{MAX_QUERY_BYTES, RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
+use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::{ProgressSender, SearchOutcome};
 use crate::escape::one_line;
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
@@ -200,12 +200,7 @@ pub struct ListFilesOutput {
 }
 
 fn query_too_long(query: &str) -> Result<(), ToolFailure> {
-    if query.len() > MAX_QUERY_BYTES {
-        return Err(ToolFailure::Refused(format!(
-            "the query is {} bytes; the limit is {MAX_QUERY_BYTES}",
-            query.len()
-        )));
-    }
+    crate::rules::query_length("the query", query)?;
     if query.is_empty() {
         return Err(ToolFailure::Refused("the query is empty".into()));
     }

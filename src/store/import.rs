@@ -473,7 +473,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         std::fs::create_dir_all(r.join("sub/deeper")).unwrap();
-        for f in [
+        let names = [
             "plain",
             "link",
             "sub/deeper/f",
@@ -481,21 +481,12 @@ mod tests {
             "fifo",
             "grows",
             "gone",
-        ] {
+        ];
+        for f in names {
             std::fs::write(r.join(f), "inside").unwrap();
         }
-        let ids: BTreeMap<&str, FileId> = [
-            "plain",
-            "link",
-            "sub/deeper/f",
-            "other",
-            "fifo",
-            "grows",
-            "gone",
-        ]
-        .into_iter()
-        .map(|f| (f, walked(&r.join(f))))
-        .collect();
+        let ids: BTreeMap<&str, FileId> =
+            names.into_iter().map(|f| (f, walked(&r.join(f)))).collect();
 
         std::fs::remove_file(r.join("link")).unwrap();
         std::os::unix::fs::symlink(&secret, r.join("link")).unwrap();

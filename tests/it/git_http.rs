@@ -35,19 +35,23 @@ impl GitUser {
         self.home.path().join(name)
     }
 
-    /// `git -c credential.helper= ARGS` in `cwd`.
-    fn run(&self, cwd: &Path, args: &[&str]) -> Output {
-        std::process::Command::new("git")
-            .args(["-c", "credential.helper="])
+    /// `git -c credential.helper= ARGS` in `cwd`, as this user, not yet started.
+    fn command(&self, cwd: &Path, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("git");
+        c.args(["-c", "credential.helper="])
             .args(args)
             .current_dir(cwd)
             .env("HOME", self.home.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env_remove("GIT_PROTOCOL")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `git -c credential.helper= ARGS` in `cwd`.
+    fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd, args).output().unwrap()
     }
 
     /// `git ARGS` that must succeed; its stdout.
@@ -791,20 +795,8 @@ async fn a_server_killed_during_a_push_leaves_the_old_head_or_the_new_one() {
     git.ok(&wc, &["add", "."]);
     git.ok(&wc, &["commit", "--quiet", "-m", "many files"]);
     let new = git.ok(&wc, &["rev-parse", "HEAD"]);
-    let mut push = std::process::Command::new("git")
-        .args([
-            "-c",
-            "credential.helper=",
-            "push",
-            "--quiet",
-            "origin",
-            "main",
-        ])
-        .current_dir(&wc)
-        .env("HOME", git.home.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
+    let mut push = git
+        .command(&wc, &["push", "--quiet", "origin", "main"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
