@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::RelaceError;
+use super::events::{Event, EventSplitter, EventTooLarge, MAX_EVENT_BYTES};
 use crate::backend::SearchOutcome;
 use crate::model::{
     AgenticReport, Change, FileOp, LineQuery, LineResults, MatchRange, MintSpec, MintedToken,
@@ -837,25 +838,13 @@ impl RelaceClient {
         progress: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<AgenticReport, RelaceError> {
         let mut stream = response.bytes_stream();
-        let mut buffer = String::new();
+        let mut splitter = EventSplitter::default();
         let mut last: Option<(String, String)> = None;
         let mut events = 0usize;
-        let mut flush = |block: &str, last: &mut Option<(String, String)>| {
-            let mut event = "message".to_string();
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-                }
-            }
-            if data.is_empty() {
-                return;
-            }
+        let mut relay = |found: Event, last: &mut Option<(String, String)>| {
             // Events go on to the agent as progress and as the final report: like every
             // other answer's text, neither their names nor their data carry the credential.
-            let (event, data) = (self.redact(event), self.redact(data.join("\n")));
+            let (event, data) = (self.redact(found.name), self.redact(found.data));
             events += 1;
             if let Some(tx) = &progress {
                 let mut shown: String = data.chars().take(300).collect();
@@ -866,6 +855,7 @@ impl RelaceClient {
             }
             *last = Some((event, data));
         };
+        let mut found = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| RelaceError::Transport {
                 base: self.base.clone(),
@@ -875,15 +865,21 @@ impl RelaceClient {
                 ),
                 hint: "try the search again",
             })?;
-            buffer.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                flush(&block, &mut last);
+            splitter
+                .push(&chunk, &mut found)
+                .map_err(|EventTooLarge| RelaceError::Malformed {
+                    base: self.base.clone(),
+                    cause: format!(
+                        "an event of the search's event stream passed {} MiB without ending",
+                        MAX_EVENT_BYTES >> 20
+                    ),
+                })?;
+            for event in found.drain(..) {
+                relay(event, &mut last);
             }
         }
-        if !buffer.trim().is_empty() {
-            let block = std::mem::take(&mut buffer);
-            flush(&block, &mut last);
+        if let Some(event) = splitter.finish() {
+            relay(event, &mut last);
         }
         let Some((event, data)) = last else {
             return Err(RelaceError::Malformed {

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod events;
 
 pub use backend::RelaceBackend;
 pub use client::{RelaceClient, RetryPolicy};

@@ -1360,6 +1360,12 @@ mod http_limits {
 /// The base URL of a server that answers every request with `response`, as a Relace API
 /// gone wrong might.
 async fn answering_every_request(response: &'static [u8]) -> String {
+    answering_in_pieces(std::slice::from_ref(Box::leak(Box::new(response)))).await
+}
+
+/// Like [`answering_every_request`], with the answer written piece by piece, a pause
+/// after each, so the client receives each piece as its own chunk.
+async fn answering_in_pieces(pieces: &'static [&'static [u8]]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -1369,7 +1375,11 @@ async fn answering_every_request(response: &'static [u8]) -> String {
                 // Every request here is a small one: read its head and answer.
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = conn.read(&mut buf).await;
-                let _ = conn.write_all(response).await;
+                for piece in pieces {
+                    let _ = conn.write_all(piece).await;
+                    let _ = conn.flush().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             });
         }
     });
@@ -1461,4 +1471,51 @@ async fn agentic_search_events_carried_the_credential() {
         "{:?}",
         report.report
     );
+}
+
+// The agentic search's event stream was decoded chunk by chunk as it arrived, so a
+// character whose bytes the network split across two chunks became two replacement
+// characters, in the relayed progress and in the final report alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_stream_split_inside_a_character_was_mangled() {
+    use scoped_repo_mcp::backend::SearchOutcome;
+    use scoped_repo_mcp::model::LineQuery;
+    use scoped_repo_mcp::relace::{RelaceClient, RetryPolicy};
+
+    // "é" is 0xC3 0xA9 and "✓" is 0xE2 0x9C 0x93: each piece ends inside one of them,
+    // and the third ends between a line's `\r` and its `\n`.
+    let base = answering_in_pieces(&[
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+          event: progress\r\ndata: caf\xC3",
+        b"\xA9 \xE2\x9C",
+        b"\x93 ok\r",
+        b"\n\r\nevent: done\ndata: {\"note\": \"caf\xC3",
+        b"\xA9\"}\n\n",
+    ])
+    .await;
+    let client = RelaceClient::new(&base, "rlc-key", RetryPolicy::default()).unwrap();
+    let id = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69".parse().unwrap();
+    let query = LineQuery {
+        pattern: "main".into(),
+        regex: false,
+        case_sensitive: true,
+        path_glob: None,
+        visible: None,
+        max_results: 10,
+        context_lines: 0,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = client.search(&id, &query, Some(tx)).await.unwrap();
+    let mut events = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        events.push(event);
+    }
+    assert_eq!(
+        events,
+        ["progress: café ✓ ok", "done: {\"note\": \"café\"}"]
+    );
+    let SearchOutcome::Agentic(report) = outcome else {
+        panic!("an event stream is an agentic search's answer");
+    };
+    assert_eq!(report.report, serde_json::json!({"note": "café"}));
 }
