@@ -218,7 +218,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let status = match &e {
             StoreError::RepoNotFound(_) | StoreError::FileNotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Conflict { .. } | StoreError::MergeConflict(_) => StatusCode::CONFLICT,
             // No HTTP request cancels a store update, but the store can say so.
             StoreError::Cancelled => StatusCode::CONFLICT,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
