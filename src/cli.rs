@@ -195,6 +195,16 @@ pub struct ApiArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
+    /// A host that git sources (`source: {type: "git", url}`) may fetch from (repeatable,
+    /// or comma separated): a host name or IP address, matched exactly. None by default:
+    /// every git source is then refused.
+    #[arg(
+        long = "allowed-git-host",
+        env = "SCOPED_REPO_ALLOWED_GIT_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allowed_git_hosts: Vec<String>,
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,
@@ -223,11 +233,21 @@ pub struct AuditArgs {
 /// `repo …`
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
-    /// Create a repo, empty or imported from a directory; prints its ID.
+    /// Create a repo, empty, imported from a directory, or made from a git history;
+    /// prints its ID.
     Create {
         /// Import this directory (honours .gitignore; skips binary and oversized files).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_git")]
         from_dir: Option<PathBuf>,
+        /// Make the repo from this git repository's history (its commits, not a
+        /// snapshot): an http:// or https:// URL, or the path of a repository on this
+        /// machine. Every commit must obey the store's rules (text files only, valid
+        /// paths, no symlinks or submodules).
+        #[arg(long, value_name = "URL_OR_PATH")]
+        from_git: Option<String>,
+        /// With --from-git: the branch to take (default: the source's HEAD).
+        #[arg(long, requires = "from_git")]
+        branch: Option<String>,
         /// Metadata as key=value (repeatable).
         #[arg(long = "metadata", value_name = "KEY=VALUE")]
         metadata: Vec<String>,
