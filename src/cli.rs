@@ -145,7 +145,9 @@ pub struct ServeArgs {
     pub repos: Vec<String>,
     /// Serve this directory: import it into the store on first use and link the repo to
     /// the directory's absolute path (in the store's own table, which no token can
-    /// write), reuse that repo afterwards, and add it to the scope.
+    /// write), reuse that repo afterwards, and add it to the scope. A git work tree is
+    /// imported with the history of its checked-out branch (committed files only), and
+    /// its new commits are merged into the repo's main at later start-ups.
     #[arg(long = "import", env = "SCOPED_REPO_IMPORT", value_name = "DIR")]
     pub import: Option<PathBuf>,
     /// With --import, on the first import: take every file, without reading
