@@ -75,6 +75,31 @@ async fn downstream(h: &Harness, log: &Path) -> ApiChild {
     .await
 }
 
+/// A `git` that writes each command line it is run with to `argv.log`, then runs the
+/// real git: put first on the PATH of a server, it shows what the process list shows.
+fn recording_git(dir: &Path) -> std::path::PathBuf {
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("argv.log");
+    let script = bin.join("git");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    log
+}
+
 /// `git rev-list --count main` of a bare repo.
 fn commit_count(git: &GitUser, dir: &Path) -> usize {
     git.ok(dir, &["rev-list", "--count", "main"])
@@ -139,7 +164,14 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
     let up = Upstream::new().await;
     let h = Harness::new();
     let log = h.data_dir().join("api.log");
-    let api = downstream(&h, &log).await;
+    let tools = tempfile::tempdir().unwrap();
+    let argv = recording_git(tools.path());
+    let path = format!(
+        "{}:{}",
+        tools.path().join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let api = start_api_env(&h, &log, &path).await;
     let key = Some(api.key.as_str());
     let git = GitUser::new();
 
@@ -246,6 +278,50 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
     );
     assert!(!logged.contains(&secret), "the log holds the credential");
     assert_eq!(files_holding(h.data_dir(), &secret), Vec::<String>::new());
+    // Every fetch ran through the recording git, and no command line held the secret.
+    let argv = std::fs::read_to_string(&argv).unwrap();
+    assert!(
+        argv.lines().filter(|l| l.contains(" fetch ")).count() >= 4,
+        "{argv}"
+    );
+    assert!(
+        !argv.contains(&secret),
+        "a command line held the credential: {argv}"
+    );
+}
+
+/// The downstream `api` with `path` as its PATH (to run a recording git).
+async fn start_api_env(h: &Harness, log: &Path, path: &str) -> ApiChild {
+    use tokio::io::AsyncBufReadExt as _;
+    let key = h.store.create_account_key("api tests").unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args([
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--allowed-git-host",
+            "127.0.0.1",
+        ])
+        .env("RUST_LOG", "debug")
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    ApiChild { base, key, child }
 }
 
 #[tokio::test(flavor = "multi_thread")]
