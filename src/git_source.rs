@@ -711,6 +711,25 @@ impl GitSource {
         if dir_size(git_dir) > limits.max_bytes {
             return Err(self.too_large(limits));
         }
+        // git may succeed and still leave the ref alone, saying why only in a warning.
+        let landed = git2::Repository::open_bare(git_dir)
+            .and_then(|r| r.refname_to_id(FETCHED_REF))
+            .is_ok();
+        if !landed {
+            let why = if said.contains("shallow") {
+                "the source is a shallow clone and its history is incomplete; run `git fetch --unshallow` in it first".to_string()
+            } else {
+                self.scrub(if said.trim().is_empty() {
+                    "git fetched no commit (an empty repository or branch?)"
+                } else {
+                    &said
+                })
+            };
+            return Err(SourceError::Fetch(format!(
+                "fetching {} brought no commit: {why}",
+                self.describe()
+            )));
+        }
         Ok(())
     }
 

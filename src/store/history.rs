@@ -323,6 +323,14 @@ impl Store {
 }
 
 fn fetched_tip(repo: &Repository) -> Result<Oid, StoreError> {
+    // A history with its oldest commits cut off (a shallow source) is never taken:
+    // no clone of the store could be made from it.
+    if repo.path().join("shallow").exists() {
+        return Err(StoreError::Invalid(
+            "the source's history is shallow (incomplete); run `git fetch --unshallow` in it first"
+                .into(),
+        ));
+    }
     let tip = repo.refname_to_id(FETCHED_REF).map_err(|_| {
         StoreError::Invalid("the fetch brought no commit (an empty repository or branch?)".into())
     })?;

@@ -606,6 +606,31 @@ async fn repo_create_from_git_imports_a_local_repository_with_its_history() {
     let files = h.store.list_files(&side).unwrap().paths;
     assert_eq!(files, ["a.txt", "b.txt", "c/d.txt", "side.txt"]);
 
+    // A shallow clone's history is incomplete: refused, saying how to complete it.
+    let shallow = git.dir("shallow");
+    git.ok(
+        &git.dir(""),
+        &[
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            &format!("file://{}", work.display()),
+            shallow.to_str().unwrap(),
+        ],
+    );
+    let out = h
+        .command(&["repo", "create", "--from-git", shallow.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--unshallow"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Sources the command refuses, with nothing made.
     for bad in [
         "ssh://example.com/r.git",
