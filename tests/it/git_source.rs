@@ -606,6 +606,23 @@ async fn repo_create_from_git_imports_a_local_repository_with_its_history() {
     let files = h.store.list_files(&side).unwrap().paths;
     assert_eq!(files, ["a.txt", "b.txt", "c/d.txt", "side.txt"]);
 
+    // A remote over http, from the command line: no allow list needed.
+    let up = Upstream::new().await;
+    let out = h
+        .command(&["repo", "create", "--from-git", &up.url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let remote: RepoId = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(h.store.head(&remote).unwrap(), up.head());
+    assert_eq!(commit_count(&git, &h.store.git_dir(&remote)), 3);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&up.api.key));
+
     // A shallow clone's history is incomplete: refused, saying how to complete it.
     let shallow = git.dir("shallow");
     git.ok(
@@ -648,7 +665,7 @@ async fn repo_create_from_git_imports_a_local_repository_with_its_history() {
             "{bad}"
         );
     }
-    assert_eq!(h.store.repo_rows().unwrap().len(), 2);
+    assert_eq!(h.store.repo_rows().unwrap().len(), 3);
 }
 
 /// Run `serve --import DIR` through its start-up (its stdin closed at once), and
