@@ -14,6 +14,7 @@ use crate::audit::command_row;
 use crate::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
 use crate::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::escape::one_line;
+use crate::git_source::{FetchLimits, GitProgram, GitSource};
 use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
 use crate::store::{AuditQuery, AuditRow, ImportProgress, Store, StoreError};
 
@@ -104,6 +105,8 @@ pub fn repo(
     match cmd {
         RepoCommand::Create {
             from_dir,
+            from_git,
+            branch,
             metadata,
             link,
             no_ignore,
@@ -119,8 +122,27 @@ pub fn repo(
                 }
                 _ => None,
             };
-            let (id, head) = match from_dir {
-                Some(dir) => {
+            let (id, head) = match (from_dir, from_git) {
+                (_, Some(source)) => {
+                    let source = GitSource::from_operator(source, branch.as_deref())
+                        .map_err(|e| ConfigError(format!("--from-git: {e}")))?;
+                    let git = GitProgram::find((2, 32)).map_err(|why| {
+                        ConfigError(format!("--from-git needs `git` (2.32 or later): {why}"))
+                    })?;
+                    let (row, outcome) = store
+                        .create_from_history(metadata, |dir| {
+                            source.fetch_into(&git, dir, &FetchLimits::default())
+                        })
+                        .map_err(|e| ConfigError(format!("--from-git: {e}")))?;
+                    writeln!(
+                        err,
+                        "made from the history of {}: {} file(s) at its head",
+                        source.describe(),
+                        outcome.changed_files.len()
+                    )?;
+                    (row.id, outcome.head)
+                }
+                (Some(dir), None) => {
                     let bar = LazyBar::new();
                     let report =
                         store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
@@ -138,7 +160,7 @@ pub fn repo(
                     )?;
                     (report.repo_id, report.head)
                 }
-                None => {
+                (None, None) => {
                     let (row, outcome) = store.create_repo(metadata, &[])?;
                     (row.id, outcome.head)
                 }

@@ -57,7 +57,9 @@ impl From<StoreError> for BackendError {
                 BackendError::NotFound(message)
             }
             StoreError::Binary(_) => BackendError::Binary(message),
-            StoreError::Conflict { .. } => BackendError::Conflict(message),
+            StoreError::Conflict { .. } | StoreError::MergeConflict(_) => {
+                BackendError::Conflict(message)
+            }
             StoreError::Invalid(_)
             | StoreError::TooLarge(_)
             | StoreError::Search(_)

@@ -145,7 +145,9 @@ pub struct ServeArgs {
     pub repos: Vec<String>,
     /// Serve this directory: import it into the store on first use and link the repo to
     /// the directory's absolute path (in the store's own table, which no token can
-    /// write), reuse that repo afterwards, and add it to the scope.
+    /// write), reuse that repo afterwards, and add it to the scope. A git work tree is
+    /// imported with the history of its checked-out branch (committed files only), and
+    /// its new commits are merged into the repo's main at later start-ups.
     #[arg(long = "import", env = "SCOPED_REPO_IMPORT", value_name = "DIR")]
     pub import: Option<PathBuf>,
     /// With --import, on the first import: take every file, without reading
@@ -195,6 +197,16 @@ pub struct ApiArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
+    /// A host that git sources (`source: {type: "git", url}`) may fetch from (repeatable,
+    /// or comma separated): a host name or IP address, matched exactly. None by default:
+    /// every git source is then refused.
+    #[arg(
+        long = "allowed-git-host",
+        env = "SCOPED_REPO_ALLOWED_GIT_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allowed_git_hosts: Vec<String>,
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,
@@ -223,11 +235,21 @@ pub struct AuditArgs {
 /// `repo …`
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
-    /// Create a repo, empty or imported from a directory; prints its ID.
+    /// Create a repo, empty, imported from a directory, or made from a git history;
+    /// prints its ID.
     Create {
         /// Import this directory (honours .gitignore; skips binary and oversized files).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_git")]
         from_dir: Option<PathBuf>,
+        /// Make the repo from this git repository's history (its commits, not a
+        /// snapshot): an http:// or https:// URL, or the path of a repository on this
+        /// machine. Every commit must obey the store's rules (text files only, valid
+        /// paths, no symlinks or submodules).
+        #[arg(long, value_name = "URL_OR_PATH")]
+        from_git: Option<String>,
+        /// With --from-git: the branch to take (default: the source's HEAD).
+        #[arg(long, requires = "from_git")]
+        branch: Option<String>,
         /// Metadata as key=value (repeatable).
         #[arg(long = "metadata", value_name = "KEY=VALUE")]
         metadata: Vec<String>,

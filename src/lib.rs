@@ -15,6 +15,8 @@
 //!   secrets — and each repo's search index kept at its head.
 //! - [`search`]: line search (literal and regex) with ripgrep's matcher, and the per-head
 //!   trigram index that narrows it.
+//! - [`git_source`]: repos made from git: a source's URL or path, the rules of an
+//!   outbound fetch (allowed hosts, pinned address, credentials), and the fetch itself.
 //! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`connections`]: serving the HTTP servers' connections within their limits (cap,
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod escape;
+pub mod git_source;
 pub mod http;
 pub mod model;
 pub mod paths;

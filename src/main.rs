@@ -106,6 +106,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
                 audit: trail.clone(),
                 git: Some(std::sync::Arc::new(git)),
+                allowed_git_hosts: scoped_repo_mcp::git_source::AllowedHosts::parse(
+                    &args.allowed_git_hosts,
+                )
+                .map_err(anyhow::Error::msg)?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

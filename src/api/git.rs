@@ -76,6 +76,7 @@ pub struct GitSetupError(String);
 /// hook calls back into.
 #[derive(Debug, Clone)]
 pub struct GitSupport {
+    found: crate::git_source::GitProgram,
     program: PathBuf,
     path_env: String,
     hooks_dir: PathBuf,
@@ -86,43 +87,30 @@ impl GitSupport {
     /// Find `git` on PATH (at least 2.32) and write the pre-receive hook under
     /// `data_dir`; `hook_exe` is this product's binary, which the hook runs.
     pub fn find(data_dir: &Path, hook_exe: PathBuf) -> Result<Self, GitSetupError> {
-        let missing = |why: String| {
+        let found = crate::git_source::GitProgram::find(MIN_GIT).map_err(|why| {
             GitSetupError(format!(
                 "`scoped-repo-mcp api` needs `git` (2.32 or later) on PATH to serve clone, fetch and push at /v1/repo/{{id}}.git: {why}; install git (e.g. `apt-get install git`) and start again"
             ))
-        };
-        let path_env = std::env::var("PATH").unwrap_or_default();
-        let program = std::env::split_paths(&path_env)
-            .map(|d| d.join("git"))
-            .find(|p| p.is_file())
-            .ok_or_else(|| missing("no `git` found".into()))?;
-        let out = std::process::Command::new(&program)
-            .arg("--version")
-            .env_clear()
-            .output()
-            .map_err(|e| missing(format!("`{} --version` failed: {e}", program.display())))?;
-        let version = String::from_utf8_lossy(&out.stdout);
-        let numbers: Vec<u32> = version
-            .trim()
-            .trim_start_matches("git version ")
-            .split(['.', ' '])
-            .take(2)
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        if numbers.len() < 2 || (numbers[0], numbers[1]) < MIN_GIT {
-            return Err(missing(format!("found {}", version.trim())));
-        }
+        })?;
+        let program = found.program().to_path_buf();
+        let path_env = found.path_env().to_string();
         let hooks_dir = std::fs::canonicalize(data_dir)
             .map_err(|e| GitSetupError(format!("cannot open {}: {e}", data_dir.display())))?
             .join("git-hooks");
         write_hook(&hooks_dir)
             .map_err(|e| GitSetupError(format!("cannot write {}: {e}", hooks_dir.display())))?;
         Ok(Self {
+            found,
             program,
             path_env,
             hooks_dir,
             hook_exe,
         })
+    }
+
+    /// The `git` program, for fetches of git sources.
+    pub fn program(&self) -> &crate::git_source::GitProgram {
+        &self.found
     }
 
     /// `git <config> <service> --stateless-rpc <dir>`, from an empty environment.

@@ -47,6 +47,9 @@ pub struct ApiSettings {
     pub audit: crate::audit::Trail,
     /// What serving git needs; `None`: the `/repo/{id}.git` routes answer 503.
     pub git: Option<std::sync::Arc<git::GitSupport>>,
+    /// The hosts a git source (`source: {type: "git"}`) may fetch from
+    /// (`--allowed-git-host`); none by default, and every git source is then refused.
+    pub allowed_git_hosts: crate::git_source::AllowedHosts,
 }
 
 /// What the handlers share.
@@ -142,11 +145,16 @@ pub async fn serve_until(
 pub struct ApiError {
     status: StatusCode,
     detail: String,
+    /// The paths of a merge that conflicts (a git source's update), also named in
+    /// `detail`.
+    conflicts: Vec<String>,
 }
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     detail: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    conflicts: &'a [String],
 }
 
 impl ApiError {
@@ -155,6 +163,7 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            conflicts: Vec::new(),
         }
     }
 
@@ -199,6 +208,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 detail: &self.detail,
+                conflicts: &self.conflicts,
             }),
         )
             .into_response();
@@ -216,9 +226,16 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::MergeConflict(paths) = &e {
+            return ApiError {
+                status: StatusCode::CONFLICT,
+                detail: e.to_string(),
+                conflicts: paths.clone(),
+            };
+        }
         let status = match &e {
             StoreError::RepoNotFound(_) | StoreError::FileNotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Conflict { .. } => StatusCode::CONFLICT,
+            StoreError::Conflict { .. } | StoreError::MergeConflict(_) => StatusCode::CONFLICT,
             // No HTTP request cancels a store update, but the store can say so.
             StoreError::Cancelled => StatusCode::CONFLICT,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -228,6 +245,27 @@ impl From<StoreError> for ApiError {
             StoreError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
                 return ApiError::internal(e);
+            }
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<crate::git_source::SourceError> for ApiError {
+    fn from(e: crate::git_source::SourceError) -> Self {
+        use crate::git_source::SourceError;
+        let status = match &e {
+            SourceError::NoAllowList | SourceError::Invalid(_) | SourceError::NotAllowed(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            SourceError::Fetch(_) => StatusCode::BAD_GATEWAY,
+            SourceError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+            SourceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SourceError::Store(_) => {
+                let SourceError::Store(inner) = e else {
+                    unreachable!()
+                };
+                return inner.into();
             }
         };
         ApiError::new(status, e.to_string())

@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::{ApiError, ApiState, MAX_BODY_BYTES, REPO_HEAD_HEADER, blocking};
+use crate::git_source::{FetchLimits, GitProgram, GitSource, SourceError};
 use crate::model::{
     Change, FileOp, LineQuery, MintSpec, RankedQuery, RepoId, SearchHit, TokenInfo, UpdateSpec,
     parse_rfc3339, rfc3339,
 };
 use crate::paths::RepoPath;
 use crate::scope::Right;
-use crate::store::{RepoRow, Store, StoreError, TokenState, is_binary};
+use crate::store::{MergeSpec, RepoRow, Store, StoreError, TokenState, is_binary};
 
 /// Default and largest page of `GET /repo`.
 const DEFAULT_PAGE: usize = 100;
@@ -72,7 +73,11 @@ enum CreateSource {
     Files {
         files: Vec<WireFile>,
     },
-    Git {},
+    Git {
+        url: String,
+        #[serde(default)]
+        branch: Option<String>,
+    },
     Relace {
         repo_id: String,
         #[serde(default)]
@@ -107,9 +112,17 @@ enum DiffOp {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum UpdateSource {
-    Files { files: Vec<WireFile> },
-    Diff { operations: Vec<DiffOp> },
-    Git {},
+    Files {
+        files: Vec<WireFile>,
+    },
+    Diff {
+        operations: Vec<DiffOp>,
+    },
+    Git {
+        url: String,
+        #[serde(default)]
+        branch: Option<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -415,10 +428,36 @@ fn diff_ops(operations: Vec<DiffOp>) -> Result<Vec<FileOp>, ApiError> {
     Ok(deletes)
 }
 
-fn git_unsupported() -> ApiError {
-    ApiError::bad_request(
-        "source type `git` is not supported by this server; send the files instead (type `files` or `diff`)",
-    )
+/// A git source of a request: checked against the allow list before anything runs.
+fn git_source(
+    state: &ApiState,
+    url: &str,
+    branch: Option<&str>,
+) -> Result<(GitSource, GitProgram), ApiError> {
+    let source = GitSource::from_api(url, branch, &state.settings.allowed_git_hosts)?;
+    let git = match &state.settings.git {
+        Some(g) => g.program().clone(),
+        None => GitProgram::find(crate::git_source::MIN_GIT_REMOTE).map_err(|why| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this server cannot fetch git sources: {why}"),
+            )
+        })?,
+    };
+    Ok((source, git))
+}
+
+/// Run a blocking fetch of a git source and the store's work on it.
+async fn fetching<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, SourceError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
 }
 
 // ---- repos ----
@@ -435,7 +474,17 @@ async fn create_repo(
     let (files, copy_from) = match body.source {
         None => (Vec::new(), None),
         Some(CreateSource::Files { files: f }) => (files(f)?, None),
-        Some(CreateSource::Git {}) => return Err(git_unsupported()),
+        Some(CreateSource::Git { url, branch }) => {
+            let (source, git) = git_source(&state, &url, branch.as_deref())?;
+            let (row, outcome) = fetching(&state, move |s| {
+                s.create_from_history(metadata, |dir| {
+                    source.fetch_into(&git, dir, &FetchLimits::default())
+                })
+            })
+            .await?;
+            tracing::info!(repo = %row.id, files = outcome.changed_files.len(), "repo created from a git source through the API");
+            return Ok(info(row.id, outcome));
+        }
         Some(CreateSource::Relace {
             repo_id: from,
             copy_metadata,
@@ -582,7 +631,18 @@ async fn update_repo(
         None => None,
         Some(UpdateSource::Files { files: f }) => Some(Change::ReplaceAll(files(f)?)),
         Some(UpdateSource::Diff { operations }) => Some(Change::Operations(diff_ops(operations)?)),
-        Some(UpdateSource::Git {}) => return Err(git_unsupported()),
+        Some(UpdateSource::Git { url, branch }) => {
+            return update_from_git(
+                state,
+                caller,
+                id,
+                url,
+                branch,
+                body.metadata,
+                body.expected_head,
+            )
+            .await;
+        }
     };
     if let Some(m) = &body.metadata {
         crate::rules::metadata(m)?;
@@ -618,6 +678,44 @@ async fn update_repo(
         Ok(outcome)
     })
     .await?;
+    Ok(info(id, outcome))
+}
+
+/// `POST /repo/{id}/update` with a git source: fetch, then fast-forward or merge.
+async fn update_from_git(
+    state: ApiState,
+    caller: Caller,
+    id: RepoId,
+    url: String,
+    branch: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    expected_head: Option<String>,
+) -> Result<Json<RepoInfo>, ApiError> {
+    if caller.scope().paths().is_some() {
+        return Err(ApiError::forbidden(
+            "a token limited to paths cannot update from a git source: a merge takes the whole tree",
+        ));
+    }
+    if let Some(m) = &metadata {
+        crate::rules::metadata(m)?;
+    }
+    let (source, git) = git_source(&state, &url, branch.as_deref())?;
+    let spec = MergeSpec {
+        message: format!("Merge {} into main", source.describe()),
+        author: caller.author().to_string(),
+        expected_head: expected_head.filter(|h| !h.is_empty()),
+    };
+    let (outcome, joined) = fetching(&state, move |s| {
+        let joined = s.merge_history(&id, &spec, |dir| {
+            source.fetch_into(&git, dir, &FetchLimits::default())
+        })?;
+        if let Some(m) = metadata {
+            s.set_metadata(&id, &m)?;
+        }
+        Ok(joined)
+    })
+    .await?;
+    tracing::info!(repo = %id, joined = ?joined, "repo updated from a git source through the API");
     Ok(info(id, outcome))
 }
 

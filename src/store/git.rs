@@ -340,12 +340,23 @@ pub(crate) fn commit(
     message: &str,
     author: &str,
 ) -> Result<Oid, StoreError> {
+    commit_with_parents(repo, tree_id, parent.as_slice(), message, author)
+}
+
+/// Write a commit of `tree_id` with `parents` (two for a merge).
+pub(crate) fn commit_with_parents(
+    repo: &Repository,
+    tree_id: Oid,
+    parents: &[Oid],
+    message: &str,
+    author: &str,
+) -> Result<Oid, StoreError> {
     let tree = repo.find_tree(tree_id).map_err(git_err)?;
     let sig = Signature::now(&author_name(author), AUTHOR_EMAIL).map_err(git_err)?;
-    let parents = match parent {
-        Some(p) => vec![repo.find_commit(p).map_err(git_err)?],
-        None => Vec::new(),
-    };
+    let parents = parents
+        .iter()
+        .map(|p| repo.find_commit(*p).map_err(git_err))
+        .collect::<Result<Vec<_>, _>>()?;
     let parent_refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
     repo.commit(None, &sig, &sig, message, &tree, &parent_refs)
         .map_err(git_err)

@@ -8,6 +8,7 @@
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
 //! index/<repo-id>/base.bin trigram postings of the last full index build
 //! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
+//! repos/.fetch-<pid>-<n>/  a fetch of a git source in quarantine (see `history`)
 //! ```
 //! Each repo's line-search index lives in the memory of the process that searches it
 //! (see `line_index`): loaded from `base.bin` or built from git on first use, it follows
@@ -17,6 +18,7 @@
 
 mod db;
 mod git;
+mod history;
 mod import;
 mod line_index;
 pub mod push;
@@ -30,6 +32,7 @@ use std::sync::{Arc, Mutex};
 
 pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState};
 pub use git::{BRANCH_REF, is_binary};
+pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
 
@@ -68,6 +71,13 @@ pub enum StoreError {
     /// Input the store refuses.
     #[error("{0}")]
     Invalid(String),
+    /// Merging a fetched history into `main` conflicts in these paths; nothing changed.
+    #[error(
+        "merging the fetched history into `main` conflicts in {} path(s): {}; nothing changed: resolve the conflict in the source (merge this repo's `main` into it) and try again",
+        .0.len(),
+        .0.iter().map(|p| format!("`{}`", crate::escape::one_line(p))).collect::<Vec<_>>().join(", ")
+    )]
+    MergeConflict(Vec<String>),
     /// The caller cancelled the update before it was committed.
     #[error("the update was cancelled before it was committed; nothing changed")]
     Cancelled,

@@ -5,6 +5,9 @@
 //! git's receive-pack keeps a push's objects in a quarantine directory until its
 //! pre-receive hook passes; the hook calls [`check_push`] with that directory, so a
 //! refused push never adds an object to the repo, let alone moves the branch.
+//!
+//! The same check ([`HistoryCheck`]) runs on the commits a fetch of a git source brings
+//! (see `history`), under [`HistoryRules::fetch`].
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -142,12 +145,60 @@ pub fn check_push(
     Ok(())
 }
 
+/// The rules every commit entering a repo from git obeys, whether a push brings it or
+/// a fetch of a git source: the paths and file kinds an update may write, a size a
+/// file, and a cap on the new content the whole intake brings.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRules {
+    /// Largest file, in bytes.
+    pub max_file_bytes: usize,
+    /// Most bytes of new file content (blobs the repo does not hold yet) in all.
+    pub max_new_bytes: usize,
+    /// Most paths one commit may change; `None`: no limit.
+    pub max_paths_per_commit: Option<usize>,
+    /// What brings the commits, as the refusals name it: a push or a fetch.
+    pub intake: Intake,
+}
+
+/// What brings commits into a repo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// A `git push` through `api`.
+    Push,
+    /// A fetch of a git source (`source: {type: "git"}`, `--from-git`, `--import`).
+    Fetch,
+}
+
+impl HistoryRules {
+    /// The rules of a push: an update's limits, applied to every commit it brings.
+    pub fn push(limits: &Limits) -> Self {
+        Self {
+            max_file_bytes: limits.max_file_bytes,
+            max_new_bytes: limits.max_update_bytes,
+            max_paths_per_commit: Some(limits.max_operations),
+            intake: Intake::Push,
+        }
+    }
+
+    /// The rules of a git source's fetch: the same paths, kinds and file size as a push,
+    /// but a whole history may bring far more than one push: up to
+    /// [`MAX_FETCHED_CONTENT_BYTES`] of new content, and a commit may change any number
+    /// of paths (a project's first commit often adds more than an update may).
+    pub fn fetch(limits: &Limits) -> Self {
+        Self {
+            max_file_bytes: limits.max_file_bytes,
+            max_new_bytes: MAX_FETCHED_CONTENT_BYTES,
+            max_paths_per_commit: None,
+            intake: Intake::Fetch,
+        }
+    }
+}
+
+/// The most new file content (uncompressed) one fetch of a git source may bring: 2 GiB.
+pub const MAX_FETCHED_CONTENT_BYTES: usize = 2 * 1024 * 1024 * 1024;
+
 /// Check every commit reachable from `new` and not from `old`, oldest first, so the
 /// first one named is the first that broke a rule.
-///
-/// Each commit is compared with its first parent: by induction over the history every
-/// path of every tree is then checked once, whether it came with the commit, a merged
-/// branch or an unrelated root (compared with the empty tree).
 fn check_commits(
     repo: &Repository,
     permanent: &Repository,
@@ -155,17 +206,65 @@ fn check_commits(
     new: Oid,
     limits: &Limits,
 ) -> Result<(), PushRefused> {
-    let mut walk = repo.revwalk().map_err(git_err)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
-        .map_err(git_err)?;
-    walk.push(new).map_err(git_err)?;
-    walk.hide(old).map_err(git_err)?;
     let permanent_odb = permanent.odb().map_err(git_err)?;
-    let odb = repo.odb().map_err(git_err)?;
-    let mut counted: HashSet<Oid> = HashSet::new();
-    let mut total: usize = 0;
-    for commit_id in walk {
-        let commit_id = commit_id.map_err(git_err)?;
+    let mut check = HistoryCheck::new(repo, Some(permanent_odb), HistoryRules::push(limits))?;
+    check.history(new, Some(old))
+}
+
+/// The check of the commits one intake brings, keeping the count of new content across
+/// them.
+pub(crate) struct HistoryCheck<'r> {
+    repo: &'r Repository,
+    odb: git2::Odb<'r>,
+    /// The objects the repo held before the intake; `None`: a new repo, all is new.
+    permanent: Option<git2::Odb<'r>>,
+    rules: HistoryRules,
+    counted: HashSet<Oid>,
+    total: usize,
+}
+
+impl<'r> HistoryCheck<'r> {
+    /// A check reading objects through `repo` (which sees the incoming objects), with
+    /// `permanent` the objects already in the repo.
+    pub(crate) fn new(
+        repo: &'r Repository,
+        permanent: Option<git2::Odb<'r>>,
+        rules: HistoryRules,
+    ) -> Result<Self, PushRefused> {
+        Ok(Self {
+            repo,
+            odb: repo.odb().map_err(git_err)?,
+            permanent,
+            rules,
+            counted: HashSet::new(),
+            total: 0,
+        })
+    }
+
+    /// Check every commit reachable from `new` and not from `hide`, oldest first, so
+    /// the first one named is the first that broke a rule.
+    ///
+    /// Each commit is compared with its first parent: by induction over the history
+    /// every path of every tree is then checked once, whether it came with the commit, a
+    /// merged branch or an unrelated root (compared with the empty tree).
+    pub(crate) fn history(&mut self, new: Oid, hide: Option<Oid>) -> Result<(), PushRefused> {
+        let mut walk = self.repo.revwalk().map_err(git_err)?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
+            .map_err(git_err)?;
+        walk.push(new).map_err(git_err)?;
+        if let Some(hide) = hide {
+            walk.hide(hide).map_err(git_err)?;
+        }
+        for commit_id in walk {
+            self.commit(commit_id.map_err(git_err)?)?;
+        }
+        Ok(())
+    }
+
+    /// Check what one commit changes against its first parent.
+    pub(crate) fn commit(&mut self, commit_id: Oid) -> Result<(), PushRefused> {
+        let repo = self.repo;
+        let limits = self.rules;
         let commit = repo.find_commit(commit_id).map_err(git_err)?;
         if commit.message_raw_bytes().contains(&0) {
             return Err(PushRefused::new(format!(
@@ -183,12 +282,14 @@ fn check_commits(
         let diff = repo
             .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
             .map_err(git_err)?;
-        if diff.deltas().len() > limits.max_operations {
+        if let Some(max) = limits.max_paths_per_commit
+            && diff.deltas().len() > max
+        {
             return Err(PushRefused::new(format!(
                 "commit {} changes {} paths, over the limit of {} a commit; split it",
                 short(commit_id),
                 diff.deltas().len(),
-                limits.max_operations
+                max
             )));
         }
         for delta in diff.deltas() {
@@ -232,7 +333,7 @@ fn check_commits(
                 }
             }
             let blob_id = file.id();
-            let (size, kind) = odb.read_header(blob_id).map_err(git_err)?;
+            let (size, kind) = self.odb.read_header(blob_id).map_err(git_err)?;
             if kind != ObjectType::Blob {
                 return Err(PushRefused::at(commit_id, &path, "not a file"));
             }
@@ -246,20 +347,25 @@ fn check_commits(
                     ),
                 ));
             }
-            if !counted.insert(blob_id) || permanent_odb.exists(blob_id) {
-                // Checked already in this push, or already in the repo.
+            if !self.counted.insert(blob_id)
+                || self.permanent.as_ref().is_some_and(|p| p.exists(blob_id))
+            {
+                // Checked already in this intake, or already in the repo.
                 continue;
             }
-            total = total.saturating_add(size);
-            if total > limits.max_update_bytes {
-                return Err(PushRefused::at(
-                    commit_id,
-                    &path,
-                    format!(
+            self.total = self.total.saturating_add(size);
+            if self.total > limits.max_new_bytes {
+                let why = match limits.intake {
+                    Intake::Push => format!(
                         "the push brings over {} bytes of new content, the limit a push; push in several parts",
-                        limits.max_update_bytes
+                        limits.max_new_bytes
                     ),
-                ));
+                    Intake::Fetch => format!(
+                        "the fetched history brings over {} bytes of new content, the limit of one fetch of a git source",
+                        limits.max_new_bytes
+                    ),
+                };
+                return Err(PushRefused::at(commit_id, &path, why));
             }
             let blob = repo.find_blob(blob_id).map_err(git_err)?;
             let content = blob.content();
@@ -271,6 +377,6 @@ fn check_commits(
                 ));
             }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -214,8 +214,15 @@ async fn limits_malformed_bodies_and_missing_things_get_the_hosted_statuses() {
         Some(json!({"source": {"type": "git", "url": "https://example.com/x.git"}})),
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(body["detail"].as_str().unwrap().contains("not supported"));
+    // A server started without --allowed-git-host fetches from nowhere, and says how.
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--allowed-git-host"),
+        "{body}"
+    );
     let (s, _) = send(
         Method::DELETE,
         format!("{b}/repo/{r}/file/nope.txt"),

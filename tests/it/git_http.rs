@@ -16,12 +16,12 @@ use crate::common::{Harness, call, ok};
 
 /// A git user with a home of its own: no credential helper, no prompt, no system or
 /// global settings but a name and an address.
-struct GitUser {
-    home: TempDir,
+pub(crate) struct GitUser {
+    pub(crate) home: TempDir,
 }
 
 impl GitUser {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let home = tempfile::tempdir().unwrap();
         std::fs::write(
             home.path().join(".gitconfig"),
@@ -31,12 +31,12 @@ impl GitUser {
         Self { home }
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.home.path().join(name)
     }
 
     /// `git -c credential.helper= ARGS` in `cwd`, as this user, not yet started.
-    fn command(&self, cwd: &Path, args: &[&str]) -> std::process::Command {
+    pub(crate) fn command(&self, cwd: &Path, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new("git");
         c.args(["-c", "credential.helper="])
             .args(args)
@@ -50,12 +50,12 @@ impl GitUser {
     }
 
     /// `git -c credential.helper= ARGS` in `cwd`.
-    fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, cwd: &Path, args: &[&str]) -> Output {
         self.command(cwd, args).output().unwrap()
     }
 
     /// `git ARGS` that must succeed; its stdout.
-    fn ok(&self, cwd: &Path, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, cwd: &Path, args: &[&str]) -> String {
         let out = self.run(cwd, args);
         assert!(
             out.status.success(),
@@ -66,7 +66,7 @@ impl GitUser {
     }
 
     /// `git ARGS` that must fail; its stderr.
-    fn fails(&self, cwd: &Path, args: &[&str]) -> String {
+    pub(crate) fn fails(&self, cwd: &Path, args: &[&str]) -> String {
         let out = self.run(cwd, args);
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success(), "git {args:?} succeeded: {err}");

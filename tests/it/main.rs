@@ -11,6 +11,7 @@ mod disk_full;
 mod faults;
 mod fine_tokens;
 mod git_http;
+mod git_source;
 mod http;
 mod progress;
 mod ranked;
