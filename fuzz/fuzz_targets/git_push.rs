@@ -34,13 +34,19 @@ const LIMITS: Limits = Limits {
     max_operations: 6,
 };
 
+/// The repo pushed into, holding `main` at `base`; pushed objects go to `incoming`, a
+/// quarantine as receive-pack keeps one, so the check sees them as new; `view` reads
+/// both, for the oracle.
 struct Fixture {
     _dir: tempfile::TempDir,
-    repo: Repository,
+    main: std::path::PathBuf,
+    quarantine: std::path::PathBuf,
+    incoming: Repository,
+    view: Repository,
     base: Oid,
 }
 
-// SAFETY of sharing: libFuzzer runs one input at a time on one thread.
+// libFuzzer runs one input at a time, on one thread: the handles are never shared.
 struct Shared(Fixture);
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
@@ -50,8 +56,9 @@ fn fixture() -> &'static Fixture {
     &FIXTURE
         .get_or_init(|| {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let repo = Repository::init_bare(dir.path()).expect("a bare repository");
+            let main = dir.path().join("main.git");
             let base = {
+                let repo = Repository::init_bare(&main).expect("a bare repository");
                 let blob = repo.blob(b"fn main() {}\n").unwrap();
                 let mut tb = repo.treebuilder(None).unwrap();
                 tb.insert("main.rs", blob, 0o100644).unwrap();
@@ -60,9 +67,19 @@ fn fixture() -> &'static Fixture {
                 repo.commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
                     .unwrap()
             };
+            let incoming = Repository::init_bare(dir.path().join("incoming.git")).unwrap();
+            let quarantine = incoming.path().join("objects");
+            let view = Repository::open_bare(&main).unwrap();
+            view.odb()
+                .unwrap()
+                .add_disk_alternate(&quarantine.to_string_lossy())
+                .unwrap();
             Shared(Fixture {
                 _dir: dir,
-                repo,
+                main,
+                quarantine,
+                incoming,
+                view,
                 base,
             })
         })
@@ -155,30 +172,31 @@ fuzz_target!(|data: &[u8]| {
     let _ = RefUpdate::parse_lines(&String::from_utf8_lossy(rest));
 
     let f = fixture();
-    let repo = &f.repo;
+    let odb = f.incoming.odb().unwrap();
     let mut leaves = Vec::new();
     for e in &entries {
-        let oid = repo.blob(&e.content).unwrap();
+        let oid = odb.write(ObjectType::Blob, &e.content).unwrap();
         leaves.push((e.path.split(|b| *b == b'/').collect::<Vec<_>>(), e.mode, oid));
     }
-    let tree = write_tree(repo, &leaves);
-    let base = repo.find_commit(f.base).unwrap();
-    let Ok(tree) = repo.find_tree(tree) else {
-        return;
-    };
-    let sig = Signature::new("t", "t@example.invalid", &git2::Time::new(0, 0)).unwrap();
-    let Ok(pushed) = repo.commit(None, &sig, &sig, "pushed", &tree, &[&base]) else {
-        return;
-    };
+    let tree_id = write_tree(&f.incoming, &leaves);
+    let commit = format!(
+        "tree {tree_id}\nparent {}\nauthor t <t@example.invalid> 0 +0000\ncommitter t <t@example.invalid> 0 +0000\n\npushed\n",
+        f.base
+    );
+    let pushed = odb.write(ObjectType::Commit, commit.as_bytes()).unwrap();
     let update = RefUpdate {
         old: f.base,
         new: pushed,
         name: "refs/heads/main".into(),
     };
-    let accepted = check_push(repo.path(), None, &[update], &LIMITS);
+    let accepted = check_push(&f.main, Some(&f.quarantine), &[update], &LIMITS);
     if accepted.is_err() {
         return;
     }
+    let repo = &f.view;
+    let tree = repo
+        .find_tree(tree_id)
+        .expect("an accepted push's tree can be read");
     // Accepted: every entry of the pushed tree must be a file the store could hold.
     let mut problem = None;
     let walked = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
@@ -190,7 +208,7 @@ fuzz_target!(|data: &[u8]| {
             }
             return TreeWalkResult::Ok;
         }
-        let ok_mode = matches!(entry.filemode(), 0o100644 | 0o100755);
+        let ok_mode = matches!(entry.filemode_raw(), 0o100644 | 0o100755 | 0o100664);
         let utf8 = std::str::from_utf8(name).is_ok();
         let parsed = RepoPath::parse(&path).is_ok();
         let content = repo.find_blob(entry.id()).ok();
@@ -204,7 +222,7 @@ fuzz_target!(|data: &[u8]| {
         if !(ok_mode && utf8 && parsed && text) && problem.is_none() {
             problem = Some(format!(
                 "`{path:?}` (mode {:o}): mode ok {ok_mode}, UTF-8 name {utf8}, path ok {parsed}, text in limits {text}",
-                entry.filemode()
+                entry.filemode_raw()
             ));
         }
         TreeWalkResult::Ok

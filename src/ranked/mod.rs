@@ -281,10 +281,11 @@ impl RankedIndex {
             let nf = d.new_file();
             if let Some(p) = nf.path().and_then(|p| p.to_str())
                 && !nf.id().is_zero()
-                && matches!(
-                    nf.mode(),
-                    git2::FileMode::Blob | git2::FileMode::BlobExecutable
-                )
+                // The mode as the tree records it (git2's `DiffFile::mode` panics on one
+                // it does not know).
+                && new_tree
+                    .get_path(std::path::Path::new(p))
+                    .is_ok_and(|e| matches!(e.filemode(), 0o100644 | 0o100755))
             {
                 changed.push((p.to_string(), Some(nf.id())));
             }

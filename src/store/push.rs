@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use git2::{Delta, DiffOptions, FileMode, ObjectType, Oid, Repository, Sort};
+use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort};
 
 use super::git::{BRANCH_REF, is_binary};
 use crate::paths::RepoPath;
@@ -221,6 +221,8 @@ pub(crate) struct HistoryCheck<'r> {
     rules: HistoryRules,
     counted: HashSet<Oid>,
     total: usize,
+    /// New trees whose entries were checked already.
+    trees: HashSet<Oid>,
 }
 
 impl<'r> HistoryCheck<'r> {
@@ -238,6 +240,7 @@ impl<'r> HistoryCheck<'r> {
             rules,
             counted: HashSet::new(),
             total: 0,
+            trees: HashSet::new(),
         })
     }
 
@@ -257,6 +260,87 @@ impl<'r> HistoryCheck<'r> {
         }
         for commit_id in walk {
             self.commit(commit_id.map_err(git_err)?)?;
+        }
+        Ok(())
+    }
+
+    /// Check every entry of a new tree, and of the new trees under it, as git reads
+    /// them: each name once, in git's order, a path the store takes, and a mode of a
+    /// directory or a regular file. The diff of a commit against its parent does not
+    /// see everything a hand-written tree can hold (a second entry of one name, an
+    /// empty directory), so the trees themselves are read. Trees the repo held before
+    /// the intake came through these rules already.
+    fn tree(
+        &mut self,
+        commit_id: Oid,
+        tree: &git2::Tree<'_>,
+        prefix: &str,
+    ) -> Result<(), PushRefused> {
+        if self.permanent.as_ref().is_some_and(|p| p.exists(tree.id()))
+            || !self.trees.insert(tree.id())
+        {
+            return Ok(());
+        }
+        let mut names: HashSet<Vec<u8>> = HashSet::new();
+        let mut last: Option<Vec<u8>> = None;
+        for entry in tree.iter() {
+            let name = entry.name_bytes();
+            let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+            if std::str::from_utf8(name).is_err() {
+                return Err(PushRefused::at(
+                    commit_id,
+                    &path,
+                    "the path is not UTF-8; rename it",
+                ));
+            }
+            if let Err(e) = RepoPath::parse(&path) {
+                return Err(PushRefused::at(commit_id, &path, e));
+            }
+            let mode = entry.filemode_raw();
+            // git sorts a directory as if its name ended in `/`.
+            let mut key = name.to_vec();
+            if mode == 0o40000 {
+                key.push(b'/');
+            }
+            if !names.insert(name.to_vec()) || last.as_ref().is_some_and(|l| *l >= key) {
+                return Err(PushRefused::at(
+                    commit_id,
+                    &path,
+                    "its tree lists it twice or out of git's order; write the tree with git",
+                ));
+            }
+            last = Some(key);
+            match mode {
+                0o40000 => {
+                    let sub = entry
+                        .to_object(self.repo)
+                        .and_then(|o| o.peel_to_tree())
+                        .map_err(|_| PushRefused::at(commit_id, &path, "not a directory"))?;
+                    self.tree(commit_id, &sub, &format!("{path}/"))?;
+                }
+                0o100644 | 0o100755 | 0o100664 => {}
+                0o120000 => {
+                    return Err(PushRefused::at(
+                        commit_id,
+                        &path,
+                        "symbolic links are not accepted; commit the file itself",
+                    ));
+                }
+                0o160000 => {
+                    return Err(PushRefused::at(
+                        commit_id,
+                        &path,
+                        "submodules are not accepted; commit the files instead",
+                    ));
+                }
+                other => {
+                    return Err(PushRefused::at(
+                        commit_id,
+                        &path,
+                        format!("only regular files are accepted (its mode is {other:o})"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -308,27 +392,36 @@ impl<'r> HistoryCheck<'r> {
             if let Err(e) = RepoPath::parse(&path) {
                 return Err(PushRefused::at(commit_id, &path, e));
             }
-            match file.mode() {
-                FileMode::Blob | FileMode::BlobExecutable => {}
-                FileMode::Link => {
+            // The mode exactly as the tree records it. Not git2's `DiffFile::mode`, which
+            // panics on a mode it does not know, nor libgit2's normalized one: libgit2
+            // reads a hand-written `644` as a file where git reads it as a submodule, so
+            // only the modes both read alike as a file pass (`100664` is what old git
+            // wrote for one).
+            let mode = tree
+                .get_path(Path::new(&path))
+                .map(|e| e.filemode_raw())
+                .unwrap_or(0);
+            match mode {
+                0o100644 | 0o100755 | 0o100664 => {}
+                0o120000 => {
                     return Err(PushRefused::at(
                         commit_id,
                         &path,
                         "symbolic links are not accepted; commit the file itself",
                     ));
                 }
-                FileMode::Commit => {
+                0o160000 => {
                     return Err(PushRefused::at(
                         commit_id,
                         &path,
                         "submodules are not accepted; commit the files instead",
                     ));
                 }
-                _ => {
+                other => {
                     return Err(PushRefused::at(
                         commit_id,
                         &path,
-                        "only regular files are accepted",
+                        format!("only regular files are accepted (its mode is {other:o})"),
                     ));
                 }
             }
@@ -377,6 +470,7 @@ impl<'r> HistoryCheck<'r> {
                 ));
             }
         }
-        Ok(())
+        // What the diff cannot show: entries a hand-written tree holds beyond it.
+        self.tree(commit_id, &tree, "")
     }
 }
