@@ -460,16 +460,16 @@ impl SegmentData {
     /// The encoded list of `trigram`: empty when no file has it; `None` when the block
     /// holding it is damaged (then any file may match).
     pub fn list(&self, trigram: u32) -> Option<&[u8]> {
-        let r = self.list_range(trigram)?;
-        self.checked(r)
+        self.checked(self.list_range(trigram))
     }
 
     /// How long `trigram`'s list is, in bytes, without reading it.
     pub fn list_len(&self, trigram: u32) -> usize {
-        self.list_range(trigram).map_or(0, |r| r.len())
+        self.list_range(trigram).len()
     }
 
-    fn list_range(&self, trigram: u32) -> Option<Range<usize>> {
+    /// Where `trigram`'s list lies in the file (empty when no file has it).
+    pub fn list_range(&self, trigram: u32) -> Range<usize> {
         let l = &self.layout;
         let (mut lo, mut hi) = (0, l.keys);
         while lo < hi {
@@ -480,11 +480,11 @@ impl SegmentData {
                 std::cmp::Ordering::Equal => {
                     let a = u64_at(&self.bytes, l.offsets_off + mid * 8) as usize;
                     let b = u64_at(&self.bytes, l.offsets_off + mid * 8 + 8) as usize;
-                    return Some(l.postings.start + a..l.postings.start + b);
+                    return l.postings.start + a..l.postings.start + b;
                 }
             }
         }
-        Some(l.postings.start..l.postings.start)
+        l.postings.start..l.postings.start
     }
 }
 
