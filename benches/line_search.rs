@@ -1,10 +1,12 @@
 //! `search_repo` through the real binary over MCP stdio, side by side with `rg` over the
-//! same files, on a large corpus; plus index build time and size, and how long a
-//! one-file commit takes to become searchable.
+//! same files, on a large corpus; plus index build time and size, the server's resident
+//! memory with line and ranked search warm, its first answer after a restart, and how
+//! long a one-file commit takes to become searchable.
 //!
 //! Run: `scripts/bench-corpus.sh` once (builds the corpus), then
 //! `BENCH_CORPUS=target/bench-corpus cargo bench --bench line_search`.
-//! `BENCH_RUNS` sets the timed runs per query (default 7; the median is reported).
+//! `BENCH_RUNS` sets the timed runs per query (default 7; the median is reported);
+//! `BENCH_INDEX_MEMORY` is passed to the server as `--index-memory` when set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +17,10 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use scoped_repo_mcp::store::{Limits, Store};
 use serde_json::{Value, json};
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)]
+mod support;
 
 /// A benchmark query: (label, pattern, regex, case-insensitive).
 const QUERIES: &[(&str, &str, bool, bool)] = &[
@@ -123,41 +129,72 @@ async fn main() {
     let import_time = t.elapsed();
     let id = report.repo_id;
     let git_bytes = dir_size(&store.git_dir(&id));
-    let stored_path = data
-        .path()
-        .join("index")
-        .join(id.to_string())
-        .join("base.bin");
-    let stored_bytes = std::fs::metadata(&stored_path).map_or(0, |m| m.len());
+    let stored_dir = data.path().join("index").join(id.to_string());
     drop(store);
-    // A fresh process's view: load the stored postings, then build from scratch.
+    // A fresh process's view: open the stored segments, then build from scratch.
     let store = Store::open(data.path(), Limits::default()).unwrap();
     let t = Instant::now();
     store.line_index_stats(&id).unwrap();
     let load_time = t.elapsed();
     drop(store);
-    std::fs::remove_file(&stored_path).unwrap();
+    std::fs::remove_dir_all(&stored_dir).unwrap();
     let store = Store::open(data.path(), Limits::default()).unwrap();
     let t = Instant::now();
     let stats = store.line_index_stats(&id).unwrap();
     let index_time = t.elapsed();
     drop(store);
+    let stored_bytes = dir_size(&stored_dir);
 
     let bin = env!("CARGO_BIN_EXE_scoped-repo-mcp");
     let data_dir = data.path().to_path_buf();
     let repo = id.to_string();
-    let cmd = tokio::process::Command::new(bin).configure(move |c| {
-        c.arg("--data-dir")
-            .arg(&data_dir)
-            .args(["serve", "--repo", &repo])
-            .env("RUST_LOG", "warn");
-    });
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = ().serve(transport).await.unwrap();
+    let memory = std::env::var("BENCH_INDEX_MEMORY").ok();
+    let server = || {
+        let (data_dir, repo, memory) = (data_dir.clone(), repo.clone(), memory.clone());
+        let cmd = tokio::process::Command::new(bin).configure(move |c| {
+            c.arg("--data-dir")
+                .arg(&data_dir)
+                .args(["serve", "--repo", &repo])
+                .env("RUST_LOG", "warn");
+            if let Some(m) = &memory {
+                c.args(["--index-memory", m]);
+            }
+        });
+        TokioChildProcess::builder(cmd)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+            .0
+    };
     let rid = id.to_string();
+    let first_call = |pattern: &str| {
+        CallToolRequestParams::new("search_repo").with_arguments(args(json!({
+            "repo_id": rid,
+            "query": pattern,
+            "mode": "literal",
+            "max_results": 1000,
+        })))
+    };
+
+    // A restart: a fresh server on the stored segments, timed from its spawn to its
+    // first answer (start-up, MCP handshake and the index's open included).
+    let mut restarts = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let client = ().serve(server()).await.unwrap();
+        let r = client
+            .call_tool(first_call("sqlite3_wal_checkpoint_v2"))
+            .await
+            .unwrap();
+        restarts.push(t.elapsed());
+        assert_ne!(r.is_error, Some(true));
+        client.cancel().await.ok();
+    }
+    let restart = median(restarts);
+
+    let transport = server();
+    let pid = transport.id().unwrap_or(0);
+    let client = ().serve(transport).await.unwrap();
     let search = |pattern: &str, regex: bool, insensitive: bool| {
         let call = CallToolRequestParams::new("search_repo").with_arguments(args(json!({
             "repo_id": rid,
@@ -226,6 +263,31 @@ async fn main() {
         );
     }
 
+    // Ranked search warm too, then the server's resident memory.
+    let t = Instant::now();
+    let ranked = client
+        .call_tool(
+            CallToolRequestParams::new("search_repo").with_arguments(args(json!({
+                "repo_id": rid,
+                "query": "where are write-ahead log checkpoints handled",
+                "mode": "ranked",
+            }))),
+        )
+        .await
+        .unwrap();
+    assert_ne!(ranked.is_error, Some(true));
+    let ranked_build = t.elapsed();
+    let rss_kib = support::proc_status(pid, "VmRSS:");
+    let anon_kib = support::proc_status(pid, "RssAnon:");
+    let file_kib = support::proc_status(pid, "RssFile:");
+    let rss_line = |what: &str, kib: u64| {
+        format!(
+            "| {what} | {:.0} MB = **{:.2}x** the corpus |",
+            kib as f64 * 1024.0 / 1e6,
+            kib as f64 * 1024.0 / report.bytes as f64
+        )
+    };
+
     // A one-file commit, then the search that must see it.
     let mut commit = Vec::new();
     for i in 0..runs {
@@ -259,12 +321,37 @@ async fn main() {
         index_time.as_secs_f64()
     );
     println!(
-        "| index load in a fresh process (stored postings + blobs from git) | {:.1} s |",
+        "| index open in a fresh process (stored segments, mapped and checked) | {:.3} s |",
         load_time.as_secs_f64()
     );
     println!(
-        "| first search of a fresh server (its index load included) | {:.1} s |",
+        "| restart: spawn of a fresh server to its first answer (median of 3) | {:.3} s |",
+        restart.as_secs_f64()
+    );
+    println!(
+        "| first search of the measured server (warm-up included) | {:.3} s |",
         first_search.as_secs_f64()
+    );
+    println!(
+        "| first ranked search (ranked index built) | {:.1} s |",
+        ranked_build.as_secs_f64()
+    );
+    println!(
+        "{}",
+        rss_line("server RSS, line and ranked search warm", rss_kib)
+    );
+    println!("{}", rss_line("  of which anonymous (heap)", anon_kib));
+    println!(
+        "{}",
+        rss_line(
+            "  of which file-backed (mapped segments, shared page cache)",
+            file_kib
+        )
+    );
+    println!(
+        "| line index heap / corpus | {:.1} MB = **{:.3}x** |",
+        stats.heap_bytes as f64 / 1e6,
+        stats.heap_bytes as f64 / report.bytes as f64
     );
     println!(
         "| stored index on disk / corpus | {:.1} MB / {:.1} MB = **{:.2}x** |",
@@ -279,7 +366,7 @@ async fn main() {
         stats.postings_bytes as f64 / stats.content_bytes as f64
     );
     println!(
-        "| contents held in memory / corpus | {:.2}x |",
+        "| contents mapped from segments / corpus | {:.2}x |",
         stats.content_bytes as f64 / report.bytes as f64
     );
     println!(

@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
+    /// Heap the search indexes of all repos may hold, e.g. 2GiB, 512MiB [default: a
+    /// quarter of the machine's memory]; past it the least recently used repo's indexes
+    /// are dropped from memory (their files on disk stay).
+    #[arg(long, env = "SCOPED_REPO_INDEX_MEMORY", value_name = "SIZE")]
+    pub index_memory: Option<String>,
 }
 
 /// Flags of `api`.
@@ -207,6 +212,11 @@ pub struct ApiArgs {
         value_name = "HOST"
     )]
     pub allowed_git_hosts: Vec<String>,
+    /// Heap the search indexes of all repos may hold, e.g. 2GiB, 512MiB [default: a
+    /// quarter of the machine's memory]; past it the least recently used repo's indexes
+    /// are dropped from memory (their files on disk stay).
+    #[arg(long, env = "SCOPED_REPO_INDEX_MEMORY", value_name = "SIZE")]
+    pub index_memory: Option<String>,
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,

@@ -63,6 +63,39 @@ pub fn audit_retention(raw: &str) -> Result<Duration, ConfigError> {
     parse_duration("--audit-retention", raw)
 }
 
+/// `--index-memory`: a size such as `2GiB`, `512MiB`, `64KiB` or a number of bytes
+/// (`K`, `M`, `G`, `T`, with or without `iB`, count in 1024s; `KB`, `MB`, `GB`, `TB` in
+/// 1000s); unset: a quarter of the machine's memory.
+pub fn index_memory(raw: Option<&str>) -> Result<usize, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(crate::store::default_index_memory());
+    };
+    let split = raw
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let scale: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => f64::NAN,
+    };
+    let bytes = number.parse::<f64>().map(|n| n * scale);
+    match bytes {
+        Ok(b) if b.is_finite() && b >= 1.0 && b < usize::MAX as f64 => Ok(b as usize),
+        _ => Err(ConfigError(format!(
+            "--index-memory `{raw}` is not a size; write it like 2GiB, 512MiB or 65536 (bytes), at least 1"
+        ))),
+    }
+}
+
 /// Parse repo IDs given on the command line.
 pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigError> {
     raw.iter()
@@ -133,6 +166,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long audit records are kept; zero: no audit trail.
     pub audit_retention: Duration,
+    /// Heap the search indexes of all repos may hold, in bytes.
+    pub index_memory: usize,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -150,6 +185,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("http", &self.http)
             .field("request_timeout", &self.request_timeout)
             .field("audit_retention", &self.audit_retention)
+            .field("index_memory", &self.index_memory)
             .finish()
     }
 }
@@ -235,6 +271,7 @@ impl ServeConfig {
             request_timeout,
             http,
             audit_retention: audit_retention(&args.audit_retention)?,
+            index_memory: index_memory(args.index_memory.as_deref())?,
         })
     }
 }
@@ -309,5 +346,25 @@ impl HttpSettings {
             options,
             connections: connection_limits(&args.connections)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_memory_sizes_read_as_people_write_them() {
+        assert_eq!(index_memory(Some("2GiB")).unwrap(), 2 << 30);
+        assert_eq!(index_memory(Some("512 MiB")).unwrap(), 512 << 20);
+        assert_eq!(index_memory(Some("64k")).unwrap(), 64 << 10);
+        assert_eq!(index_memory(Some("1.5G")).unwrap(), 3 << 29);
+        assert_eq!(index_memory(Some("2GB")).unwrap(), 2_000_000_000);
+        assert_eq!(index_memory(Some("1")).unwrap(), 1);
+        assert!(index_memory(None).unwrap() > 0);
+        for bad in ["0", "lots", "2XB", "-1G", "1.2.3M"] {
+            let e = index_memory(Some(bad)).unwrap_err().0;
+            assert!(e.contains("--index-memory"), "{bad}: {e}");
+        }
     }
 }

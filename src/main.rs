@@ -7,7 +7,7 @@ use clap::Parser;
 use scoped_repo_mcp::audit::{Surface, Trail};
 use scoped_repo_mcp::cli::{Cli, Command};
 use scoped_repo_mcp::config::{
-    ServeConfig, api_max_token_ttl, audit_retention, connection_limits, data_dir,
+    ServeConfig, api_max_token_ttl, audit_retention, connection_limits, data_dir, index_memory,
 };
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
@@ -96,8 +96,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = data_dir(cli.data_dir.as_deref())?;
             let retention = audit_retention(&args.audit_retention)?;
             let limits = connection_limits(&args.connections)?;
+            let index_bytes = index_memory(args.index_memory.as_deref())?;
             let store = Store::open(&dir, Limits::default())
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            store.set_index_memory(index_bytes);
             let exe = std::env::current_exe()
                 .context("cannot find this program's own path, which git's push hook runs")?;
             let git = api::git::GitSupport::find(&dir, exe)?;

@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 /// Open the embedded store in `config.data_dir`.
 pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
     Store::open(&config.data_dir, Limits::default())
-        .map(Arc::new)
+        .map(|s| {
+            s.set_index_memory(config.index_memory);
+            Arc::new(s)
+        })
         .map_err(|e| {
             ConfigError(format!(
                 "cannot open the store in {}: {e}; check the path and its permissions, or pass another --data-dir",

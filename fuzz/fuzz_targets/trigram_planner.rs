@@ -3,7 +3,7 @@
 //! the planner wrongly rules out is a result lost without a trace.
 //!
 //! Input: one byte of flags (bit 0: regex, bit 1: case-insensitive, bit 2: the odd
-//! files arrive as a later commit, through the index's overlay and dead-file bitmap),
+//! files arrive as a later commit, through a delta segment and the dead-file bitmaps),
 //! then the pattern, then each file's bytes, separated by NUL bytes. `0`, `1`, `2` and
 //! `3` are the plain flag bytes, so seeds stay readable.
 #![no_main]
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use scoped_repo_mcp::model::LineQuery;
 use scoped_repo_mcp::search::LineSearcher;
-use scoped_repo_mcp::search::index::{FileEntry, LineIndex};
+use scoped_repo_mcp::search::index::{FileEntry, LineIndex, Segment};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
                 if i % 2 == 1 {
                     Arc::new(FileEntry {
                         path: f.path.clone(),
-                        content: Box::new([]),
+                        content: Vec::new().into(),
                     })
                 } else {
                     f.clone()
@@ -70,11 +70,18 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .skip(1)
             .step_by(2)
-            .map(|f| (f.path.to_string(), Some(f.content.clone())))
+            .map(|f| {
+                (
+                    f.path.to_string(),
+                    Some(f.content.to_vec().into_boxed_slice()),
+                )
+            })
             .collect();
-        LineIndex::build("one".into(), first, &|_| {}).apply("two".into(), changes)
+        LineIndex::build("one".into(), first, &|_| {})
+            .and_then(|ix| ix.apply("two".into(), changes))
+            .expect("an index builds")
     } else {
-        LineIndex::build("one".into(), files.clone(), &|_| {})
+        LineIndex::build("one".into(), files.clone(), &|_| {}).expect("an index builds")
     };
 
     let narrowed: BTreeSet<String> = index
@@ -100,22 +107,16 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 
-    // The index as stored and loaded again narrows the same way.
-    let (parts, whole) = index.base_parts();
-    if whole {
-        let again = LineIndex::from_parts(
-            "one".into(),
-            index.live_files(),
-            parts.keys.to_vec(),
-            parts.offsets.to_vec(),
-            parts.data.to_vec(),
-        )
-        .expect("an index's own parts fit together");
-        let reloaded: BTreeSet<String> = again
-            .candidates(searcher.plan(), |_| true)
-            .iter()
-            .map(|f| f.path.to_string())
-            .collect();
-        assert_eq!(reloaded, narrowed, "a reloaded index narrows differently");
-    }
+    // The index merged into one stored segment and opened again narrows the same way.
+    let merged = index
+        .write_merged(std::io::Cursor::new(Vec::new()))
+        .expect("a merge writes");
+    let segment = Segment::from_vec(merged.into_inner(), false).expect("a merge opens");
+    let again = LineIndex::from_segments(vec![Arc::new(segment)]).expect("one base is an index");
+    let reloaded: BTreeSet<String> = again
+        .candidates(searcher.plan(), |_| true)
+        .iter()
+        .map(|f| f.path.to_string())
+        .collect();
+    assert_eq!(reloaded, narrowed, "a reloaded index narrows differently");
 });

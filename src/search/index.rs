@@ -1,27 +1,103 @@
-//! The line-search index of one repo at one head: every text file's contents, held
-//! uncompressed in memory, and trigram posting lists that narrow a query to the files
-//! that can match before any regex runs.
+//! The line-search index of one repo at one head: every text file's contents and the
+//! trigram posting lists that narrow a query to the files that can match before any
+//! regex runs, held in [`segment`](super::segment)s: a base with every file of some
+//! head, then a delta per later change, each a file mapped into memory (or, when it
+//! could not be stored, a buffer on the heap) and searched in place.
 //!
 //! An index is an immutable value tied to one head, so a search holding it sees one
-//! head and never a mix. A commit makes the next index cheaply: the bulk (`Base`: the
-//! files and their compressed postings as of the last full build) is shared, and only a
-//! small overlay of changed files and a bitmap of dead base files is copied. When the
-//! overlay grows past a fraction of the base, the next index is rebuilt whole, from the
-//! contents already in memory.
+//! head and never a mix. A commit makes the next index cheaply: the segments are shared,
+//! a small delta is added, and a bitmap per segment marks the files a later segment
+//! replaced or removed. The heap holds only those bitmaps and a list of each segment's
+//! files; the contents stay in the mapped files (the page cache, shared by every process
+//! on the data directory).
 
 use std::collections::BTreeMap;
+use std::io::{self, Seek, Write};
+use std::ops::{Deref, Range};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::plan::{TrigramQuery, fold};
+use super::segment::{self, Kind, Layout, SegmentData, Unusable};
 
 /// One text file at a head.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileEntry {
     /// Its path in the repo.
     pub path: Box<str>,
     /// Its bytes.
-    pub content: Box<[u8]>,
+    pub content: Content,
+}
+
+/// A file's bytes: on the heap, or a range of a segment.
+///
+/// Reading a segment's bytes (through `Deref`) first checks the blocks they lie in
+/// against their checksums, once per block; bytes that fail read as empty, and the
+/// segment says it is damaged ([`LineIndex::damaged`]), so a caller that checks after
+/// its search never keeps an answer computed from them. `len` reads no bytes.
+#[derive(Clone)]
+pub struct Content(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Heap(Box<[u8]>),
+    Mapped {
+        data: Arc<SegmentData>,
+        range: Range<usize>,
+    },
+}
+
+impl Content {
+    /// Its length in bytes (without reading them).
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Heap(b) => b.len(),
+            Repr::Mapped { range, .. } => range.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Deref for Content {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Heap(b) => b,
+            Repr::Mapped { data, range } => data.checked(range.clone()).unwrap_or(&[]),
+        }
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Repr::Heap(b) => write!(f, "Content({} bytes on the heap)", b.len()),
+            Repr::Mapped { range, .. } => write!(f, "Content({} bytes mapped)", range.len()),
+        }
+    }
+}
+
+impl From<Box<[u8]>> for Content {
+    fn from(b: Box<[u8]>) -> Self {
+        Content(Repr::Heap(b))
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(v: Vec<u8>) -> Self {
+        Content(Repr::Heap(v.into_boxed_slice()))
+    }
+}
+
+impl From<&[u8]> for Content {
+    fn from(b: &[u8]) -> Self {
+        Content(Repr::Heap(b.into()))
+    }
 }
 
 /// Posting lists of every trigram, each a delta- and varint-encoded list of file ids.
@@ -32,19 +108,6 @@ struct Postings {
     /// Where each trigram's list starts in `data`; one more entry than `keys`.
     offsets: Vec<u64>,
     data: Vec<u8>,
-}
-
-impl Postings {
-    fn list(&self, trigram: u32) -> &[u8] {
-        match self.keys.binary_search(&trigram) {
-            Ok(i) => &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize],
-            Err(_) => &[],
-        }
-    }
-
-    fn size_bytes(&self) -> usize {
-        self.keys.len() * 4 + self.offsets.len() * 8 + self.data.len()
-    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u32) {
@@ -73,7 +136,7 @@ fn decode(list: &[u8]) -> Vec<u32> {
     let mut out = Vec::with_capacity(list.len());
     let (mut pos, mut last) = (0, 0u32);
     while pos < list.len() {
-        last += get_varint(list, &mut pos);
+        last = last.wrapping_add(get_varint(list, &mut pos));
         out.push(last);
     }
     out
@@ -251,220 +314,87 @@ fn index_range(
     part.finish()
 }
 
-/// The base of an index in a form that can be stored and loaded again: file paths in
-/// id order, and the postings' three arrays.
+/// One open segment: its bytes and the list of its files.
 #[derive(Debug)]
-pub struct BaseParts<'a> {
-    /// Paths of the base files, a file's id being its position.
-    pub paths: Vec<&'a str>,
-    /// Trigrams, sorted.
-    pub keys: &'a [u32],
-    /// Where each trigram's list starts in `data`; one more entry than `keys`.
-    pub offsets: &'a [u64],
-    /// The delta- and varint-encoded lists.
-    pub data: &'a [u8],
-}
-
-#[derive(Debug)]
-struct Base {
+pub struct Segment {
+    data: Arc<SegmentData>,
     /// Files sorted by path; a file's id is its position.
     files: Vec<Arc<FileEntry>>,
-    postings: Postings,
+    /// Its file name in the index directory, when it is stored.
+    name: Option<String>,
+    heap: usize,
 }
 
-/// The index of one repo at one head.
-#[derive(Debug, Clone)]
-pub struct LineIndex {
-    head: String,
-    base: Arc<Base>,
-    /// Base files deleted or changed since the base was built, one bit each.
-    dead: Arc<Vec<u64>>,
-    /// Files added or changed since the base was built, by path.
-    overlay: Arc<BTreeMap<Box<str>, Arc<FileEntry>>>,
-}
-
-/// Sizes of an index, for reports.
-#[derive(Debug, Clone, Copy)]
-pub struct IndexStats {
-    /// Files indexed at this head.
-    pub files: usize,
-    /// Bytes of file contents held.
-    pub content_bytes: usize,
-    /// Bytes of trigram postings (keys, offsets and lists).
-    pub postings_bytes: usize,
-}
-
-impl LineIndex {
-    /// Index `files` (any order) as the contents of `head`. `progress` is told of files
-    /// as they are indexed.
-    pub fn build(head: String, mut files: Vec<Arc<FileEntry>>, progress: &dyn Fn(u64)) -> Self {
-        files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        let postings = build_postings(&files, progress);
-        let dead = vec![0u64; files.len().div_ceil(64)];
+impl Segment {
+    fn new(data: SegmentData, name: Option<String>) -> Self {
+        let data = Arc::new(data);
+        let files: Vec<Arc<FileEntry>> = (0..data.layout().files)
+            .map(|i| {
+                Arc::new(FileEntry {
+                    path: data.path(i).into(),
+                    content: Content(Repr::Mapped {
+                        data: data.clone(),
+                        range: data.content_range(i),
+                    }),
+                })
+            })
+            .collect();
+        let heap = data.heap_bytes()
+            + files.capacity() * std::mem::size_of::<Arc<FileEntry>>()
+            + files
+                .iter()
+                .map(|f| f.path.len() + std::mem::size_of::<FileEntry>() + 16)
+                .sum::<usize>();
         Self {
-            head,
-            base: Arc::new(Base { files, postings }),
-            dead: Arc::new(dead),
-            overlay: Arc::new(BTreeMap::new()),
+            data,
+            files,
+            name,
+            heap,
         }
     }
 
-    /// Reassemble an index of `head` from stored parts and the files they name (in the
-    /// same order); `None` when they do not fit together.
-    pub fn from_parts(
-        head: String,
-        files: Vec<Arc<FileEntry>>,
-        keys: Vec<u32>,
-        offsets: Vec<u64>,
-        data: Vec<u8>,
-    ) -> Option<Self> {
-        let sorted = files.windows(2).all(|w| w[0].path < w[1].path);
-        let shaped = offsets.len() == keys.len() + 1
-            && offsets.windows(2).all(|w| w[0] <= w[1])
-            && offsets.last() == Some(&(data.len() as u64))
-            && keys.windows(2).all(|w| w[0] < w[1]);
-        if !sorted || !shaped {
-            return None;
-        }
-        let dead = vec![0u64; files.len().div_ceil(64)];
-        Some(Self {
-            head,
-            base: Arc::new(Base {
-                files,
-                postings: Postings {
-                    keys,
-                    offsets,
-                    data,
-                },
-            }),
-            dead: Arc::new(dead),
-            overlay: Arc::new(BTreeMap::new()),
-        })
+    /// Open the segment file at `path`, checked as [`segment`](super::segment) says;
+    /// `name` is how the index directory knows it.
+    pub fn open(path: &Path, name: &str) -> Result<Self, Unusable> {
+        Ok(Self::new(SegmentData::open(path)?, Some(name.to_string())))
     }
 
-    /// The base as stored parts, and whether it is the whole index (no overlay): only
-    /// then do the parts describe this head.
-    pub fn base_parts(&self) -> (BaseParts<'_>, bool) {
-        let whole = self.overlay.is_empty() && self.dead.iter().all(|w| *w == 0);
-        let p = &self.base.postings;
-        (
-            BaseParts {
-                paths: self.base.files.iter().map(|f| &*f.path).collect(),
-                keys: &p.keys,
-                offsets: &p.offsets,
-                data: &p.data,
-            },
-            whole,
-        )
+    /// A segment held on the heap; `trusted` when this process just wrote `bytes`.
+    pub fn from_vec(bytes: Vec<u8>, trusted: bool) -> Result<Self, Unusable> {
+        Ok(Self::new(SegmentData::from_vec(bytes, trusted)?, None))
     }
 
-    /// The head this index reflects.
-    pub fn head(&self) -> &str {
-        &self.head
+    /// Its file name in the index directory, when it is stored.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
-    /// Sizes, for reports.
-    pub fn stats(&self) -> IndexStats {
-        let live = self.live_files();
-        IndexStats {
-            files: live.len(),
-            content_bytes: live.iter().map(|f| f.content.len()).sum(),
-            postings_bytes: self.base.postings.size_bytes(),
-        }
+    /// Its header.
+    pub fn layout(&self) -> &Layout {
+        self.data.layout()
     }
 
-    fn is_dead(&self, id: usize) -> bool {
-        self.dead[id / 64] & (1 << (id % 64)) != 0
+    /// Heap bytes it holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.heap
     }
 
-    /// The index of `head`, which differs from this one's head by `changes`: each path
-    /// with its new contents, or `None` when it no longer exists as a text file.
-    pub fn apply(&self, head: String, changes: Vec<(String, Option<Box<[u8]>>)>) -> Self {
-        let mut next = self.clone();
-        next.head = head;
-        {
-            let dead = Arc::make_mut(&mut next.dead);
-            let overlay = Arc::make_mut(&mut next.overlay);
-            for (path, content) in changes {
-                if let Ok(id) = self
-                    .base
-                    .files
-                    .binary_search_by(|f| (*f.path).cmp(path.as_str()))
-                {
-                    dead[id / 64] |= 1 << (id % 64);
-                }
-                let path: Box<str> = path.into();
-                match content {
-                    Some(content) => {
-                        let entry = Arc::new(FileEntry {
-                            path: path.clone(),
-                            content,
-                        });
-                        overlay.insert(path, entry);
-                    }
-                    None => {
-                        overlay.remove(&path);
-                    }
-                }
-            }
-        }
-        let dead_count: usize = next.dead.iter().map(|w| w.count_ones() as usize).sum();
-        let churn = dead_count + next.overlay.len();
-        // Past this much churn every query pays for scanning the overlay in full; one
-        // rebuild from memory (no git reads) costs about as much as a few such queries.
-        if churn > 256 && churn * 8 > self.base.files.len() {
-            return Self::build(next.head.clone(), next.live_files(), &|_| {});
-        }
-        next
+    fn file_id(&self, path: &str) -> Option<usize> {
+        self.files.binary_search_by(|f| (*f.path).cmp(path)).ok()
     }
 
-    /// Every live file, in path order.
-    pub fn live_files(&self) -> Vec<Arc<FileEntry>> {
-        let base = self
-            .base
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.is_dead(*i))
-            .map(|(_, f)| f.clone());
-        merge_by_path(base, self.overlay.values().cloned(), |_| true)
-    }
-
-    /// The files that can hold a match of `query` and pass `wanted`, in path order.
-    pub fn candidates(
-        &self,
-        query: &TrigramQuery,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Vec<Arc<FileEntry>> {
-        let base: Box<dyn Iterator<Item = Arc<FileEntry>>> = match self.eval(query) {
-            None => Box::new(
-                self.base
-                    .files
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !self.is_dead(*i))
-                    .map(|(_, f)| f.clone()),
-            ),
-            Some(ids) => Box::new(
-                ids.into_iter()
-                    .filter(|&i| !self.is_dead(i as usize))
-                    .map(|i| self.base.files[i as usize].clone()),
-            ),
-        };
-        // Overlay files are few; they go to the regex unfiltered.
-        merge_by_path(base, self.overlay.values().cloned(), wanted)
-    }
-
-    /// Base ids satisfying `query`, sorted; `None` for every file.
+    /// Ids of this segment's files satisfying `query`, sorted; `None` for every file
+    /// (also when a list needed is damaged: every file is then a candidate, which keeps
+    /// the answer right).
     fn eval(&self, query: &TrigramQuery) -> Option<Vec<u32>> {
         match query {
             TrigramQuery::All => None,
-            TrigramQuery::Trigram(t) => Some(decode(self.base.postings.list(*t))),
+            TrigramQuery::Trigram(t) => self.data.list(*t).map(decode),
             TrigramQuery::And(parts) => {
                 // Cheapest lists first, so the running set shrinks early.
                 let mut parts: Vec<&TrigramQuery> = parts.iter().collect();
                 parts.sort_by_key(|q| match q {
-                    TrigramQuery::Trigram(t) => self.base.postings.list(*t).len(),
+                    TrigramQuery::Trigram(t) => self.data.list_len(*t),
                     _ => usize::MAX,
                 });
                 let mut acc: Option<Vec<u32>> = None;
@@ -492,14 +422,314 @@ impl LineIndex {
     }
 }
 
+/// Write a base segment of `files` (sorted by path, no path twice) at `head` to `w`,
+/// extracting their trigrams on every core; `progress` is told of files indexed.
+pub fn write_base<W: Write + Seek>(
+    w: W,
+    head: &str,
+    files: &[Arc<FileEntry>],
+    progress: &dyn Fn(u64),
+) -> io::Result<W> {
+    let postings = build_postings(files, progress);
+    segment::write(
+        w,
+        &segment::Contents {
+            kind: Kind::Base,
+            head,
+            parent: "",
+            files: files.iter().map(|f| (&*f.path, &*f.content)).collect(),
+            removed: Vec::new(),
+            keys: &postings.keys,
+            offsets: &postings.offsets,
+            postings: &postings.data,
+        },
+    )
+}
+
+/// The paths that changed from one head to the next, each with its text at the new
+/// head (`None` when it is gone, or is no longer a text file).
+pub type Changes = Vec<(String, Option<Box<[u8]>>)>;
+
+/// Write a delta segment from `parent` to `head` to `w`: every path of `changes` is
+/// removed from the segments below, and those with contents are added.
+pub fn write_delta<W: Write + Seek>(
+    w: W,
+    parent: &str,
+    head: &str,
+    changes: &Changes,
+) -> io::Result<W> {
+    let mut latest: BTreeMap<&str, Option<&[u8]>> = BTreeMap::new();
+    for (path, content) in changes {
+        latest.insert(path, content.as_deref());
+    }
+    let files: Vec<Arc<FileEntry>> = latest
+        .iter()
+        .filter_map(|(p, c)| {
+            c.map(|c| {
+                Arc::new(FileEntry {
+                    path: (*p).into(),
+                    content: c.into(),
+                })
+            })
+        })
+        .collect();
+    let postings = build_postings(&files, &|_| {});
+    segment::write(
+        w,
+        &segment::Contents {
+            kind: Kind::Delta,
+            head,
+            parent,
+            files: files.iter().map(|f| (&*f.path, &*f.content)).collect(),
+            removed: latest.keys().copied().collect(),
+            keys: &postings.keys,
+            offsets: &postings.offsets,
+            postings: &postings.data,
+        },
+    )
+}
+
+/// The index of one repo at one head.
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    head: String,
+    /// A base, then deltas, each made on top of the one before.
+    segments: Arc<Vec<Arc<Segment>>>,
+    /// Per segment, its files replaced or removed by a later segment, one bit each.
+    dead: Arc<Vec<Arc<Vec<u64>>>>,
+}
+
+/// Sizes of an index, for reports.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexStats {
+    /// Files indexed at this head.
+    pub files: usize,
+    /// Bytes of file contents at this head.
+    pub content_bytes: usize,
+    /// Bytes of trigram postings (keys, offsets and lists) of every segment.
+    pub postings_bytes: usize,
+    /// Segments: a base and its deltas.
+    pub segments: usize,
+    /// Bytes of the segments stored on disk and mapped.
+    pub mapped_bytes: usize,
+    /// Bytes this index holds on the heap.
+    pub heap_bytes: usize,
+}
+
+/// Deltas past this many are merged into a new base.
+const MAX_DELTAS: usize = 24;
+
+fn in_memory(w: io::Result<io::Cursor<Vec<u8>>>) -> io::Result<Arc<Segment>> {
+    let bytes = w?.into_inner();
+    Segment::from_vec(bytes, true)
+        .map(Arc::new)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+impl LineIndex {
+    /// Index `files` (any order, no path twice) as the contents of `head`, in a segment
+    /// on the heap. `progress` is told of files as they are indexed.
+    pub fn build(
+        head: String,
+        mut files: Vec<Arc<FileEntry>>,
+        progress: &dyn Fn(u64),
+    ) -> io::Result<Self> {
+        files.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let seg = in_memory(write_base(
+            io::Cursor::new(Vec::new()),
+            &head,
+            &files,
+            progress,
+        ))?;
+        Self::from_segments(vec![seg])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a base segment"))
+    }
+
+    /// The index made of `segments`: a base, then deltas each on top of the one
+    /// before; `None` when they do not chain so.
+    pub fn from_segments(segments: Vec<Arc<Segment>>) -> Option<Self> {
+        let mut it = segments.into_iter();
+        let base = it.next()?;
+        if base.layout().kind != Kind::Base {
+            return None;
+        }
+        let mut ix = Self {
+            head: base.layout().head.clone(),
+            dead: Arc::new(vec![Arc::new(vec![0; base.files.len().div_ceil(64)])]),
+            segments: Arc::new(vec![base]),
+        };
+        for seg in it {
+            ix = ix.push(seg)?;
+        }
+        Some(ix)
+    }
+
+    /// This index with the delta `seg` on top; `None` unless `seg` is a delta made on
+    /// this index's head.
+    pub fn push(&self, seg: Arc<Segment>) -> Option<Self> {
+        let l = seg.layout();
+        if l.kind != Kind::Delta || l.parent != self.head {
+            return None;
+        }
+        let mut dead: Vec<Arc<Vec<u64>>> = self.dead.iter().cloned().collect();
+        for r in 0..l.removed {
+            let path = seg.data.removed(r);
+            for (s, below) in self.segments.iter().enumerate() {
+                if let Some(id) = below.file_id(path) {
+                    Arc::make_mut(&mut dead[s])[id / 64] |= 1 << (id % 64);
+                }
+            }
+        }
+        dead.push(Arc::new(vec![0; seg.files.len().div_ceil(64)]));
+        let mut segments: Vec<Arc<Segment>> = self.segments.iter().cloned().collect();
+        let head = l.head.clone();
+        segments.push(seg);
+        Some(Self {
+            head,
+            segments: Arc::new(segments),
+            dead: Arc::new(dead),
+        })
+    }
+
+    /// The index of `head`, which differs from this one's head by `changes`, with the
+    /// delta held on the heap (merged into a new base when deltas have grown).
+    pub fn apply(&self, head: String, changes: Changes) -> io::Result<Self> {
+        let seg = in_memory(write_delta(
+            io::Cursor::new(Vec::new()),
+            &self.head,
+            &head,
+            &changes,
+        ))?;
+        let next = self
+            .push(seg)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a delta"))?;
+        if next.needs_merge() {
+            return Self::build(next.head.clone(), next.live_files(), &|_| {});
+        }
+        Ok(next)
+    }
+
+    /// Whether the deltas have grown enough to merge them into a new base: past this
+    /// much churn every query pays for searching many small segments, and a merge (from
+    /// the segments, without reading git) costs about as much as a few such queries.
+    pub fn needs_merge(&self) -> bool {
+        let deltas = self.segments.len() - 1;
+        let churn: usize = self.segments[1..]
+            .iter()
+            .map(|s| s.files.len())
+            .sum::<usize>()
+            + self.dead[0]
+                .iter()
+                .map(|w| w.count_ones() as usize)
+                .sum::<usize>();
+        deltas > MAX_DELTAS || (churn > 256 && churn * 8 > self.segments[0].files.len())
+    }
+
+    /// Write one base segment holding this index's files at its head to `w` (the
+    /// merge of its segments). Fails, writing nothing usable, when a segment turns out
+    /// to be damaged.
+    pub fn write_merged<W: Write + Seek>(&self, w: W) -> io::Result<W> {
+        let w = write_base(w, &self.head, &self.live_files(), &|_| {})?;
+        if self.damaged() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a segment is damaged",
+            ));
+        }
+        Ok(w)
+    }
+
+    /// Its segments, base first.
+    pub fn segments(&self) -> &[Arc<Segment>] {
+        &self.segments
+    }
+
+    /// The head this index reflects.
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// Whether a segment of this index failed a check: an answer computed from it may
+    /// have missed contents, so it must be computed again from a rebuilt index.
+    pub fn damaged(&self) -> bool {
+        self.segments.iter().any(|s| s.data.is_damaged())
+    }
+
+    /// Heap bytes this index holds (shared with the indexes of nearby heads).
+    pub fn heap_bytes(&self) -> usize {
+        self.segments.iter().map(|s| s.heap).sum::<usize>()
+            + self.dead.iter().map(|d| d.len() * 8).sum::<usize>()
+    }
+
+    /// Sizes, for reports.
+    pub fn stats(&self) -> IndexStats {
+        let live = self.live_files();
+        IndexStats {
+            files: live.len(),
+            content_bytes: live.iter().map(|f| f.content.len()).sum(),
+            postings_bytes: self
+                .segments
+                .iter()
+                .map(|s| {
+                    let l = s.layout();
+                    l.keys * 12 + 8 + l.postings.len()
+                })
+                .sum(),
+            segments: self.segments.len(),
+            mapped_bytes: self
+                .segments
+                .iter()
+                .filter(|s| !s.data.on_heap())
+                .map(|s| s.layout().len)
+                .sum(),
+            heap_bytes: self.heap_bytes(),
+        }
+    }
+
+    fn is_dead(&self, seg: usize, id: usize) -> bool {
+        self.dead[seg][id / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// Every live file, in path order.
+    pub fn live_files(&self) -> Vec<Arc<FileEntry>> {
+        self.candidates(&TrigramQuery::All, |_| true)
+    }
+
+    /// The files that can hold a match of `query` and pass `wanted`, in path order.
+    pub fn candidates(
+        &self,
+        query: &TrigramQuery,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<Arc<FileEntry>> {
+        let mut per_segment = self.segments.iter().enumerate().map(|(s, seg)| {
+            let ids: Box<dyn Iterator<Item = usize>> = match seg.eval(query) {
+                None => Box::new(0..seg.files.len()),
+                Some(ids) => Box::new(ids.into_iter().map(|i| i as usize)),
+            };
+            ids.filter(|&i| i < seg.files.len() && !self.is_dead(s, i))
+                .map(|i| &seg.files[i])
+                .filter(|f| wanted(&f.path))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        let base = per_segment.next().unwrap_or_default();
+        // A live path is in one segment only; the deltas' files are few.
+        let mut rest: Vec<Arc<FileEntry>> = per_segment.flatten().collect();
+        if rest.is_empty() {
+            return base;
+        }
+        rest.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        merge_by_path(base.into_iter(), rest.into_iter())
+    }
+}
+
 fn merge_by_path(
     base: impl Iterator<Item = Arc<FileEntry>>,
     overlay: impl Iterator<Item = Arc<FileEntry>>,
-    wanted: impl Fn(&str) -> bool,
 ) -> Vec<Arc<FileEntry>> {
     let mut out = Vec::new();
-    let mut base = base.filter(|f| wanted(&f.path)).peekable();
-    let mut overlay = overlay.filter(|f| wanted(&f.path)).peekable();
+    let mut base = base.peekable();
+    let mut overlay = overlay.peekable();
     loop {
         let take_base = match (base.peek(), overlay.peek()) {
             (Some(b), Some(o)) => b.path <= o.path,
@@ -583,7 +813,7 @@ mod tests {
                 )
             })
             .collect();
-        let ix = LineIndex::build("h".into(), files, &|_| {});
+        let ix = LineIndex::build("h".into(), files, &|_| {}).unwrap();
         let hits = ix.candidates(&plan("needle", false, false), |_| true);
         assert_eq!(hits.len(), 334);
         assert!(hits.iter().all(|f| &*f.content == b"needle"));
@@ -599,20 +829,26 @@ mod tests {
                 entry("c", "alpha"),
             ],
             &|_| {},
-        );
+        )
+        .unwrap();
         let q = plan("alpha", false, false);
         assert_eq!(paths(&ix.candidates(&q, |_| true)), ["b", "c"]);
-        let next = ix.apply(
-            "h2".into(),
-            vec![
-                ("c".into(), None),
-                ("a".into(), Some(b"ALPHA".as_slice().into())),
-                ("d".into(), Some(b"x".as_slice().into())),
-            ],
-        );
+        let next = ix
+            .apply(
+                "h2".into(),
+                vec![
+                    ("c".into(), None),
+                    ("a".into(), Some(b"ALPHA".as_slice().into())),
+                    ("d".into(), Some(b"x".as_slice().into())),
+                ],
+            )
+            .unwrap();
         assert_eq!(next.head(), "h2");
-        assert_eq!(paths(&next.candidates(&q, |_| true)), ["a", "b", "d"]);
-        assert_eq!(paths(&next.candidates(&q, |p| p != "a")), ["b", "d"]);
+        // A delta has postings of its own: "d" cannot match.
+        assert_eq!(paths(&next.candidates(&q, |_| true)), ["a", "b"]);
+        assert_eq!(paths(&next.candidates(&q, |p| p != "a")), ["b"]);
+        let every = next.candidates(&TrigramQuery::All, |_| true);
+        assert_eq!(paths(&every), ["a", "b", "d"]);
         // The old index is untouched: a search holding it still sees its own head.
         assert_eq!(paths(&ix.candidates(&q, |_| true)), ["b", "c"]);
         assert_eq!(next.stats().files, 3);
@@ -620,10 +856,55 @@ mod tests {
 
     #[test]
     fn trigrams_never_span_a_line_break() {
-        let ix = LineIndex::build("h".into(), vec![entry("a", "ab\ncd")], &|_| {});
+        let ix = LineIndex::build("h".into(), vec![entry("a", "ab\ncd")], &|_| {}).unwrap();
         assert!(
             ix.candidates(&plan("b\nc", false, false), |_| true)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn deltas_chain_and_merge_into_one_base() {
+        let files: Vec<_> = (0..40)
+            .map(|i| entry(&format!("f{i:02}"), "base text"))
+            .collect();
+        let mut ix = LineIndex::build("h0".into(), files, &|_| {}).unwrap();
+        for n in 1..=30 {
+            let changes = vec![
+                (
+                    format!("f{n:02}"),
+                    Some(format!("changed {n}").into_bytes().into()),
+                ),
+                (format!("new{n:02}"), Some(b"fresh".as_slice().into())),
+                (format!("new{:02}", n - 1), None),
+            ];
+            ix = ix.apply(format!("h{n}"), changes).unwrap();
+            assert_eq!(ix.head(), format!("h{n}"));
+            let fresh = ix.candidates(&plan("fresh", false, false), |_| true);
+            assert_eq!(paths(&fresh), [format!("new{n:02}")]);
+            let changed = ix.candidates(&plan("changed", false, false), |_| true);
+            assert_eq!(changed.len(), n.min(39));
+            assert_eq!(ix.stats().files, 41);
+        }
+        assert!(ix.segments().len() <= MAX_DELTAS + 1);
+        let merged = ix.write_merged(io::Cursor::new(Vec::new())).unwrap();
+        let seg = Segment::from_vec(merged.into_inner(), false).unwrap();
+        let again = LineIndex::from_segments(vec![Arc::new(seg)]).unwrap();
+        assert_eq!(again.head(), "h30");
+        let names = |ix: &LineIndex| -> Vec<(String, Vec<u8>)> {
+            ix.live_files()
+                .iter()
+                .map(|f| (f.path.to_string(), f.content.to_vec()))
+                .collect()
+        };
+        assert_eq!(names(&again), names(&ix));
+    }
+
+    #[test]
+    fn a_delta_on_another_head_does_not_chain() {
+        let ix = LineIndex::build("h0".into(), vec![entry("a", "x")], &|_| {}).unwrap();
+        let other = write_delta(io::Cursor::new(Vec::new()), "h9", "h10", &Vec::new()).unwrap();
+        let seg = Arc::new(Segment::from_vec(other.into_inner(), true).unwrap());
+        assert!(ix.push(seg).is_none());
     }
 }

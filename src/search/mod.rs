@@ -9,9 +9,11 @@
 //!
 //! - [`plan`]: the trigram condition a pattern imposes on a file.
 //! - [`index`]: the per-head index that applies that condition.
+//! - [`segment`]: the index's stored form, mapped and searched in place.
 
 pub mod index;
 pub mod plan;
+pub mod segment;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,25 +1,37 @@
 //! Keeping each repo's line-search index at its head: built from git on first use (blobs
-//! inflated on every core), then carried forward commit by commit from the paths that
-//! changed, whichever process made the commit.
+//! inflated on every core) into a stored segment, then carried forward commit by commit
+//! from the paths that changed, whichever process made the commit, each commit adding a
+//! small delta segment; deltas are merged into a new base in the background when they
+//! grow.
 //!
-//! The trigram postings of a full build are also stored, in
-//! `<data-dir>/index/<repo-id>/base.bin` (written whole to a temporary file, then renamed
-//! over the old one, so a reader in another process sees one complete file or the other).
-//! A process that finds it reads the file contents it names from git and carries it
-//! forward to the head, instead of extracting every trigram again: `repo create
-//! --from-dir` builds it, and a server then starts searching sooner.
+//! On disk, under `<data-dir>/index/<repo-id>/`:
+//! ```text
+//! manifest          the current set: its head and its segments' names, base first,
+//!                   with a checksum (see `Manifest`)
+//! <uuid>.seg        segments (format in `crate::search::segment`), never changed once
+//!                   written
+//! lock              held (flock) by the one process changing the set at a time
+//! .tmp-<pid>-<uuid> a segment or manifest being written
+//! ```
+//! Every file is written under a temporary name, synced, and renamed into place, so a
+//! reader sees a whole file or none. A process opens the set the manifest names (mapping
+//! the segments, checking each as its format says) instead of reading the blobs back
+//! from git, and processes on one data directory share the segments' pages in the page
+//! cache. A set that is missing, damaged or does not fit together is rebuilt from git.
 
-use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
+use super::memory::IndexKind;
 use super::{RepoHandle, Store, StoreError, git, is_binary, lock};
 use crate::model::RepoId;
-use crate::search::index::{FileEntry, IndexStats, LineIndex};
+use crate::search::index::{
+    Changes, FileEntry, IndexStats, LineIndex, Segment, write_base, write_delta,
+};
 
 /// Progress of an index build: files read from git, then files indexed, each out of
 /// the same total.
@@ -47,6 +59,15 @@ pub(super) struct IndexSlot {
     current: Mutex<Option<Arc<LineIndex>>>,
     /// Held by the one thread building or updating; others wait and reuse its work.
     building: Mutex<()>,
+    /// Set while a background merge runs.
+    merging: AtomicBool,
+}
+
+impl IndexSlot {
+    /// Drop the index from memory (its segments on disk stay).
+    pub(super) fn drop_current(&self) {
+        *lock(&self.current) = None;
+    }
 }
 
 const MODE_FILE: i32 = 0o100644;
@@ -114,134 +135,286 @@ fn read_all(
     Ok(all)
 }
 
-/// Build the index of commit `head` from scratch, and store its base under `index_dir`.
-fn build(
-    dir: &Path,
-    index_dir: &Path,
-    head: Oid,
-    progress: &dyn Fn(IndexProgress),
-) -> Result<LineIndex, StoreError> {
-    let files = {
-        let repo = Repository::open_bare(dir).map_err(git::git_err)?;
-        let tree = git::tree_at(&repo, head)?;
-        git::files(&repo, &tree)?
-    };
-    let entries = read_all(dir, &files, progress)?;
-    let total = entries.len() as u64;
-    let ix = LineIndex::build(head.to_string(), entries, &|done| {
-        progress(IndexProgress::Indexing {
-            done: done.min(total),
-            total,
-        });
-    });
-    let oids: HashMap<&str, Oid> = files.iter().map(|(p, o)| (p.as_str(), *o)).collect();
-    if let Err(e) = save(index_dir, &ix, &oids) {
-        tracing::warn!(dir = %index_dir.display(), cause = %e, "the line index could not be stored; it is rebuilt when next needed");
-    }
-    Ok(ix)
+/// A writer and a seeker, as a segment writer needs.
+trait WriteSeek: Write + Seek {}
+impl<T: Write + Seek> WriteSeek for T {}
+
+/// For tests of a writer killed mid-write: when this variable holds a number of
+/// milliseconds, a segment writer pauses that long once 64 KiB of its temporary file
+/// are written.
+const PAUSE_ENV: &str = "SCOPED_REPO_TEST_PAUSE_SEGMENT_WRITE_MS";
+
+/// The writer under a segment's buffer: counts bytes, and pauses as [`PAUSE_ENV`] says.
+struct FileSink {
+    file: std::fs::File,
+    written: u64,
+    pause: Option<std::time::Duration>,
 }
 
-const MAGIC: &[u8; 8] = b"SRMIDX01";
-
-/// Store the base of a freshly built `ix` under `index_dir`; `oids` names each path's
-/// blob, so a loader can read the contents back from git.
-fn save(index_dir: &Path, ix: &LineIndex, oids: &HashMap<&str, Oid>) -> Result<(), StoreError> {
-    let (parts, whole) = ix.base_parts();
-    if !whole {
-        return Ok(());
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written >= 64 * 1024
+            && let Some(p) = self.pause.take()
+        {
+            self.file.flush()?;
+            std::thread::sleep(p);
+        }
+        Ok(n)
     }
-    std::fs::create_dir_all(index_dir)?;
-    let tmp = index_dir.join(format!(
-        ".base.bin.{}.{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let written = (|| -> Result<(), StoreError> {
-        let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
-        w.write_all(MAGIC)?;
-        w.write_all(ix.head().as_bytes())?;
-        w.write_all(&(parts.paths.len() as u64).to_le_bytes())?;
-        for path in &parts.paths {
-            let oid = oids
-                .get(path)
-                .ok_or_else(|| StoreError::Io(format!("no blob id for `{path}`")))?;
-            w.write_all(oid.as_bytes())?;
-            w.write_all(&(path.len() as u32).to_le_bytes())?;
-            w.write_all(path.as_bytes())?;
-        }
-        w.write_all(&(parts.keys.len() as u64).to_le_bytes())?;
-        for k in parts.keys {
-            w.write_all(&k.to_le_bytes())?;
-        }
-        for o in parts.offsets {
-            w.write_all(&o.to_le_bytes())?;
-        }
-        w.write_all(&(parts.data.len() as u64).to_le_bytes())?;
-        w.write_all(parts.data)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, index_dir.join("base.bin"))?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
-    written
 }
 
-/// A cursor over a stored base.
-struct Reader<'a>(&'a [u8]);
+impl Seek for FileSink {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
+const MANIFEST_MAGIC: &str = "scoped-repo-mcp line index 1";
+
+/// The current set of segments as the manifest names it:
+/// ```text
+/// scoped-repo-mcp line index 1
+/// head <commit>
+/// segment <name>          (one line each, base first)
+/// crc32 <8 hex digits>    (of every byte before this line)
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+struct Manifest {
+    head: String,
+    segments: Vec<String>,
+}
+
+impl Manifest {
+    fn render(&self) -> String {
+        let mut s = format!("{MANIFEST_MAGIC}\nhead {}\n", self.head);
+        for name in &self.segments {
+            s.push_str(&format!("segment {name}\n"));
+        }
+        let sum = crc32fast::hash(s.as_bytes());
+        s.push_str(&format!("crc32 {sum:08x}\n"));
+        s
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let body_end = text.rfind("crc32 ")?;
+        let (body, sum) = text.split_at(body_end);
+        let sum = u32::from_str_radix(sum.strip_prefix("crc32 ")?.trim_end(), 16).ok()?;
+        if crc32fast::hash(body.as_bytes()) != sum {
             return None;
         }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        let mut lines = body.lines();
+        if lines.next()? != MANIFEST_MAGIC {
+            return None;
+        }
+        let head = lines.next()?.strip_prefix("head ")?.to_string();
+        let segments: Vec<String> = lines
+            .map(|l| l.strip_prefix("segment ").map(str::to_string))
+            .collect::<Option<_>>()?;
+        let safe = |n: &String| {
+            n.ends_with(".seg") && !n.starts_with('.') && !n.contains('/') && !n.contains('\\')
+        };
+        (!segments.is_empty() && segments.iter().all(safe)).then_some(Self { head, segments })
     }
 }
 
-/// The stored base under `index_dir`, its files read back from git; `None` when there
-/// is none or it does not fit the repository (then the caller builds afresh).
-fn load(repo_dir: &Path, index_dir: &Path, progress: &dyn Fn(IndexProgress)) -> Option<LineIndex> {
-    let bytes = std::fs::read(index_dir.join("base.bin")).ok()?;
-    let mut r = Reader(&bytes);
-    if r.take(8)? != MAGIC {
-        return None;
-    }
-    let head = std::str::from_utf8(r.take(40)?).ok()?.to_string();
-    let n = r.u64()? as usize;
-    let mut files = Vec::with_capacity(n.min(bytes.len()));
-    for _ in 0..n {
-        let oid = Oid::from_bytes(r.take(20)?).ok()?;
-        let len = r.u32()? as usize;
-        let path = std::str::from_utf8(r.take(len)?).ok()?.to_string();
-        files.push((path, oid));
-    }
-    let nkeys = r.u64()? as usize;
-    let keys: Vec<u32> = (0..nkeys).map(|_| r.u32()).collect::<Option<_>>()?;
-    let offsets: Vec<u64> = (0..=nkeys).map(|_| r.u64()).collect::<Option<_>>()?;
-    let len = r.u64()? as usize;
-    let data = r.take(len)?.to_vec();
-    drop(bytes);
-    let entries = read_all(repo_dir, &files, progress).ok()?;
-    // A file that is no longer text (or gone) would shift every id after it.
-    if entries.len() != files.len() {
-        return None;
-    }
-    LineIndex::from_parts(head, entries, keys, offsets, data)
+/// A repo's index directory.
+struct IndexDir {
+    path: PathBuf,
 }
 
-/// The paths that differ between commits `old` and `new`, each with its text at `new`
-/// (`None` when it is gone, or is no longer a text file).
-type Changes = Vec<(String, Option<Box<[u8]>>)>;
+/// Whether process `pid` is alive (a temporary file of a dead one is litter).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+impl IndexDir {
+    fn tmp_name(&self) -> PathBuf {
+        self.path.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    /// Take the directory's lock (blocking); `None` when the directory cannot be
+    /// written, and then nothing is stored.
+    fn lock(&self) -> Option<std::fs::File> {
+        let taken = (|| -> io::Result<std::fs::File> {
+            std::fs::create_dir_all(&self.path)?;
+            let f = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.path.join("lock"))?;
+            f.lock()?;
+            Ok(f)
+        })();
+        match taken {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(dir = %self.path.display(), cause = %e, "the line index cannot be stored; it is kept in memory");
+                None
+            }
+        }
+    }
+
+    fn manifest(&self) -> Option<Manifest> {
+        Manifest::parse(&std::fs::read_to_string(self.path.join("manifest")).ok()?)
+    }
+
+    /// Write `bytes` to `name` by temporary file, sync and rename.
+    fn write_file(
+        &self,
+        name: &str,
+        write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let tmp = self.tmp_name();
+        let written = (|| -> io::Result<()> {
+            let sink = FileSink {
+                file: std::fs::File::create(&tmp)?,
+                written: 0,
+                pause: std::env::var(PAUSE_ENV)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(std::time::Duration::from_millis),
+            };
+            let mut w = BufWriter::with_capacity(1 << 20, sink);
+            write(&mut w)?;
+            let sink = w.into_inner().map_err(|e| e.into_error())?;
+            sink.file.sync_all()?;
+            std::fs::rename(&tmp, self.path.join(name))?;
+            // The rename itself is durable once the directory is synced.
+            if let Ok(d) = std::fs::File::open(&self.path) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// A segment written by `write`: stored and mapped when `store` (and the disk
+    /// allows), else held on the heap.
+    fn segment(
+        &self,
+        store: bool,
+        write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
+    ) -> Result<Arc<Segment>, StoreError> {
+        if store {
+            let name = format!("{}.seg", uuid::Uuid::new_v4().simple());
+            let opened = self
+                .write_file(&name, write)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    Segment::open(&self.path.join(&name), &name).map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok(seg) => return Ok(Arc::new(seg)),
+                Err(e) => {
+                    tracing::warn!(dir = %self.path.display(), cause = %e, "an index segment could not be stored; it is kept in memory");
+                }
+            }
+        }
+        let mut cur = io::Cursor::new(Vec::new());
+        write(&mut cur)?;
+        Segment::from_vec(cur.into_inner(), true)
+            .map(Arc::new)
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    /// The set the manifest names, reusing the segments `reuse` has open; `None` when
+    /// there is none or it is unusable.
+    fn open_set(&self, reuse: Option<&LineIndex>) -> Option<LineIndex> {
+        let m = self.manifest()?;
+        let mut segs = Vec::with_capacity(m.segments.len());
+        for name in &m.segments {
+            let open = reuse.and_then(|ix| {
+                ix.segments()
+                    .iter()
+                    .find(|s| s.name() == Some(name))
+                    .cloned()
+            });
+            let seg = match open {
+                Some(s) => s,
+                None => match Segment::open(&self.path.join(name), name) {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(dir = %self.path.display(), segment = %name, cause = %e, "rebuilding the line index");
+                        return None;
+                    }
+                },
+            };
+            segs.push(seg);
+        }
+        LineIndex::from_segments(segs).filter(|ix| ix.head() == m.head)
+    }
+
+    /// Make `ix` the stored set (the caller holds the lock), and clear what no set uses.
+    fn publish(&self, ix: &LineIndex) {
+        let names: Option<Vec<String>> = ix
+            .segments()
+            .iter()
+            .map(|s| s.name().map(str::to_string))
+            .collect();
+        // A segment held on the heap, or one another process has cleared meanwhile,
+        // cannot be named: the stored set stays as it was.
+        let Some(names) = names.filter(|n| n.iter().all(|n| self.path.join(n).exists())) else {
+            return;
+        };
+        let m = Manifest {
+            head: ix.head().to_string(),
+            segments: names,
+        };
+        let text = m.render();
+        if let Err(e) = self.write_file("manifest", &|w| w.write_all(text.as_bytes())) {
+            tracing::warn!(dir = %self.path.display(), cause = %e, "the line index's manifest could not be stored");
+            return;
+        }
+        self.clear_litter(&m.segments);
+    }
+
+    /// Remove segments outside `keep`, the old postings file, and temporary files of
+    /// processes that died writing them (the caller holds the lock).
+    fn clear_litter(&self, keep: &[String]) {
+        let Ok(entries) = std::fs::read_dir(&self.path) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let litter = if let Some(rest) = name.strip_prefix(".tmp-") {
+                rest.split('-')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| !alive(pid))
+            } else {
+                (name.ends_with(".seg") && !keep.contains(&name)) || name == "base.bin"
+            };
+            if litter {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
 
 fn changes(repo: &Repository, old: &str, new: Oid) -> Result<Changes, StoreError> {
     let old = Oid::from_str(old).map_err(git::git_err)?;
@@ -259,6 +432,16 @@ fn changes(repo: &Repository, old: &str, new: Oid) -> Result<Changes, StoreError
         out.push((path, content));
     }
     Ok(out)
+}
+
+/// Whether `long` begins with the very segments of `prefix`.
+fn starts_with(long: &LineIndex, prefix: &LineIndex) -> bool {
+    long.segments().len() >= prefix.segments().len()
+        && long
+            .segments()
+            .iter()
+            .zip(prefix.segments())
+            .all(|(a, b)| Arc::ptr_eq(a, b))
 }
 
 impl Store {
@@ -290,6 +473,7 @@ impl Store {
         if let Some(ix) = lock(&h.index.current).clone()
             && ix.head() == head
         {
+            self.index_used(id, IndexKind::Line, ix.heap_bytes());
             return Ok(ix);
         }
         let _building = lock(&h.index.building);
@@ -297,52 +481,203 @@ impl Store {
         // newer one.
         let head = Self::current_head(&h)?;
         let current = lock(&h.index.current).clone();
-        let next = match current {
-            Some(ix) if ix.head() == head.to_string() => return Ok(ix),
-            Some(ix) => {
-                let changed = {
-                    let repo = lock(&h.reader);
-                    changes(&repo, ix.head(), head)
-                };
-                match changed {
-                    Ok(changed) => ix.apply(head.to_string(), changed),
-                    Err(e) => {
-                        tracing::warn!(repo = %id, cause = %e, "rebuilding the line index: the change since its head could not be read");
-                        build(&h.dir, &self.index_dir(id), head, progress)?
+        if let Some(ix) = &current
+            && ix.head() == head.to_string()
+        {
+            self.index_used(id, IndexKind::Line, ix.heap_bytes());
+            return Ok(ix.clone());
+        }
+        let next = Arc::new(self.advance_line_index(id, &h, current.as_deref(), progress)?);
+        *lock(&h.index.current) = Some(next.clone());
+        self.index_used(id, IndexKind::Line, next.heap_bytes());
+        if next.needs_merge() {
+            self.merge_in_background(id, &h, next.clone());
+        }
+        Ok(next)
+    }
+
+    /// The index at the head: the stored set (or `current`) carried forward by a delta,
+    /// or a fresh build from git.
+    fn advance_line_index(
+        &self,
+        id: &RepoId,
+        h: &RepoHandle,
+        current: Option<&LineIndex>,
+        progress: &dyn Fn(IndexProgress),
+    ) -> Result<LineIndex, StoreError> {
+        let started = std::time::Instant::now();
+        let dir = IndexDir {
+            path: self.index_dir(id),
+        };
+        // Held until the set is published, so processes on one data directory take
+        // turns and reuse each other's segments.
+        let held = dir.lock();
+        let store = held.is_some();
+        // The head as of holding the lock: another process may have moved it and
+        // stored its index meanwhile.
+        let head = Self::current_head(h)?;
+        let stored = if store { dir.open_set(current) } else { None };
+        let opened = stored.is_some();
+        if let Some(ix) = stored.or_else(|| current.cloned()) {
+            if ix.head() == head.to_string() {
+                if opened {
+                    log_index(id, &ix, "opened the stored line index", started);
+                }
+                return Ok(ix);
+            }
+            let changed = {
+                let repo = lock(&h.reader);
+                changes(&repo, ix.head(), head)
+            };
+            match changed {
+                Ok(changed) => {
+                    let (parent, next_head) = (ix.head().to_string(), head.to_string());
+                    let seg = dir.segment(store, &|w| {
+                        write_delta(w, &parent, &next_head, &changed).map(drop)
+                    })?;
+                    if let Some(next) = ix.push(seg) {
+                        if store {
+                            dir.publish(&next);
+                        }
+                        if opened && current.is_none() {
+                            log_index(id, &next, "opened the stored line index", started);
+                        }
+                        return Ok(next);
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(repo = %id, cause = %e, "rebuilding the line index: the change since its head could not be read");
+                }
             }
-            None => {
-                let started = std::time::Instant::now();
-                let stored = load(&h.dir, &self.index_dir(id), progress).and_then(|ix| {
-                    if ix.head() == head.to_string() {
-                        return Some(ix);
-                    }
-                    let repo = lock(&h.reader);
-                    let changed = changes(&repo, ix.head(), head).ok()?;
-                    Some(ix.apply(head.to_string(), changed))
-                });
-                let loaded = stored.is_some();
-                let ix = match stored {
-                    Some(ix) => ix,
-                    None => build(&h.dir, &self.index_dir(id), head, progress)?,
-                };
-                let stats = ix.stats();
-                tracing::info!(
-                    loaded,
-                    repo = %id,
-                    files = stats.files,
-                    content_bytes = stats.content_bytes,
-                    postings_bytes = stats.postings_bytes,
-                    ms = started.elapsed().as_millis() as u64,
-                    "built the line index"
-                );
-                ix
-            }
+        }
+        let files = {
+            let repo = Repository::open_bare(&h.dir).map_err(git::git_err)?;
+            let tree = git::tree_at(&repo, head)?;
+            git::files(&repo, &tree)?
         };
-        let next = Arc::new(next);
-        *lock(&h.index.current) = Some(next.clone());
-        Ok(next)
+        let entries = read_all(&h.dir, &files, progress)?;
+        let total = entries.len() as u64;
+        let indexing = |done: u64| {
+            progress(IndexProgress::Indexing {
+                done: done.min(total),
+                total,
+            })
+        };
+        let head = head.to_string();
+        let seg = dir.segment(store, &|w| {
+            write_base(w, &head, &entries, &indexing).map(drop)
+        })?;
+        drop(entries);
+        let ix = LineIndex::from_segments(vec![seg])
+            .ok_or_else(|| StoreError::Io("a fresh index segment does not open".into()))?;
+        if store {
+            dir.publish(&ix);
+        }
+        log_index(id, &ix, "built the line index", started);
+        Ok(ix)
+    }
+
+    /// Merge `ix`'s segments into one base on a thread of its own, then put it in
+    /// place of them: in this process when the index in use still starts with them, and
+    /// in the stored set when that is still what this process uses. Readers go on with
+    /// the old segments until then.
+    fn merge_in_background(&self, id: &RepoId, h: &Arc<RepoHandle>, ix: Arc<LineIndex>) {
+        if h.index.merging.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let dir = IndexDir {
+            path: self.index_dir(id),
+        };
+        let (flag, h, id) = (h.clone(), h.clone(), *id);
+        let spawned = std::thread::Builder::new()
+            .name("line-index-merge".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let store = ix.segments().iter().all(|s| s.name().is_some());
+                match dir.segment(store, &|w| ix.write_merged(w).map(drop)) {
+                    Ok(merged) => {
+                        let _building = lock(&h.index.building);
+                        let held = if merged.name().is_some() { dir.lock() } else { None };
+                        let current = lock(&h.index.current).clone();
+                        if let Some(cur) = current.filter(|c| starts_with(c, &ix)) {
+                            let mut segs = vec![merged];
+                            segs.extend(cur.segments()[ix.segments().len()..].iter().cloned());
+                            if let Some(next) = LineIndex::from_segments(segs) {
+                                let names: Vec<Option<&str>> =
+                                    cur.segments().iter().map(|s| s.name()).collect();
+                                let stored_is_ours = dir.manifest().is_some_and(|m| {
+                                    m.head == cur.head()
+                                        && m.segments
+                                            .iter()
+                                            .map(|n| Some(n.as_str()))
+                                            .eq(names.iter().copied())
+                                });
+                                if held.is_some() && stored_is_ours {
+                                    dir.publish(&next);
+                                }
+                                tracing::info!(repo = %id, segments = ix.segments().len(), ms = started.elapsed().as_millis() as u64, "merged the line index's segments");
+                                *lock(&h.index.current) = Some(Arc::new(next));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(repo = %id, cause = %e, "the line index's segments could not be merged");
+                    }
+                }
+                h.index.merging.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(repo = %id, cause = %e, "no thread to merge the line index's segments");
+            flag.index.merging.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Forget `ix`, found damaged, in this process and in the stored set, so that the
+    /// next call builds afresh.
+    fn discard_damaged(&self, id: &RepoId, ix: &Arc<LineIndex>) -> Result<(), StoreError> {
+        let h = self.handle(id)?;
+        let _building = lock(&h.index.building);
+        {
+            let mut cur = lock(&h.index.current);
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, ix)) {
+                *cur = None;
+            }
+        }
+        let dir = IndexDir {
+            path: self.index_dir(id),
+        };
+        if let Some(_held) = dir.lock()
+            && dir.manifest().is_some_and(|m| {
+                ix.segments()
+                    .iter()
+                    .any(|s| s.name().is_some_and(|n| m.segments.iter().any(|x| x == n)))
+            })
+        {
+            tracing::warn!(repo = %id, "a stored line index segment failed its checksum; rebuilding");
+            let _ = std::fs::remove_file(dir.path.join("manifest"));
+        }
+        Ok(())
+    }
+
+    /// Search with repo `id`'s line index: `run` computes an answer from an index, and
+    /// is run again on a rebuilt one when a segment it read turns out damaged, so no
+    /// answer ever comes from bytes that failed their checks.
+    pub(super) fn with_line_index<T>(
+        &self,
+        id: &RepoId,
+        run: impl Fn(&LineIndex) -> T,
+    ) -> Result<T, StoreError> {
+        for _ in 0..3 {
+            let ix = self.line_index(id)?;
+            let answer = run(&ix);
+            if !ix.damaged() {
+                return Ok(answer);
+            }
+            self.discard_damaged(id, &ix)?;
+        }
+        Err(StoreError::Io(
+            "the line index keeps failing its checks after rebuilds; check the disk holding the data directory".into(),
+        ))
     }
 
     /// Bring repo `id`'s index up to date if this process holds one (after a commit,
@@ -361,4 +696,18 @@ impl Store {
     pub fn line_index_stats(&self, id: &RepoId) -> Result<IndexStats, StoreError> {
         Ok(self.line_index(id)?.stats())
     }
+}
+
+fn log_index(id: &RepoId, ix: &LineIndex, what: &str, started: std::time::Instant) {
+    let stats = ix.stats();
+    tracing::info!(
+        repo = %id,
+        files = stats.files,
+        segments = stats.segments,
+        content_bytes = stats.content_bytes,
+        postings_bytes = stats.postings_bytes,
+        heap_bytes = stats.heap_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "{what}"
+    );
 }

@@ -6,13 +6,14 @@
 //! store.db                 SQLite (WAL): repos, tokens, account_keys
 //! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
-//! index/<repo-id>/base.bin trigram postings of the last full index build
+//! index/<repo-id>/         the line index's segments and their manifest (see `line_index`)
 //! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
 //! repos/.fetch-<pid>-<n>/  a fetch of a git source in quarantine (see `history`)
 //! ```
-//! Each repo's line-search index lives in the memory of the process that searches it
-//! (see `line_index`): loaded from `base.bin` or built from git on first use, it follows
-//! every commit.
+//! Each repo's line-search index lives in segment files, mapped by every process that
+//! searches it (see `line_index`): opened from disk, or built from git on first use, it
+//! follows every commit. The heap the indexes of all repos hold is bounded (see
+//! `memory`): past the bound, the least recently used are dropped from memory.
 //! Every method is blocking; async callers run them on the blocking pool.
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
@@ -21,6 +22,7 @@ mod git;
 mod history;
 mod import;
 mod line_index;
+mod memory;
 pub mod push;
 mod ranked;
 pub mod secrets;
@@ -35,6 +37,7 @@ pub use git::{BRANCH_REF, is_binary};
 pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
+pub use memory::{HeldIndex, IndexKind, default_index_memory};
 
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,
@@ -294,6 +297,8 @@ pub struct Store {
     limits: Limits,
     /// Ranked indexes, in memory, built on first use (see `ranked.rs`).
     ranked: Mutex<HashMap<RepoId, ranked::Slot>>,
+    /// The heap held by indexes, and its bound.
+    memory: memory::IndexMemory,
 }
 
 impl std::fmt::Debug for Store {
@@ -321,7 +326,37 @@ impl Store {
             handles: Mutex::new(HashMap::new()),
             limits,
             ranked: Mutex::new(HashMap::new()),
+            memory: memory::IndexMemory::new(memory::default_index_memory()),
         })
+    }
+
+    /// Bound the heap the search indexes of all repos hold to `bytes` (default: a
+    /// quarter of the machine's memory). Past it, the least recently used repo's
+    /// indexes are dropped from memory; their files on disk stay.
+    pub fn set_index_memory(&self, bytes: usize) {
+        self.memory.set_limit(bytes);
+    }
+
+    /// The bound on the heap of indexes, and every index it counts (most recently used
+    /// first).
+    pub fn index_memory(&self) -> (usize, Vec<HeldIndex>) {
+        (self.memory.limit(), self.memory.held())
+    }
+
+    /// Count repo `id`'s `kind` index, just used, as holding `bytes` of heap, and drop
+    /// others from memory if the total passes the bound.
+    fn index_used(&self, id: &RepoId, kind: IndexKind, bytes: usize) {
+        for victim in self.memory.used(*id, kind, bytes) {
+            tracing::debug!(repo = %victim.repo, kind = ?victim.kind, bytes = victim.bytes, "index dropped from memory");
+            match victim.kind {
+                IndexKind::Line => {
+                    if let Some(h) = lock(&self.handles).get(&victim.repo) {
+                        h.index.drop_current();
+                    }
+                }
+                IndexKind::Ranked => self.drop_ranked(&victim.repo),
+            }
+        }
     }
 
     /// The audit records `q` asks for, oldest first.
@@ -446,6 +481,8 @@ impl Store {
         }
         lock(&self.handles).remove(id);
         lock(&self.ranked).remove(id);
+        self.memory.forget(id, IndexKind::Line);
+        self.memory.forget(id, IndexKind::Ranked);
         let _ = std::fs::remove_dir_all(self.index_dir(id));
         let dir = self.git_dir(id);
         // Rename first so the ID disappears at once, then remove at leisure.
@@ -621,14 +658,15 @@ impl Store {
     /// that can match, then the regex runs over them on every core.
     pub fn search_lines(&self, id: &RepoId, query: &LineQuery) -> Result<LineResults, StoreError> {
         let searcher = LineSearcher::new(query)?;
-        let index = self.line_index(id)?;
-        let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
-        let (hits, truncated, files_searched) = searcher.search_files(&candidates);
-        Ok(LineResults {
-            head: index.head().to_string(),
-            hits,
-            truncated,
-            files_searched,
+        self.with_line_index(id, |index| {
+            let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
+            let (hits, truncated, files_searched) = searcher.search_files(&candidates);
+            LineResults {
+                head: index.head().to_string(),
+                hits,
+                truncated,
+                files_searched,
+            }
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Store, StoreError, git, lock};
+use super::{IndexKind, Store, StoreError, git, lock};
 use crate::model::{RankedQuery, RankedResults, RepoId};
 use crate::ranked::{RankedError, RankedIndex, Weights};
 use crate::search::compile_glob;
@@ -12,6 +12,10 @@ use crate::search::compile_glob;
 /// One repo's ranked index, if built yet. The mutex also makes concurrent first
 /// queries wait for one build rather than each building their own.
 pub(super) type Slot = Arc<Mutex<Option<RankedIndex>>>;
+
+/// Heap a ranked index holds per file indexed, roughly (its fields' postings, the
+/// dictionary and the history), for the bound on index memory.
+const RANKED_HEAP_PER_FILE: usize = 16 * 1024;
 
 impl From<RankedError> for StoreError {
     fn from(e: RankedError) -> Self {
@@ -39,6 +43,16 @@ impl Store {
             && let Err(e) = ix.advance(repo, head)
         {
             tracing::warn!(repo = %id, cause = %e, "ranked index not advanced; rebuilding on next query");
+            *guard = None;
+        }
+    }
+
+    /// Drop repo `id`'s ranked index from memory, unless a query is using it.
+    pub(super) fn drop_ranked(&self, id: &RepoId) {
+        let Some(slot) = lock(&self.ranked).get(id).cloned() else {
+            return;
+        };
+        if let Ok(mut guard) = slot.try_lock() {
             *guard = None;
         }
     }
@@ -77,6 +91,7 @@ impl Store {
                 && query.visible.as_ref().is_none_or(|v| v.sees(p))
         };
         let (hits, truncated) = ix.answer(&repo, query, &Weights::default(), &keep)?;
+        self.index_used(id, IndexKind::Ranked, ix.len() * RANKED_HEAP_PER_FILE);
         Ok(RankedResults {
             head: head.to_string(),
             hits,

@@ -20,6 +20,7 @@ mod regression;
 mod rg_agreement;
 mod schema;
 mod search_index;
+mod segments;
 mod startup;
 mod tokens;
 mod tools;

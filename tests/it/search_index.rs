@@ -158,7 +158,7 @@ async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
         .data_dir()
         .join("index")
         .join(report.repo_id.to_string())
-        .join("base.bin");
+        .join("manifest");
     assert!(stored.is_file(), "the import stored no index");
     // A commit after the stored build: the loading server must carry the index forward.
     let spec = UpdateSpec {
@@ -192,7 +192,11 @@ async fn an_imported_repo_stores_its_index_and_a_server_loads_it() {
     c.cancel().await.ok();
 
     // A damaged stored index is rebuilt, never trusted.
-    std::fs::write(&stored, b"SRMIDX01 not really an index").unwrap();
+    std::fs::write(
+        &stored,
+        b"scoped-repo-mcp line index 1\nnot really a manifest",
+    )
+    .unwrap();
     let c = h.client_for(&[report.repo_id]).await;
     let found = search(&c, &id, "needle_42").await;
     assert_eq!(paths(&found), ["f42.txt"]);
