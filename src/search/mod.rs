@@ -15,7 +15,7 @@ pub mod index;
 pub mod plan;
 pub mod segment;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,11 +188,35 @@ struct BlockResult {
     complete: bool,
 }
 
-/// Blocks finished so far, and how far the finished run from the first block reaches.
+/// Blocks handed out so far, and how far the finished run from the first block reaches.
 struct Progress {
+    /// Where the next block starts in the file list.
+    cursor: usize,
+    /// One entry per block handed out, in file order; `None` until searched.
     blocks: Vec<Option<BlockResult>>,
     prefix: usize,
     prefix_hits: usize,
+}
+
+impl Progress {
+    /// Hand out the next block of `files`: its number and its range. Blocks are cut here,
+    /// as they are claimed, so a search that stops early never walks the files it does
+    /// not search (with no usable trigram, the candidates are every file of the repo).
+    fn claim(&mut self, files: &[Arc<FileEntry>]) -> Option<(usize, std::ops::Range<usize>)> {
+        let start = self.cursor;
+        if start >= files.len() {
+            return None;
+        }
+        let mut end = start;
+        let mut bytes = 0;
+        while end < files.len() && bytes < BLOCK_BYTES {
+            bytes += files[end].content.len();
+            end += 1;
+        }
+        self.cursor = end;
+        self.blocks.push(None);
+        Some((self.blocks.len() - 1, start..end))
+    }
 }
 
 fn threads() -> usize {
@@ -277,35 +301,31 @@ impl LineSearcher {
         let deadline = Instant::now() + TIME_BUDGET;
         // One hit past the limit tells whether the answer is truncated.
         let want = self.max_results + 1;
-        let mut blocks: Vec<&[Arc<FileEntry>]> = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, f) in files.iter().enumerate() {
-            bytes += f.content.len();
-            if bytes >= BLOCK_BYTES || i + 1 == files.len() {
-                blocks.push(&files[start..=i]);
-                start = i + 1;
-                bytes = 0;
-            }
-        }
         let progress = Mutex::new(Progress {
-            blocks: (0..blocks.len()).map(|_| None).collect(),
+            cursor: 0,
+            blocks: Vec::new(),
             prefix: 0,
             prefix_hits: 0,
         });
-        let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let work = || {
             let mut searcher = Self::searcher();
             while !stop.load(Ordering::Relaxed) {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(block) = blocks.get(i) else { break };
+                let claimed = progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .claim(files);
+                let Some((i, range)) = claimed else { break };
                 let mut result = BlockResult {
                     hits: Vec::new(),
                     files: 0,
                     complete: true,
                 };
-                for f in block.iter() {
-                    if Instant::now() > deadline {
+                for f in &files[range] {
+                    // Past the deadline, or once the blocks before this one hold the
+                    // answer, the rest of the block is not searched: it is then either
+                    // marked incomplete or never read.
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                         result.complete = false;
                         stop.store(true, Ordering::Relaxed);
                         break;
@@ -332,7 +352,16 @@ impl LineSearcher {
                 }
             }
         };
-        let n = threads().min(blocks.len());
+        // A search that fits in one block is not worth a second thread.
+        let mut bytes = 0;
+        let several = files
+            .iter()
+            .position(|f| {
+                bytes += f.content.len();
+                bytes >= BLOCK_BYTES
+            })
+            .is_some_and(|last| last + 1 < files.len());
+        let n = if several { threads() } else { 1 };
         if n <= 1 {
             work();
         } else {

@@ -261,3 +261,88 @@ async fn searches_during_commits_from_another_process_never_mix_two_heads() {
         );
     }
 }
+
+/// The `(path, line)` of each hit, in answer order.
+fn locations(answer: &Value) -> Vec<(String, u64)> {
+    answer["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["path"].as_str().unwrap().to_string(),
+                h["line"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regex_without_literals_stops_at_the_first_hits_in_path_order() {
+    // Several MiB, so the search is cut into blocks on more than one thread; hits are
+    // sparse, one file holds many of them, and the filler has no trigram to narrow by.
+    let filler = "lower case prose with Some_Mixed_Case_Words and ABCD_EFGH only\n".repeat(140);
+    let mut files = Vec::new();
+    for i in 0..400 {
+        let mut text = filler.clone();
+        if i % 5 == 2 {
+            text.push_str(&format!(
+                "let x = FOOB_{i:04}_BARQ_ZZZZ;\nconst WXYZ_ABCD_EFGH_IJKL: u8 = {i};\n"
+            ));
+        }
+        if i == 37 {
+            text.push_str(&"MANY_HITS_HERE_OKAY\n".repeat(30));
+        }
+        files.push((format!("d{:02}/f{i:03}.txt", i % 17), text));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let h = Harness::new();
+    let r = h.repo(&refs);
+    let c = h.client_for(&[r]).await;
+    let id = r.to_string();
+    let pattern = "[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}";
+    let ask = |max: usize| {
+        let c = &c;
+        let id = &id;
+        async move {
+            ok(&call(
+                c,
+                "search_repo",
+                json!({"repo_id": id, "query": pattern, "mode": "regex", "max_results": max}),
+            )
+            .await)
+        }
+    };
+
+    let full = ask(1000).await;
+    assert_eq!(full["truncated"], false);
+    let all = locations(&full);
+    // What the files hold, computed here: every matching line, in path then line order.
+    let re = regex::Regex::new(pattern).unwrap();
+    let mut expected: Vec<(String, u64)> = files
+        .iter()
+        .flat_map(|(p, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| re.is_match(l))
+                .map(|(n, _)| (p.clone(), n as u64 + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    assert!(all.len() > 100, "{} hits", all.len());
+
+    for n in [1, 7, 29, 30, 31, 50, all.len() - 1] {
+        let first = ask(n).await;
+        assert_eq!(locations(&first), all[..n], "first {n}");
+        assert_eq!(first["truncated"], true, "first {n}");
+        assert_eq!(first["head"], full["head"]);
+    }
+    let exact = ask(all.len()).await;
+    assert_eq!(locations(&exact), all);
+    assert_eq!(exact["truncated"], false);
+}
