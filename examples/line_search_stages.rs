@@ -56,7 +56,8 @@ fn main() {
         let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
         list.push(t.elapsed());
         let t = Instant::now();
-        let (hits, truncated, searched) = searcher.search_files(&candidates);
+        let (hits, truncated, searched) =
+            searcher.search_files(&candidates, scoped_repo_mcp::search::TIME_BUDGET);
         search.push(t.elapsed());
         let t = Instant::now();
         let json = serde_json::to_string(&hits).expect("hits serialize");

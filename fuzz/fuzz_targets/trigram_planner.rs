@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|f| f.path.to_string())
         .collect();
-    let (hits, truncated, _) = searcher.search_files(&files);
+    let (hits, truncated, _) = searcher.search_files(&files, scoped_repo_mcp::search::TIME_BUDGET);
     if truncated {
         return; // Out of time: the full scan is not complete, so proves nothing.
     }

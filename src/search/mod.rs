@@ -35,7 +35,7 @@ const REGEX_SIZE_LIMIT: usize = 4 * 1024 * 1024;
 /// Lazy DFA cache allowed for one pattern.
 const DFA_SIZE_LIMIT: usize = 16 * 1024 * 1024;
 /// Wall-clock budget of one search; past it the answer is cut and marked truncated.
-const TIME_BUDGET: Duration = Duration::from_secs(20);
+pub const TIME_BUDGET: Duration = Duration::from_secs(20);
 /// Files are handed to the search threads in blocks of about this many bytes: small
 /// enough that a search stopping at `max_results` wastes little, large enough that the
 /// hand-over costs nothing next to the searching.
@@ -296,9 +296,14 @@ impl LineSearcher {
 
     /// Search `files` in the order given, on every core, stopping once the first
     /// `max_results` hits (and whether there are more) are known. Returns the hits,
-    /// whether the answer was cut, and how many files were searched.
-    pub fn search_files(&self, files: &[Arc<FileEntry>]) -> (Vec<SearchHit>, bool, usize) {
-        let deadline = Instant::now() + TIME_BUDGET;
+    /// whether the answer was cut, and how many files were searched. Past `budget` of
+    /// wall-clock time the answer is cut there and marked truncated.
+    pub fn search_files(
+        &self,
+        files: &[Arc<FileEntry>],
+        budget: Duration,
+    ) -> (Vec<SearchHit>, bool, usize) {
+        let deadline = Instant::now() + budget;
         // One hit past the limit tells whether the answer is truncated.
         let want = self.max_results + 1;
         let progress = Mutex::new(Progress {
@@ -421,7 +426,7 @@ mod tests {
 
     fn run(q: &LineQuery, text: &str) -> Vec<SearchHit> {
         let s = LineSearcher::new(q).unwrap();
-        s.search_files(&[file("f.rs", text)]).0
+        s.search_files(&[file("f.rs", text)], TIME_BUDGET).0
     }
 
     #[test]
@@ -450,7 +455,7 @@ mod tests {
         q.context_lines = 1;
         q.max_results = 2;
         let s = LineSearcher::new(&q).unwrap();
-        let (hits, truncated, _) = s.search_files(&[file("f", "a\nx1\nb\nx2\nx3\n")]);
+        let (hits, truncated, _) = s.search_files(&[file("f", "a\nx1\nb\nx2\nx3\n")], TIME_BUDGET);
         assert!(truncated);
         assert_eq!(hits.len(), 2);
         assert_eq!(hits[0].before, vec!["a"]);
@@ -462,7 +467,7 @@ mod tests {
         let mut q = query("two", false);
         q.context_lines = 1;
         let s = LineSearcher::new(&q).unwrap();
-        let (hits, _, _) = s.search_files(&[file("f", "\u{feff}one\ntwo\nthree\n")]);
+        let (hits, _, _) = s.search_files(&[file("f", "\u{feff}one\ntwo\nthree\n")], TIME_BUDGET);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].line, 2);
         assert_eq!(hits[0].before, vec!["one"]);

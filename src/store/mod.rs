@@ -299,6 +299,8 @@ pub struct Store {
     ranked: Mutex<HashMap<RepoId, ranked::Slot>>,
     /// The heap held by indexes, and its bound.
     memory: memory::IndexMemory,
+    /// Wall-clock budget of one line search, in milliseconds.
+    search_budget_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -327,6 +329,9 @@ impl Store {
             limits,
             ranked: Mutex::new(HashMap::new()),
             memory: memory::IndexMemory::new(memory::default_index_memory()),
+            search_budget_ms: std::sync::atomic::AtomicU64::new(
+                crate::search::TIME_BUDGET.as_millis() as u64,
+            ),
         })
     }
 
@@ -654,13 +659,26 @@ impl Store {
         Ok((head.to_string(), out))
     }
 
+    /// Set the wall-clock budget of one line search (default
+    /// [`crate::search::TIME_BUDGET`]): past it an answer is cut and marked truncated.
+    pub fn set_search_budget(&self, budget: std::time::Duration) {
+        self.search_budget_ms.store(
+            budget.as_millis().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Search the head's text files line by line: the index narrows the files to those
     /// that can match, then the regex runs over them on every core.
     pub fn search_lines(&self, id: &RepoId, query: &LineQuery) -> Result<LineResults, StoreError> {
         let searcher = LineSearcher::new(query)?;
         self.with_line_index(id, |index| {
             let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
-            let (hits, truncated, files_searched) = searcher.search_files(&candidates);
+            let budget = std::time::Duration::from_millis(
+                self.search_budget_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let (hits, truncated, files_searched) = searcher.search_files(&candidates, budget);
             LineResults {
                 head: index.head().to_string(),
                 hits,

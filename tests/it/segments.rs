@@ -108,7 +108,7 @@ fn scan(store: &Store, id: &RepoId, pattern: &str, regex: bool) -> Hits {
         })
         .collect();
     let s = LineSearcher::new(&query(pattern, regex)).unwrap();
-    let (hits, truncated, _) = s.search_files(&files);
+    let (hits, truncated, _) = s.search_files(&files, scoped_repo_mcp::search::TIME_BUDGET);
     assert!(!truncated);
     hits.into_iter().map(|h| (h.path, h.line, h.text)).collect()
 }
