@@ -70,11 +70,76 @@ impl Field {
             return;
         }
         for (t, _) in std::mem::take(old) {
-            self.postings[t as usize].remove(&slot);
+            let post = &mut self.postings[t as usize];
+            post.remove(&slot);
+            if post.is_empty() {
+                // A term no document holds any more keeps no allocation: terms come
+                // and go (numbers, names) for as long as the index lives.
+                *post = HashMap::new();
+            }
         }
         self.total_len -= self.lens[s] as u64;
         self.lens[s] = 0;
         self.docs -= 1;
+    }
+
+    /// Drop the (empty) postings of term ids from `bound` on, once the dictionary no
+    /// longer hands them out.
+    pub fn truncate_terms(&mut self, bound: u32) {
+        debug_assert!(
+            self.postings
+                .iter()
+                .skip(bound as usize)
+                .all(HashMap::is_empty)
+        );
+        self.postings.truncate(bound as usize);
+        self.postings.shrink_to_fit();
+    }
+
+    /// Every document's (term id, frequency) pairs, by slot.
+    pub fn documents(&self) -> &[Vec<(u32, u32)>] {
+        &self.forward
+    }
+
+    /// A field holding `documents` (by slot, each sorted by term id, as [`Field::documents`]
+    /// gives them) over term ids below `terms`. `None` when a document is not sorted or
+    /// names a term id out of range.
+    pub fn from_documents(documents: Vec<Vec<(u32, u32)>>, terms: u32) -> Option<Self> {
+        let mut df = vec![0u32; terms as usize];
+        let mut lens = Vec::with_capacity(documents.len());
+        let mut total_len = 0u64;
+        let mut docs = 0u32;
+        for d in &documents {
+            if !d.windows(2).all(|w| w[0].0 < w[1].0) {
+                return None;
+            }
+            let mut len = 0u32;
+            for &(t, tf) in d {
+                *df.get_mut(t as usize)? += 1;
+                len = len.checked_add(tf)?;
+            }
+            docs += u32::from(!d.is_empty());
+            total_len += len as u64;
+            lens.push(len);
+        }
+        // Sized up front: growing millions of small maps one insert at a time would
+        // rehash each several times.
+        let mut postings: Vec<HashMap<u32, u32>> = df
+            .iter()
+            .map(|&n| HashMap::with_capacity(n as usize))
+            .collect();
+        for (slot, d) in documents.iter().enumerate() {
+            for &(t, tf) in d {
+                postings[t as usize].insert(slot as u32, tf);
+            }
+        }
+        Some(Self {
+            postings,
+            forward: documents,
+            lens,
+            total_len,
+            docs,
+        })
     }
 
     /// The document's (term id, frequency) pairs.

@@ -19,6 +19,7 @@
 //! ancestries (adding new ones, withdrawing ones the new head does not descend from).
 
 pub mod chunks;
+pub mod dict;
 pub mod field;
 pub mod symbols;
 pub mod terms;
@@ -27,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 
 use git2::{Oid, Repository};
 
+use dict::Dict;
 use field::{Bm25, Field, count};
 
 use crate::model::{RankedHit, RankedQuery};
@@ -117,6 +119,8 @@ impl History {
                 v.saturating_sub(by)
             }
         };
+        // Entries that fall to zero leave their maps, and maps left empty leave theirs:
+        // paths come and go, and a long-running index must not keep every path it saw.
         for p in &rec.paths {
             let m = self.per_file.entry(p.clone()).or_default();
             for &(t, c) in &rec.terms {
@@ -126,7 +130,14 @@ impl History {
                     m.remove(&t);
                 }
             }
-            bump(self.touches.entry(p.clone()).or_default(), 1);
+            if m.is_empty() {
+                self.per_file.remove(p);
+            }
+            let n = self.touches.entry(p.clone()).or_default();
+            bump(n, 1);
+            if *n == 0 {
+                self.touches.remove(p);
+            }
             dirty.insert(p.clone());
         }
         if rec.paths.len() <= MAX_COCHANGE_FILES {
@@ -138,6 +149,9 @@ impl History {
                     if *e == 0 {
                         m.remove(b);
                     }
+                }
+                if m.is_empty() {
+                    self.pairs.remove(a);
                 }
             }
         }
@@ -166,7 +180,7 @@ pub struct RankedFile {
 #[derive(Debug, Clone)]
 pub struct RankedIndex {
     head: Oid,
-    dict: HashMap<String, u32>,
+    dict: Dict,
     slot_of: HashMap<String, u32>,
     paths: Vec<Option<String>>,
     blobs: Vec<Oid>,
@@ -199,7 +213,7 @@ impl RankedIndex {
     pub fn build(repo: &Repository, commit: Oid) -> Result<Self, RankedError> {
         let mut ix = Self {
             head: commit,
-            dict: HashMap::new(),
+            dict: Dict::default(),
             slot_of: HashMap::new(),
             paths: Vec::new(),
             blobs: Vec::new(),
@@ -244,18 +258,37 @@ impl RankedIndex {
         self.update(repo, Some(self.head), commit)
     }
 
-    fn intern(dict: &mut HashMap<String, u32>, t: &str) -> u32 {
-        if let Some(&id) = dict.get(t) {
-            return id;
-        }
-        let id = dict.len() as u32;
-        dict.insert(t.to_string(), id);
-        id
-    }
-
     fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
         let dict = &mut self.dict;
-        terms::for_each_term(text, |t| out.push(Self::intern(dict, t)));
+        terms::for_each_term(text, |t| out.push(dict.intern(t)));
+    }
+
+    /// Forget the terms no file and no kept commit holds any more, once enough may
+    /// have died (see [`Dict::sweep_due`]).
+    fn sweep_terms(&mut self) {
+        if !self.dict.sweep_due() {
+            return;
+        }
+        let mut in_history = vec![false; self.dict.id_bound() as usize];
+        for rec in self.history.records.values() {
+            for &(t, _) in &rec.terms {
+                in_history[t as usize] = true;
+            }
+        }
+        let fields = [&self.body, &self.path, &self.defs, &self.msgs];
+        let forgotten = self
+            .dict
+            .sweep(&|t| in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0));
+        let bound = self.dict.id_bound();
+        for f in [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+        ] {
+            f.truncate_terms(bound);
+        }
+        tracing::debug!(forgotten, kept = self.dict.len(), "ranked terms swept");
     }
 
     fn update(
@@ -298,6 +331,7 @@ impl RankedIndex {
         }
         stats.commits = self.update_history(repo, old, new)?;
         self.head = new;
+        self.sweep_terms();
         Ok(stats)
     }
 
@@ -468,7 +502,7 @@ impl RankedIndex {
     fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
         let mut counts: HashMap<u32, u32> = HashMap::new();
         terms::for_each_term(query, |t| {
-            if let Some(&id) = self.dict.get(t) {
+            if let Some(id) = self.dict.get(t) {
                 *counts.entry(id).or_default() += 1;
             }
         });
@@ -566,7 +600,7 @@ impl RankedIndex {
         let n = self.live.max(1);
         let mut out = HashMap::new();
         terms::for_each_term(query, |t| {
-            if let Some(&id) = self.dict.get(t) {
+            if let Some(id) = self.dict.get(t) {
                 out.insert(t.to_string(), self.body.idf(id, n));
             }
         });
@@ -640,7 +674,12 @@ impl RankedIndex {
 mod tests {
     use super::*;
 
-    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)], msg: &str) -> Oid {
+    pub(super) fn commit(
+        repo: &Repository,
+        parent: Option<Oid>,
+        files: &[(&str, &str)],
+        msg: &str,
+    ) -> Oid {
         let mut index = git2::Index::new().unwrap();
         if let Some(p) = parent {
             index
@@ -676,6 +715,18 @@ mod tests {
         repo.commit(None, &sig, &sig, msg, &tree, &refs).unwrap()
     }
 
+    /// A commit on `parent` that deletes `path`.
+    pub(super) fn delete(repo: &Repository, parent: Oid, path: &str, msg: &str) -> Oid {
+        let parent = repo.find_commit(parent).unwrap();
+        let mut idx = git2::Index::new().unwrap();
+        idx.read_tree(&parent.tree().unwrap()).unwrap();
+        idx.remove_path(std::path::Path::new(path)).unwrap();
+        let tree = repo.find_tree(idx.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@localhost").unwrap();
+        repo.commit(None, &sig, &sig, msg, &tree, &[&parent])
+            .unwrap()
+    }
+
     fn top(ix: &RankedIndex, q: &str) -> Option<String> {
         ix.rank(q, 1, &Weights::default(), &|_| true)
             .into_iter()
@@ -707,6 +758,73 @@ mod tests {
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
         assert!(ix.includes_commit(head));
+    }
+
+    // A file rewritten with a new number in it on every commit added a term each time,
+    // and the dictionary kept them all: terms nothing holds are now forgotten, and
+    // their ids reused, so the dictionary and the postings stay bounded.
+    #[test]
+    fn terms_no_file_or_kept_commit_holds_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut head = commit(&repo, None, &[("a.py", "x = 0\n")], "Start");
+        let mut ix = RankedIndex::build(&repo, head).unwrap();
+        ix.history_cap = 10;
+        // One term each, which no stemming or splitting merges with another.
+        let word = |mut i: usize| {
+            let mut w = String::new();
+            while i > 0 || w.is_empty() {
+                w.push(b"bcfhjkmnpqrtvwxz"[i % 16] as char);
+                i /= 16;
+            }
+            w
+        };
+        for i in 1..=800 {
+            head = commit(
+                &repo,
+                Some(head),
+                &[("a.py", &format!("x = z{}\n", word(i)))],
+                &format!("Set m{}", word(i)),
+            );
+            ix.advance(&repo, head).unwrap();
+        }
+        // 1,600 terms came; the file and the last ten messages hold about a dozen.
+        assert!(ix.dict.len() < 1100, "{} terms kept", ix.dict.len());
+        assert!(
+            ix.dict.id_bound() < 1100,
+            "ids up to {}",
+            ix.dict.id_bound()
+        );
+        let find = |ix: &RankedIndex, w: String| top(ix, &w);
+        assert_eq!(
+            find(&ix, format!("z{}", word(800))).as_deref(),
+            Some("a.py")
+        );
+        assert_eq!(find(&ix, format!("z{}", word(799))), None);
+        assert_eq!(
+            find(&ix, format!("m{}", word(795))).as_deref(),
+            Some("a.py")
+        );
+        assert_eq!(find(&ix, format!("m{}", word(500))), None);
+        assert!(ix.dict.get(&format!("m{}", word(500))).is_none());
+        // Paths that left every kept commit leave the per-path maps too.
+        head = commit(&repo, Some(head), &[("b.py", "y = 1\n")], "Add b");
+        ix.advance(&repo, head).unwrap();
+        head = delete(&repo, head, "b.py", "Drop b");
+        ix.advance(&repo, head).unwrap();
+        for i in 0..12 {
+            head = commit(
+                &repo,
+                Some(head),
+                &[("a.py", &format!("x = {i}\n"))],
+                "Tweak",
+            );
+            ix.advance(&repo, head).unwrap();
+        }
+        assert!(!ix.history.per_file.contains_key("b.py"));
+        assert!(!ix.history.touches.contains_key("b.py"));
+        assert!(!ix.history.pairs.contains_key("b.py"));
+        assert_eq!(ix.history.per_file.len(), 1);
     }
 
     // Moving to a head that does not descend from the indexed one must withdraw the
