@@ -20,6 +20,7 @@
 
 pub mod chunks;
 pub mod dict;
+pub mod disk;
 pub mod field;
 pub mod symbols;
 pub mod terms;
