@@ -159,6 +159,29 @@ impl History {
     }
 }
 
+/// How a build goes: files read, then commits read for the history fields, each out
+/// of its total (told every few hundred, and at the end of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankedProgress {
+    /// Files of the tree read and indexed.
+    Files {
+        /// Files done.
+        done: u64,
+        /// Files to do.
+        total: u64,
+    },
+    /// Commits of the history read.
+    Commits {
+        /// Commits done.
+        done: u64,
+        /// Commits to do.
+        total: u64,
+    },
+}
+
+/// How often a build tells its progress, in files or commits.
+const PROGRESS_EVERY: usize = 512;
+
 /// How much an index update did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdvanceStats {
@@ -212,6 +235,15 @@ fn message_text(msg: &str) -> String {
 impl RankedIndex {
     /// Index the tree and ancestry of `commit`.
     pub fn build(repo: &Repository, commit: Oid) -> Result<Self, RankedError> {
+        Self::build_with(repo, commit, &|_| {})
+    }
+
+    /// [`RankedIndex::build`], telling `progress` how it goes.
+    pub fn build_with(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+    ) -> Result<Self, RankedError> {
         let mut ix = Self {
             head: commit,
             dict: Dict::default(),
@@ -227,7 +259,7 @@ impl RankedIndex {
             history: History::default(),
             history_cap: MAX_HISTORY_COMMITS,
         };
-        ix.update(repo, None, commit)?;
+        ix.update(repo, None, commit, progress)?;
         Ok(ix)
     }
 
@@ -256,7 +288,7 @@ impl RankedIndex {
         if commit == self.head {
             return Ok(AdvanceStats::default());
         }
-        self.update(repo, Some(self.head), commit)
+        self.update(repo, Some(self.head), commit, &|_| {})
     }
 
     fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
@@ -297,6 +329,7 @@ impl RankedIndex {
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
+        progress: &dyn Fn(RankedProgress),
     ) -> Result<AdvanceStats, RankedError> {
         let new_tree = repo.find_commit(new)?.tree()?;
         let old_tree = match old {
@@ -323,14 +356,21 @@ impl RankedIndex {
                 changed.push((p.to_string(), Some(nf.id())));
             }
         }
-        for (path, blob) in changed {
+        let total = changed.len();
+        for (i, (path, blob)) in changed.into_iter().enumerate() {
             stats.files += 1;
             match blob {
                 None => self.remove_file(&path),
                 Some(b) => self.put_file(repo, &path, b)?,
             }
+            if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
+                progress(RankedProgress::Files {
+                    done: i as u64 + 1,
+                    total: total as u64,
+                });
+            }
         }
-        stats.commits = self.update_history(repo, old, new)?;
+        stats.commits = self.update_history(repo, old, new, progress)?;
         self.head = new;
         self.sweep_terms();
         Ok(stats)
@@ -445,6 +485,7 @@ impl RankedIndex {
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
+        progress: &dyn Fn(RankedProgress),
     ) -> Result<usize, RankedError> {
         let mut dirty = HashSet::new();
         let mut n = 0;
@@ -469,12 +510,19 @@ impl RankedIndex {
         }
         let fresh: Vec<Oid> = walk.take(self.history_cap).collect::<Result<_, _>>()?;
         // Oldest first, so that `order` stays oldest first.
-        for oid in fresh.into_iter().rev() {
+        let total = fresh.len();
+        for (i, oid) in fresh.into_iter().rev().enumerate() {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
                 self.history.records.insert(oid, rec);
                 self.history.order.push_back(oid);
                 n += 1;
+            }
+            if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
+                progress(RankedProgress::Commits {
+                    done: i as u64 + 1,
+                    total: total as u64,
+                });
             }
         }
         while self.history.records.len() > self.history_cap {

@@ -8,6 +8,7 @@
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
 //! index/<repo-id>/base.bin trigram postings of the last full index build
 //! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
+//! index/<repo-id>/ranked.bin the ranked index as last stored (see `ranked`)
 //! ```
 //! Each repo's line-search index lives in the memory of the process that searches it
 //! (see `line_index`): loaded from `base.bin` or built from git on first use, it follows
@@ -32,6 +33,7 @@ pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState}
 pub use git::{BRANCH_REF, is_binary};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
+pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
 
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,

@@ -14,6 +14,7 @@ mod git_http;
 mod http;
 mod progress;
 mod ranked;
+mod ranked_disk;
 mod refusals;
 mod regression;
 mod rg_agreement;
