@@ -81,6 +81,13 @@ impl Dict {
         before - self.ids.len()
     }
 
+    /// About how many bytes of heap the dictionary holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.ids.capacity() * (size_of::<(String, u32)>() + 1)
+            + self.ids.keys().map(String::capacity).sum::<usize>()
+            + self.free.capacity() * 4
+    }
+
     /// Every term by id (`None` for a free id), for storing the dictionary.
     pub fn by_id(&self) -> Vec<Option<&str>> {
         let mut v = vec![None; self.next as usize];

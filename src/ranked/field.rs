@@ -142,6 +142,24 @@ impl Field {
         })
     }
 
+    /// About how many bytes of heap the field holds.
+    pub fn heap_bytes(&self) -> usize {
+        let pair = size_of::<(u32, u32)>();
+        self.postings.capacity() * size_of::<HashMap<u32, u32>>()
+            + self
+                .postings
+                .iter()
+                .map(|p| p.capacity() * (pair + 1))
+                .sum::<usize>()
+            + self.forward.capacity() * size_of::<Vec<(u32, u32)>>()
+            + self
+                .forward
+                .iter()
+                .map(|d| d.capacity() * pair)
+                .sum::<usize>()
+            + self.lens.capacity() * 4
+    }
+
     /// The document's (term id, frequency) pairs.
     pub fn terms_of(&self, slot: u32) -> &[(u32, u32)] {
         self.forward

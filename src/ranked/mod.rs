@@ -655,6 +655,78 @@ impl RankedIndex {
         });
         out
     }
+
+    /// About how many bytes of heap the index holds (capacities, not allocator
+    /// overhead), to see which part grows.
+    pub fn heap_bytes(&self) -> HeapBytes {
+        let strings = |v: &mut dyn Iterator<Item = &String>| -> usize {
+            v.map(|s| s.capacity() + size_of::<String>()).sum()
+        };
+        let fields = [&self.body, &self.path, &self.defs, &self.msgs]
+            .iter()
+            .map(|f| f.heap_bytes())
+            .sum();
+        let files = map_bytes::<String, u32>(self.slot_of.capacity())
+            + strings(&mut self.slot_of.keys())
+            + self.paths.capacity() * size_of::<Option<String>>()
+            + strings(&mut self.paths.iter().flatten())
+            + self.blobs.capacity() * size_of::<Oid>()
+            + self.free.capacity() * 4;
+        let h = &self.history;
+        let history = map_bytes::<Oid, CommitRecord>(h.records.capacity())
+            + h.records
+                .values()
+                .map(|r| {
+                    r.terms.capacity() * 8 + r.paths.capacity() * 24 + strings(&mut r.paths.iter())
+                })
+                .sum::<usize>()
+            + h.order.capacity() * size_of::<Oid>()
+            + map_bytes::<String, HashMap<u32, u32>>(h.per_file.capacity())
+            + h.per_file
+                .iter()
+                .map(|(p, m)| p.capacity() + map_bytes::<u32, u32>(m.capacity()))
+                .sum::<usize>()
+            + map_bytes::<String, u32>(h.touches.capacity())
+            + strings(&mut h.touches.keys())
+            + map_bytes::<String, HashMap<String, u32>>(h.pairs.capacity())
+            + h.pairs
+                .iter()
+                .map(|(p, m)| {
+                    p.capacity() + map_bytes::<String, u32>(m.capacity()) + strings(&mut m.keys())
+                })
+                .sum::<usize>();
+        HeapBytes {
+            terms: self.dict.heap_bytes(),
+            files,
+            fields,
+            history,
+        }
+    }
+}
+
+/// Heap bytes of a hash map with this capacity: its entries and a control byte each.
+fn map_bytes<K, V>(capacity: usize) -> usize {
+    capacity * (size_of::<(K, V)>() + 1)
+}
+
+/// Where a ranked index's heap goes ([`RankedIndex::heap_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// The term dictionary.
+    pub terms: usize,
+    /// Paths, blobs and slots.
+    pub files: usize,
+    /// The four fields' postings and documents.
+    pub fields: usize,
+    /// The commits' records and the per-path sums drawn from them.
+    pub history: usize,
+}
+
+impl HeapBytes {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.terms + self.files + self.fields + self.history
+    }
 }
 
 /// Rough token count of a text: about four bytes a token, as tokenizers of code and

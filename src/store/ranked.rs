@@ -192,6 +192,8 @@ impl Store {
         let started = Instant::now();
         let bytes = ix.to_bytes();
         let encode_ms = started.elapsed().as_millis() as u64;
+        let heap = ix.heap_bytes();
+        tracing::debug!(repo = %id, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, "ranked index size");
         state.unsaved = AdvanceStats::default();
         state.last_save = Some(Instant::now());
         let (dir, repo_dir, saving, id) = (
