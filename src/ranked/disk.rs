@@ -190,10 +190,14 @@ impl RankedIndex {
                 put_document(&mut out, docs.get(slot).map_or(&[], Vec::as_slice));
             }
         }
+        // `order` may name a commit twice (withdrawn, then brought back by a later
+        // head); its first place is the one the cap evicts it from, so that is kept.
+        let mut seen = HashSet::new();
         let records: Vec<(&Oid, &CommitRecord)> = self
             .history
             .order
             .iter()
+            .filter(|o| seen.insert(**o))
             .filter_map(|o| self.history.records.get_key_value(o))
             .collect();
         put_varint(&mut out, records.len() as u64);
@@ -440,6 +444,30 @@ mod tests {
             "src/new.rs"
         );
         assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    // A head moved to another branch and back names its commits twice in the history's
+    // order; storing them twice made the copy unreadable.
+    #[test]
+    fn a_commit_withdrawn_and_brought_back_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let base = commit(&repo, None, &[("a.py", "x = 1\n")], "Start");
+        let left = commit(
+            &repo,
+            Some(base),
+            &[("a.py", "x = 2\n")],
+            "Tune the zeppelin",
+        );
+        let right = commit(&repo, Some(base), &[("b.py", "y = 2\n")], "Calibrate");
+        let mut ix = RankedIndex::build(&repo, left).unwrap();
+        ix.advance(&repo, right).unwrap();
+        ix.advance(&repo, left).unwrap();
+        let bytes = ix.to_bytes();
+        let back = RankedIndex::from_bytes(&bytes).unwrap();
+        assert_eq!(answers(&back), answers(&ix));
+        assert!(back.includes_commit(left));
+        assert_eq!(back.to_bytes(), bytes);
     }
 
     #[test]
