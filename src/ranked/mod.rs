@@ -373,6 +373,17 @@ impl RankedIndex {
         stats.commits = self.update_history(repo, old, new, progress)?;
         self.head = new;
         self.sweep_terms();
+        if old.is_none() {
+            // A build ends with every field in its flat base, the fastest to query.
+            for f in [
+                &mut self.body,
+                &mut self.path,
+                &mut self.defs,
+                &mut self.msgs,
+            ] {
+                f.compact();
+            }
+        }
         Ok(stats)
     }
 
