@@ -133,8 +133,8 @@ impl<'a> Reader<'a> {
         Oid::from_bytes(self.take(20)?).map_err(|_| DecodeError::Malformed("a commit id"))
     }
 
-    /// A document of term ids below `terms`, sorted.
-    fn document(&mut self, terms: u32) -> Read<Vec<(u32, u32)>> {
+    /// A document of known term ids (`known[id]`), sorted.
+    fn document(&mut self, known: &[bool]) -> Read<Vec<(u32, u32)>> {
         let n = self.count()?;
         let mut doc = Vec::with_capacity(n);
         let mut t = 0u32;
@@ -145,8 +145,8 @@ impl<'a> Reader<'a> {
             }
             t = t
                 .checked_add(delta)
-                .filter(|&t| t < terms)
-                .ok_or(DecodeError::Malformed("a term id out of range"))?;
+                .filter(|&t| known.get(t as usize) == Some(&true))
+                .ok_or(DecodeError::Malformed("an unknown term id"))?;
             doc.push((t, self.u32()?));
         }
         Ok(doc)
@@ -247,8 +247,11 @@ impl RankedIndex {
 
         let n = r.count()?;
         let mut terms = Vec::with_capacity(n);
+        // A free id must not be used: the next new term would inherit its postings.
+        let mut known = Vec::with_capacity(n);
         for _ in 0..n {
             let t = r.str()?;
+            known.push(!t.is_empty());
             terms.push((!t.is_empty()).then(|| t.to_string()));
         }
         let dict = Dict::from_ids(terms).ok_or(DecodeError::Malformed("a term stored twice"))?;
@@ -279,7 +282,7 @@ impl RankedIndex {
         for _ in 0..3 {
             let mut docs = Vec::with_capacity(s);
             for p in &paths {
-                let d = r.document(nterms)?;
+                let d = r.document(&known)?;
                 if p.is_none() && !d.is_empty() {
                     return Err(DecodeError::Malformed("terms for a free slot"));
                 }
@@ -296,7 +299,7 @@ impl RankedIndex {
         let mut ignored = HashSet::new();
         for _ in 0..nrec {
             let oid = r.oid()?;
-            let terms = r.document(nterms)?;
+            let terms = r.document(&known)?;
             let np = r.count()?;
             let mut rec_paths = Vec::with_capacity(np);
             for _ in 0..np {
@@ -466,6 +469,22 @@ mod tests {
         assert_eq!(answers(&back), answers(&ix));
         assert!(back.includes_commit(left));
         assert_eq!(back.to_bytes(), bytes);
+    }
+
+    // A term id the dictionary has freed, used by a document, would hand that
+    // document's counts to whichever new term gets the id next.
+    #[test]
+    fn documents_naming_a_free_term_id_are_refused() {
+        let mut b = Vec::new();
+        put_document(&mut b, &[(0, 2), (2, 1)]);
+        assert_eq!(
+            Reader(&b).document(&[true, false, true]).unwrap(),
+            [(0, 2), (2, 1)]
+        );
+        let mut b = Vec::new();
+        put_document(&mut b, &[(0, 2), (1, 1)]);
+        assert!(Reader(&b).document(&[true, false, true]).is_err());
+        assert!(Reader(&b).document(&[true]).is_err());
     }
 
     #[test]
