@@ -7,6 +7,11 @@
 //! Run: `SOAK_SECS=1800 cargo bench --bench soak` (prints Markdown tables and a verdict:
 //! RSS growth after the first 5 minutes at most 10%, file descriptors and threads flat,
 //! and no error other than the refusals the load provokes).
+//!
+//! `SOAK_SERVER_LOG=FILTER` (a `RUST_LOG` filter, such as
+//! `scoped_repo_mcp::store=debug`) keeps the stdio servers' logs, in
+//! `$TMPDIR/soak-PID-stdio-N.log`: the ranked index logs its size each time it is
+//! stored.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -275,14 +280,25 @@ async fn main() {
         let (mine, other) = if n % 2 == 0 { (a, b) } else { (b, a) };
         let data = dir.path().to_path_buf();
         let repo = mine.to_string();
+        let log = std::env::var("SOAK_SERVER_LOG").ok();
+        let filter = log.clone().unwrap_or_else(|| "warn".into());
         let cmd = tokio::process::Command::new(BIN).configure(move |c| {
             c.arg("--data-dir")
                 .arg(&data)
                 .args(["serve", "--repo", &repo])
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", &filter);
         });
+        let stderr = match log {
+            Some(_) => {
+                let path =
+                    std::env::temp_dir().join(format!("soak-{}-stdio-{n}.log", std::process::id()));
+                eprintln!("stdio server {n} logs to {}", path.display());
+                Stdio::from(std::fs::File::create(path).unwrap())
+            }
+            None => Stdio::null(),
+        };
         let (transport, _) = TokioChildProcess::builder(cmd)
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         stdio_pids.push(transport.id().unwrap());

@@ -14,7 +14,10 @@
 //! - `--only-recent`: replay only that slice (faster, for tuning);
 //! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable);
 //! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
-//!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources.
+//!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources;
+//! - `--via-disk N`: after the build and then every N cases, store the index as bytes
+//!   and carry on with the index read back from them (as a restarted server would), to
+//!   check that a loaded index answers as well as one kept in memory.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -206,6 +209,7 @@ fn main() {
     let repo = Repository::open(&args[0]).expect("open the repository");
     let mut recent = 300usize;
     let mut only_recent = false;
+    let mut via_disk: Option<usize> = None;
     let mut glob: Option<scoped_repo_mcp::rules::PathGlob> = None;
     let mut configs: Vec<(String, Weights)> =
         vec![("ranked (default weights)".into(), Weights::default())];
@@ -217,6 +221,10 @@ fn main() {
                 i += 1;
             }
             "--only-recent" => only_recent = true,
+            "--via-disk" => {
+                via_disk = Some(args[i + 1].parse::<usize>().expect("--via-disk N").max(1));
+                i += 1;
+            }
             "--glob" => {
                 glob = Some(
                     scoped_repo_mcp::search::compile_glob(&args[i + 1]).expect("a valid glob"),
@@ -264,6 +272,8 @@ fn main() {
     let t0 = Instant::now();
     let mut index = RankedIndex::build(&repo, cases[0].parent).expect("build the index");
     let build_time = t0.elapsed();
+    let mut reloads = 0usize;
+    let mut reload_time = Duration::ZERO;
     let first_files = index.len();
     let mut b_plain = Baseline::new(terms::plain_words);
     let mut b_split = Baseline::new(terms::split_words);
@@ -293,6 +303,12 @@ fn main() {
             b_plain.advance(&repo, Some(prev), case.parent);
             b_split.advance(&repo, Some(prev), case.parent);
             prev = case.parent;
+        }
+        if via_disk.is_some_and(|n| ci % n == 0) {
+            let t = Instant::now();
+            index = RankedIndex::from_bytes(&index.to_bytes()).expect("read the index back");
+            reload_time += t.elapsed();
+            reloads += 1;
         }
         // The answer must not be in the index: the tree is the parent's, and the case's
         // own commit (a child of the parent) is never among the history fields.
@@ -344,4 +360,11 @@ fn main() {
         pct(0.99),
         index.len()
     );
+    if reloads > 0 {
+        println!(
+            "read back from bytes {reloads} times, {:.1?} in all ({} bytes at the end)",
+            reload_time,
+            index.to_bytes().len()
+        );
+    }
 }

@@ -10,6 +10,7 @@ use crate::model::{
     RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
+use crate::ranked::RankedProgress;
 use crate::store::{Store, StoreError, TokenState};
 
 /// A boxed future answering a backend call.
@@ -133,11 +134,13 @@ pub trait Backend: Send + Sync + 'static {
         query: &'a LineQuery,
     ) -> BackendFuture<'a, LineResults>;
     /// Ranked natural-language retrieval at the head: the files that best answer a
-    /// question, each with the line range that matches best.
+    /// question, each with the line range that matches best. A backend that has to
+    /// build its index first tells `progress` how the build goes.
     fn search_ranked<'a>(
         &'a self,
         id: &'a RepoId,
         query: &'a RankedQuery,
+        progress: Option<ProgressSender>,
     ) -> BackendFuture<'a, RankedResults>;
     /// A line search that may, on the hosted service, turn into an agentic search whose
     /// events go to `progress` as they arrive.
@@ -236,9 +239,23 @@ impl Backend for LocalBackend {
         &'a self,
         id: &'a RepoId,
         query: &'a RankedQuery,
+        progress: Option<ProgressSender>,
     ) -> BackendFuture<'a, RankedResults> {
         let (id, query) = (*id, query.clone());
-        self.blocking(move |s| s.search_ranked(&id, &query))
+        self.blocking(move |s| {
+            s.search_ranked_with(&id, &query, &|p| {
+                if let Some(tx) = &progress {
+                    let _ = tx.send(match p {
+                        RankedProgress::Files { done, total } => {
+                            format!("building the ranked index: {done} of {total} files read")
+                        }
+                        RankedProgress::Commits { done, total } => format!(
+                            "building the ranked index: {done} of {total} commits of history read"
+                        ),
+                    });
+                }
+            })
+        })
     }
 
     fn update<'a>(

@@ -19,6 +19,8 @@
 //! ancestries (adding new ones, withdrawing ones the new head does not descend from).
 
 pub mod chunks;
+pub mod dict;
+pub mod disk;
 pub mod field;
 pub mod symbols;
 pub mod terms;
@@ -27,6 +29,7 @@ use std::collections::{HashMap, HashSet};
 
 use git2::{Oid, Repository};
 
+use dict::Dict;
 use field::{Bm25, Field, count};
 
 use crate::model::{RankedHit, RankedQuery};
@@ -117,6 +120,8 @@ impl History {
                 v.saturating_sub(by)
             }
         };
+        // Entries that fall to zero leave their maps, and maps left empty leave theirs:
+        // paths come and go, and a long-running index must not keep every path it saw.
         for p in &rec.paths {
             let m = self.per_file.entry(p.clone()).or_default();
             for &(t, c) in &rec.terms {
@@ -126,7 +131,14 @@ impl History {
                     m.remove(&t);
                 }
             }
-            bump(self.touches.entry(p.clone()).or_default(), 1);
+            if m.is_empty() {
+                self.per_file.remove(p);
+            }
+            let n = self.touches.entry(p.clone()).or_default();
+            bump(n, 1);
+            if *n == 0 {
+                self.touches.remove(p);
+            }
             dirty.insert(p.clone());
         }
         if rec.paths.len() <= MAX_COCHANGE_FILES {
@@ -139,10 +151,36 @@ impl History {
                         m.remove(b);
                     }
                 }
+                if m.is_empty() {
+                    self.pairs.remove(a);
+                }
             }
         }
     }
 }
+
+/// How a build goes: files read, then commits read for the history fields, each out
+/// of its total (told every few hundred, and at the end of each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankedProgress {
+    /// Files of the tree read and indexed.
+    Files {
+        /// Files done.
+        done: u64,
+        /// Files to do.
+        total: u64,
+    },
+    /// Commits of the history read.
+    Commits {
+        /// Commits done.
+        done: u64,
+        /// Commits to do.
+        total: u64,
+    },
+}
+
+/// How often a build tells its progress, in files or commits.
+const PROGRESS_EVERY: usize = 512;
 
 /// How much an index update did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,7 +204,7 @@ pub struct RankedFile {
 #[derive(Debug, Clone)]
 pub struct RankedIndex {
     head: Oid,
-    dict: HashMap<String, u32>,
+    dict: Dict,
     slot_of: HashMap<String, u32>,
     paths: Vec<Option<String>>,
     blobs: Vec<Oid>,
@@ -197,9 +235,18 @@ fn message_text(msg: &str) -> String {
 impl RankedIndex {
     /// Index the tree and ancestry of `commit`.
     pub fn build(repo: &Repository, commit: Oid) -> Result<Self, RankedError> {
+        Self::build_with(repo, commit, &|_| {})
+    }
+
+    /// [`RankedIndex::build`], telling `progress` how it goes.
+    pub fn build_with(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+    ) -> Result<Self, RankedError> {
         let mut ix = Self {
             head: commit,
-            dict: HashMap::new(),
+            dict: Dict::default(),
             slot_of: HashMap::new(),
             paths: Vec::new(),
             blobs: Vec::new(),
@@ -212,7 +259,7 @@ impl RankedIndex {
             history: History::default(),
             history_cap: MAX_HISTORY_COMMITS,
         };
-        ix.update(repo, None, commit)?;
+        ix.update(repo, None, commit, progress)?;
         Ok(ix)
     }
 
@@ -241,21 +288,40 @@ impl RankedIndex {
         if commit == self.head {
             return Ok(AdvanceStats::default());
         }
-        self.update(repo, Some(self.head), commit)
-    }
-
-    fn intern(dict: &mut HashMap<String, u32>, t: &str) -> u32 {
-        if let Some(&id) = dict.get(t) {
-            return id;
-        }
-        let id = dict.len() as u32;
-        dict.insert(t.to_string(), id);
-        id
+        self.update(repo, Some(self.head), commit, &|_| {})
     }
 
     fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
         let dict = &mut self.dict;
-        terms::for_each_term(text, |t| out.push(Self::intern(dict, t)));
+        terms::for_each_term(text, |t| out.push(dict.intern(t)));
+    }
+
+    /// Forget the terms no file and no kept commit holds any more, once enough may
+    /// have died (see [`Dict::sweep_due`]).
+    fn sweep_terms(&mut self) {
+        if !self.dict.sweep_due() {
+            return;
+        }
+        let mut in_history = vec![false; self.dict.id_bound() as usize];
+        for rec in self.history.records.values() {
+            for &(t, _) in &rec.terms {
+                in_history[t as usize] = true;
+            }
+        }
+        let fields = [&self.body, &self.path, &self.defs, &self.msgs];
+        let forgotten = self
+            .dict
+            .sweep(&|t| in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0));
+        let bound = self.dict.id_bound();
+        for f in [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+        ] {
+            f.truncate_terms(bound);
+        }
+        tracing::debug!(forgotten, kept = self.dict.len(), "ranked terms swept");
     }
 
     fn update(
@@ -263,6 +329,7 @@ impl RankedIndex {
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
+        progress: &dyn Fn(RankedProgress),
     ) -> Result<AdvanceStats, RankedError> {
         let new_tree = repo.find_commit(new)?.tree()?;
         let old_tree = match old {
@@ -290,15 +357,34 @@ impl RankedIndex {
                 changed.push((p.to_string(), Some(nf.id())));
             }
         }
-        for (path, blob) in changed {
+        let total = changed.len();
+        for (i, (path, blob)) in changed.into_iter().enumerate() {
             stats.files += 1;
             match blob {
                 None => self.remove_file(&path),
                 Some(b) => self.put_file(repo, &path, b)?,
             }
+            if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
+                progress(RankedProgress::Files {
+                    done: i as u64 + 1,
+                    total: total as u64,
+                });
+            }
         }
-        stats.commits = self.update_history(repo, old, new)?;
+        stats.commits = self.update_history(repo, old, new, progress)?;
         self.head = new;
+        self.sweep_terms();
+        if old.is_none() {
+            // A build ends with every field in its flat base, the fastest to query.
+            for f in [
+                &mut self.body,
+                &mut self.path,
+                &mut self.defs,
+                &mut self.msgs,
+            ] {
+                f.compact();
+            }
+        }
         Ok(stats)
     }
 
@@ -411,6 +497,7 @@ impl RankedIndex {
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
+        progress: &dyn Fn(RankedProgress),
     ) -> Result<usize, RankedError> {
         let mut dirty = HashSet::new();
         let mut n = 0;
@@ -435,12 +522,19 @@ impl RankedIndex {
         }
         let fresh: Vec<Oid> = walk.take(self.history_cap).collect::<Result<_, _>>()?;
         // Oldest first, so that `order` stays oldest first.
-        for oid in fresh.into_iter().rev() {
+        let total = fresh.len();
+        for (i, oid) in fresh.into_iter().rev().enumerate() {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
                 self.history.records.insert(oid, rec);
                 self.history.order.push_back(oid);
                 n += 1;
+            }
+            if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
+                progress(RankedProgress::Commits {
+                    done: i as u64 + 1,
+                    total: total as u64,
+                });
             }
         }
         while self.history.records.len() > self.history_cap {
@@ -469,7 +563,7 @@ impl RankedIndex {
     fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
         let mut counts: HashMap<u32, u32> = HashMap::new();
         terms::for_each_term(query, |t| {
-            if let Some(&id) = self.dict.get(t) {
+            if let Some(id) = self.dict.get(t) {
                 *counts.entry(id).or_default() += 1;
             }
         });
@@ -567,11 +661,83 @@ impl RankedIndex {
         let n = self.live.max(1);
         let mut out = HashMap::new();
         terms::for_each_term(query, |t| {
-            if let Some(&id) = self.dict.get(t) {
+            if let Some(id) = self.dict.get(t) {
                 out.insert(t.to_string(), self.body.idf(id, n));
             }
         });
         out
+    }
+
+    /// About how many bytes of heap the index holds (capacities, not allocator
+    /// overhead), to see which part grows.
+    pub fn heap_bytes(&self) -> HeapBytes {
+        let strings = |v: &mut dyn Iterator<Item = &String>| -> usize {
+            v.map(|s| s.capacity() + size_of::<String>()).sum()
+        };
+        let fields = [&self.body, &self.path, &self.defs, &self.msgs]
+            .iter()
+            .map(|f| f.heap_bytes())
+            .sum();
+        let files = map_bytes::<String, u32>(self.slot_of.capacity())
+            + strings(&mut self.slot_of.keys())
+            + self.paths.capacity() * size_of::<Option<String>>()
+            + strings(&mut self.paths.iter().flatten())
+            + self.blobs.capacity() * size_of::<Oid>()
+            + self.free.capacity() * 4;
+        let h = &self.history;
+        let history = map_bytes::<Oid, CommitRecord>(h.records.capacity())
+            + h.records
+                .values()
+                .map(|r| {
+                    r.terms.capacity() * 8 + r.paths.capacity() * 24 + strings(&mut r.paths.iter())
+                })
+                .sum::<usize>()
+            + h.order.capacity() * size_of::<Oid>()
+            + map_bytes::<String, HashMap<u32, u32>>(h.per_file.capacity())
+            + h.per_file
+                .iter()
+                .map(|(p, m)| p.capacity() + map_bytes::<u32, u32>(m.capacity()))
+                .sum::<usize>()
+            + map_bytes::<String, u32>(h.touches.capacity())
+            + strings(&mut h.touches.keys())
+            + map_bytes::<String, HashMap<String, u32>>(h.pairs.capacity())
+            + h.pairs
+                .iter()
+                .map(|(p, m)| {
+                    p.capacity() + map_bytes::<String, u32>(m.capacity()) + strings(&mut m.keys())
+                })
+                .sum::<usize>();
+        HeapBytes {
+            terms: self.dict.heap_bytes(),
+            files,
+            fields,
+            history,
+        }
+    }
+}
+
+/// Heap bytes of a hash map with this capacity: its entries and a control byte each.
+fn map_bytes<K, V>(capacity: usize) -> usize {
+    capacity * (size_of::<(K, V)>() + 1)
+}
+
+/// Where a ranked index's heap goes ([`RankedIndex::heap_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// The term dictionary.
+    pub terms: usize,
+    /// Paths, blobs and slots.
+    pub files: usize,
+    /// The four fields' postings and documents.
+    pub fields: usize,
+    /// The commits' records and the per-path sums drawn from them.
+    pub history: usize,
+}
+
+impl HeapBytes {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.terms + self.files + self.fields + self.history
     }
 }
 
@@ -641,7 +807,12 @@ impl RankedIndex {
 mod tests {
     use super::*;
 
-    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)], msg: &str) -> Oid {
+    pub(super) fn commit(
+        repo: &Repository,
+        parent: Option<Oid>,
+        files: &[(&str, &str)],
+        msg: &str,
+    ) -> Oid {
         let mut index = git2::Index::new().unwrap();
         if let Some(p) = parent {
             index
@@ -677,6 +848,18 @@ mod tests {
         repo.commit(None, &sig, &sig, msg, &tree, &refs).unwrap()
     }
 
+    /// A commit on `parent` that deletes `path`.
+    pub(super) fn delete(repo: &Repository, parent: Oid, path: &str, msg: &str) -> Oid {
+        let parent = repo.find_commit(parent).unwrap();
+        let mut idx = git2::Index::new().unwrap();
+        idx.read_tree(&parent.tree().unwrap()).unwrap();
+        idx.remove_path(std::path::Path::new(path)).unwrap();
+        let tree = repo.find_tree(idx.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@localhost").unwrap();
+        repo.commit(None, &sig, &sig, msg, &tree, &[&parent])
+            .unwrap()
+    }
+
     fn top(ix: &RankedIndex, q: &str) -> Option<String> {
         ix.rank(q, 1, &Weights::default(), &|_| true)
             .into_iter()
@@ -708,6 +891,73 @@ mod tests {
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
         assert!(ix.includes_commit(head));
+    }
+
+    // A file rewritten with a new number in it on every commit added a term each time,
+    // and the dictionary kept them all: terms nothing holds are now forgotten, and
+    // their ids reused, so the dictionary and the postings stay bounded.
+    #[test]
+    fn terms_no_file_or_kept_commit_holds_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut head = commit(&repo, None, &[("a.py", "x = 0\n")], "Start");
+        let mut ix = RankedIndex::build(&repo, head).unwrap();
+        ix.history_cap = 10;
+        // One term each, which no stemming or splitting merges with another.
+        let word = |mut i: usize| {
+            let mut w = String::new();
+            while i > 0 || w.is_empty() {
+                w.push(b"bcfhjkmnpqrtvwxz"[i % 16] as char);
+                i /= 16;
+            }
+            w
+        };
+        for i in 1..=800 {
+            head = commit(
+                &repo,
+                Some(head),
+                &[("a.py", &format!("x = z{}\n", word(i)))],
+                &format!("Set m{}", word(i)),
+            );
+            ix.advance(&repo, head).unwrap();
+        }
+        // 1,600 terms came; the file and the last ten messages hold about a dozen.
+        assert!(ix.dict.len() < 1100, "{} terms kept", ix.dict.len());
+        assert!(
+            ix.dict.id_bound() < 1100,
+            "ids up to {}",
+            ix.dict.id_bound()
+        );
+        let find = |ix: &RankedIndex, w: String| top(ix, &w);
+        assert_eq!(
+            find(&ix, format!("z{}", word(800))).as_deref(),
+            Some("a.py")
+        );
+        assert_eq!(find(&ix, format!("z{}", word(799))), None);
+        assert_eq!(
+            find(&ix, format!("m{}", word(795))).as_deref(),
+            Some("a.py")
+        );
+        assert_eq!(find(&ix, format!("m{}", word(500))), None);
+        assert!(ix.dict.get(&format!("m{}", word(500))).is_none());
+        // Paths that left every kept commit leave the per-path maps too.
+        head = commit(&repo, Some(head), &[("b.py", "y = 1\n")], "Add b");
+        ix.advance(&repo, head).unwrap();
+        head = delete(&repo, head, "b.py", "Drop b");
+        ix.advance(&repo, head).unwrap();
+        for i in 0..12 {
+            head = commit(
+                &repo,
+                Some(head),
+                &[("a.py", &format!("x = {i}\n"))],
+                "Tweak",
+            );
+            ix.advance(&repo, head).unwrap();
+        }
+        assert!(!ix.history.per_file.contains_key("b.py"));
+        assert!(!ix.history.touches.contains_key("b.py"));
+        assert!(!ix.history.pairs.contains_key("b.py"));
+        assert_eq!(ix.history.per_file.len(), 1);
     }
 
     // Moving to a head that does not descend from the indexed one must withdraw the

@@ -195,6 +195,8 @@ impl Backend for RelaceBackend {
         &'a self,
         id: &'a RepoId,
         query: &'a RankedQuery,
+        // The hosted service keeps its index ready; there is no build to report.
+        _progress: Option<ProgressSender>,
     ) -> BackendFuture<'a, RankedResults> {
         Box::pin(async move {
             let glob = query

@@ -318,8 +318,8 @@ impl RepoServer {
         Parameters(req): Parameters<SearchRepoRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        // Events of a long (agentic) search become progress notifications when the
-        // client asked for progress.
+        // Events of a long search (an agentic one, or a ranked one that builds its index
+        // first) become progress notifications when the client asked for progress.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let relay = ctx.meta.get_progress_token().map(|token| {
             let peer = ctx.peer.clone();
@@ -410,7 +410,7 @@ impl RepoServer {
         }
         let mode = resolve_mode(req.mode, &req.query);
         if mode == SearchMode::Ranked {
-            return self.search_ranked_impl(id, req).await;
+            return self.search_ranked_impl(id, req, progress).await;
         }
         let query = LineQuery {
             pattern: req.query.clone(),
@@ -499,6 +499,7 @@ impl RepoServer {
         &self,
         id: RepoId,
         req: SearchRepoRequest,
+        progress: Option<ProgressSender>,
     ) -> ToolAnswer<SearchRepoOutput> {
         if req.token_limit == 0 || req.token_limit > MAX_TOKEN_LIMIT {
             return Err(ToolFailure::Refused(format!(
@@ -515,7 +516,7 @@ impl RepoServer {
             max_results: req.max_results as usize,
             token_limit: req.token_limit as usize,
         };
-        let mut results = self.backend.search_ranked(&id, &query).await?;
+        let mut results = self.backend.search_ranked(&id, &query, progress).await?;
         results.hits.retain(|h| self.scope.sees(&h.path));
         let mut text = format!(
             "{} ranked file(s) for `{}` in {id} at {}{}",

@@ -9,6 +9,7 @@
 //! index/<repo-id>/         the line index's segments and their manifest (see `line_index`)
 //! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
 //! repos/.fetch-<pid>-<n>/  a fetch of a git source in quarantine (see `history`)
+//! index/<repo-id>/ranked.bin the ranked index as last stored (see `ranked`)
 //! ```
 //! Each repo's line-search index lives in segment files, mapped by every process that
 //! searches it (see `line_index`): opened from disk, or built from git on first use, it
@@ -38,6 +39,7 @@ pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
+pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
 
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,

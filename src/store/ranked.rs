@@ -1,17 +1,70 @@
-//! The store's ranked indexes: one per repo, built on the first ranked query, then
-//! moved forward incrementally when a commit lands (and, should that have been skipped,
-//! on the next query), so a commit costs only the files and commits it changed.
+//! The store's ranked indexes: one per repo, loaded from its stored copy (or built from
+//! git when there is none it can trust) on the first ranked query, then moved forward
+//! incrementally when a commit lands (and, should that have been skipped, on the next
+//! query), so a commit costs only the files and commits it changed.
+//!
+//! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
+//! has its layout). It is written after a build, and again once enough has changed
+//! since the last write ([`SAVE_AFTER_COMMITS`], [`SAVE_AFTER_FILES`], at most every
+//! [`SAVE_INTERVAL`]): the bytes are taken under the index's lock, and written on a
+//! thread of their own to a temporary file that is then renamed over the old one, so a
+//! reader in any process sees one complete file or the other. A process that loads it
+//! carries it forward from the head it names to the current one, whichever process
+//! made the commits in between.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use git2::{Oid, Repository};
 
 use super::{IndexKind, Store, StoreError, git, lock};
 use crate::model::{RankedQuery, RankedResults, RepoId};
-use crate::ranked::{RankedError, RankedIndex, Weights};
+use crate::ranked::{AdvanceStats, RankedError, RankedIndex, RankedProgress, Weights};
 use crate::search::compile_glob;
 
-/// One repo's ranked index, if built yet. The mutex also makes concurrent first
-/// queries wait for one build rather than each building their own.
-pub(super) type Slot = Arc<Mutex<Option<RankedIndex>>>;
+/// The stored copy's file name in the repo's index directory.
+const FILE: &str = "ranked.bin";
+/// Write the stored copy again once this many commits have been applied since the last
+/// write: loading it then costs at most this many commits' diffs on top.
+pub const SAVE_AFTER_COMMITS: usize = 256;
+/// Or once this many files have been re-read since the last write.
+pub const SAVE_AFTER_FILES: usize = 4096;
+/// But not more often than this: each write serializes the whole index.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A temporary file older than this was left by a process that died mid-write.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+/// Test hook: when set (to a file path), a writer stops halfway through writing the
+/// stored copy, writes its process id to that path, and waits forever, so that a test
+/// can kill it there.
+const PAUSE_HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
+
+/// How this process came by a repo's ranked index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankedOrigin {
+    /// Built from git: there was no stored copy, or none that could be trusted.
+    Built,
+    /// Loaded from the stored copy, then carried forward by this much.
+    Loaded(AdvanceStats),
+}
+
+/// One repo's ranked index, if this process has one yet.
+#[derive(Default)]
+pub(super) struct RankedState {
+    index: Option<RankedIndex>,
+    origin: Option<RankedOrigin>,
+    /// What has been applied since the stored copy was last written (or loaded).
+    unsaved: AdvanceStats,
+    last_save: Option<Instant>,
+    /// Set while a write of this repo's copy is under way: one at a time.
+    saving: Arc<AtomicBool>,
+}
+
+/// The mutex also makes concurrent first queries wait for one build rather than each
+/// building their own.
+pub(super) type Slot = Arc<Mutex<RankedState>>;
 
 /// Heap a ranked index holds per file indexed, roughly (its fields' postings, the
 /// dictionary and the history), for the bound on index memory.
@@ -25,9 +78,167 @@ impl From<RankedError> for StoreError {
     }
 }
 
+/// Write `bytes` as the stored copy in `dir`: to a temporary file, synced, then renamed
+/// over the old one.
+fn write_stored(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir)?;
+    remove_stale_temps(dir);
+    let tmp = dir.join(format!(
+        ".{FILE}.{}.{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = (|| -> Result<(), StoreError> {
+        let mut f = std::fs::File::create(&tmp)?;
+        let half = bytes.len() / 2;
+        f.write_all(&bytes[..half])?;
+        if let Some(marker) = std::env::var_os(PAUSE_HOOK) {
+            f.sync_all()?;
+            std::fs::write(marker, std::process::id().to_string())?;
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        f.write_all(&bytes[half..])?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(FILE))?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Remove temporary files that writers killed mid-write left behind.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{FILE}.");
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(&prefix)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
+        if stale {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The stored copy in `dir`, carried forward to `head`; `None` (with the reason
+/// logged) when there is none or it cannot be trusted, so the caller builds afresh.
+fn load(
+    id: &RepoId,
+    dir: &Path,
+    repo: &Repository,
+    head: Oid,
+) -> Option<(RankedIndex, AdvanceStats)> {
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(repo = %id, cause = %e, "the stored ranked index could not be read; rebuilding");
+            return None;
+        }
+    };
+    // Decide from the header alone whether the copy can be carried to the head: it must
+    // describe the head or one of its ancestors.
+    let stored = crate::ranked::disk::stored_head(&bytes);
+    if !stored.is_some_and(|s| s == head || repo.graph_descendant_of(head, s).unwrap_or(false)) {
+        tracing::warn!(repo = %id, stored = ?stored.map(|s| s.to_string()), "the stored ranked index is not of the head's history; rebuilding");
+        return None;
+    }
+    let mut ix = match RankedIndex::from_bytes(&bytes) {
+        Ok(ix) => ix,
+        Err(e) => {
+            tracing::warn!(repo = %id, cause = %e, "the stored ranked index is damaged; rebuilding");
+            return None;
+        }
+    };
+    drop(bytes);
+    match ix.advance(repo, head) {
+        Ok(stats) => Some((ix, stats)),
+        Err(e) => {
+            tracing::warn!(repo = %id, cause = %e, "the stored ranked index could not be carried to the head; rebuilding");
+            None
+        }
+    }
+}
+
 impl Store {
     fn ranked_slot(&self, id: &RepoId) -> Slot {
         lock(&self.ranked).entry(*id).or_default().clone()
+    }
+
+    /// How this process came by repo `id`'s ranked index, if it has one.
+    pub fn ranked_origin(&self, id: &RepoId) -> Option<RankedOrigin> {
+        let slot = lock(&self.ranked).get(id).cloned()?;
+        lock(&slot).origin
+    }
+
+    /// Where repo `id`'s ranked index is stored.
+    pub fn ranked_index_path(&self, id: &RepoId) -> PathBuf {
+        self.index_dir(id).join(FILE)
+    }
+
+    /// Write the stored copy of `state`'s index, on a thread of its own, if none is
+    /// being written already.
+    fn save_ranked(&self, id: &RepoId, state: &mut RankedState) {
+        let Some(ix) = state.index.as_ref() else {
+            return;
+        };
+        if state.saving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let started = Instant::now();
+        let bytes = ix.to_bytes();
+        let encode_ms = started.elapsed().as_millis() as u64;
+        let heap = ix.heap_bytes();
+        tracing::debug!(repo = %id, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, "ranked index size");
+        state.unsaved = AdvanceStats::default();
+        state.last_save = Some(Instant::now());
+        let (dir, repo_dir, saving, id) = (
+            self.index_dir(id),
+            self.git_dir(id),
+            state.saving.clone(),
+            *id,
+        );
+        let spawned = std::thread::Builder::new()
+            .name("ranked-save".into())
+            .spawn(move || {
+                let started = Instant::now();
+                // A repo deleted meanwhile gets no index directory back.
+                let result = if repo_dir.is_dir() {
+                    write_stored(&dir, &bytes)
+                } else {
+                    Ok(())
+                };
+                match result {
+                    Ok(()) => tracing::debug!(repo = %id, bytes = bytes.len(), encode_ms, write_ms = started.elapsed().as_millis() as u64, "ranked index stored"),
+                    Err(e) => tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it"),
+                }
+                saving.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored");
+            state.saving.store(false, Ordering::Release);
+        }
+    }
+
+    /// Count `stats` as applied to `state`'s index, and write the stored copy again if
+    /// enough has changed since it was last written.
+    fn note_advance(&self, id: &RepoId, state: &mut RankedState, stats: AdvanceStats) {
+        state.unsaved.files += stats.files;
+        state.unsaved.commits += stats.commits;
+        let enough =
+            state.unsaved.commits >= SAVE_AFTER_COMMITS || state.unsaved.files >= SAVE_AFTER_FILES;
+        let due = state.last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL);
+        if enough && due {
+            self.save_ranked(id, state);
+        }
     }
 
     /// Move a built ranked index to a freshly landed commit. Skipped, not waited for,
@@ -39,11 +250,15 @@ impl Store {
         let Ok(mut guard) = slot.try_lock() else {
             return;
         };
-        if let Some(ix) = guard.as_mut()
-            && let Err(e) = ix.advance(repo, head)
-        {
-            tracing::warn!(repo = %id, cause = %e, "ranked index not advanced; rebuilding on next query");
-            *guard = None;
+        let Some(ix) = guard.index.as_mut() else {
+            return;
+        };
+        match ix.advance(repo, head) {
+            Ok(stats) => self.note_advance(id, &mut guard, stats),
+            Err(e) => {
+                tracing::warn!(repo = %id, cause = %e, "ranked index not advanced; rebuilding on next query");
+                guard.index = None;
+            }
         }
     }
 
@@ -53,7 +268,9 @@ impl Store {
             return;
         };
         if let Ok(mut guard) = slot.try_lock() {
-            *guard = None;
+            // The stored copy stays: the next query loads it and carries it forward.
+            guard.index = None;
+            guard.unsaved = AdvanceStats::default();
         }
     }
 
@@ -63,6 +280,16 @@ impl Store {
         id: &RepoId,
         query: &RankedQuery,
     ) -> Result<RankedResults, StoreError> {
+        self.search_ranked_with(id, query, &|_| {})
+    }
+
+    /// [`Store::search_ranked`], telling `progress` how a build of the index goes.
+    pub fn search_ranked_with(
+        &self,
+        id: &RepoId,
+        query: &RankedQuery,
+        progress: &dyn Fn(RankedProgress),
+    ) -> Result<RankedResults, StoreError> {
         let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;
         let h = self.handle(id)?;
         // A handle of its own: indexing a large repo must not hold up `read_file` calls
@@ -71,21 +298,36 @@ impl Store {
         let head = git::head(&repo)?;
         let slot = self.ranked_slot(id);
         let mut guard = lock(&slot);
-        match guard.as_mut() {
+        let state = &mut *guard;
+        match state.index.as_mut() {
             Some(ix) => {
                 let stats = ix.advance(&repo, head)?;
                 if stats != Default::default() {
                     tracing::debug!(repo = %id, files = stats.files, commits = stats.commits, "ranked index advanced");
+                    self.note_advance(id, state, stats);
                 }
             }
             None => {
                 let started = std::time::Instant::now();
-                let ix = RankedIndex::build(&repo, head)?;
-                tracing::info!(repo = %id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
-                *guard = Some(ix);
+                match load(id, &self.index_dir(id), &repo, head) {
+                    Some((ix, stats)) => {
+                        tracing::info!(repo = %id, files = ix.len(), advanced_files = stats.files, advanced_commits = stats.commits, took_ms = started.elapsed().as_millis() as u64, "ranked index loaded");
+                        state.index = Some(ix);
+                        state.origin = Some(RankedOrigin::Loaded(stats));
+                        state.unsaved = AdvanceStats::default();
+                        self.note_advance(id, state, stats);
+                    }
+                    None => {
+                        let ix = RankedIndex::build_with(&repo, head, progress)?;
+                        tracing::info!(repo = %id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+                        state.index = Some(ix);
+                        state.origin = Some(RankedOrigin::Built);
+                        self.save_ranked(id, state);
+                    }
+                }
             }
         }
-        let ix = guard.as_ref().expect("built above");
+        let ix = state.index.as_ref().expect("built above");
         let keep = |p: &str| {
             glob.as_ref().is_none_or(|g| g.is_match(p))
                 && query.visible.as_ref().is_none_or(|v| v.sees(p))

@@ -15,6 +15,7 @@ mod git_source;
 mod http;
 mod progress;
 mod ranked;
+mod ranked_disk;
 mod refusals;
 mod regression;
 mod rg_agreement;

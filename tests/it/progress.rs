@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 
 use crate::common::Harness;
 
+/// A client handler that keeps every progress notification it receives.
 #[derive(Clone, Default)]
-struct ProgressSink(Arc<Mutex<Vec<ProgressNotificationParam>>>);
+pub struct ProgressSink(pub Arc<Mutex<Vec<ProgressNotificationParam>>>);
 
 impl ClientHandler for ProgressSink {
     async fn on_progress(

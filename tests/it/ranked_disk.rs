@@ -1,0 +1,421 @@
+//! The ranked index stored on disk: a restarted process loads it instead of building,
+//! carries it over commits made meanwhile by any process, never trusts a damaged or
+//! half-written copy, and a build tells a client that asked how it goes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, NumberOrString, ProgressToken, RequestMetaObject};
+use scoped_repo_mcp::model::{Change, FileOp, RankedHit, RankedQuery, RepoId, UpdateSpec};
+use scoped_repo_mcp::paths::RepoPath;
+use scoped_repo_mcp::ranked::AdvanceStats;
+use scoped_repo_mcp::store::{Limits, RankedOrigin, SAVE_AFTER_COMMITS, Store};
+use serde_json::{Value, json};
+
+use crate::common::{Harness, call, ok};
+use crate::progress::ProgressSink;
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "src/retry/backoff.rs",
+        "//! Retry policy.\n\n/// Delay before the next attempt, doubling each time.\npub fn compute_backoff(attempt: u32) -> u64 {\n    100 * 2u64.pow(attempt)\n}\n",
+    ),
+    (
+        "src/auth/token.rs",
+        "//! Tokens.\n\n/// Check an API token against the stored hash.\npub fn verify_token(token: &str, hash: &str) -> bool {\n    sha(token) == hash\n}\n",
+    ),
+    (
+        "src/main.rs",
+        "fn main() {\n    let server = Server::new();\n    server.run();\n}\n",
+    ),
+    ("README.md", "# Demo\n\nA small server.\n"),
+];
+
+const HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
+
+fn query(text: &str) -> RankedQuery {
+    RankedQuery {
+        text: text.into(),
+        path_glob: None,
+        visible: None,
+        max_results: 10,
+        token_limit: 8000,
+    }
+}
+
+const QUESTIONS: &[&str] = &[
+    "where is the retry backoff computed",
+    "verify api tokens against the hash",
+    "throttle the request rate",
+    "small demo server",
+];
+
+/// What `store` answers to every question.
+fn answers(store: &Store, id: &RepoId) -> Vec<Vec<RankedHit>> {
+    QUESTIONS
+        .iter()
+        .map(|q| {
+            let r = store.search_ranked(id, &query(q)).unwrap();
+            assert_eq!(r.head, store.head(id).unwrap());
+            r.hits
+        })
+        .collect()
+}
+
+/// The same files, line ranges and snippets; the same scores to within rounding (a
+/// loaded index may sum a query's terms in another order).
+fn assert_same_answers(a: &[Vec<RankedHit>], b: &[Vec<RankedHit>]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len(), "{x:?} vs {y:?}");
+        for (p, q) in x.iter().zip(y) {
+            assert_eq!(
+                (&p.path, p.start_line, p.end_line, &p.snippet),
+                (&q.path, q.start_line, q.end_line, &q.snippet)
+            );
+            assert!(
+                (p.score - q.score).abs() <= 1e-4 * p.score.abs().max(1.0),
+                "{p:?} vs {q:?}"
+            );
+        }
+    }
+}
+
+fn reopen(h: &Harness) -> Store {
+    Store::open(h.data_dir(), Limits::default()).unwrap()
+}
+
+/// Wait until the stored copy of `id`'s index describes `head` (it is written on a
+/// thread of its own).
+fn wait_stored(path: &Path, head: &str) -> Vec<u8> {
+    for _ in 0..600 {
+        if let Ok(bytes) = std::fs::read(path)
+            && scoped_repo_mcp::ranked::disk::stored_head(&bytes).map(|o| o.to_string())
+                == Some(head.to_string())
+        {
+            return bytes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no stored ranked index at {head} in {}", path.display());
+}
+
+/// Wait until the stored copy is exactly `bytes`.
+fn wait_bytes(path: &Path, bytes: &[u8]) {
+    for _ in 0..600 {
+        if std::fs::read(path).is_ok_and(|b| b == bytes) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the stored ranked index was not written again");
+}
+
+fn write(path: &str, content: &str, message: &str) -> UpdateSpec {
+    UpdateSpec {
+        change: Change::Operations(vec![FileOp::Write {
+            path: RepoPath::parse(path).unwrap(),
+            content: content.into(),
+        }]),
+        expected_head: None,
+        message: Some(message.into()),
+        control: Default::default(),
+        visible: None,
+    }
+}
+
+/// Temporary files a writer left in the repo's index directory.
+fn temps(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".ranked.bin.")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_store_loads_the_ranked_index_and_applies_commits_made_since() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let first = answers(&h.store, &r);
+    assert_eq!(h.store.ranked_origin(&r), Some(RankedOrigin::Built));
+    let path = h.store.ranked_index_path(&r);
+    wait_stored(&path, &h.store.head(&r).unwrap());
+
+    // Another process commits after the copy was stored.
+    let other = reopen(&h);
+    let spec = UpdateSpec {
+        change: Change::Operations(vec![
+            FileOp::Write {
+                path: RepoPath::parse("src/limits/throttle.rs").unwrap(),
+                content: "/// Throttle the request rate with a token bucket.\npub fn throttle(rate: u32) {}\n".into(),
+            },
+            FileOp::Delete {
+                path: RepoPath::parse("README.md").unwrap(),
+            },
+        ]),
+        expected_head: None,
+        message: Some("Introduce the kaleidoscope limiter".into()),
+        control: Default::default(),
+        visible: None,
+    };
+    let head = other.update(&r, &spec, "other").unwrap().head;
+    drop(other);
+
+    // A restart loads the stored copy and carries it over that commit.
+    let restarted = reopen(&h);
+    let loaded = answers(&restarted, &r);
+    assert_eq!(
+        restarted.ranked_origin(&r),
+        Some(RankedOrigin::Loaded(AdvanceStats {
+            files: 2,
+            commits: 1
+        }))
+    );
+    assert_ne!(loaded, first);
+    assert_eq!(loaded[2][0].path, "src/limits/throttle.rs");
+    assert!(
+        loaded[3].iter().all(|h| h.path != "README.md"),
+        "{loaded:?}"
+    );
+    let by_message = restarted.search_ranked(&r, &query("kaleidoscope")).unwrap();
+    assert_eq!(by_message.head, head);
+    assert_eq!(by_message.hits[0].path, "src/limits/throttle.rs");
+
+    // The same answers as an index built afresh at that head.
+    std::fs::remove_file(&path).unwrap();
+    let rebuilt = reopen(&h);
+    assert_same_answers(&answers(&rebuilt, &r), &loaded);
+    assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_or_foreign_stored_ranked_index_is_rebuilt_never_trusted() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let expected = answers(&h.store, &r);
+    let path = h.store.ranked_index_path(&r);
+    let good = wait_stored(&path, &h.store.head(&r).unwrap());
+    let other = h.repo(&[("elsewhere.rs", "fn unrelated_retry_token() {}\n")]);
+    let _ = h.store.search_ranked(&other, &query("retry")).unwrap();
+    let foreign = wait_stored(
+        &h.store.ranked_index_path(&other),
+        &h.store.head(&other).unwrap(),
+    );
+
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("cut to its header", good[..40].to_vec()),
+        ("cut in half", good[..good.len() / 2].to_vec()),
+        ("one byte short", good[..good.len() - 1].to_vec()),
+        ("another repo's", foreign),
+    ];
+    for at in [50, good.len() / 2, good.len() - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x04;
+        cases.push(("a byte flipped", b));
+    }
+    let mut version = good.clone();
+    version[8] = version[8].wrapping_add(1);
+    cases.push(("another format version", version));
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let store = reopen(&h);
+        assert_same_answers(&answers(&store, &r), &expected);
+        assert_eq!(
+            store.ranked_origin(&r),
+            Some(RankedOrigin::Built),
+            "{what}: rebuilt"
+        );
+        // The rebuilt index is stored again, whole (a build is deterministic).
+        wait_bytes(&path, &good);
+    }
+    let store = reopen(&h);
+    assert_same_answers(&answers(&store, &r), &expected);
+    assert!(matches!(
+        store.ranked_origin(&r),
+        Some(RankedOrigin::Loaded(_))
+    ));
+}
+
+fn ranked_call(repo: &RepoId, text: &str, token: Option<&str>) -> CallToolRequestParams {
+    let Value::Object(map) = json!({"repo_id": repo.to_string(), "query": text, "mode": "ranked"})
+    else {
+        unreachable!()
+    };
+    let mut params = CallToolRequestParams::new("search_repo").with_arguments(map);
+    if let Some(token) = token {
+        params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+            NumberOrString::String(token.into()),
+        )));
+    }
+    params
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn building_the_ranked_index_reports_progress_when_asked() {
+    let h = Harness::new();
+    let files: Vec<(String, String)> = (0..1500)
+        .map(|i| {
+            (
+                format!("src/m{i:04}.rs"),
+                format!("/// Module number {i}.\npub fn handler_{i}() {{}}\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let r = h.repo(&refs);
+    let sink = ProgressSink::default();
+    let client = h
+        .client_with(sink.clone(), &["--repo", &r.to_string()])
+        .await;
+    let answer = client
+        .call_tool(ranked_call(&r, "module number 42 handler", Some("rk")))
+        .await
+        .unwrap();
+    assert_eq!(answer.is_error, Some(false));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = sink.0.lock().unwrap().clone();
+    let messages: Vec<String> = seen.iter().filter_map(|p| p.message.clone()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("512 of 1500 files") && m.contains("ranked index")),
+        "{messages:?}"
+    );
+    assert!(messages.iter().any(|m| m.contains("1500 of 1500 files")));
+    assert!(messages.iter().any(|m| m.contains("commits of history")));
+    // Numbered one after another (the client may hand them over in another order), all
+    // for the call that asked.
+    let mut numbers: Vec<f64> = seen.iter().map(|p| p.progress).collect();
+    numbers.sort_by(f64::total_cmp);
+    assert_eq!(
+        numbers,
+        (1..=seen.len()).map(|n| n as f64).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter()
+            .all(|p| p.progress_token == seen[0].progress_token)
+    );
+
+    // With the index built, a query has nothing to report.
+    let before = seen.len();
+    let again = client
+        .call_tool(ranked_call(&r, "module number 7", Some("rk2")))
+        .await
+        .unwrap();
+    assert_eq!(again.is_error, Some(false));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.0.lock().unwrap().len(), before);
+}
+
+/// Start a server whose writer of the stored copy pauses halfway, ask it a ranked
+/// question, and kill it (`kill -9`) once it has paused. Returns its answer's head.
+async fn kill_while_storing(h: &Harness, r: &RepoId) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("paused");
+    let marker_s = marker.to_str().unwrap();
+    let c = h
+        .client_env(&["--repo", &r.to_string()], &[(HOOK, marker_s)])
+        .await;
+    let out = ok(&call(
+        &c,
+        "search_repo",
+        json!({"repo_id": r.to_string(), "query": "where is the retry backoff computed", "mode": "ranked"}),
+    )
+    .await);
+    assert_eq!(out["ranked"][0]["path"], "src/retry/backoff.rs");
+    let mut pid = String::new();
+    for _ in 0..600 {
+        pid = std::fs::read_to_string(&marker).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!pid.is_empty(), "the writer never paused");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(c);
+    out["head"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_while_storing_the_ranked_index_leaves_nothing_trusted_half_written() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let path = h.store.ranked_index_path(&r);
+    let dir = path.parent().unwrap().to_path_buf();
+
+    // No stored copy yet: the server builds, and dies halfway through storing it.
+    let head = kill_while_storing(&h, &r).await;
+    assert!(!path.exists(), "a half-written copy took the stored name");
+    let half = temps(&dir);
+    assert_eq!(half.len(), 1, "{half:?}");
+    assert!(std::fs::metadata(&half[0]).unwrap().len() > 0);
+    // The next start builds afresh (the half-written file is never read).
+    let next = reopen(&h);
+    let built = answers(&next, &r);
+    assert_eq!(next.ranked_origin(&r), Some(RankedOrigin::Built));
+    let good = wait_stored(&path, &head);
+    drop(next);
+
+    // With a good copy stored, enough commits land for a loading server to store a
+    // newer copy; it dies halfway through that.
+    for i in 0..=SAVE_AFTER_COMMITS {
+        h.store
+            .update(
+                &r,
+                &write(
+                    "src/limits/throttle.rs",
+                    &format!("/// Throttle the request rate, step {i}.\npub fn throttle() {{}}\n"),
+                    &format!("Tune the throttle, step {i}"),
+                ),
+                "test",
+            )
+            .unwrap();
+    }
+    let head = kill_while_storing(&h, &r).await;
+    assert_eq!(head, h.store.head(&r).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "the old copy stands until a new one is whole"
+    );
+    // The next start loads the old copy and carries it over every commit since.
+    let next = reopen(&h);
+    let loaded = answers(&next, &r);
+    match next.ranked_origin(&r) {
+        Some(RankedOrigin::Loaded(stats)) => assert!(stats.commits > SAVE_AFTER_COMMITS),
+        other => panic!("expected a load, got {other:?}"),
+    }
+    assert_eq!(loaded[2][0].path, "src/limits/throttle.rs");
+    assert_eq!(loaded[0][0].path, built[0][0].path);
+    std::fs::remove_file(&path).unwrap();
+    assert_same_answers(&answers(&reopen(&h), &r), &loaded);
+
+    // And a server on that data directory answers at the head.
+    let c = h.client_for(&[r]).await;
+    let out = ok(&call(
+        &c,
+        "search_repo",
+        json!({"repo_id": r.to_string(), "query": "throttle the request rate", "mode": "ranked"}),
+    )
+    .await);
+    assert_eq!(out["head"], head);
+    assert_eq!(out["ranked"][0]["path"], "src/limits/throttle.rs");
+}
