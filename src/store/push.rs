@@ -87,6 +87,18 @@ fn git_err(e: git2::Error) -> PushRefused {
     ))
 }
 
+/// A file's mode, exactly as its tree records it: only the modes git and libgit2 both
+/// read as a regular file pass.
+fn file_mode(commit_id: Oid, path: &str, mode: i32) -> Result<(), PushRefused> {
+    let why = match mode {
+        0o100644 | 0o100755 | 0o100664 => return Ok(()),
+        0o120000 => "symbolic links are not accepted; commit the file itself".to_string(),
+        0o160000 => "submodules are not accepted; commit the files instead".to_string(),
+        other => format!("only regular files are accepted (its mode is {other:o})"),
+    };
+    Err(PushRefused::at(commit_id, path, why))
+}
+
 /// Check a push into the bare repository at `git_dir`, whose incoming objects wait in
 /// `quarantine` (receive-pack's `GIT_QUARANTINE_PATH`; `None` when they are already in
 /// the repo). `Ok` only when every ref update is a fast-forward of `main` from its
@@ -318,28 +330,7 @@ impl<'r> HistoryCheck<'r> {
                         .map_err(|_| PushRefused::at(commit_id, &path, "not a directory"))?;
                     self.tree(commit_id, &sub, &format!("{path}/"))?;
                 }
-                0o100644 | 0o100755 | 0o100664 => {}
-                0o120000 => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        "symbolic links are not accepted; commit the file itself",
-                    ));
-                }
-                0o160000 => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        "submodules are not accepted; commit the files instead",
-                    ));
-                }
-                other => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        format!("only regular files are accepted (its mode is {other:o})"),
-                    ));
-                }
+                other => file_mode(commit_id, &path, other)?,
             }
         }
         Ok(())
@@ -401,30 +392,7 @@ impl<'r> HistoryCheck<'r> {
                 .get_path(Path::new(&path))
                 .map(|e| e.filemode_raw())
                 .unwrap_or(0);
-            match mode {
-                0o100644 | 0o100755 | 0o100664 => {}
-                0o120000 => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        "symbolic links are not accepted; commit the file itself",
-                    ));
-                }
-                0o160000 => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        "submodules are not accepted; commit the files instead",
-                    ));
-                }
-                other => {
-                    return Err(PushRefused::at(
-                        commit_id,
-                        &path,
-                        format!("only regular files are accepted (its mode is {other:o})"),
-                    ));
-                }
-            }
+            file_mode(commit_id, &path, mode)?;
             let blob_id = file.id();
             let (size, kind) = self.odb.read_header(blob_id).map_err(git_err)?;
             if kind != ObjectType::Blob {

@@ -1528,7 +1528,7 @@ async fn event_stream_split_inside_a_character_was_mangled() {
 fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
     use git2::{ObjectType, Repository, Signature};
     use scoped_repo_mcp::rules::Limits;
-    use scoped_repo_mcp::store::push::{RefUpdate, check_push};
+    use scoped_repo_mcp::store::push::{PushRefused, RefUpdate, check_push};
 
     let dir = tempfile::tempdir().unwrap();
     let main = Repository::init_bare(dir.path().join("main.git")).unwrap();
@@ -1542,82 +1542,12 @@ fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
     // The push's objects wait in a quarantine, as receive-pack keeps them.
     let incoming = Repository::init_bare(dir.path().join("incoming.git")).unwrap();
     let odb = incoming.odb().unwrap();
-    let blob = odb.write(ObjectType::Blob, b"text\n").unwrap();
-    for (mode, why) in [
-        ("644", "mode is 644"),
-        ("100600", "mode is 100600"),
-        ("100000", "mode is 100000"),
-        ("120000", "symbolic links"),
-        ("160000", "submodules"),
-    ] {
-        let mut tree = format!("{mode} f.txt\0").into_bytes();
-        tree.extend_from_slice(blob.as_bytes());
-        let tree = odb.write(ObjectType::Tree, &tree).unwrap();
+    // Push a commit on `main` whose tree is `raw`, written as is.
+    let push = |raw: &[u8], message: &str| -> Result<(), PushRefused> {
+        let tree = odb.write(ObjectType::Tree, raw).unwrap();
         let commit = format!(
             "tree {tree}\nparent {base}\nauthor t <t@example.invalid> 0 +0000\n\
-             committer t <t@example.invalid> 0 +0000\n\npushed\n"
-        );
-        let pushed = odb.write(ObjectType::Commit, commit.as_bytes()).unwrap();
-        let update = RefUpdate {
-            old: base,
-            new: pushed,
-            name: "refs/heads/main".into(),
-        };
-        let refused = check_push(
-            main.path(),
-            Some(&incoming.path().join("objects")),
-            &[update],
-            &Limits::default(),
-        )
-        .expect_err(mode);
-        assert!(refused.to_string().contains("`f.txt`"), "{refused}");
-        assert!(refused.to_string().contains(why), "{mode}: {refused}");
-    }
-    // Fuzzing (git_push): trees the commit's diff does not show whole. A name listed
-    // twice (`0` as a file, then `0` as a symbolic link or, here, as the same file again:
-    // the diff sees one), and an empty directory named `.GIT` (a diff shows no empty
-    // directory).
-    let empty_blob = odb.write(ObjectType::Blob, b"").unwrap();
-    let mut twice = b"100644 0\0".to_vec();
-    twice.extend_from_slice(empty_blob.as_bytes());
-    twice.extend_from_slice(b"100644 0\0");
-    twice.extend_from_slice(empty_blob.as_bytes());
-    let empty_tree = odb.write(ObjectType::Tree, b"").unwrap();
-    let mut dot_git = b"40000 .GIT\0".to_vec();
-    dot_git.extend_from_slice(empty_tree.as_bytes());
-    for (tree, why) in [
-        (twice, "twice or out of git's order"),
-        (dot_git, "`.git` component"),
-    ] {
-        let tree = odb.write(ObjectType::Tree, &tree).unwrap();
-        let commit = format!(
-            "tree {tree}\nparent {base}\nauthor t <t@example.invalid> 0 +0000\n\
-             committer t <t@example.invalid> 0 +0000\n\n{why}\n"
-        );
-        let pushed = odb.write(ObjectType::Commit, commit.as_bytes()).unwrap();
-        let update = RefUpdate {
-            old: base,
-            new: pushed,
-            name: "refs/heads/main".into(),
-        };
-        let refused = check_push(
-            main.path(),
-            Some(&incoming.path().join("objects")),
-            &[update],
-            &Limits::default(),
-        )
-        .expect_err(why);
-        assert!(refused.to_string().contains(why), "{refused}");
-    }
-    // A regular file's mode in the group-writable form old git wrote reads as a regular
-    // file, as git checks it out.
-    for mode in ["100664", "100755"] {
-        let mut tree = format!("{mode} f.txt\0").into_bytes();
-        tree.extend_from_slice(blob.as_bytes());
-        let tree = odb.write(ObjectType::Tree, &tree).unwrap();
-        let commit = format!(
-            "tree {tree}\nparent {base}\nauthor t <t@example.invalid> 0 +0000\n\
-             committer t <t@example.invalid> 0 +0000\n\n{mode}\n"
+             committer t <t@example.invalid> 0 +0000\n\n{message}\n"
         );
         let pushed = odb.write(ObjectType::Commit, commit.as_bytes()).unwrap();
         let update = RefUpdate {
@@ -1631,6 +1561,47 @@ fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
             &[update],
             &Limits::default(),
         )
-        .unwrap_or_else(|e| panic!("a {mode} file is a regular file: {e}"));
+    };
+    let entry = |mode: &str, name: &str, oid: git2::Oid| {
+        let mut e = format!("{mode} {name}\0").into_bytes();
+        e.extend_from_slice(oid.as_bytes());
+        e
+    };
+    let blob = odb.write(ObjectType::Blob, b"text\n").unwrap();
+    for (mode, why) in [
+        ("644", "mode is 644"),
+        ("100600", "mode is 100600"),
+        ("100000", "mode is 100000"),
+        ("120000", "symbolic links"),
+        ("160000", "submodules"),
+    ] {
+        let refused = push(&entry(mode, "f.txt", blob), mode).expect_err(mode);
+        assert!(refused.to_string().contains("`f.txt`"), "{refused}");
+        assert!(refused.to_string().contains(why), "{mode}: {refused}");
+    }
+    // Fuzzing (git_push): trees the commit's diff does not show whole. A name listed
+    // twice (`0` as a file, then `0` as a symbolic link or, here, as the same file again:
+    // the diff sees one), and an empty directory named `.GIT` (a diff shows no empty
+    // directory).
+    let empty_blob = odb.write(ObjectType::Blob, b"").unwrap();
+    let twice = [
+        entry("100644", "0", empty_blob),
+        entry("100644", "0", empty_blob),
+    ]
+    .concat();
+    let empty_tree = odb.write(ObjectType::Tree, b"").unwrap();
+    let dot_git = entry("40000", ".GIT", empty_tree);
+    for (tree, why) in [
+        (twice, "twice or out of git's order"),
+        (dot_git, "`.git` component"),
+    ] {
+        let refused = push(&tree, why).expect_err(why);
+        assert!(refused.to_string().contains(why), "{refused}");
+    }
+    // A regular file's mode in the group-writable form old git wrote reads as a regular
+    // file, as git checks it out.
+    for mode in ["100664", "100755"] {
+        push(&entry(mode, "f.txt", blob), mode)
+            .unwrap_or_else(|e| panic!("a {mode} file is a regular file: {e}"));
     }
 }
