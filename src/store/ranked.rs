@@ -60,15 +60,14 @@ pub(super) struct RankedState {
     last_save: Option<Instant>,
     /// Set while a write of this repo's copy is under way: one at a time.
     saving: Arc<AtomicBool>,
+    /// The index's heap as last measured (at its load, and at each save), for the bound
+    /// on index memory.
+    heap: usize,
 }
 
 /// The mutex also makes concurrent first queries wait for one build rather than each
 /// building their own.
 pub(super) type Slot = Arc<Mutex<RankedState>>;
-
-/// Heap a ranked index holds per file indexed, roughly (its fields' postings, the
-/// dictionary and the history), for the bound on index memory.
-const RANKED_HEAP_PER_FILE: usize = 16 * 1024;
 
 impl From<RankedError> for StoreError {
     fn from(e: RankedError) -> Self {
@@ -197,6 +196,7 @@ impl Store {
         let bytes = ix.to_bytes();
         let encode_ms = started.elapsed().as_millis() as u64;
         let heap = ix.heap_bytes();
+        state.heap = heap.total();
         tracing::debug!(repo = %id, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, "ranked index size");
         state.unsaved = AdvanceStats::default();
         state.last_save = Some(Instant::now());
@@ -312,6 +312,7 @@ impl Store {
                 match load(id, &self.index_dir(id), &repo, head) {
                     Some((ix, stats)) => {
                         tracing::info!(repo = %id, files = ix.len(), advanced_files = stats.files, advanced_commits = stats.commits, took_ms = started.elapsed().as_millis() as u64, "ranked index loaded");
+                        state.heap = ix.heap_bytes().total();
                         state.index = Some(ix);
                         state.origin = Some(RankedOrigin::Loaded(stats));
                         state.unsaved = AdvanceStats::default();
@@ -320,6 +321,7 @@ impl Store {
                     None => {
                         let ix = RankedIndex::build_with(&repo, head, progress)?;
                         tracing::info!(repo = %id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+                        state.heap = ix.heap_bytes().total();
                         state.index = Some(ix);
                         state.origin = Some(RankedOrigin::Built);
                         self.save_ranked(id, state);
@@ -333,7 +335,7 @@ impl Store {
                 && query.visible.as_ref().is_none_or(|v| v.sees(p))
         };
         let (hits, truncated) = ix.answer(&repo, query, &Weights::default(), &keep)?;
-        self.index_used(id, IndexKind::Ranked, ix.len() * RANKED_HEAP_PER_FILE);
+        self.index_used(id, IndexKind::Ranked, state.heap);
         Ok(RankedResults {
             head: head.to_string(),
             hits,
