@@ -219,25 +219,8 @@ fn rss_cell(rss: (u64, u64), text: u64) -> String {
 }
 
 fn rg_command(corpus: &Path, pattern: &str, regex: bool) -> Command {
-    let mut cmd = Command::new("rg");
-    cmd.current_dir(corpus)
-        .args([
-            "--no-config",
-            "--hidden",
-            "--no-require-git",
-            "--no-messages",
-        ])
-        .args([
-            "--line-number",
-            "--no-heading",
-            "--with-filename",
-            "--color",
-            "never",
-        ]);
-    if !regex {
-        cmd.arg("--fixed-strings");
-    }
-    cmd.args(["--regexp", pattern, "."]).stdin(Stdio::null());
+    let mut cmd = support::rg_command(corpus, regex, false);
+    cmd.args(["--regexp", pattern, "."]);
     cmd
 }
 

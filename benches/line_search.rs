@@ -9,7 +9,7 @@
 //! `BENCH_INDEX_MEMORY` is passed to the server as `--index-memory` when set.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rmcp::ServiceExt;
@@ -66,30 +66,9 @@ fn ms(d: Duration) -> String {
 /// `rg` with the flags that make it walk the files the import took, searching as
 /// `search_repo` does; returns the matching lines it printed.
 fn rg(corpus: &Path, pattern: &str, regex: bool, insensitive: bool) -> usize {
-    let mut cmd = Command::new("rg");
-    cmd.current_dir(corpus)
-        .args([
-            "--no-config",
-            "--hidden",
-            "--no-require-git",
-            "--no-messages",
-        ])
-        .args([
-            "--line-number",
-            "--no-heading",
-            "--with-filename",
-            "--color",
-            "never",
-        ]);
-    if !regex {
-        cmd.arg("--fixed-strings");
-    }
-    if insensitive {
-        cmd.arg("--ignore-case");
-    }
+    let mut cmd = support::rg_command(corpus, regex, insensitive);
     let out = cmd
         .args(["--regexp", pattern, "."])
-        .stdin(Stdio::null())
         .output()
         .expect("rg runs (apt-get install ripgrep)");
     out.stdout.iter().filter(|&&b| b == b'\n').count()

@@ -2,7 +2,7 @@
 //! port, a process's `/proc` figures, and percentiles.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Start `serve --transport http --listen 127.0.0.1:0` on `data_dir` (plus `args`); the
@@ -42,4 +42,35 @@ pub fn proc_status(pid: u32, key: &str) -> u64 {
 /// The `p` quantile of sorted durations.
 pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `rg` with the flags that make it walk the files an import took (hidden files, ignore
+/// files honoured outside a git work tree, as the import does) and print one line a
+/// match, searching as `search_repo` does; `pattern` is the last argument, so callers
+/// add their own flags first.
+#[allow(dead_code)] // the line-search benchmarks only
+pub fn rg_command(corpus: &Path, regex: bool, insensitive: bool) -> Command {
+    let mut cmd = Command::new("rg");
+    cmd.current_dir(corpus)
+        .args([
+            "--no-config",
+            "--hidden",
+            "--no-require-git",
+            "--no-messages",
+        ])
+        .args([
+            "--line-number",
+            "--no-heading",
+            "--with-filename",
+            "--color",
+            "never",
+        ])
+        .stdin(Stdio::null());
+    if !regex {
+        cmd.arg("--fixed-strings");
+    }
+    if insensitive {
+        cmd.arg("--ignore-case");
+    }
+    cmd
 }

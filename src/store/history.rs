@@ -15,7 +15,7 @@ use git2::{Oid, Repository};
 
 use super::push::{HistoryCheck, HistoryRules, PushRefused};
 use super::{BRANCH_REF, RepoRow, Store, StoreError, git, lock};
-use crate::model::{RepoId, UpdateOutcome, unix_now};
+use crate::model::{RepoId, UpdateOutcome};
 
 /// The ref a fetch into a quarantine leaves the fetched commit at.
 pub const FETCHED_REF: &str = "refs/fetched/tip";
@@ -155,20 +155,7 @@ impl Store {
             })
         })()
         .map_err(|e| self.explain(e))?;
-        let dir = self.git_dir(&id);
-        std::fs::rename(&q.path, &dir).map_err(StoreError::from)?;
-        let now = unix_now();
-        let row = RepoRow {
-            id,
-            created_at: now,
-            updated_at: now,
-            metadata,
-            auto_index: true,
-        };
-        if let Err(e) = self.db.insert_repo(&row) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
-        }
+        let row = self.register_repo(id, &q.path, metadata)?;
         if let Err(e) = self.line_index(&id) {
             tracing::warn!(repo = %id, cause = %e, "created from git, but the search index was not built; the first search builds it");
         }

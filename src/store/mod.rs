@@ -438,7 +438,6 @@ impl Store {
         files: &[(RepoPath, String)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         let id = RepoId::new_random();
-        let dir = self.git_dir(&id);
         // Build in a scratch directory and rename into place, so a crash never leaves a
         // half-made repo under a real ID.
         let scratch = self.root.join("repos").join(format!(".new-{id}"));
@@ -465,7 +464,20 @@ impl Store {
                 return Err(e);
             }
         };
-        std::fs::rename(&scratch, &dir)?;
+        let row = self.register_repo(id, &scratch, metadata)?;
+        Ok((row, outcome))
+    }
+
+    /// Move a new repo's finished git directory from `scratch` into place and record
+    /// the repo; if the record cannot be written, the directory is removed again.
+    fn register_repo(
+        &self,
+        id: RepoId,
+        scratch: &Path,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<RepoRow, StoreError> {
+        let dir = self.git_dir(&id);
+        std::fs::rename(scratch, &dir)?;
         let now = unix_now();
         let row = RepoRow {
             id,
@@ -478,7 +490,7 @@ impl Store {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
-        Ok((row, outcome))
+        Ok(row)
     }
 
     /// Delete a repo and its history.
