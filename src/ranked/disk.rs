@@ -12,14 +12,17 @@
 //!   terms    varint n, then n × (varint len, bytes); len 0 is a free id
 //!   slots    varint s, then s × (varint len, path bytes, 20-byte blob id); len 0 is a free slot
 //!   body, path, defs: s × document
-//!   history  varint r, then r × (20-byte commit id, document of message terms,
-//!            varint paths, paths × (varint len, bytes)), oldest first
+//!   kept     varint k, then k × 20-byte commit id, oldest first
+//!   messages varint m, then m × (path, document): each path's summed message terms
+//!   touches  varint t, then t × (path, varint commits that changed it)
+//!   pairs    varint q, then q × (path, varint r, r × (path, varint commits)), paths sorted
+//! path     = varint len, bytes
 //! document = varint pairs, then pairs × (varint term id delta, varint frequency)
 //! ```
-//! What can be derived is not stored: postings (from the documents), the `msgs` field
-//! and the per-path history sums (from the commits' records). Loading checks the
-//! magic, the version, the length and the checksum, and every id against its table, so
-//! a damaged file is refused rather than trusted.
+//! What can be derived is not stored: postings (from the documents) and the `msgs`
+//! field (from the per-path message sums). Loading checks the magic, the version, the
+//! length and the checksum, and every id against its table, so a damaged file is
+//! refused rather than trusted.
 
 use std::collections::HashSet;
 
@@ -27,12 +30,12 @@ use git2::Oid;
 
 use super::dict::Dict;
 use super::field::Field;
-use super::{CommitRecord, History, MAX_HISTORY_COMMITS, RankedIndex};
+use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
 /// Bumped whenever the layout or the meaning of what it stores changes (the tokenizer's
 /// terms included): a file of another version is rebuilt, not read.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 4 + 8 + 20;
 
 /// Why stored bytes were not loaded.
@@ -133,6 +136,16 @@ impl<'a> Reader<'a> {
         Oid::from_bytes(self.take(20)?).map_err(|_| DecodeError::Malformed("a commit id"))
     }
 
+    /// A path of a list sorted by path: not empty, and after `last` (then its new value).
+    fn next_path(&mut self, last: &mut Option<String>) -> Read<String> {
+        let p = self.str()?.to_string();
+        if p.is_empty() || last.as_ref().is_some_and(|l| *l >= p) {
+            return Err(DecodeError::Malformed("paths empty or out of order"));
+        }
+        *last = Some(p.clone());
+        Ok(p)
+    }
+
     /// A document of known term ids (`known[id]`), sorted.
     fn document(&mut self, known: &[bool]) -> Read<Vec<(u32, u32)>> {
         let n = self.count()?;
@@ -191,21 +204,45 @@ impl RankedIndex {
         }
         // `order` may name a commit twice (withdrawn, then brought back by a later
         // head); its first place is the one the cap evicts it from, so that is kept.
+        let h = &self.history;
         let mut seen = HashSet::new();
-        let records: Vec<(&Oid, &CommitRecord)> = self
-            .history
+        let kept: Vec<&Oid> = h
             .order
             .iter()
-            .filter(|o| seen.insert(**o))
-            .filter_map(|o| self.history.records.get_key_value(o))
+            .filter(|o| h.kept.contains(o) && seen.insert(**o))
             .collect();
-        put_varint(&mut out, records.len() as u64);
-        for (oid, rec) in records {
+        put_varint(&mut out, kept.len() as u64);
+        for oid in kept {
             out.extend_from_slice(oid.as_bytes());
-            put_document(&mut out, &rec.terms);
-            put_varint(&mut out, rec.paths.len() as u64);
-            for p in &rec.paths {
-                put_bytes(&mut out, p.as_bytes());
+        }
+        // Sorted by path, so that one index always makes the same bytes.
+        let sorted = |keys: &mut dyn Iterator<Item = &String>| {
+            let mut v: Vec<String> = keys.cloned().collect();
+            v.sort_unstable();
+            v
+        };
+        let paths = sorted(&mut h.per_file.keys());
+        put_varint(&mut out, paths.len() as u64);
+        for p in &paths {
+            put_bytes(&mut out, p.as_bytes());
+            put_document(&mut out, &self.history_terms(p));
+        }
+        let paths = sorted(&mut h.touches.keys());
+        put_varint(&mut out, paths.len() as u64);
+        for p in &paths {
+            put_bytes(&mut out, p.as_bytes());
+            put_varint(&mut out, u64::from(h.touches[p]));
+        }
+        let paths = sorted(&mut h.pairs.keys());
+        put_varint(&mut out, paths.len() as u64);
+        for p in &paths {
+            put_bytes(&mut out, p.as_bytes());
+            let with = &h.pairs[p];
+            let others = sorted(&mut with.keys());
+            put_varint(&mut out, others.len() as u64);
+            for q in &others {
+                put_bytes(&mut out, q.as_bytes());
+                put_varint(&mut out, u64::from(with[q]));
             }
         }
         let len = (out.len() - HEADER) as u64;
@@ -294,27 +331,59 @@ impl RankedIndex {
             );
         }
 
-        let nrec = r.count()?;
         let mut history = History::default();
-        let mut ignored = HashSet::new();
-        for _ in 0..nrec {
+        let nkept = r.count()?;
+        for _ in 0..nkept {
             let oid = r.oid()?;
-            let terms = r.document(&known)?;
-            let np = r.count()?;
-            let mut rec_paths = Vec::with_capacity(np);
-            for _ in 0..np {
-                rec_paths.push(r.str()?.to_string());
-            }
-            let rec = CommitRecord {
-                terms,
-                paths: rec_paths,
-            };
-            history.apply(&rec, 1, &mut ignored);
-            ignored.clear();
-            if history.records.insert(oid, rec).is_some() {
+            if !history.kept.insert(oid) {
                 return Err(DecodeError::Malformed("a commit stored twice"));
             }
             history.order.push_back(oid);
+        }
+        // The sums keep no zero and no empty map (see `History::apply`); a stored one
+        // that does is not one this code wrote.
+        let nonzero = |n: u32| {
+            (n > 0)
+                .then_some(n)
+                .ok_or(DecodeError::Malformed("a zero sum"))
+        };
+        let mut last = None;
+        for _ in 0..r.count()? {
+            let p = r.next_path(&mut last)?;
+            let doc = r.document(&known)?;
+            if doc.is_empty() {
+                return Err(DecodeError::Malformed("an empty sum"));
+            }
+            let mut m = std::collections::HashMap::with_capacity(doc.len());
+            for (t, c) in doc {
+                m.insert(t, nonzero(c)?);
+            }
+            history.per_file.insert(p, m);
+        }
+        let mut last = None;
+        for _ in 0..r.count()? {
+            let p = r.next_path(&mut last)?;
+            let n = nonzero(r.u32()?)?;
+            history.touches.insert(p, n);
+        }
+        let mut last = None;
+        for _ in 0..r.count()? {
+            let p = r.next_path(&mut last)?;
+            let n = r.count()?;
+            if n == 0 {
+                return Err(DecodeError::Malformed("an empty sum"));
+            }
+            let mut m = std::collections::HashMap::with_capacity(n);
+            let mut prev: Option<&str> = None;
+            for _ in 0..n {
+                let q = r.str()?;
+                if q.is_empty() || q == p || prev.is_some_and(|l| l >= q) {
+                    return Err(DecodeError::Malformed("paths empty or out of order"));
+                }
+                prev = Some(q);
+                m.insert(q.to_string(), nonzero(r.u32()?)?);
+            }
+            history.pairs.insert(p, m);
         }
         if !r.0.is_empty() {
             return Err(DecodeError::Malformed("bytes after the end"));
@@ -426,7 +495,7 @@ mod tests {
         for slot in 0..ix.paths.len() as u32 {
             assert_eq!(back.msgs.terms_of(slot), ix.msgs.terms_of(slot));
         }
-        for (oid, _) in ix.history.records.iter() {
+        for oid in ix.history.kept.iter() {
             assert!(back.includes_commit(*oid));
         }
         // Both move on alike.

@@ -89,6 +89,9 @@ impl Default for Weights {
     }
 }
 
+/// What one commit says: its message's terms and the paths it changed. Not kept: it is
+/// read from git again when the commit leaves the history, which costs one diff then
+/// and saves holding every kept commit's terms and paths in memory all along.
 #[derive(Debug, Clone)]
 struct CommitRecord {
     terms: Vec<(u32, u32)>,
@@ -98,16 +101,17 @@ struct CommitRecord {
 /// What the repository's history says about each path.
 #[derive(Debug, Default, Clone)]
 struct History {
-    records: HashMap<Oid, CommitRecord>,
-    /// The included commits, oldest first (it may hold commits withdrawn since, which
-    /// are skipped): the oldest leave first once more than the cap are kept, so a
+    /// The commits whose records are in the sums below.
+    kept: HashSet<Oid>,
+    /// The kept commits, oldest first (it may hold commits withdrawn since, which are
+    /// skipped): the oldest leave first once more than the cap are kept, so a
     /// long-running server's history stays bounded however many commits land.
     order: std::collections::VecDeque<Oid>,
-    /// path → summed message term counts of the included commits that changed it.
+    /// path → summed message term counts of the kept commits that changed it.
     per_file: HashMap<String, HashMap<u32, u32>>,
-    /// path → how many included commits changed it.
+    /// path → how many kept commits changed it.
     touches: HashMap<String, u32>,
-    /// path → path → how many small included commits changed both.
+    /// path → path → how many small kept commits changed both.
     pairs: HashMap<String, HashMap<String, u32>>,
 }
 
@@ -244,6 +248,15 @@ impl RankedIndex {
         commit: Oid,
         progress: &dyn Fn(RankedProgress),
     ) -> Result<Self, RankedError> {
+        Self::build_capped(repo, commit, progress, MAX_HISTORY_COMMITS)
+    }
+
+    fn build_capped(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        history_cap: usize,
+    ) -> Result<Self, RankedError> {
         let mut ix = Self {
             head: commit,
             dict: Dict::default(),
@@ -257,7 +270,7 @@ impl RankedIndex {
             defs: Field::default(),
             msgs: Field::default(),
             history: History::default(),
-            history_cap: MAX_HISTORY_COMMITS,
+            history_cap,
         };
         ix.update(repo, None, commit, progress)?;
         Ok(ix)
@@ -303,8 +316,9 @@ impl RankedIndex {
             return;
         }
         let mut in_history = vec![false; self.dict.id_bound() as usize];
-        for rec in self.history.records.values() {
-            for &(t, _) in &rec.terms {
+        // A kept commit changed at least one path, so its terms are in that path's sums.
+        for m in self.history.per_file.values() {
+            for &t in m.keys() {
                 in_history[t as usize] = true;
             }
         }
@@ -481,6 +495,10 @@ impl RankedIndex {
             .collect();
         paths.sort();
         paths.dedup();
+        // A commit that changed no path says nothing about any file.
+        if paths.is_empty() {
+            return Ok(None);
+        }
         let mut ids = Vec::new();
         self.intern_text(
             &message_text(&String::from_utf8_lossy(c.message_bytes())),
@@ -490,6 +508,21 @@ impl RankedIndex {
             terms: count(ids),
             paths,
         }))
+    }
+
+    /// Take kept commit `oid`'s record out of the sums, reading it from git again. A
+    /// commit git no longer has is an error: the sums can no longer be made right, and
+    /// the caller rebuilds.
+    fn withdraw(
+        &mut self,
+        repo: &Repository,
+        oid: Oid,
+        dirty: &mut HashSet<String>,
+    ) -> Result<(), RankedError> {
+        if let Some(rec) = self.record(repo, oid)? {
+            self.history.apply(&rec, -1, dirty);
+        }
+        Ok(())
     }
 
     fn update_history(
@@ -508,8 +541,8 @@ impl RankedIndex {
             walk.hide(new)?;
             for oid in walk {
                 let oid = oid?;
-                if let Some(rec) = self.history.records.remove(&oid) {
-                    self.history.apply(&rec, -1, &mut dirty);
+                if self.history.kept.remove(&oid) {
+                    self.withdraw(repo, oid, &mut dirty)?;
                     n += 1;
                 }
             }
@@ -526,7 +559,7 @@ impl RankedIndex {
         for (i, oid) in fresh.into_iter().rev().enumerate() {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
-                self.history.records.insert(oid, rec);
+                self.history.kept.insert(oid);
                 self.history.order.push_back(oid);
                 n += 1;
             }
@@ -537,18 +570,18 @@ impl RankedIndex {
                 });
             }
         }
-        while self.history.records.len() > self.history_cap {
+        while self.history.kept.len() > self.history_cap {
             let Some(oldest) = self.history.order.pop_front() else {
                 break;
             };
-            if let Some(rec) = self.history.records.remove(&oldest) {
-                self.history.apply(&rec, -1, &mut dirty);
+            if self.history.kept.remove(&oldest) {
+                self.withdraw(repo, oldest, &mut dirty)?;
             }
         }
         // Withdrawn commits leave stale entries behind; drop them once they dominate.
-        if self.history.order.len() > 2 * self.history.records.len() + 1024 {
-            let records = &self.history.records;
-            self.history.order.retain(|o| records.contains_key(o));
+        if self.history.order.len() > 2 * self.history.kept.len() + 1024 {
+            let kept = &self.history.kept;
+            self.history.order.retain(|o| kept.contains(o));
         }
         for p in dirty {
             if let Some(&slot) = self.slot_of.get(&p) {
@@ -647,7 +680,7 @@ impl RankedIndex {
     /// Whether `commit`'s message is part of the history fields (it is in the indexed
     /// head's ancestry, is not a merge and touched few enough files).
     pub fn includes_commit(&self, commit: Oid) -> bool {
-        self.history.records.contains_key(&commit)
+        self.history.kept.contains(&commit)
     }
 
     /// The blob a path has in the indexed tree.
@@ -685,13 +718,7 @@ impl RankedIndex {
             + self.blobs.capacity() * size_of::<Oid>()
             + self.free.capacity() * 4;
         let h = &self.history;
-        let history = map_bytes::<Oid, CommitRecord>(h.records.capacity())
-            + h.records
-                .values()
-                .map(|r| {
-                    r.terms.capacity() * 8 + r.paths.capacity() * 24 + strings(&mut r.paths.iter())
-                })
-                .sum::<usize>()
+        let history = map_bytes::<Oid, ()>(h.kept.capacity())
             + h.order.capacity() * size_of::<Oid>()
             + map_bytes::<String, HashMap<u32, u32>>(h.per_file.capacity())
             + h.per_file
@@ -730,7 +757,7 @@ pub struct HeapBytes {
     pub files: usize,
     /// The four fields' postings and documents.
     pub fields: usize,
-    /// The commits' records and the per-path sums drawn from them.
+    /// The kept commits' ids and the per-path sums drawn from their records.
     pub history: usize,
 }
 
@@ -839,7 +866,10 @@ mod tests {
                 .unwrap();
         }
         let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
-        let sig = git2::Signature::now("t", "t@localhost").unwrap();
+        // One second apart, so that an ordering by time is the order they were made in.
+        static CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+        let at = 1_700_000_000 + CLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sig = git2::Signature::new("t", "t@localhost", &git2::Time::new(at, 0)).unwrap();
         let parents: Vec<git2::Commit<'_>> = parent
             .map(|p| repo.find_commit(p).unwrap())
             .into_iter()
@@ -885,12 +915,92 @@ mod tests {
             );
             ix.advance(&repo, head).unwrap();
         }
-        assert_eq!(ix.history.records.len(), 5);
+        assert_eq!(ix.history.kept.len(), 5);
         assert!(ix.history.order.len() <= 5 + 1024);
         // The first commit's words are gone with it; the newest are kept.
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
         assert!(ix.includes_commit(head));
+    }
+
+    // Commit records are not kept but read from git again when a commit leaves the
+    // history, by the cap or by a head that does not descend from it: the sums must
+    // then be exactly those of an index built at the same head.
+    #[test]
+    fn history_read_again_from_git_matches_a_fresh_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let files = ["a.py", "b.py", "src/c.rs", "src/d.rs"];
+        let mut head = commit(&repo, None, &[("a.py", "x = 0\n")], "Start zeppelin");
+        let mut ix = RankedIndex::build_capped(&repo, head, &|_| {}, 6).unwrap();
+        let mut fork = head;
+        for i in 1..=30usize {
+            let changed: Vec<(&str, String)> = (0..1 + i % 3)
+                .map(|k| (files[(i + k) % 4], format!("v = {i}\n")))
+                .collect();
+            let changed: Vec<(&str, &str)> =
+                changed.iter().map(|(p, t)| (*p, t.as_str())).collect();
+            head = commit(
+                &repo,
+                Some(head),
+                &changed,
+                &format!("Step {i} word{}", i % 7),
+            );
+            if i == 20 {
+                fork = head;
+            }
+            ix.advance(&repo, head).unwrap();
+        }
+        let same = |ix: &RankedIndex, at: Oid| {
+            let fresh = RankedIndex::build_capped(&repo, at, &|_| {}, 6).unwrap();
+            let words = |ix: &RankedIndex| -> Vec<(String, Vec<(String, u32)>)> {
+                let mut v: Vec<_> = ix
+                    .history
+                    .per_file
+                    .iter()
+                    .map(|(p, m)| {
+                        let mut w: Vec<(String, u32)> = m
+                            .iter()
+                            .map(|(&t, &c)| (ix.dict.by_id()[t as usize].unwrap().to_string(), c))
+                            .collect();
+                        w.sort();
+                        (p.clone(), w)
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(words(ix), words(&fresh));
+            assert_eq!(ix.history.touches, fresh.history.touches);
+            assert_eq!(ix.history.pairs, fresh.history.pairs);
+            assert_eq!(ix.history.kept, fresh.history.kept);
+        };
+        same(&ix, head);
+        // Back to an older commit and onto a branch from it: ten kept commits withdrawn.
+        let mut branch = fork;
+        for i in 0..3 {
+            branch = commit(
+                &repo,
+                Some(branch),
+                &[("b.py", &format!("w = {i}\n"))],
+                "Side gyroscope",
+            );
+        }
+        ix.advance(&repo, branch).unwrap();
+        // Commits the cap dropped are not brought back, so a fresh build keeps more; the
+        // sums must still be exactly those of the commits kept.
+        let mut scratch = ix.clone();
+        let mut sums = History::default();
+        for oid in &ix.history.kept {
+            let rec = scratch.record(&repo, *oid).unwrap().unwrap();
+            sums.apply(&rec, 1, &mut HashSet::new());
+        }
+        assert_eq!(ix.history.kept.len(), 3);
+        assert_eq!(ix.history.per_file, sums.per_file);
+        assert_eq!(ix.history.touches, sums.touches);
+        assert_eq!(ix.history.pairs, sums.pairs);
+        assert_eq!(top(&ix, "zeppelin"), None);
+        assert_eq!(top(&ix, "gyroscope").as_deref(), Some("b.py"));
     }
 
     // A file rewritten with a new number in it on every commit added a term each time,
