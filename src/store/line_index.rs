@@ -141,8 +141,36 @@ impl<T: Write + Seek> WriteSeek for T {}
 
 /// For tests of a writer killed mid-write: when this variable holds a number of
 /// milliseconds, a segment writer pauses that long once 64 KiB of its temporary file
-/// are written.
+/// are written. `base:MS`, `delta:MS` or `merge:MS` pause only that kind of write.
 const PAUSE_ENV: &str = "SCOPED_REPO_TEST_PAUSE_SEGMENT_WRITE_MS";
+
+/// Which kind of file a write makes (for [`PAUSE_ENV`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Base,
+    Delta,
+    Merge,
+    Manifest,
+}
+
+/// How long [`PAUSE_ENV`] asks a write of `kind` to pause.
+fn test_pause(kind: WriteKind) -> Option<std::time::Duration> {
+    let v = std::env::var(PAUSE_ENV).ok()?;
+    let (only, ms) = match v.split_once(':') {
+        Some((k, ms)) => (Some(k.to_string()), ms.to_string()),
+        None => (None, v),
+    };
+    let named = match kind {
+        WriteKind::Base => "base",
+        WriteKind::Delta => "delta",
+        WriteKind::Merge => "merge",
+        WriteKind::Manifest => "manifest",
+    };
+    if only.is_some_and(|k| k != named) {
+        return None;
+    }
+    ms.parse().ok().map(std::time::Duration::from_millis)
+}
 
 /// The writer under a segment's buffer: counts bytes, and pauses as [`PAUSE_ENV`] says.
 struct FileSink {
@@ -284,6 +312,7 @@ impl IndexDir {
     fn write_file(
         &self,
         name: &str,
+        kind: WriteKind,
         write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
     ) -> io::Result<()> {
         let tmp = self.tmp_name();
@@ -291,10 +320,7 @@ impl IndexDir {
             let sink = FileSink {
                 file: std::fs::File::create(&tmp)?,
                 written: 0,
-                pause: std::env::var(PAUSE_ENV)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .map(std::time::Duration::from_millis),
+                pause: test_pause(kind),
             };
             let mut w = BufWriter::with_capacity(1 << 20, sink);
             write(&mut w)?;
@@ -318,12 +344,13 @@ impl IndexDir {
     fn segment(
         &self,
         store: bool,
+        kind: WriteKind,
         write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
     ) -> Result<Arc<Segment>, StoreError> {
         if store {
             let name = format!("{}.seg", uuid::Uuid::new_v4().simple());
             let opened = self
-                .write_file(&name, write)
+                .write_file(&name, kind, write)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
                     Segment::open(&self.path.join(&name), &name).map_err(|e| e.to_string())
@@ -386,7 +413,9 @@ impl IndexDir {
             segments: names,
         };
         let text = m.render();
-        if let Err(e) = self.write_file("manifest", &|w| w.write_all(text.as_bytes())) {
+        if let Err(e) = self.write_file("manifest", WriteKind::Manifest, &|w| {
+            w.write_all(text.as_bytes())
+        }) {
             tracing::warn!(dir = %self.path.display(), cause = %e, "the line index's manifest could not be stored");
             return;
         }
@@ -532,7 +561,7 @@ impl Store {
             match changed {
                 Ok(changed) => {
                     let (parent, next_head) = (ix.head().to_string(), head.to_string());
-                    let seg = dir.segment(store, &|w| {
+                    let seg = dir.segment(store, WriteKind::Delta, &|w| {
                         write_delta(w, &parent, &next_head, &changed).map(drop)
                     })?;
                     if let Some(next) = ix.push(seg) {
@@ -564,7 +593,7 @@ impl Store {
             })
         };
         let head = head.to_string();
-        let seg = dir.segment(store, &|w| {
+        let seg = dir.segment(store, WriteKind::Base, &|w| {
             write_base(w, &head, &entries, &indexing).map(drop)
         })?;
         drop(entries);
@@ -594,7 +623,7 @@ impl Store {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let store = ix.segments().iter().all(|s| s.name().is_some());
-                match dir.segment(store, &|w| ix.write_merged(w).map(drop)) {
+                match dir.segment(store, WriteKind::Merge, &|w| ix.write_merged(w).map(drop)) {
                     Ok(merged) => {
                         let _building = lock(&h.index.building);
                         let held = if merged.name().is_some() { dir.lock() } else { None };

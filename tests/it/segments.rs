@@ -293,6 +293,162 @@ fn a_writer_killed_mid_segment_leaves_a_store_that_answers_and_no_litter() {
     assert_eq!(manifest(h.data_dir(), &id).len(), 1);
 }
 
+/// Start `serve` on repo `id` with the segment writer's test pause set to `pause`, ask
+/// it one search over stdio (which carries its index to the head), and kill it (-9)
+/// once `ready` holds and a segment's temporary file holds 64 KiB; the path of that file.
+fn kill_serve_mid_write(
+    h: &Harness,
+    id: &RepoId,
+    pause: &str,
+    ready: &dyn Fn() -> bool,
+) -> PathBuf {
+    use std::io::Write;
+    let dir = index_dir(h.data_dir(), id);
+    let mut child = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["serve", "--repo", &id.to_string()])
+        .env_remove("RELACE_API_KEY")
+        .env_remove("SCOPED_REPO_IDS")
+        .env("SCOPED_REPO_TEST_PAUSE_SEGMENT_WRITE_MS", pause)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let messages = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "segments-test", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "search_repo",
+            "arguments": {"repo_id": id.to_string(), "query": "needle_7", "mode": "literal"}}}),
+    ];
+    for m in messages {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let found = ready()
+            .then(|| std::fs::read_dir(&dir).ok())
+            .flatten()
+            .and_then(|entries| {
+                entries.flatten().find(|e| {
+                    e.file_name().to_string_lossy().starts_with(".tmp-")
+                        && e.metadata().is_ok_and(|m| m.len() >= 64 * 1024)
+                })
+            });
+        if let Some(e) = found {
+            break e.path();
+        }
+        assert!(Instant::now() < deadline, "no segment write began");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(stdin);
+    partial
+}
+
+/// The temporary files left in repo `id`'s index directory.
+fn litter(h: &Harness, id: &RepoId) -> Vec<String> {
+    std::fs::read_dir(index_dir(h.data_dir(), id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
+}
+
+/// An update rewriting the first `n` files of the corpus with new lines.
+fn rewrite(n: usize) -> UpdateSpec {
+    let ops = corpus()
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, (path, text))| FileOp::Write {
+            path: RepoPath::parse(&path).unwrap(),
+            content: format!("{text}let fresh = needle_7_{i};\n"),
+        })
+        .collect();
+    UpdateSpec {
+        change: Change::Operations(ops),
+        expected_head: None,
+        message: None,
+        control: Default::default(),
+        visible: None,
+    }
+}
+
+#[test]
+fn a_writer_killed_mid_delta_leaves_the_stored_set_and_a_store_that_answers() {
+    let h = Harness::new();
+    let id = repo(&h, &corpus());
+    check_all(&fresh_store(h.data_dir()), &id);
+    let base = manifest(h.data_dir(), &id);
+    assert_eq!(base.len(), 1);
+    // A commit by a process that holds no index: the server carries the stored set
+    // forward with a delta (about 100 KiB, under the merge's threshold).
+    fresh_store(h.data_dir())
+        .update(&id, &rewrite(40), "t")
+        .unwrap();
+    assert_eq!(manifest(h.data_dir(), &id), base);
+
+    let partial = kill_serve_mid_write(&h, &id, "delta:60000", &|| true);
+    assert!(partial.exists());
+    assert_eq!(manifest(h.data_dir(), &id), base, "a set was published");
+
+    let store = fresh_store(h.data_dir());
+    let head = check_all(&store, &id);
+    assert_eq!(head, store.head(&id).unwrap());
+    assert!(litter(&h, &id).is_empty(), "{:?}", litter(&h, &id));
+    // The base was kept and carried forward, not rebuilt.
+    let now = manifest(h.data_dir(), &id);
+    assert_eq!((now.len(), &now[0]), (2, &base[0]));
+}
+
+#[test]
+fn a_writer_killed_mid_merge_leaves_the_stored_set_and_a_store_that_answers() {
+    let h = Harness::new();
+    let id = repo(&h, &corpus());
+    check_all(&fresh_store(h.data_dir()), &id);
+    let base = manifest(h.data_dir(), &id);
+    // Churn past an eighth of the base: the server stores a delta, then merges the
+    // set into a new base in the background.
+    fresh_store(h.data_dir())
+        .update(&id, &rewrite(300), "t")
+        .unwrap();
+    assert_eq!(manifest(h.data_dir(), &id), base);
+
+    // The delta's own write is not paused: wait for its publication first.
+    let partial = kill_serve_mid_write(&h, &id, "merge:60000", &|| {
+        manifest(h.data_dir(), &id).len() == 2
+    });
+    assert!(partial.exists());
+    // The delta was published before the merge began; the merge published nothing.
+    let published = manifest(h.data_dir(), &id);
+    assert_eq!((published.len(), &published[0]), (2, &base[0]));
+
+    let store = fresh_store(h.data_dir());
+    check_all(&store, &id);
+    assert!(litter(&h, &id).is_empty(), "{:?}", litter(&h, &id));
+    // The published set served the answers; this process merges it in turn, and the
+    // merged base serves the next process.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while manifest(h.data_dir(), &id).len() != 1 {
+        assert!(Instant::now() < deadline, "the set was never merged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let merged = manifest(h.data_dir(), &id);
+    assert_ne!(merged[0], base[0]);
+    drop(store);
+    check_all(&fresh_store(h.data_dir()), &id);
+    assert_eq!(manifest(h.data_dir(), &id), merged);
+}
+
 async fn search(c: &Client, id: &RepoId, pattern: &str, regex: bool) -> Value {
     ok(&call(
         c,
