@@ -636,18 +636,36 @@ impl RankedIndex {
             .filter(|&(_, &s)| s > 0.0)
             .map(|(i, &s)| (i as u32, s))
             .collect();
-        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored
-            .into_iter()
-            .filter_map(|(slot, score)| {
-                let path = self.paths[slot as usize].as_deref()?;
-                keep(path).then(|| RankedFile {
-                    path: path.to_string(),
-                    score,
+        let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let pick = |scored: &[(u32, f32)]| -> Vec<RankedFile> {
+            scored
+                .iter()
+                .filter_map(|&(slot, score)| {
+                    let path = self.paths[slot as usize].as_deref()?;
+                    keep(path).then(|| RankedFile {
+                        path: path.to_string(),
+                        score,
+                    })
                 })
-            })
-            .take(limit)
-            .collect()
+                .take(limit)
+                .collect()
+        };
+        // A common word scores most files of a large repo: sort only the best few times
+        // the limit (the order is total, so they are exactly a full sort's first), and
+        // look further only when `keep` turns too many of them away.
+        let mut k = limit.saturating_mul(4).max(64);
+        while k < scored.len() {
+            scored.select_nth_unstable_by(k, better);
+            let head = &mut scored[..k];
+            head.sort_unstable_by(better);
+            let found = pick(head);
+            if found.len() == limit {
+                return found;
+            }
+            k = k.saturating_mul(8);
+        }
+        scored.sort_unstable_by(better);
+        pick(&scored)
     }
 
     /// Pass a share of the top files' scores to the files that changed with them.
@@ -921,6 +939,39 @@ mod tests {
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
         assert!(ix.includes_commit(head));
+    }
+
+    // Only the best few times the limit are sorted: the answer must be a full sort's
+    // first, also when the filter turns most of them away.
+    #[test]
+    fn the_best_files_are_a_full_sorts_first_whatever_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts: Vec<(String, String)> = (0..400)
+            .map(|i| {
+                (
+                    format!("src/f{i:03}.rs"),
+                    format!("{} other words\n", "gyroscope ".repeat(1 + i % 13)),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let head = commit(&repo, None, &files, "Start");
+        let ix = RankedIndex::build(&repo, head).unwrap();
+        let w = Weights::default();
+        let filters: [&dyn Fn(&str) -> bool; 3] = [&|_| true, &|p| p.ends_with("7.rs"), &|p| {
+            p == "src/f399.rs" || p == "src/f001.rs"
+        }];
+        for keep in filters {
+            let all = ix.rank("gyroscope", usize::MAX, &w, keep);
+            for limit in [1, 5, 40, 150] {
+                let got = ix.rank("gyroscope", limit, &w, keep);
+                assert_eq!(got, all[..limit.min(all.len())].to_vec(), "limit {limit}");
+            }
+        }
     }
 
     // Commit records are not kept but read from git again when a commit leaves the
