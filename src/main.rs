@@ -12,7 +12,28 @@ use scoped_repo_mcp::config::{
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
 
+/// glibc gives each thread that allocates an arena of its own, up to eight per core, and
+/// memory freed in one arena is reused only from it: a server whose blocking threads come
+/// and go spreads its heap over all of them and keeps the free parts of each (a 30-minute
+/// soak grew a stdio server by 29% that way). As many arenas as cores keep threads from
+/// contending, and what one frees the others reuse.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // An operator's own setting wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: called first thing in `main`, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Serve(_) | Command::Api(_)) {
         "scoped_repo_mcp=info,warn"

@@ -353,7 +353,9 @@ impl Store {
     /// Count repo `id`'s `kind` index, just used, as holding `bytes` of heap, and drop
     /// others from memory if the total passes the bound.
     fn index_used(&self, id: &RepoId, kind: IndexKind, bytes: usize) {
-        for victim in self.memory.used(*id, kind, bytes) {
+        let victims = self.memory.used(*id, kind, bytes);
+        let dropped = !victims.is_empty();
+        for victim in victims {
             tracing::debug!(repo = %victim.repo, kind = ?victim.kind, bytes = victim.bytes, "index dropped from memory");
             match victim.kind {
                 IndexKind::Line => {
@@ -363,6 +365,9 @@ impl Store {
                 }
                 IndexKind::Ranked => self.drop_ranked(&victim.repo),
             }
+        }
+        if dropped {
+            memory::release_free_memory();
         }
     }
 

@@ -220,6 +220,8 @@ impl Store {
                     Ok(()) => tracing::debug!(repo = %id, bytes = bytes.len(), encode_ms, write_ms = started.elapsed().as_millis() as u64, "ranked index stored"),
                     Err(e) => tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it"),
                 }
+                drop(bytes);
+                crate::store::memory::release_free_memory();
                 saving.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
