@@ -144,26 +144,42 @@ fn decode(list: &[u8]) -> Vec<u32> {
 
 /// Posting lists under construction for a contiguous range of file ids.
 struct PartialPostings {
-    /// One more than the slot of each trigram in `lists`, 0 when absent: a flat table
-    /// is several times faster than a hash map for the hundreds of millions of updates
-    /// of a build, and being zeroed it costs nothing for the pages a small build never
-    /// touches.
-    slot: Vec<u32>,
+    slot: Slots,
     lists: Vec<(u32, u32, Vec<u8>)>,
 }
 
+/// One more than the slot of each trigram in `lists`, 0 when absent.
+enum Slots {
+    /// A flat table over the trigram space (64 MiB, with a 2 MiB bitmap beside it): several
+    /// times faster than a hash map for the hundreds of millions of updates of a large
+    /// build. Zeroed pages cost nothing until touched, but text touches a few thousand
+    /// of them, megabytes a thread whatever the build's size.
+    Table(Vec<u32>),
+    /// A hash map, for builds under [`SMALL_BUILD`]: a merge of a small repo's segments,
+    /// which a busy server makes every few dozen commits, then costs memory in
+    /// proportion to its text, not the trigram space.
+    Map(foldhash::HashMap<u32, u32>),
+}
+
 const TRIGRAM_SPACE: usize = 1 << 24;
+/// Text below which postings are built on one thread, with a hash map ([`Slots::Map`]).
+const SMALL_BUILD: usize = 8 << 20;
 
 impl PartialPostings {
-    fn new() -> Self {
+    fn new(small: bool) -> Self {
         Self {
-            slot: vec![0; TRIGRAM_SPACE],
+            slot: if small {
+                Slots::Map(foldhash::HashMap::default())
+            } else {
+                Slots::Table(vec![0; TRIGRAM_SPACE])
+            },
             lists: Vec::new(),
         }
     }
 
     /// Add the distinct trigrams of `content` to file `id`'s postings; `seen` is a
-    /// cleared bitmap of the trigram space, left cleared.
+    /// cleared bitmap of the trigram space, left cleared, or empty (then the trigrams
+    /// are sorted to drop repeats).
     fn add(&mut self, id: u32, content: &[u8], seen: &mut [u64], distinct: &mut Vec<u32>) {
         let mut t = 0u32;
         let mut run = 0usize;
@@ -175,6 +191,10 @@ impl PartialPostings {
             t = ((t << 8) | u32::from(fold(b))) & 0x00ff_ffff;
             run += 1;
             if run >= 3 {
+                if seen.is_empty() {
+                    distinct.push(t);
+                    continue;
+                }
                 let (w, bit) = ((t >> 6) as usize, 1u64 << (t & 63));
                 if seen[w] & bit == 0 {
                     seen[w] |= bit;
@@ -182,9 +202,18 @@ impl PartialPostings {
                 }
             }
         }
+        if seen.is_empty() {
+            distinct.sort_unstable();
+            distinct.dedup();
+        }
         for &t in distinct.iter() {
-            seen[(t >> 6) as usize] &= !(1u64 << (t & 63));
-            let s = &mut self.slot[t as usize];
+            if !seen.is_empty() {
+                seen[(t >> 6) as usize] &= !(1u64 << (t & 63));
+            }
+            let s = match &mut self.slot {
+                Slots::Table(table) => &mut table[t as usize],
+                Slots::Map(map) => map.entry(t).or_insert(0),
+            };
             if *s == 0 {
                 self.lists.push((t, 0, Vec::new()));
                 *s = self.lists.len() as u32;
@@ -198,7 +227,7 @@ impl PartialPostings {
 
     /// The lists sorted by trigram, with the table freed.
     fn finish(mut self) -> Vec<(u32, u32, Vec<u8>)> {
-        self.slot = Vec::new();
+        self.slot = Slots::Map(foldhash::HashMap::default());
         self.lists.sort_unstable_by_key(|l| l.0);
         self.lists
     }
@@ -252,8 +281,12 @@ fn threads() -> usize {
 /// the number of files done so far, from the calling thread only (so it need not be
 /// `Sync`: a terminal progress bar is not).
 fn build_postings(files: &[Arc<FileEntry>], progress: &dyn Fn(u64)) -> Postings {
-    let n = threads().min(files.len().max(1));
     let total: usize = files.iter().map(|f| f.content.len()).sum();
+    let n = if total < SMALL_BUILD {
+        1
+    } else {
+        threads().min(files.len().max(1))
+    };
     // Cut the id space into `n` ranges of about equal bytes.
     let mut bounds = vec![0];
     let mut acc = 0;
@@ -299,8 +332,14 @@ fn index_range(
     done: &AtomicU64,
     report: Option<&dyn Fn(u64)>,
 ) -> Vec<(u32, u32, Vec<u8>)> {
-    let mut part = PartialPostings::new();
-    let mut seen = vec![0u64; TRIGRAM_SPACE / 64];
+    let bytes: usize = files[lo..hi].iter().map(|f| f.content.len()).sum();
+    let small = bytes < SMALL_BUILD;
+    let mut part = PartialPostings::new(small);
+    let mut seen = if small {
+        Vec::new()
+    } else {
+        vec![0u64; TRIGRAM_SPACE / 64]
+    };
     let mut distinct = Vec::new();
     for (id, f) in files.iter().enumerate().take(hi).skip(lo) {
         part.add(id as u32, &f.content, &mut seen, &mut distinct);
@@ -791,6 +830,38 @@ mod tests {
             path: path.into(),
             content: text.as_bytes().into(),
         })
+    }
+
+    // Small builds take a hash map and sort each file's trigrams instead of the flat
+    // table and its bitmap: the postings must be the same bytes either way.
+    #[test]
+    fn a_small_build_makes_the_same_postings_as_the_table() {
+        let texts = [
+            "fn main() {\n    println!(\"hello\");\n}\n",
+            "aaaa aaaa aaaa\nabcabcabc\n",
+            "",
+            "xy\nz\n\u{e9}t\u{e9} caf\u{e9} \u{1F600}\n",
+            "MixedCase MIXEDCASE mixedcase\n",
+        ];
+        let build = |small: bool| {
+            let mut part = PartialPostings::new(small);
+            let mut seen = if small {
+                Vec::new()
+            } else {
+                vec![0u64; TRIGRAM_SPACE / 64]
+            };
+            let mut distinct = Vec::new();
+            for round in 0..3u32 {
+                for (i, t) in texts.iter().enumerate() {
+                    part.add(round * 8 + i as u32, t.as_bytes(), &mut seen, &mut distinct);
+                }
+            }
+            assert!(seen.iter().all(|&w| w == 0));
+            part.finish()
+        };
+        let (small, table) = (build(true), build(false));
+        assert!(small.len() > 20);
+        assert_eq!(small, table);
     }
 
     fn paths(files: &[Arc<FileEntry>]) -> Vec<&str> {
