@@ -27,7 +27,8 @@ fn main() {
     } else {
         let repo = Repository::init_bare(&repo_dir).unwrap();
         let head = import(&repo, &dir);
-        repo.reference("refs/heads/main", head, true, "import").unwrap();
+        repo.reference("refs/heads/main", head, true, "import")
+            .unwrap();
         (repo, head)
     };
     let queries = sample_queries(&repo, head, n_queries);
@@ -63,7 +64,11 @@ fn main() {
         max_results: 50,
         token_limit: 8000,
     };
-    std::hint::black_box(index.answer(&repo, &first, &Weights::default(), &|_| true).unwrap());
+    std::hint::black_box(
+        index
+            .answer(&repo, &first, &Weights::default(), &|_| true)
+            .unwrap(),
+    );
     println!(
         "load + first answer: {:.2?} (CPU {:.2?})",
         t.elapsed(),
@@ -81,7 +86,11 @@ fn main() {
             token_limit: 8000,
         };
         let t = Instant::now();
-        std::hint::black_box(index.answer(&repo, &rq, &Weights::default(), &|_| true).unwrap());
+        std::hint::black_box(
+            index
+                .answer(&repo, &rq, &Weights::default(), &|_| true)
+                .unwrap(),
+        );
         times.push(t.elapsed());
     }
     times.sort();
@@ -170,7 +179,11 @@ fn thread_cpu() -> Duration {
 /// so the corpus is never held whole).
 fn import(repo: &Repository, dir: &std::path::Path) -> Oid {
     let mut index = git2::Index::new().unwrap();
-    for entry in ignore::WalkBuilder::new(dir).hidden(false).build().flatten() {
+    for entry in ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .build()
+        .flatten()
+    {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
@@ -229,7 +242,9 @@ fn sample_queries(repo: &Repository, head: Oid, n: usize) -> Vec<String> {
     let mut sentences = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
         let name = e.name().unwrap_or("");
-        if !(name.ends_with(".c") || name.ends_with(".rs")) || !root.starts_with('d') && !root.starts_with("src") && !root.starts_with("k") {
+        if !(name.ends_with(".c") || name.ends_with(".rs"))
+            || !root.starts_with('d') && !root.starts_with("src") && !root.starts_with("k")
+        {
             return git2::TreeWalkResult::Ok;
         }
         if let Ok(b) = e.to_object(repo).and_then(|o| o.peel_to_blob()) {

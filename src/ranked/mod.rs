@@ -18,6 +18,7 @@
 //! blobs changed between two trees and only the commits that differ between the two
 //! ancestries (adding new ones, withdrawing ones the new head does not descend from).
 
+pub mod backing;
 pub mod chunks;
 pub mod dict;
 pub mod disk;
@@ -375,7 +376,9 @@ impl RankedIndex {
         self.head = new;
         self.sweep_terms();
         if old.is_none() {
-            // A build ends with every field in its flat base, the fastest to query.
+            // A build ends with every field in its flat base, the fastest to query, and
+            // the terms in a sorted table, a fraction of the hash map's size.
+            self.dict.compact();
             for f in [
                 &mut self.body,
                 &mut self.path,
@@ -712,6 +715,11 @@ impl RankedIndex {
             files,
             fields,
             history,
+            mapped: self.dict.mapped_bytes()
+                + [&self.body, &self.path, &self.defs, &self.msgs]
+                    .iter()
+                    .map(|f| f.mapped_bytes())
+                    .sum::<usize>(),
         }
     }
 }
@@ -732,6 +740,9 @@ pub struct HeapBytes {
     pub fields: usize,
     /// The commits' records and the per-path sums drawn from them.
     pub history: usize,
+    /// Not heap: bytes of the stored file the terms and fields read in place (page
+    /// cache, shared between processes mapping it).
+    pub mapped: usize,
 }
 
 impl HeapBytes {
