@@ -37,13 +37,13 @@ fn main() {
     report("before building", None, text);
 
     let t = Instant::now();
-    let built = RankedIndex::build(&repo, head).unwrap();
+    let mut built = RankedIndex::build(&repo, head).unwrap();
     println!("build: {:.1?}", t.elapsed());
     report("built", Some(&built), text);
 
     let stored = scratch.join("ranked.bin");
     let t = Instant::now();
-    store(&built, &stored);
+    store(&mut built, &stored);
     println!(
         "store: {:.2?}, {:.1} MiB",
         t.elapsed(),
@@ -103,17 +103,82 @@ fn main() {
         );
     }
     report("loaded, after the queries", Some(&index), text);
+
+    // An incremental update on the mapped index: ten files rewritten in one commit.
+    let mut index = index;
+    let next = edit_ten(&repo, head);
+    let t = Instant::now();
+    index.advance(&repo, next).unwrap();
+    println!("advance (10 files): {:.1?}", t.elapsed());
+    report("loaded, advanced", Some(&index), text);
+    let t = Instant::now();
+    store(&mut index, &stored);
+    println!("store again: {:.2?}", t.elapsed());
+    report("advanced, stored again", Some(&index), text);
+}
+
+/// A commit on `head` rewriting ten files spread over the tree.
+fn edit_ten(repo: &Repository, head: Oid) -> Oid {
+    let parent = repo.find_commit(head).unwrap();
+    let tree = parent.tree().unwrap();
+    let mut paths = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
+        if e.kind() == Some(git2::ObjectType::Blob) {
+            paths.push(format!("{root}{}", e.name().unwrap_or("")));
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .unwrap();
+    let mut index = git2::Index::new().unwrap();
+    index.read_tree(&tree).unwrap();
+    for p in paths.iter().step_by((paths.len() / 10).max(1)).take(10) {
+        let blob = tree
+            .get_path(std::path::Path::new(p))
+            .unwrap()
+            .to_object(repo)
+            .unwrap()
+            .peel_to_blob()
+            .unwrap();
+        let bytes = [blob.content(), b"\n// edited: quetzalcoatl\n"].concat();
+        let id = repo.blob(&bytes).unwrap();
+        let mut e = index.get_path(std::path::Path::new(p), 0).unwrap();
+        e.id = id;
+        e.file_size = bytes.len() as u32;
+        index.add(&e).unwrap();
+    }
+    let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+    let sig = Signature::now("bench", "bench@localhost").unwrap();
+    repo.commit(None, &sig, &sig, "Edit ten files", &tree, &[&parent])
+        .unwrap()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn store(ix: &RankedIndex, path: &std::path::Path) {
-    std::fs::write(path, ix.to_bytes()).unwrap();
-    std::fs::File::open(path).unwrap().sync_all().unwrap();
+/// As the store stores an index: a snapshot written to a new file, synced, checked and
+/// mapped, renamed into place, and the index moved onto it.
+fn store(ix: &mut RankedIndex, path: &std::path::Path) {
+    let snap = ix.snapshot();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .unwrap();
+    snap.write(&mut std::io::BufWriter::with_capacity(1 << 20, &mut f))
+        .unwrap();
+    f.sync_all().unwrap();
+    let base = scoped_repo_mcp::ranked::disk::StoredBase::open(&f, &snap).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    drop(snap);
+    assert!(ix.rebase(base));
+    trim();
 }
 
+/// As a restarted server loads it: mapped, checked.
 fn load(path: &std::path::Path) -> RankedIndex {
-    RankedIndex::from_bytes(&std::fs::read(path).unwrap()).unwrap()
+    RankedIndex::open(&std::fs::File::open(path).unwrap()).unwrap()
 }
 
 fn report(what: &str, ix: Option<&RankedIndex>, text: u64) {
@@ -128,13 +193,14 @@ fn report(what: &str, ix: Option<&RankedIndex>, text: u64) {
     if let Some(ix) = ix {
         let h = ix.heap_bytes();
         print!(
-            "; heap_bytes {:.0} MiB ({:.3}x): terms {:.0}, files {:.0}, fields {:.0}, history {:.0}",
+            "; heap_bytes {:.0} MiB ({:.3}x): terms {:.0}, files {:.0}, fields {:.0}, history {:.0}; mapped {:.0} MiB",
             h.total() as f64 / MIB,
             h.total() as f64 / text as f64,
             h.terms as f64 / MIB,
             h.files as f64 / MIB,
             h.fields as f64 / MIB,
-            h.history as f64 / MIB
+            h.history as f64 / MIB,
+            h.mapped as f64 / MIB
         );
     }
     println!();

@@ -687,6 +687,44 @@ impl RankedIndex {
         true
     }
 
+    /// Store the index at `path` and move onto the stored file, all at once, as the
+    /// store does on a thread of its own: a snapshot written to a new file beside
+    /// `path`, synced, checked and mapped, then renamed over `path`. For tools and
+    /// tests; returns whether the index moved onto the file.
+    pub fn store_at(&mut self, path: &std::path::Path) -> Result<bool, DecodeError> {
+        let io = |e: std::io::Error| DecodeError::Io(e.to_string());
+        let snap = self.snapshot();
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let stored = (|| {
+            let mut f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            snap.write(&mut w).map_err(io)?;
+            w.flush().map_err(io)?;
+            drop(w);
+            f.sync_all().map_err(io)?;
+            let stored = StoredBase::open(&f, &snap)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            Ok(stored)
+        })();
+        drop(snap);
+        match stored {
+            Ok(stored) => Ok(self.rebase(stored)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.forget_snapshot();
+                Err(e)
+            }
+        }
+    }
+
     /// Give up the pending snapshot: it will not be moved onto (its write failed).
     pub fn forget_snapshot(&mut self) {
         for f in [

@@ -181,16 +181,13 @@ impl Field {
         base.max(delta)
     }
 
-    /// Drop the counts of term ids from `bound` on, once the dictionary no longer
-    /// hands them out (no live document holds them; stale base postings may, and are
-    /// skipped).
+    /// Called once the dictionary no longer hands out term ids from `bound` on: no
+    /// live document holds them (stale base postings may, and are skipped). Nothing is
+    /// kept per id beyond the base's own table, so there is nothing to drop: a term's
+    /// count is its base count plus a correction kept only where they differ, and an
+    /// id handed out again starts from the corrected count.
     pub fn truncate_terms(&mut self, bound: u32) {
-        debug_assert!(
-            self.df_delta
-                .iter()
-                .all(|(&t, &n)| t < bound || n + self.base_df(t) as i64 == 0)
-        );
-        self.df_delta.retain(|&t, _| t < bound);
+        debug_assert!((bound..self.term_bound()).all(|t| self.df(t) == 0));
     }
 
     /// A field holding `documents` (by slot, each sorted by term id, as
@@ -662,6 +659,26 @@ mod tests {
         assert_eq!((0..4).map(|t| scores(&f, t, 6)).collect::<Vec<_>>(), before);
         assert_eq!((f.docs, f.total_len), (g.docs, g.total_len));
         assert!(f.delta.is_empty() && f.delta_docs.is_empty());
+    }
+
+    // A term id the dictionary forgot and hands out again for a new term: the base
+    // still lists the old term's (stale) postings under it, which must count for
+    // nothing, not in the document frequency and not in the scores.
+    #[test]
+    fn a_reused_term_id_does_not_inherit_stale_base_postings() {
+        let mut f = Field::from_documents(vec![count([5, 5, 1]), count([5, 2])], 6).unwrap();
+        f.set(0, count([1]));
+        f.clear(1);
+        assert_eq!(f.df(5), 0);
+        f.truncate_terms(5);
+        f.set(2, count([5]));
+        let mut g = Field::default();
+        g.set(0, count([1]));
+        g.set(2, count([5]));
+        assert_eq!((f.df(5), g.df(5)), (1, 1));
+        for t in [1, 2, 5] {
+            assert_eq!(scores(&f, t, 3), scores(&g, t, 3), "term {t}");
+        }
     }
 
     #[test]
