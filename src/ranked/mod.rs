@@ -378,7 +378,6 @@ impl RankedIndex {
         if old.is_none() {
             // A build ends with every field in its flat base, the fastest to query, and
             // the terms in a sorted table, a fraction of the hash map's size.
-            self.dict.compact();
             for f in [
                 &mut self.body,
                 &mut self.path,
@@ -387,8 +386,46 @@ impl RankedIndex {
             ] {
                 f.compact();
             }
+            // The paths were allocated among the terms' millions of short strings; left
+            // where they are once those are freed, each would pin a page of freed heap
+            // that the allocator cannot give back. So they are moved out of the way
+            // (into one buffer) while the terms are freed, and allocated anew after.
+            let packed = self.pack_paths();
+            self.dict.compact();
+            self.unpack_paths(packed);
         }
         Ok(stats)
+    }
+
+    /// The paths by slot in one buffer, `paths` and `slot_of` emptied.
+    fn pack_paths(&mut self) -> (String, Vec<Option<(usize, usize)>>) {
+        let mut buf = String::with_capacity(self.paths.iter().flatten().map(String::len).sum());
+        let spans = self
+            .paths
+            .drain(..)
+            .map(|p| {
+                p.map(|p| {
+                    buf.push_str(&p);
+                    (buf.len() - p.len(), buf.len())
+                })
+            })
+            .collect();
+        self.paths = Vec::new();
+        self.slot_of = HashMap::new();
+        (buf, spans)
+    }
+
+    /// Undo [`RankedIndex::pack_paths`].
+    fn unpack_paths(&mut self, (buf, spans): (String, Vec<Option<(usize, usize)>>)) {
+        self.paths = Vec::with_capacity(spans.len());
+        self.slot_of = HashMap::with_capacity(spans.len());
+        for (slot, span) in spans.into_iter().enumerate() {
+            let p = span.map(|(a, b)| buf[a..b].to_string());
+            if let Some(p) = &p {
+                self.slot_of.insert(p.clone(), slot as u32);
+            }
+            self.paths.push(p);
+        }
     }
 
     fn remove_file(&mut self, path: &str) {
