@@ -141,7 +141,7 @@ impl<T: Plain> Backing<T> {
         let all = map.bytes();
         let b = all.get(bytes.clone())?;
         let size = size_of::<T>();
-        if b.len() % size != 0 {
+        if !b.len().is_multiple_of(size) {
             return None;
         }
         let aligned = (b.as_ptr() as usize).is_multiple_of(align_of::<T>());
@@ -162,7 +162,7 @@ impl<T: Plain> Backing<T> {
     /// is not a whole number of values.
     pub fn decode(b: &[u8]) -> Option<Self> {
         let size = size_of::<T>();
-        if b.len() % size != 0 {
+        if !b.len().is_multiple_of(size) {
             return None;
         }
         Some(Self::owned(b.chunks_exact(size).map(T::from_le).collect()))

@@ -1059,7 +1059,8 @@ mod tests {
             assert_eq!(ix.len(), fresh.len());
         };
         let mut head = ix.head();
-        let steps: Vec<(Vec<(&str, String)>, Option<&str>, &str)> = vec![
+        type Step<'a> = (Vec<(&'a str, String)>, Option<&'a str>, &'a str);
+        let steps: Vec<Step<'_>> = vec![
             (
                 vec![("src/gyro.rs", "fn gyroscope_calibration() {}\n".into())],
                 None,

@@ -497,6 +497,9 @@ impl Field {
     }
 }
 
+/// What [`FieldSnapshot::for_each_postings`] calls with each term and its postings.
+pub type EachPostings<'a> = dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()> + 'a;
+
 /// A field as it was when [`Field::snapshot`] took it: what storing it writes.
 #[derive(Debug, Clone)]
 pub struct FieldSnapshot {
@@ -542,7 +545,7 @@ impl FieldSnapshot {
     pub fn for_each_postings(
         &self,
         terms: u32,
-        each: &mut dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()>,
+        each: &mut EachPostings<'_>,
     ) -> std::io::Result<()> {
         let mut delta = self.delta.iter().peekable();
         let mut buf: Vec<(u32, u32)> = Vec::new();
