@@ -30,8 +30,9 @@ impl Default for Bm25 {
 /// corpus size. A base document replaced or removed is marked stale and skipped. The
 /// base is never changed in place: storing the index writes a new base (the delta
 /// merged in) to a new file, which the index then reads instead ([`Field::rebase`]).
-/// Should the delta grow to a quarter of the base before that (storing failing, or no
-/// store at all), the two are merged into a new base on the heap.
+/// Should the delta grow before that (storing failing, or no store at all) to a quarter
+/// of a base on the heap, or to the size of a mapped one, the two are merged into a new
+/// base on the heap.
 #[derive(Debug, Default, Clone)]
 pub struct Field {
     /// term id → its base postings: `base[base_at[t]..base_at[t + 1]]`, (slot, term
@@ -114,7 +115,17 @@ impl Field {
         self.docs += 1;
         self.delta_pairs += terms.len();
         self.delta_docs.insert(slot, terms);
-        if self.delta_pairs > (self.base.len() / 4).max(1 << 16) {
+        // A base on the heap is merged with the delta once the delta holds a quarter as
+        // many postings. A mapped one is merged by storing the index (a new file), not
+        // here: merging would bring the whole field onto the heap, three times what
+        // the delta takes. Only a delta as large as the base itself (storing failing
+        // for long) is merged on the heap, so that queries stay fast.
+        let limit = if self.base.is_mapped() {
+            self.base.len()
+        } else {
+            self.base.len() / 4
+        };
+        if self.delta_pairs > limit.max(1 << 16) {
             self.compact();
         }
     }
