@@ -285,12 +285,10 @@ impl Store {
                 let write_ms = started.elapsed().as_millis() as u64;
                 let mut guard = lock(&slot);
                 let state = &mut *guard;
+                let mut moved = false;
                 match (result, state.index.as_mut()) {
                     (Ok(Some(stored)), Some(ix)) => {
-                        let moved = ix.rebase(stored);
-                        if moved {
-                            release_freed_memory();
-                        }
+                        moved = ix.rebase(stored);
                         let heap = ix.heap_bytes();
                         state.heap = heap.total();
                         tracing::debug!(repo = %id, snapshot_ms, write_ms, moved, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, mapped_bytes = heap.mapped, "ranked index stored");
@@ -308,6 +306,10 @@ impl Store {
                     }
                 }
                 saving.store(false, Ordering::Release);
+                drop(guard);
+                if moved {
+                    release_freed_memory();
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored");
