@@ -1166,4 +1166,60 @@ mod tests {
         assert!(ix.body.heap_bytes() > 0 && !ix.body.is_marked());
         let _ = repo;
     }
+
+    // Terms forgotten while the terms are read from a mapped file (marked removed
+    // there, their ids handed out again to new terms), then stored and moved onto: the
+    // index answers as one built at the head, before and after.
+    #[test]
+    fn terms_forgotten_from_a_mapped_index_stay_forgotten_through_a_store() {
+        let (dir, repo, ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        std::fs::write(&path, ix.to_bytes()).unwrap();
+        let mut ix = open(&path);
+        let words = |prefix: &str, n: usize| {
+            (0..n)
+                .map(|i| {
+                    // Letters only, so that no term splits or stems into another.
+                    let mut w = String::from(prefix);
+                    let mut i = i;
+                    for _ in 0..4 {
+                        w.push(b"bcdfghjklmnpqrstvwxz"[i % 20] as char);
+                        i /= 20;
+                    }
+                    w
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let old_words = words("qo", 1100);
+        let mut head = commit(
+            &repo,
+            Some(ix.head()),
+            &[("big.txt", &old_words)],
+            "Add words",
+        );
+        ix.advance(&repo, head).unwrap();
+        assert!(ix.store_at(&path).unwrap());
+        let before = ix.dict.len();
+        head = commit(
+            &repo,
+            Some(head),
+            &[("big.txt", &words("yu", 3500))],
+            "Other words",
+        );
+        ix.advance(&repo, head).unwrap();
+        assert!(ix.dict.len() < before + 3500, "the old words were swept");
+        let queries = ["qobbbb qocbbb", "yubbbb", "retry backoff", "verify token"];
+        let fresh = RankedIndex::build(&repo, head).unwrap();
+        assert_eq!(all_answers(&ix, &queries), all_answers(&fresh, &queries));
+        assert!(all_answers(&ix, &queries)[0].is_empty());
+        assert!(ix.store_at(&path).unwrap());
+        assert_eq!(all_answers(&ix, &queries), all_answers(&fresh, &queries));
+        let loaded = open(&path);
+        assert_eq!(
+            all_answers(&loaded, &queries),
+            all_answers(&fresh, &queries)
+        );
+        assert_eq!(loaded.dict.len(), ix.dict.len());
+    }
 }
