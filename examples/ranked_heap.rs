@@ -320,7 +320,9 @@ fn text_bytes(repo: &Repository, head: Oid) -> u64 {
     n
 }
 
-/// Doc-comment and comment sentences of five or more words, every k-th one.
+/// Comment sentences of five or more words (`///`, `//!` or ` * ` lines) of the `.c` and
+/// `.rs` files under top-level directories starting with `d` or `k`, or under `src`
+/// (on the kernel: `drivers/`, `kernel/`), every k-th one.
 fn sample_queries(repo: &Repository, head: Oid, n: usize) -> Vec<String> {
     let tree = repo.find_commit(head).unwrap().tree().unwrap();
     let mut sentences = Vec::new();
