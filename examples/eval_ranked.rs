@@ -15,9 +15,11 @@
 //! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable);
 //! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
 //!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources;
-//! - `--via-disk N`: after the build and then every N cases, store the index as bytes
-//!   and carry on with the index read back from them (as a restarted server would), to
-//!   check that a loaded index answers as well as one kept in memory.
+//! - `--via-disk N`: after the build and then every N cases, store the index as the
+//!   store does (a new file, mapped, the index moved onto it) and, every other time,
+//!   carry on with the index loaded from that file instead (mapped, as a restarted
+//!   server would), to check that a stored and loaded index answers as well as one
+//!   kept in memory.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -274,6 +276,7 @@ fn main() {
     let build_time = t0.elapsed();
     let mut reloads = 0usize;
     let mut reload_time = Duration::ZERO;
+    let disk_dir = tempfile::tempdir().expect("a scratch directory");
     let first_files = index.len();
     let mut b_plain = Baseline::new(terms::plain_words);
     let mut b_split = Baseline::new(terms::split_words);
@@ -306,7 +309,12 @@ fn main() {
         }
         if via_disk.is_some_and(|n| ci % n == 0) {
             let t = Instant::now();
-            index = RankedIndex::from_bytes(&index.to_bytes()).expect("read the index back");
+            let stored = disk_dir.path().join("ranked.bin");
+            assert!(index.store_at(&stored).expect("store the index"));
+            if reloads % 2 == 1 {
+                index = RankedIndex::open(&std::fs::File::open(&stored).unwrap())
+                    .expect("read the index back");
+            }
             reload_time += t.elapsed();
             reloads += 1;
         }
@@ -362,9 +370,11 @@ fn main() {
     );
     if reloads > 0 {
         println!(
-            "read back from bytes {reloads} times, {:.1?} in all ({} bytes at the end)",
+            "stored {reloads} times (and loaded back every other time), {:.1?} in all ({} bytes at the end; heap {} bytes, mapped {} bytes)",
             reload_time,
-            index.to_bytes().len()
+            index.to_bytes().len(),
+            index.heap_bytes().total(),
+            index.heap_bytes().mapped
         );
     }
 }

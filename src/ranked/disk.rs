@@ -1,42 +1,77 @@
-//! The ranked index as bytes: what a process stores so that the next one loads the
-//! index instead of building it.
+//! The ranked index as a file: what a process stores so that the next one loads the
+//! index instead of building it, and reads its large parts in place.
 //!
 //! Layout (integers little-endian; `varint` is LEB128):
 //! ```text
-//! magic    8 bytes  "SRMRANK\n"
-//! version  u32      FORMAT_VERSION
-//! crc32    u32      of every byte after this field
-//! length   u64      bytes of payload
-//! head     20 bytes the commit the index describes
-//! payload:
-//!   terms    varint n, then n × (varint len, bytes); len 0 is a free id
-//!   slots    varint s, then s × (varint len, path bytes, 20-byte blob id); len 0 is a free slot
-//!   body, path, defs: s × document
-//!   kept     varint k, then k × 20-byte commit id, oldest first
-//!   messages varint m, then m × (path, document): each path's summed message terms
-//!   touches  varint t, then t × (path, varint commits that changed it)
-//!   pairs    varint q, then q × (path, varint r, r × (path, varint commits)), paths sorted
-//! path     = varint len, bytes
-//! document = varint pairs, then pairs × (varint term id delta, varint frequency)
+//! header, 48 bytes
+//!    0  magic "SRMRANK\n"   8  version u32 (FORMAT_VERSION)
+//!   12  crc32 u32 of every byte from 24 to the end
+//!   16  length u64: bytes after the header
+//!   24  head, 20 bytes: the commit the index describes
+//!   44  term id bound u32: one past the highest term id in use or free
+//! sections, each at a multiple of 8 bytes from the start (zeros between them):
+//!    0  term bytes: the live terms' UTF-8, one after the other, sorted
+//!    1  term offsets: u32 each, where each term starts in the term bytes, and
+//!       where the last ends
+//!    2  term ids: u32 each, the id of each term in sorted order; ids no term has are
+//!       free
+//!    3  slots: varint s, then s × (varint len, path bytes, 20-byte blob id); len 0
+//!       is a free slot
+//!    4..20  four fields (body, path, defs, msgs), four sections each:
+//!       postings at  u32 × (term id bound + 1): where each term's postings start
+//!       postings     (slot u32, frequency u32) pairs, by term, then by slot
+//!       documents at u32 × (slots + 1): where each slot's document starts
+//!       documents    (term id u32, frequency u32) pairs, by slot, then by term
+//!   20  history, varint-encoded:
+//!       kept     varint k, then k × 20-byte commit id, oldest first
+//!       messages varint m, then m × (path, document): each path's summed message terms
+//!       touches  varint t, then t × (path, varint commits that changed it)
+//!       pairs    varint q, then q × (path, varint r, r × (path, varint commits))
+//!       where path = varint len, bytes (each list sorted by path), and
+//!       document = varint pairs, then pairs × (varint term id delta, varint frequency)
+//! table, at the end: 21 × (offset u64, length u64), one per section, in order
 //! ```
-//! What can be derived is not stored: postings (from the documents) and the `msgs`
-//! field (from the per-path message sums). Loading checks the magic, the version, the
-//! length and the checksum, and every id against its table, so a damaged file is
-//! refused rather than trusted.
+//! The terms and the fields' arrays are raw and aligned, so that a loaded index maps
+//! the file and reads them in place ([`RankedIndex::open`]): they take page cache,
+//! shared between processes, not heap. What can be derived is not stored: the
+//! documents' lengths. The history keeps no commit's record (it reads one from git
+//! again when the commit leaves), so it stores the per-path sums themselves.
+//!
+//! Loading checks the magic, the version, the length and the checksum (a pass over the
+//! file), then the structure: sections in order and in bounds, terms sorted and UTF-8,
+//! every id against its table (term ids against the dictionary, slots against the
+//! slots, offsets against their arrays), lists sorted, and each field's postings the
+//! transposition of its documents. A damaged file is refused, and rebuilt, never
+//! trusted; malformed contents under a good checksum are refused or read, never a
+//! panic.
+//!
+//! A stored file is never changed: a newer copy is written to a new file and renamed
+//! over it, so a process that has the old one mapped keeps reading it unchanged.
 
 use std::collections::HashSet;
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::Arc;
 
 use git2::Oid;
 
-use super::dict::Dict;
-use super::field::Field;
+use super::backing::{Backing, Mapped, Plain};
+use super::dict::{Dict, DictSnapshot, SortedTerms};
+use super::field::{BaseArrays, Field, FieldSnapshot};
 use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
 /// Bumped whenever the layout or the meaning of what it stores changes (the tokenizer's
 /// terms included): a file of another version is rebuilt, not read.
-pub const FORMAT_VERSION: u32 = 2;
-const HEADER: usize = 8 + 4 + 4 + 8 + 20;
+pub const FORMAT_VERSION: u32 = 4;
+/// Bytes of the header.
+pub const HEADER: usize = 48;
+/// Where the checksummed bytes start.
+const CHECKED_FROM: usize = 24;
+const SECTIONS: usize = 21;
+const TABLE: usize = SECTIONS * 16;
+const SLOTS: usize = 3;
+const FIELDS: usize = 4;
+const HISTORY: usize = 20;
 
 /// Why stored bytes were not loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +96,9 @@ pub enum DecodeError {
     /// The checksum matched but the contents do not hold together.
     #[error("malformed contents: {0}")]
     Malformed(&'static str),
+    /// The file could not be read or mapped.
+    #[error("could not be read: {0}")]
+    Io(String),
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -174,249 +212,642 @@ pub fn stored_head(bytes: &[u8]) -> Option<Oid> {
         .flatten()
 }
 
-impl RankedIndex {
-    /// The index as bytes (see the module's documentation for the layout).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + 1024);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&[0; 4 + 8]);
-        out.extend_from_slice(self.head.as_bytes());
-        let terms = self.dict.by_id();
-        put_varint(&mut out, terms.len() as u64);
-        for t in terms {
-            put_bytes(&mut out, t.unwrap_or("").as_bytes());
-        }
-        put_varint(&mut out, self.paths.len() as u64);
-        for (p, b) in self.paths.iter().zip(&self.blobs) {
-            match p {
-                Some(p) => {
-                    put_bytes(&mut out, p.as_bytes());
-                    out.extend_from_slice(b.as_bytes());
-                }
-                None => put_varint(&mut out, 0),
-            }
-        }
-        for f in [&self.body, &self.path, &self.defs] {
-            for slot in 0..self.paths.len() {
-                put_document(&mut out, f.terms_of(slot as u32));
-            }
-        }
-        // `order` may name a commit twice (withdrawn, then brought back by a later
-        // head); its first place is the one the cap evicts it from, so that is kept.
-        let h = &self.history;
-        let mut seen = HashSet::new();
-        let kept: Vec<&Oid> = h
-            .order
-            .iter()
-            .filter(|o| h.kept.contains(o) && seen.insert(**o))
-            .collect();
-        put_varint(&mut out, kept.len() as u64);
-        for oid in kept {
-            out.extend_from_slice(oid.as_bytes());
-        }
-        // Sorted by path, so that one index always makes the same bytes.
-        let sorted = |keys: &mut dyn Iterator<Item = &String>| {
-            let mut v: Vec<String> = keys.cloned().collect();
-            v.sort_unstable();
-            v
-        };
-        let paths = sorted(&mut h.per_file.keys());
-        put_varint(&mut out, paths.len() as u64);
-        for p in &paths {
-            put_bytes(&mut out, p.as_bytes());
-            put_document(&mut out, &self.history_terms(p));
-        }
-        let paths = sorted(&mut h.touches.keys());
-        put_varint(&mut out, paths.len() as u64);
-        for p in &paths {
-            put_bytes(&mut out, p.as_bytes());
-            put_varint(&mut out, u64::from(h.touches[p]));
-        }
-        let paths = sorted(&mut h.pairs.keys());
-        put_varint(&mut out, paths.len() as u64);
-        for p in &paths {
-            put_bytes(&mut out, p.as_bytes());
-            let with = &h.pairs[p];
-            let others = sorted(&mut with.keys());
-            put_varint(&mut out, others.len() as u64);
-            for q in &others {
-                put_bytes(&mut out, q.as_bytes());
-                put_varint(&mut out, u64::from(with[q]));
-            }
-        }
-        let len = (out.len() - HEADER) as u64;
-        out[16..24].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32fast::hash(&out[16..]);
-        out[12..16].copy_from_slice(&crc.to_le_bytes());
-        out
+/// The index as it was when [`RankedIndex::snapshot`] took it: everything storing it
+/// writes, taken under the index's lock in little time (the large parts are shared,
+/// not copied) and written without it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    head: Oid,
+    dict: DictSnapshot,
+    /// The slots section, encoded.
+    slots: Vec<u8>,
+    fields: [FieldSnapshot; FIELDS],
+    /// The history section, encoded.
+    history: Vec<u8>,
+}
+
+/// A writer that counts what it writes and checksums it from [`CHECKED_FROM`] on.
+struct Counted<'a, W: Write> {
+    w: &'a mut W,
+    at: u64,
+    crc: crc32fast::Hasher,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Counted<'_, W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(b)?;
+        let skip = (CHECKED_FROM as u64)
+            .saturating_sub(self.at)
+            .min(b.len() as u64) as usize;
+        self.crc.update(&b[skip..]);
+        self.at += b.len() as u64;
+        Ok(())
     }
 
-    /// An index from bytes [`RankedIndex::to_bytes`] wrote, every part checked.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(DecodeError::Magic);
+    /// Append `v` to the buffer, writing it out once it is large.
+    fn value<T: Plain>(&mut self, v: &T) -> std::io::Result<()> {
+        v.put_le(&mut self.buf);
+        if self.buf.len() >= 1 << 16 {
+            self.flush_buf()?;
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::Version(version));
-        }
-        if bytes.len() < HEADER {
-            return Err(DecodeError::Length {
-                expected: HEADER as u64,
-                actual: bytes.len() as u64,
-            });
-        }
-        let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-        let actual = (bytes.len() - HEADER) as u64;
-        if len != actual {
-            return Err(DecodeError::Length {
-                expected: len,
-                actual,
-            });
-        }
-        let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        if crc32fast::hash(&bytes[16..]) != crc {
-            return Err(DecodeError::Checksum);
-        }
-        let head = Oid::from_bytes(&bytes[24..44]).map_err(|_| DecodeError::Malformed("head"))?;
-        let mut r = Reader(&bytes[HEADER..]);
+        Ok(())
+    }
 
-        let n = r.count()?;
-        let mut terms = Vec::with_capacity(n);
-        // A free id must not be used: the next new term would inherit its postings.
-        let mut known = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = r.str()?;
-            known.push(!t.is_empty());
-            terms.push((!t.is_empty()).then(|| t.to_string()));
-        }
-        let dict = Dict::from_ids(terms).ok_or(DecodeError::Malformed("a term stored twice"))?;
-        let nterms = dict.id_bound();
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        let b = std::mem::take(&mut self.buf);
+        self.put(&b)?;
+        self.buf = b;
+        self.buf.clear();
+        Ok(())
+    }
 
-        let s = r.count()?;
-        let mut paths = Vec::with_capacity(s);
-        let mut blobs = Vec::with_capacity(s);
-        let mut slot_of = std::collections::HashMap::with_capacity(s);
-        let mut free = Vec::new();
-        for slot in 0..s {
-            let p = r.str()?;
-            if p.is_empty() {
-                paths.push(None);
-                blobs.push(Oid::zero());
-                free.push(slot as u32);
-                continue;
-            }
-            blobs.push(r.oid()?);
-            if slot_of.insert(p.to_string(), slot as u32).is_some() {
-                return Err(DecodeError::Malformed("a path stored twice"));
-            }
-            paths.push(Some(p.to_string()));
-        }
-        // Lowest slot on top, as a fresh index would hand them out.
-        free.reverse();
-        let mut fields = Vec::with_capacity(3);
-        for _ in 0..3 {
-            let mut docs = Vec::with_capacity(s);
-            for p in &paths {
-                let d = r.document(&known)?;
-                if p.is_none() && !d.is_empty() {
-                    return Err(DecodeError::Malformed("terms for a free slot"));
-                }
-                docs.push(d);
-            }
-            fields.push(
-                Field::from_documents(docs, nterms)
-                    .ok_or(DecodeError::Malformed("a field's documents"))?,
-            );
-        }
+    /// Zeros up to the next multiple of 8; returns where that is.
+    fn align(&mut self) -> std::io::Result<u64> {
+        self.flush_buf()?;
+        let pad = (8 - self.at % 8) % 8;
+        self.put(&[0; 8][..pad as usize])?;
+        Ok(self.at)
+    }
+}
 
-        let mut history = History::default();
-        let nkept = r.count()?;
-        for _ in 0..nkept {
-            let oid = r.oid()?;
-            if !history.kept.insert(oid) {
-                return Err(DecodeError::Malformed("a commit stored twice"));
-            }
-            history.order.push_back(oid);
-        }
-        // The sums keep no zero and no empty map (see `History::apply`); a stored one
-        // that does is not one this code wrote.
-        let nonzero = |n: u32| {
-            (n > 0)
-                .then_some(n)
-                .ok_or(DecodeError::Malformed("a zero sum"))
+fn too_large() -> std::io::Error {
+    std::io::Error::other("too large for the stored format's 32-bit offsets")
+}
+
+impl Snapshot {
+    /// The head the snapshot describes.
+    pub fn head(&self) -> Oid {
+        self.head
+    }
+
+    /// Write the snapshot in the stored layout (see the module's documentation): one
+    /// pass, then the checksum and length into the header.
+    pub fn write<W: Write + Seek>(&self, w: &mut W) -> std::io::Result<()> {
+        let start = w.stream_position()?;
+        let mut c = Counted {
+            w,
+            at: 0,
+            crc: crc32fast::Hasher::new(),
+            buf: Vec::with_capacity(1 << 17),
         };
-        let mut last = None;
-        for _ in 0..r.count()? {
-            let p = r.next_path(&mut last)?;
-            let doc = r.document(&known)?;
-            if doc.is_empty() {
-                return Err(DecodeError::Malformed("an empty sum"));
-            }
-            let mut m = std::collections::HashMap::with_capacity(doc.len());
-            for (t, c) in doc {
-                m.insert(t, nonzero(c)?);
-            }
-            history.per_file.insert(p, m);
-        }
-        let mut last = None;
-        for _ in 0..r.count()? {
-            let p = r.next_path(&mut last)?;
-            let n = nonzero(r.u32()?)?;
-            history.touches.insert(p, n);
-        }
-        let mut last = None;
-        for _ in 0..r.count()? {
-            let p = r.next_path(&mut last)?;
-            let n = r.count()?;
-            if n == 0 {
-                return Err(DecodeError::Malformed("an empty sum"));
-            }
-            let mut m = std::collections::HashMap::with_capacity(n);
-            let mut prev: Option<&str> = None;
-            for _ in 0..n {
-                let q = r.str()?;
-                if q.is_empty() || q == p || prev.is_some_and(|l| l >= q) {
-                    return Err(DecodeError::Malformed("paths empty or out of order"));
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&[0; 4 + 8]);
+        header.extend_from_slice(self.head.as_bytes());
+        header.extend_from_slice(&self.dict.id_bound().to_le_bytes());
+        c.put(&header)?;
+        let mut table = [(0u64, 0u64); SECTIONS];
+        // Sections go into the file in the order they can be written in; the table says
+        // where each is.
+        let mut section = |c: &mut Counted<'_, W>,
+                           i: usize,
+                           write: &mut dyn FnMut(&mut Counted<'_, W>) -> std::io::Result<()>|
+         -> std::io::Result<()> {
+            let from = c.align()?;
+            write(c)?;
+            c.flush_buf()?;
+            table[i] = (from, c.at - from);
+            Ok(())
+        };
+        // The terms: bytes, then offsets and ids gathered meanwhile.
+        let mut at = vec![0u32];
+        let mut ids = Vec::new();
+        let mut len = 0u64;
+        section(&mut c, 0, &mut |c| {
+            self.dict.for_each_sorted(&mut |t, id| {
+                c.buf.extend_from_slice(t);
+                if c.buf.len() >= 1 << 16 {
+                    c.flush_buf()?;
                 }
-                prev = Some(q);
-                m.insert(q.to_string(), nonzero(r.u32()?)?);
-            }
-            history.pairs.insert(p, m);
+                len += t.len() as u64;
+                at.push(u32::try_from(len).map_err(|_| too_large())?);
+                ids.push(id);
+                Ok(())
+            })
+        })?;
+        section(&mut c, 1, &mut |c| at.iter().try_for_each(|v| c.value(v)))?;
+        drop(at);
+        section(&mut c, 2, &mut |c| ids.iter().try_for_each(|v| c.value(v)))?;
+        drop(ids);
+        section(&mut c, SLOTS, &mut |c| c.put(&self.slots))?;
+        let bound = self.dict.id_bound();
+        for (i, f) in self.fields.iter().enumerate() {
+            let first = SLOTS + 1 + 4 * i;
+            let mut offsets = Vec::with_capacity(bound as usize + 1);
+            let mut n = 0u64;
+            section(&mut c, first + 1, &mut |c| {
+                f.for_each_postings(bound, &mut |_, p| {
+                    offsets.push(u32::try_from(n).map_err(|_| too_large())?);
+                    n += p.len() as u64;
+                    p.iter().try_for_each(|v| c.value(v))
+                })?;
+                offsets.push(u32::try_from(n).map_err(|_| too_large())?);
+                Ok(())
+            })?;
+            section(&mut c, first, &mut |c| {
+                offsets.iter().try_for_each(|v| c.value(v))
+            })?;
+            offsets.clear();
+            let mut n = 0u64;
+            section(&mut c, first + 3, &mut |c| {
+                offsets.push(0);
+                for s in 0..f.slots() as u32 {
+                    let d = f.terms_of(s);
+                    n += d.len() as u64;
+                    offsets.push(u32::try_from(n).map_err(|_| too_large())?);
+                    d.iter().try_for_each(|v| c.value(v))?;
+                }
+                Ok(())
+            })?;
+            section(&mut c, first + 2, &mut |c| {
+                offsets.iter().try_for_each(|v| c.value(v))
+            })?;
         }
+        section(&mut c, HISTORY, &mut |c| c.put(&self.history))?;
+        c.align()?;
+        for &(off, len) in &table {
+            c.buf.extend_from_slice(&off.to_le_bytes());
+            c.buf.extend_from_slice(&len.to_le_bytes());
+        }
+        c.flush_buf()?;
+        let (end, crc) = (c.at, c.crc.finalize());
+        w.seek(SeekFrom::Start(start + 12))?;
+        w.write_all(&crc.to_le_bytes())?;
+        w.write_all(&(end - HEADER as u64).to_le_bytes())?;
+        w.seek(SeekFrom::Start(start + end))?;
+        Ok(())
+    }
+}
+
+/// Where a stored index's bytes are: mapped (its large parts read in place), or a
+/// buffer (everything decoded onto the heap).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Mapped(&'a Arc<Mapped>),
+    Bytes(&'a [u8]),
+}
+
+impl Source<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Mapped(m) => m.bytes(),
+            Source::Bytes(b) => b,
+        }
+    }
+
+    fn array<T: Plain>(&self, range: std::ops::Range<usize>) -> Read<Backing<T>> {
+        match self {
+            Source::Mapped(m) => Backing::in_map(m, range),
+            Source::Bytes(b) => Backing::decode(&b[range]),
+        }
+        .ok_or(DecodeError::Malformed(
+            "a section not a whole number of values",
+        ))
+    }
+}
+
+/// What a stored index holds, checked.
+struct Parsed {
+    head: Oid,
+    terms: SortedTerms,
+    used: Vec<bool>,
+    paths: Vec<Option<String>>,
+    blobs: Vec<Oid>,
+    slot_of: std::collections::HashMap<String, u32>,
+    free: Vec<u32>,
+    fields: [Field; FIELDS],
+    history: Option<History>,
+}
+
+/// Check `src` and read what it holds (the history only when `history`).
+fn parse(src: Source<'_>, history: bool) -> Read<Parsed> {
+    let bytes = src.bytes();
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(DecodeError::Magic);
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    if bytes.len() < HEADER + TABLE {
+        return Err(DecodeError::Length {
+            expected: (HEADER + TABLE) as u64,
+            actual: bytes.len() as u64,
+        });
+    }
+    let len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let actual = (bytes.len() - HEADER) as u64;
+    if len != actual {
+        return Err(DecodeError::Length {
+            expected: len,
+            actual,
+        });
+    }
+    let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[CHECKED_FROM..]) != crc {
+        return Err(DecodeError::Checksum);
+    }
+    let head = Oid::from_bytes(&bytes[24..44]).map_err(|_| DecodeError::Malformed("head"))?;
+    let bound = u32::from_le_bytes(bytes[44..48].try_into().expect("4 bytes"));
+    let end = bytes.len() - TABLE;
+    let mut ranges = Vec::with_capacity(SECTIONS);
+    for e in bytes[end..].chunks_exact(16) {
+        let off = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(e[8..].try_into().expect("8 bytes"));
+        let to = off.checked_add(len);
+        if off % 8 != 0 || off < HEADER as u64 || to.is_none_or(|t| t > end as u64) {
+            return Err(DecodeError::Malformed("a section out of place"));
+        }
+        ranges.push(off as usize..(off + len) as usize);
+    }
+    let mut sorted = ranges.clone();
+    sorted.sort_by_key(|r| (r.start, r.end));
+    if sorted.windows(2).any(|w| w[0].end > w[1].start) {
+        return Err(DecodeError::Malformed("sections overlap"));
+    }
+    // The term id bound sizes tables: it must agree with the first field's before any
+    // is made, so that a damaged bound cannot ask for a huge allocation.
+    if ranges[SLOTS + 1].len() as u64 != (u64::from(bound) + 1) * 4 {
+        return Err(DecodeError::Malformed("the term id bound"));
+    }
+    let (terms, used) = SortedTerms::from_arrays(
+        src.array(ranges[0].clone())?,
+        src.array(ranges[1].clone())?,
+        src.array(ranges[2].clone())?,
+        bound,
+    )
+    .map_err(DecodeError::Malformed)?;
+
+    let mut r = Reader(&bytes[ranges[SLOTS].clone()]);
+    let s = r.count()?;
+    let mut paths = Vec::with_capacity(s);
+    let mut blobs = Vec::with_capacity(s);
+    let mut slot_of = std::collections::HashMap::with_capacity(s);
+    let mut free = Vec::new();
+    let mut is_free = Vec::with_capacity(s);
+    for slot in 0..s {
+        let p = r.str()?;
+        is_free.push(p.is_empty());
+        if p.is_empty() {
+            paths.push(None);
+            blobs.push(Oid::zero());
+            free.push(slot as u32);
+            continue;
+        }
+        blobs.push(r.oid()?);
+        if slot_of.insert(p.to_string(), slot as u32).is_some() {
+            return Err(DecodeError::Malformed("a path stored twice"));
+        }
+        paths.push(Some(p.to_string()));
+    }
+    if !r.0.is_empty() {
+        return Err(DecodeError::Malformed("bytes after the slots"));
+    }
+    // Lowest slot on top, as a fresh index would hand them out.
+    free.reverse();
+
+    let mut fields = Vec::with_capacity(FIELDS);
+    for i in 0..FIELDS {
+        let first = SLOTS + 1 + 4 * i;
+        let a = BaseArrays {
+            base_at: src.array(ranges[first].clone())?,
+            base: src.array(ranges[first + 1].clone())?,
+            docs_at: src.array(ranges[first + 2].clone())?,
+            docs_base: src.array(ranges[first + 3].clone())?,
+        };
+        fields.push(Field::from_base(a, bound, &used, &is_free).map_err(DecodeError::Malformed)?);
+    }
+    let fields = <[Field; FIELDS]>::try_from(fields).expect("four fields");
+
+    let history = if history {
+        let mut r = Reader(&bytes[ranges[HISTORY].clone()]);
+        let h = read_history(&mut r, &used)?;
         if !r.0.is_empty() {
             return Err(DecodeError::Malformed("bytes after the end"));
         }
+        Some(h)
+    } else {
+        None
+    };
+    Ok(Parsed {
+        head,
+        terms,
+        used,
+        paths,
+        blobs,
+        slot_of,
+        free,
+        fields,
+        history,
+    })
+}
 
-        let [body, path, defs] = <[Field; 3]>::try_from(fields).expect("three fields");
-        let mut ix = Self {
-            head,
+/// The history section: the kept commits, oldest first, and the per-path sums.
+fn put_history(ix: &RankedIndex, out: &mut Vec<u8>) {
+    let h = &ix.history;
+    // `order` may name a commit twice (withdrawn, then brought back by a later
+    // head); its first place is the one the cap evicts it from, so that is kept.
+    let mut seen = HashSet::new();
+    let kept: Vec<&Oid> = h
+        .order
+        .iter()
+        .filter(|o| h.kept.contains(o) && seen.insert(**o))
+        .collect();
+    put_varint(out, kept.len() as u64);
+    for oid in kept {
+        out.extend_from_slice(oid.as_bytes());
+    }
+    // Sorted by path, so that one index always makes the same bytes.
+    let sorted = |keys: &mut dyn Iterator<Item = &String>| {
+        let mut v: Vec<String> = keys.cloned().collect();
+        v.sort_unstable();
+        v
+    };
+    let paths = sorted(&mut h.per_file.keys());
+    put_varint(out, paths.len() as u64);
+    for p in &paths {
+        put_bytes(out, p.as_bytes());
+        put_document(out, &ix.history_terms(p));
+    }
+    let paths = sorted(&mut h.touches.keys());
+    put_varint(out, paths.len() as u64);
+    for p in &paths {
+        put_bytes(out, p.as_bytes());
+        put_varint(out, u64::from(h.touches[p]));
+    }
+    let paths = sorted(&mut h.pairs.keys());
+    put_varint(out, paths.len() as u64);
+    for p in &paths {
+        put_bytes(out, p.as_bytes());
+        let with = &h.pairs[p];
+        let others = sorted(&mut with.keys());
+        put_varint(out, others.len() as u64);
+        for q in &others {
+            put_bytes(out, q.as_bytes());
+            put_varint(out, u64::from(with[q]));
+        }
+    }
+}
+
+/// The history section as [`put_history`] wrote it.
+fn read_history(r: &mut Reader<'_>, known: &[bool]) -> Read<History> {
+    let mut history = History::default();
+    let nkept = r.count()?;
+    for _ in 0..nkept {
+        let oid = r.oid()?;
+        if !history.kept.insert(oid) {
+            return Err(DecodeError::Malformed("a commit stored twice"));
+        }
+        history.order.push_back(oid);
+    }
+    // The sums keep no zero and no empty map (see `History::apply`); a stored one that
+    // does is not one this code wrote.
+    let nonzero = |n: u32| {
+        (n > 0)
+            .then_some(n)
+            .ok_or(DecodeError::Malformed("a zero sum"))
+    };
+    let mut last = None;
+    for _ in 0..r.count()? {
+        let p = r.next_path(&mut last)?;
+        let doc = r.document(known)?;
+        if doc.is_empty() {
+            return Err(DecodeError::Malformed("an empty sum"));
+        }
+        let mut m = std::collections::HashMap::with_capacity(doc.len());
+        for (t, c) in doc {
+            m.insert(t, nonzero(c)?);
+        }
+        history.per_file.insert(p, m);
+    }
+    let mut last = None;
+    for _ in 0..r.count()? {
+        let p = r.next_path(&mut last)?;
+        let n = nonzero(r.u32()?)?;
+        history.touches.insert(p, n);
+    }
+    let mut last = None;
+    for _ in 0..r.count()? {
+        let p = r.next_path(&mut last)?;
+        let n = r.count()?;
+        if n == 0 {
+            return Err(DecodeError::Malformed("an empty sum"));
+        }
+        let mut m = std::collections::HashMap::with_capacity(n);
+        let mut prev: Option<&str> = None;
+        for _ in 0..n {
+            let q = r.str()?;
+            if q.is_empty() || q == p || prev.is_some_and(|l| l >= q) {
+                return Err(DecodeError::Malformed("paths empty or out of order"));
+            }
+            prev = Some(q);
+            m.insert(q.to_string(), nonzero(r.u32()?)?);
+        }
+        history.pairs.insert(p, m);
+    }
+    Ok(history)
+}
+
+/// A stored base to move an index onto ([`RankedIndex::rebase`]): the terms and the
+/// fields of a file written from a [`Snapshot`], checked.
+pub struct StoredBase {
+    head: Oid,
+    terms: SortedTerms,
+    sweeps: u64,
+    fields: [Field; FIELDS],
+}
+
+impl std::fmt::Debug for StoredBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredBase")
+            .field("head", &self.head)
+            .finish()
+    }
+}
+
+impl StoredBase {
+    /// Map `file`, written from `snap`, and check it as loading does.
+    pub fn open(file: &std::fs::File, snap: &Snapshot) -> Result<Self, DecodeError> {
+        let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
+        let p = parse(Source::Mapped(&map), false)?;
+        if p.head != snap.head {
+            return Err(DecodeError::Malformed("another head than the snapshot's"));
+        }
+        Ok(Self {
+            head: p.head,
+            terms: p.terms,
+            sweeps: snap.dict.sweeps(),
+            fields: p.fields,
+        })
+    }
+}
+
+impl RankedIndex {
+    fn snapshot_of(&self) -> Snapshot {
+        let mut slots = Vec::with_capacity(self.paths.len() * 48 + 8);
+        put_varint(&mut slots, self.paths.len() as u64);
+        for (p, b) in self.paths.iter().zip(&self.blobs) {
+            match p {
+                Some(p) => {
+                    put_bytes(&mut slots, p.as_bytes());
+                    slots.extend_from_slice(b.as_bytes());
+                }
+                None => put_varint(&mut slots, 0),
+            }
+        }
+        let mut history = Vec::new();
+        put_history(self, &mut history);
+        let slots_n = self.paths.len();
+        let field = |f: &Field| {
+            let mut s = f.snapshot();
+            s.span(slots_n);
+            s
+        };
+        Snapshot {
+            head: self.head,
+            dict: self.dict.snapshot(),
+            slots,
+            fields: [
+                field(&self.body),
+                field(&self.path),
+                field(&self.defs),
+                field(&self.msgs),
+            ],
+            history,
+        }
+    }
+
+    /// The index as it is now, to store while it moves on; from now on the index notes
+    /// what changes, so that it can move onto the stored base once written
+    /// ([`RankedIndex::rebase`]).
+    pub fn snapshot(&mut self) -> Snapshot {
+        for f in [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+        ] {
+            f.mark();
+        }
+        self.snapshot_of()
+    }
+
+    /// Move onto `stored`, the base written from this index's last
+    /// [`RankedIndex::snapshot`]: the terms and fields are then read from it (mapped,
+    /// off the heap), with what changed since the snapshot carried over. `false` (and
+    /// the index unchanged, still correct) when it cannot: no snapshot is pending, or
+    /// terms were forgotten since it was taken.
+    pub fn rebase(&mut self, stored: StoredBase) -> bool {
+        let fields = [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+        ];
+        if fields.iter().any(|f| !f.is_marked()) || !self.dict.rebase(stored.terms, stored.sweeps) {
+            for f in fields {
+                f.unmark();
+            }
+            return false;
+        }
+        for (f, base) in fields.into_iter().zip(stored.fields) {
+            f.rebase(base).expect("marked");
+        }
+        true
+    }
+
+    /// Store the index at `path` and move onto the stored file, all at once, as the
+    /// store does on a thread of its own: a snapshot written to a new file beside
+    /// `path`, synced, checked and mapped, then renamed over `path`. For tools and
+    /// tests; returns whether the index moved onto the file.
+    pub fn store_at(&mut self, path: &std::path::Path) -> Result<bool, DecodeError> {
+        let io = |e: std::io::Error| DecodeError::Io(e.to_string());
+        let snap = self.snapshot();
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let stored = (|| {
+            let mut f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            snap.write(&mut w).map_err(io)?;
+            w.flush().map_err(io)?;
+            drop(w);
+            f.sync_all().map_err(io)?;
+            let stored = StoredBase::open(&f, &snap)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            Ok(stored)
+        })();
+        drop(snap);
+        match stored {
+            Ok(stored) => Ok(self.rebase(stored)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.forget_snapshot();
+                Err(e)
+            }
+        }
+    }
+
+    /// Give up the pending snapshot: it will not be moved onto (its write failed).
+    pub fn forget_snapshot(&mut self) {
+        for f in [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+        ] {
+            f.unmark();
+        }
+    }
+
+    /// The index as bytes (see the module's documentation for the layout).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        self.snapshot_of()
+            .write(&mut out)
+            .expect("an index too large for the stored format");
+        out.into_inner()
+    }
+
+    /// An index from bytes [`RankedIndex::to_bytes`] wrote, every part checked and
+    /// decoded onto the heap.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::from_parsed(parse(Source::Bytes(bytes), true)?)
+    }
+
+    /// The index stored in `file`, mapped: every part checked, the terms and fields
+    /// read in place.
+    pub fn open(file: &std::fs::File) -> Result<Self, DecodeError> {
+        let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
+        Self::from_parsed(parse(Source::Mapped(&map), true)?)
+    }
+
+    fn from_parsed(p: Parsed) -> Result<Self, DecodeError> {
+        let dict = Dict::from_base(p.terms, &p.used);
+        let [body, path, defs, msgs] = p.fields;
+        Ok(Self {
+            head: p.head,
             dict,
-            slot_of,
-            live: s - free.len(),
-            paths,
-            blobs,
-            free,
+            slot_of: p.slot_of,
+            live: p.paths.len() - p.free.len(),
+            paths: p.paths,
+            blobs: p.blobs,
+            free: p.free,
             body,
             path,
             defs,
-            msgs: Field::default(),
-            history,
+            msgs,
+            history: p.history.unwrap_or_default(),
             history_cap: MAX_HISTORY_COMMITS,
-        };
-        let msgs: Vec<Vec<(u32, u32)>> = ix
-            .paths
-            .iter()
-            .map(|p| {
-                p.as_deref()
-                    .map(|p| ix.history_terms(p))
-                    .unwrap_or_default()
-            })
-            .collect();
-        ix.msgs = Field::from_documents(msgs, nterms)
-            .ok_or(DecodeError::Malformed("the commits' terms"))?;
-        Ok(ix)
+        })
     }
 }
 
@@ -588,14 +1019,278 @@ mod tests {
     fn malformed_contents_with_a_valid_checksum_never_panic() {
         let (_dir, _repo, ix) = sample();
         let bytes = ix.to_bytes();
-        for i in HEADER..bytes.len() {
+        for i in CHECKED_FROM..bytes.len() {
             for x in [0x01, 0x80, 0xff] {
                 let mut b = bytes.clone();
                 b[i] ^= x;
-                let crc = crc32fast::hash(&b[16..]);
+                let crc = crc32fast::hash(&b[CHECKED_FROM..]);
                 b[12..16].copy_from_slice(&crc.to_le_bytes());
                 let _ = RankedIndex::from_bytes(&b);
             }
         }
+    }
+
+    /// Store `ix` at `path` as the store does: a snapshot, written to a new file,
+    /// checked and mapped, renamed over `path`; `between` runs after the snapshot is
+    /// taken and before the index moves onto the file. Returns whether it did.
+    fn store_as_the_store_does(
+        ix: &mut RankedIndex,
+        path: &std::path::Path,
+        between: &mut dyn FnMut(&mut RankedIndex),
+    ) -> bool {
+        let snap = ix.snapshot();
+        between(ix);
+        let tmp = path.with_extension(format!("tmp{}", rand_suffix()));
+        let mut f = std::fs::File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)
+            .unwrap();
+        snap.write(&mut std::io::BufWriter::new(&mut f)).unwrap();
+        f.sync_all().unwrap();
+        let stored = StoredBase::open(&f, &snap).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+        ix.rebase(stored)
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Every file the query matches, with its score, by path: independent of slots.
+    fn all_answers(ix: &RankedIndex, queries: &[&str]) -> Vec<Vec<(String, u32)>> {
+        queries
+            .iter()
+            .map(|q| {
+                let mut v: Vec<(String, u32)> = ix
+                    .rank(q, usize::MAX, &Weights::default(), &|_| true)
+                    .into_iter()
+                    .map(|f| (f.path, f.score.to_bits()))
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect()
+    }
+
+    fn open(path: &std::path::Path) -> RankedIndex {
+        RankedIndex::open(&std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_mapped_index_answers_exactly_as_the_built_one() {
+        let (dir, repo, ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        std::fs::write(&path, ix.to_bytes()).unwrap();
+        let mapped = open(&path);
+        assert_eq!(answers(&mapped), answers(&ix));
+        assert_eq!(mapped.free, ix.free);
+        assert_eq!(mapped.to_bytes(), ix.to_bytes());
+        let heap = mapped.heap_bytes();
+        if cfg!(target_endian = "little") {
+            assert!(heap.mapped > 0, "{heap:?}");
+        }
+        // Both move on alike.
+        let (mut a, mut b) = (ix, mapped);
+        let next = commit(
+            &repo,
+            Some(a.head()),
+            &[("src/new.rs", "fn gyroscope_calibration() {}\n")],
+            "Calibrate the gyroscope",
+        );
+        a.advance(&repo, next).unwrap();
+        b.advance(&repo, next).unwrap();
+        assert_eq!(answers(&a), answers(&b));
+        assert_eq!(a.to_bytes(), b.to_bytes());
+    }
+
+    // What the store does over a server's life: load the stored file mapped, take
+    // commits, store a snapshot while more commits land, move onto the stored file, and
+    // so on. At each step the index must answer as one built afresh at its head.
+    #[test]
+    fn a_mapped_index_advanced_by_commits_answers_as_one_built_at_the_head() {
+        let (dir, repo, ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        std::fs::write(&path, ix.to_bytes()).unwrap();
+        let mut ix = open(&path);
+        let queries = [
+            "retry backoff delay",
+            "verify stored hash tokens",
+            "gyroscope calibration",
+            "throttle request rate",
+            "zeppelin demo",
+            "kestrel",
+        ];
+        let check = |ix: &RankedIndex| {
+            let fresh = RankedIndex::build(&repo, ix.head()).unwrap();
+            assert_eq!(all_answers(ix, &queries), all_answers(&fresh, &queries));
+            assert_eq!(ix.len(), fresh.len());
+        };
+        let mut head = ix.head();
+        type Step<'a> = (Vec<(&'a str, String)>, Option<&'a str>, &'a str);
+        let steps: Vec<Step<'_>> = vec![
+            (
+                vec![("src/gyro.rs", "fn gyroscope_calibration() {}\n".into())],
+                None,
+                "Calibrate the gyroscope",
+            ),
+            (
+                vec![(
+                    "src/retry/backoff.rs",
+                    "/// Throttle the request rate.\npub fn throttle() {}\n".into(),
+                )],
+                Some("README.md"),
+                "Throttle instead of backing off",
+            ),
+            (
+                vec![("docs/kestrel.md", "# Kestrel kestrel notes\n".into())],
+                Some("src/gyro.rs"),
+                "Kestrel notes",
+            ),
+        ];
+        for (i, (files, removed, msg)) in steps.into_iter().enumerate() {
+            let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+            head = commit(&repo, Some(head), &files, msg);
+            if let Some(r) = removed {
+                head = delete(&repo, head, r, &format!("Drop {r}"));
+            }
+            ix.advance(&repo, head).unwrap();
+            check(&ix);
+            // Stored, with a commit landing between the snapshot and the move onto the
+            // stored file.
+            let next = commit(
+                &repo,
+                Some(head),
+                &[(
+                    "src/auth/token.rs",
+                    &format!("pub fn verify_token() {{ step({i}) }}\n"),
+                )],
+                &format!("Step {i}"),
+            );
+            assert!(store_as_the_store_does(&mut ix, &path, &mut |ix| {
+                ix.advance(&repo, next).unwrap();
+            }));
+            head = next;
+            check(&ix);
+            if cfg!(target_endian = "little") {
+                assert!(ix.heap_bytes().mapped > 0);
+            }
+            // And the stored file, loaded, is the index at the snapshot's head.
+            let loaded = open(&path);
+            assert_ne!(loaded.head(), head);
+            let mut loaded = loaded;
+            loaded.advance(&repo, head).unwrap();
+            assert_eq!(all_answers(&loaded, &queries), all_answers(&ix, &queries));
+        }
+    }
+
+    // Another process's save renames a new file over the one this process has mapped:
+    // the old file lives on under the mapping, unchanged, and this process's answers
+    // with it.
+    #[test]
+    fn a_stored_file_replaced_while_mapped_keeps_the_answers_right() {
+        let (dir, repo, ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        std::fs::write(&path, ix.to_bytes()).unwrap();
+        let mut mine = open(&path);
+        let before = answers(&mine);
+        // The other process: its own index at a later head, stored over the same path.
+        let mut theirs = open(&path);
+        let next = commit(
+            &repo,
+            Some(theirs.head()),
+            &[("src/retry/backoff.rs", "fn kestrel() {}\n")],
+            "Replace the backoff with a kestrel",
+        );
+        theirs.advance(&repo, next).unwrap();
+        assert!(store_as_the_store_does(&mut theirs, &path, &mut |_| {}));
+        assert_eq!(open(&path).head(), next);
+        assert_eq!(answers(&mine), before);
+        assert_eq!(mine.head(), ix.head());
+        // This process moves on to the same head, stores its own copy over theirs, and
+        // moves onto it: both agree.
+        mine.advance(&repo, next).unwrap();
+        assert!(store_as_the_store_does(&mut mine, &path, &mut |_| {}));
+        assert_eq!(answers(&mine), answers(&theirs));
+        assert_eq!(answers(&open(&path)), answers(&theirs));
+        assert_eq!(
+            theirs.rank("kestrel", 1, &Weights::default(), &|_| true)[0].path,
+            "src/retry/backoff.rs"
+        );
+    }
+
+    // A sweep between a snapshot and the move onto its stored file may have forgotten
+    // terms the file holds: the index stays as it is (and right) rather than move.
+    #[test]
+    fn a_sweep_after_the_snapshot_keeps_the_index_off_the_stored_file() {
+        let (dir, repo, mut ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        let before = answers(&ix);
+        let moved = store_as_the_store_does(&mut ix, &path, &mut |ix| {
+            ix.dict.sweep(&|_| true);
+        });
+        assert!(!moved);
+        assert_eq!(answers(&ix), before);
+        assert!(ix.body.heap_bytes() > 0 && !ix.body.is_marked());
+        let _ = repo;
+    }
+
+    // Terms forgotten while the terms are read from a mapped file (marked removed
+    // there, their ids handed out again to new terms), then stored and moved onto: the
+    // index answers as one built at the head, before and after.
+    #[test]
+    fn terms_forgotten_from_a_mapped_index_stay_forgotten_through_a_store() {
+        let (dir, repo, ix) = sample();
+        let path = dir.path().join("ranked.bin");
+        std::fs::write(&path, ix.to_bytes()).unwrap();
+        let mut ix = open(&path);
+        let words = |prefix: &str, n: usize| {
+            (0..n)
+                .map(|i| {
+                    // Letters only, so that no term splits or stems into another.
+                    let mut w = String::from(prefix);
+                    let mut i = i;
+                    for _ in 0..4 {
+                        w.push(b"bcdfghjklmnpqrstvwxz"[i % 20] as char);
+                        i /= 20;
+                    }
+                    w
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let old_words = words("qo", 1100);
+        let mut head = commit(
+            &repo,
+            Some(ix.head()),
+            &[("big.txt", &old_words)],
+            "Add words",
+        );
+        ix.advance(&repo, head).unwrap();
+        assert!(ix.store_at(&path).unwrap());
+        let before = ix.dict.len();
+        head = commit(
+            &repo,
+            Some(head),
+            &[("big.txt", &words("yu", 3500))],
+            "Other words",
+        );
+        ix.advance(&repo, head).unwrap();
+        assert!(ix.dict.len() < before + 3500, "the old words were swept");
+        let queries = ["qobbbb qocbbb", "yubbbb", "retry backoff", "verify token"];
+        let fresh = RankedIndex::build(&repo, head).unwrap();
+        assert_eq!(all_answers(&ix, &queries), all_answers(&fresh, &queries));
+        assert!(all_answers(&ix, &queries)[0].is_empty());
+        assert!(ix.store_at(&path).unwrap());
+        assert_eq!(all_answers(&ix, &queries), all_answers(&fresh, &queries));
+        let loaded = open(&path);
+        assert_eq!(
+            all_answers(&loaded, &queries),
+            all_answers(&fresh, &queries)
+        );
+        assert_eq!(loaded.dict.len(), ix.dict.len());
     }
 }

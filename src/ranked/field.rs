@@ -2,7 +2,9 @@
 //! messages of the commits that touched it), kept incrementally: a document's terms
 //! can be replaced without touching any other document, and scored with BM25.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use super::backing::Backing;
 
 /// BM25 parameters of one field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,21 +24,26 @@ impl Default for Bm25 {
 /// An inverted index over documents numbered by slot.
 ///
 /// Two parts: a *base*, flat arrays as of the last compaction (postings by term, and
-/// each document's terms by slot), which are built in one sequential pass and read
-/// back from disk just as fast; and a *delta* of documents set since, in hash maps, so
-/// that replacing one document costs its own terms only, whatever the corpus size. A
-/// base document replaced or removed is marked stale and skipped. Once the delta holds
-/// a quarter as many postings as the base, the two are merged into a new base.
+/// each document's terms by slot), which are built in one sequential pass, or read in
+/// place from the stored file ([`Backing`]); and a *delta* of documents set since, in
+/// hash maps, so that replacing one document costs its own terms only, whatever the
+/// corpus size. A base document replaced or removed is marked stale and skipped. The
+/// base is never changed in place: storing the index writes a new base (the delta
+/// merged in) to a new file, which the index then reads instead ([`Field::rebase`]).
+/// Should the delta grow before that (storing failing, or no store at all) to a quarter
+/// of a base on the heap, or to the size of a mapped one, the two are merged into a new
+/// base on the heap.
 #[derive(Debug, Default, Clone)]
 pub struct Field {
     /// term id → its base postings: `base[base_at[t]..base_at[t + 1]]`, (slot, term
-    /// frequency) sorted by slot.
-    base_at: Vec<usize>,
-    base: Vec<(u32, u32)>,
+    /// frequency) sorted by slot. The base document frequency of `t` is the length of
+    /// its list.
+    base_at: Backing<u32>,
+    base: Backing<(u32, u32)>,
     /// slot → its base document: `docs_base[docs_at[s]..docs_at[s + 1]]`, (term id,
     /// frequency) sorted by term.
-    docs_at: Vec<usize>,
-    docs_base: Vec<(u32, u32)>,
+    docs_at: Backing<u32>,
+    docs_base: Backing<(u32, u32)>,
     /// slot → whether its base document no longer counts.
     stale: Vec<bool>,
     /// term id → (slot → term frequency) of the documents set since the base was made.
@@ -44,18 +51,52 @@ pub struct Field {
     /// slot → the (term id, frequency) pairs of a document set since the base was made.
     delta_docs: HashMap<u32, Vec<(u32, u32)>>,
     delta_pairs: usize,
-    /// term id → how many live documents (base or delta) hold it.
-    df: Vec<u32>,
+    /// term id → how many live documents hold it, less its base document frequency
+    /// (only terms where the two differ).
+    df_delta: HashMap<u32, i64>,
     /// slot → the document's length in terms.
     lens: Vec<u32>,
     total_len: u64,
     docs: u32,
+    /// Slots set or cleared since [`Field::mark`], while a snapshot is being stored.
+    touched: Option<HashSet<u32>>,
+}
+
+/// A field's base as stored: the four arrays, every id checked against its table by
+/// [`Field::from_base`].
+#[derive(Debug, Default, Clone)]
+pub struct BaseArrays {
+    /// term id → start of its postings (one more entry than terms).
+    pub base_at: Backing<u32>,
+    /// (slot, frequency) postings, by term then slot.
+    pub base: Backing<(u32, u32)>,
+    /// slot → start of its document (one more entry than slots).
+    pub docs_at: Backing<u32>,
+    /// (term id, frequency) pairs, by slot then term.
+    pub docs_base: Backing<(u32, u32)>,
+}
+
+/// Why stored base arrays were refused.
+pub type BaseError = &'static str;
+
+/// A hash of one posting, summed (wrapping) over a field's postings and over its
+/// documents: equal sums, with equal counts per term and both sides sorted, say that
+/// the postings are the documents' transposition (up to a collision of this mixer,
+/// which damage does not aim at: the file's checksum is the check against damage).
+fn posting_hash(term: u32, slot: u32, tf: u32) -> u64 {
+    let mut x = (u64::from(term) << 32 | u64::from(slot)) ^ u64::from(tf).rotate_left(17);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl Field {
     /// Replace the terms of document `slot` (an empty list removes it from the field).
     pub fn set(&mut self, slot: u32, terms: Vec<(u32, u32)>) {
         self.clear(slot);
+        if let Some(t) = self.touched.as_mut() {
+            t.insert(slot);
+        }
         let s = slot as usize;
         if self.lens.len() <= s {
             self.lens.resize(s + 1, 0);
@@ -65,12 +106,8 @@ impl Field {
         }
         let mut len = 0u32;
         for &(t, tf) in &terms {
-            let t = t as usize;
-            if self.df.len() <= t {
-                self.df.resize(t + 1, 0);
-            }
-            self.df[t] += 1;
-            self.delta.entry(t as u32).or_default().insert(slot, tf);
+            self.bump_df(t, 1);
+            self.delta.entry(t).or_default().insert(slot, tf);
             len += tf;
         }
         self.lens[s] = len;
@@ -78,17 +115,38 @@ impl Field {
         self.docs += 1;
         self.delta_pairs += terms.len();
         self.delta_docs.insert(slot, terms);
-        if self.delta_pairs > (self.base.len() / 4).max(1 << 16) {
+        // A base on the heap is merged with the delta once the delta holds a quarter as
+        // many postings. A mapped one is merged by storing the index (a new file), not
+        // here: merging would bring the whole field onto the heap, three times what
+        // the delta takes. Only a delta as large as the base itself (storing failing
+        // for long) is merged on the heap, so that queries stay fast.
+        let limit = if self.base.is_mapped() {
+            self.base.len()
+        } else {
+            self.base.len() / 4
+        };
+        if self.delta_pairs > limit.max(1 << 16) {
             self.compact();
+        }
+    }
+
+    fn bump_df(&mut self, t: u32, by: i64) {
+        let e = self.df_delta.entry(t).or_default();
+        *e += by;
+        if *e == 0 {
+            self.df_delta.remove(&t);
         }
     }
 
     /// Remove document `slot` from the field.
     pub fn clear(&mut self, slot: u32) {
+        if let Some(t) = self.touched.as_mut() {
+            t.insert(slot);
+        }
         let s = slot as usize;
         if let Some(old) = self.delta_docs.remove(&slot) {
             for &(t, _) in &old {
-                self.df[t as usize] -= 1;
+                self.bump_df(t, -1);
                 if let Some(post) = self.delta.get_mut(&t) {
                     post.remove(&slot);
                     if post.is_empty() {
@@ -99,12 +157,13 @@ impl Field {
             self.delta_pairs -= old.len();
         } else if s + 1 < self.docs_at.len() && !self.stale[s] {
             self.stale[s] = true;
-            let (a, b) = (self.docs_at[s], self.docs_at[s + 1]);
+            let (a, b) = (self.docs_at[s] as usize, self.docs_at[s + 1] as usize);
             if a == b {
                 return;
             }
-            for &(t, _) in &self.docs_base[a..b] {
-                self.df[t as usize] -= 1;
+            let docs_base = self.docs_base.clone();
+            for &(t, _) in &docs_base[a..b] {
+                self.bump_df(t, -1);
             }
         } else {
             return;
@@ -114,29 +173,38 @@ impl Field {
         self.docs -= 1;
     }
 
-    /// Merge the delta into a new base (one pass over every document).
+    /// Merge the delta into a new base on the heap (one pass over every document).
     pub fn compact(&mut self) {
         let slots = self.lens.len();
         let documents: Vec<Vec<(u32, u32)>> = (0..slots as u32)
             .map(|s| self.terms_of(s).to_vec())
             .collect();
-        let terms = self.df.len() as u32;
+        let terms = self.term_bound();
+        let touched = self.touched.take();
         *self = Self::from_documents(documents, terms).expect("documents the field holds");
+        self.touched = touched;
     }
 
-    /// Drop the counts of term ids from `bound` on, once the dictionary no longer
-    /// hands them out (no live document holds them; stale base postings may, and are
-    /// skipped).
+    /// One past the highest term id the field may hold postings for.
+    pub fn term_bound(&self) -> u32 {
+        let base = self.base_at.len().saturating_sub(1) as u32;
+        let delta = self.delta.keys().max().map_or(0, |&t| t + 1);
+        base.max(delta)
+    }
+
+    /// Called once the dictionary no longer hands out term ids from `bound` on: no
+    /// live document holds them (stale base postings may, and are skipped). Nothing is
+    /// kept per id beyond the base's own table, so there is nothing to drop: a term's
+    /// count is its base count plus a correction kept only where they differ, and an
+    /// id handed out again starts from the corrected count.
     pub fn truncate_terms(&mut self, bound: u32) {
-        debug_assert!(self.df.iter().skip(bound as usize).all(|&n| n == 0));
-        let keep = (bound as usize).max(self.base_at.len().saturating_sub(1));
-        self.df.truncate(keep);
-        self.df.shrink_to_fit();
+        debug_assert!((bound..self.term_bound()).all(|t| self.df(t) == 0));
     }
 
     /// A field holding `documents` (by slot, each sorted by term id, as
     /// [`Field::terms_of`] gives them) over term ids below `terms`, all in its base.
-    /// `None` when a document is not sorted or names a term id out of range.
+    /// `None` when a document is not sorted or names a term id out of range, or the
+    /// field is too large for the stored format's 32-bit offsets.
     pub fn from_documents(documents: Vec<Vec<(u32, u32)>>, terms: u32) -> Option<Self> {
         let mut df = vec![0u32; terms as usize];
         let mut lens = Vec::with_capacity(documents.len());
@@ -144,8 +212,9 @@ impl Field {
         let mut total_len = 0u64;
         let mut docs = 0u32;
         let pairs: usize = documents.iter().map(Vec::len).sum();
+        u32::try_from(pairs).ok()?;
         let mut docs_base = Vec::with_capacity(pairs);
-        docs_at.push(0);
+        docs_at.push(0u32);
         for d in &documents {
             if !d.windows(2).all(|w| w[0].0 < w[1].0) {
                 return None;
@@ -159,39 +228,165 @@ impl Field {
             total_len += len as u64;
             lens.push(len);
             docs_base.extend_from_slice(d);
-            docs_at.push(docs_base.len());
+            docs_at.push(docs_base.len() as u32);
         }
         drop(documents);
         // Postings by a counting sort: slots are visited in order, so each term's
         // postings come out sorted by slot.
         let mut base_at = Vec::with_capacity(df.len() + 1);
-        base_at.push(0usize);
+        base_at.push(0u32);
         for &n in &df {
-            base_at.push(base_at.last().unwrap() + n as usize);
+            base_at.push(base_at.last().unwrap() + n);
         }
+        drop(df);
         let mut next = base_at.clone();
         let mut base = vec![(0u32, 0u32); pairs];
         for slot in 0..lens.len() {
-            for &(t, tf) in &docs_base[docs_at[slot]..docs_at[slot + 1]] {
+            for &(t, tf) in &docs_base[docs_at[slot] as usize..docs_at[slot + 1] as usize] {
                 let at = &mut next[t as usize];
-                base[*at] = (slot as u32, tf);
+                base[*at as usize] = (slot as u32, tf);
                 *at += 1;
             }
         }
         Some(Self {
-            base_at,
-            base,
+            base_at: base_at.into(),
+            base: base.into(),
             stale: vec![false; lens.len()],
-            docs_at,
-            docs_base,
+            docs_at: docs_at.into(),
+            docs_base: docs_base.into(),
             delta: HashMap::new(),
             delta_docs: HashMap::new(),
             delta_pairs: 0,
-            df,
+            df_delta: HashMap::new(),
             lens,
             total_len,
             docs,
+            touched: None,
         })
+    }
+
+    /// A field whose base is `a` (as stored, e.g. read in place from a mapped file),
+    /// over `slots` slots and term ids below `terms`; `known[t]` says whether term id
+    /// `t` is in the dictionary and `free[s]` whether slot `s` is free. Every array is
+    /// checked: offsets in order and in bounds, ids in range, lists sorted, and the
+    /// postings the transposition of the documents; `Err` says what failed.
+    pub fn from_base(
+        a: BaseArrays,
+        terms: u32,
+        known: &[bool],
+        free: &[bool],
+    ) -> Result<Self, BaseError> {
+        let slots = free.len();
+        let (base_at, base, docs_at, docs_base) = (&a.base_at, &a.base, &a.docs_at, &a.docs_base);
+        if base_at.len() != terms as usize + 1 || docs_at.len() != slots + 1 {
+            return Err("a field's tables are not of the dictionary's or the slots' size");
+        }
+        let offsets_ok = |at: &[u32], end: usize| {
+            at[0] == 0 && at[at.len() - 1] as usize == end && at.windows(2).all(|w| w[0] <= w[1])
+        };
+        if !offsets_ok(base_at, base.len()) || !offsets_ok(docs_at, docs_base.len()) {
+            return Err("a field's offsets out of order or bounds");
+        }
+        if base.len() != docs_base.len() {
+            return Err("a field's postings and documents differ in size");
+        }
+        let mut lens = Vec::with_capacity(slots);
+        let mut total_len = 0u64;
+        let mut docs = 0u32;
+        let mut from_docs = 0u64;
+        let mut df = vec![0u32; terms as usize];
+        for s in 0..slots {
+            let d = &docs_base[docs_at[s] as usize..docs_at[s + 1] as usize];
+            if free[s] && !d.is_empty() {
+                return Err("terms for a free slot");
+            }
+            let mut len = 0u32;
+            let mut prev = None;
+            for &(t, tf) in d {
+                if known.get(t as usize) != Some(&true) {
+                    return Err("an unknown term id");
+                }
+                if prev.is_some_and(|p| p >= t) {
+                    return Err("a document's terms out of order");
+                }
+                if tf == 0 {
+                    return Err("a term counted zero times");
+                }
+                prev = Some(t);
+                len = len.checked_add(tf).ok_or("a document too long")?;
+                df[t as usize] += 1;
+                from_docs = from_docs.wrapping_add(posting_hash(t, s as u32, tf));
+            }
+            docs += u32::from(!d.is_empty());
+            total_len += len as u64;
+            lens.push(len);
+        }
+        let mut from_postings = 0u64;
+        for t in 0..terms as usize {
+            let p = &base[base_at[t] as usize..base_at[t + 1] as usize];
+            if p.len() != df[t] as usize {
+                return Err("a term's postings and documents disagree");
+            }
+            let mut prev = None;
+            for &(s, tf) in p {
+                if s as usize >= slots || prev.is_some_and(|p| p >= s) {
+                    return Err("a posting's slot out of order or range");
+                }
+                prev = Some(s);
+                from_postings = from_postings.wrapping_add(posting_hash(t as u32, s, tf));
+            }
+        }
+        if from_postings != from_docs {
+            return Err("a field's postings are not its documents'");
+        }
+        Ok(Self {
+            base_at: a.base_at,
+            base: a.base,
+            docs_at: a.docs_at,
+            docs_base: a.docs_base,
+            stale: vec![false; slots],
+            delta: HashMap::new(),
+            delta_docs: HashMap::new(),
+            delta_pairs: 0,
+            df_delta: HashMap::new(),
+            lens,
+            total_len,
+            docs,
+            touched: None,
+        })
+    }
+
+    /// Start noting which slots are set or cleared from now on (a snapshot of the
+    /// field is being stored; see [`Field::rebase`]).
+    pub fn mark(&mut self) {
+        self.touched = Some(HashSet::new());
+    }
+
+    /// Whether a snapshot is pending ([`Field::mark`]).
+    pub fn is_marked(&self) -> bool {
+        self.touched.is_some()
+    }
+
+    /// Stop noting changes: the pending snapshot will not be moved onto.
+    pub fn unmark(&mut self) {
+        self.touched = None;
+    }
+
+    /// Move onto `base`, the stored base of a snapshot taken at the last
+    /// [`Field::mark`]: every document set or cleared since is carried over onto it.
+    /// `None` (and `self` unchanged) when there was no mark.
+    pub fn rebase(&mut self, mut base: Field) -> Option<()> {
+        let touched = self.touched.take()?;
+        let mut touched: Vec<u32> = touched.into_iter().collect();
+        touched.sort_unstable();
+        for slot in touched {
+            base.set(slot, self.terms_of(slot).to_vec());
+        }
+        if base.lens.len() < self.lens.len() {
+            base.lens.resize(self.lens.len(), 0);
+        }
+        *self = base;
+        Some(())
     }
 
     /// The document's (term id, frequency) pairs.
@@ -201,14 +396,25 @@ impl Field {
         }
         let s = slot as usize;
         if s + 1 < self.docs_at.len() && !self.stale[s] {
-            return &self.docs_base[self.docs_at[s]..self.docs_at[s + 1]];
+            return &self.docs_base[self.docs_at[s] as usize..self.docs_at[s + 1] as usize];
         }
         &[]
     }
 
+    /// How many base documents held `term` when the base was made.
+    fn base_df(&self, term: u32) -> usize {
+        let t = term as usize;
+        if t + 1 < self.base_at.len() {
+            (self.base_at[t + 1] - self.base_at[t]) as usize
+        } else {
+            0
+        }
+    }
+
     /// How many documents hold `term`.
     pub fn df(&self, term: u32) -> usize {
-        self.df.get(term as usize).map_or(0, |&n| n as usize)
+        let d = self.df_delta.get(&term).copied().unwrap_or(0);
+        (self.base_df(term) as i64 + d).max(0) as usize
     }
 
     /// Inverse document frequency of `term` among `n` documents (BM25's, never negative).
@@ -233,7 +439,8 @@ impl Field {
         };
         let t = term as usize;
         if t + 1 < self.base_at.len() {
-            for &(slot, tf) in &self.base[self.base_at[t]..self.base_at[t + 1]] {
+            let (a, b) = (self.base_at[t] as usize, self.base_at[t + 1] as usize);
+            for &(slot, tf) in &self.base[a..b] {
                 if !self.stale[slot as usize] {
                     add(slot, tf);
                 }
@@ -246,11 +453,34 @@ impl Field {
         }
     }
 
+    /// The field as it is now, to store while the field itself moves on: the base is
+    /// shared, the delta copied.
+    pub fn snapshot(&self) -> FieldSnapshot {
+        let mut delta: Vec<(u32, u32, u32)> = self
+            .delta
+            .iter()
+            .flat_map(|(&t, post)| post.iter().map(move |(&s, &tf)| (t, s, tf)))
+            .collect();
+        delta.sort_unstable();
+        FieldSnapshot {
+            base_at: self.base_at.clone(),
+            base: self.base.clone(),
+            docs_at: self.docs_at.clone(),
+            docs_base: self.docs_base.clone(),
+            stale: self.stale.clone(),
+            delta,
+            delta_docs: self.delta_docs.clone(),
+            slots: self.lens.len(),
+        }
+    }
+
     /// About how many bytes of heap the field holds.
     pub fn heap_bytes(&self) -> usize {
         let pair = size_of::<(u32, u32)>();
-        (self.base_at.capacity() + self.docs_at.capacity()) * size_of::<usize>()
-            + (self.base.capacity() + self.docs_base.capacity()) * pair
+        self.base_at.heap_bytes()
+            + self.base.heap_bytes()
+            + self.docs_at.heap_bytes()
+            + self.docs_base.heap_bytes()
             + self.stale.capacity()
             + self.delta.capacity() * (size_of::<(u32, HashMap<u32, u32>)>() + 1)
             + self
@@ -264,7 +494,110 @@ impl Field {
                 .values()
                 .map(|d| d.capacity() * pair)
                 .sum::<usize>()
-            + (self.df.capacity() + self.lens.capacity()) * 4
+            + self.df_delta.capacity() * (size_of::<(u32, i64)>() + 1)
+            + self.lens.capacity() * 4
+            + self.touched.as_ref().map_or(0, |t| t.capacity() * 5)
+    }
+
+    /// Bytes of mapped file the field reads in place.
+    pub fn mapped_bytes(&self) -> usize {
+        self.base_at.mapped_bytes()
+            + self.base.mapped_bytes()
+            + self.docs_at.mapped_bytes()
+            + self.docs_base.mapped_bytes()
+    }
+}
+
+/// What [`FieldSnapshot::for_each_postings`] calls with each term and its postings.
+pub type EachPostings<'a> = dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()> + 'a;
+
+/// A field as it was when [`Field::snapshot`] took it: what storing it writes.
+#[derive(Debug, Clone)]
+pub struct FieldSnapshot {
+    base_at: Backing<u32>,
+    base: Backing<(u32, u32)>,
+    docs_at: Backing<u32>,
+    docs_base: Backing<(u32, u32)>,
+    stale: Vec<bool>,
+    /// The delta's postings, (term, slot, frequency), sorted.
+    delta: Vec<(u32, u32, u32)>,
+    delta_docs: HashMap<u32, Vec<(u32, u32)>>,
+    slots: usize,
+}
+
+impl FieldSnapshot {
+    /// Span `slots` slots (the index's, which a field whose last slots never held a
+    /// document may fall short of).
+    pub fn span(&mut self, slots: usize) {
+        self.slots = slots;
+    }
+
+    /// How many slots the field spans.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The document of `slot`, as [`Field::terms_of`].
+    pub fn terms_of(&self, slot: u32) -> &[(u32, u32)] {
+        if let Some(d) = self.delta_docs.get(&slot) {
+            return d;
+        }
+        let s = slot as usize;
+        if s + 1 < self.docs_at.len() && !self.stale[s] {
+            return &self.docs_base[self.docs_at[s] as usize..self.docs_at[s + 1] as usize];
+        }
+        &[]
+    }
+
+    /// Each term's live postings, sorted by slot, for terms `0..terms` in order:
+    /// `each(term, postings)`. Base postings of stale documents are left out, the
+    /// delta's merged in. Terms from `terms` on hold no live posting (the dictionary no
+    /// longer hands them out).
+    pub fn for_each_postings(
+        &self,
+        terms: u32,
+        each: &mut EachPostings<'_>,
+    ) -> std::io::Result<()> {
+        let mut delta = self.delta.iter().peekable();
+        let mut buf: Vec<(u32, u32)> = Vec::new();
+        for t in 0..terms {
+            buf.clear();
+            let i = t as usize;
+            let base: &[(u32, u32)] = if i + 1 < self.base_at.len() {
+                &self.base[self.base_at[i] as usize..self.base_at[i + 1] as usize]
+            } else {
+                &[]
+            };
+            while delta.peek().is_some_and(|d| d.0 < t) {
+                delta.next();
+            }
+            let mut base = base.iter().filter(|p| !self.stale[p.0 as usize]).peekable();
+            loop {
+                let d = delta.peek().filter(|d| d.0 == t);
+                match (base.peek(), d) {
+                    (Some(&&b), Some(&&(_, s, tf))) => {
+                        if b.0 < s {
+                            buf.push(b);
+                            base.next();
+                        } else {
+                            buf.push((s, tf));
+                            delta.next();
+                        }
+                    }
+                    (Some(&&b), None) => {
+                        buf.push(b);
+                        base.next();
+                    }
+                    (None, Some(&&(_, s, tf))) => {
+                        buf.push((s, tf));
+                        delta.next();
+                    }
+                    (None, None) => break,
+                }
+            }
+            each(t, &buf)?;
+        }
+        Ok(())
     }
 }
 
@@ -340,6 +673,26 @@ mod tests {
         assert_eq!((0..4).map(|t| scores(&f, t, 6)).collect::<Vec<_>>(), before);
         assert_eq!((f.docs, f.total_len), (g.docs, g.total_len));
         assert!(f.delta.is_empty() && f.delta_docs.is_empty());
+    }
+
+    // A term id the dictionary forgot and hands out again for a new term: the base
+    // still lists the old term's (stale) postings under it, which must count for
+    // nothing, not in the document frequency and not in the scores.
+    #[test]
+    fn a_reused_term_id_does_not_inherit_stale_base_postings() {
+        let mut f = Field::from_documents(vec![count([5, 5, 1]), count([5, 2])], 6).unwrap();
+        f.set(0, count([1]));
+        f.clear(1);
+        assert_eq!(f.df(5), 0);
+        f.truncate_terms(5);
+        f.set(2, count([5]));
+        let mut g = Field::default();
+        g.set(0, count([1]));
+        g.set(2, count([5]));
+        assert_eq!((f.df(5), g.df(5)), (1, 1));
+        for t in [1, 2, 5] {
+            assert_eq!(scores(&f, t, 3), scores(&g, t, 3), "term {t}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! blobs changed between two trees and only the commits that differ between the two
 //! ancestries (adding new ones, withdrawing ones the new head does not descend from).
 
+pub mod backing;
 pub mod chunks;
 pub mod dict;
 pub mod disk;
@@ -389,7 +390,8 @@ impl RankedIndex {
         self.head = new;
         self.sweep_terms();
         if old.is_none() {
-            // A build ends with every field in its flat base, the fastest to query.
+            // A build ends with every field in its flat base, the fastest to query, and
+            // the terms in a sorted table, a fraction of the hash map's size.
             for f in [
                 &mut self.body,
                 &mut self.path,
@@ -398,8 +400,46 @@ impl RankedIndex {
             ] {
                 f.compact();
             }
+            // The paths were allocated among the terms' millions of short strings; left
+            // where they are once those are freed, each would pin a page of freed heap
+            // that the allocator cannot give back. So they are moved out of the way
+            // (into one buffer) while the terms are freed, and allocated anew after.
+            let packed = self.pack_paths();
+            self.dict.compact();
+            self.unpack_paths(packed);
         }
         Ok(stats)
+    }
+
+    /// The paths by slot in one buffer, `paths` and `slot_of` emptied.
+    fn pack_paths(&mut self) -> (String, Vec<Option<(usize, usize)>>) {
+        let mut buf = String::with_capacity(self.paths.iter().flatten().map(String::len).sum());
+        let spans = self
+            .paths
+            .drain(..)
+            .map(|p| {
+                p.map(|p| {
+                    buf.push_str(&p);
+                    (buf.len() - p.len(), buf.len())
+                })
+            })
+            .collect();
+        self.paths = Vec::new();
+        self.slot_of = HashMap::new();
+        (buf, spans)
+    }
+
+    /// Undo [`RankedIndex::pack_paths`].
+    fn unpack_paths(&mut self, (buf, spans): (String, Vec<Option<(usize, usize)>>)) {
+        self.paths = Vec::with_capacity(spans.len());
+        self.slot_of = HashMap::with_capacity(spans.len());
+        for (slot, span) in spans.into_iter().enumerate() {
+            let p = span.map(|(a, b)| buf[a..b].to_string());
+            if let Some(p) = &p {
+                self.slot_of.insert(p.clone(), slot as u32);
+            }
+            self.paths.push(p);
+        }
     }
 
     fn remove_file(&mut self, path: &str) {
@@ -757,6 +797,11 @@ impl RankedIndex {
             files,
             fields,
             history,
+            mapped: self.dict.mapped_bytes()
+                + [&self.body, &self.path, &self.defs, &self.msgs]
+                    .iter()
+                    .map(|f| f.mapped_bytes())
+                    .sum::<usize>(),
         }
     }
 }
@@ -777,6 +822,9 @@ pub struct HeapBytes {
     pub fields: usize,
     /// The kept commits' ids and the per-path sums drawn from their records.
     pub history: usize,
+    /// Not heap: bytes of the stored file the terms and fields read in place (page
+    /// cache, shared between processes mapping it).
+    pub mapped: usize,
 }
 
 impl HeapBytes {
@@ -1005,15 +1053,21 @@ mod tests {
         let same = |ix: &RankedIndex, at: Oid| {
             let fresh = RankedIndex::build_capped(&repo, at, &|_| {}, 6).unwrap();
             let words = |ix: &RankedIndex| -> Vec<(String, Vec<(String, u32)>)> {
+                let mut names = HashMap::new();
+                ix.dict
+                    .snapshot()
+                    .for_each_sorted(&mut |t, id| {
+                        names.insert(id, String::from_utf8_lossy(t).into_owned());
+                        Ok(())
+                    })
+                    .unwrap();
                 let mut v: Vec<_> = ix
                     .history
                     .per_file
                     .iter()
                     .map(|(p, m)| {
-                        let mut w: Vec<(String, u32)> = m
-                            .iter()
-                            .map(|(&t, &c)| (ix.dict.by_id()[t as usize].unwrap().to_string(), c))
-                            .collect();
+                        let mut w: Vec<(String, u32)> =
+                            m.iter().map(|(&t, &c)| (names[&t].clone(), c)).collect();
                         w.sort();
                         (p.clone(), w)
                     })

@@ -6,13 +6,21 @@
 //! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
 //! has its layout). It is written after a build, and again once enough has changed
 //! since the last write ([`SAVE_AFTER_COMMITS`], [`SAVE_AFTER_FILES`], at most every
-//! [`SAVE_INTERVAL`]): the bytes are taken under the index's lock, and written on a
-//! thread of their own to a temporary file that is then renamed over the old one, so a
-//! reader in any process sees one complete file or the other. A process that loads it
-//! carries it forward from the head it names to the current one, whichever process
-//! made the commits in between.
+//! [`SAVE_INTERVAL`]): a snapshot is taken under the index's lock (the large parts
+//! shared, not copied), and written on a thread of its own to a temporary file, which
+//! is synced, checked, mapped and renamed over the old one, so a reader in any process
+//! sees one complete file or the other. A process that loads it maps it and carries it
+//! forward from the head it names to the current one, whichever process made the
+//! commits in between.
+//!
+//! Loaded or just stored, an index reads its terms and postings in place from the
+//! mapped file: they are page cache, shared by every process on the data directory,
+//! not heap. Once a write lands, the index moves onto the new file
+//! ([`RankedIndex::rebase`]), with whatever changed since the snapshot carried over, so
+//! that what a build or a stream of commits put on the heap leaves it at each store.
+//! A file is never written in place: another process may have it mapped.
 
-use std::io::Write;
+use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +30,7 @@ use git2::{Oid, Repository};
 
 use super::{IndexKind, Store, StoreError, git, lock};
 use crate::model::{RankedQuery, RankedResults, RepoId};
+use crate::ranked::disk::{Snapshot, StoredBase};
 use crate::ranked::{AdvanceStats, RankedError, RankedIndex, RankedProgress, Weights};
 use crate::search::compile_glob;
 
@@ -77,9 +86,40 @@ impl From<RankedError> for StoreError {
     }
 }
 
-/// Write `bytes` as the stored copy in `dir`: to a temporary file, synced, then renamed
-/// over the old one.
-fn write_stored(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// The file under a stored copy's buffer: stops for good halfway through its first
+/// write when [`PAUSE_HOOK`] is set.
+struct Sink {
+    file: std::fs::File,
+    pause: Option<std::ffi::OsString>,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(marker) = self.pause.take() {
+            self.file.write_all(&buf[..buf.len().div_ceil(2)])?;
+            self.file.sync_all()?;
+            std::fs::write(marker, std::process::id().to_string())?;
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Sink {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// Write `snap` as the stored copy in `dir`: to a temporary file, synced, checked and
+/// mapped (what the index moves onto), then renamed over the old one.
+fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
     std::fs::create_dir_all(dir)?;
     remove_stale_temps(dir);
     let tmp = dir.join(format!(
@@ -87,21 +127,32 @@ fn write_stored(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    let written = (|| -> Result<(), StoreError> {
-        let mut f = std::fs::File::create(&tmp)?;
-        let half = bytes.len() / 2;
-        f.write_all(&bytes[..half])?;
-        if let Some(marker) = std::env::var_os(PAUSE_HOOK) {
-            f.sync_all()?;
-            std::fs::write(marker, std::process::id().to_string())?;
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
-        f.write_all(&bytes[half..])?;
-        f.sync_all()?;
+    let written = (|| -> Result<StoredBase, StoreError> {
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let mut w = BufWriter::with_capacity(
+            1 << 20,
+            Sink {
+                file,
+                pause: std::env::var_os(PAUSE_HOOK),
+            },
+        );
+        snap.write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?.file;
+        file.sync_all()?;
+        // Read back as a load would: what this process moves onto is what the next
+        // one will load.
+        let stored = StoredBase::open(&file, snap)
+            .map_err(|e| StoreError::Io(format!("the copy just written reads back wrong: {e}")))?;
         std::fs::rename(&tmp, dir.join(FILE))?;
-        Ok(())
+        // The rename itself is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(stored)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -135,8 +186,11 @@ fn load(
     head: Oid,
 ) -> Option<(RankedIndex, AdvanceStats)> {
     let path = dir.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let mut header = [0u8; crate::ranked::disk::HEADER];
+    let file = match std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header).map(|()| f))
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(repo = %id, cause = %e, "the stored ranked index could not be read; rebuilding");
@@ -145,19 +199,19 @@ fn load(
     };
     // Decide from the header alone whether the copy can be carried to the head: it must
     // describe the head or one of its ancestors.
-    let stored = crate::ranked::disk::stored_head(&bytes);
+    let stored = crate::ranked::disk::stored_head(&header);
     if !stored.is_some_and(|s| s == head || repo.graph_descendant_of(head, s).unwrap_or(false)) {
         tracing::warn!(repo = %id, stored = ?stored.map(|s| s.to_string()), "the stored ranked index is not of the head's history; rebuilding");
         return None;
     }
-    let mut ix = match RankedIndex::from_bytes(&bytes) {
+    // The file as opened: a newer copy renamed over the path meanwhile is another file.
+    let mut ix = match RankedIndex::open(&file) {
         Ok(ix) => ix,
         Err(e) => {
             tracing::warn!(repo = %id, cause = %e, "the stored ranked index is damaged; rebuilding");
             return None;
         }
     };
-    drop(bytes);
     match ix.advance(repo, head) {
         Ok(stats) => Some((ix, stats)),
         Err(e) => {
@@ -183,28 +237,27 @@ impl Store {
         self.index_dir(id).join(FILE)
     }
 
-    /// Write the stored copy of `state`'s index, on a thread of its own, if none is
-    /// being written already.
-    fn save_ranked(&self, id: &RepoId, state: &mut RankedState) {
-        let Some(ix) = state.index.as_ref() else {
+    /// Write the stored copy of `state`'s index (`slot` holds `state`), on a thread
+    /// of its own, if none is being written already; once written, the index moves onto
+    /// it.
+    fn save_ranked(&self, id: &RepoId, slot: &Slot, state: &mut RankedState) {
+        let Some(ix) = state.index.as_mut() else {
             return;
         };
         if state.saving.swap(true, Ordering::AcqRel) {
             return;
         }
         let started = Instant::now();
-        let bytes = ix.to_bytes();
-        let encode_ms = started.elapsed().as_millis() as u64;
-        let heap = ix.heap_bytes();
-        state.heap = heap.total();
-        tracing::debug!(repo = %id, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, "ranked index size");
+        let snap = ix.snapshot();
+        let snapshot_ms = started.elapsed().as_millis() as u64;
         state.unsaved = AdvanceStats::default();
         state.last_save = Some(Instant::now());
-        let (dir, repo_dir, saving, id) = (
+        let (dir, repo_dir, saving, id, slot) = (
             self.index_dir(id),
             self.git_dir(id),
             state.saving.clone(),
             *id,
+            slot.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("ranked-save".into())
@@ -212,34 +265,58 @@ impl Store {
                 let started = Instant::now();
                 // A repo deleted meanwhile gets no index directory back.
                 let result = if repo_dir.is_dir() {
-                    write_stored(&dir, &bytes)
+                    write_stored(&dir, &snap).map(Some)
                 } else {
-                    Ok(())
+                    Ok(None)
                 };
-                match result {
-                    Ok(()) => tracing::debug!(repo = %id, bytes = bytes.len(), encode_ms, write_ms = started.elapsed().as_millis() as u64, "ranked index stored"),
-                    Err(e) => tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it"),
+                drop(snap);
+                let write_ms = started.elapsed().as_millis() as u64;
+                let mut guard = lock(&slot);
+                let state = &mut *guard;
+                match (result, state.index.as_mut()) {
+                    (Ok(Some(stored)), Some(ix)) => {
+                        let moved = ix.rebase(stored);
+                        let heap = ix.heap_bytes();
+                        state.heap = heap.total();
+                        tracing::debug!(repo = %id, snapshot_ms, write_ms, moved, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, mapped_bytes = heap.mapped, "ranked index stored");
+                    }
+                    (Ok(_), ix) => {
+                        if let Some(ix) = ix {
+                            ix.forget_snapshot();
+                        }
+                    }
+                    (Err(e), ix) => {
+                        if let Some(ix) = ix {
+                            ix.forget_snapshot();
+                        }
+                        tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it");
+                    }
                 }
-                drop(bytes);
-                crate::store::memory::release_free_memory();
                 saving.store(false, Ordering::Release);
+                drop(guard);
+                // After the lock: the heap the index moved off, and the snapshot's
+                // buffers, go back to the system.
+                crate::store::memory::release_free_memory();
             });
         if let Err(e) = spawned {
             tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored");
+            if let Some(ix) = state.index.as_mut() {
+                ix.forget_snapshot();
+            }
             state.saving.store(false, Ordering::Release);
         }
     }
 
     /// Count `stats` as applied to `state`'s index, and write the stored copy again if
     /// enough has changed since it was last written.
-    fn note_advance(&self, id: &RepoId, state: &mut RankedState, stats: AdvanceStats) {
+    fn note_advance(&self, id: &RepoId, slot: &Slot, state: &mut RankedState, stats: AdvanceStats) {
         state.unsaved.files += stats.files;
         state.unsaved.commits += stats.commits;
         let enough =
             state.unsaved.commits >= SAVE_AFTER_COMMITS || state.unsaved.files >= SAVE_AFTER_FILES;
         let due = state.last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL);
         if enough && due {
-            self.save_ranked(id, state);
+            self.save_ranked(id, slot, state);
         }
     }
 
@@ -256,7 +333,7 @@ impl Store {
             return;
         };
         match ix.advance(repo, head) {
-            Ok(stats) => self.note_advance(id, &mut guard, stats),
+            Ok(stats) => self.note_advance(id, &slot, &mut guard, stats),
             Err(e) => {
                 tracing::warn!(repo = %id, cause = %e, "ranked index not advanced; rebuilding on next query");
                 guard.index = None;
@@ -306,7 +383,7 @@ impl Store {
                 let stats = ix.advance(&repo, head)?;
                 if stats != Default::default() {
                     tracing::debug!(repo = %id, files = stats.files, commits = stats.commits, "ranked index advanced");
-                    self.note_advance(id, state, stats);
+                    self.note_advance(id, &slot, state, stats);
                 }
             }
             None => {
@@ -318,7 +395,7 @@ impl Store {
                         state.index = Some(ix);
                         state.origin = Some(RankedOrigin::Loaded(stats));
                         state.unsaved = AdvanceStats::default();
-                        self.note_advance(id, state, stats);
+                        self.note_advance(id, &slot, state, stats);
                     }
                     None => {
                         let ix = RankedIndex::build_with(&repo, head, progress)?;
@@ -326,7 +403,7 @@ impl Store {
                         state.heap = ix.heap_bytes().total();
                         state.index = Some(ix);
                         state.origin = Some(RankedOrigin::Built);
-                        self.save_ranked(id, state);
+                        self.save_ranked(id, &slot, state);
                     }
                 }
             }

@@ -419,3 +419,60 @@ async fn a_server_killed_while_storing_the_ranked_index_leaves_nothing_trusted_h
     assert_eq!(out["head"], head);
     assert_eq!(out["ranked"][0]["path"], "src/limits/throttle.rs");
 }
+
+// Two processes on one data directory: one has the stored copy mapped while the other,
+// after enough commits, stores a newer copy over it. The first keeps its mapping of the
+// old file (a rename never changes a file in place) and answers right at every head.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_stored_over_the_one_another_process_maps_leaves_its_answers_right() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let _ = answers(&h.store, &r);
+    let path = h.store.ranked_index_path(&r);
+    let old = wait_stored(&path, &h.store.head(&r).unwrap());
+
+    let a = reopen(&h);
+    let before = answers(&a, &r);
+    assert!(matches!(a.ranked_origin(&r), Some(RankedOrigin::Loaded(_))));
+
+    // The other process takes enough commits to store a newer copy.
+    let b = reopen(&h);
+    let _ = answers(&b, &r);
+    for i in 0..=SAVE_AFTER_COMMITS {
+        b.update(
+            &r,
+            &write(
+                "src/limits/throttle.rs",
+                &format!("/// Throttle the request rate, step {i}.\npub fn throttle() {{}}\n"),
+                &format!("Tune the throttle, step {i}"),
+            ),
+            "b",
+        )
+        .unwrap();
+    }
+    // Stored once the commits reached the threshold (not necessarily at the last).
+    let stored_head = |b: &[u8]| scoped_repo_mcp::ranked::disk::stored_head(b);
+    let mut newer = None;
+    for _ in 0..600 {
+        if let Ok(bytes) = std::fs::read(&path)
+            && stored_head(&bytes) != stored_head(&old)
+        {
+            newer = Some(bytes);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(newer.is_some(), "no newer copy was stored");
+
+    // The first process, its old file replaced under its mapping, carries its index to
+    // the head: the same answers as the other process, and as an index built afresh.
+    let a_now = answers(&a, &r);
+    assert_eq!(a_now[2][0].path, "src/limits/throttle.rs");
+    assert_same_answers(&a_now, &answers(&b, &r));
+    assert_ne!(a_now, before);
+    drop((a, b));
+    std::fs::remove_file(&path).unwrap();
+    let rebuilt = reopen(&h);
+    assert_same_answers(&answers(&rebuilt, &r), &a_now);
+    assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
+}
