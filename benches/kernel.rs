@@ -12,7 +12,7 @@
 //! what the run made before), `KERNEL_ROUNDS` (timed runs per side-by-side query,
 //! default 7), `KERNEL_RANKED_QUERIES` (default 100), `KERNEL_MULTI` (`auto`: the
 //! twenty-repo part runs when `serve --help` lists `--index-memory`; `never`; `always`:
-//! also without the flag, to try the part out).
+//! also without the flag, to try the part out; `only`: the twenty-repo part alone).
 
 #[allow(dead_code)]
 mod support;
@@ -408,88 +408,92 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).expect("make the data directory");
     let mut rows = Rows(Vec::new());
-
-    eprintln!("importing {} …", corpus.display());
-    let imp = import(&data, &corpus, &[]);
-    let (id, text) = (imp.id.as_str(), imp.bytes);
-    rows.add(
-        "import (`repo create --from-dir`)",
-        format!("{} ({} files, {})", secs(imp.took), imp.files, gib(text)),
-        "",
-    );
     let files = corpus_files(&corpus);
     let questions = ranked_questions(&corpus, &files, n_ranked);
     assert!(!questions.is_empty(), "no ranked questions in the corpus");
+    // (files, bytes of text) of the whole corpus's import, when the run made one.
+    let mut imported = None;
 
-    // First process: started after the import, warmed by both kinds of search.
-    eprintln!("first serve process …");
-    let a = serve(&data, &[id], &[]).await;
-    a.line(id, "warm-up", false, 10).await;
-    let a_first_line = a.started.elapsed();
-    let t = Instant::now();
-    a.ranked(id, &questions[0]).await;
-    let a_ranked_build = t.elapsed();
-    let rss_a = a.rss();
-    rows.add(
-        "resident memory, line and ranked search warm",
-        rss_cell(rss_a, text),
-        "≤ 0.3x the text",
-    );
-    rows.add(
-        "first process after the import: first line answer / first ranked answer",
-        format!(
-            "{} from its start / {} for the ranked call",
-            secs(a_first_line),
-            secs(a_ranked_build)
-        ),
-        "",
-    );
-    let mut ranked_times = Vec::new();
-    for q in &questions {
+    // `only`: the twenty repos alone.
+    if multi_mode != "only" {
+        eprintln!("importing {} …", corpus.display());
+        let imp = import(&data, &corpus, &[]);
+        let (id, text) = (imp.id.as_str(), imp.bytes);
+        rows.add(
+            "import (`repo create --from-dir`)",
+            format!("{} ({} files, {})", secs(imp.took), imp.files, gib(text)),
+            "",
+        );
+
+        // First process: started after the import, warmed by both kinds of search.
+        eprintln!("first serve process …");
+        let a = serve(&data, &[id], &[]).await;
+        a.line(id, "warm-up", false, 10).await;
+        let a_first_line = a.started.elapsed();
         let t = Instant::now();
-        a.ranked(id, q).await;
-        ranked_times.push(t.elapsed());
-    }
-    ranked_times.sort();
-    // By now the ranked index the first call built has been stored, and the process
-    // has moved onto the stored file.
-    rows.add(
-        "resident memory, after the ranked queries",
-        rss_cell(a.rss(), text),
-        "≤ 0.3x the text",
-    );
-    rows.add(
-        "ranked query p50",
-        format!(
-            "{} (p99 {}, {} queries)",
-            ms(pct(&ranked_times, 0.5)),
-            ms(pct(&ranked_times, 0.99)),
-            ranked_times.len()
-        ),
-        "≤ 20 ms, kept",
-    );
-    for &(label, pattern, regex) in SIDE_BY_SIDE {
+        a.ranked(id, &questions[0]).await;
+        let a_ranked_build = t.elapsed();
+        let rss_a = a.rss();
+        rows.add(
+            "resident memory, line and ranked search warm",
+            rss_cell(rss_a, text),
+            "≤ 0.3x the text",
+        );
+        rows.add(
+            "first process after the import: first line answer / first ranked answer",
+            format!(
+                "{} from its start / {} for the ranked call",
+                secs(a_first_line),
+                secs(a_ranked_build)
+            ),
+            "",
+        );
+        let mut ranked_times = Vec::new();
+        for q in &questions {
+            let t = Instant::now();
+            a.ranked(id, q).await;
+            ranked_times.push(t.elapsed());
+        }
+        ranked_times.sort();
+        // By now the ranked index the first call built has been stored, and the process
+        // has moved onto the stored file.
+        rows.add(
+            "resident memory, after the ranked queries",
+            rss_cell(a.rss(), text),
+            "≤ 0.3x the text",
+        );
+        rows.add(
+            "ranked query p50",
+            format!(
+                "{} (p99 {}, {} queries)",
+                ms(pct(&ranked_times, 0.5)),
+                ms(pct(&ranked_times, 0.99)),
+                ranked_times.len()
+            ),
+            "≤ 20 ms, kept",
+        );
+        for &(label, pattern, regex) in SIDE_BY_SIDE {
+            let (o, r, answer, lines) = side_by_side(
+                &a,
+                rounds,
+                async |s: &Server| s.line(id, pattern, regex, 1000).await,
+                || rg_all(&corpus, pattern, regex),
+            )
+            .await;
+            rows.add(
+                format!("{label} `{}` vs `rg`", pattern.replace('|', "\\|")),
+                ratio_cell(o, r, &answer, lines),
+                "≤ 0.25x, kept",
+            );
+        }
         let (o, r, answer, lines) = side_by_side(
             &a,
             rounds,
-            async |s: &Server| s.line(id, pattern, regex, 1000).await,
-            || rg_all(&corpus, pattern, regex),
+            async |s: &Server| s.line(id, NO_LITERAL, true, NO_LITERAL_FIRST).await,
+            || rg_head(&corpus, NO_LITERAL, NO_LITERAL_FIRST),
         )
         .await;
         rows.add(
-            format!("{label} `{}` vs `rg`", pattern.replace('|', "\\|")),
-            ratio_cell(o, r, &answer, lines),
-            "≤ 0.25x, kept",
-        );
-    }
-    let (o, r, answer, lines) = side_by_side(
-        &a,
-        rounds,
-        async |s: &Server| s.line(id, NO_LITERAL, true, NO_LITERAL_FIRST).await,
-        || rg_head(&corpus, NO_LITERAL, NO_LITERAL_FIRST),
-    )
-    .await;
-    rows.add(
         format!("no-literal regex `{NO_LITERAL}`, first {NO_LITERAL_FIRST} hits, vs `rg … \\| head -{NO_LITERAL_FIRST}`"),
         format!(
             "{} (files searched: {})",
@@ -499,50 +503,52 @@ async fn main() {
         "≤ 1.2x",
     );
 
-    // A second process on the same data directory while the first one runs.
-    eprintln!("second serve process on the same data directory …");
-    let b = serve(&data, &[id], &[]).await;
-    b.line(id, "warm-up", false, 10).await;
-    let b_line = b.started.elapsed();
-    b.ranked(id, &questions[0]).await;
-    let b_ranked = b.started.elapsed();
-    let rss_b = b.rss();
-    rows.add(
+        // A second process on the same data directory while the first one runs.
+        eprintln!("second serve process on the same data directory …");
+        let b = serve(&data, &[id], &[]).await;
+        b.line(id, "warm-up", false, 10).await;
+        let b_line = b.started.elapsed();
+        b.ranked(id, &questions[0]).await;
+        let b_ranked = b.started.elapsed();
+        let rss_b = b.rss();
+        rows.add(
         "second process, same data directory: first line answer / first ranked answer (from its start)",
         format!("{} / {}", secs(b_line), secs(b_ranked)),
         "",
     );
-    rows.add(
-        "second process: resident memory, both warm",
-        rss_cell(rss_b, text),
-        "",
-    );
-    rows.add("first process meanwhile", rss_cell(a.rss(), text), "");
-    b.stop().await;
-    a.stop().await;
+        rows.add(
+            "second process: resident memory, both warm",
+            rss_cell(rss_b, text),
+            "",
+        );
+        rows.add("first process meanwhile", rss_cell(a.rss(), text), "");
+        b.stop().await;
+        a.stop().await;
 
-    // Restarts: the first answer of a fresh process, line search first, then ranked first.
-    eprintln!("restarts …");
-    let c = serve(&data, &[id], &[]).await;
-    c.line(id, "warm-up", false, 10).await;
-    rows.add(
-        "first line-search answer after a restart",
-        format!("{} (from the process's start)", secs(c.started.elapsed())),
-        "≤ 1 s",
-    );
-    c.stop().await;
-    let d = serve(&data, &[id], &[]).await;
-    d.ranked(id, &questions[0]).await;
-    rows.add(
-        "first ranked answer after a restart",
-        format!("{} (from the process's start)", secs(d.started.elapsed())),
-        "≤ 2 s",
-    );
-    d.stop().await;
+        // Restarts: the first answer of a fresh process, line search first, then ranked first.
+        eprintln!("restarts …");
+        let c = serve(&data, &[id], &[]).await;
+        c.line(id, "warm-up", false, 10).await;
+        rows.add(
+            "first line-search answer after a restart",
+            format!("{} (from the process's start)", secs(c.started.elapsed())),
+            "≤ 1 s",
+        );
+        c.stop().await;
+        let d = serve(&data, &[id], &[]).await;
+        d.ranked(id, &questions[0]).await;
+        rows.add(
+            "first ranked answer after a restart",
+            format!("{} (from the process's start)", secs(d.started.elapsed())),
+            "≤ 2 s",
+        );
+        d.stop().await;
+        imported = Some((imp.files, text));
+    }
 
     // Twenty repos under an index budget.
     let run_multi = match multi_mode.as_str() {
-        "always" => true,
+        "always" | "only" => true,
         "never" => false,
         _ => flag,
     };
@@ -635,12 +641,14 @@ async fn main() {
         );
     }
 
-    println!(
-        "Corpus: `{}`: {} files, {} of text imported. Rounds per side-by-side query: {rounds}.",
-        corpus.display(),
-        imp.files,
-        gib(text)
-    );
+    match imported {
+        Some((files, text)) => println!(
+            "Corpus: `{}`: {files} files, {} of text imported. Rounds per side-by-side query: {rounds}.",
+            corpus.display(),
+            gib(text)
+        ),
+        None => println!("Corpus: `{}` (the twenty repos only).", corpus.display()),
+    }
     println!();
     println!("| measure | measured | goal |");
     println!("| --- | --- | --- |");

@@ -7,7 +7,7 @@
 #   SCRATCH holds the untarred tree (kept and reused) and the run's data directories
 #   (made anew each run). Needs rg, xz and about 12 GB free in SCRATCH.
 #   KERNEL_ROUNDS (default 7), KERNEL_RANKED_QUERIES (default 100) and KERNEL_MULTI
-#   (auto | never | always) are passed to the bench (see benches/kernel.rs).
+#   (auto | never | always | only: the twenty repos alone) are passed to the bench (see benches/kernel.rs).
 # A benchmark, not a test, never run in CI: it builds the ranked index three times
 # (first process, second process, restart), ten minutes or more on 2 quiet cores and
 # nearly an hour on a loaded machine.
