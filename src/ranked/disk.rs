@@ -547,16 +547,8 @@ fn parse(src: Source<'_>, history: bool) -> Read<Parsed> {
 /// The history section: the kept commits, oldest first, and the per-path sums.
 fn put_history(ix: &RankedIndex, out: &mut Vec<u8>) {
     let h = &ix.history;
-    // `order` may name a commit twice (withdrawn, then brought back by a later
-    // head); its first place is the one the cap evicts it from, so that is kept.
-    let mut seen = HashSet::new();
-    let kept: Vec<&Oid> = h
-        .order
-        .iter()
-        .filter(|o| h.kept.contains(o) && seen.insert(**o))
-        .collect();
-    put_varint(out, kept.len() as u64);
-    for oid in kept {
+    put_varint(out, h.kept.len() as u64);
+    for oid in &h.kept {
         out.extend_from_slice(oid.as_bytes());
     }
     // Sorted by path, so that one index always makes the same bytes.
@@ -595,12 +587,13 @@ fn put_history(ix: &RankedIndex, out: &mut Vec<u8>) {
 fn read_history(r: &mut Reader<'_>, known: &[bool]) -> Read<History> {
     let mut history = History::default();
     let nkept = r.count()?;
+    let mut seen = HashSet::with_capacity(nkept);
     for _ in 0..nkept {
         let oid = r.oid()?;
-        if !history.kept.insert(oid) {
+        if !seen.insert(oid) {
             return Err(DecodeError::Malformed("a commit stored twice"));
         }
-        history.order.push_back(oid);
+        history.kept.push_back(oid);
     }
     // The sums keep no zero and no empty map (see `History::apply`); a stored one that
     // does is not one this code wrote.

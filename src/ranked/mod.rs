@@ -102,12 +102,12 @@ struct CommitRecord {
 /// What the repository's history says about each path.
 #[derive(Debug, Default, Clone)]
 struct History {
-    /// The commits whose records are in the sums below.
-    kept: HashSet<Oid>,
-    /// The kept commits, oldest first (it may hold commits withdrawn since, which are
-    /// skipped): the oldest leave first once more than the cap are kept, so a
-    /// long-running server's history stays bounded however many commits land.
-    order: std::collections::VecDeque<Oid>,
+    /// The commits whose records are in the sums below, oldest first, each once: the
+    /// oldest leave first once more than the cap are kept, so a long-running server's
+    /// history stays bounded however many commits land. 20 bytes a commit: no set
+    /// beside it, since only a head that does not descend from the last one asks
+    /// which commits are kept, and one pass over this list answers that.
+    kept: std::collections::VecDeque<Oid>,
     /// path → summed message term counts of the kept commits that changed it.
     per_file: HashMap<String, HashMap<u32, u32>>,
     /// path → how many kept commits changed it.
@@ -579,9 +579,17 @@ impl RankedIndex {
             let mut walk = repo.revwalk()?;
             walk.push(old)?;
             walk.hide(new)?;
-            for oid in walk {
-                let oid = oid?;
-                if self.history.kept.remove(&oid) {
+            let gone: HashSet<Oid> = walk.collect::<Result<_, _>>()?;
+            if !gone.is_empty() {
+                let mut withdrawn = Vec::new();
+                self.history.kept.retain(|o| {
+                    let keep = !gone.contains(o);
+                    if !keep {
+                        withdrawn.push(*o);
+                    }
+                    keep
+                });
+                for oid in withdrawn {
                     self.withdraw(repo, oid, &mut dirty)?;
                     n += 1;
                 }
@@ -599,8 +607,9 @@ impl RankedIndex {
         for (i, oid) in fresh.into_iter().rev().enumerate() {
             if let Some(rec) = self.record(repo, oid)? {
                 self.history.apply(&rec, 1, &mut dirty);
-                self.history.kept.insert(oid);
-                self.history.order.push_back(oid);
+                // Not kept already: the new head's ancestors that are kept are the old
+                // head's too, and the walk hides those.
+                self.history.kept.push_back(oid);
                 n += 1;
             }
             if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
@@ -611,17 +620,10 @@ impl RankedIndex {
             }
         }
         while self.history.kept.len() > self.history_cap {
-            let Some(oldest) = self.history.order.pop_front() else {
+            let Some(oldest) = self.history.kept.pop_front() else {
                 break;
             };
-            if self.history.kept.remove(&oldest) {
-                self.withdraw(repo, oldest, &mut dirty)?;
-            }
-        }
-        // Withdrawn commits leave stale entries behind; drop them once they dominate.
-        if self.history.order.len() > 2 * self.history.kept.len() + 1024 {
-            let kept = &self.history.kept;
-            self.history.order.retain(|o| kept.contains(o));
+            self.withdraw(repo, oldest, &mut dirty)?;
         }
         for p in dirty {
             if let Some(&slot) = self.slot_of.get(&p) {
@@ -776,8 +778,7 @@ impl RankedIndex {
             + self.blobs.capacity() * size_of::<Oid>()
             + self.free.capacity() * 4;
         let h = &self.history;
-        let history = map_bytes::<Oid, ()>(h.kept.capacity())
-            + h.order.capacity() * size_of::<Oid>()
+        let history = h.kept.capacity() * size_of::<Oid>()
             + map_bytes::<String, HashMap<u32, u32>>(h.per_file.capacity())
             + h.per_file
                 .iter()
@@ -982,7 +983,6 @@ mod tests {
             ix.advance(&repo, head).unwrap();
         }
         assert_eq!(ix.history.kept.len(), 5);
-        assert!(ix.history.order.len() <= 5 + 1024);
         // The first commit's words are gone with it; the newest are kept.
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
