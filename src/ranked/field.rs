@@ -90,6 +90,25 @@ fn posting_hash(term: u32, slot: u32, tf: u32) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Document `slot`: its delta document if it has one, else its base document unless
+/// stale, else none.
+fn document<'a>(
+    delta_docs: &'a HashMap<u32, Vec<(u32, u32)>>,
+    docs_at: &'a Backing<u32>,
+    docs_base: &'a Backing<(u32, u32)>,
+    stale: &[bool],
+    slot: u32,
+) -> &'a [(u32, u32)] {
+    if let Some(d) = delta_docs.get(&slot) {
+        return d;
+    }
+    let s = slot as usize;
+    if s + 1 < docs_at.len() && !stale[s] {
+        return &docs_base[docs_at[s] as usize..docs_at[s + 1] as usize];
+    }
+    &[]
+}
+
 impl Field {
     /// Replace the terms of document `slot` (an empty list removes it from the field).
     pub fn set(&mut self, slot: u32, terms: Vec<(u32, u32)>) {
@@ -391,14 +410,13 @@ impl Field {
 
     /// The document's (term id, frequency) pairs.
     pub fn terms_of(&self, slot: u32) -> &[(u32, u32)] {
-        if let Some(d) = self.delta_docs.get(&slot) {
-            return d;
-        }
-        let s = slot as usize;
-        if s + 1 < self.docs_at.len() && !self.stale[s] {
-            return &self.docs_base[self.docs_at[s] as usize..self.docs_at[s + 1] as usize];
-        }
-        &[]
+        document(
+            &self.delta_docs,
+            &self.docs_at,
+            &self.docs_base,
+            &self.stale,
+            slot,
+        )
     }
 
     /// How many base documents held `term` when the base was made.
@@ -539,14 +557,13 @@ impl FieldSnapshot {
 
     /// The document of `slot`, as [`Field::terms_of`].
     pub fn terms_of(&self, slot: u32) -> &[(u32, u32)] {
-        if let Some(d) = self.delta_docs.get(&slot) {
-            return d;
-        }
-        let s = slot as usize;
-        if s + 1 < self.docs_at.len() && !self.stale[s] {
-            return &self.docs_base[self.docs_at[s] as usize..self.docs_at[s + 1] as usize];
-        }
-        &[]
+        document(
+            &self.delta_docs,
+            &self.docs_at,
+            &self.docs_base,
+            &self.stale,
+            slot,
+        )
     }
 
     /// Each term's live postings, sorted by slot, for terms `0..terms` in order:

@@ -248,48 +248,15 @@ fn a_writer_killed_mid_segment_leaves_a_store_that_answers_and_no_litter() {
     let h = Harness::new();
     let id = repo(&h, &corpus());
     let dir = index_dir(h.data_dir(), &id);
-    // The server builds the index at start-up; the hook pauses its segment writer once
-    // 64 KiB of the temporary file are written.
-    let mut child = std::process::Command::new(BIN)
-        .arg("--data-dir")
-        .arg(h.data_dir())
-        .args(["serve", "--repo", &id.to_string()])
-        .env_remove("RELACE_API_KEY")
-        .env_remove("SCOPED_REPO_IDS")
-        .env("SCOPED_REPO_TEST_PAUSE_SEGMENT_WRITE_MS", "60000")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let partial = loop {
-        let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
-            entries.flatten().find(|e| {
-                e.file_name().to_string_lossy().starts_with(".tmp-")
-                    && e.metadata().is_ok_and(|m| m.len() >= 64 * 1024)
-            })
-        });
-        if let Some(e) = found {
-            break e.path();
-        }
-        assert!(Instant::now() < deadline, "no segment write began");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // The server builds the index for its first search; the hook pauses its segment
+    // writer once 64 KiB of the temporary file are written.
+    let partial = kill_serve_mid_write(&h, &id, "60000", &|| true);
     assert!(partial.exists());
     assert!(!dir.join("manifest").exists(), "a set was published");
 
     let store = fresh_store(h.data_dir());
     check_all(&store, &id);
-    let left: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp-"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    assert!(litter(&h, &id).is_empty(), "{:?}", litter(&h, &id));
     assert_eq!(manifest(h.data_dir(), &id).len(), 1);
 }
 
