@@ -471,7 +471,27 @@ async fn a_copy_stored_over_the_one_another_process_maps_leaves_its_answers_righ
     assert_same_answers(&a_now, &answers(&b, &r));
     assert_ne!(a_now, before);
     drop((a, b));
-    std::fs::remove_file(&path).unwrap();
+    // A store either process began may still land, on its own thread, after the drop:
+    // remove the stored copy once no write is under way and it stays gone.
+    let dir = path.parent().unwrap().to_path_buf();
+    let writing = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".ranked.bin."))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::remove_file(&path);
+        std::thread::sleep(Duration::from_millis(500));
+        if !path.exists() && !writing() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a stored copy kept coming back"
+        );
+    }
     let rebuilt = reopen(&h);
     assert_same_answers(&answers(&rebuilt, &r), &a_now);
     assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
