@@ -267,12 +267,24 @@ impl Field {
                 *at += 1;
             }
         }
-        Some(Self {
+        let a = BaseArrays {
             base_at: base_at.into(),
             base: base.into(),
-            stale: vec![false; lens.len()],
             docs_at: docs_at.into(),
             docs_base: docs_base.into(),
+        };
+        Some(Self::with_base(a, lens, total_len, docs))
+    }
+
+    /// A field of base `a` alone (no delta), whose documents' lengths, their sum and
+    /// the count of non-empty ones are given.
+    fn with_base(a: BaseArrays, lens: Vec<u32>, total_len: u64, docs: u32) -> Self {
+        Self {
+            base_at: a.base_at,
+            base: a.base,
+            docs_at: a.docs_at,
+            docs_base: a.docs_base,
+            stale: vec![false; lens.len()],
             delta: HashMap::new(),
             delta_docs: HashMap::new(),
             delta_pairs: 0,
@@ -281,7 +293,7 @@ impl Field {
             total_len,
             docs,
             touched: None,
-        })
+        }
     }
 
     /// A field whose base is `a` (as stored, e.g. read in place from a mapped file),
@@ -358,21 +370,7 @@ impl Field {
         if from_postings != from_docs {
             return Err("a field's postings are not its documents'");
         }
-        Ok(Self {
-            base_at: a.base_at,
-            base: a.base,
-            docs_at: a.docs_at,
-            docs_base: a.docs_base,
-            stale: vec![false; slots],
-            delta: HashMap::new(),
-            delta_docs: HashMap::new(),
-            delta_pairs: 0,
-            df_delta: HashMap::new(),
-            lens,
-            total_len,
-            docs,
-            touched: None,
-        })
+        Ok(Self::with_base(a, lens, total_len, docs))
     }
 
     /// Start noting which slots are set or cleared from now on (a snapshot of the
