@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::common::{Harness, call, ok, refused};
 
-const FILES: &[(&str, &str)] = &[
+/// A small repo with one file for each of a few questions (also used by `ranked_disk`).
+pub(crate) const FILES: &[(&str, &str)] = &[
     (
         "src/retry/backoff.rs",
         "//! Retry policy.\n\n/// Delay before the next attempt, doubling each time.\npub fn compute_backoff(attempt: u32) -> u64 {\n    100 * 2u64.pow(attempt)\n}\n",

@@ -15,21 +15,7 @@ use serde_json::{Value, json};
 use crate::common::{Harness, call, ok};
 use crate::progress::ProgressSink;
 
-const FILES: &[(&str, &str)] = &[
-    (
-        "src/retry/backoff.rs",
-        "//! Retry policy.\n\n/// Delay before the next attempt, doubling each time.\npub fn compute_backoff(attempt: u32) -> u64 {\n    100 * 2u64.pow(attempt)\n}\n",
-    ),
-    (
-        "src/auth/token.rs",
-        "//! Tokens.\n\n/// Check an API token against the stored hash.\npub fn verify_token(token: &str, hash: &str) -> bool {\n    sha(token) == hash\n}\n",
-    ),
-    (
-        "src/main.rs",
-        "fn main() {\n    let server = Server::new();\n    server.run();\n}\n",
-    ),
-    ("README.md", "# Demo\n\nA small server.\n"),
-];
+use crate::ranked::FILES;
 
 const HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
 
