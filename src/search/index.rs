@@ -146,6 +146,11 @@ fn decode(list: &[u8]) -> Vec<u32> {
 struct PartialPostings {
     slot: Slots,
     lists: Vec<(u32, u32, Vec<u8>)>,
+    /// A bitmap of the trigram space beside [`Slots::Table`], cleared between files;
+    /// empty beside [`Slots::Map`] (a file's trigrams are then sorted to drop repeats).
+    seen: Vec<u64>,
+    /// The current file's distinct trigrams.
+    distinct: Vec<u32>,
 }
 
 /// One more than the slot of each trigram in `lists`, 0 when absent.
@@ -174,13 +179,23 @@ impl PartialPostings {
                 Slots::Table(vec![0; TRIGRAM_SPACE])
             },
             lists: Vec::new(),
+            seen: if small {
+                Vec::new()
+            } else {
+                vec![0u64; TRIGRAM_SPACE / 64]
+            },
+            distinct: Vec::new(),
         }
     }
 
-    /// Add the distinct trigrams of `content` to file `id`'s postings; `seen` is a
-    /// cleared bitmap of the trigram space, left cleared, or empty (then the trigrams
-    /// are sorted to drop repeats).
-    fn add(&mut self, id: u32, content: &[u8], seen: &mut [u64], distinct: &mut Vec<u32>) {
+    /// Add the distinct trigrams of `content` to file `id`'s postings.
+    fn add(&mut self, id: u32, content: &[u8]) {
+        let Self {
+            slot,
+            lists,
+            seen,
+            distinct,
+        } = self;
         let mut t = 0u32;
         let mut run = 0usize;
         for &b in content {
@@ -210,15 +225,15 @@ impl PartialPostings {
             if !seen.is_empty() {
                 seen[(t >> 6) as usize] &= !(1u64 << (t & 63));
             }
-            let s = match &mut self.slot {
+            let s = match slot {
                 Slots::Table(table) => &mut table[t as usize],
                 Slots::Map(map) => map.entry(t).or_insert(0),
             };
             if *s == 0 {
-                self.lists.push((t, 0, Vec::new()));
-                *s = self.lists.len() as u32;
+                lists.push((t, 0, Vec::new()));
+                *s = lists.len() as u32;
             }
-            let (_, last, bytes) = &mut self.lists[*s as usize - 1];
+            let (_, last, bytes) = &mut lists[*s as usize - 1];
             put_varint(bytes, id - *last);
             *last = id;
         }
@@ -228,6 +243,7 @@ impl PartialPostings {
     /// The lists sorted by trigram, with the table freed.
     fn finish(mut self) -> Vec<(u32, u32, Vec<u8>)> {
         self.slot = Slots::Map(foldhash::HashMap::default());
+        self.seen = Vec::new();
         self.lists.sort_unstable_by_key(|l| l.0);
         self.lists
     }
@@ -335,14 +351,8 @@ fn index_range(
     let bytes: usize = files[lo..hi].iter().map(|f| f.content.len()).sum();
     let small = bytes < SMALL_BUILD;
     let mut part = PartialPostings::new(small);
-    let mut seen = if small {
-        Vec::new()
-    } else {
-        vec![0u64; TRIGRAM_SPACE / 64]
-    };
-    let mut distinct = Vec::new();
     for (id, f) in files.iter().enumerate().take(hi).skip(lo) {
-        part.add(id as u32, &f.content, &mut seen, &mut distinct);
+        part.add(id as u32, &f.content);
         if id % 256 == 255 {
             let d = done.fetch_add(256, Ordering::Relaxed) + 256;
             if let Some(report) = report {
@@ -845,18 +855,12 @@ mod tests {
         ];
         let build = |small: bool| {
             let mut part = PartialPostings::new(small);
-            let mut seen = if small {
-                Vec::new()
-            } else {
-                vec![0u64; TRIGRAM_SPACE / 64]
-            };
-            let mut distinct = Vec::new();
             for round in 0..3u32 {
                 for (i, t) in texts.iter().enumerate() {
-                    part.add(round * 8 + i as u32, t.as_bytes(), &mut seen, &mut distinct);
+                    part.add(round * 8 + i as u32, t.as_bytes());
                 }
             }
-            assert!(seen.iter().all(|&w| w == 0));
+            assert!(part.seen.iter().all(|&w| w == 0));
             part.finish()
         };
         let (small, table) = (build(true), build(false));
