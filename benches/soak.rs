@@ -333,6 +333,9 @@ async fn main() {
         )
         .collect();
     let mut samples: Vec<Sample> = Vec::new();
+    // Resident memory split into anonymous (heap, stacks) and file-backed pages (the
+    // binary, mapped segments and ranked files), per minute and server.
+    let mut split: Vec<Vec<(u64, u64)>> = Vec::new();
     let mut per_minute: Vec<BTreeMap<&'static str, (Duration, Duration, usize)>> = Vec::new();
     let started = Instant::now();
     let mut minute = 0;
@@ -357,14 +360,22 @@ async fn main() {
                 )
             })
             .collect();
+        let parts: Vec<(u64, u64)> = servers
+            .iter()
+            .map(|(_, p)| (proc_status(*p, "RssAnon:"), proc_status(*p, "RssFile:")))
+            .collect();
         let calls = books.calls.load(Ordering::Relaxed);
         let line: Vec<String> = servers
             .iter()
             .zip(&per)
-            .map(|((name, _), (rss, fd, th))| format!("{name} {rss} KiB, {fd} fds, {th} threads"))
+            .zip(&parts)
+            .map(|(((name, _), (rss, fd, th)), (anon, file))| {
+                format!("{name} {rss} KiB (anon {anon}, file {file}), {fd} fds, {th} threads")
+            })
             .collect();
         eprintln!("minute {minute}: {calls} calls; {}", line.join("; "));
         samples.push((minute, calls, per));
+        split.push(parts);
     }
     for t in tasks {
         let _ = t.await;
@@ -389,6 +400,25 @@ async fn main() {
             .map(|(rss, fd, th)| format!("{:.1} / {fd} / {th}", *rss as f64 / 1024.0))
             .collect();
         println!("| {m} | {calls} | {} |", cells.join(" | "));
+    }
+    let heads: Vec<String> = servers
+        .iter()
+        .map(|(name, _)| format!("{name} anon / file (MiB)"))
+        .collect();
+    println!("\n| minute | {} |", heads.join(" | "));
+    println!("| --- |{}", " --- |".repeat(servers.len()));
+    for ((m, _, _), parts) in samples.iter().zip(&split) {
+        let cells: Vec<String> = parts
+            .iter()
+            .map(|(anon, file)| {
+                format!(
+                    "{:.1} / {:.1}",
+                    *anon as f64 / 1024.0,
+                    *file as f64 / 1024.0
+                )
+            })
+            .collect();
+        println!("| {m} | {} |", cells.join(" | "));
     }
     let tools: Vec<&'static str> = per_minute
         .iter()
