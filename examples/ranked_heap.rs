@@ -121,6 +121,7 @@ fn main() {
         );
     }
     report("loaded, after the queries", Some(&index), text);
+    snippet_stages(&index, &repo, &queries);
 
     // An incremental update on the mapped index: ten files rewritten in one commit.
     let mut index = index;
@@ -133,6 +134,64 @@ fn main() {
     store(&mut index, &stored);
     println!("store again: {:.2?}", t.elapsed());
     report("advanced, stored again", Some(&index), text);
+}
+
+/// Where a query's snippet time goes: for the files an answer cuts snippets from (the
+/// 50 best, until 8,000 tokens of snippet are spent), the blob reads, the definitions
+/// (chunk boundaries) and the whole choice of the best chunk, summed per query; the
+/// medians over the queries are printed.
+fn snippet_stages(index: &RankedIndex, repo: &Repository, queries: &[String]) {
+    use scoped_repo_mcp::ranked::{chunks, symbols};
+    let (mut blobs, mut defs, mut best, mut files, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for q in queries {
+        let weights = chunks::QueryTerms::new(&index.term_weights(q));
+        let (mut tb, mut td, mut tc, mut n, mut read) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0, 0);
+        let mut budget = 8000usize;
+        for f in index.rank(q, 50, &Weights::default(), &|_| true) {
+            let Some(id) = index.blob_of(&f.path) else {
+                continue;
+            };
+            let t = Instant::now();
+            let blob = repo.find_blob(id).unwrap();
+            let text = String::from_utf8_lossy(blob.content()).into_owned();
+            tb += t.elapsed();
+            let t = Instant::now();
+            std::hint::black_box(symbols::definitions(&f.path, &text));
+            td += t.elapsed();
+            let t = Instant::now();
+            let (s, e) = chunks::best_chunk(&f.path, &text, &weights);
+            tc += t.elapsed();
+            n += 1;
+            read += text.len();
+            let cut: usize = text.lines().skip(s).take(e - s).map(|l| l.len() + 1).sum();
+            if cut.div_ceil(4) >= budget {
+                break;
+            }
+            budget -= cut.div_ceil(4);
+        }
+        blobs.push(tb);
+        defs.push(td);
+        best.push(tc);
+        files.push(n);
+        bytes.push(read);
+    }
+    fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
+        v.sort();
+        v[v.len() / 2]
+    }
+    if queries.is_empty() {
+        return;
+    }
+    println!(
+        "snippet stages, median per query: {} files, {:.0} KiB read; blob reads {:.1?}, definitions {:.1?}, best chunk (definitions included) {:.1?}",
+        median(files),
+        median(bytes) as f64 / 1024.0,
+        median(blobs),
+        median(defs),
+        median(best)
+    );
 }
 
 /// A commit on `head` rewriting ten files spread over the tree.

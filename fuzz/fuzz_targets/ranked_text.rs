@@ -1,6 +1,7 @@
 //! Fuzz target: the ranked tokenizer, definition finder and chunker on any UTF-8 text,
 //! read as each language the definition patterns know (and as none): no panic, and the
-//! chunks cover every line in order, as `chunks` promises.
+//! chunks cover every line in order, as `chunks` promises; and the best chunk found by
+//! splitting only the lines a needle points at is the one found by splitting them all.
 //!
 //! Input: the first line is the file's name (its extension picks the language), the
 //! rest is the file's text; a query for `best_chunk` is taken from the name's line too.
@@ -9,7 +10,9 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use scoped_repo_mcp::ranked::chunks::{MAX_CHUNK_LINES, best_chunk, chunks};
+use scoped_repo_mcp::ranked::chunks::{
+    MAX_CHUNK_LINES, QueryTerms, best_chunk, best_chunk_scanning_every_line, chunks,
+};
 use scoped_repo_mcp::ranked::symbols::definitions;
 use scoped_repo_mcp::ranked::terms::{for_each_term, plain_words, split_words, stem, terms};
 
@@ -46,6 +49,12 @@ fuzz_target!(|data: &[u8]| {
         .enumerate()
         .map(|(i, t)| (t, 1.0 + i as f32))
         .collect();
-    let (s, e) = best_chunk(path, text, &weights);
+    let query = QueryTerms::new(&weights);
+    let (s, e) = best_chunk(path, text, &query);
     assert!(s <= e && e <= lines, "best chunk {s}..{e} of {lines} lines");
+    assert_eq!(
+        (s, e),
+        best_chunk_scanning_every_line(path, text, &query),
+        "the lines the needles pass over held a query term"
+    );
 });

@@ -47,26 +47,176 @@ pub fn chunks(path: &str, text: &str) -> Vec<(usize, usize)> {
     out
 }
 
-/// The chunk of `text` that best matches the query terms weighted by `weights`
-/// (term → informativeness): the sum over matched terms of weight × (1 + ln tf),
-/// slightly favouring shorter chunks among equals.
-pub fn best_chunk(path: &str, text: &str, weights: &HashMap<String, f32>) -> (usize, usize) {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut best = (f32::MIN, (0, lines.len().min(MAX_CHUNK_LINES)));
-    for (s, e) in chunks(path, text) {
-        let mut tf: HashMap<String, u32> = HashMap::new();
-        for line in &lines[s..e] {
-            terms::for_each_term(line, |t| {
-                if weights.contains_key(t) {
-                    *tf.entry(t.to_string()).or_default() += 1;
-                }
-            });
-        }
-        let score: f32 = tf
+/// A query's terms, weighted, ready to score the chunks of many files: each term's
+/// needle (a string every line that holds the term contains, once lower-cased with its
+/// underscores removed), and one pattern that finds any of them.
+pub struct QueryTerms {
+    /// The terms and their weights, in a fixed order (so sums round alike every time).
+    terms: Vec<(String, f32)>,
+    /// Finds any ASCII term's needle; `None` when there is none. (A term outside ASCII
+    /// only comes from a line outside ASCII, and those are all split into terms.)
+    needles: Option<regex::bytes::Regex>,
+}
+
+impl QueryTerms {
+    /// `weights`: term → informativeness (see [`super::RankedIndex::term_weights`]).
+    pub fn new(weights: &HashMap<String, f32>) -> Self {
+        let mut terms: Vec<(String, f32)> = weights.iter().map(|(t, w)| (t.clone(), *w)).collect();
+        terms.sort_by(|a, b| a.0.cmp(&b.0));
+        let alternatives: Vec<String> = terms
             .iter()
-            .map(|(t, &c)| weights[t] * (1.0 + (c as f32).ln()))
+            .filter(|(t, _)| t.is_ascii())
+            .map(|(t, _)| regex::escape(needle(t)))
+            .collect();
+        let needles = (!alternatives.is_empty()).then(|| {
+            regex::bytes::RegexBuilder::new(&alternatives.join("|"))
+                .unicode(false)
+                .build()
+                .expect("escaped literals compile")
+        });
+        QueryTerms { terms, needles }
+    }
+
+    /// How often each term occurs in `line` (by the terms' order), or `None` if none does.
+    fn counts(&self, line: &str) -> Option<Vec<u32>> {
+        let mut tf = vec![0u32; self.terms.len()];
+        let mut any = false;
+        terms::for_each_term(line, |t| {
+            if let Ok(i) = self.terms.binary_search_by(|(x, _)| x.as_str().cmp(t)) {
+                tf[i] += 1;
+                any = true;
+            }
+        });
+        any.then_some(tf)
+    }
+
+    /// A chunk's score from its terms' counts: the sum over matched terms of weight ×
+    /// (1 + ln tf), slightly favouring shorter chunks.
+    fn score(&self, tf: &[u32], lines: usize) -> f32 {
+        self.terms
+            .iter()
+            .zip(tf)
+            .filter(|(_, c)| **c > 0)
+            .map(|((_, w), &c)| w * (1.0 + (c as f32).ln()))
             .sum::<f32>()
-            / (1.0 + (e - s) as f32 / 200.0);
+            / (1.0 + lines as f32 / 200.0)
+    }
+
+    /// The lines of `text` that may hold a term, in order: those where a needle occurs
+    /// once the text is lower-cased (ASCII) and its underscores removed, and every line
+    /// with a byte outside ASCII (whose case folding the needles do not model).
+    fn candidate_lines(&self, text: &str) -> Vec<usize> {
+        if self.terms.is_empty() {
+            return Vec::new();
+        }
+        let mut flat = Vec::with_capacity(text.len());
+        let mut wide = Vec::new();
+        let mut line = 0;
+        let mut line_is_wide = false;
+        for &b in text.as_bytes() {
+            match b {
+                b'_' => {}
+                b'\n' => {
+                    if line_is_wide {
+                        wide.push(line);
+                    }
+                    line += 1;
+                    line_is_wide = false;
+                    flat.push(b);
+                }
+                _ => {
+                    line_is_wide |= !b.is_ascii();
+                    flat.push(b.to_ascii_lowercase());
+                }
+            }
+        }
+        if line_is_wide {
+            wide.push(line);
+        }
+        let mut found = Vec::new();
+        let (mut at, mut line) = (0, 0);
+        let mut from = 0;
+        while let Some(m) = self.needles.as_ref().and_then(|n| n.find_at(&flat, from)) {
+            line += flat[at..m.start()].iter().filter(|&&b| b == b'\n').count();
+            found.push(line);
+            // Go on from the next line: this one is a candidate already.
+            at = m.start();
+            from = match flat[m.start()..].iter().position(|&b| b == b'\n') {
+                Some(i) => m.start() + i,
+                None => flat.len(),
+            };
+        }
+        found.extend(wide);
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+}
+
+/// A string every line that yields `term` contains, lower-cased with underscores
+/// removed. A term is a word's part, stemmed, or a whole identifier with its separators
+/// removed ([`terms::for_each_term`]); stemming only strips endings, except that `-ies`
+/// becomes `-y`, so the term without a final `y` is a prefix of the part it came from.
+fn needle(term: &str) -> &str {
+    match term.strip_suffix('y') {
+        Some(base) if term.len() >= 3 => base,
+        _ => term,
+    }
+}
+
+/// The chunk of `text` that best matches the query: the sum over matched terms of
+/// weight × (1 + ln tf), slightly favouring shorter chunks among equals. Only the lines
+/// that may hold a term are split into terms.
+pub fn best_chunk(path: &str, text: &str, query: &QueryTerms) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut hits: Vec<(usize, Vec<u32>)> = Vec::new();
+    for i in query.candidate_lines(text) {
+        if let Some(tf) = lines.get(i).and_then(|l| query.counts(l)) {
+            hits.push((i, tf));
+        }
+    }
+    pick_chunk(path, text, lines.len(), query, &hits)
+}
+
+/// [`best_chunk`] splitting every line into terms: the reference the needles are
+/// checked against.
+pub fn best_chunk_scanning_every_line(
+    path: &str,
+    text: &str,
+    query: &QueryTerms,
+) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let hits: Vec<(usize, Vec<u32>)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i, query.counts(l)?)))
+        .collect();
+    pick_chunk(path, text, lines.len(), query, &hits)
+}
+
+/// The best of `text`'s chunks given the term counts of the lines that hold a term
+/// (`hits`, in line order).
+fn pick_chunk(
+    path: &str,
+    text: &str,
+    total: usize,
+    query: &QueryTerms,
+    hits: &[(usize, Vec<u32>)],
+) -> (usize, usize) {
+    let mut best = (f32::MIN, (0, total.min(MAX_CHUNK_LINES)));
+    let mut tf = vec![0u32; query.terms.len()];
+    let mut next = 0;
+    for (s, e) in chunks(path, text) {
+        tf.fill(0);
+        while next < hits.len() && hits[next].0 < e {
+            if hits[next].0 >= s {
+                for (sum, c) in tf.iter_mut().zip(&hits[next].1) {
+                    *sum += c;
+                }
+            }
+            next += 1;
+        }
+        let score = query.score(&tf, e - s);
         if score > best.0 {
             best = (score, (s, e));
         }
@@ -91,7 +241,68 @@ mod tests {
         let w: HashMap<String, f32> = [("backoff".to_string(), 2.0), ("delay".to_string(), 1.0)]
             .into_iter()
             .collect();
-        assert_eq!(best_chunk("r.py", text, &w), (3, 5));
+        assert_eq!(best_chunk("r.py", text, &QueryTerms::new(&w)), (3, 5));
+    }
+
+    /// Every line that yields a term is among the lines its needle points at, for each
+    /// term of a text full of the ways names are written.
+    #[test]
+    fn the_needles_find_every_line_that_holds_a_term() {
+        let text = "fn parse_HTTPHeader2(bodies: &Entries) {}\r\n\
+                    let getUserName = queries_parsed + __dunder__;\n\
+                    // The PROXIES retried; boxes, glasses, classes\n\
+                    größe = Straße_Kelvin \u{212A}elvin x1y2 v42\n\
+                    copies studies ponies dressing addressed\n\
+                    \n\
+                    tail_without_newline";
+        let lines: Vec<&str> = text.lines().collect();
+        let all: std::collections::BTreeSet<String> = terms::terms(text).into_iter().collect();
+        assert!(all.len() > 30, "{all:?}");
+        for t in &all {
+            let q = QueryTerms::new(&[(t.clone(), 1.0)].into_iter().collect());
+            let candidates = q.candidate_lines(text);
+            for (i, line) in lines.iter().enumerate() {
+                if q.counts(line).is_some() {
+                    assert!(
+                        candidates.contains(&i),
+                        "{t:?} on line {i} not found: {candidates:?}"
+                    );
+                }
+            }
+        }
+        // And the needles do narrow: a term on one line points at that line alone.
+        let q = QueryTerms::new(&[("getusername".to_string(), 1.0)].into_iter().collect());
+        assert_eq!(q.candidate_lines(text), [1, 3]);
+    }
+
+    #[test]
+    fn the_best_chunk_is_the_one_found_by_splitting_every_line() {
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&format!(
+                "def handler_{i}(retries):\n    backoff = compute_backoff_delay(retries, {i})\n    return RetryPolicy(max_retries={})\n\n",
+                i % 7
+            ));
+        }
+        for query in [
+            "retry backoff",
+            "compute delay 3",
+            "handler_17",
+            "policy max",
+            "nothing",
+        ] {
+            let w: HashMap<String, f32> = terms::terms(query)
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (t, 1.0 + i as f32 / 3.0))
+                .collect();
+            let q = QueryTerms::new(&w);
+            assert_eq!(
+                best_chunk("h.py", &text, &q),
+                best_chunk_scanning_every_line("h.py", &text, &q),
+                "{query}"
+            );
+        }
     }
 
     #[test]

@@ -25,8 +25,11 @@ pub mod disk;
 pub mod field;
 pub mod symbols;
 pub mod terms;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use git2::{Oid, Repository};
 
@@ -835,6 +838,12 @@ impl HeapBytes {
     }
 }
 
+/// A file's text and its best chunk, cut on a snippet thread.
+struct Cut {
+    text: String,
+    range: (usize, usize),
+}
+
 /// Rough token count of a text: about four bytes a token, as tokenizers of code and
 /// English average.
 pub fn approx_tokens(text: &str) -> usize {
@@ -851,22 +860,55 @@ impl RankedIndex {
         weights: &Weights,
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<(Vec<RankedHit>, bool), RankedError> {
-        let files = self.rank(&q.text, q.max_results, weights, keep);
-        let term_weights = self.term_weights(&q.text);
+        let files: Vec<(RankedFile, Oid)> = self
+            .rank(&q.text, q.max_results, weights, keep)
+            .into_iter()
+            .filter_map(|f| Some((self.blob_of(&f.path)?, f)))
+            .map(|(blob, f)| (f, blob))
+            .collect();
+        let query = Arc::new(chunks::QueryTerms::new(&self.term_weights(&q.text)));
+        // Each file's best chunk is chosen on the snippet threads, a few files ahead of
+        // the one being added to the answer; the blobs are read here, in rank order.
+        let ahead = 2 * workers::threads();
+        let (done, cuts) = std::sync::mpsc::channel();
+        let mut ready: Vec<Option<Cut>> = Vec::new();
+        ready.resize_with(files.len(), || None);
+        let mut sent = 0;
         let mut budget = q.token_limit;
         let mut hits = Vec::new();
         let mut truncated = false;
-        for f in files {
-            let Some(blob) = self.blob_of(&f.path) else {
-                continue;
+        for (i, (f, _)) in files.iter().enumerate() {
+            while sent < files.len() && sent < i + ahead {
+                let (f, blob) = &files[sent];
+                let blob = repo.find_blob(*blob)?;
+                let indexed = blob.content().len() <= MAX_INDEXED_BYTES;
+                let text = match String::from_utf8(blob.content().to_vec()) {
+                    Ok(t) => t,
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                };
+                let (path, query, done, at) =
+                    (f.path.clone(), Arc::clone(&query), done.clone(), sent);
+                workers::submit(move || {
+                    let range = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        if indexed {
+                            chunks::best_chunk(&path, &text, &query)
+                        } else {
+                            (0, chunks::MAX_CHUNK_LINES)
+                        }
+                    }));
+                    // The answer may have ended without waiting for this one.
+                    let _ = done.send((at, range.map(|r| Cut { text, range: r })));
+                });
+                sent += 1;
+            }
+            let cut = loop {
+                if let Some(c) = ready[i].take() {
+                    break c;
+                }
+                let (at, cut) = cuts.recv().expect("this answer holds a sender");
+                ready[at] = Some(cut.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
             };
-            let blob = repo.find_blob(blob)?;
-            let text = String::from_utf8_lossy(blob.content());
-            let (s, e) = if blob.content().len() <= MAX_INDEXED_BYTES {
-                chunks::best_chunk(&f.path, &text, &term_weights)
-            } else {
-                (0, chunks::MAX_CHUNK_LINES)
-            };
+            let (text, (s, e)) = (cut.text, cut.range);
             let mut snippet = String::new();
             let mut end = s;
             for line in text.split_inclusive('\n').skip(s).take(e.saturating_sub(s)) {
@@ -883,7 +925,7 @@ impl RankedIndex {
             }
             budget -= approx_tokens(&snippet);
             hits.push(RankedHit {
-                path: f.path,
+                path: f.path.clone(),
                 score: f.score,
                 start_line: s as u64 + 1,
                 end_line: end as u64,

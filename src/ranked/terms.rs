@@ -16,24 +16,30 @@ const STOP: &[&str] = &[
 ];
 
 fn is_stop(w: &str) -> bool {
-    STOP.binary_search(&w).is_ok()
+    // No stop word is longer than six bytes; most parts of names are.
+    w.len() <= 6 && STOP.binary_search(&w).is_ok()
 }
 
 /// A light suffix stripper: plural and `-ing`/`-ed`/`-e` endings, so `parse`, `parses`,
 /// `parsed` and `parsing` meet. Deliberately weaker than Porter: identifiers are not
 /// English and aggressive stemming merges names that differ.
 pub fn stem(w: &str) -> String {
+    let (kept, added) = stem_parts(w);
+    [kept, added].concat()
+}
+
+/// [`stem`] as the part of `w` it keeps and what it adds after it (`y`, for `-ies`, or
+/// nothing), so callers can build the stem without allocating.
+fn stem_parts(w: &str) -> (&str, &'static str) {
     if w.len() <= 3 || !w.bytes().all(|b| b.is_ascii_lowercase()) {
-        return w.to_string();
+        return (w, "");
     }
     let mut s = w;
-    let owned;
     if let Some(base) = s.strip_suffix("ies").filter(|b| b.len() >= 2) {
-        owned = format!("{base}y");
-        s = &owned;
+        // `-ies` becomes `-y`, which none of the endings below strips.
+        return (base, "y");
     } else if let Some(base) = s.strip_suffix("sses") {
-        owned = format!("{base}ss");
-        s = &owned;
+        s = &w[..base.len() + 2];
     } else if s.ends_with('s') && !s.ends_with("ss") && !s.ends_with("us") && !s.ends_with("is") {
         s = &s[..s.len() - 1];
     }
@@ -50,7 +56,18 @@ pub fn stem(w: &str) -> String {
     {
         s = base;
     }
-    s.to_string()
+    (s, "")
+}
+
+/// Append `s` lower-cased to `out` (ASCII in place; anything else as `to_lowercase`).
+fn push_lowercase(out: &mut String, s: &str) {
+    if s.is_ascii() {
+        let from = out.len();
+        out.push_str(s);
+        out[from..].make_ascii_lowercase();
+    } else {
+        out.push_str(&s.to_lowercase());
+    }
 }
 
 /// The parts of one identifier: `parseHTTPHeader2` → `parse`, `HTTP`, `Header`, `2`.
@@ -93,7 +110,8 @@ fn parts(word: &str, out: &mut Vec<(usize, usize)>) {
 /// a query for either spelling, and a query for `user` matches both too.
 pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
     let mut spans = Vec::new();
-    let mut buf = String::new();
+    // Reused for every word: the whole name, a part lower-cased, and its stem.
+    let (mut buf, mut lower, mut stemmed) = (String::new(), String::new(), String::new());
     for word in text
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
@@ -105,17 +123,22 @@ pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
         parts(word, &mut spans);
         let mut pieces = 0;
         for &(s, e) in &spans {
-            let lower = word[s..e].to_lowercase();
+            lower.clear();
+            push_lowercase(&mut lower, &word[s..e]);
             if (lower.len() < 2 && !lower.bytes().all(|b| b.is_ascii_digit())) || is_stop(&lower) {
                 continue;
             }
             pieces += 1;
-            emit(&stem(&lower));
+            let (kept, added) = stem_parts(&lower);
+            stemmed.clear();
+            stemmed.push_str(kept);
+            stemmed.push_str(added);
+            emit(&stemmed);
         }
         if spans.len() > 1 && pieces > 0 {
             buf.clear();
             for &(s, e) in &spans {
-                buf.push_str(&word[s..e].to_lowercase());
+                push_lowercase(&mut buf, &word[s..e]);
             }
             emit(&buf);
         }
@@ -166,6 +189,10 @@ mod tests {
     #[test]
     fn stop_list_is_sorted_for_binary_search() {
         assert!(STOP.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            STOP.iter().all(|w| w.len() <= 6),
+            "is_stop skips longer words"
+        );
     }
 
     #[test]
