@@ -255,6 +255,10 @@ struct IndexDir {
     path: PathBuf,
 }
 
+/// How long a segment no stored set names is left in place after it was written,
+/// for the writer to publish it.
+const SEGMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Whether process `pid` is alive (a temporary file of a dead one is litter).
 fn alive(pid: u32) -> bool {
     #[cfg(unix)]
@@ -315,6 +319,17 @@ impl IndexDir {
         kind: WriteKind,
         write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
     ) -> io::Result<()> {
+        let tmp = self.write_tmp(kind, write)?;
+        self.install(&tmp, name)
+    }
+
+    /// Write to a new temporary file of this process (which no other process clears
+    /// while this one lives) and sync it; its path.
+    fn write_tmp(
+        &self,
+        kind: WriteKind,
+        write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
+    ) -> io::Result<PathBuf> {
         let tmp = self.tmp_name();
         let written = (|| -> io::Result<()> {
             let sink = FileSink {
@@ -325,18 +340,28 @@ impl IndexDir {
             let mut w = BufWriter::with_capacity(1 << 20, sink);
             write(&mut w)?;
             let sink = w.into_inner().map_err(|e| e.into_error())?;
-            sink.file.sync_all()?;
-            std::fs::rename(&tmp, self.path.join(name))?;
-            // The rename itself is durable once the directory is synced.
-            if let Ok(d) = std::fs::File::open(&self.path) {
-                let _ = d.sync_all();
-            }
-            Ok(())
+            sink.file.sync_all()
         })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
         }
-        written
+    }
+
+    /// Rename the temporary file `tmp` to `name`, durably; on failure it is removed.
+    fn install(&self, tmp: &Path, name: &str) -> io::Result<()> {
+        if let Err(e) = std::fs::rename(tmp, self.path.join(name)) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
+        // The rename itself is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(&self.path) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 
     /// A segment written by `write`: stored and mapped when `store` (and the disk
@@ -349,11 +374,22 @@ impl IndexDir {
     ) -> Result<Arc<Segment>, StoreError> {
         if store {
             let name = format!("{}.seg", uuid::Uuid::new_v4().simple());
+            // Mapped while it still has its temporary name, then renamed: a merge writes
+            // without the directory's lock, and another process publishing its own set
+            // meanwhile clears the segments that set does not name. Once mapped, the
+            // segment stays readable here whatever happens to its file.
             let opened = self
-                .write_file(&name, kind, write)
+                .write_tmp(kind, write)
                 .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    Segment::open(&self.path.join(&name), &name).map_err(|e| e.to_string())
+                .and_then(|tmp| match Segment::open(&tmp, &name) {
+                    Ok(seg) => self
+                        .install(&tmp, &name)
+                        .map(|()| seg)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e.to_string())
+                    }
                 });
             match opened {
                 Ok(seg) => return Ok(Arc::new(seg)),
@@ -435,8 +471,15 @@ impl IndexDir {
                     .next()
                     .and_then(|p| p.parse::<u32>().ok())
                     .is_some_and(|pid| !alive(pid))
+            } else if name.ends_with(".seg") && !keep.contains(&name) {
+                // A segment written in the last few minutes may be one another process
+                // or thread is about to publish (a merge waits for the lock after
+                // writing): left for a later clearing.
+                !e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SEGMENT_GRACE))
             } else {
-                (name.ends_with(".seg") && !keep.contains(&name)) || name == "base.bin"
+                name == "base.bin"
             };
             if litter {
                 let _ = std::fs::remove_file(e.path());
