@@ -29,7 +29,7 @@ mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use git2::{Oid, Repository};
 
@@ -838,10 +838,34 @@ impl HeapBytes {
     }
 }
 
-/// A file's text and its best chunk, cut on a snippet thread.
+/// A file's text and its best chunk.
 struct Cut {
     text: String,
     range: (usize, usize),
+}
+
+/// A file of an answer waiting for its best chunk, cut by whichever of a snippet thread
+/// and the answering thread takes its text first.
+struct Pending {
+    path: String,
+    /// Whether its text is small enough to have been indexed (else its start is shown).
+    indexed: bool,
+    text: Mutex<Option<String>>,
+}
+
+impl Pending {
+    fn take(&self) -> Option<String> {
+        self.text.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn cut(&self, text: String, query: &chunks::QueryTerms) -> Cut {
+        let range = if self.indexed {
+            chunks::best_chunk(&self.path, &text, query)
+        } else {
+            (0, chunks::MAX_CHUNK_LINES)
+        };
+        Cut { text, range }
+    }
 }
 
 /// Rough token count of a text: about four bytes a token, as tokenizers of code and
@@ -869,44 +893,51 @@ impl RankedIndex {
         let query = Arc::new(chunks::QueryTerms::new(&self.term_weights(&q.text)));
         // Each file's best chunk is chosen on the snippet threads, a few files ahead of
         // the one being added to the answer; the blobs are read here, in rank order.
+        // When a file's turn comes and no snippet thread has taken it yet (they are busy
+        // with other answers), this thread cuts it itself: an answer never waits behind
+        // another's work.
         let ahead = 2 * workers::threads();
         let (done, cuts) = std::sync::mpsc::channel();
+        let mut pending: Vec<Arc<Pending>> = Vec::with_capacity(files.len());
         let mut ready: Vec<Option<Cut>> = Vec::new();
         ready.resize_with(files.len(), || None);
-        let mut sent = 0;
         let mut budget = q.token_limit;
         let mut hits = Vec::new();
         let mut truncated = false;
         for (i, (f, _)) in files.iter().enumerate() {
-            while sent < files.len() && sent < i + ahead {
-                let (f, blob) = &files[sent];
+            while pending.len() < files.len() && pending.len() < i + ahead {
+                let at = pending.len();
+                let (f, blob) = &files[at];
                 let blob = repo.find_blob(*blob)?;
-                let indexed = blob.content().len() <= MAX_INDEXED_BYTES;
                 let text = match String::from_utf8(blob.content().to_vec()) {
                     Ok(t) => t,
                     Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
                 };
-                let (path, query, done, at) =
-                    (f.path.clone(), Arc::clone(&query), done.clone(), sent);
-                workers::submit(move || {
-                    let range = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        if indexed {
-                            chunks::best_chunk(&path, &text, &query)
-                        } else {
-                            (0, chunks::MAX_CHUNK_LINES)
-                        }
-                    }));
-                    // The answer may have ended without waiting for this one.
-                    let _ = done.send((at, range.map(|r| Cut { text, range: r })));
+                let job = Arc::new(Pending {
+                    path: f.path.clone(),
+                    indexed: blob.content().len() <= MAX_INDEXED_BYTES,
+                    text: Mutex::new(Some(text)),
                 });
-                sent += 1;
+                pending.push(Arc::clone(&job));
+                let (query, done) = (Arc::clone(&query), done.clone());
+                workers::submit(move || {
+                    let Some(text) = job.take() else {
+                        return; // the answer cut this one itself
+                    };
+                    let cut = std::panic::catch_unwind(AssertUnwindSafe(|| job.cut(text, &query)));
+                    // The answer may have ended without waiting for this one.
+                    let _ = done.send((at, cut));
+                });
             }
-            let cut = loop {
-                if let Some(c) = ready[i].take() {
-                    break c;
-                }
-                let (at, cut) = cuts.recv().expect("this answer holds a sender");
-                ready[at] = Some(cut.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            let cut = match pending[i].take() {
+                Some(text) => pending[i].cut(text, &query),
+                None => loop {
+                    if let Some(c) = ready[i].take() {
+                        break c;
+                    }
+                    let (at, cut) = cuts.recv().expect("this answer holds a sender");
+                    ready[at] = Some(cut.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                },
             };
             let (text, (s, e)) = (cut.text, cut.range);
             let mut snippet = String::new();
@@ -1029,6 +1060,81 @@ mod tests {
         assert_eq!(top(&ix, "zeppelin"), None);
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("a.py"));
         assert!(ix.includes_commit(head));
+    }
+
+    // The chunks are cut on the snippet threads or on the answering thread, whichever
+    // comes first, a few files ahead: the answer must be the one cutting every file in
+    // rank order, one after the other, gives, under the same token budget.
+    #[test]
+    fn an_answer_is_the_files_in_rank_order_each_cut_to_its_best_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts: Vec<(String, String)> = (0..60)
+            .map(|i| {
+                let mut t = String::new();
+                for d in 0..(3 + i % 7) {
+                    t.push_str(&format!("def helper_{d}():\n    return {d}\n\n"));
+                }
+                t.push_str(&format!(
+                    "def retry_backoff_{i}(attempt):\n    # retry with backoff\n{}\n",
+                    "    delay = attempt * 2\n".repeat(1 + i % 5)
+                ));
+                (format!("src/m{i:02}.py"), t)
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let head = commit(&repo, None, &files, "Start");
+        let ix = RankedIndex::build(&repo, head).unwrap();
+        for token_limit in [100_000, 700, 1] {
+            let q = RankedQuery {
+                text: "where is the retry backoff delay".into(),
+                path_glob: None,
+                visible: None,
+                max_results: 50,
+                token_limit,
+            };
+            let (hits, truncated) = ix
+                .answer(&repo, &q, &Weights::default(), &|_| true)
+                .unwrap();
+            let terms = chunks::QueryTerms::new(&ix.term_weights(&q.text));
+            let mut want = Vec::new();
+            let mut budget = token_limit;
+            let mut cut_short = false;
+            for f in ix.rank(&q.text, 50, &Weights::default(), &|_| true) {
+                let text = &texts.iter().find(|(p, _)| *p == f.path).unwrap().1;
+                let (s, e) = chunks::best_chunk_scanning_every_line(&f.path, text, &terms);
+                let lines: Vec<&str> = text.split_inclusive('\n').skip(s).take(e - s).collect();
+                let mut snippet = String::new();
+                for l in &lines {
+                    if approx_tokens(&snippet) + approx_tokens(l) > budget {
+                        cut_short = true;
+                        break;
+                    }
+                    snippet.push_str(l);
+                }
+                if snippet.is_empty() {
+                    cut_short = true;
+                    break;
+                }
+                budget -= approx_tokens(&snippet);
+                want.push((f.path.clone(), s as u64 + 1, snippet));
+                if cut_short {
+                    break;
+                }
+            }
+            let got: Vec<(String, u64, String)> = hits
+                .iter()
+                .map(|h| (h.path.clone(), h.start_line, h.snippet.clone()))
+                .collect();
+            assert_eq!(got, want, "token_limit {token_limit}");
+            assert_eq!(truncated, cut_short, "token_limit {token_limit}");
+            if token_limit == 100_000 {
+                assert_eq!(hits.len(), 50, "every file matches: the limit of 50 holds");
+            }
+        }
     }
 
     // Only the best few times the limit are sorted: the answer must be a full sort's
