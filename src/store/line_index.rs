@@ -255,10 +255,6 @@ struct IndexDir {
     path: PathBuf,
 }
 
-/// How long a segment no stored set names is left in place after it was written,
-/// for the writer to publish it.
-const SEGMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// Whether process `pid` is alive (a temporary file of a dead one is litter).
 fn alive(pid: u32) -> bool {
     #[cfg(unix)]
@@ -365,34 +361,46 @@ impl IndexDir {
     }
 
     /// A segment written by `write`: stored and mapped when `store` (and the disk
-    /// allows), else held on the heap.
+    /// allows), else held on the heap. The caller holds the directory's lock.
     fn segment(
         &self,
         store: bool,
         kind: WriteKind,
         write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
     ) -> Result<Arc<Segment>, StoreError> {
+        let (seg, unplaced) = self.unplaced_segment(store, kind, write)?;
+        if let Some(tmp) = unplaced {
+            self.place(&seg, &tmp);
+        }
+        Ok(seg)
+    }
+
+    /// As [`Self::segment`], for a writer that does not hold the directory's lock (a
+    /// merge): a stored segment is written and mapped under a temporary name of this
+    /// process, which no other process clears while this one lives, and returned with
+    /// that path; [`Self::place`] gives it its name once the lock is held. (Renamed at
+    /// once, it could be cleared by another process publishing its own set before this
+    /// one publishes it.)
+    fn unplaced_segment(
+        &self,
+        store: bool,
+        kind: WriteKind,
+        write: &dyn Fn(&mut dyn WriteSeek) -> io::Result<()>,
+    ) -> Result<(Arc<Segment>, Option<PathBuf>), StoreError> {
         if store {
             let name = format!("{}.seg", uuid::Uuid::new_v4().simple());
-            // Mapped while it still has its temporary name, then renamed: a merge writes
-            // without the directory's lock, and another process publishing its own set
-            // meanwhile clears the segments that set does not name. Once mapped, the
-            // segment stays readable here whatever happens to its file.
             let opened = self
                 .write_tmp(kind, write)
                 .map_err(|e| e.to_string())
                 .and_then(|tmp| match Segment::open(&tmp, &name) {
-                    Ok(seg) => self
-                        .install(&tmp, &name)
-                        .map(|()| seg)
-                        .map_err(|e| e.to_string()),
+                    Ok(seg) => Ok((Arc::new(seg), Some(tmp))),
                     Err(e) => {
                         let _ = std::fs::remove_file(&tmp);
                         Err(e.to_string())
                     }
                 });
             match opened {
-                Ok(seg) => return Ok(Arc::new(seg)),
+                Ok(placed) => return Ok(placed),
                 Err(e) => {
                     tracing::warn!(dir = %self.path.display(), cause = %e, "an index segment could not be stored; it is kept in memory");
                 }
@@ -401,8 +409,21 @@ impl IndexDir {
         let mut cur = io::Cursor::new(Vec::new());
         write(&mut cur)?;
         Segment::from_vec(cur.into_inner(), true)
-            .map(Arc::new)
+            .map(|seg| (Arc::new(seg), None))
             .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    /// Give the mapped segment `seg`, written at `tmp`, its name in the directory (the
+    /// caller holds the lock). Should that fail, the segment stays readable through its
+    /// mapping, and a set naming it is not published (see [`Self::publish`]).
+    fn place(&self, seg: &Segment, tmp: &Path) {
+        let Some(name) = seg.name() else {
+            let _ = std::fs::remove_file(tmp);
+            return;
+        };
+        if let Err(e) = self.install(tmp, name) {
+            tracing::warn!(dir = %self.path.display(), cause = %e, "an index segment could not be named; the stored set stays as it was");
+        }
     }
 
     /// The set the manifest names, reusing the segments `reuse` has open; `None` when
@@ -471,15 +492,8 @@ impl IndexDir {
                     .next()
                     .and_then(|p| p.parse::<u32>().ok())
                     .is_some_and(|pid| !alive(pid))
-            } else if name.ends_with(".seg") && !keep.contains(&name) {
-                // A segment written in the last few minutes may be one another process
-                // or thread is about to publish (a merge waits for the lock after
-                // writing): left for a later clearing.
-                !e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < SEGMENT_GRACE))
             } else {
-                name == "base.bin"
+                (name.ends_with(".seg") && !keep.contains(&name)) || name == "base.bin"
             };
             if litter {
                 let _ = std::fs::remove_file(e.path());
@@ -666,10 +680,20 @@ impl Store {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let store = ix.segments().iter().all(|s| s.name().is_some());
-                match dir.segment(store, WriteKind::Merge, &|w| ix.write_merged(w).map(drop)) {
-                    Ok(merged) => {
+                let merged = dir.unplaced_segment(store, WriteKind::Merge, &|w| {
+                    ix.write_merged(w).map(drop)
+                });
+                match merged {
+                    Ok((merged, unplaced)) => {
                         let _building = lock(&h.index.building);
                         let held = if merged.name().is_some() { dir.lock() } else { None };
+                        if let Some(tmp) = unplaced {
+                            if held.is_some() {
+                                dir.place(&merged, &tmp);
+                            } else {
+                                let _ = std::fs::remove_file(&tmp);
+                            }
+                        }
                         let current = lock(&h.index.current).clone();
                         if let Some(cur) = current.filter(|c| starts_with(c, &ix)) {
                             let mut segs = vec![merged];

@@ -320,29 +320,24 @@ fn kill_serve_mid_write(
     partial
 }
 
-/// A segment that no stored set names yet (one another process or a merge has just
-/// written and is about to publish) survives a publication by another process for a
-/// few minutes; an old one that no set names is cleared by it. (Servers sharing a data
-/// directory once cleared each other's fresh merges before they were opened, and the
-/// merged index fell back to the heap.)
+/// A merge writes its segment without the directory's lock, under a temporary name of
+/// its process, and names it only once it holds the lock to publish it. Another
+/// process's publication meanwhile must leave that file (its writer is alive) and clear
+/// a segment that no set names. (Servers sharing a data directory once cleared each
+/// other's fresh merges before they were opened, and the merged index fell back to the
+/// heap.)
 #[test]
-fn a_publication_leaves_a_fresh_unnamed_segment_and_clears_an_old_one() {
+fn a_publication_spares_a_live_writers_segment_and_clears_an_unnamed_one() {
     let h = Harness::new();
     let id = repo(&h, &corpus());
     check_all(&fresh_store(h.data_dir()), &id);
     let dir = index_dir(h.data_dir(), &id);
     let base = dir.join(&manifest(h.data_dir(), &id)[0]);
-    let fresh = dir.join("0123456789abcdef0123456789abcdef.seg");
-    let old = dir.join("fedcba9876543210fedcba9876543210.seg");
-    std::fs::copy(&base, &fresh).unwrap();
-    std::fs::copy(&base, &old).unwrap();
-    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(hour_ago)
-        .unwrap();
+    // This test's own process stands for the live writer.
+    let in_flight = dir.join(format!(".tmp-{}-0123456789abcdef", std::process::id()));
+    let unnamed = dir.join("fedcba9876543210fedcba9876543210.seg");
+    std::fs::copy(&base, &in_flight).unwrap();
+    std::fs::copy(&base, &unnamed).unwrap();
 
     // Another process commits: it stores a delta and publishes the set.
     let before = manifest(h.data_dir(), &id);
@@ -351,8 +346,9 @@ fn a_publication_leaves_a_fresh_unnamed_segment_and_clears_an_old_one() {
     check_all(&other, &id);
     assert_ne!(manifest(h.data_dir(), &id), before, "nothing was published");
 
-    assert!(fresh.exists(), "a fresh segment was cleared");
-    assert!(!old.exists(), "an old segment no set names was left");
+    assert!(in_flight.exists(), "a live writer's segment was cleared");
+    assert!(!unnamed.exists(), "a segment no set names was left");
+    std::fs::remove_file(&in_flight).unwrap();
 }
 
 /// The temporary files left in repo `id`'s index directory.
