@@ -240,9 +240,19 @@ pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreErro
         .map_err(db_err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(db_err)?;
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
+        .map_err(db_err)?;
     conn.execute_batch(SCHEMA).map_err(db_err)?;
     Ok(conn)
 }
+
+/// Each connection's page cache, in KiB (SQLite's default is 2,000, on the heap). The
+/// audit trail grows by a row a call, so each connection's cache fills with pages it
+/// wrote or read and never gives them back: up to 4 MB a process with two connections.
+/// A call touches a few pages (a token by its hash, a repo, the audit table's last page
+/// and its index's), and the file stays in the kernel's page cache, so a small cache
+/// costs little.
+const PAGE_CACHE_KIB: i64 = 256;
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string()).or_no_space()
@@ -280,6 +290,8 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
             .map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
         let have: Vec<String> = conn
