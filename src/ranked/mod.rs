@@ -887,8 +887,10 @@ impl RankedIndex {
         let files: Vec<(RankedFile, Oid)> = self
             .rank(&q.text, q.max_results, weights, keep)
             .into_iter()
-            .filter_map(|f| Some((self.blob_of(&f.path)?, f)))
-            .map(|(blob, f)| (f, blob))
+            .filter_map(|f| {
+                let blob = self.blob_of(&f.path)?;
+                Some((f, blob))
+            })
             .collect();
         let query = Arc::new(chunks::QueryTerms::new(&self.term_weights(&q.text)));
         // Each file's best chunk is chosen on the snippet threads, a few files ahead of
@@ -1030,6 +1032,16 @@ mod tests {
             .unwrap()
     }
 
+    /// The index of one commit holding `texts` (path, text).
+    fn built_from(repo: &Repository, texts: &[(String, String)]) -> RankedIndex {
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let head = commit(repo, None, &files, "Start");
+        RankedIndex::build(repo, head).unwrap()
+    }
+
     fn top(ix: &RankedIndex, q: &str) -> Option<String> {
         ix.rank(q, 1, &Weights::default(), &|_| true)
             .into_iter()
@@ -1082,12 +1094,7 @@ mod tests {
                 (format!("src/m{i:02}.py"), t)
             })
             .collect();
-        let files: Vec<(&str, &str)> = texts
-            .iter()
-            .map(|(p, t)| (p.as_str(), t.as_str()))
-            .collect();
-        let head = commit(&repo, None, &files, "Start");
-        let ix = RankedIndex::build(&repo, head).unwrap();
+        let ix = built_from(&repo, &texts);
         for token_limit in [100_000, 700, 1] {
             let q = RankedQuery {
                 text: "where is the retry backoff delay".into(),
@@ -1151,12 +1158,7 @@ mod tests {
                 )
             })
             .collect();
-        let files: Vec<(&str, &str)> = texts
-            .iter()
-            .map(|(p, t)| (p.as_str(), t.as_str()))
-            .collect();
-        let head = commit(&repo, None, &files, "Start");
-        let ix = RankedIndex::build(&repo, head).unwrap();
+        let ix = built_from(&repo, &texts);
         let w = Weights::default();
         let filters: [&dyn Fn(&str) -> bool; 3] = [&|_| true, &|p| p.ends_with("7.rs"), &|p| {
             p == "src/f399.rs" || p == "src/f001.rs"
