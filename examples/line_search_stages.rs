@@ -78,6 +78,43 @@ fn main() {
     println!("search_files:      {}", ms(median(search)));
     println!("render (JSON):     {}", ms(median(render)));
 
+    // The same search with every file handed to the regex, and the stencil alone.
+    let searcher = LineSearcher::new(&query).expect("compiles");
+    if let Some(stencil) = searcher.stencil() {
+        println!("stencil: {stencil:?}");
+        let plain = LineSearcher::new(&query)
+            .expect("compiles")
+            .without_stencil();
+        let mut times = Vec::new();
+        let mut same = true;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let (h, _, _) = plain.search_files(&candidates, scoped_repo_mcp::search::TIME_BUDGET);
+            times.push(t.elapsed());
+            same &= h.len() == hits;
+        }
+        println!(
+            "search_files, no stencil: {} (same hit count: {same})",
+            ms(median(times))
+        );
+        let needed = &candidates[..searched.min(candidates.len())];
+        let mut times = Vec::new();
+        let mut passed = 0;
+        for _ in 0..runs.min(7) {
+            let t = Instant::now();
+            passed = needed
+                .iter()
+                .filter(|f| stencil.may_match(&f.content))
+                .count();
+            times.push(t.elapsed());
+        }
+        println!(
+            "stencil alone over the {} files needed, one thread: {} ({passed} pass)",
+            needed.len(),
+            ms(median(times))
+        );
+    }
+
     // The regex alone, one thread, over exactly the files the answer needed.
     let needed = &candidates[..searched.min(candidates.len())];
     let bytes: usize = needed.iter().map(|f| f.content.len()).sum();

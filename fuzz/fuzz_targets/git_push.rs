@@ -108,7 +108,10 @@ fn parse(data: &[u8]) -> (Vec<Entry>, &[u8]) {
         let Some(mode) = take(1).map(|b| MODES[b[0] as usize % MODES.len()]) else {
             break;
         };
-        let Some(path) = take(1).and_then(|b| take(b[0] as usize % 64)).map(<[u8]>::to_vec) else {
+        let Some(path) = take(1)
+            .and_then(|b| take(b[0] as usize % 64))
+            .map(<[u8]>::to_vec)
+        else {
             break;
         };
         let Some(content) = take(1).map(|b| {
@@ -176,7 +179,11 @@ fuzz_target!(|data: &[u8]| {
     let mut leaves = Vec::new();
     for e in &entries {
         let oid = odb.write(ObjectType::Blob, &e.content).unwrap();
-        leaves.push((e.path.split(|b| *b == b'/').collect::<Vec<_>>(), e.mode, oid));
+        leaves.push((
+            e.path.split(|b| *b == b'/').collect::<Vec<_>>(),
+            e.mode,
+            oid,
+        ));
     }
     let tree_id = write_tree(&f.incoming, &leaves);
     let commit = format!(
@@ -227,6 +234,13 @@ fuzz_target!(|data: &[u8]| {
         }
         TreeWalkResult::Ok
     });
-    assert!(walked.is_ok(), "an accepted tree cannot be walked: {walked:?}");
-    assert!(problem.is_none(), "accepted a push holding {}", problem.unwrap());
+    assert!(
+        walked.is_ok(),
+        "an accepted tree cannot be walked: {walked:?}"
+    );
+    assert!(
+        problem.is_none(),
+        "accepted a push holding {}",
+        problem.unwrap()
+    );
 });

@@ -1,6 +1,9 @@
 //! Fuzz target, differential: for any pattern and file texts, the files the trigram
 //! index narrows a search to include every file a full scan finds a match in. A file
-//! the planner wrongly rules out is a result lost without a trace.
+//! the planner wrongly rules out is a result lost without a trace. The same holds of
+//! the stencil (bytes at fixed distances, checked before the regex runs over a file
+//! when the index cannot narrow the pattern): the search finds the same hits with it
+//! and without it.
 //!
 //! Input: one byte of flags (bit 0: regex, bit 1: case-insensitive, bit 2: the odd
 //! files arrive as a later commit, through a delta segment and the dead-file bitmaps),
@@ -89,9 +92,24 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|f| f.path.to_string())
         .collect();
-    let (hits, truncated, _) = searcher.search_files(&files, scoped_repo_mcp::search::TIME_BUDGET);
+    let plain = LineSearcher::new(&query)
+        .expect("compiled once")
+        .without_stencil();
+    let (hits, truncated, _) = plain.search_files(&files, scoped_repo_mcp::search::TIME_BUDGET);
     if truncated {
         return; // Out of time: the full scan is not complete, so proves nothing.
+    }
+    let (stenciled, truncated, _) =
+        searcher.search_files(&files, scoped_repo_mcp::search::TIME_BUDGET);
+    if !truncated {
+        assert_eq!(
+            stenciled,
+            hits,
+            "the stencil {:?} changed the hits of {pattern:?} (regex {}, case-insensitive {})",
+            searcher.stencil(),
+            query.regex,
+            !query.case_sensitive,
+        );
     }
     for hit in &hits {
         assert!(

@@ -10,10 +10,13 @@
 //! - [`plan`]: the trigram condition a pattern imposes on a file.
 //! - [`index`]: the per-head index that applies that condition.
 //! - [`segment`]: the index's stored form, mapped and searched in place.
+//! - [`stencil`]: for patterns the index cannot narrow, bytes at fixed distances that
+//!   rule files out before the regex runs.
 
 pub mod index;
 pub mod plan;
 pub mod segment;
+pub mod stencil;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use grep_searcher::{Searcher, SearcherBuilder, Sink, SinkMatch};
 use crate::model::{LineQuery, MatchRange, SearchHit};
 use index::FileEntry;
 use plan::TrigramQuery;
+use stencil::Stencil;
 
 /// Longest line text returned in a hit, in bytes.
 pub const MAX_LINE_BYTES: usize = 1000;
@@ -74,6 +78,8 @@ pub fn compile_glob(glob: &str) -> Result<PathGlob, SearchError> {
 pub struct LineSearcher {
     matcher: RegexMatcher,
     plan: TrigramQuery,
+    /// Used when the plan narrows nothing (see [`stencil`]).
+    stencil: Option<Stencil>,
     glob: Option<PathGlob>,
     visible: Option<std::sync::Arc<crate::rules::PathSet>>,
     max_results: usize,
@@ -244,10 +250,15 @@ impl LineSearcher {
                 _ => SearchError::BadRegex(e.to_string()),
             })?;
         let plan = plan::plan(&query.pattern, query.regex, !query.case_sensitive);
+        let stencil = match plan {
+            TrigramQuery::All => Stencil::of(&query.pattern, query.regex, !query.case_sensitive),
+            _ => None,
+        };
         let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;
         Ok(Self {
             matcher,
             plan,
+            stencil,
             glob,
             visible: query.visible.clone(),
             max_results: query.max_results,
@@ -264,6 +275,18 @@ impl LineSearcher {
     /// The trigram condition a file must meet to hold a match.
     pub fn plan(&self) -> &TrigramQuery {
         &self.plan
+    }
+
+    /// The stencil files are checked against before the regex runs over them, if any.
+    pub fn stencil(&self) -> Option<&Stencil> {
+        self.stencil.as_ref()
+    }
+
+    /// The same search with no stencil: every file is searched by the regex. For
+    /// comparisons (tests, fuzzing, benchmarks).
+    pub fn without_stencil(mut self) -> Self {
+        self.stencil = None;
+        self
     }
 
     fn searcher() -> Searcher {
@@ -336,6 +359,13 @@ impl LineSearcher {
                         break;
                     }
                     result.files += 1;
+                    if self
+                        .stencil
+                        .as_ref()
+                        .is_some_and(|s| !s.may_match(&f.content))
+                    {
+                        continue;
+                    }
                     let limit = want - result.hits.len();
                     result
                         .hits

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use scoped_repo_mcp::model::LineQuery;
+use scoped_repo_mcp::search::LineSearcher;
 
 use crate::common::Harness;
 
@@ -58,6 +59,19 @@ const PATTERNS: &[(&str, bool, bool)] = &[
     (r"\x{1F600}|☃", true, false),
     (r"a*", true, false),
     (r"(\w+)\s*=\s*\1", false, false),
+];
+
+/// Patterns the trigram index cannot narrow but a stencil can (bytes at fixed distances,
+/// checked before the regex runs): each must have one, or this list tests nothing new.
+const STENCILED: &[(&str, bool, bool)] = &[
+    (r"[A-Z]{4}_[A-Z]{4}", true, false),
+    (r"[A-Z]{2,}_[A-Z]{2,}\b", true, false),
+    (r"[0-9]{2}:[0-9]{2}", true, false),
+    (r"[a-z]_[a-z]\(", true, false),
+    (r"\)\?$", true, false),
+    (r"[A-F0-9]{2}\\x", true, false),
+    (r"(?i)[a-f]{2}_[0-9]", true, false),
+    ("_(", false, false),
 ];
 
 fn rg_present() {
@@ -188,7 +202,7 @@ fn line_search_agrees_with_ripgrep_on_a_real_corpus() {
     assert!(report.files > 100, "corpus too small: {report:?}");
     let mut failures = Vec::new();
     let mut total = 0;
-    for &(pattern, regex, insensitive) in PATTERNS {
+    for &(pattern, regex, insensitive) in PATTERNS.iter().chain(STENCILED) {
         let query = LineQuery {
             pattern: pattern.to_string(),
             regex,
@@ -198,6 +212,10 @@ fn line_search_agrees_with_ripgrep_on_a_real_corpus() {
             max_results: 10_000_000,
             context_lines: 0,
         };
+        if STENCILED.contains(&(pattern, regex, insensitive)) {
+            let searcher = LineSearcher::new(&query).expect("compiles");
+            assert!(searcher.stencil().is_some(), "{pattern:?} has no stencil");
+        }
         let ours: BTreeSet<(String, u64)> = match h.store.search_lines(&report.repo_id, &query) {
             Ok(r) => {
                 assert!(!r.truncated, "{pattern:?} was truncated");

@@ -1,0 +1,522 @@
+//! Stencils: bytes at fixed distances that every match of a pattern must show.
+//!
+//! The trigram index cannot narrow a pattern such as `[A-Z]{4}_[A-Z]{4}_[A-Z]{4}`: its
+//! classes are too large to enumerate and its literals shorter than a trigram, so the
+//! search reads every file in path order until its answer is certain. A stencil makes
+//! that reading cheap. From the pattern it takes a stretch of fixed width (here nine
+//! bytes: `_` at offsets 4 and 9, an upper-case letter at 0, and so on) and probes a few
+//! of its offsets, the ones least likely to hold by chance. A file with no position
+//! where every probed byte is in its set cannot hold a match, and the regex never runs
+//! over it. The probes run sixteen positions at a time (SSE2 on x86-64, which every
+//! x86-64 processor has; one position at a time elsewhere).
+//!
+//! A stencil is only ever a necessary condition: it may pass a file with no match,
+//! never rule out one with a match. Files that `grep-searcher` transcodes before
+//! searching (those starting with a UTF-16 byte-order mark) are always passed.
+
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+/// Longest fixed-width stretch kept; a longer one is cut into stretches of this length,
+/// each of which every match still holds.
+const MAX_STRETCH: usize = 64;
+/// Most offsets probed. Each costs a load and a comparison or two per byte searched.
+const MAX_PROBES: usize = 4;
+/// Most byte ranges a probed set may be made of (`[A-Za-z_]` is three).
+const MAX_RANGES: usize = 3;
+/// A stencil whose probes hold together by chance at more than this share of positions
+/// is not used: it would pass nearly every file.
+const MAX_CHANCE: f64 = 1e-3;
+
+/// A set of bytes.
+type ByteSet = [bool; 256];
+
+/// Bytes at fixed offsets from a position, each in its set, that every match of a
+/// pattern shows: see the module documentation.
+#[derive(Clone, Debug)]
+pub struct Stencil {
+    probes: Vec<Probe>,
+    /// The largest probed offset.
+    reach: usize,
+}
+
+/// One probed offset and the byte ranges (inclusive) its byte must fall in.
+#[derive(Clone, Debug)]
+struct Probe {
+    offset: usize,
+    ranges: Vec<(u8, u8)>,
+}
+
+impl Probe {
+    fn holds(&self, b: u8) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&b))
+    }
+}
+
+impl Stencil {
+    /// The stencil of `pattern` (a regex when `regex`, else a literal), parsed as the
+    /// line search parses it; `None` when the pattern has no stretch of fixed width that
+    /// would rule out many files (or does not parse).
+    pub fn of(pattern: &str, regex: bool, case_insensitive: bool) -> Option<Stencil> {
+        let pattern = if regex {
+            pattern.to_string()
+        } else {
+            regex_syntax::escape(pattern)
+        };
+        let hir = regex_syntax::ParserBuilder::new()
+            .case_insensitive(case_insensitive)
+            .multi_line(true)
+            .build()
+            .parse(&pattern)
+            .ok()?;
+        let mut stretches = Stretches::default();
+        walk(&hir, &mut stretches);
+        stretches.gap();
+        stretches
+            .done
+            .iter()
+            .filter_map(|s| choose(s))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|(chance, _)| *chance <= MAX_CHANCE)
+            .map(|(_, stencil)| stencil)
+    }
+
+    /// Whether some position of `hay` shows every probed byte, so that the file may hold
+    /// a match. `false` proves it holds none.
+    pub fn may_match(&self, hay: &[u8]) -> bool {
+        if hay.starts_with(b"\xFF\xFE") || hay.starts_with(b"\xFE\xFF") {
+            return true;
+        }
+        self.first_position(hay).is_some()
+    }
+
+    /// The first position of `hay` where every probed byte is in its set.
+    fn first_position(&self, hay: &[u8]) -> Option<usize> {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        {
+            // SAFETY: this build's target has SSE2 (every x86-64 processor does).
+            unsafe { self.first_position_sse2(hay) }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+        {
+            self.first_position_from(hay, 0)
+        }
+    }
+
+    /// The first position at or after `from` where every probed byte is in its set, one
+    /// position at a time.
+    fn first_position_from(&self, hay: &[u8], from: usize) -> Option<usize> {
+        let end = hay.len().checked_sub(self.reach)?;
+        (from..end).find(|&s| self.probes.iter().all(|p| p.holds(hay[s + p.offset])))
+    }
+
+    /// [`Self::first_position_from`] from 0, sixteen positions at a time.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[target_feature(enable = "sse2")]
+    fn first_position_sse2(&self, hay: &[u8]) -> Option<usize> {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
+            _mm_set1_epi8, _mm_sub_epi8,
+        };
+        // Per probe and range: the range's low byte and its width, in every lane. A byte
+        // b is in lo..=lo+width when b - lo (wrapping) is at most width, that is when
+        // min(b - lo, width) == b - lo.
+        let mut lanes: Vec<(usize, Vec<(__m128i, __m128i)>)> = Vec::with_capacity(MAX_PROBES);
+        for p in &self.probes {
+            let ranges = p
+                .ranges
+                .iter()
+                .map(|&(lo, hi)| (_mm_set1_epi8(lo as i8), _mm_set1_epi8((hi - lo) as i8)))
+                .collect();
+            lanes.push((p.offset, ranges));
+        }
+        let mut s = 0;
+        while s + self.reach + 16 <= hay.len() {
+            let mut all = 0xFFFF_i32;
+            for (offset, ranges) in &lanes {
+                // SAFETY: s + offset + 16 <= s + reach + 16 <= hay.len(), so the sixteen
+                // bytes read are inside `hay`; the load has no alignment requirement.
+                let v = unsafe { _mm_loadu_si128(hay.as_ptr().add(s + offset).cast()) };
+                let mut inside = 0;
+                for &(lo, width) in ranges {
+                    let x = _mm_sub_epi8(v, lo);
+                    inside |= _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, width), x));
+                }
+                all &= inside;
+                if all == 0 {
+                    break;
+                }
+            }
+            if all != 0 {
+                return Some(s + all.trailing_zeros() as usize);
+            }
+            s += 16;
+        }
+        self.first_position_from(hay, s)
+    }
+}
+
+/// The fixed-width stretches of a pattern, built while walking it: `current` grows while
+/// each next part has a known width and is cut (`gap`) where a part of varying width
+/// comes.
+#[derive(Default)]
+struct Stretches {
+    current: Vec<ByteSet>,
+    done: Vec<Vec<ByteSet>>,
+}
+
+impl Stretches {
+    fn push(&mut self, sets: &[ByteSet]) {
+        for set in sets {
+            if self.current.len() == MAX_STRETCH {
+                self.gap();
+            }
+            self.current.push(*set);
+        }
+    }
+
+    fn gap(&mut self) {
+        if !self.current.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+    }
+}
+
+fn single(b: u8) -> ByteSet {
+    let mut set = [false; 256];
+    set[b as usize] = true;
+    set
+}
+
+/// The bytes a class matches, when each of its members is one byte long.
+fn class_set(class: &Class) -> Option<ByteSet> {
+    let mut set = [false; 256];
+    match class {
+        Class::Bytes(c) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[b as usize] = true;
+                }
+            }
+        }
+        Class::Unicode(c) => {
+            for r in c.ranges() {
+                if u32::from(r.end()) > 0x7F {
+                    return None; // A member of two or more bytes: the width varies.
+                }
+                for b in u32::from(r.start())..=u32::from(r.end()) {
+                    set[b as usize] = true;
+                }
+            }
+        }
+    }
+    Some(set)
+}
+
+/// Add `hir` to the stretches: the parts of known width extend the current stretch,
+/// the others cut it.
+fn walk(hir: &Hir, out: &mut Stretches) {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => {}
+        HirKind::Literal(lit) => {
+            for &b in lit.0.iter() {
+                out.push(&[single(b)]);
+            }
+        }
+        HirKind::Class(c) => match class_set(c) {
+            Some(set) => out.push(&[set]),
+            None => out.gap(),
+        },
+        HirKind::Capture(c) => walk(&c.sub, out),
+        HirKind::Concat(parts) => {
+            for part in parts {
+                walk(part, out);
+            }
+        }
+        HirKind::Repetition(r) => {
+            if r.min == 0 {
+                out.gap();
+                return;
+            }
+            match fixed(&r.sub) {
+                Some(sets) if !sets.is_empty() => {
+                    // The first `min` copies follow each other at known offsets.
+                    let copies = (r.min as usize).min(MAX_STRETCH.div_ceil(sets.len()));
+                    for _ in 0..copies {
+                        out.push(&sets);
+                    }
+                    if r.max != Some(r.min) || copies < r.min as usize {
+                        out.gap();
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    // The first copy starts here; where it ends is not known.
+                    walk(&r.sub, out);
+                    out.gap();
+                }
+            }
+        }
+        HirKind::Alternation(_) => match fixed(hir) {
+            Some(sets) => out.push(&sets),
+            None => out.gap(),
+        },
+    }
+}
+
+/// The sets of `hir`, one per byte, when every match of it has the same length (at most
+/// [`MAX_STRETCH`]).
+fn fixed(hir: &Hir) -> Option<Vec<ByteSet>> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(Vec::new()),
+        HirKind::Literal(lit) => {
+            (lit.0.len() <= MAX_STRETCH).then(|| lit.0.iter().map(|&b| single(b)).collect())
+        }
+        HirKind::Class(c) => class_set(c).map(|set| vec![set]),
+        HirKind::Capture(c) => fixed(&c.sub),
+        HirKind::Concat(parts) => {
+            let mut sets = Vec::new();
+            for part in parts {
+                sets.extend(fixed(part)?);
+                if sets.len() > MAX_STRETCH {
+                    return None;
+                }
+            }
+            Some(sets)
+        }
+        HirKind::Repetition(r) => {
+            if r.max != Some(r.min) {
+                return None;
+            }
+            let sets = fixed(&r.sub)?;
+            let len = sets.len().checked_mul(r.min as usize)?;
+            (len <= MAX_STRETCH).then(|| sets.repeat(r.min as usize))
+        }
+        HirKind::Alternation(alternatives) => {
+            let mut union: Option<Vec<ByteSet>> = None;
+            for alternative in alternatives {
+                let sets = fixed(alternative)?;
+                match &mut union {
+                    None => union = Some(sets),
+                    Some(u) if u.len() == sets.len() => {
+                        for (a, b) in u.iter_mut().zip(&sets) {
+                            for (x, y) in a.iter_mut().zip(b) {
+                                *x |= *y;
+                            }
+                        }
+                    }
+                    Some(_) => return None,
+                }
+            }
+            union
+        }
+    }
+}
+
+/// A rough share of the bytes of source code that are `b`, for choosing the probes least
+/// likely to hold by chance. Only the order of magnitude matters.
+fn share(b: u8) -> f64 {
+    match b {
+        b' ' => 0.15,
+        b'\n' | b'\t' => 0.03,
+        b'a'..=b'z' => 0.02,
+        b'A'..=b'Z' | b'0'..=b'9' => 0.004,
+        b'_' => 0.015,
+        b'(' | b')' | b'{' | b'}' | b';' | b',' | b'.' | b'=' | b'*' | b'/' | b'-' | b'"'
+        | b'\'' | b':' | b'<' | b'>' | b'&' | b'+' | b'#' | b'[' | b']' => 0.008,
+        0x21..=0x7E => 0.002,
+        0x80..=0xFF => 0.0005,
+        _ => 0.0001,
+    }
+}
+
+/// The set's bytes as inclusive ranges, when there are at most [`MAX_RANGES`].
+fn ranges(set: &ByteSet) -> Option<Vec<(u8, u8)>> {
+    let mut out: Vec<(u8, u8)> = Vec::new();
+    for b in 0..=255u8 {
+        if !set[b as usize] {
+            continue;
+        }
+        match out.last_mut() {
+            Some((_, hi)) if *hi as usize + 1 == b as usize => *hi = b,
+            _ => {
+                if out.len() == MAX_RANGES {
+                    return None;
+                }
+                out.push((b, b));
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The best probes of one stretch and the share of positions at which they would all
+/// hold by chance.
+fn choose(stretch: &[ByteSet]) -> Option<(f64, Stencil)> {
+    let mut candidates: Vec<(f64, Probe)> = stretch
+        .iter()
+        .enumerate()
+        .filter_map(|(offset, set)| {
+            let chance: f64 = (0..=255u8).filter(|&b| set[b as usize]).map(share).sum();
+            let ranges = ranges(set)?;
+            (chance < 0.5).then_some((chance, Probe { offset, ranges }))
+        })
+        .collect();
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.offset.cmp(&b.1.offset)));
+    candidates.truncate(MAX_PROBES);
+    if candidates.is_empty() {
+        return None;
+    }
+    let chance = candidates.iter().map(|c| c.0).product();
+    // Kept rarest first: the probing of a block stops at the first probe that holds
+    // nowhere in it.
+    let probes: Vec<Probe> = candidates.into_iter().map(|(_, probe)| probe).collect();
+    let reach = probes.iter().map(|p| p.offset).max().unwrap_or(0);
+    Some((chance, Stencil { probes, reach }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so failures repeat.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick(&mut self, from: &[u8]) -> u8 {
+            from[self.next() as usize % from.len()]
+        }
+    }
+
+    fn offsets(s: &Stencil) -> Vec<usize> {
+        let mut offsets: Vec<usize> = s.probes.iter().map(|p| p.offset).collect();
+        offsets.sort();
+        offsets
+    }
+
+    fn ranges_at(s: &Stencil, offset: usize) -> Vec<(u8, u8)> {
+        let probe = s.probes.iter().find(|p| p.offset == offset);
+        probe.expect("a probe there").ranges.clone()
+    }
+
+    #[test]
+    fn a_fixed_width_pattern_probes_its_rarest_bytes() {
+        let s = Stencil::of("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true, false).expect("a stencil");
+        // The three underscores and one upper-case letter.
+        assert_eq!(offsets(&s), vec![0, 4, 9, 14]);
+        assert_eq!(ranges_at(&s, 0), vec![(b'A', b'Z')]);
+        assert_eq!(ranges_at(&s, 4), vec![(b'_', b'_')]);
+        // Probed rarest first.
+        assert_eq!(s.probes[0].offset, 4);
+        assert!(s.may_match(b"x CONFIG_ACPI_PROC_EVENT y"));
+        assert!(!s.may_match(b"lower_case_name_here and CONFIG_ACPI_X"));
+        // Case-insensitive, [A-J] is two ranges. ([A-Z] also holds the Kelvin sign and
+        // the long s, of two and three bytes, so no fixed-width stretch remains.)
+        let s = Stencil::of("[A-J]{4}_[A-J]{4}", true, true).expect("a stencil");
+        assert_eq!(ranges_at(&s, 0), vec![(b'A', b'J'), (b'a', b'j')]);
+        assert!(s.may_match(b"abcd_efgh"));
+        assert!(Stencil::of("[A-Z]{4}_[A-Z]{4}", true, true).is_none());
+    }
+
+    #[test]
+    fn parts_of_varying_width_cut_the_stretch() {
+        // `\d` has members of several bytes; `+`, `*` and `?` vary in count; `.` is any
+        // character. The stretch that remains is the one probed.
+        let s = Stencil::of(r"\w+:\d*[(][)]x?\.", true, false).expect("a stencil");
+        assert_eq!(offsets(&s), vec![0, 1]);
+        assert_eq!(ranges_at(&s, 0), vec![(b'(', b'(')]);
+        let s = Stencil::of(r"(ab|cd)[;]{2}", true, false).expect("a stencil");
+        assert_eq!(offsets(&s), vec![0, 1, 2, 3]);
+        assert!(s.may_match(b"xx cb;; yy"));
+        assert!(!s.may_match(b"xx cb; ;yy"));
+        // A stretch longer than the limit is cut, not lost.
+        let long = "[A-Z]_".repeat(MAX_STRETCH);
+        assert!(Stencil::of(&long, true, false).is_some());
+    }
+
+    #[test]
+    fn patterns_that_would_pass_most_files_get_no_stencil() {
+        for p in [r"\w+", "[a-z]{3}", ".", "a|bc", r"(?i)k", "^$", "[^x]{4}"] {
+            assert!(Stencil::of(p, true, false).is_none(), "{p}");
+        }
+        assert!(Stencil::of("a(", true, false).is_none(), "does not parse");
+    }
+
+    #[test]
+    fn files_starting_with_a_utf16_mark_always_pass() {
+        let s = Stencil::of("_x_y_", false, false).expect("a stencil");
+        assert!(!s.may_match(b"nothing here"));
+        assert!(s.may_match(b"\xFF\xFEn\0o\0"));
+    }
+
+    /// The sixteen-at-a-time probe finds the same first position as the one-at-a-time
+    /// one, on texts where positions near every block boundary and the end hold.
+    #[test]
+    fn the_wide_probe_finds_what_the_narrow_one_finds() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let patterns = [
+            "[A-Z]{4}_[A-Z]{4}_[A-Z]{4}",
+            "_.;__",
+            "(?i)a_x-;",
+            r"[\x00-\x03]_;",
+            "[a-c][x-z];",
+        ];
+        // Weighted towards the probed bytes, so that positions hold often.
+        let alphabet = b"AAAA____;;;--xx00aa\x00\xFF";
+        for p in patterns {
+            let s = Stencil::of(p, true, false).unwrap_or_else(|| panic!("{p}"));
+            let mut found = 0;
+            for len in 0..200 {
+                for _ in 0..20 {
+                    let hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                    let first = s.first_position_from(&hay, 0);
+                    found += usize::from(first.is_some());
+                    assert_eq!(s.first_position(&hay), first, "{p} on {hay:?}");
+                }
+            }
+            assert!(
+                found > 20,
+                "{p} held at only {found} texts: the check proved little"
+            );
+        }
+    }
+
+    /// A file a regex matches is never ruled out.
+    #[test]
+    fn every_file_with_a_match_passes() {
+        let mut rng = Rng(7);
+        let patterns = [
+            "[A-Z]{2}_[A-Z]{2}",
+            r"a{2}\.(b|c)_",
+            "(?i)ab_cd",
+            "x[0-9]{2}-",
+            "((a_)|(b_)){2}c",
+            r"\b[A-Z]_[0-9]\b",
+            "a?b_c",
+        ];
+        let alphabet = b"aabbccddxyAABB___-.0119 \n";
+        for p in patterns {
+            let Some(s) = Stencil::of(p, true, false) else {
+                continue;
+            };
+            let re = regex::bytes::RegexBuilder::new(p)
+                .multi_line(true)
+                .build()
+                .expect("compiles");
+            let mut matched = 0;
+            for _ in 0..30_000 {
+                let len = rng.next() as usize % 120;
+                let hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                if re.is_match(&hay) {
+                    matched += 1;
+                    assert!(s.may_match(&hay), "{p} matches {hay:?}");
+                }
+            }
+            assert!(matched > 0, "{p} never matched: the check proved nothing");
+        }
+    }
+}
