@@ -7,8 +7,11 @@
 //! bytes: `_` at offsets 4 and 9, an upper-case letter at 0, and so on) and probes a few
 //! of its offsets, the ones least likely to hold by chance. A file with no position
 //! where every probed byte is in its set cannot hold a match, and the regex never runs
-//! over it. The probes run sixteen positions at a time (SSE2 on x86-64, which every
-//! x86-64 processor has; one position at a time elsewhere).
+//! over it. When the rarest probe is one byte, `memchr` finds where it holds and the
+//! other probes are checked there; once that byte turns out to be common in a file
+//! (more than one in [`DENSE`] bytes), or when no probe is one byte, the probes run
+//! sixteen positions at a time (SSE2 on x86-64, which every x86-64 processor has; one
+//! position at a time elsewhere).
 //!
 //! A stencil is only ever a necessary condition: it may pass a file with no match,
 //! never rule out one with a match. Files that `grep-searcher` transcodes before
@@ -26,6 +29,11 @@ const MAX_RANGES: usize = 3;
 /// A stencil whose probes hold together by chance at more than this share of positions
 /// is not used: it would pass nearly every file.
 const MAX_CHANCE: f64 = 1e-3;
+
+/// Past this many bytes per occurrence of the rarest probe's byte, and after [`DENSE_AFTER`]
+/// of them, finding each with `memchr` costs more than probing every position.
+const DENSE: usize = 32;
+const DENSE_AFTER: usize = 64;
 
 /// A set of bytes.
 type ByteSet = [bool; 256];
@@ -91,14 +99,49 @@ impl Stencil {
 
     /// The first position of `hay` where every probed byte is in its set.
     fn first_position(&self, hay: &[u8]) -> Option<usize> {
+        let lead = &self.probes[0];
+        match lead.ranges[..] {
+            [(lo, hi)] if lo == hi => self.first_position_led(hay, lead.offset, lo),
+            _ => self.first_position_wide(hay, 0),
+        }
+    }
+
+    /// [`Self::first_position`] when the rarest probe is the one byte `byte` at `offset`:
+    /// each occurrence of it found with `memchr`, the other probes checked there, until
+    /// the byte turns out to be common.
+    fn first_position_led(&self, hay: &[u8], offset: usize, byte: u8) -> Option<usize> {
+        let end = hay.len().checked_sub(self.reach)?;
+        let mut at = offset;
+        let mut seen = 0;
+        while let Some(i) = memchr::memchr(byte, hay.get(at..)?) {
+            let s = at + i - offset;
+            if s >= end {
+                return None;
+            }
+            if self.probes[1..].iter().all(|p| p.holds(hay[s + p.offset])) {
+                return Some(s);
+            }
+            at += i + 1;
+            seen += 1;
+            if seen >= DENSE_AFTER && (at - offset) < seen * DENSE {
+                // Every position before `at - offset` has been ruled out.
+                return self.first_position_wide(hay, at - offset);
+            }
+        }
+        None
+    }
+
+    /// The first position at or after `from` where every probed byte is in its set,
+    /// sixteen positions at a time where the target allows.
+    fn first_position_wide(&self, hay: &[u8], from: usize) -> Option<usize> {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
             // SAFETY: this build's target has SSE2 (every x86-64 processor does).
-            unsafe { self.first_position_sse2(hay) }
+            unsafe { self.first_position_sse2(hay, from) }
         }
         #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
         {
-            self.first_position_from(hay, 0)
+            self.first_position_from(hay, from)
         }
     }
 
@@ -109,10 +152,10 @@ impl Stencil {
         (from..end).find(|&s| self.probes.iter().all(|p| p.holds(hay[s + p.offset])))
     }
 
-    /// [`Self::first_position_from`] from 0, sixteen positions at a time.
+    /// [`Self::first_position_from`], sixteen positions at a time.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[target_feature(enable = "sse2")]
-    fn first_position_sse2(&self, hay: &[u8]) -> Option<usize> {
+    fn first_position_sse2(&self, hay: &[u8], from: usize) -> Option<usize> {
         use std::arch::x86_64::{
             __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
             _mm_set1_epi8, _mm_sub_epi8,
@@ -129,7 +172,7 @@ impl Stencil {
                 .collect();
             lanes.push((p.offset, ranges));
         }
-        let mut s = 0;
+        let mut s = from;
         while s + self.reach + 16 <= hay.len() {
             let mut all = 0xFFFF_i32;
             for (offset, ranges) in &lanes {
@@ -470,12 +513,23 @@ mod tests {
         for p in patterns {
             let s = Stencil::of(p, true, false).unwrap_or_else(|| panic!("{p}"));
             let mut found = 0;
-            for len in 0..200 {
+            // Long texts too, where the lead byte is common enough for the `memchr` path
+            // to hand over to the wide probe part way.
+            for len in (0..200).chain([1000, 3000, 6000]) {
                 for _ in 0..20 {
-                    let hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                    let mut hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                    if len > 200 {
+                        // The probes hold only near the end, if at all.
+                        for b in &mut hay[..len - 100] {
+                            if *b != b'_' && *b != b';' {
+                                *b = b'x';
+                            }
+                        }
+                    }
                     let first = s.first_position_from(&hay, 0);
                     found += usize::from(first.is_some());
                     assert_eq!(s.first_position(&hay), first, "{p} on {hay:?}");
+                    assert_eq!(s.first_position_wide(&hay, 0), first, "{p} on {hay:?}");
                 }
             }
             assert!(
