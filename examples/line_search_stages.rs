@@ -62,9 +62,10 @@ fn main() {
         let t = Instant::now();
         let json = serde_json::to_string(&hits).expect("hits serialize");
         render.push(t.elapsed());
-        last = Some((candidates, hits.len(), truncated, searched, json.len()));
+        last = Some((candidates, hits, truncated, searched, json.len()));
     }
-    let (candidates, hits, truncated, searched, json) = last.expect("one run");
+    let (candidates, answer, truncated, searched, json) = last.expect("one run");
+    let hits = answer.len();
     println!(
         "plan: {:?}",
         LineSearcher::new(&query).expect("compiles").plan()
@@ -91,10 +92,10 @@ fn main() {
             let t = Instant::now();
             let (h, _, _) = plain.search_files(&candidates, scoped_repo_mcp::search::TIME_BUDGET);
             times.push(t.elapsed());
-            same &= h.len() == hits;
+            same &= h == answer;
         }
         println!(
-            "search_files, no stencil: {} (same hit count: {same})",
+            "search_files, no stencil: {} (same hits: {same})",
             ms(median(times))
         );
         let needed = &candidates[..searched.min(candidates.len())];

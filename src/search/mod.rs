@@ -186,6 +186,73 @@ impl Sink for Collect<'_> {
     }
 }
 
+/// The line search's matcher with its stencil finding the candidate lines: the searcher
+/// runs the regex only on lines holding a position where every probe holds, instead of
+/// on every line the regex's own prefilter (its inner literal) lets through.
+/// Everything else is the regex matcher's.
+struct Stenciled<'a> {
+    inner: &'a RegexMatcher,
+    stencil: &'a Stencil,
+}
+
+impl Matcher for Stenciled<'_> {
+    type Captures = grep_regex::RegexCaptures;
+    type Error = grep_matcher::NoError;
+
+    fn find_at(
+        &self,
+        haystack: &[u8],
+        at: usize,
+    ) -> Result<Option<grep_matcher::Match>, Self::Error> {
+        self.inner.find_at(haystack, at)
+    }
+
+    fn new_captures(&self) -> Result<Self::Captures, Self::Error> {
+        self.inner.new_captures()
+    }
+
+    fn capture_count(&self) -> usize {
+        self.inner.capture_count()
+    }
+
+    fn capture_index(&self, name: &str) -> Option<usize> {
+        self.inner.capture_index(name)
+    }
+
+    fn captures_at(
+        &self,
+        haystack: &[u8],
+        at: usize,
+        caps: &mut Self::Captures,
+    ) -> Result<bool, Self::Error> {
+        self.inner.captures_at(haystack, at, caps)
+    }
+
+    fn shortest_match_at(&self, haystack: &[u8], at: usize) -> Result<Option<usize>, Self::Error> {
+        self.inner.shortest_match_at(haystack, at)
+    }
+
+    fn non_matching_bytes(&self) -> Option<&grep_matcher::ByteSet> {
+        self.inner.non_matching_bytes()
+    }
+
+    fn line_terminator(&self) -> Option<grep_matcher::LineTerminator> {
+        self.inner.line_terminator()
+    }
+
+    fn find_candidate_line(
+        &self,
+        haystack: &[u8],
+    ) -> Result<Option<grep_matcher::LineMatchKind>, Self::Error> {
+        // The haystack is what the regex sees (after any transcoding), so no match lies
+        // on a line without a stencil position.
+        Ok(self
+            .stencil
+            .first_position(haystack)
+            .map(grep_matcher::LineMatchKind::Candidate))
+    }
+}
+
 /// The hits of one block of files, once searched.
 struct BlockResult {
     hits: Vec<SearchHit>,
@@ -313,7 +380,16 @@ impl LineSearcher {
             hits: Vec::new(),
         };
         // The sink never fails and a slice cannot fail to read.
-        let _ = searcher.search_slice(&self.matcher, bytes, &mut sink);
+        let _ = match &self.stencil {
+            Some(stencil) => {
+                let matcher = Stenciled {
+                    inner: &self.matcher,
+                    stencil,
+                };
+                searcher.search_slice(&matcher, bytes, &mut sink)
+            }
+            None => searcher.search_slice(&self.matcher, bytes, &mut sink),
+        };
         sink.hits
     }
 
@@ -457,6 +533,61 @@ mod tests {
     fn run(q: &LineQuery, text: &str) -> Vec<SearchHit> {
         let s = LineSearcher::new(q).unwrap();
         s.search_files(&[file("f.rs", text)], TIME_BUDGET).0
+    }
+
+    /// The stencil changes which lines the regex runs on, never the answer: the same
+    /// hits, line numbers, match ranges and context lines as the search without it,
+    /// over files where stencil positions fall on lines with and without a match, at
+    /// a file's first and last byte, and in a UTF-16 file the searcher transcodes.
+    #[test]
+    fn a_stencil_never_changes_the_hits() {
+        let texts = [
+            "#define CONFIG_ACPI_PROC_EVENT 1\nlower_case_name_here\nAB_CD_EF\n",
+            "x\nNO_HITS_HERE_BUT_CLOSE_\n___A____\nTAIL_ABCD_EFGH_IJKL_MNOP",
+            "ABCD_EFGH_IJKL_MNOP\r\nabcd_EFGH_IJKL_MNOP ABCD_EFGH_IJKL_MNOP\n\n",
+            "",
+            "a\n\n\n_\nABCD_\nEFGH_IJKL_MNOP\nQRST_UVWX_YZAB_CDEF\nend",
+        ];
+        let mut files: Vec<Arc<FileEntry>> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| file(&format!("f{i}.rs"), t))
+            .collect();
+        let utf16: Vec<u8> = b"\xFF\xFE"
+            .iter()
+            .copied()
+            .chain(
+                "x\nWXYZ_ABCD_EFGH_IJKL\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        files.push(Arc::new(FileEntry {
+            path: "wide.txt".into(),
+            content: utf16.into(),
+        }));
+        for (pattern, regex) in [
+            ("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true),
+            (r"_[A-Z]{4}\b", true),
+            ("[A-Z]_[A-Z]", true),
+            ("E_", false),
+            ("D_", false),
+        ] {
+            for context in [0, 2] {
+                let mut q = query(pattern, regex);
+                q.context_lines = context;
+                let with = LineSearcher::new(&q).unwrap();
+                assert!(with.stencil().is_some(), "{pattern}");
+                let without = LineSearcher::new(&q).unwrap().without_stencil();
+                let (a, _, _) = with.search_files(&files, TIME_BUDGET);
+                let (b, _, _) = without.search_files(&files, TIME_BUDGET);
+                assert!(
+                    !b.is_empty(),
+                    "{pattern} found nothing: the check proves little"
+                );
+                assert_eq!(a, b, "{pattern}, {context} lines of context");
+            }
+        }
     }
 
     #[test]

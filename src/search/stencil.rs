@@ -97,8 +97,9 @@ impl Stencil {
         self.first_position(hay).is_some()
     }
 
-    /// The first position of `hay` where every probed byte is in its set.
-    fn first_position(&self, hay: &[u8]) -> Option<usize> {
+    /// The first position of `hay` where every probed byte is in its set: where a
+    /// stretch of a match may start. `None` proves `hay` holds no match.
+    pub fn first_position(&self, hay: &[u8]) -> Option<usize> {
         let lead = &self.probes[0];
         match lead.ranges[..] {
             [(lo, hi)] if lo == hi => self.first_position_led(hay, lead.offset, lo),
