@@ -35,6 +35,10 @@ const MAX_CHANCE: f64 = 1e-3;
 const DENSE: usize = 32;
 const DENSE_AFTER: usize = 64;
 
+/// The most common a one-byte first probe may be for `memchr` to find it: past this
+/// share of bytes, probing every position a vector at a time is faster.
+const RARE_LEAD: f64 = 0.004;
+
 /// A set of bytes.
 type ByteSet = [bool; 256];
 
@@ -43,6 +47,8 @@ type ByteSet = [bool; 256];
 #[derive(Clone, Debug)]
 pub struct Stencil {
     probes: Vec<Probe>,
+    /// The first probe's offset and byte, when it is one byte rare enough for `memchr`.
+    lead: Option<(usize, u8)>,
     /// The largest probed offset.
     reach: usize,
 }
@@ -100,10 +106,9 @@ impl Stencil {
     /// The first position of `hay` where every probed byte is in its set: where a
     /// stretch of a match may start. `None` proves `hay` holds no match.
     pub fn first_position(&self, hay: &[u8]) -> Option<usize> {
-        let lead = &self.probes[0];
-        match lead.ranges[..] {
-            [(lo, hi)] if lo == hi => self.first_position_led(hay, lead.offset, lo),
-            _ => self.first_position_wide(hay, 0),
+        match self.lead {
+            Some((offset, byte)) => self.first_position_led(hay, offset, byte),
+            None => self.first_position_wide(hay, 0),
         }
     }
 
@@ -133,12 +138,17 @@ impl Stencil {
     }
 
     /// The first position at or after `from` where every probed byte is in its set,
-    /// sixteen positions at a time where the target allows.
+    /// 32 or 16 positions at a time where the processor allows.
     fn first_position_wide(&self, hay: &[u8], from: usize) -> Option<usize> {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
-            // SAFETY: this build's target has SSE2 (every x86-64 processor does).
-            unsafe { self.first_position_sse2(hay, from) }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, checked just above.
+                unsafe { self.first_position_avx2(hay, from) }
+            } else {
+                // SAFETY: this build's target has SSE2 (every x86-64 processor does).
+                unsafe { self.first_position_sse2(hay, from) }
+            }
         }
         #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
         {
@@ -152,52 +162,86 @@ impl Stencil {
         let end = hay.len().checked_sub(self.reach)?;
         (from..end).find(|&s| self.probes.iter().all(|p| p.holds(hay[s + p.offset])))
     }
-
-    /// [`Self::first_position_from`], sixteen positions at a time.
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    #[target_feature(enable = "sse2")]
-    fn first_position_sse2(&self, hay: &[u8], from: usize) -> Option<usize> {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8,
-            _mm_set1_epi8, _mm_sub_epi8,
-        };
-        // Per probe and range: the range's low byte and its width, in every lane. A byte
-        // b is in lo..=lo+width when b - lo (wrapping) is at most width, that is when
-        // min(b - lo, width) == b - lo.
-        let mut lanes: Vec<(usize, Vec<(__m128i, __m128i)>)> = Vec::with_capacity(MAX_PROBES);
-        for p in &self.probes {
-            let ranges = p
-                .ranges
-                .iter()
-                .map(|&(lo, hi)| (_mm_set1_epi8(lo as i8), _mm_set1_epi8((hi - lo) as i8)))
-                .collect();
-            lanes.push((p.offset, ranges));
-        }
-        let mut s = from;
-        while s + self.reach + 16 <= hay.len() {
-            let mut all = 0xFFFF_i32;
-            for (offset, ranges) in &lanes {
-                // SAFETY: s + offset + 16 <= s + reach + 16 <= hay.len(), so the sixteen
-                // bytes read are inside `hay`; the load has no alignment requirement.
-                let v = unsafe { _mm_loadu_si128(hay.as_ptr().add(s + offset).cast()) };
-                let mut inside = 0;
-                for &(lo, width) in ranges {
-                    let x = _mm_sub_epi8(v, lo);
-                    inside |= _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(x, width), x));
-                }
-                all &= inside;
-                if all == 0 {
-                    break;
-                }
-            }
-            if all != 0 {
-                return Some(s + all.trailing_zeros() as usize);
-            }
-            s += 16;
-        }
-        self.first_position_from(hay, s)
-    }
 }
+
+/// [`Stencil::first_position_from`], as many positions at a time as a vector holds
+/// bytes: the body of `first_position_sse2` and `first_position_avx2`, written once.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+macro_rules! wide_probe {
+    ($name:ident, $feature:literal, $width:literal, $load:ident, $set1:ident,
+     $sub:ident, $min:ident, $eq:ident, $mask:ident, $full:expr) => {
+        impl Stencil {
+            #[doc = concat!("[`Stencil::first_position_from`], ", stringify!($width), " positions at a time (", $feature, ").")]
+            #[target_feature(enable = $feature)]
+            fn $name(&self, hay: &[u8], from: usize) -> Option<usize> {
+                use std::arch::x86_64::{$eq, $load, $mask, $min, $set1, $sub};
+                // Per probe and range: the range's low byte and its width, in every lane.
+                // A byte b is in lo..=lo+width when b - lo (wrapping) is at most width,
+                // that is when min(b - lo, width) == b - lo.
+                let zero = $set1(0);
+                let mut lanes = [(0usize, 0usize, [(zero, zero); MAX_RANGES]); MAX_PROBES];
+                for (lane, p) in lanes.iter_mut().zip(&self.probes) {
+                    lane.0 = p.offset;
+                    lane.1 = p.ranges.len();
+                    for (r, &(lo, hi)) in lane.2.iter_mut().zip(&p.ranges) {
+                        *r = ($set1(lo as i8), $set1((hi - lo) as i8));
+                    }
+                }
+                let lanes = &lanes[..self.probes.len()];
+                let mut s = from;
+                while s + self.reach + $width <= hay.len() {
+                    let mut all = $full;
+                    for (offset, n, ranges) in lanes {
+                        // SAFETY: s + offset + width <= s + reach + width <= hay.len(),
+                        // so the bytes read are inside `hay`; the load needs no alignment.
+                        let v = unsafe { $load(hay.as_ptr().add(s + offset).cast()) };
+                        let mut inside = 0;
+                        for &(lo, width) in &ranges[..*n] {
+                            let x = $sub(v, lo);
+                            inside |= $mask($eq($min(x, width), x));
+                        }
+                        all &= inside;
+                        if all == 0 {
+                            break;
+                        }
+                    }
+                    if all != 0 {
+                        return Some(s + all.trailing_zeros() as usize);
+                    }
+                    s += $width;
+                }
+                self.first_position_from(hay, s)
+            }
+        }
+    };
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+wide_probe!(
+    first_position_sse2,
+    "sse2",
+    16,
+    _mm_loadu_si128,
+    _mm_set1_epi8,
+    _mm_sub_epi8,
+    _mm_min_epu8,
+    _mm_cmpeq_epi8,
+    _mm_movemask_epi8,
+    0xFFFF_i32
+);
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+wide_probe!(
+    first_position_avx2,
+    "avx2",
+    32,
+    _mm256_loadu_si256,
+    _mm256_set1_epi8,
+    _mm256_sub_epi8,
+    _mm256_min_epu8,
+    _mm256_cmpeq_epi8,
+    _mm256_movemask_epi8,
+    -1_i32
+);
 
 /// The fixed-width stretches of a pattern, built while walking it: `current` grows while
 /// each next part has a known width and is cut (`gap`) where a part of varying width
@@ -415,7 +459,18 @@ fn choose(stretch: &[ByteSet]) -> Option<(f64, Stencil)> {
     // nowhere in it.
     let probes: Vec<Probe> = candidates.into_iter().map(|(_, probe)| probe).collect();
     let reach = probes.iter().map(|p| p.offset).max().unwrap_or(0);
-    Some((chance, Stencil { probes, reach }))
+    let lead = match probes[0].ranges[..] {
+        [(lo, hi)] if lo == hi && share(lo) <= RARE_LEAD => Some((probes[0].offset, lo)),
+        _ => None,
+    };
+    Some((
+        chance,
+        Stencil {
+            probes,
+            lead,
+            reach,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -508,9 +563,11 @@ mod tests {
             "(?i)a_x-;",
             r"[\x00-\x03]_;",
             "[a-c][x-z];",
+            // A rare one-byte lead, found with `memchr`.
+            "[A-Z]~_",
         ];
         // Weighted towards the probed bytes, so that positions hold often.
-        let alphabet = b"AAAA____;;;--xx00aa\x00\xFF";
+        let alphabet = b"AAAA____;;;--xx00aa~~~\x00\xFF";
         for p in patterns {
             let s = Stencil::of(p, true, false).unwrap_or_else(|| panic!("{p}"));
             let mut found = 0;
@@ -522,7 +579,7 @@ mod tests {
                     if len > 200 {
                         // The probes hold only near the end, if at all.
                         for b in &mut hay[..len - 100] {
-                            if *b != b'_' && *b != b';' {
+                            if !matches!(*b, b'_' | b';' | b'~') {
                                 *b = b'x';
                             }
                         }
@@ -531,6 +588,17 @@ mod tests {
                     found += usize::from(first.is_some());
                     assert_eq!(s.first_position(&hay), first, "{p} on {hay:?}");
                     assert_eq!(s.first_position_wide(&hay, 0), first, "{p} on {hay:?}");
+                    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+                    {
+                        // SAFETY: the target has SSE2.
+                        let sse2 = unsafe { s.first_position_sse2(&hay, 0) };
+                        assert_eq!(sse2, first, "SSE2: {p} on {hay:?}");
+                        if std::arch::is_x86_feature_detected!("avx2") {
+                            // SAFETY: the processor has AVX2, checked just above.
+                            let avx2 = unsafe { s.first_position_avx2(&hay, 0) };
+                            assert_eq!(avx2, first, "AVX2: {p} on {hay:?}");
+                        }
+                    }
                 }
             }
             assert!(
