@@ -20,6 +20,11 @@ fn is_preamble(line: &str) -> bool {
 /// The file's chunks as 0-based half-open line ranges, covering every line in order.
 pub fn chunks(path: &str, text: &str) -> Vec<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
+    chunks_of_lines(path, text, &lines)
+}
+
+/// [`chunks`], given `text`'s lines.
+fn chunks_of_lines(path: &str, text: &str, lines: &[&str]) -> Vec<(usize, usize)> {
     let total = lines.len();
     let mut starts = vec![0usize];
     for d in symbols::definitions(path, text) {
@@ -56,6 +61,16 @@ pub struct QueryTerms {
     /// Finds any ASCII term's needle; `None` when there is none. (A term outside ASCII
     /// only comes from a line outside ASCII, and those are all split into terms.)
     needles: Option<regex::bytes::Regex>,
+    /// Bit `n` set when a term is `n` bytes long (any term of 64 bytes or more sets bit
+    /// 63), and which bytes a term starts with: a word passing neither is no term,
+    /// without a string comparison.
+    lengths: u64,
+    firsts: [bool; 256],
+}
+
+/// The bit of [`QueryTerms::lengths`] for a word of `len` bytes.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 impl QueryTerms {
@@ -74,7 +89,20 @@ impl QueryTerms {
                 .build()
                 .expect("escaped literals compile")
         });
-        QueryTerms { terms, needles }
+        let mut lengths = 0;
+        let mut firsts = [false; 256];
+        for (t, _) in &terms {
+            lengths |= length_bit(t.len());
+            if let Some(&b) = t.as_bytes().first() {
+                firsts[b as usize] = true;
+            }
+        }
+        QueryTerms {
+            terms,
+            needles,
+            lengths,
+            firsts,
+        }
     }
 
     /// How often each term occurs in `line` (by the terms' order), or `None` if none does.
@@ -82,6 +110,10 @@ impl QueryTerms {
         let mut tf = vec![0u32; self.terms.len()];
         let mut any = false;
         terms::for_each_term(line, |t| {
+            let first = t.as_bytes().first().map_or(0, |&b| b as usize);
+            if self.lengths & length_bit(t.len()) == 0 || !self.firsts[first] {
+                return;
+            }
             if let Ok(i) = self.terms.binary_search_by(|(x, _)| x.as_str().cmp(t)) {
                 tf[i] += 1;
                 any = true;
@@ -175,7 +207,7 @@ pub fn best_chunk(path: &str, text: &str, query: &QueryTerms) -> (usize, usize) 
             hits.push((i, tf));
         }
     }
-    pick_chunk(path, text, lines.len(), query, &hits)
+    pick_chunk(path, text, &lines, query, &hits)
 }
 
 /// [`best_chunk`] splitting every line into terms: the reference the needles are
@@ -191,7 +223,7 @@ pub fn best_chunk_scanning_every_line(
         .enumerate()
         .filter_map(|(i, l)| Some((i, query.counts(l)?)))
         .collect();
-    pick_chunk(path, text, lines.len(), query, &hits)
+    pick_chunk(path, text, &lines, query, &hits)
 }
 
 /// The best of `text`'s chunks given the term counts of the lines that hold a term
@@ -199,14 +231,14 @@ pub fn best_chunk_scanning_every_line(
 fn pick_chunk(
     path: &str,
     text: &str,
-    total: usize,
+    lines: &[&str],
     query: &QueryTerms,
     hits: &[(usize, Vec<u32>)],
 ) -> (usize, usize) {
-    let mut best = (f32::MIN, (0, total.min(MAX_CHUNK_LINES)));
+    let mut best = (f32::MIN, (0, lines.len().min(MAX_CHUNK_LINES)));
     let mut tf = vec![0u32; query.terms.len()];
     let mut next = 0;
-    for (s, e) in chunks(path, text) {
+    for (s, e) in chunks_of_lines(path, text, lines) {
         tf.fill(0);
         while next < hits.len() && hits[next].0 < e {
             if hits[next].0 >= s {

@@ -15,9 +15,34 @@ const STOP: &[&str] = &[
     "which", "while", "who", "why", "will", "with", "would", "you", "your",
 ];
 
+/// A word of at most six bytes as one integer: its bytes from the top, zero-padded, and
+/// its length in the lowest byte. Keys sort as their words do, so [`STOP_KEYS`] is
+/// sorted because [`STOP`] is.
+const fn stop_key(w: &[u8]) -> u64 {
+    let mut key = w.len() as u64;
+    let mut i = 0;
+    while i < w.len() {
+        key |= (w[i] as u64) << (56 - 8 * i);
+        i += 1;
+    }
+    key
+}
+
+/// [`STOP`] as [`stop_key`]s: looking a word up compares integers, not strings (this
+/// runs for every short word of every line a ranked answer scores).
+static STOP_KEYS: [u64; STOP.len()] = {
+    let mut keys = [0; STOP.len()];
+    let mut i = 0;
+    while i < STOP.len() {
+        keys[i] = stop_key(STOP[i].as_bytes());
+        i += 1;
+    }
+    keys
+};
+
 fn is_stop(w: &str) -> bool {
     // No stop word is longer than six bytes; most parts of names are.
-    w.len() <= 6 && STOP.binary_search(&w).is_ok()
+    w.len() <= 6 && STOP_KEYS.binary_search(&stop_key(w.as_bytes())).is_ok()
 }
 
 /// A light suffix stripper: plural and `-ing`/`-ed`/`-e` endings, so `parse`, `parses`,
@@ -189,10 +214,33 @@ mod tests {
     #[test]
     fn stop_list_is_sorted_for_binary_search() {
         assert!(STOP.windows(2).all(|w| w[0] < w[1]));
+        assert!(STOP_KEYS.windows(2).all(|k| k[0] < k[1]));
         assert!(
             STOP.iter().all(|w| w.len() <= 6),
             "is_stop skips longer words"
         );
+    }
+
+    #[test]
+    fn a_word_is_a_stop_word_exactly_when_the_list_holds_it() {
+        for w in STOP {
+            assert!(is_stop(w), "{w}");
+            // Every prefix and every one-letter extension that is not itself listed.
+            for end in 1..w.len() {
+                assert_eq!(is_stop(&w[..end]), STOP.contains(&&w[..end]), "{w} {end}");
+            }
+            for c in ['a', 's', 'z', '0'] {
+                let longer = format!("{w}{c}");
+                assert_eq!(
+                    is_stop(&longer),
+                    STOP.contains(&longer.as_str()),
+                    "{longer}"
+                );
+            }
+        }
+        for w in ["", "ab", "abouts", "th", "thee", "zz", "should_", "shoulda"] {
+            assert_eq!(is_stop(w), STOP.contains(&w), "{w}");
+        }
     }
 
     #[test]
