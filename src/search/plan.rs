@@ -272,23 +272,29 @@ fn analyze(hir: &Hir) -> Info {
     }
 }
 
-/// The trigram condition of a line-search pattern, parsed the way the matcher parses
-/// it (Unicode, multi-line anchors, optional case folding). A pattern that does not
-/// parse yields [`TrigramQuery::All`]: the matcher reports the error itself.
-pub fn plan(pattern: &str, regex: bool, case_insensitive: bool) -> TrigramQuery {
+/// The syntax tree of a line-search pattern (a regex when `regex`, else a literal),
+/// parsed the way the matcher parses it (Unicode, multi-line anchors, optional case
+/// folding); `None` when it does not parse (the matcher reports the error itself).
+pub fn parse(pattern: &str, regex: bool, case_insensitive: bool) -> Option<Hir> {
     let pattern = if regex {
         pattern.to_string()
     } else {
         regex_syntax::escape(pattern)
     };
-    let hir = regex_syntax::ParserBuilder::new()
+    regex_syntax::ParserBuilder::new()
         .case_insensitive(case_insensitive)
         .multi_line(true)
         .build()
-        .parse(&pattern);
-    match hir {
-        Ok(hir) => analyze(&hir).into_query(),
-        Err(_) => TrigramQuery::All,
+        .parse(&pattern)
+        .ok()
+}
+
+/// The trigram condition of a line-search pattern (see [`parse`]). A pattern that does
+/// not parse yields [`TrigramQuery::All`].
+pub fn plan(pattern: &str, regex: bool, case_insensitive: bool) -> TrigramQuery {
+    match parse(pattern, regex, case_insensitive) {
+        Some(hir) => analyze(&hir).into_query(),
+        None => TrigramQuery::All,
     }
 }
 

@@ -71,17 +71,7 @@ impl Stencil {
     /// line search parses it; `None` when the pattern has no stretch of fixed width that
     /// would rule out many files (or does not parse).
     pub fn of(pattern: &str, regex: bool, case_insensitive: bool) -> Option<Stencil> {
-        let pattern = if regex {
-            pattern.to_string()
-        } else {
-            regex_syntax::escape(pattern)
-        };
-        let hir = regex_syntax::ParserBuilder::new()
-            .case_insensitive(case_insensitive)
-            .multi_line(true)
-            .build()
-            .parse(&pattern)
-            .ok()?;
+        let hir = super::plan::parse(pattern, regex, case_insensitive)?;
         let mut stretches = Stretches::default();
         walk(&hir, &mut stretches);
         stretches.gap();
