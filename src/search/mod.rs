@@ -245,11 +245,23 @@ impl Matcher for Stenciled<'_> {
         haystack: &[u8],
     ) -> Result<Option<grep_matcher::LineMatchKind>, Self::Error> {
         // The haystack is what the regex sees (after any transcoding), so no match lies
-        // on a line without a stencil position.
-        Ok(self
-            .stencil
-            .first_position(haystack)
-            .map(grep_matcher::LineMatchKind::Candidate))
+        // on a line without a stencil position. Each line holding one is checked here,
+        // as the searcher checks a candidate line (its terminator left out), so that a
+        // line is reported confirmed and never run through the regex twice.
+        let mut from = 0;
+        while let Some(found) = self.stencil.first_position(&haystack[from..]) {
+            let at = from + found;
+            let start = memchr::memrchr(b'\n', &haystack[..at]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &haystack[at..]).map_or(haystack.len(), |i| at + i);
+            if self.inner.is_match(&haystack[start..end])? {
+                return Ok(Some(grep_matcher::LineMatchKind::Confirmed(at)));
+            }
+            if end == haystack.len() {
+                break;
+            }
+            from = end + 1;
+        }
+        Ok(None)
     }
 }
 
@@ -570,8 +582,8 @@ mod tests {
             ("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true),
             (r"_[A-Z]{4}\b", true),
             ("[A-Z]_[A-Z]", true),
-            ("E_", false),
-            ("D_", false),
+            ("[DE]_", true),
+            ("[A-Z]_[A-Z]{2}", true),
         ] {
             for context in [0, 2] {
                 let mut q = query(pattern, regex);

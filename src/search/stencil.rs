@@ -75,6 +75,17 @@ impl Stencil {
         let mut stretches = Stretches::default();
         walk(&hir, &mut stretches);
         stretches.gap();
+        // Two bytes in a row that every match holds are a literal the regex engine finds
+        // itself, as fast as any probe (`memchr`'s pair search); then the stencil would
+        // only add its own pass.
+        let single = |set: &ByteSet| set.iter().filter(|&&b| b).count() == 1;
+        if stretches
+            .done
+            .iter()
+            .any(|st| st.windows(2).any(|w| single(&w[0]) && single(&w[1])))
+        {
+            return None;
+        }
         stretches
             .done
             .iter()
@@ -515,13 +526,13 @@ mod tests {
     fn parts_of_varying_width_cut_the_stretch() {
         // `\d` has members of several bytes; `+`, `*` and `?` vary in count; `.` is any
         // character. The stretch that remains is the one probed.
-        let s = Stencil::of(r"\w+:\d*[(][)]x?\.", true, false).expect("a stencil");
-        assert_eq!(offsets(&s), vec![0, 1]);
+        let s = Stencil::of(r"\w+:\d*[(][a-z][)]x?\.", true, false).expect("a stencil");
+        assert_eq!(offsets(&s), vec![0, 2]);
         assert_eq!(ranges_at(&s, 0), vec![(b'(', b'(')]);
-        let s = Stencil::of(r"(ab|cd)[;]{2}", true, false).expect("a stencil");
-        assert_eq!(offsets(&s), vec![0, 1, 2, 3]);
-        assert!(s.may_match(b"xx cb;; yy"));
-        assert!(!s.may_match(b"xx cb; ;yy"));
+        let s = Stencil::of(r"(ab|cd);[0-9];", true, false).expect("a stencil");
+        assert_eq!(offsets(&s), vec![0, 1, 2, 4]);
+        assert!(s.may_match(b"xx cb;5; yy"));
+        assert!(!s.may_match(b"xx cb;; ;yy"));
         // A stretch longer than the limit is cut, not lost.
         let long = "[A-Z]_".repeat(MAX_STRETCH);
         assert!(Stencil::of(&long, true, false).is_some());
@@ -536,8 +547,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_with_two_literal_bytes_in_a_row_is_left_to_the_regex() {
+        for p in [r"\)\?$", "[a-z]{2};;", r"0x[0-9a-f]{8}", "->[a-z]"] {
+            assert!(Stencil::of(p, true, false).is_none(), "{p}");
+        }
+        assert!(Stencil::of("_(", false, false).is_none());
+        // One literal byte between classes is not enough for the regex's own search.
+        assert!(Stencil::of(r"[a-z]\?[;)]", true, false).is_some());
+    }
+
+    #[test]
     fn files_starting_with_a_utf16_mark_always_pass() {
-        let s = Stencil::of("_x_y_", false, false).expect("a stencil");
+        let s = Stencil::of("_[a-z]_[a-z]_", true, false).expect("a stencil");
         assert!(!s.may_match(b"nothing here"));
         assert!(s.may_match(b"\xFF\xFEn\0o\0"));
     }
@@ -549,12 +570,12 @@ mod tests {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let patterns = [
             "[A-Z]{4}_[A-Z]{4}_[A-Z]{4}",
-            "_.;__",
-            "(?i)a_x-;",
-            r"[\x00-\x03]_;",
+            "_.;[;_]_",
+            "(?i)a_x-[;-]",
+            r"[\x00-\x03]_[;x]",
             "[a-c][x-z];",
             // A rare one-byte lead, found with `memchr`.
-            "[A-Z]~_",
+            "~[A-Z]_",
         ];
         // Weighted towards the probed bytes, so that positions hold often.
         let alphabet = b"AAAA____;;;--xx00aa~~~\x00\xFF";
@@ -604,12 +625,12 @@ mod tests {
         let mut rng = Rng(7);
         let patterns = [
             "[A-Z]{2}_[A-Z]{2}",
-            r"a{2}\.(b|c)_",
+            r"[ab]\.(b|c)_",
             "(?i)ab_cd",
             "x[0-9]{2}-",
-            "((a_)|(b_)){2}c",
+            "((a_)|(b_)){2}[cd]",
             r"\b[A-Z]_[0-9]\b",
-            "a?b_c",
+            "a?[bc]_[cd]",
         ];
         let alphabet = b"aabbccddxyAABB___-.0119 \n";
         for p in patterns {

@@ -68,10 +68,10 @@ const STENCILED: &[(&str, bool, bool)] = &[
     (r"[A-Z]{2,}_[A-Z]{2,}\b", true, false),
     (r"[0-9]{2}:[0-9]{2}", true, false),
     (r"[a-z]_[a-z]\(", true, false),
-    (r"\)\?$", true, false),
-    (r"[A-F0-9]{2}\\x", true, false),
+    (r"[a-z]\?[;)]", true, false),
+    (r"[A-F0-9]{2}\\[a-z]", true, false),
     (r"(?i)[a-f]{2}_[0-9]", true, false),
-    ("_(", false, false),
+    (r"\([a-z]\)", true, false),
 ];
 
 fn rg_present() {
