@@ -3,15 +3,21 @@
 //! The trigram index cannot narrow a pattern such as `[A-Z]{4}_[A-Z]{4}_[A-Z]{4}`: its
 //! classes are too large to enumerate and its literals shorter than a trigram, so the
 //! search reads every file in path order until its answer is certain. A stencil makes
-//! that reading cheap. From the pattern it takes a stretch of fixed width (here nine
-//! bytes: `_` at offsets 4 and 9, an upper-case letter at 0, and so on) and probes a few
-//! of its offsets, the ones least likely to hold by chance. A file with no position
-//! where every probed byte is in its set cannot hold a match, and the regex never runs
-//! over it. When the rarest probe is one byte, `memchr` finds where it holds and the
-//! other probes are checked there; once that byte turns out to be common in a file
-//! (more than one in [`DENSE`] bytes), or when no probe is one byte, the probes run
-//! sixteen positions at a time (SSE2 on x86-64, which every x86-64 processor has; one
-//! position at a time elsewhere).
+//! that reading cheap. From the pattern it takes a stretch of fixed width (here all 14
+//! bytes: `_` at offsets 4 and 9, an upper-case letter at the others) and probes a few
+//! of its offsets, the ones least likely to hold by chance. No match can lie on a line
+//! without a position where every probed byte is in its set: the search skips a file
+//! with no such position, and in the others runs the regex only on lines holding one.
+//!
+//! The probes run 32 positions at a time where the processor has AVX2, 16 with SSE2
+//! (which every x86-64 processor has), one at a time elsewhere. When the rarest probe
+//! is one rare byte (under `RARE_LEAD` of source text), `memchr` finds where it holds
+//! and the other probes are checked there, until that byte turns out to be common in
+//! the text (more than one in `DENSE` bytes).
+//!
+//! No stencil is made when no stretch would rule out much (`MAX_CHANCE`), or when a
+//! stretch holds two literal bytes in a row: the regex engine finds such a pair itself
+//! at least as fast.
 //!
 //! A stencil is only ever a necessary condition: it may pass a file with no match,
 //! never rule out one with a match. Files that `grep-searcher` transcodes before
