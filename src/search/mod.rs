@@ -393,14 +393,14 @@ impl LineSearcher {
         };
         // The sink never fails and a slice cannot fail to read.
         let _ = match &self.stencil {
-            Some(stencil) => {
+            Some(stencil) if stencil.applies_to(bytes) => {
                 let matcher = Stenciled {
                     inner: &self.matcher,
                     stencil,
                 };
                 searcher.search_slice(&matcher, bytes, &mut sink)
             }
-            None => searcher.search_slice(&self.matcher, bytes, &mut sink),
+            _ => searcher.search_slice(&self.matcher, bytes, &mut sink),
         };
         sink.hits
     }
@@ -559,6 +559,12 @@ mod tests {
             "ABCD_EFGH_IJKL_MNOP\r\nabcd_EFGH_IJKL_MNOP ABCD_EFGH_IJKL_MNOP\n\n",
             "",
             "a\n\n\n_\nABCD_\nEFGH_IJKL_MNOP\nQRST_UVWX_YZAB_CDEF\nend",
+            // Matches that only text outside ASCII holds, placed so that no stencil
+            // position lines up with them: the Kelvin sign matches `(?i)[A-Z]`,
+            // Arabic-Indic digits match `\d`.
+            "x\nABCD_EFG\u{212A}_IJKL_MNOP\n",
+            "\u{664}\u{660}\u{662}\u{664}-\u{660}\u{661}-31\n",
+            "date 1999-12-31\nno date 1999/12/31\n",
         ];
         let mut files: Vec<Arc<FileEntry>> = texts
             .iter()
@@ -578,15 +584,18 @@ mod tests {
             path: "wide.txt".into(),
             content: utf16.into(),
         }));
-        for (pattern, regex) in [
-            ("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true),
-            (r"_[A-Z]{4}\b", true),
-            ("[A-Z]_[A-Z]", true),
-            ("[DE]_", true),
-            ("[A-Z]_[A-Z]{2}", true),
+        for (pattern, regex, insensitive) in [
+            ("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true, false),
+            (r"_[A-Z]{4}\b", true, false),
+            ("[A-Z]_[A-Z]", true, false),
+            ("[DE]_", true, false),
+            ("[A-Z]_[A-Z]{2}", true, false),
+            ("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true, true),
+            (r"\d{4}-\d{2}-\d{2}", true, false),
         ] {
             for context in [0, 2] {
                 let mut q = query(pattern, regex);
+                q.case_sensitive = !insensitive;
                 q.context_lines = context;
                 let with = LineSearcher::new(&q).unwrap();
                 assert!(with.stencil().is_some(), "{pattern}");

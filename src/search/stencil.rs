@@ -57,6 +57,11 @@ pub struct Stencil {
     lead: Option<(usize, u8)>,
     /// The largest probed offset.
     reach: usize,
+    /// Whether the stencil holds only for text that is all ASCII: some class of the
+    /// pattern has members outside ASCII (`\d`, `\w`, `.`, a letter class searched
+    /// case-insensitively), which the stencil counts as one byte wide and leaves out.
+    /// Text with a byte outside ASCII may hold a match with no stencil position.
+    ascii_only: bool,
 }
 
 /// One probed offset and the byte ranges (inclusive) its byte must fall in.
@@ -98,7 +103,10 @@ impl Stencil {
             .filter_map(|s| choose(s))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .filter(|(chance, _)| *chance <= MAX_CHANCE)
-            .map(|(_, stencil)| stencil)
+            .map(|(_, stencil)| Stencil {
+                ascii_only: stretches.ascii_only,
+                ..stencil
+            })
     }
 
     /// Whether some position of `hay` shows every probed byte, so that the file may hold
@@ -107,11 +115,18 @@ impl Stencil {
         if hay.starts_with(b"\xFF\xFE") || hay.starts_with(b"\xFE\xFF") {
             return true;
         }
-        self.first_position(hay).is_some()
+        self.first_position(hay).is_some() || !self.applies_to(hay)
+    }
+
+    /// Whether the stencil's positions are the only places a match of the pattern can be
+    /// in `hay`: always, unless the stencil holds only for ASCII text and `hay` is not.
+    pub fn applies_to(&self, hay: &[u8]) -> bool {
+        !self.ascii_only || hay.is_ascii()
     }
 
     /// The first position of `hay` where every probed byte is in its set: where a
-    /// stretch of a match may start. `None` proves `hay` holds no match.
+    /// stretch of a match may start. `None` proves `hay` holds no match, when the
+    /// stencil [applies to](Self::applies_to) `hay`.
     pub fn first_position(&self, hay: &[u8]) -> Option<usize> {
         match self.lead {
             Some((offset, byte)) => self.first_position_led(hay, offset, byte),
@@ -257,6 +272,8 @@ wide_probe!(
 struct Stretches {
     current: Vec<ByteSet>,
     done: Vec<Vec<ByteSet>>,
+    /// A class's members outside ASCII were left out somewhere in the pattern.
+    ascii_only: bool,
 }
 
 impl Stretches {
@@ -282,8 +299,10 @@ fn single(b: u8) -> ByteSet {
     set
 }
 
-/// The bytes a class matches, when each of its members is one byte long.
-fn class_set(class: &Class) -> Option<ByteSet> {
+/// The bytes a class matches, when each of its members is one byte long. A Unicode
+/// class's members outside ASCII are left out and `ascii_only` set: the set is then
+/// right only for text without them, which is all ASCII (see [`Stencil::ascii_only`]).
+fn class_set(class: &Class, ascii_only: &mut bool) -> ByteSet {
     let mut set = [false; 256];
     match class {
         Class::Bytes(c) => {
@@ -295,16 +314,18 @@ fn class_set(class: &Class) -> Option<ByteSet> {
         }
         Class::Unicode(c) => {
             for r in c.ranges() {
-                if u32::from(r.end()) > 0x7F {
-                    return None; // A member of two or more bytes: the width varies.
+                let (start, end) = (u32::from(r.start()), u32::from(r.end()));
+                if end > 0x7F {
+                    // Members of two or more bytes, which only text outside ASCII holds.
+                    *ascii_only = true;
                 }
-                for b in u32::from(r.start())..=u32::from(r.end()) {
+                for b in start..=end.min(0x7F) {
                     set[b as usize] = true;
                 }
             }
         }
     }
-    Some(set)
+    set
 }
 
 /// Add `hir` to the stretches: the parts of known width extend the current stretch,
@@ -317,10 +338,10 @@ fn walk(hir: &Hir, out: &mut Stretches) {
                 out.push(&[single(b)]);
             }
         }
-        HirKind::Class(c) => match class_set(c) {
-            Some(set) => out.push(&[set]),
-            None => out.gap(),
-        },
+        HirKind::Class(c) => {
+            let set = class_set(c, &mut out.ascii_only);
+            out.push(&[set]);
+        }
         HirKind::Capture(c) => walk(&c.sub, out),
         HirKind::Concat(parts) => {
             for part in parts {
@@ -332,7 +353,7 @@ fn walk(hir: &Hir, out: &mut Stretches) {
                 out.gap();
                 return;
             }
-            match fixed(&r.sub) {
+            match fixed(&r.sub, &mut out.ascii_only) {
                 Some(sets) if !sets.is_empty() => {
                     // The first `min` copies follow each other at known offsets.
                     let copies = (r.min as usize).min(MAX_STRETCH.div_ceil(sets.len()));
@@ -351,7 +372,7 @@ fn walk(hir: &Hir, out: &mut Stretches) {
                 }
             }
         }
-        HirKind::Alternation(_) => match fixed(hir) {
+        HirKind::Alternation(_) => match fixed(hir, &mut out.ascii_only) {
             Some(sets) => out.push(&sets),
             None => out.gap(),
         },
@@ -360,18 +381,18 @@ fn walk(hir: &Hir, out: &mut Stretches) {
 
 /// The sets of `hir`, one per byte, when every match of it has the same length (at most
 /// [`MAX_STRETCH`]).
-fn fixed(hir: &Hir) -> Option<Vec<ByteSet>> {
+fn fixed(hir: &Hir, ascii_only: &mut bool) -> Option<Vec<ByteSet>> {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => Some(Vec::new()),
         HirKind::Literal(lit) => {
             (lit.0.len() <= MAX_STRETCH).then(|| lit.0.iter().map(|&b| single(b)).collect())
         }
-        HirKind::Class(c) => class_set(c).map(|set| vec![set]),
-        HirKind::Capture(c) => fixed(&c.sub),
+        HirKind::Class(c) => Some(vec![class_set(c, ascii_only)]),
+        HirKind::Capture(c) => fixed(&c.sub, ascii_only),
         HirKind::Concat(parts) => {
             let mut sets = Vec::new();
             for part in parts {
-                sets.extend(fixed(part)?);
+                sets.extend(fixed(part, ascii_only)?);
                 if sets.len() > MAX_STRETCH {
                     return None;
                 }
@@ -382,14 +403,14 @@ fn fixed(hir: &Hir) -> Option<Vec<ByteSet>> {
             if r.max != Some(r.min) {
                 return None;
             }
-            let sets = fixed(&r.sub)?;
+            let sets = fixed(&r.sub, ascii_only)?;
             let len = sets.len().checked_mul(r.min as usize)?;
             (len <= MAX_STRETCH).then(|| sets.repeat(r.min as usize))
         }
         HirKind::Alternation(alternatives) => {
             let mut union: Option<Vec<ByteSet>> = None;
             for alternative in alternatives {
-                let sets = fixed(alternative)?;
+                let sets = fixed(alternative, ascii_only)?;
                 match &mut union {
                     None => union = Some(sets),
                     Some(u) if u.len() == sets.len() => {
@@ -476,6 +497,7 @@ fn choose(stretch: &[ByteSet]) -> Option<(f64, Stencil)> {
             probes,
             lead,
             reach,
+            ascii_only: false,
         },
     ))
 }
@@ -520,12 +542,29 @@ mod tests {
         assert_eq!(s.probes[0].offset, 4);
         assert!(s.may_match(b"x CONFIG_ACPI_PROC_EVENT y"));
         assert!(!s.may_match(b"lower_case_name_here and CONFIG_ACPI_X"));
-        // Case-insensitive, [A-J] is two ranges. ([A-Z] also holds the Kelvin sign and
-        // the long s, of two and three bytes, so no fixed-width stretch remains.)
+        assert!(!s.ascii_only);
+        // Case-insensitive, [A-J] is two ranges.
         let s = Stencil::of("[A-J]{4}_[A-J]{4}", true, true).expect("a stencil");
         assert_eq!(ranges_at(&s, 0), vec![(b'A', b'J'), (b'a', b'j')]);
         assert!(s.may_match(b"abcd_efgh"));
-        assert!(Stencil::of("[A-Z]{4}_[A-Z]{4}", true, true).is_none());
+        assert!(!s.ascii_only);
+        // [A-Z] case-insensitively also holds the Kelvin sign (three bytes) and the long
+        // s (two): the stencil counts the class as one byte, so it holds for ASCII text
+        // only, and text with a byte outside ASCII always passes.
+        let s = Stencil::of("[A-Z]{4}_[A-Z]{4}_[A-Z]{4}", true, true).expect("a stencil");
+        assert!(s.ascii_only);
+        assert!(s.may_match(b"abcd_EFGH_ijkl"));
+        assert!(!s.may_match(b"abcd_EFGH ijkl"));
+        assert!(s.may_match("\u{212A}bcd_EFGH_ijkl".as_bytes()));
+        assert!(s.may_match("caf\u{e9} and nothing else".as_bytes()));
+        // `\d` holds digits of other scripts: the same.
+        let s = Stencil::of(r"\d{4}-\d{2}-\d{2}", true, false).expect("a stencil");
+        assert!(s.ascii_only);
+        assert!(s.may_match(b"on 2024-01-31"));
+        assert!(!s.may_match(b"on 2024/01/31"));
+        assert!(
+            s.may_match("on \u{664}\u{660}\u{662}\u{664}-\u{660}\u{661}-\u{663}\u{661}".as_bytes())
+        );
     }
 
     #[test]
@@ -637,12 +676,19 @@ mod tests {
             "((a_)|(b_)){2}[cd]",
             r"\b[A-Z]_[0-9]\b",
             "a?[bc]_[cd]",
+            // Classes with members outside ASCII: the stencil holds for ASCII text only.
+            r"\d_\d{2}",
+            r"(?i)[a-c]_[a-c]{2}",
+            r"\w-\w_.",
         ];
-        let alphabet = b"aabbccddxyAABB___-.0119 \n";
+        // Letters and digits of two and three bytes too: `\d` holds `٣`, `(?i)k` holds
+        // the Kelvin sign.
+        let alphabet: Vec<String> = "aabbccddxyAABB___-.0119 \n٣٣\u{212A}é"
+            .chars()
+            .map(String::from)
+            .collect();
         for p in patterns {
-            let Some(s) = Stencil::of(p, true, false) else {
-                continue;
-            };
+            let s = Stencil::of(p, true, false).unwrap_or_else(|| panic!("{p} has no stencil"));
             let re = regex::bytes::RegexBuilder::new(p)
                 .multi_line(true)
                 .build()
@@ -650,7 +696,9 @@ mod tests {
             let mut matched = 0;
             for _ in 0..30_000 {
                 let len = rng.next() as usize % 120;
-                let hay: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+                let hay: Vec<u8> = (0..len)
+                    .flat_map(|_| alphabet[rng.next() as usize % alphabet.len()].bytes())
+                    .collect();
                 if re.is_match(&hay) {
                     matched += 1;
                     assert!(s.may_match(&hay), "{p} matches {hay:?}");

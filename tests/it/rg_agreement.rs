@@ -72,6 +72,10 @@ const STENCILED: &[(&str, bool, bool)] = &[
     (r"[A-F0-9]{2}\\[a-z]", true, false),
     (r"(?i)[a-f]{2}_[0-9]", true, false),
     (r"\([a-z]\)", true, false),
+    // Classes with members outside ASCII: stencils for ASCII text only.
+    (r"\d{2}:\d{2}", true, false),
+    (r"\w_\d", true, false),
+    (r"[A-Z]{2}_[A-Z]{2}_[0-9]", true, true),
 ];
 
 fn rg_present() {
