@@ -17,7 +17,9 @@
 //!
 //! No stencil is made when no stretch would rule out much (`MAX_CHANCE`), or when a
 //! stretch holds two literal bytes in a row: the regex engine finds such a pair itself
-//! at least as fast.
+//! at least as fast. A class with members outside ASCII (`\d`, `\w`, `.`, a letter class
+//! searched case-insensitively) is counted as its ASCII members, one byte wide; the
+//! stencil then holds only for text that is all ASCII ([`Stencil::applies_to`]).
 //!
 //! A stencil is only ever a necessary condition: it may pass a file with no match,
 //! never rule out one with a match. Files that `grep-searcher` transcodes before
