@@ -328,9 +328,11 @@ impl LineSearcher {
                 ErrorKind::NotAllowed(lit) => SearchError::LineBreak(lit.clone()),
                 _ => SearchError::BadRegex(e.to_string()),
             })?;
-        let plan = plan::plan(&query.pattern, query.regex, !query.case_sensitive);
-        let stencil = match plan {
-            TrigramQuery::All => Stencil::of(&query.pattern, query.regex, !query.case_sensitive),
+        // Parsed once for both the trigram plan and the stencil.
+        let hir = plan::parse(&query.pattern, query.regex, !query.case_sensitive);
+        let plan = hir.as_ref().map_or(TrigramQuery::All, plan::plan_of);
+        let stencil = match (&plan, &hir) {
+            (TrigramQuery::All, Some(hir)) => Stencil::of_hir(hir),
             _ => None,
         };
         let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;

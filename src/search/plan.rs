@@ -293,9 +293,14 @@ pub fn parse(pattern: &str, regex: bool, case_insensitive: bool) -> Option<Hir> 
 /// not parse yields [`TrigramQuery::All`].
 pub fn plan(pattern: &str, regex: bool, case_insensitive: bool) -> TrigramQuery {
     match parse(pattern, regex, case_insensitive) {
-        Some(hir) => analyze(&hir).into_query(),
+        Some(hir) => plan_of(&hir),
         None => TrigramQuery::All,
     }
+}
+
+/// The trigram condition of a parsed pattern.
+pub fn plan_of(hir: &Hir) -> TrigramQuery {
+    analyze(hir).into_query()
 }
 
 #[cfg(test)]

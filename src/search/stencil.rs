@@ -84,9 +84,13 @@ impl Stencil {
     /// line search parses it; `None` when the pattern has no stretch of fixed width that
     /// would rule out many files (or does not parse).
     pub fn of(pattern: &str, regex: bool, case_insensitive: bool) -> Option<Stencil> {
-        let hir = super::plan::parse(pattern, regex, case_insensitive)?;
+        Self::of_hir(&super::plan::parse(pattern, regex, case_insensitive)?)
+    }
+
+    /// [`Self::of`] a pattern already parsed (by [`super::plan::parse`]).
+    pub fn of_hir(hir: &Hir) -> Option<Stencil> {
         let mut stretches = Stretches::default();
-        walk(&hir, &mut stretches);
+        walk(hir, &mut stretches);
         stretches.gap();
         // Two bytes in a row that every match holds are a literal the regex engine finds
         // itself, as fast as any probe (`memchr`'s pair search); then the stencil would
@@ -102,13 +106,10 @@ impl Stencil {
         stretches
             .done
             .iter()
-            .filter_map(|s| choose(s))
+            .filter_map(|s| choose(s, stretches.ascii_only))
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .filter(|(chance, _)| *chance <= MAX_CHANCE)
-            .map(|(_, stencil)| Stencil {
-                ascii_only: stretches.ascii_only,
-                ..stencil
-            })
+            .map(|(_, stencil)| stencil)
     }
 
     /// Whether some position of `hay` shows every probed byte, so that the file may hold
@@ -468,8 +469,8 @@ fn ranges(set: &ByteSet) -> Option<Vec<(u8, u8)>> {
 }
 
 /// The best probes of one stretch and the share of positions at which they would all
-/// hold by chance.
-fn choose(stretch: &[ByteSet]) -> Option<(f64, Stencil)> {
+/// hold by chance (`ascii_only`: see [`Stencil::ascii_only`]).
+fn choose(stretch: &[ByteSet], ascii_only: bool) -> Option<(f64, Stencil)> {
     let mut candidates: Vec<(f64, Probe)> = stretch
         .iter()
         .enumerate()
@@ -499,7 +500,7 @@ fn choose(stretch: &[ByteSet]) -> Option<(f64, Stencil)> {
             probes,
             lead,
             reach,
-            ascii_only: false,
+            ascii_only,
         },
     ))
 }
