@@ -1,10 +1,10 @@
 //! Time one `search_repo` call through a real `serve` process over MCP stdio, repeated:
 //! the round trip a client sees, for comparing with the same search in process
-//! (`line_search_stages`). Prints the median and the spread, and the server's pid
-//! first so that a profiler can attach.
+//! (`line_search_stages`). Prints the median and the spread, then the server's resident
+//! memory; and the server's pid first, so that a profiler can attach.
 //!
 //! Run: `cargo run --release --example serve_calls -- DATA_DIR REPO_ID ARGUMENTS_JSON
-//! [RUNS]`, e.g. `'{"query":"[A-Z]{4}_[A-Z]{4}","mode":"regex","max_results":200}'`
+//! [RUNS [PAUSE_MS]]` (PAUSE_MS: a pause before each call, as between an agent's calls), e.g. `'{"query":"[A-Z]{4}_[A-Z]{4}","mode":"regex","max_results":200}'`
 //! (`repo_id` is added). The server is `target/release/scoped-repo-mcp`.
 
 use std::process::Stdio;
@@ -19,10 +19,11 @@ use serde_json::Value;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [data, repo, arguments, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: serve_calls DATA_DIR REPO_ID ARGUMENTS_JSON [RUNS]");
+        eprintln!("usage: serve_calls DATA_DIR REPO_ID ARGUMENTS_JSON [RUNS [PAUSE_MS]]");
         std::process::exit(2)
     };
     let runs: usize = rest.first().and_then(|s| s.parse().ok()).unwrap_or(51);
+    let pause = Duration::from_millis(rest.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
     let mut arguments: serde_json::Map<String, Value> =
         serde_json::from_str(arguments).expect("ARGUMENTS_JSON is a JSON object");
     arguments.insert("repo_id".into(), Value::String(repo.clone()));
@@ -40,11 +41,13 @@ async fn main() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn serve");
-    println!("serve pid {}", transport.id().expect("a pid"));
+    let pid = transport.id().expect("a pid");
+    println!("serve pid {pid}");
     let client = ().serve(transport).await.expect("MCP handshake");
     let mut times: Vec<Duration> = Vec::with_capacity(runs);
     let mut size = 0;
     for _ in 0..runs {
+        tokio::time::sleep(pause).await;
         let call = CallToolRequestParams::new("search_repo").with_arguments(arguments.clone());
         let t = Instant::now();
         let r = client.call_tool(call).await.expect("search_repo");
@@ -60,5 +63,23 @@ async fn main() {
         ms(times[0]),
         ms(times[runs * 9 / 10])
     );
+    // The server's resident memory right after the calls, and once it has been idle
+    // for a second (mapped pages are let go then): whole, heap, mapped files.
+    for when in ["right after the calls", "after a second idle"] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or("?".into(), |v| v.trim().to_string())
+        };
+        println!(
+            "serve resident {when}: {} (heap {}, files {})",
+            field("VmRSS:"),
+            field("RssAnon:"),
+            field("RssFile:")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let _ = client.cancel().await;
 }

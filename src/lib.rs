@@ -17,6 +17,7 @@
 //!   trigram index that narrows it.
 //! - [`git_source`]: repos made from git: a source's URL or path, the rules of an
 //!   outbound fetch (allowed hosts, pinned address, credentials), and the fetch itself.
+//! - [`mapped`]: stored index files read in place, and letting go of the pages read.
 //! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`connections`]: serving the HTTP servers' connections within their limits (cap,
@@ -43,6 +44,7 @@ pub mod connections;
 pub mod escape;
 pub mod git_source;
 pub mod http;
+pub mod mapped;
 pub mod model;
 pub mod paths;
 pub mod ranked;

@@ -67,32 +67,8 @@ unsafe impl Plain for (u32, u32) {
     }
 }
 
-/// A stored file mapped read-only.
-///
-/// Stored files are written once under a temporary name and renamed into place; no
-/// process of this program writes to, truncates or extends one after that (a newer copy
-/// replaces it by rename, which leaves every mapping of the old one intact). What no
-/// program can rule out is another party truncating the file while it is mapped (a
-/// read past the new end would fault): the data directory is private to its owner.
-#[derive(Debug)]
-pub struct Mapped {
-    map: memmap2::Mmap,
-}
-
-impl Mapped {
-    /// Map `file` whole.
-    pub fn new(file: &std::fs::File) -> std::io::Result<Arc<Self>> {
-        // SAFETY: see the type's documentation: the file is never changed in place
-        // while mapped, and the mapping is read-only.
-        let map = unsafe { memmap2::Mmap::map(file) }?;
-        Ok(Arc::new(Self { map }))
-    }
-
-    /// The mapped bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
-    }
-}
+/// A stored file mapped read-only (see [`crate::mapped`]).
+pub use crate::mapped::Mapping as Mapped;
 
 /// Where an array's bytes are.
 #[derive(Debug, Clone)]

@@ -665,6 +665,8 @@ impl StoredBase {
     pub fn open(file: &std::fs::File, snap: &Snapshot) -> Result<Self, DecodeError> {
         let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
         let p = parse(Source::Mapped(&map), false)?;
+        // The checks read every page; queries read a few.
+        map.release();
         if p.head != snap.head {
             return Err(DecodeError::Malformed("another head than the snapshot's"));
         }
@@ -820,7 +822,10 @@ impl RankedIndex {
     /// read in place.
     pub fn open(file: &std::fs::File) -> Result<Self, DecodeError> {
         let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
-        Self::from_parsed(parse(Source::Mapped(&map), true)?)
+        let p = parse(Source::Mapped(&map), true)?;
+        // The checks read every page; queries read a few.
+        map.release();
+        Self::from_parsed(p)
     }
 
     fn from_parsed(p: Parsed) -> Result<Self, DecodeError> {

@@ -46,7 +46,10 @@
 use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::mapped::Mapping;
 
 /// The first 8 bytes of every segment.
 pub const MAGIC: &[u8; 8] = b"SRMLSEG\0";
@@ -101,7 +104,7 @@ pub struct Layout {
 /// The bytes of a segment: mapped from its file, or on the heap when it could not be
 /// stored.
 enum Bytes {
-    Mapped(memmap2::Mmap),
+    Mapped(Arc<Mapping>),
     Heap(Vec<u8>),
 }
 
@@ -109,7 +112,7 @@ impl std::ops::Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Mapped(m) => m.bytes(),
             Bytes::Heap(v) => v,
         }
     }
@@ -275,14 +278,12 @@ impl SegmentData {
     /// Open the segment file at `path`, checking it as the module says.
     pub fn open(path: &Path) -> Result<Self, Unusable> {
         let file = std::fs::File::open(path).map_err(|e| Unusable(e.to_string()))?;
-        // SAFETY: segment files are written once, under a temporary name, and renamed
-        // into place; this program never writes to, truncates or extends one after that
-        // (they are removed by unlinking, which leaves a mapping intact). The mapping is
-        // read-only. What no program can rule out is another party truncating the file
-        // while it is mapped (a read past the new end would fault): the length is checked
-        // against the header here, so a file truncated before it was opened is refused,
-        // and the data directory is private to its owner (mode 0700).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Unusable(e.to_string()))?;
+        // Segment files are written once, under a temporary name, and renamed into
+        // place; this program never writes to, truncates or extends one after that
+        // (they are removed by unlinking, which leaves a mapping intact): what
+        // `Mapping` assumes. A file truncated before it was opened is refused here, as
+        // its length is checked against the header.
+        let map = Mapping::new(&file).map_err(|e| Unusable(e.to_string()))?;
         Self::new(Bytes::Mapped(map), false)
     }
 

@@ -763,6 +763,7 @@ impl Store {
         id: &RepoId,
         run: impl Fn(&LineIndex) -> T,
     ) -> Result<T, StoreError> {
+        let _reading = crate::mapped::reading();
         for _ in 0..3 {
             let ix = self.line_index(id)?;
             let answer = run(&ix);

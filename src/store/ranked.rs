@@ -371,6 +371,7 @@ impl Store {
     ) -> Result<RankedResults, StoreError> {
         let glob = query.path_glob.as_deref().map(compile_glob).transpose()?;
         let h = self.handle(id)?;
+        let _reading = crate::mapped::reading();
         // A handle of its own: indexing a large repo must not hold up `read_file` calls
         // waiting on the shared reader.
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;

@@ -1,8 +1,9 @@
 //! The line index's stored segments: a damaged or truncated segment, or a writer killed
 //! in the middle of one, costs a rebuild and never a wrong answer; two servers on one
 //! data directory share the segments while one commits; a tiny `--index-memory` drops
-//! indexes from memory and every answer stays right. Every answer is compared with a
-//! plain scan of the head's files by the same matcher.
+//! indexes from memory and every answer stays right; an idle server lets go of the
+//! index pages its searches read. Every answer is compared with a plain scan of the
+//! head's files by the same matcher.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -632,5 +633,110 @@ async fn a_server_under_a_tiny_index_memory_answers_right_across_repos() {
     let last = search(&c, &repos[1], "needle_7", false).await;
     assert_eq!(last["head"], h.store.head(&repos[1]).unwrap());
     assert_eq!(hits_of(&last), scan(&h.store, &repos[1], "needle_7", false));
+    c.cancel().await.ok();
+}
+
+/// KiB that process `pid` holds of its mappings of files under `dir` (its smaps).
+fn mapped_kib_under(pid: u32, dir: &Path) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let dir = dir.to_str().unwrap();
+    let mut inside = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, perms, offset, device, inode, path.
+            inside = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|p| p.starts_with(dir));
+        } else if inside && let Some(v) = line.strip_prefix("Rss:") {
+            kib += v
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    kib
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_server_lets_go_of_the_index_pages_its_searches_read() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let h = Harness::new();
+    let files = corpus();
+    let id = repo(&h, &files);
+    let dir = index_dir(h.data_dir(), &id);
+    let cmd = h.command(&["serve", "--repo", &id.to_string()]);
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = transport.id().unwrap();
+    let c: Client = rmcp::ServiceExt::serve((), transport).await.unwrap();
+    // No trigram narrows this pattern: the search reads every file's text.
+    let (pattern, regex) = (r"[a-z]+_[0-9]{3}\b", true);
+    let want = scan_capped(&h.store, &id, pattern, regex);
+    let idle = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = mapped_kib_under(pid, &dir);
+            if held == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still {held} KiB of index files held after 30 s idle"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Right after a search, its pages are held (they go half a second after it ends;
+    // a slow machine may take longer than that to look, so a few tries).
+    let mut held = 0;
+    for _ in 0..5 {
+        let got = search(&c, &id, pattern, regex).await;
+        same(&hits_of(&got), &want, "a full read");
+        held = mapped_kib_under(pid, &dir);
+        if held > 0 {
+            break;
+        }
+    }
+    assert!(
+        held >= 256,
+        "a search over 1 MB of text held only {held} KiB"
+    );
+    idle("after line searches");
+    // What was let go reads back the same.
+    same(
+        &hits_of(&search(&c, &id, pattern, regex).await),
+        &want,
+        "read back",
+    );
+    idle("after a line search again");
+    // A ranked index is built, stored and moved onto its file (a check reads the whole
+    // file); a restart loads it (the same check). Neither keeps the file's pages.
+    let ranked =
+        json!({"repo_id": id.to_string(), "query": "helper function marker", "mode": "ranked"});
+    let first = ok(&call(&c, "search_repo", ranked.clone()).await);
+    let stored = dir.join("ranked.bin");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stored.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the ranked index was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    idle("after the ranked index was stored");
+    assert_eq!(
+        ok(&call(&c, "search_repo", ranked.clone()).await)["hits"],
+        first["hits"]
+    );
+    idle("after a ranked search");
     c.cancel().await.ok();
 }

@@ -1,0 +1,260 @@
+//! Stored index files read in place through read-only mappings, and letting go of the
+//! pages read.
+//!
+//! A page of a mapped file that a process has read counts in that process's resident
+//! memory until the process unmaps it, although the page belongs to the kernel's page
+//! cache: shared with every other process that reads the file, and reclaimed under
+//! pressure. [`release_all`] drops this process's hold on every page of every live
+//! mapping (`madvise(MADV_DONTNEED)`). The pages stay in the page cache, and the next
+//! read maps them back: a minor fault, with no disk read while they are cached.
+//!
+//! Searches hold a [`Reading`] while they run. Once none has run for [`RELEASE_AFTER`],
+//! a thread of this module lets go of every mapping's pages, so that an idle process's
+//! resident memory is its heap and not the text it searched. A burst of calls keeps its
+//! pages (mapping them back costs about 0.1 ms a MiB read); a call after a pause pays
+//! that.
+//!
+//! Only read-only mappings of files that no process changes in place are made here (see
+//! [`Mapping`]); for them, letting go of a page can never change what a later read sees.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// How long no search may have run before the pages read are let go.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
+
+/// A file mapped whole, read-only.
+///
+/// Stored files are written once under a temporary name and renamed into place; no
+/// process of this program writes to, truncates or extends one after that (a newer copy
+/// replaces it by rename, and an old one is removed by unlinking: both leave every
+/// mapping of it intact). What no program can rule out is another party truncating the
+/// file while it is mapped (a read past the new end would fault): the data directory is
+/// private to its owner (mode 0700).
+#[derive(Debug)]
+pub struct Mapping {
+    map: memmap2::Mmap,
+}
+
+/// Every mapping made by this process that may still be alive.
+static LIVE: Mutex<Vec<Weak<Mapping>>> = Mutex::new(Vec::new());
+
+fn live() -> MutexGuard<'static, Vec<Weak<Mapping>>> {
+    // A panic while holding the lock leaves a plain list of weak references: still
+    // usable.
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads in progress, and since when there are none.
+struct Idle {
+    running: usize,
+    /// Set when the last read ended; cleared when one starts or the pages are let go.
+    since: Option<Instant>,
+    /// Whether the releasing thread runs.
+    releaser: bool,
+}
+
+static IDLE: Mutex<Idle> = Mutex::new(Idle {
+    running: 0,
+    since: None,
+    releaser: false,
+});
+static WAKE: Condvar = Condvar::new();
+
+fn idle() -> MutexGuard<'static, Idle> {
+    // Every update of `Idle` is a single assignment: a panic elsewhere cannot leave it
+    // half done.
+    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A read of mapped files in progress: while any is held, pages are not let go (see
+/// the module's documentation).
+#[must_use = "a read counts as running only while this is held"]
+pub struct Reading(());
+
+/// Count a read as running until the returned guard is dropped.
+pub fn reading() -> Reading {
+    let mut s = idle();
+    s.running += 1;
+    s.since = None;
+    Reading(())
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut s = idle();
+        s.running -= 1;
+        if s.running > 0 {
+            return;
+        }
+        s.since = Some(Instant::now());
+        if !s.releaser {
+            let spawned = std::thread::Builder::new()
+                .name("release-pages".into())
+                .spawn(release_when_idle);
+            match spawned {
+                Ok(_) => s.releaser = true,
+                Err(e) => {
+                    // Without the thread, let go at once: a later read maps back what
+                    // it needs.
+                    tracing::debug!(cause = %e, "no thread to let go of mapped pages");
+                    s.since = None;
+                    drop(s);
+                    release_all();
+                    return;
+                }
+            }
+        }
+        WAKE.notify_one();
+    }
+}
+
+/// The releasing thread: waits until no read has run for [`RELEASE_AFTER`], then lets
+/// go of every mapping's pages; for the life of the process.
+fn release_when_idle() {
+    let mut s = idle();
+    loop {
+        let Some(since) = s.since else {
+            s = WAKE.wait(s).unwrap_or_else(|e| e.into_inner());
+            continue;
+        };
+        let due = since + RELEASE_AFTER;
+        let now = Instant::now();
+        if now < due {
+            s = WAKE
+                .wait_timeout(s, due - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            continue;
+        }
+        s.since = None;
+        drop(s);
+        release_all();
+        s = idle();
+    }
+}
+
+impl Mapping {
+    /// Map `file` whole (see the type's documentation for what that assumes).
+    pub fn new(file: &std::fs::File) -> std::io::Result<Arc<Self>> {
+        // SAFETY: see the type's documentation: the file is never changed in place
+        // while mapped, and the mapping is read-only.
+        let map = unsafe { memmap2::Mmap::map(file) }?;
+        let this = Arc::new(Self { map });
+        let mut live = live();
+        live.retain(|m| m.strong_count() > 0);
+        live.push(Arc::downgrade(&this));
+        Ok(this)
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Let go of the pages of this mapping that this process holds (see the module's
+    /// documentation). Failure only leaves them held, so it is logged, not returned.
+    pub fn release(&self) {
+        if self.map.is_empty() {
+            return;
+        }
+        // SAFETY: the mapping is read-only and shared with its file, which no process
+        // changes while it is mapped (the type's contract). MADV_DONTNEED on such a
+        // mapping only removes page-table entries: the range stays mapped, every
+        // reference into it stays valid, and a later read faults the same bytes back
+        // from the file.
+        let done = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+        if let Err(e) = done {
+            tracing::debug!(cause = %e, "could not let go of a mapping's pages");
+        }
+    }
+}
+
+/// Let go of the pages this process holds of every live mapping.
+pub fn release_all() {
+    let maps: Vec<Arc<Mapping>> = {
+        let mut live = live();
+        live.retain(|m| m.strong_count() > 0);
+        live.iter().filter_map(Weak::upgrade).collect()
+    };
+    for m in maps {
+        m.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// KiB of `m` this process holds, from `/proc/self/smaps` (Linux only).
+    fn resident_kib(m: &Mapping) -> Option<u64> {
+        let header = format!("{:x}-", m.bytes().as_ptr() as usize);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&header));
+        lines.next()?;
+        let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
+        rss.trim().strip_suffix("kB")?.trim().parse().ok()
+    }
+
+    #[test]
+    fn released_pages_leave_the_process_and_read_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&body)
+            .unwrap();
+        let m = Mapping::new(&std::fs::File::open(&path).unwrap()).unwrap();
+        let sum = |b: &[u8]| b.iter().map(|&x| u64::from(x)).sum::<u64>();
+        assert_eq!(sum(m.bytes()), sum(&body));
+        let before = resident_kib(&m);
+        // Its own mapping only: letting go of every mapping would disturb the test
+        // beside it.
+        m.release();
+        let after = resident_kib(&m);
+        if cfg!(target_os = "linux") {
+            let (before, after) = (before.unwrap(), after.unwrap());
+            assert!(before >= 4096, "all 4 MiB were read: {before} KiB held");
+            assert_eq!(after, 0, "nothing held after the release");
+        }
+        assert_eq!(
+            m.bytes(),
+            &body[..],
+            "the same bytes read back after a release"
+        );
+        let held = resident_kib(&m);
+        if cfg!(target_os = "linux") {
+            assert!(held.unwrap() >= 4096, "read back: held again");
+        }
+    }
+
+    #[test]
+    fn pages_are_let_go_once_no_read_has_run_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        let m = Mapping::new(&std::fs::File::open(&path).unwrap()).unwrap();
+        let first = reading();
+        let second = reading();
+        assert!(m.bytes().iter().all(|&b| b == 7));
+        drop(first);
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        // Another read still runs: nothing is let go, however long it takes.
+        std::thread::sleep(RELEASE_AFTER * 2);
+        assert!(resident_kib(&m).unwrap() >= 1024, "held while a read runs");
+        drop(second);
+        // Other tests' reads may keep the process busy for a while; give them time.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while resident_kib(&m).unwrap() > 0 {
+            assert!(Instant::now() < deadline, "never let go");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
