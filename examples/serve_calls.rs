@@ -74,10 +74,11 @@ async fn main() {
                 .map_or("?".into(), |v| v.trim().to_string())
         };
         println!(
-            "serve resident {when}: {} (heap {}, files {})",
+            "serve resident {when}: {} (heap {}, files {}; peak so far {})",
             field("VmRSS:"),
             field("RssAnon:"),
-            field("RssFile:")
+            field("RssFile:"),
+            field("VmHWM:")
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
