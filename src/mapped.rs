@@ -10,9 +10,11 @@
 //!
 //! Searches hold a [`Reading`] while they run. Once none has run for [`RELEASE_AFTER`],
 //! a thread of this module lets go of every mapping's pages, so that an idle process's
-//! resident memory is its heap and not the text it searched. A burst of calls keeps its
-//! pages; a call after a pause maps back what it reads (on the Linux kernel's source,
-//! about 3 ms for a search that reads 47 MB of text).
+//! resident memory is its heap and not the text it searched. A process that is never
+//! idle lets go every [`RELEASE_AT_MOST`], so its resident memory holds what it read in
+//! the last few seconds, not everything it ever read. A burst of calls keeps its pages
+//! for those seconds; a call after a pause maps back what it reads (on the Linux
+//! kernel's source, about 3 ms for a search that reads 47 MB of text).
 //!
 //! Only read-only mappings of files that no process changes in place are made here (see
 //! [`Mapping`]); for them, letting go of a page can never change what a later read sees.
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 
 /// How long no search may have run before the pages read are let go.
 pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
+/// How long pages read are held at most, however busy the process is.
+pub const RELEASE_AT_MOST: Duration = Duration::from_secs(5);
 
 /// A file mapped whole, read-only.
 ///
@@ -45,80 +49,109 @@ fn live() -> MutexGuard<'static, Vec<Weak<Mapping>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads in progress, and since when there are none.
-struct Idle {
+/// Reads in progress, and what they have left held.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Reads {
     running: usize,
-    /// Set when the last read ended; cleared when one starts or the pages are let go.
-    since: Option<Instant>,
+    /// When the first read since pages were last let go started; `None` when nothing
+    /// has been read since.
+    held_since: Option<Instant>,
+    /// When the last read ended, if none runs.
+    ended: Option<Instant>,
+}
+
+impl Reads {
+    /// When to let go of the pages read: half a second after the last read ended, or
+    /// five seconds after the first of them started, whichever comes first; `None`
+    /// when nothing is held.
+    fn due(&self) -> Option<Instant> {
+        let cap = self.held_since? + RELEASE_AT_MOST;
+        Some(match self.ended {
+            Some(end) if self.running == 0 => cap.min(end + RELEASE_AFTER),
+            _ => cap,
+        })
+    }
+
+    fn started(&mut self, now: Instant) {
+        self.running += 1;
+        self.ended = None;
+        self.held_since.get_or_insert(now);
+    }
+
+    fn finished(&mut self, now: Instant) {
+        self.running -= 1;
+        if self.running == 0 {
+            self.ended = Some(now);
+        }
+    }
+
+    /// The pages were let go at `now`: reads still running hold what they read next.
+    fn released(&mut self, now: Instant) {
+        self.held_since = (self.running > 0).then_some(now);
+    }
+}
+
+struct Idle {
+    reads: Reads,
     /// Whether the releasing thread runs.
     releaser: bool,
 }
 
 static IDLE: Mutex<Idle> = Mutex::new(Idle {
-    running: 0,
-    since: None,
+    reads: Reads {
+        running: 0,
+        held_since: None,
+        ended: None,
+    },
     releaser: false,
 });
 static WAKE: Condvar = Condvar::new();
 
 fn idle() -> MutexGuard<'static, Idle> {
-    // Every update of `Idle` is a single assignment: a panic elsewhere cannot leave it
-    // half done.
+    // Every update of `Idle` leaves it whole: a panic elsewhere cannot leave it half
+    // done.
     IDLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A read of mapped files in progress: while any is held, pages are not let go (see
-/// the module's documentation).
+/// A read of mapped files in progress (see the module's documentation).
 #[must_use = "a read counts as running only while this is held"]
 pub struct Reading(());
 
 /// Count a read as running until the returned guard is dropped.
 pub fn reading() -> Reading {
     let mut s = idle();
-    s.running += 1;
-    s.since = None;
+    s.reads.started(Instant::now());
+    if !s.releaser {
+        match std::thread::Builder::new()
+            .name("release-pages".into())
+            .spawn(release_when_due)
+        {
+            Ok(_) => s.releaser = true,
+            // Without the thread, pages stay held until the process ends or the thread
+            // can be started by a later read: memory shows more, answers are the same.
+            Err(e) => tracing::debug!(cause = %e, "no thread to let go of mapped pages"),
+        }
+    }
+    WAKE.notify_one();
     Reading(())
 }
 
 impl Drop for Reading {
     fn drop(&mut self) {
-        let mut s = idle();
-        s.running -= 1;
-        if s.running > 0 {
-            return;
-        }
-        s.since = Some(Instant::now());
-        if !s.releaser {
-            let spawned = std::thread::Builder::new()
-                .name("release-pages".into())
-                .spawn(release_when_idle);
-            match spawned {
-                Ok(_) => s.releaser = true,
-                Err(e) => {
-                    // Without the thread, let go at once: a later read maps back what
-                    // it needs.
-                    tracing::debug!(cause = %e, "no thread to let go of mapped pages");
-                    s.since = None;
-                    drop(s);
-                    release_all();
-                    return;
-                }
-            }
-        }
+        idle().reads.finished(Instant::now());
         WAKE.notify_one();
     }
 }
 
-/// The releasing thread: waits until no read has run for [`RELEASE_AFTER`], then lets
-/// go of every mapping's pages; for the life of the process.
-fn release_when_idle() {
+/// The releasing thread: lets go of every mapping's pages when [`Reads::due`]; for the
+/// life of the process.
+fn release_when_due() {
     let mut s = idle();
     loop {
-        let Some(since) = s.since else {
+        let Some(due) = s.reads.due() else {
             s = WAKE.wait(s).unwrap_or_else(|e| e.into_inner());
             continue;
         };
-        let due = since + RELEASE_AFTER;
         let now = Instant::now();
         if now < due {
             s = WAKE
@@ -127,7 +160,7 @@ fn release_when_idle() {
                 .0;
             continue;
         }
-        s.since = None;
+        s.reads.released(now);
         drop(s);
         release_all();
         s = idle();
@@ -234,27 +267,70 @@ mod tests {
     }
 
     #[test]
-    fn pages_are_let_go_once_no_read_has_run_for_a_while() {
+    fn pages_go_half_a_second_after_the_last_read_or_five_seconds_after_the_first() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = Reads::default();
+        assert_eq!(r.due(), None, "nothing read, nothing to let go");
+        r.started(at(0));
+        assert_eq!(
+            r.due(),
+            Some(at(5000)),
+            "while busy: five seconds after the first"
+        );
+        r.started(at(100));
+        r.finished(at(200));
+        assert_eq!(r.due(), Some(at(5000)), "one read still runs");
+        r.finished(at(300));
+        assert_eq!(r.due(), Some(at(800)), "idle: half a second after the last");
+        r.started(at(700));
+        assert_eq!(r.due(), Some(at(5000)), "a read started again before then");
+        r.finished(at(4800));
+        assert_eq!(r.due(), Some(at(5000)), "the five seconds come first");
+        r.started(at(5000));
+        r.released(at(5000));
+        assert_eq!(
+            r.due(),
+            Some(at(10_000)),
+            "a running read holds what it reads next"
+        );
+        r.finished(at(5100));
+        assert_eq!(r.due(), Some(at(5600)));
+        r.released(at(5600));
+        assert_eq!(r.due(), None, "let go with nothing running: nothing held");
+    }
+
+    /// Waits until the process holds none of `m`'s pages (the thread lets go of them).
+    fn until_let_go(m: &Mapping, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while resident_kib(m).unwrap() > 0 {
+            assert!(Instant::now() < deadline, "{what}: never let go");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn pages_are_let_go_after_the_reads_and_during_a_long_one() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
         let m = Mapping::new(&std::fs::File::open(&path).unwrap()).unwrap();
-        let first = reading();
-        let second = reading();
-        assert!(m.bytes().iter().all(|&b| b == 7));
-        drop(first);
-        if !cfg!(target_os = "linux") {
-            return;
+        let read = || assert!(m.bytes().iter().all(|&b| b == 7));
+        {
+            let _r = reading();
+            read();
+            assert!(resident_kib(&m).unwrap() >= 1024);
         }
-        // Another read still runs: nothing is let go, however long it takes.
-        std::thread::sleep(RELEASE_AFTER * 2);
-        assert!(resident_kib(&m).unwrap() >= 1024, "held while a read runs");
-        drop(second);
-        // Other tests' reads may keep the process busy for a while; give them time.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while resident_kib(&m).unwrap() > 0 {
-            assert!(Instant::now() < deadline, "never let go");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        until_let_go(&m, "after the read");
+        let long = reading();
+        read();
+        assert!(resident_kib(&m).unwrap() >= 1024);
+        until_let_go(&m, "during a long read");
+        read();
+        drop(long);
+        until_let_go(&m, "after the long read");
     }
 }
