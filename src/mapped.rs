@@ -12,9 +12,9 @@
 //! a thread of this module lets go of every mapping's pages, so that an idle process's
 //! resident memory is its heap and not the text it searched. A process that is never
 //! idle lets go every [`RELEASE_AT_MOST`], so its resident memory holds what it read in
-//! the last few seconds, not everything it ever read. A burst of calls keeps its pages
-//! for those seconds; a call after a pause maps back what it reads (on the Linux
-//! kernel's source, about 3 ms for a search that reads 47 MB of text).
+//! the last second, not everything it ever read. A call maps back what it reads if its
+//! pages were let go (on the Linux kernel's source, about 3 ms for a search that reads
+//! 47 MB of text): once a second at most for calls in a burst.
 //!
 //! Only read-only mappings of files that no process changes in place are made here (see
 //! [`Mapping`]); for them, letting go of a page can never change what a later read sees.
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How long no search may have run before the pages read are let go.
 pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
 /// How long pages read are held at most, however busy the process is.
-pub const RELEASE_AT_MOST: Duration = Duration::from_secs(5);
+pub const RELEASE_AT_MOST: Duration = Duration::from_secs(1);
 
 /// A file mapped whole, read-only.
 ///
@@ -61,9 +61,9 @@ struct Reads {
 }
 
 impl Reads {
-    /// When to let go of the pages read: half a second after the last read ended, or
-    /// five seconds after the first of them started, whichever comes first; `None`
-    /// when nothing is held.
+    /// When to let go of the pages read: [`RELEASE_AFTER`] after the last read ended,
+    /// or [`RELEASE_AT_MOST`] after the first of them started, whichever comes first;
+    /// `None` when nothing is held.
     fn due(&self) -> Option<Instant> {
         let cap = self.held_since? + RELEASE_AT_MOST;
         Some(match self.ended {
@@ -267,7 +267,12 @@ mod tests {
     }
 
     #[test]
-    fn pages_go_half_a_second_after_the_last_read_or_five_seconds_after_the_first() {
+    fn pages_go_half_a_second_after_the_last_read_or_a_second_after_the_first() {
+        assert_eq!(
+            (RELEASE_AFTER, RELEASE_AT_MOST),
+            (Duration::from_millis(500), Duration::from_millis(1000)),
+            "the times below"
+        );
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut r = Reads::default();
@@ -275,28 +280,28 @@ mod tests {
         r.started(at(0));
         assert_eq!(
             r.due(),
-            Some(at(5000)),
-            "while busy: five seconds after the first"
+            Some(at(1000)),
+            "while busy: a second after the first"
         );
         r.started(at(100));
         r.finished(at(200));
-        assert_eq!(r.due(), Some(at(5000)), "one read still runs");
+        assert_eq!(r.due(), Some(at(1000)), "one read still runs");
         r.finished(at(300));
         assert_eq!(r.due(), Some(at(800)), "idle: half a second after the last");
         r.started(at(700));
-        assert_eq!(r.due(), Some(at(5000)), "a read started again before then");
-        r.finished(at(4800));
-        assert_eq!(r.due(), Some(at(5000)), "the five seconds come first");
-        r.started(at(5000));
-        r.released(at(5000));
+        assert_eq!(r.due(), Some(at(1000)), "a read started again before then");
+        r.finished(at(900));
+        assert_eq!(r.due(), Some(at(1000)), "the second comes first");
+        r.started(at(1000));
+        r.released(at(1000));
         assert_eq!(
             r.due(),
-            Some(at(10_000)),
+            Some(at(2000)),
             "a running read holds what it reads next"
         );
-        r.finished(at(5100));
-        assert_eq!(r.due(), Some(at(5600)));
-        r.released(at(5600));
+        r.finished(at(1100));
+        assert_eq!(r.due(), Some(at(1600)));
+        r.released(at(1600));
         assert_eq!(r.due(), None, "let go with nothing running: nothing held");
     }
 
