@@ -8,13 +8,13 @@
 //! mapping (`madvise(MADV_DONTNEED)`). The pages stay in the page cache, and the next
 //! read maps them back: a minor fault, with no disk read while they are cached.
 //!
-//! Searches hold a [`Reading`] while they run. Once none has run for [`RELEASE_AFTER`],
-//! a thread of this module lets go of every mapping's pages, so that an idle process's
-//! resident memory is its heap and not the text it searched. A process that is never
-//! idle lets go every [`RELEASE_AT_MOST`], so its resident memory holds what it read in
-//! the last second, not everything it ever read. A call maps back what it reads if its
-//! pages were let go (on the Linux kernel's source, about 3 ms for a search that reads
-//! 47 MB of text): once a second at most for calls in a burst.
+//! Searches hold a [`Reading`] while they run. [`RELEASE_AFTER`] after the first read
+//! since the last release began, a thread of this module lets go of every mapping's
+//! pages: an idle process's resident memory is its heap and not the text it searched,
+//! and a busy one's holds what it read in the last quarter second, not everything it
+//! ever read. A read maps back what it needs of the pages let go: on the Linux kernel's
+//! source, about 3 ms for a search that reads 47 MB of text, paid at most once a
+//! quarter second by a burst of such calls.
 //!
 //! Only read-only mappings of files that no process changes in place are made here (see
 //! [`Mapping`]); for them, letting go of a page can never change what a later read sees.
@@ -22,10 +22,9 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-/// How long no search may have run before the pages read are let go.
-pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
-/// How long pages read are held at most, however busy the process is.
-pub const RELEASE_AT_MOST: Duration = Duration::from_secs(1);
+/// How long pages read are held at most: they are let go this long after the first
+/// read since they were last let go began.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(250);
 
 /// A file mapped whole, read-only.
 ///
@@ -49,40 +48,33 @@ fn live() -> MutexGuard<'static, Vec<Weak<Mapping>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads in progress, and what they have left held.
+/// Reads in progress, and since when they have held pages.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Reads {
     running: usize,
     /// When the first read since pages were last let go started; `None` when nothing
     /// has been read since.
     held_since: Option<Instant>,
-    /// When the last read ended, if none runs.
-    ended: Option<Instant>,
 }
 
 impl Reads {
-    /// When to let go of the pages read: [`RELEASE_AFTER`] after the last read ended,
-    /// or [`RELEASE_AT_MOST`] after the first of them started, whichever comes first;
-    /// `None` when nothing is held.
+    /// When to let go of the pages read ([`RELEASE_AFTER`] after they were first
+    /// held); `None` when nothing is held.
     fn due(&self) -> Option<Instant> {
-        let cap = self.held_since? + RELEASE_AT_MOST;
-        Some(match self.ended {
-            Some(end) if self.running == 0 => cap.min(end + RELEASE_AFTER),
-            _ => cap,
-        })
+        Some(self.held_since? + RELEASE_AFTER)
     }
 
-    fn started(&mut self, now: Instant) {
+    /// A read started at `now`; whether it began a hold (the releasing thread then has
+    /// a time to wait for).
+    fn started(&mut self, now: Instant) -> bool {
         self.running += 1;
-        self.ended = None;
+        let began = self.held_since.is_none();
         self.held_since.get_or_insert(now);
+        began
     }
 
-    fn finished(&mut self, now: Instant) {
+    fn finished(&mut self) {
         self.running -= 1;
-        if self.running == 0 {
-            self.ended = Some(now);
-        }
     }
 
     /// The pages were let go at `now`: reads still running hold what they read next.
@@ -101,7 +93,6 @@ static IDLE: Mutex<Idle> = Mutex::new(Idle {
     reads: Reads {
         running: 0,
         held_since: None,
-        ended: None,
     },
     releaser: false,
 });
@@ -120,7 +111,7 @@ pub struct Reading(());
 /// Count a read as running until the returned guard is dropped.
 pub fn reading() -> Reading {
     let mut s = idle();
-    s.reads.started(Instant::now());
+    let began = s.reads.started(Instant::now());
     if !s.releaser {
         match std::thread::Builder::new()
             .name("release-pages".into())
@@ -132,14 +123,15 @@ pub fn reading() -> Reading {
             Err(e) => tracing::debug!(cause = %e, "no thread to let go of mapped pages"),
         }
     }
-    WAKE.notify_one();
+    if began {
+        WAKE.notify_one();
+    }
     Reading(())
 }
 
 impl Drop for Reading {
     fn drop(&mut self) {
-        idle().reads.finished(Instant::now());
-        WAKE.notify_one();
+        idle().reads.finished();
     }
 }
 
@@ -267,42 +259,31 @@ mod tests {
     }
 
     #[test]
-    fn pages_go_half_a_second_after_the_last_read_or_a_second_after_the_first() {
-        assert_eq!(
-            (RELEASE_AFTER, RELEASE_AT_MOST),
-            (Duration::from_millis(500), Duration::from_millis(1000)),
-            "the times below"
-        );
+    fn pages_go_a_quarter_second_after_they_were_first_held() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let after = |ms: u64| Some(at(ms) + RELEASE_AFTER);
         let mut r = Reads::default();
         assert_eq!(r.due(), None, "nothing read, nothing to let go");
-        r.started(at(0));
+        assert!(r.started(at(0)), "the first read begins a hold");
+        assert_eq!(r.due(), after(0));
+        assert!(!r.started(at(100)), "a second read joins it");
+        r.finished();
+        r.finished();
+        assert_eq!(r.due(), after(0), "from the first read, not the last");
+        r.released(at(250));
+        assert_eq!(r.due(), None, "let go with nothing running: nothing held");
+        assert!(r.started(at(300)));
+        assert_eq!(r.due(), after(300));
+        r.released(at(550));
         assert_eq!(
             r.due(),
-            Some(at(1000)),
-            "while busy: a second after the first"
-        );
-        r.started(at(100));
-        r.finished(at(200));
-        assert_eq!(r.due(), Some(at(1000)), "one read still runs");
-        r.finished(at(300));
-        assert_eq!(r.due(), Some(at(800)), "idle: half a second after the last");
-        r.started(at(700));
-        assert_eq!(r.due(), Some(at(1000)), "a read started again before then");
-        r.finished(at(900));
-        assert_eq!(r.due(), Some(at(1000)), "the second comes first");
-        r.started(at(1000));
-        r.released(at(1000));
-        assert_eq!(
-            r.due(),
-            Some(at(2000)),
+            after(550),
             "a running read holds what it reads next"
         );
-        r.finished(at(1100));
-        assert_eq!(r.due(), Some(at(1600)));
-        r.released(at(1600));
-        assert_eq!(r.due(), None, "let go with nothing running: nothing held");
+        r.finished();
+        r.released(at(800));
+        assert_eq!(r.due(), None);
     }
 
     /// Waits until the process holds none of `m`'s pages (the thread lets go of them).

@@ -695,8 +695,8 @@ async fn an_idle_server_lets_go_of_the_index_pages_its_searches_read() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // Right after a search, its pages are held (they go half a second after it ends;
-    // a slow machine may take longer than that to look, so a few tries).
+    // Right after a search, its pages are held (they go a quarter second after it
+    // began; a slow machine may take longer than that to look, so a few tries).
     let mut held = 0;
     for _ in 0..5 {
         let got = search(&c, &id, pattern, regex).await;
