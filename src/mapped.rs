@@ -83,13 +83,13 @@ impl Reads {
     }
 }
 
-struct Idle {
+struct Releases {
     reads: Reads,
     /// Whether the releasing thread runs.
     releaser: bool,
 }
 
-static IDLE: Mutex<Idle> = Mutex::new(Idle {
+static RELEASES: Mutex<Releases> = Mutex::new(Releases {
     reads: Reads {
         running: 0,
         held_since: None,
@@ -98,10 +98,10 @@ static IDLE: Mutex<Idle> = Mutex::new(Idle {
 });
 static WAKE: Condvar = Condvar::new();
 
-fn idle() -> MutexGuard<'static, Idle> {
-    // Every update of `Idle` leaves it whole: a panic elsewhere cannot leave it half
+fn releases() -> MutexGuard<'static, Releases> {
+    // Every update of `Releases` leaves it whole: a panic elsewhere cannot leave it half
     // done.
-    IDLE.lock().unwrap_or_else(|e| e.into_inner())
+    RELEASES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A read of mapped files in progress (see the module's documentation).
@@ -110,7 +110,7 @@ pub struct Reading(());
 
 /// Count a read as running until the returned guard is dropped.
 pub fn reading() -> Reading {
-    let mut s = idle();
+    let mut s = releases();
     let began = s.reads.started(Instant::now());
     if !s.releaser {
         match std::thread::Builder::new()
@@ -131,14 +131,14 @@ pub fn reading() -> Reading {
 
 impl Drop for Reading {
     fn drop(&mut self) {
-        idle().reads.finished();
+        releases().reads.finished();
     }
 }
 
 /// The releasing thread: lets go of every mapping's pages when [`Reads::due`]; for the
 /// life of the process.
 fn release_when_due() {
-    let mut s = idle();
+    let mut s = releases();
     loop {
         let Some(due) = s.reads.due() else {
             s = WAKE.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -155,7 +155,7 @@ fn release_when_due() {
         s.reads.released(now);
         drop(s);
         release_all();
-        s = idle();
+        s = releases();
     }
 }
 
