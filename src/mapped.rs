@@ -83,6 +83,7 @@ impl Reads {
     }
 }
 
+/// The process's reads, and whether a thread lets go of what they read.
 struct Releases {
     reads: Reads,
     /// Whether the releasing thread runs.
