@@ -531,6 +531,10 @@ fn parse(src: Source<'_>, history: bool) -> Read<Parsed> {
     } else {
         None
     };
+    if let Source::Mapped(m) = src {
+        // The checks read every page; queries read a few.
+        m.release();
+    }
     Ok(Parsed {
         head,
         terms,
@@ -665,8 +669,6 @@ impl StoredBase {
     pub fn open(file: &std::fs::File, snap: &Snapshot) -> Result<Self, DecodeError> {
         let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
         let p = parse(Source::Mapped(&map), false)?;
-        // The checks read every page; queries read a few.
-        map.release();
         if p.head != snap.head {
             return Err(DecodeError::Malformed("another head than the snapshot's"));
         }
@@ -822,10 +824,7 @@ impl RankedIndex {
     /// read in place.
     pub fn open(file: &std::fs::File) -> Result<Self, DecodeError> {
         let map = Mapped::new(file).map_err(|e| DecodeError::Io(e.to_string()))?;
-        let p = parse(Source::Mapped(&map), true)?;
-        // The checks read every page; queries read a few.
-        map.release();
-        Self::from_parsed(p)
+        Self::from_parsed(parse(Source::Mapped(&map), true)?)
     }
 
     fn from_parsed(p: Parsed) -> Result<Self, DecodeError> {
