@@ -235,12 +235,23 @@ pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>
         }
     }
     for id in &repos {
-        if store.repo_row(id).is_err() {
-            return Err(ConfigError(format!(
-                "repo {id} is not in the store at {}; `scoped-repo-mcp repo list --data-dir {}` shows the repos there",
-                config.data_dir.display(),
-                config.data_dir.display()
-            )));
+        match store.repo_row(id) {
+            Ok(_) => {}
+            Err(StoreError::RepoNotFound(_)) => {
+                return Err(ConfigError(format!(
+                    "repo {id} is not in the store at {}; `scoped-repo-mcp repo list --data-dir {}` shows the repos there",
+                    config.data_dir.display(),
+                    config.data_dir.display()
+                )));
+            }
+            // Locked, corrupt or unreadable is not "absent": saying so would send the
+            // user looking for a repo that is there.
+            Err(e) => {
+                return Err(ConfigError(format!(
+                    "the store's database at {} could not be read to look up repo {id} ({e}); check that the file is readable and not held by a stuck process, and try again",
+                    config.data_dir.join("store.db").display()
+                )));
+            }
         }
     }
     Ok(repos)

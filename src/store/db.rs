@@ -231,14 +231,14 @@ pub(crate) fn prune_audit(conn: &Connection, before_ms: i64) -> rusqlite::Result
 /// A connection of its own for the audit trail's writer, so that its batches never
 /// wait on the store's connection (nor the store's calls on them).
 pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(db_err)?;
+    let conn = open_private(path)?;
     // Short: the writer runs off every call's path, and a batch it cannot write within
     // this time is counted as dropped rather than held up further.
     conn.busy_timeout(std::time::Duration::from_secs(2))
         .map_err(db_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(db_err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_err)?;
     conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
         .map_err(db_err)?;
@@ -254,6 +254,37 @@ pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreErro
 /// costs little.
 const PAGE_CACHE_KIB: i64 = 256;
 
+/// Open a connection to the database at `path` and make the file and its journal files
+/// readable by their owner only (mode 0600): they hold the hash of every token and key.
+///
+/// Only SQLite ever opens these files in a process that may hold a connection. SQLite's
+/// locks on Unix are POSIX advisory locks, which belong to the process: closing *any*
+/// descriptor of the file drops them all. A descriptor opened here for a permission fix
+/// and closed again once made another process's closing connection believe it was the
+/// last, and delete the WAL under every live server ("How To Corrupt An SQLite Database
+/// File", section 2.2). So modes are set by path (`chmod`, no descriptor): SQLite creates
+/// the file, and creates `-wal` and `-shm` later with the mode the file has by then.
+/// The data directory is 0700 from the start, so the moment between the two is not
+/// visible to other users.
+fn open_private(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = || std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(path, private())?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            match std::fs::set_permissions(std::path::PathBuf::from(side), private()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(conn)
+}
+
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string()).or_no_space()
 }
@@ -268,7 +299,7 @@ fn parse_ids(json: &str) -> Vec<RepoId> {
 
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db_err)?;
+        let conn = open_private(path)?;
         Self::configure(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -289,7 +320,10 @@ impl Db {
             .map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL, not NORMAL: in WAL mode NORMAL syncs only at checkpoints, so an
+        // operating-system crash or power loss could undo an answered mint, revocation
+        // or key change. The cost is one fsync a write transaction (BENCHMARKS.md).
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
             .map_err(db_err)?;

@@ -150,32 +150,6 @@ fn private_dirs(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Create the database file with mode 0600 before SQLite opens it (SQLite gives its
-/// journal files the database's mode), and tighten an existing one: it holds the
-/// hashes of every token and key.
-fn private_file(path: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        for suffix in ["-wal", "-shm"] {
-            let mut side = path.as_os_str().to_owned();
-            side.push(suffix);
-            let side = PathBuf::from(side);
-            if side.exists() {
-                std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
-            }
-        }
-    }
-    let _ = path;
-    Ok(())
-}
-
 /// The cap on libgit2's object cache (the commits and trees it has parsed) in this
 /// process. libgit2 counts the objects' raw sizes, and a parsed tree takes several times
 /// its raw size, so its default of 256 MiB let a server taking thousands of commits grow
@@ -273,10 +247,8 @@ impl AuditSink {
     /// Open (creating if needed) the database of the data directory `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         private_dirs(root)?;
-        let path = root.join("store.db");
-        private_file(&path)?;
         Ok(Self {
-            conn: db::open_audit_connection(&path)?,
+            conn: db::open_audit_connection(&root.join("store.db"))?,
         })
     }
 
@@ -321,9 +293,7 @@ impl Store {
         cap_git_object_cache();
         private_dirs(root)?;
         std::fs::create_dir_all(root.join("repos"))?;
-        let db_path = root.join("store.db");
-        private_file(&db_path)?;
-        let db = Db::open(&db_path)?;
+        let db = Db::open(&root.join("store.db"))?;
         Ok(Self {
             root: root.to_path_buf(),
             db,

@@ -44,17 +44,18 @@ pub(crate) async fn start_api_with(h: &Harness, stderr: Stdio, flags: &[&str]) -
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let base = listening_line(child.stdout.take().unwrap()).await;
+    ApiChild { base, key, child }
+}
+
+/// The base URL in the first line `api` prints: `listening on http://…/v1`.
+pub(crate) async fn listening_line(stdout: tokio::process::ChildStdout) -> String {
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .await
-        .unwrap();
-    let base = line
-        .trim()
+    BufReader::new(stdout).read_line(&mut line).await.unwrap();
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    ApiChild { base, key, child }
+        .to_string()
 }
 
 pub(crate) async fn send(

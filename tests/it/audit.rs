@@ -49,7 +49,7 @@ async fn wait_for(h: &Harness, what: &str, want: impl Fn(&AuditRow) -> bool) -> 
 fn assert_nowhere(data_dir: &Path, logs: &[&Path], needles: &[&str]) {
     let mut haystacks = Vec::new();
     for name in ["store.db", "store.db-wal"] {
-        if let Ok(bytes) = std::fs::read(data_dir.join(name)) {
+        if let Some(bytes) = crate::common::read_db_file(&data_dir.join(name)) {
             haystacks.push((name.to_string(), bytes));
         }
     }

@@ -324,3 +324,16 @@ impl Harness {
         handler.serve(transport).await.expect("initialize")
     }
 }
+
+/// The bytes of one of the store's database files (`store.db`, `-wal`), read by a child
+/// process, or `None` when it does not exist. This test process holds connections to
+/// the store, and SQLite's locks belong to the process: reading the file here would
+/// open and close a descriptor of it and drop every lock those connections hold.
+pub fn read_db_file(path: &Path) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("cat")
+        .arg(path)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run cat");
+    out.status.success().then_some(out.stdout)
+}

@@ -22,6 +22,7 @@ mod rg_agreement;
 mod schema;
 mod search_index;
 mod segments;
+mod shared_store;
 mod startup;
 mod tokens;
 mod tools;

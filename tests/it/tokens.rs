@@ -197,8 +197,8 @@ fn tokens_are_stored_only_as_hashes() {
     let h = Harness::new();
     let a = h.repo(&[("a.txt", "a\n")]);
     let minted = h.store.create_token("t", &[a], None).unwrap();
-    let db = std::fs::read(h.data_dir().join("store.db")).unwrap();
-    let wal = std::fs::read(h.data_dir().join("store.db-wal")).unwrap_or_default();
+    let db = crate::common::read_db_file(&h.data_dir().join("store.db")).unwrap();
+    let wal = crate::common::read_db_file(&h.data_dir().join("store.db-wal")).unwrap_or_default();
     let secret = minted.token.as_bytes();
     for bytes in [&db, &wal] {
         assert!(

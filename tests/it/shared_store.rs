@@ -1,0 +1,293 @@
+//! One data directory, many processes: what any process answered is seen by every
+//! other one at its next call, after short-lived commands open and close the store in
+//! between, and after `kill -9`.
+
+use std::process::Stdio;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use rmcp::ServiceExt;
+use rmcp::transport::TokioChildProcess;
+use scoped_repo_mcp::model::RepoId;
+
+use crate::api::{ApiChild, send};
+use crate::common::{BIN, Client, call, ok, refused};
+
+/// A data directory that only child processes open: no connection of this test
+/// process keeps the store's files locked, as none does for users. (A connection
+/// held here hid the lost WAL: the process that deleted it needs every other
+/// process's lock gone.)
+pub(crate) struct SharedDir {
+    dir: tempfile::TempDir,
+}
+
+impl SharedDir {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// `scoped-repo-mcp --data-dir DIR ARGS…`, with no credential from the environment.
+    pub(crate) fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(BIN);
+        c.arg("--data-dir")
+            .arg(self.path())
+            .args(args)
+            .env_remove("RELACE_API_KEY")
+            .env_remove("SCOPED_REPO_IDS")
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Run a short-lived CLI command; its stdout, which must succeed.
+    pub(crate) async fn cli(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A repo made by `repo create --from-dir` with these files.
+    pub(crate) async fn repo(&self, files: &[(&str, &str)]) -> RepoId {
+        let src = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            std::fs::write(src.path().join(p), c).unwrap();
+        }
+        let src = src.path().to_str().unwrap().to_string();
+        self.cli(&["repo", "create", "--from-dir", &src])
+            .await
+            .parse()
+            .unwrap()
+    }
+
+    /// A token for `repo` minted by `token create`.
+    pub(crate) async fn token(&self, repo: &RepoId) -> String {
+        let repo = repo.to_string();
+        self.cli(&["token", "create", "--repo", &repo, "--ttl", "1h"])
+            .await
+    }
+
+    /// `api` on this directory, with an account key made by `key create`.
+    pub(crate) async fn api(&self) -> ApiChild {
+        let key = self.cli(&["key", "create", "--name", "ops"]).await;
+        let mut child = self
+            .command(&["api", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = crate::api::listening_line(child.stdout.take().unwrap()).await;
+        ApiChild { base, key, child }
+    }
+
+    /// A stdio MCP client of `serve` with these arguments and environment.
+    pub(crate) async fn client(&self, args: &[&str], env: &[(&str, &str)]) -> Client {
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        let mut cmd = self.command(&all);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (transport, _stderr) = TokioChildProcess::builder(cmd)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        ().serve(transport).await.expect("initialize")
+    }
+
+    /// Whether a fresh `serve --backend local` on `token` starts and lists `repo`.
+    pub(crate) async fn fresh_serve_sees(&self, token: &str, repo: &RepoId) -> Result<(), String> {
+        let out = self
+            .command(&["serve", "--backend", "local"])
+            .env("RELACE_API_KEY", token)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        // With stdin closed at once, a server that admitted its credential says it is
+        // serving before it ends; one that refused it says why and never serves.
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !stderr.contains("serving MCP over stdio") {
+            assert!(!out.status.success(), "{stderr}");
+            return Err(stderr);
+        }
+        let c = self
+            .client(&["--backend", "local"], &[("RELACE_API_KEY", token)])
+            .await;
+        let listed = ok(&call(&c, "list_repos", json!({})).await);
+        let ids: Vec<&str> = listed["repos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["repo_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [repo.to_string()]);
+        Ok(())
+    }
+}
+
+/// Mint a token for `repo` through the REST API.
+async fn mint(api: &ApiChild, repo: &RepoId, name: &str) -> String {
+    let (s, body) = send(
+        Method::POST,
+        format!("{}/repo_token", api.base),
+        Some(&api.key),
+        Some(json!({"name": name, "repo_ids": [repo.to_string()], "ttl_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+/// What `GET /repo/{id}` answers to `credential`.
+async fn repo_status(api: &ApiChild, repo: &RepoId, credential: &str) -> StatusCode {
+    send(
+        Method::GET,
+        format!("{}/repo/{repo}", api.base),
+        Some(credential),
+        None,
+    )
+    .await
+    .0
+}
+
+// The permission fix opened and closed `store.db` outside SQLite after the process's
+// connection held its locks, which dropped them; the next process to close its
+// connection then deleted the WAL under the live `api`, whose later mints and
+// revocations no other process saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn mints_and_revocations_answered_by_api_survive_other_processes_closing_the_store() {
+    let h = SharedDir::new();
+    let repo = h.repo(&[("a.txt", "alpha\n")]).await;
+    let api = h.api().await;
+    // A long-lived stdio server on the operator's credential, as an orchestrator runs.
+    let operator = h.client(&["--repo", &repo.to_string()], &[]).await;
+
+    let first = mint(&api, &repo, "first").await;
+    h.cli(&["token", "list"]).await;
+    let second = mint(&api, &repo, "second").await;
+    h.cli(&["repo", "list"]).await;
+    h.fresh_serve_sees(&first, &repo).await.unwrap();
+    h.fresh_serve_sees(&second, &repo).await.unwrap();
+
+    // A token minted by the long-lived server's tool works in a process of its own.
+    let minted = ok(&call(
+        &operator,
+        "create_scoped_token",
+        json!({"name": "sub-agent", "repo_ids": [repo.to_string()], "ttl_seconds": 600}),
+    )
+    .await);
+    h.cli(&["token", "list"]).await;
+    let third = minted["token"].as_str().unwrap().to_string();
+    h.fresh_serve_sees(&third, &repo).await.unwrap();
+    assert_eq!(repo_status(&api, &repo, &third).await, StatusCode::OK);
+
+    // A revocation from the CLI reaches the running `api` at its next call.
+    h.cli(&["token", "revoke", &first]).await;
+    assert_eq!(
+        repo_status(&api, &repo, &first).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // One answered by `api` reaches a fresh process.
+    let (s, _) = send(
+        Method::DELETE,
+        format!("{}/repo_token/{second}", api.base),
+        Some(&api.key),
+        None,
+    )
+    .await;
+    assert!(s.is_success(), "{s}");
+    h.cli(&["repo", "list"]).await;
+    let refusal = h.fresh_serve_sees(&second, &repo).await.unwrap_err();
+    assert!(refusal.contains("revoked"), "{refusal}");
+    // One answered by the stdio server's tool reaches `api`.
+    let revoked = call(&operator, "revoke_token", json!({"token": third})).await;
+    ok(&revoked);
+    assert_eq!(
+        repo_status(&api, &repo, &third).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+// After `kill -9` of `api`, the mints, revocations and repos it had answered were gone,
+// so a revoked token was live again.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_answered_by_api_survive_its_kill_9() {
+    let h = SharedDir::new();
+    let repo = h.repo(&[("a.txt", "alpha\n")]).await;
+    let early = h.token(&repo).await;
+    let mut api = h.api().await;
+    h.cli(&["token", "list"]).await;
+
+    let minted = mint(&api, &repo, "late").await;
+    let (s, _) = send(
+        Method::DELETE,
+        format!("{}/repo_token/{early}", api.base),
+        Some(&api.key),
+        None,
+    )
+    .await;
+    assert!(s.is_success(), "{s}");
+    let (s, made) = send(
+        Method::POST,
+        format!("{}/repo", api.base),
+        Some(&api.key),
+        Some(json!({"source": {"type": "files", "files": [{"filename": "b.txt", "content": "beta\n"}]}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{made}");
+    let made: RepoId = made["repo_id"].as_str().unwrap().parse().unwrap();
+    h.cli(&["repo", "list"]).await;
+
+    api.child.start_kill().unwrap();
+    api.child.wait().await.unwrap();
+
+    h.fresh_serve_sees(&minted, &repo).await.unwrap();
+    let refusal = h.fresh_serve_sees(&early, &repo).await.unwrap_err();
+    assert!(refusal.contains("revoked"), "{refusal}");
+    let listed = h.cli(&["repo", "list"]).await;
+    assert!(listed.contains(&made.to_string()), "{listed}");
+    let c = h.client(&["--repo", &made.to_string()], &[]).await;
+    let read = ok(&call(
+        &c,
+        "read_file",
+        json!({"repo_id": made.to_string(), "path": "b.txt"}),
+    )
+    .await);
+    assert_eq!(read["content"], "beta\n");
+}
+
+// Stopping a server gracefully wrote its stale view over a revocation made by the CLI
+// while it ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_by_the_cli_holds_after_api_stops_gracefully() {
+    let h = SharedDir::new();
+    let repo = h.repo(&[("a.txt", "alpha\n")]).await;
+    let token = h.token(&repo).await;
+    let mut api = h.api().await;
+    assert_eq!(repo_status(&api, &repo, &token).await, StatusCode::OK);
+    h.cli(&["token", "revoke", &token]).await;
+    assert_eq!(
+        repo_status(&api, &repo, &token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // SAFETY: signalling a child process this test started and still owns.
+    unsafe { libc::kill(api.pid() as i32, libc::SIGTERM) };
+    api.child.wait().await.unwrap();
+    let refusal = h.fresh_serve_sees(&token, &repo).await.unwrap_err();
+    assert!(refusal.contains("revoked"), "{refusal}");
+    let c = h.client(&["--repo", &repo.to_string()], &[]).await;
+    let r = refused(&call(&c, "revoke_token", json!({"token": token})).await);
+    assert!(r.contains("nothing to revoke"), "{r}");
+}
