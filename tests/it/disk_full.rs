@@ -1,8 +1,9 @@
 //! The store on a small file system that fills up: every write path answers a clear
 //! error and changes nothing, and everything works again once space is freed.
 //!
-//! Runs when `SCOPED_REPO_SMALL_FS` names a directory on a small file system of its own
-//! (`.ci/run` mounts a 64 MiB tmpfs there, as root); elsewhere it says so and passes.
+//! Runs on a small file system of its own: the directory `SCOPED_REPO_SMALL_FS` names,
+//! or else, as root, a 64 MiB tmpfs the test mounts (and a root that cannot mount one
+//! fails the test). Not root and with no such directory, it prints that it skipped.
 
 use std::io::Write;
 
@@ -38,6 +39,55 @@ fn fsck(h: &Harness, r: &scoped_repo_mcp::model::RepoId) {
     assert!(out.status.success(), "git fsck: {out:?}");
 }
 
+/// The small file system the test runs on; unmounted on drop when the test mounted it.
+enum SmallFs {
+    Given(std::path::PathBuf),
+    Mounted(tempfile::TempDir),
+}
+
+impl SmallFs {
+    fn find() -> Option<Self> {
+        if let Ok(root) = std::env::var("SCOPED_REPO_SMALL_FS") {
+            return Some(SmallFs::Given(root.into()));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "skipped: not root, so no small file system can be mounted; set SCOPED_REPO_SMALL_FS to a directory on a small tmpfs to run it"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "running as root, yet a 64 MiB tmpfs could not be mounted at {}: {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(SmallFs::Mounted(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            SmallFs::Given(p) => p,
+            SmallFs::Mounted(d) => d.path(),
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        if let SmallFs::Mounted(d) = self {
+            let _ = std::process::Command::new("umount").arg(d.path()).status();
+        }
+    }
+}
+
 /// A failed write must say the disk is full, not the vague internal error.
 fn clear_or_done(answer: &rmcp::model::CallToolResult) -> bool {
     answer.is_error != Some(true) || text(answer).contains("disk holding the store is full")
@@ -45,11 +95,11 @@ fn clear_or_done(answer: &rmcp::model::CallToolResult) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_changes_nothing_and_everything_works_once_space_is_freed() {
-    let Ok(root) = std::env::var("SCOPED_REPO_SMALL_FS") else {
-        eprintln!("skipped: set SCOPED_REPO_SMALL_FS to a directory on a small tmpfs to run it");
+    let Some(small) = SmallFs::find() else {
         return;
     };
-    let h = Harness::new_in(std::path::Path::new(&root));
+    // Declared after `small`, so dropped (and its files removed) before the unmount.
+    let h = Harness::new_in(small.path());
     let r = h.repo(&[("a.txt", "alpha\n")]);
     let id = r.to_string();
     let c = h.client_for(&[r]).await;

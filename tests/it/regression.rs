@@ -141,6 +141,9 @@ async fn untrusted_or_several_import_claims_were_served_silently() {
         .await
         .unwrap();
     assert!(!refused_link.status.success());
+    let why = String::from_utf8_lossy(&refused_link.stderr);
+    assert!(why.contains("is already linked to"), "{why}");
+    assert_eq!(h.store.imports_of(&dir).unwrap(), vec![claimant]);
     // ...and if two links exist anyway (two first imports racing), start-up refuses.
     h.store.link_import(&other, &dir).unwrap();
     let (started, stderr) = serve_import_output(&h, &dir).await;
@@ -303,6 +306,8 @@ async fn token_name_broke_commit_headers() {
         .await
         .unwrap();
     assert!(!cli.status.success());
+    let why = String::from_utf8_lossy(&cli.stderr);
+    assert!(why.contains("printable text"), "{why}");
     assert!(h.store.tokens().unwrap().is_empty(), "a token was stored");
 
     // A printable name with angle brackets is accepted, and its writes commit.
@@ -450,13 +455,15 @@ async fn long_glob_panicked_and_left_the_request_unanswered() {
         .await,
     );
     assert!(msg.contains("4096"), "{msg}");
-    // The longest glob allowed is answered one way or the other.
+    // The longest glob allowed is answered, in time, by the glob's own rule: it
+    // matches no path here.
     let edge = "*a".repeat(2048);
-    let _ = answer(
+    let listed = ok(&answer(
         "list_files",
         json!({"repo_id": r.to_string(), "glob": edge}),
     )
-    .await;
+    .await);
+    assert_eq!(listed["paths"], json!([]), "{listed}");
     ok(&answer(
         "list_files",
         json!({"repo_id": r.to_string(), "glob": "*.rs"}),
@@ -514,6 +521,8 @@ async fn account_keys_could_not_be_listed_or_revoked() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("revoked"));
     let twice = h.command(&["key", "revoke", &id]).output().await.unwrap();
     assert!(!twice.status.success());
+    let why = String::from_utf8_lossy(&twice.stderr);
+    assert!(why.contains("no live account key matches"), "{why}");
 }
 
 // W5: the data directory and store.db were created readable by every user.
