@@ -83,7 +83,11 @@ impl SmallFs {
 impl Drop for SmallFs {
     fn drop(&mut self) {
         if let SmallFs::Mounted(d) = self {
-            let _ = std::process::Command::new("umount").arg(d.path()).status();
+            // Lazily: a server the test started may still be closing its files.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(d.path())
+                .status();
         }
     }
 }
