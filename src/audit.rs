@@ -260,6 +260,16 @@ impl Trail {
         }
     }
 
+    /// Hand `row` to the writer and wait until it is in the database (at most a few
+    /// seconds), for the record of a write: a server killed right after answering a
+    /// mint, revocation or commit must not lose its record, which the batch written
+    /// about every 100 ms would. Costs the call one batch write; reads do not wait.
+    pub async fn record_durable(&self, row: AuditRow) {
+        self.record(row);
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+    }
+
     /// Write every record handed over so far, waiting at most a few seconds (for an
     /// orderly shutdown, so the records outlive the process).
     pub fn flush(&self) {
@@ -673,13 +683,29 @@ impl ToolCall {
         let cell = Arc::new(Mutex::new(Note::default()));
         let result = NOTE.scope(cell.clone(), work).await;
         let note = std::mem::take(&mut *cell.lock().unwrap_or_else(|e| e.into_inner()));
-        p.finish(note, &result);
+        let trail = p.trail.clone();
+        let writes = WRITE_TOOLS.contains(&p.tool.as_str());
+        let row = p.finish(note, &result);
+        if writes {
+            trail.record_durable(row).await;
+        } else {
+            trail.record(row);
+        }
         result
     }
 }
 
+/// The tools that change something: their records are in the database before the
+/// answer leaves (see [`Trail::record_durable`]).
+const WRITE_TOOLS: &[&str] = &[
+    "update_repo_files",
+    "create_scoped_token",
+    "revoke_token",
+    "revert_commit",
+];
+
 impl Pending {
-    fn finish(self, note: Note, result: &Result<CallToolResponse, McpError>) {
+    fn finish(self, note: Note, result: &Result<CallToolResponse, McpError>) -> AuditRow {
         let (outcome, reason) = match result {
             Err(e) => (
                 Outcome::Error,
@@ -725,7 +751,7 @@ impl Pending {
         } else {
             self.repos
         };
-        self.trail.record(AuditRow {
+        AuditRow {
             at_ms: self.at_ms,
             pid: std::process::id() as i64,
             surface: self.surface.as_str().into(),
@@ -741,7 +767,7 @@ impl Pending {
             head_after: note.head_after,
             subject: subject.as_ref().map(|s| s.0.clone()),
             subject_id: subject.map(|s| s.1),
-        });
+        }
     }
 }
 
@@ -770,6 +796,13 @@ pub async fn rest_request(
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "(no route)".into());
     let action = format!("{} {route}", request.method());
+    // Every route that is not a GET writes, but for the searches and git's fetch.
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !["/retrieve", "/search", "/git-upload-pack"]
+        .iter()
+        .any(|r| route.ends_with(r));
     let mut segments = request.uri().path().split('/').skip(1);
     let repo = match (segments.next(), segments.next(), segments.next()) {
         (Some("v1"), Some("repo"), Some(id)) => id
@@ -817,7 +850,7 @@ pub async fn rest_request(
     });
     let (credential, credential_id) = who.columns();
     let repo = repo.or_else(|| (!note.repos.is_empty()).then(|| note.repos.join(",")));
-    trail.record(AuditRow {
+    let row = AuditRow {
         at_ms,
         pid: std::process::id() as i64,
         surface: surface.as_str().into(),
@@ -833,7 +866,12 @@ pub async fn rest_request(
         head_after: note.head_after,
         subject: note.subject.as_ref().map(|s| s.0.clone()),
         subject_id: note.subject.map(|s| s.1),
-    });
+    };
+    if writes {
+        trail.record_durable(row).await;
+    } else {
+        trail.record(row);
+    }
     response
 }
 

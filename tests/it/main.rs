@@ -5,6 +5,7 @@
 
 mod api;
 mod audit;
+mod checker;
 mod common;
 mod concurrency;
 mod disk_full;
