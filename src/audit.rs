@@ -163,6 +163,10 @@ struct Writer {
     tx: Option<SyncSender<Message>>,
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
+    /// A connection of its own for the records of writes, written by the caller at
+    /// once (see [`Trail::record_durable`]); `None` when it could not be opened, and
+    /// such records then go through the batch writer.
+    durable: Option<Mutex<AuditSink>>,
 }
 
 impl Drop for Writer {
@@ -207,6 +211,13 @@ impl Trail {
             tracing::info!("the audit trail is off (--audit-retention 0)");
             return Self::off();
         }
+        let durable = match AuditSink::open(data_dir) {
+            Ok(s) => Some(Mutex::new(s)),
+            Err(e) => {
+                tracing::warn!(cause = %e, "the audit trail's second connection cannot be opened; records of writes are batched like the rest");
+                None
+            }
+        };
         let sink = match AuditSink::open(data_dir) {
             Ok(s) => s,
             Err(e) => {
@@ -229,6 +240,7 @@ impl Trail {
                     tx: Some(tx),
                     thread: Some(thread),
                     shared,
+                    durable,
                 })),
             },
             Err(e) => {
@@ -260,14 +272,34 @@ impl Trail {
         }
     }
 
-    /// Hand `row` to the writer and wait until it is in the database (at most a few
-    /// seconds), for the record of a write: a server killed right after answering a
-    /// mint, revocation or commit must not lose its record, which the batch written
-    /// about every 100 ms would. Costs the call one batch write; reads do not wait.
+    /// Write `row` to the database now, before the call answers, for the record of a
+    /// write: a server killed right after answering a mint, revocation or commit must
+    /// not lose its record, which the batch written about every 100 ms would. Costs
+    /// the call one small transaction; reads do not wait.
     pub async fn record_durable(&self, row: AuditRow) {
-        self.record(row);
+        let Some(w) = &self.writer else { return };
+        if w.durable.is_none() {
+            return self.record(row);
+        }
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.flush()).await;
+        let written = tokio::task::spawn_blocking(move || {
+            let w = this.writer.as_ref().expect("checked above");
+            let sink = w.durable.as_ref().expect("checked above");
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+            sink.write(std::slice::from_ref(&row))
+                .map_err(|e| (e, Box::new(row)))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            // Not written (database busy past its timeout, disk full): the batch
+            // writer tries again, and counts it as dropped if it fails too.
+            Ok(Err((e, row))) => {
+                tracing::warn!(cause = %e, "a write's audit record could not be written at once; handed to the batch writer");
+                self.record(*row);
+            }
+            Err(e) => tracing::warn!(cause = %e, "a write's audit record was lost"),
+        }
     }
 
     /// Write every record handed over so far, waiting at most a few seconds (for an
