@@ -291,3 +291,33 @@ async fn a_revocation_by_the_cli_holds_after_api_stops_gracefully() {
     let r = refused(&call(&c, "revoke_token", json!({"token": token})).await);
     assert!(r.contains("nothing to revoke"), "{r}");
 }
+
+// Start-up said "repo … is not in the store" for any failure to look the repo up, so a
+// locked or damaged database sent the user looking for a repo that was there.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_database_was_reported_as_a_missing_repo() {
+    let h = SharedDir::new();
+    let repo = h.repo(&[("a.txt", "alpha\n")]).await;
+    {
+        // No process has the store open now; a view over a missing table makes every
+        // read of the repos fail while the database still opens.
+        let conn = rusqlite::Connection::open(h.path().join("store.db")).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE repos RENAME TO repos_kept; CREATE VIEW repos AS SELECT * FROM missing_table;",
+        )
+        .unwrap();
+    }
+    let out = h
+        .command(&["serve", "--repo", &repo.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not be read") && err.contains("missing_table"),
+        "{err}"
+    );
+    assert!(!err.contains("not in the store"), "{err}");
+}
