@@ -30,6 +30,16 @@ pub enum AdminError {
     /// Writing the answer failed.
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    /// `repo check` found repos to repair.
+    #[error(
+        "{failed} of {checked} repos failed the check; each is named above with what to repair"
+    )]
+    CheckFailed {
+        /// Repos that failed.
+        failed: usize,
+        /// Repos checked.
+        checked: usize,
+    },
 }
 
 fn parse_metadata(raw: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -222,6 +232,30 @@ pub fn repo(
                 )?;
             }
         }
+        RepoCommand::Check { id } => {
+            let ids = match id {
+                Some(raw) => vec![parse_one(raw)?],
+                None => store.repo_rows()?.into_iter().map(|r| r.id).collect(),
+            };
+            let git = GitProgram::find((2, 32)).map_err(|why| {
+                ConfigError(format!(
+                    "`repo check` runs `git fsck`, and needs git on PATH: {why}"
+                ))
+            })?;
+            let mut failed = 0;
+            for id in &ids {
+                if !check_repo(store, &git, id, out)? {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                return Err(AdminError::CheckFailed {
+                    failed,
+                    checked: ids.len(),
+                });
+            }
+            writeln!(err, "{} repos checked: all sound", ids.len())?;
+        }
         RepoCommand::Delete { id } => {
             let id = parse_one(id)?;
             store.delete_repo(&id)?;
@@ -229,6 +263,80 @@ pub fn repo(
         }
     }
     Ok(())
+}
+
+/// Check one repo with `git fsck --strict` and the store's rules, writing one line
+/// for it (and one for each thing to repair) to `out`. True: sound.
+fn check_repo(
+    store: &Store,
+    git: &GitProgram,
+    id: &RepoId,
+    out: &mut dyn Write,
+) -> Result<bool, AdminError> {
+    let dir = store.git_dir(id);
+    let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    // From an empty environment and no user settings, as every git this product runs.
+    let fsck = std::process::Command::new(git.program())
+        .env_clear()
+        .env("PATH", git.path_env())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("LC_ALL", "C")
+        .arg("--git-dir")
+        .arg(&dir)
+        .args(["fsck", "--strict", "--no-dangling", "--no-progress"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match fsck {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let said = String::from_utf8_lossy(&o.stderr).to_string()
+                + &String::from_utf8_lossy(&o.stdout);
+            let first: Vec<String> = said
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(5)
+                .map(|l| one_line(l).into_owned())
+                .collect();
+            problems.push(format!("`git fsck --strict` fails: {}", first.join(" | ")));
+        }
+        Err(e) => problems.push(format!("`git fsck` could not run: {e}")),
+    }
+    match store.check_rules(id) {
+        Ok(report) => {
+            if let Some(broken) = report.broken {
+                problems.push(format!(
+                    "`main` breaks the store's rules: {}",
+                    one_line(&broken)
+                ));
+            }
+            if report.unreferenced > 0 {
+                notes.push(format!(
+                    "{} objects outside `main`'s history (never served, never trusted); `git --git-dir {} gc --prune=now` drops them",
+                    report.unreferenced,
+                    dir.display()
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("its history could not be read: {e}")),
+    }
+    if problems.is_empty() {
+        writeln!(out, "{id}\tok")?;
+    } else {
+        writeln!(out, "{id}\tFAILED")?;
+        for p in &problems {
+            writeln!(out, "{id}\t  {p}")?;
+        }
+        writeln!(
+            out,
+            "{id}\t  repair: fetch what you need from it (`git clone` through `api`, or `GET /repo/{id}/clone`), make a clean history with a commit that removes or fixes the named paths, and replace the repo (`repo delete {id}`, then `repo create --from-git` of the clean history)"
+        )?;
+    }
+    for n in &notes {
+        writeln!(out, "{id}\t  note: {n}")?;
+    }
+    Ok(problems.is_empty())
 }
 
 /// The key a directory is linked under: its canonical absolute path, as `serve

@@ -274,6 +274,13 @@ pub enum RepoCommand {
     },
     /// List the repos in the store.
     List,
+    /// Check every repo (or one) with `git fsck --strict` and the store's own rules
+    /// (text files only, valid paths, no symlinks or submodules in `main`'s history, no
+    /// objects outside it), and say what to repair; exits non-zero when any repo fails.
+    Check {
+        /// Only this repo.
+        id: Option<String>,
+    },
     /// Delete a repo and its history.
     Delete {
         /// The repo's ID.

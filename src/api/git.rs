@@ -11,19 +11,29 @@
 //! hook passes. No Rust crate serves both sides as completely (gix has no receive-pack).
 //! The cost is that `api` needs `git` on PATH, checked at start-up by [`GitSupport::find`].
 //!
-//! A push runs receive-pack holding the repo's writer lock (the same in-process mutex and
-//! flock as `update_repo_files`, see [`crate::store::Store::write_from_outside`]), so pushes and updates
-//! take turns across processes; its pre-receive hook is this product's binary (the hidden
-//! `git-pre-receive` command) checking every incoming commit against the store's rules
-//! ([`crate::store::push`]); receive-pack's own old-oid check is the compare-and-swap of
-//! `main`. The hook is set per run with `-c core.hooksPath=`. No child process sees the
-//! caller's credential: it is never in a child's arguments, and children start from an
-//! empty environment.
+//! A push is received whole (within a deadline and a size cap, decompressed) before git
+//! starts, and its command list is read first ([`super::pkt_line`]): only `main`, only a
+//! few commands. receive-pack then reads and indexes the pack into its quarantine
+//! without any lock; its pre-receive hook is this product's binary (the hidden
+//! `git-pre-receive` command) checking every incoming commit and object against the
+//! store's rules ([`crate::store::push`]), and then passing the push's gate
+//! ([`super::push_gate`]): this process takes the repo's writer lock (the same
+//! in-process mutex and flock as `update_repo_files`, see
+//! [`crate::store::Store::write_from_outside`]), admits the credential again, and holds
+//! the lock until receive-pack ends. receive-pack's own old-oid check is the
+//! compare-and-swap of `main`. The hook is set per run with `-c core.hooksPath=`. No
+//! child process sees the caller's credential: it is never in a child's arguments, and
+//! children start from an empty environment.
+//!
+//! A fetch serves only what `main` reaches: git's upload-pack takes only advertised
+//! tips in protocol v0, but any object id in v2, so every `want` of either is checked
+//! here first.
 
-use std::io::Write as _;
+use std::io::{Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, State};
@@ -32,15 +42,17 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use super::ApiState;
+use super::pkt_line::{self, PushRequest, RequestError};
+use super::push_gate::{ENV_GATE, ENV_GATE_KEY, Gate};
 use crate::access::{self, OperatorBound, Refusal, Surface};
 use crate::model::RepoId;
 use crate::rules::Limits;
 use crate::scope::{Right, ScopeError};
 use crate::store::StoreError;
-use crate::store::push::{RefUpdate, check_push};
+use crate::store::push::{RefUpdate, check_push, ref_refusal};
 
 /// The realm git shows when it asks its credential helper.
 const REALM: &str = "Basic realm=\"scoped-repo-mcp\"";
@@ -58,11 +70,35 @@ const ENV_MAX_OPS: &str = "SCOPED_REPO_MCP_MAX_OPERATIONS";
 /// which binary it runs comes from the environment of each receive-pack.
 const HOOK_SCRIPT: &str = "#!/bin/sh\n# Written by scoped-repo-mcp api: checks a git push against the store's rules.\nexec \"$SCOPED_REPO_MCP_EXE\" git-pre-receive\n";
 
-/// Largest decompressed request accepted by upload-pack (a fetch's wants and haves).
-const MAX_FETCH_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Largest decompressed request accepted by upload-pack (a fetch's wants and haves;
+/// every round of a stateless negotiation sends them again).
+const MAX_FETCH_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// The longest a fetch request may take to arrive, start to end.
+const FETCH_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Most objects one fetch request may want: only `main` is advertised, so git wants one.
+const MAX_WANTS: usize = 64;
+
+/// The longest a push may take to arrive, start to end. The push holds no lock while
+/// it arrives, but it holds a connection and the disk it is spooled to.
+pub const PUSH_UPLOAD_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Most ref updates one push may carry; only `main` is ever taken.
+pub const MAX_PUSH_COMMANDS: usize = 4;
+
+/// How much of a request's front is kept in memory for its command list.
+pub(super) const REQUEST_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long a request may send nothing before it is taken as abandoned.
-const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
+
+/// The most a push may be, decompressed: room for a push at the store's limit,
+/// compressed or not, plus its trees and commits (the hook checks the limit itself).
+/// Also receive-pack's `receive.maxInputSize`.
+pub fn push_input_cap(limits: &Limits) -> usize {
+    limits.max_update_bytes.saturating_mul(2) + (16 << 20)
+}
 
 /// The oldest git this server runs (`GIT_CONFIG_GLOBAL` needs 2.32).
 const MIN_GIT: (u32, u32) = (2, 32);
@@ -81,6 +117,8 @@ pub struct GitSupport {
     path_env: String,
     hooks_dir: PathBuf,
     hook_exe: PathBuf,
+    /// Where pushes are spooled (unlinked files) and their gates' sockets live.
+    incoming_dir: PathBuf,
 }
 
 impl GitSupport {
@@ -94,18 +132,37 @@ impl GitSupport {
         })?;
         let program = found.program().to_path_buf();
         let path_env = found.path_env().to_string();
-        let hooks_dir = std::fs::canonicalize(data_dir)
-            .map_err(|e| GitSetupError(format!("cannot open {}: {e}", data_dir.display())))?
-            .join("git-hooks");
+        let data_dir = std::fs::canonicalize(data_dir)
+            .map_err(|e| GitSetupError(format!("cannot open {}: {e}", data_dir.display())))?;
+        let hooks_dir = data_dir.join("git-hooks");
         write_hook(&hooks_dir)
             .map_err(|e| GitSetupError(format!("cannot write {}: {e}", hooks_dir.display())))?;
+        let incoming_dir = data_dir.join("git-incoming");
+        private_dir(&incoming_dir)
+            .map_err(|e| GitSetupError(format!("cannot write {}: {e}", incoming_dir.display())))?;
         Ok(Self {
             found,
             program,
             path_env,
             hooks_dir,
             hook_exe,
+            incoming_dir,
         })
+    }
+
+    /// A new file to spool a push into, already unlinked, so that nothing is left
+    /// behind by a process that dies.
+    fn spool_file(&self) -> std::io::Result<std::fs::File> {
+        let path = self
+            .incoming_dir
+            .join(format!("push-{}", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(file)
     }
 
     /// The `git` program, for fetches of git sources.
@@ -132,17 +189,24 @@ impl GitSupport {
             .env("LC_ALL", "C");
         match service {
             Service::UploadPack => {
-                // Only `main` (and HEAD, which names it) is served.
+                // Only `main` (and HEAD, which names it) is served, and in protocol v0
+                // only its tip may be wanted; no object is served by id alone
+                // (protocol v2 ignores these, and its wants are checked before git
+                // starts, see `unserved_want`).
                 cmd.args(["-c", "transfer.hideRefs=refs/"])
-                    .args(["-c", "transfer.hideRefs=!refs/heads/main"]);
+                    .args(["-c", "transfer.hideRefs=!refs/heads/main"])
+                    .args(["-c", "uploadpack.allowAnySHA1InWant=false"])
+                    .args(["-c", "uploadpack.allowReachableSHA1InWant=false"])
+                    .args(["-c", "uploadpack.allowTipSHA1InWant=false"])
+                    .args(["-c", "uploadpack.allowRefInWant=false"])
+                    .args(["-c", "uploadpack.allowFilter=false"])
+                    .args(["-c", "transfer.advertiseObjectInfo=false"]);
                 if let Some(p) = protocol {
                     cmd.env("GIT_PROTOCOL", p);
                 }
             }
             Service::ReceivePack => {
-                // Room for a push at the store's limit, compressed or not, plus its
-                // trees and commits; the hook checks the limit itself.
-                let max_input = limits.max_update_bytes.saturating_mul(2) + (16 << 20);
+                let max_input = push_input_cap(&limits);
                 cmd.arg("-c")
                     .arg(format!("core.hooksPath={}", self.hooks_dir.display()))
                     // git's own object checks refuse malformed objects; the names
@@ -173,6 +237,17 @@ impl GitSupport {
             .stderr(Stdio::piped());
         cmd
     }
+}
+
+/// A directory only this user reads.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn write_hook(dir: &Path) -> std::io::Result<()> {
@@ -284,7 +359,7 @@ async fn admit(
     headers: &HeaderMap,
     raw_id: &str,
     service: Service,
-) -> Result<(RepoId, Arc<GitSupport>), Response> {
+) -> Result<(RepoId, Arc<GitSupport>, Option<String>), Response> {
     let credential =
         access::basic_or_bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
             .map_err(|r| unauthorized(&r))?;
@@ -337,7 +412,7 @@ async fn admit(
             "this server was started without git support",
         )
     })?;
-    Ok((id, git))
+    Ok((id, git, credential))
 }
 
 #[derive(Deserialize)]
@@ -358,7 +433,7 @@ pub(super) async fn info_refs(
             "only git's smart HTTP is served here (`?service=git-upload-pack` or `git-receive-pack`); use git 1.6.6 or later",
         );
     };
-    let (id, git) = match admit(&state, &headers, &raw_id, service).await {
+    let (id, git, _) = match admit(&state, &headers, &raw_id, service).await {
         Ok(x) => x,
         Err(answer) => return answer,
     };
@@ -409,51 +484,156 @@ fn git_answer(content_type: &str, body: Body) -> Response {
     r
 }
 
-/// Why feeding a request to git stopped early.
+/// Why a request body was not taken whole.
 #[derive(Debug, thiserror::Error)]
-enum FeedError {
+enum UploadError {
     #[error("the client went away mid-request: {0}")]
     Client(String),
     #[error("the request body is not valid gzip: {0}")]
     Gzip(std::io::Error),
-    #[error("the request is over {0} bytes once decompressed")]
+    #[error(
+        "the request is over {0} bytes (decompressed), the most this server takes in one request"
+    )]
     TooLarge(usize),
-    #[error("git stopped reading: {0}")]
-    Git(std::io::Error),
+    #[error("the request took over {}s to arrive, the most this server waits for one; send it again on a faster link", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("the request could not be spooled: {0}")]
+    Spool(std::io::Error),
 }
 
-/// Copy the request body (gunzipped when git compressed it) into git's standard input,
-/// then close it.
-async fn feed(body: Body, gzip: bool, mut stdin: ChildStdin, max: usize) -> Result<(), FeedError> {
-    let mut stream = body.into_data_stream();
-    let mut decoder = gzip.then(|| flate2::write::GzDecoder::new(Vec::new()));
-    let mut total = 0usize;
-    loop {
-        // A client that stops sending holds the repo's writer lock during a push: give
-        // up on it after a while, as on one that hung up.
-        let next = tokio::time::timeout(CLIENT_IDLE, stream.next())
-            .await
-            .map_err(|_| FeedError::Client(format!("nothing sent for {CLIENT_IDLE:?}")))?;
-        let Some(chunk) = next else { break };
-        let chunk = chunk.map_err(|e| FeedError::Client(e.to_string()))?;
-        let out: Bytes = match &mut decoder {
-            Some(d) => {
-                d.write_all(&chunk).map_err(FeedError::Gzip)?;
-                std::mem::take(d.get_mut()).into()
-            }
-            None => chunk,
-        };
-        total += out.len();
-        if total > max {
-            return Err(FeedError::TooLarge(max));
+impl UploadError {
+    fn answer(&self) -> Response {
+        match self {
+            Self::TooLarge(_) => text(StatusCode::PAYLOAD_TOO_LARGE, &self.to_string()),
+            Self::TimedOut(_) => text(StatusCode::REQUEST_TIMEOUT, &self.to_string()),
+            Self::Gzip(_) | Self::Client(_) => text(StatusCode::BAD_REQUEST, &self.to_string()),
+            Self::Spool(e) => internal(e),
         }
-        stdin.write_all(&out).await.map_err(FeedError::Git)?;
     }
-    if let Some(d) = decoder {
-        let rest = d.finish().map_err(FeedError::Gzip)?;
-        stdin.write_all(&rest).await.map_err(FeedError::Git)?;
+}
+
+/// Where a request's bytes go as they arrive, decompressed: its front kept in memory
+/// (the whole of it when there is no file), the rest into a spool file; past `cap`
+/// bytes in all, every write fails.
+struct Sink {
+    head: Vec<u8>,
+    spool: Option<std::io::BufWriter<std::fs::File>>,
+    total: usize,
+    cap: usize,
+    over: bool,
+}
+
+impl Sink {
+    fn in_memory(cap: usize) -> Self {
+        Self {
+            head: Vec::new(),
+            spool: None,
+            total: 0,
+            cap,
+            over: false,
+        }
     }
-    stdin.shutdown().await.map_err(FeedError::Git)
+
+    fn spooled(file: std::fs::File, cap: usize) -> Self {
+        Self {
+            spool: Some(std::io::BufWriter::with_capacity(256 * 1024, file)),
+            ..Self::in_memory(cap)
+        }
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.total.saturating_add(buf.len()) > self.cap {
+            self.over = true;
+            return Err(std::io::Error::other("over the request cap"));
+        }
+        self.total += buf.len();
+        match &mut self.spool {
+            Some(file) => {
+                let room = REQUEST_HEAD_BYTES.saturating_sub(self.head.len());
+                self.head.extend_from_slice(&buf[..room.min(buf.len())]);
+                file.write_all(buf)?;
+            }
+            None => self.head.extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.spool {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Receive a request body whole into `sink`, gunzipped when git compressed it, within
+/// `deadline` in all; a client silent for [`CLIENT_IDLE`] is taken as gone. The bytes
+/// as sent are capped as the decompressed ones are.
+async fn receive(
+    body: Body,
+    gzip: bool,
+    sink: Sink,
+    deadline: Duration,
+) -> Result<Sink, UploadError> {
+    let cap = sink.cap;
+    let work = async move {
+        let mut stream = body.into_data_stream();
+        let mut plain = None;
+        let mut inflating = None;
+        if gzip {
+            inflating = Some(flate2::write::GzDecoder::new(sink));
+        } else {
+            plain = Some(sink);
+        }
+        let mut sent = 0usize;
+        loop {
+            let next = tokio::time::timeout(CLIENT_IDLE, stream.next())
+                .await
+                .map_err(|_| UploadError::Client(format!("nothing sent for {CLIENT_IDLE:?}")))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| UploadError::Client(e.to_string()))?;
+            sent += chunk.len();
+            if sent > cap {
+                return Err(UploadError::TooLarge(cap));
+            }
+            let wrote = match (&mut plain, &mut inflating) {
+                (Some(s), _) => s.write_all(&chunk).map_err(UploadError::Spool),
+                (_, Some(d)) => d.write_all(&chunk).map_err(UploadError::Gzip),
+                _ => unreachable!("one of the two is set"),
+            };
+            if let Err(e) = wrote {
+                let over = plain
+                    .as_ref()
+                    .or(inflating.as_ref().map(|d| d.get_ref()))
+                    .is_some_and(|s| s.over);
+                return Err(if over { UploadError::TooLarge(cap) } else { e });
+            }
+        }
+        let mut sink = match (plain, inflating) {
+            (Some(s), _) => s,
+            (_, Some(d)) => d.finish().map_err(UploadError::Gzip)?,
+            _ => unreachable!("one of the two is set"),
+        };
+        if sink.over {
+            return Err(UploadError::TooLarge(cap));
+        }
+        sink.flush().map_err(UploadError::Spool)?;
+        Ok(sink)
+    };
+    tokio::time::timeout(deadline, work)
+        .await
+        .map_err(|_| UploadError::TimedOut(deadline))?
+}
+
+/// The answer to a request refused before git saw it: 413 past a count, 400 for what
+/// git never sends.
+fn refused_request(e: &RequestError) -> Response {
+    match e {
+        RequestError::TooMany(_) => text(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        RequestError::Malformed(_) => text(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
 }
 
 /// What git wrote to stderr, for the log (at most 8 KiB; git never sees a credential,
@@ -469,21 +649,86 @@ fn stderr_text(child: &mut Child) -> impl std::future::Future<Output = String> +
     }
 }
 
-/// `POST /v1/repo/{id}.git/git-upload-pack`: a fetch or clone, streamed.
+fn pkt(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", data.len() + 4).into_bytes();
+    out.extend_from_slice(data);
+    out
+}
+
+/// The first wanted id `main` does not reach (`main`'s tip or a commit it descends
+/// from), which is not served.
+fn unserved_want(git_dir: &Path, wants: &[String]) -> Result<Option<String>, git2::Error> {
+    let repo = git2::Repository::open_bare(git_dir)?;
+    let head = repo.refname_to_id(crate::store::BRANCH_REF)?;
+    for want in wants {
+        let Ok(oid) = git2::Oid::from_str(want) else {
+            return Ok(Some(want.clone()));
+        };
+        let reached = oid == head
+            || (repo.find_commit(oid).is_ok() && repo.graph_descendant_of(head, oid)?);
+        if !reached {
+            return Ok(Some(want.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// `POST /v1/repo/{id}.git/git-upload-pack`: a fetch or clone. The request is read
+/// whole and its wants checked before git starts; the answer is streamed.
 pub(super) async fn upload_pack(
     State(state): State<ApiState>,
     UrlPath(raw_id): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (id, git) = match admit(&state, &headers, &raw_id, Service::UploadPack).await {
+    let (id, git, _) = match admit(&state, &headers, &raw_id, Service::UploadPack).await {
         Ok(x) => x,
         Err(answer) => return answer,
     };
+    let protocol = git_protocol(&headers);
+    let v2 = protocol.as_deref().is_some_and(|p| p.contains("version=2"));
+    let request = match receive(
+        body,
+        gzipped(&headers),
+        Sink::in_memory(MAX_FETCH_REQUEST_BYTES),
+        FETCH_REQUEST_DEADLINE,
+    )
+    .await
+    {
+        Ok(sink) => sink.head,
+        Err(e) => {
+            tracing::debug!(repo = %id, cause = %e, "fetch request not taken");
+            return e.answer();
+        }
+    };
+    let wants = match pkt_line::fetch_wants(&request, v2, MAX_WANTS) {
+        Ok(w) => w,
+        Err(e) => return refused_request(&e),
+    };
+    if !wants.is_empty() {
+        let dir = state.store.git_dir(&id);
+        match tokio::task::spawn_blocking(move || unserved_want(&dir, &wants)).await {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(want))) => {
+                // upload-pack's own words for a want it does not serve, as an error
+                // line git shows (`remote error: …`).
+                tracing::info!(repo = %id, want = %want, "a fetch wanted an object `main` does not reach");
+                return git_answer(
+                    "application/x-git-upload-pack-result",
+                    Body::from(pkt(format!(
+                        "ERR upload-pack: not our ref {want}; only what `main` reaches is served\n"
+                    )
+                    .as_bytes())),
+                );
+            }
+            Ok(Err(e)) => return internal(format!("cannot check a fetch's wants: {e}")),
+            Err(e) => return internal(e),
+        }
+    }
     let mut cmd = git.command(
         Service::UploadPack,
         &state.store.git_dir(&id),
-        git_protocol(&headers).as_deref(),
+        protocol.as_deref(),
         state.store.limits(),
     );
     // A client that goes away drops the answer's body, and with it upload-pack.
@@ -492,12 +737,15 @@ pub(super) async fn upload_pack(
         Ok(c) => c,
         Err(e) => return internal(format!("cannot run git: {e}")),
     };
-    let stdin = child.stdin.take().expect("piped");
+    let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = stderr_text(&mut child);
-    let gzip = gzipped(&headers);
     tokio::spawn(async move {
-        if let Err(e) = feed(body, gzip, stdin, MAX_FETCH_REQUEST_BYTES).await {
+        let fed = async {
+            stdin.write_all(&request).await?;
+            stdin.shutdown().await
+        };
+        if let Err(e) = fed.await {
             tracing::debug!(repo = %id, cause = %e, "fetch request not passed whole to git");
         }
     });
@@ -538,45 +786,117 @@ fn output_stream(
     })
 }
 
-/// `POST /v1/repo/{id}.git/git-receive-pack`: a push, run as the repo's one writer.
+/// receive-pack's answer refusing every command of `request` with `why`, as git
+/// prints it: the reason as `remote: …` lines (when the client takes a side band) and
+/// each ref `[remote rejected]`.
+fn refused_push(request: &PushRequest, why: &str) -> Response {
+    let mut report = pkt(b"unpack ok\n");
+    for command in &request.commands {
+        report.extend(pkt(format!(
+            "ng {} refused: only a fast-forward of `main` is taken here\n",
+            crate::escape::one_line(&command.name)
+        )
+        .as_bytes()));
+    }
+    report.extend_from_slice(b"0000");
+    let sideband = request.asked("side-band-64k") || request.asked("side-band");
+    let body = if sideband {
+        let mut body = Vec::new();
+        let message = format!("push refused, nothing changed: {why}\n");
+        body.extend(pkt(&[&[2u8][..], message.as_bytes()].concat()));
+        // side-band (without 64k) takes at most 1000 bytes a packet.
+        for piece in report.chunks(990) {
+            body.extend(pkt(&[&[1u8][..], piece].concat()));
+        }
+        body.extend_from_slice(b"0000");
+        body
+    } else {
+        report
+    };
+    git_answer("application/x-git-receive-pack-result", Body::from(body))
+}
+
+/// `POST /v1/repo/{id}.git/git-receive-pack`: a push. Received whole before git
+/// starts; the writer lock is taken only when the hook reaches the gate.
 pub(super) async fn receive_pack(
     State(state): State<ApiState>,
     UrlPath(raw_id): UrlPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (id, git) = match admit(&state, &headers, &raw_id, Service::ReceivePack).await {
+    let (id, git, credential) = match admit(&state, &headers, &raw_id, Service::ReceivePack).await {
         Ok(x) => x,
         Err(answer) => return answer,
     };
-    let gzip = gzipped(&headers);
     let limits = state.store.limits();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
-    let store = state.store.clone();
-    let runtime = tokio::runtime::Handle::current();
-    // The push runs to its end on its own, whether or not the client is still there:
-    // under the writer lock, which only a blocking thread may hold, driving the child
-    // through the runtime. A client gone mid-upload makes receive-pack read an early
-    // end of input, and git then drops the quarantined objects and leaves `main` as
-    // it was; a client gone after its upload does not stop a push that is whole.
-    tokio::task::spawn_blocking(move || {
-        let mut started = Some(started_tx);
-        let ran = store.write_from_outside(&id, |dir| {
-            let cmd = git.command(Service::ReceivePack, dir, None, limits);
-            runtime.block_on(run_receive_pack(cmd, id, body, gzip, tx, &mut started))
-        });
-        if let Err(e) = ran
-            && let Some(s) = started.take()
-        {
-            let _ = s.send(Err(e.to_string()));
+    let mut file = match git.spool_file() {
+        Ok(f) => f,
+        Err(e) => return internal(format!("cannot spool a push: {e}")),
+    };
+    let sink = match file.try_clone() {
+        Ok(f) => Sink::spooled(f, push_input_cap(&limits)),
+        Err(e) => return internal(format!("cannot spool a push: {e}")),
+    };
+    let sink = match receive(body, gzipped(&headers), sink, PUSH_UPLOAD_DEADLINE).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            tracing::warn!(repo = %id, cause = %e, "push not taken; nothing changed");
+            return e.answer();
         }
-    });
-    match started_rx.await {
-        Ok(Ok(())) => {}
-        Ok(Err(cause)) => return internal(cause),
-        Err(_) => return internal("the push ended before it started"),
+    };
+    let request = match pkt_line::push_request(&sink.head, MAX_PUSH_COMMANDS) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(repo = %id, cause = %e, "push refused before git started");
+            return refused_request(&e);
+        }
+    };
+    drop(sink);
+    if request.commands.is_empty() {
+        // git's probe before a large push: receive-pack would answer it with nothing.
+        return git_answer(
+            "application/x-git-receive-pack-result",
+            Body::from(Vec::new()),
+        );
     }
+    if let Some(refused) = request
+        .commands
+        .iter()
+        .find_map(|c| ref_refusal(&c.name).err())
+    {
+        tracing::info!(repo = %id, cause = %refused, "push refused before git started");
+        return refused_push(&request, &refused.to_string());
+    }
+    if let Err(e) = file.rewind() {
+        return internal(format!("cannot read a spooled push: {e}"));
+    }
+    let gate = match Gate::open(&git.incoming_dir) {
+        Ok(g) => g,
+        Err(e) => return internal(format!("cannot open a push's gate: {e}")),
+    };
+    let mut cmd = git.command(
+        Service::ReceivePack,
+        &state.store.git_dir(&id),
+        None,
+        limits,
+    );
+    cmd.stdin(Stdio::from(file))
+        .env(ENV_GATE, gate.path())
+        .env(ENV_GATE_KEY, gate.key());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return internal(format!("cannot run git: {e}")),
+    };
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = stderr_text(&mut child);
+    // git's answer is small (the report and the hook's words): it is kept whole for a
+    // slow client, so git never waits on one while the lock is held.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<Bytes>>();
+    // The push runs to its end on its own, whether or not the client is still there:
+    // its input is whole already.
+    tokio::spawn(run_receive_pack(
+        state, id, credential, gate, child, stdout, stderr, tx,
+    ));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -586,48 +906,99 @@ pub(super) async fn receive_pack(
     )
 }
 
+/// Admit the push's credential again, for the gate: revoked, expired or narrowed
+/// since the push was admitted, it no longer lands.
+async fn readmit(state: &ApiState, credential: Option<&str>, id: &RepoId) -> Result<(), String> {
+    let scope = access::admit(
+        &state.local,
+        &OperatorBound::default(),
+        Surface::Git,
+        credential,
+    )
+    .await
+    .map_err(|refusal| {
+        format!(
+            "the credential no longer admits this push: {}",
+            refusal.to_git()
+        )
+    })?;
+    if scope.paths().is_some() {
+        return Err(
+            "the credential is now limited to some paths, and git cannot push part of a tree"
+                .into(),
+        );
+    }
+    scope
+        .admit(Right::Write, id)
+        .map_err(|e| format!("the credential may no longer push to this repo: {e}"))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_receive_pack(
-    mut cmd: Command,
+    state: ApiState,
     id: RepoId,
-    body: Body,
-    gzip: bool,
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    started: &mut Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    credential: Option<String>,
+    gate: Gate,
+    mut child: Child,
+    stdout: ChildStdout,
+    stderr: impl std::future::Future<Output = String>,
+    tx: tokio::sync::mpsc::UnboundedSender<std::io::Result<Bytes>>,
 ) {
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(s) = started.take() {
-                let _ = s.send(Err(format!("cannot run git: {e}")));
-            }
-            return;
-        }
-    };
-    if let Some(s) = started.take() {
-        let _ = s.send(Ok(()));
-    }
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = stderr_text(&mut child);
-    // The input: dropped (closing git's stdin) as soon as it fails.
-    let fed = feed(body, gzip, stdin, usize::MAX);
-    let relay = async {
+    let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
+    let git_side = async {
         let mut out = std::pin::pin!(output_stream(stdout, None));
-        let mut client = Some(tx);
         while let Some(chunk) = out.next().await {
-            // Keep reading after the client is gone, so git never blocks on a full pipe.
-            if let Some(c) = &client
-                && c.send(chunk).await.is_err()
-            {
-                client = None;
+            // A client gone is no reason to stop: the push is whole.
+            let _ = tx.send(chunk);
+        }
+        let status = child.wait().await;
+        let _ = exited_tx.send(true);
+        status
+    };
+    let gate_side = async {
+        let mut exited = exited_rx.clone();
+        // The hook knocks once the pack is whole in quarantine and checked; a push git
+        // refuses earlier never does.
+        let knock = tokio::select! {
+            k = gate.knock() => k,
+            _ = exited.wait_for(|e| *e) => return,
+        };
+        let knock = match knock {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(repo = %id, cause = %e, "a push's gate failed; the push does not land");
+                return;
             }
+        };
+        let store = state.store.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let mut exited = exited_rx.clone();
+        // The writer lock is a blocking one: a blocking thread holds it, driving the
+        // verdict and the wait through the runtime.
+        let held = tokio::task::spawn_blocking(move || {
+            store.write_from_outside(&id, |_dir| {
+                runtime.block_on(async {
+                    let verdict = readmit(&state, credential.as_deref(), &id).await;
+                    if let Err(why) = &verdict {
+                        tracing::info!(repo = %id, cause = %why, "push refused at its gate");
+                    }
+                    knock.answer(verdict).await;
+                    // Held until receive-pack has moved `main` (or not) and ended.
+                    let _ = exited.wait_for(|e| *e).await;
+                })
+            })
+        })
+        .await;
+        match held {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(repo = %id, cause = %e, "a push's gate could not take the writer lock")
+            }
+            Err(e) => tracing::warn!(repo = %id, cause = %e, "a push's gate failed"),
         }
     };
-    let (fed, (), said) = tokio::join!(fed, relay, stderr);
-    let status = child.wait().await;
-    if let Err(e) = &fed {
-        tracing::warn!(repo = %id, cause = %e, "push cut short; git left `main` as it was");
-    }
+    let (status, (), said) = tokio::join!(git_side, gate_side, stderr);
+    drop(gate);
     match status {
         Ok(s) if s.success() => {
             tracing::info!(repo = %id, "git push request done");
@@ -657,18 +1028,52 @@ pub fn pre_receive(input: &str, err: &mut dyn std::io::Write) -> bool {
     };
     let quarantine = std::env::var_os("GIT_QUARANTINE_PATH").map(PathBuf::from);
     let checked = match std::env::current_dir() {
-        Ok(dir) => RefUpdate::parse_lines(input)
-            .and_then(|updates| check_push(&dir, quarantine.as_deref(), &updates, &limits)),
+        Ok(dir) => RefUpdate::parse_lines(input).and_then(|updates| {
+            check_push(&dir, quarantine.as_deref(), &updates, &limits).map(|()| updates)
+        }),
         Err(e) => {
             let _ = writeln!(err, "push refused: the repository could not be found: {e}");
             return false;
         }
     };
-    match checked {
+    let updates = match checked {
+        Ok(updates) => updates,
+        Err(refused) => {
+            let _ = writeln!(err, "push refused, nothing changed: {refused}");
+            return false;
+        }
+    };
+    // The pack is whole and checked: only now the writer lock, and the credential
+    // admitted again, right before git moves the ref.
+    if let Err(refused) = super::push_gate::pass() {
+        let _ = writeln!(err, "push refused, nothing changed: {refused}");
+        return false;
+    }
+    // Under the lock: `main` is still where the check found it, so the check holds.
+    match std::env::current_dir()
+        .map_err(|e| e.to_string())
+        .and_then(|dir| still_at(&dir, &updates))
+    {
         Ok(()) => true,
         Err(refused) => {
             let _ = writeln!(err, "push refused, nothing changed: {refused}");
             false
         }
+    }
+}
+
+/// Whether `main` is still where each update found it.
+fn still_at(dir: &Path, updates: &[RefUpdate]) -> Result<(), String> {
+    let repo = git2::Repository::open_bare(dir).map_err(|e| e.message().to_string())?;
+    let head = repo
+        .refname_to_id(crate::store::BRANCH_REF)
+        .map_err(|e| e.message().to_string())?;
+    match updates.iter().find(|u| u.old != head) {
+        None => Ok(()),
+        Some(u) => Err(format!(
+            "`main` is at {} now, not {}: it moved while the push arrived; pull and push again",
+            &head.to_string()[..12],
+            &u.old.to_string()[..12]
+        )),
     }
 }

@@ -6,6 +6,9 @@
 //! - [`auth`]: who is calling (account key or repo token) and what that reaches.
 //! - [`git`]: git's smart HTTP at `/v1/repo/{id}.git` (clone, fetch, push), through
 //!   git's own upload-pack and receive-pack, and the pre-receive hook that checks a push.
+//! - [`pkt_line`]: a push's command list and a fetch's wants, read before git starts.
+//! - [`push_gate`]: the writer lock and the second admission a push passes right before
+//!   `main` moves.
 //! - `routes`: the handlers and their wire types, private to this module.
 //!
 //! Statuses follow the hosted service: 401 without a valid credential, 403 for a repo
@@ -15,6 +18,8 @@
 
 pub mod auth;
 pub mod git;
+pub mod pkt_line;
+pub mod push_gate;
 mod routes;
 
 use std::sync::Arc;

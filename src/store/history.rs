@@ -140,7 +140,10 @@ impl Store {
             let repo = Repository::open_bare(&q.path).map_err(git::git_err)?;
             let tip = fetched_tip(&repo)?;
             HistoryCheck::new(&repo, None, HistoryRules::fetch(&self.limits))
-                .and_then(|mut c| c.history(tip, None))
+                .and_then(|mut c| {
+                    c.history(tip, None)?;
+                    c.unreferenced(&q.path.join("objects"))
+                })
                 .map_err(refused)?;
             repo.reference(BRANCH_REF, tip, true, "created from a git source")
                 .map_err(git::git_err)?;
@@ -283,6 +286,10 @@ impl Store {
             let new_tree = git::tree_at(&incoming, new)?;
             git::changed_paths(&incoming, Some(&old_tree), &new_tree)?
         };
+        // Only what the history references joins the repo.
+        check
+            .unreferenced(&q.path.join("objects"))
+            .map_err(refused)?;
         drop(check);
         drop(incoming);
         migrate_objects(&q.path.join("objects"), &h.dir.join("objects"))?;

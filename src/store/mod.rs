@@ -18,6 +18,7 @@
 //! Every method is blocking; async callers run them on the blocking pool.
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
+mod check;
 mod db;
 mod git;
 mod history;
@@ -27,6 +28,8 @@ mod memory;
 pub mod push;
 mod ranked;
 pub mod secrets;
+
+pub use check::RuleReport;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -157,6 +160,11 @@ fn private_dirs(root: &Path) -> Result<(), StoreError> {
 /// 2.7 KB a commit after 20,000 commits; under 2 MiB its growth stopped at +9 MiB. The
 /// objects read on every call (the head's trees) stay cached.
 pub const GIT_OBJECT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Age past which a push's quarantine is taken as left by a receive-pack that was
+/// killed: far past the longest a live push's takes (the pack is whole before git
+/// starts, and capped).
+const STALE_PUSH_QUARANTINE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn cap_git_object_cache() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -811,13 +819,22 @@ impl Store {
             let _ = std::fs::remove_file(&stale);
         }
         // Likewise a push's quarantine: git removes it when receive-pack ends, even on a
-        // signal; one found here outlived a receive-pack that was killed outright.
+        // signal; one found here an hour old outlived a receive-pack that was killed
+        // outright. A younger one may be a live push's: receive-pack fills its
+        // quarantine without this lock, and asks for it only once the pack is checked.
         if let Ok(entries) = std::fs::read_dir(h.dir.join("objects")) {
             for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("tmp_objdir-incoming-")
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_PUSH_QUARANTINE);
+                if stale
+                    && entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("tmp_objdir-incoming-")
                 {
                     tracing::warn!(repo = %id, "removing the quarantine of an interrupted push");
                     let _ = std::fs::remove_dir_all(entry.path());

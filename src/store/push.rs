@@ -99,6 +99,22 @@ fn file_mode(commit_id: Oid, path: &str, mode: i32) -> Result<(), PushRefused> {
     Err(PushRefused::at(commit_id, path, why))
 }
 
+/// Refuse a push to any ref but `main`: no other branches, no tags.
+pub fn ref_refusal(name: &str) -> Result<(), PushRefused> {
+    if name == BRANCH_REF {
+        return Ok(());
+    }
+    let what = if name.starts_with("refs/tags/") {
+        "tags cannot be pushed"
+    } else {
+        "only `main` can be pushed"
+    };
+    Err(PushRefused::new(format!(
+        "`{}` refused: {what}; {ALLOWED}",
+        crate::escape::one_line(name)
+    )))
+}
+
 /// Check a push into the bare repository at `git_dir`, whose incoming objects wait in
 /// `quarantine` (receive-pack's `GIT_QUARANTINE_PATH`; `None` when they are already in
 /// the repo). `Ok` only when every ref update is a fast-forward of `main` from its
@@ -117,18 +133,10 @@ pub fn check_push(
             .map_err(git_err)?;
     }
     let head = permanent.refname_to_id(BRANCH_REF).map_err(git_err)?;
+    let permanent_odb = permanent.odb().map_err(git_err)?;
+    let mut check = HistoryCheck::new(&repo, Some(permanent_odb), HistoryRules::push(limits))?;
     for update in updates {
-        if update.name != BRANCH_REF {
-            let what = if update.name.starts_with("refs/tags/") {
-                "tags cannot be pushed"
-            } else {
-                "only `main` can be pushed"
-            };
-            return Err(PushRefused::new(format!(
-                "`{}` refused: {what}; {ALLOWED}",
-                crate::escape::one_line(&update.name)
-            )));
-        }
+        ref_refusal(&update.name)?;
         if update.new.is_zero() {
             return Err(PushRefused::new(format!(
                 "deleting `main` is not allowed; {ALLOWED}"
@@ -152,7 +160,10 @@ pub fn check_push(
                 short(update.old)
             )));
         }
-        check_commits(&repo, &permanent, update.old, update.new, limits)?;
+        check.history(update.new, Some(update.old))?;
+    }
+    if let Some(q) = quarantine {
+        check.unreferenced(q)?;
     }
     Ok(())
 }
@@ -206,22 +217,19 @@ impl HistoryRules {
     }
 }
 
+impl HistoryRules {
+    /// The rules `repo check` holds a stored history to: a push's paths, kinds and
+    /// file size, with no cap on the whole or a commit's paths.
+    pub fn audit(limits: &Limits) -> Self {
+        Self {
+            max_new_bytes: usize::MAX,
+            ..Self::fetch(limits)
+        }
+    }
+}
+
 /// The most new file content (uncompressed) one fetch of a git source may bring: 2 GiB.
 pub const MAX_FETCHED_CONTENT_BYTES: usize = 2 * 1024 * 1024 * 1024;
-
-/// Check every commit reachable from `new` and not from `old`, oldest first, so the
-/// first one named is the first that broke a rule.
-fn check_commits(
-    repo: &Repository,
-    permanent: &Repository,
-    old: Oid,
-    new: Oid,
-    limits: &Limits,
-) -> Result<(), PushRefused> {
-    let permanent_odb = permanent.odb().map_err(git_err)?;
-    let mut check = HistoryCheck::new(repo, Some(permanent_odb), HistoryRules::push(limits))?;
-    check.history(new, Some(old))
-}
 
 /// The check of the commits one intake brings, keeping the count of new content across
 /// them.
@@ -235,6 +243,9 @@ pub(crate) struct HistoryCheck<'r> {
     total: usize,
     /// New trees whose entries were checked already.
     trees: HashSet<Oid>,
+    /// Every object the intake's new commits reference that their first parents do
+    /// not: what the intake may leave in the repo (see [`HistoryCheck::unreferenced`]).
+    seen: HashSet<Oid>,
 }
 
 impl<'r> HistoryCheck<'r> {
@@ -253,6 +264,7 @@ impl<'r> HistoryCheck<'r> {
             counted: HashSet::new(),
             total: 0,
             trees: HashSet::new(),
+            seen: HashSet::new(),
         })
     }
 
@@ -280,17 +292,19 @@ impl<'r> HistoryCheck<'r> {
     /// them: each name once, in git's order, a path the store takes, and a mode of a
     /// directory or a regular file. The diff of a commit against its parent does not
     /// see everything a hand-written tree can hold (a second entry of one name, an
-    /// empty directory), so the trees themselves are read. Trees the repo held before
-    /// the intake came through these rules already.
+    /// empty directory), so the trees themselves are read. A subtree is passed over
+    /// only when the first parent's tree holds it alike at the same place, never because
+    /// the repo holds it: an object can sit in the repo without any checked commit
+    /// referencing it.
     fn tree(
         &mut self,
         commit_id: Oid,
         tree: &git2::Tree<'_>,
+        parent: Option<&git2::Tree<'_>>,
         prefix: &str,
     ) -> Result<(), PushRefused> {
-        if self.permanent.as_ref().is_some_and(|p| p.exists(tree.id()))
-            || !self.trees.insert(tree.id())
-        {
+        self.seen.insert(tree.id());
+        if parent.is_some_and(|p| p.id() == tree.id()) || !self.trees.insert(tree.id()) {
             return Ok(());
         }
         let mut names: HashSet<Vec<u8>> = HashSet::new();
@@ -322,13 +336,27 @@ impl<'r> HistoryCheck<'r> {
                 ));
             }
             last = Some(key);
+            // An entry the first parent holds alike was checked with the parent (or
+            // came with the repo's checked history); only what differs is new here.
+            let before = parent.and_then(|p| p.get_name_bytes(name));
+            if before
+                .as_ref()
+                .is_some_and(|b| b.id() == entry.id() && b.filemode_raw() == mode)
+            {
+                continue;
+            }
+            self.seen.insert(entry.id());
             match mode {
                 0o40000 => {
                     let sub = entry
                         .to_object(self.repo)
                         .and_then(|o| o.peel_to_tree())
                         .map_err(|_| PushRefused::at(commit_id, &path, "not a directory"))?;
-                    self.tree(commit_id, &sub, &format!("{path}/"))?;
+                    let before = before
+                        .filter(|b| b.filemode_raw() == 0o40000)
+                        .and_then(|b| b.to_object(self.repo).ok())
+                        .and_then(|o| o.peel_to_tree().ok());
+                    self.tree(commit_id, &sub, before.as_ref(), &format!("{path}/"))?;
                 }
                 other => file_mode(commit_id, &path, other)?,
             }
@@ -336,11 +364,57 @@ impl<'r> HistoryCheck<'r> {
         Ok(())
     }
 
+    /// Refuse an intake whose quarantine (the objects directory `objects`) holds an
+    /// object that none of its checked commits references and that the repo did not
+    /// hold before: such an object escaped every rule (a 2 GiB blob, a binary file, a
+    /// tree with a `.git` entry) and a later commit could bring it into `main`
+    /// unchecked, or a fetch by id could serve it. Objects the repo holds already are
+    /// let pass: git completes a thin pack with copies of them.
+    pub(crate) fn unreferenced(&self, objects: &Path) -> Result<(), PushRefused> {
+        let stray = self.stray(objects)?;
+        let Some(first) = stray.first() else {
+            return Ok(());
+        };
+        Err(PushRefused::new(match self.rules.intake {
+            Intake::Push => format!(
+                "the push carries {} object(s) that no pushed commit references (the first: {first}); objects outside the pushed history are not kept: push commits only, as a plain `git push` does",
+                stray.len()
+            ),
+            Intake::Fetch => format!(
+                "the git source sent {} object(s) that no fetched commit references (the first: {first}); objects outside the fetched history are not kept",
+                stray.len()
+            ),
+        }))
+    }
+
+    /// How many objects of `objects` (an objects directory) this check's commits do
+    /// not reference and the repo did not hold before.
+    pub(crate) fn count_unreferenced(&self, objects: &Path) -> Result<usize, PushRefused> {
+        self.stray(objects).map(|s| s.len())
+    }
+
+    fn stray(&self, objects: &Path) -> Result<Vec<Oid>, PushRefused> {
+        let odb = git2::Odb::new().map_err(git_err)?;
+        odb.add_disk_alternate(&objects.to_string_lossy())
+            .map_err(git_err)?;
+        let mut stray: Vec<Oid> = Vec::new();
+        odb.foreach(|oid| {
+            if !self.seen.contains(oid) && !self.permanent.as_ref().is_some_and(|p| p.exists(*oid))
+            {
+                stray.push(*oid);
+            }
+            true
+        })
+        .map_err(git_err)?;
+        Ok(stray)
+    }
+
     /// Check what one commit changes against its first parent.
     pub(crate) fn commit(&mut self, commit_id: Oid) -> Result<(), PushRefused> {
         let repo = self.repo;
         let limits = self.rules;
         let commit = repo.find_commit(commit_id).map_err(git_err)?;
+        self.seen.insert(commit_id);
         if commit.message_raw_bytes().contains(&0) {
             return Err(PushRefused::new(format!(
                 "commit {}: its message contains a NUL byte; remove it",
@@ -408,13 +482,17 @@ impl<'r> HistoryCheck<'r> {
                     ),
                 ));
             }
-            if !self.counted.insert(blob_id)
-                || self.permanent.as_ref().is_some_and(|p| p.exists(blob_id))
-            {
-                // Checked already in this intake, or already in the repo.
+            self.seen.insert(blob_id);
+            if !self.counted.insert(blob_id) {
+                // Checked already in this intake.
                 continue;
             }
-            self.total = self.total.saturating_add(size);
+            // A blob the repo holds already is checked all the same: holding it says
+            // nothing of how it came (an object pushed once and referenced by nothing,
+            // or kept from before these rules); it only adds no new bytes.
+            if !self.permanent.as_ref().is_some_and(|p| p.exists(blob_id)) {
+                self.total = self.total.saturating_add(size);
+            }
             if self.total > limits.max_new_bytes {
                 let why = match limits.intake {
                     Intake::Push => format!(
@@ -439,6 +517,6 @@ impl<'r> HistoryCheck<'r> {
             }
         }
         // What the diff cannot show: entries a hand-written tree holds beyond it.
-        self.tree(commit_id, &tree, "")
+        self.tree(commit_id, &tree, parent_tree.as_ref(), "")
     }
 }

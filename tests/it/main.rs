@@ -15,6 +15,7 @@ mod git_http;
 mod git_source;
 mod http;
 mod progress;
+mod push_path;
 mod ranked;
 mod ranked_disk;
 mod refusals;

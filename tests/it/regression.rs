@@ -1548,11 +1548,30 @@ fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
     let base = main
         .commit(Some("refs/heads/main"), &sig, &sig, "base", &empty, &[])
         .unwrap();
-    // The push's objects wait in a quarantine, as receive-pack keeps them.
-    let incoming = Repository::init_bare(dir.path().join("incoming.git")).unwrap();
-    let odb = incoming.odb().unwrap();
-    // Push a commit on `main` whose tree is `raw`, written as is.
+    // The objects `raw` names, written into each push's quarantine when it names them
+    // (a quarantine holding objects its push does not reference is refused whole).
+    let blob = git2::Oid::hash_object(ObjectType::Blob, b"text\n").unwrap();
+    let empty_blob = git2::Oid::hash_object(ObjectType::Blob, b"").unwrap();
+    let empty_tree = git2::Oid::hash_object(ObjectType::Tree, b"").unwrap();
+    let pushes = std::cell::Cell::new(0);
+    // Push a commit on `main` whose tree is `raw`, written as is; its objects wait in a
+    // quarantine of its own, as receive-pack keeps them.
     let push = |raw: &[u8], message: &str| -> Result<(), PushRefused> {
+        pushes.set(pushes.get() + 1);
+        let incoming =
+            Repository::init_bare(dir.path().join(format!("incoming{}.git", pushes.get())))
+                .unwrap();
+        let odb = incoming.odb().unwrap();
+        for (kind, content) in [
+            (ObjectType::Blob, &b"text\n"[..]),
+            (ObjectType::Blob, b""),
+            (ObjectType::Tree, b""),
+        ] {
+            let oid = git2::Oid::hash_object(kind, content).unwrap();
+            if raw.windows(20).any(|w| w == oid.as_bytes()) {
+                odb.write(kind, content).unwrap();
+            }
+        }
         let tree = odb.write(ObjectType::Tree, raw).unwrap();
         let commit = format!(
             "tree {tree}\nparent {base}\nauthor t <t@example.invalid> 0 +0000\n\
@@ -1576,7 +1595,6 @@ fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
         e.extend_from_slice(oid.as_bytes());
         e
     };
-    let blob = odb.write(ObjectType::Blob, b"text\n").unwrap();
     for (mode, why) in [
         ("644", "mode is 644"),
         ("100600", "mode is 100600"),
@@ -1592,13 +1610,11 @@ fn a_pushed_tree_with_an_unknown_mode_panicked_the_push_check() {
     // twice (`0` as a file, then `0` as a symbolic link or, here, as the same file again:
     // the diff sees one), and an empty directory named `.GIT` (a diff shows no empty
     // directory).
-    let empty_blob = odb.write(ObjectType::Blob, b"").unwrap();
     let twice = [
         entry("100644", "0", empty_blob),
         entry("100644", "0", empty_blob),
     ]
     .concat();
-    let empty_tree = odb.write(ObjectType::Tree, b"").unwrap();
     let dot_git = entry("40000", ".GIT", empty_tree);
     for (tree, why) in [
         (twice, "twice or out of git's order"),
