@@ -875,6 +875,7 @@ pub async fn rest_request(
         (Outcome::Ok, None)
     } else if status == axum::http::StatusCode::UNAUTHORIZED
         || status == axum::http::StatusCode::FORBIDDEN
+        || status == axum::http::StatusCode::TOO_MANY_REQUESTS
     {
         let why = response
             .extensions()

@@ -13,6 +13,7 @@ mod fine_tokens;
 mod git_http;
 mod git_source;
 mod http;
+mod limits;
 mod progress;
 mod ranked;
 mod ranked_disk;
