@@ -218,14 +218,15 @@ pub struct ApiArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
-    /// A host that git sources (`source: {type: "git", url}`) may fetch from (repeatable,
-    /// or comma separated): a host name or IP address, matched exactly. None by default:
+    /// A host and port that git sources (`source: {type: "git", url}`) may fetch from
+    /// (repeatable, or comma separated): `HOST` or `HOST:PORT`, the host a name or IP
+    /// address matched exactly; without a port only ports 443 and 80. None by default:
     /// every git source is then refused.
     #[arg(
         long = "allowed-git-host",
         env = "SCOPED_REPO_ALLOWED_GIT_HOSTS",
         value_delimiter = ',',
-        value_name = "HOST"
+        value_name = "HOST[:PORT]"
     )]
     pub allowed_git_hosts: Vec<String>,
     /// Heap the search indexes of all repos may hold, e.g. 2GiB, 512MiB [default: a

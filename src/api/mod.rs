@@ -288,7 +288,7 @@ impl From<crate::git_source::SourceError> for ApiError {
             SourceError::NoAllowList | SourceError::Invalid(_) | SourceError::NotAllowed(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            SourceError::Fetch(_) => StatusCode::BAD_GATEWAY,
+            SourceError::Fetch(_) | SourceError::Unreachable => StatusCode::BAD_GATEWAY,
             SourceError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             SourceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SourceError::Store(_) => {
