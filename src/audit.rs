@@ -43,8 +43,14 @@ const BATCH_MAX: usize = 256;
 const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// How often records past the retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// The longest reason written down, in bytes.
-const MAX_REASON_BYTES: usize = 400;
+/// The longest text written in any column, in bytes: every column is cut to it, so no
+/// caller can make a record larger than a few kilobytes, whatever it sends.
+const MAX_TEXT_BYTES: usize = 400;
+/// Repo ids written in a record, at most; past them the column says how many more.
+const MAX_REPO_IDS: usize = 8;
+/// What the trail writes for a tool call naming no registered tool: the name is the
+/// caller's, of any size and content.
+const UNKNOWN_TOOL: &str = "(unknown tool)";
 
 /// Where a call came in. More surfaces (git over HTTP) will come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,10 +261,12 @@ impl Trail {
         self.writer.is_some()
     }
 
-    /// Hand `row` to the writer, or drop and count it when the writer is behind.
-    pub fn record(&self, row: AuditRow) {
+    /// Hand `row` to the writer, every text column cut to [`MAX_TEXT_BYTES`], or drop
+    /// and count it when the writer is behind.
+    pub fn record(&self, mut row: AuditRow) {
         let Some(w) = &self.writer else { return };
         let Some(tx) = &w.tx else { return };
+        cap_columns(&mut row);
         match tx.try_send(Message::Record(Box::new(row))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -276,11 +284,12 @@ impl Trail {
     /// write: a server killed right after answering a mint, revocation or commit must
     /// not lose its record, which the batch written about every 100 ms would. Costs
     /// the call one small transaction; reads do not wait.
-    pub async fn record_durable(&self, row: AuditRow) {
+    pub async fn record_durable(&self, mut row: AuditRow) {
         let Some(w) = &self.writer else { return };
         if w.durable.is_none() {
             return self.record(row);
         }
+        cap_columns(&mut row);
         let this = self.clone();
         let written = tokio::task::spawn_blocking(move || {
             let w = this.writer.as_ref().expect("checked above");
@@ -320,6 +329,62 @@ impl Trail {
             .map(|w| w.shared.dropped.load(Ordering::Relaxed))
             .unwrap_or(0)
     }
+}
+
+/// Cut every text column of `row` to [`MAX_TEXT_BYTES`].
+fn cap_columns(row: &mut AuditRow) {
+    for column in [
+        &mut row.surface,
+        &mut row.credential,
+        &mut row.action,
+        &mut row.outcome,
+    ] {
+        cut(column, MAX_TEXT_BYTES);
+    }
+    for column in [
+        &mut row.credential_id,
+        &mut row.repo,
+        &mut row.reason,
+        &mut row.head_before,
+        &mut row.head_after,
+        &mut row.subject,
+        &mut row.subject_id,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        cut(column, MAX_TEXT_BYTES);
+    }
+}
+
+/// Cut `text` to at most `max` bytes, at a character boundary.
+fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+}
+
+/// The repo column: the first [`MAX_REPO_IDS`] of `ids`, then how many more the call
+/// named (`total` in all), so a call naming thousands of repos leaves a short record.
+fn repo_column(total: usize, ids: impl Iterator<Item = String>) -> Option<String> {
+    let shown: Vec<String> = ids.take(MAX_REPO_IDS).collect();
+    if total == 0 {
+        return None;
+    }
+    let mut column = shown.join(",");
+    let more = total.saturating_sub(shown.len());
+    if more > 0 {
+        if !column.is_empty() {
+            column.push(' ');
+        }
+        column.push_str(&format!("+{more} more"));
+    }
+    Some(column)
 }
 
 fn prune(sink: &AuditSink, retention: Duration) {
@@ -474,7 +539,8 @@ impl Outcome {
 struct Note {
     who: Option<Who>,
     failure: Option<(Outcome, String)>,
-    repos: Vec<String>,
+    /// The repo column, already capped.
+    repos: Option<String>,
     paths: Option<i64>,
     head_before: Option<String>,
     head_after: Option<String>,
@@ -533,7 +599,8 @@ pub fn note_token(name: &str, token: &str) {
 
 /// The repos a call reaches, when its route does not name one.
 pub fn note_repos(ids: &[RepoId]) {
-    note(|n| n.repos = ids.iter().map(ToString::to_string).collect());
+    let column = repo_column(ids.len(), ids.iter().map(ToString::to_string));
+    note(|n| n.repos = column);
 }
 
 /// A backend failure as logs may show it: its message, unless that may quote what the
@@ -561,7 +628,7 @@ fn backend_kind(e: &BackendError) -> String {
     .to_string()
 }
 
-/// `reason`, cut to [`MAX_REASON_BYTES`], or withheld when it quotes any of
+/// `reason`, cut to [`MAX_TEXT_BYTES`], or withheld when it quotes any of
 /// `withheld` (the call's query, glob or token) or holds something shaped like a
 /// secret.
 fn safe_reason(reason: &str, withheld: &[String]) -> String {
@@ -577,7 +644,7 @@ fn safe_reason(reason: &str, withheld: &[String]) -> String {
     if withheld.iter().any(quotes) || holds_secret(reason) {
         return "refused; the reason is not recorded because it quotes the call's query, glob or a credential".into();
     }
-    let mut end = reason.len().min(MAX_REASON_BYTES);
+    let mut end = reason.len().min(MAX_TEXT_BYTES);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
@@ -638,8 +705,10 @@ struct Pending {
     started: Instant,
     at_ms: i64,
     who: Who,
+    /// The tool's name when it is a registered tool, else [`UNKNOWN_TOOL`].
     tool: String,
-    repos: Vec<String>,
+    /// The repo column, from the tool's own repo fields only.
+    repos: Option<String>,
     requested_paths: Option<i64>,
     /// Argument values a reason must not quote.
     withheld: Vec<String>,
@@ -647,18 +716,24 @@ struct Pending {
     revoking: Option<String>,
 }
 
-fn repo_ids_in(args: &serde_json::Map<String, Value>) -> Vec<String> {
-    let one = args.get("repo_id").into_iter();
-    let many = args
-        .get("repo_ids")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
-    one.chain(many)
+/// The repo column of a call's arguments: only the fields the tool's own schema declares
+/// (`fields`), so an argument the tool ignores cannot fill the record.
+fn repo_ids_in(fields: &[&str], args: &serde_json::Map<String, Value>) -> Option<String> {
+    let named = || {
+        fields
+            .iter()
+            .filter_map(|f| args.get(*f))
+            .flat_map(|v| match v {
+                Value::Array(many) => many.as_slice(),
+                one => std::slice::from_ref(one),
+            })
+    };
+    let total = named().count();
+    let ids = named()
         .filter_map(Value::as_str)
         .filter_map(|s| s.trim().parse::<RepoId>().ok())
-        .map(|id| id.to_string())
-        .collect()
+        .map(|id| id.to_string());
+    repo_column(total, ids)
 }
 
 impl ToolCall {
@@ -673,6 +748,8 @@ impl ToolCall {
         }
         let empty = serde_json::Map::new();
         let args = request.arguments.as_ref().unwrap_or(&empty);
+        // `None`: no registered tool has this name.
+        let fields = crate::server::repo_fields(&request.name);
         let count = |key: &str| args.get(key).and_then(Value::as_array).map(|a| a.len());
         let requested_paths = (request.name == "update_repo_files")
             .then(|| count("operations").unwrap_or(0) + count("replace_all").unwrap_or(0))
@@ -695,8 +772,11 @@ impl ToolCall {
                 started: Instant::now(),
                 at_ms: now_ms(),
                 who: Who::of_scope(scope),
-                tool: request.name.to_string(),
-                repos: repo_ids_in(args),
+                tool: match fields {
+                    Some(_) => request.name.to_string(),
+                    None => UNKNOWN_TOOL.to_string(),
+                },
+                repos: fields.and_then(|f| repo_ids_in(f, args)),
                 requested_paths,
                 withheld,
                 revoking,
@@ -778,11 +858,7 @@ impl Pending {
         .or(note.subject);
         let (credential, credential_id) = self.who.columns();
         let paths = note.paths.or(self.requested_paths);
-        let repos = if self.repos.is_empty() {
-            note.repos
-        } else {
-            self.repos
-        };
+        let repos = self.repos.or(note.repos);
         AuditRow {
             at_ms: self.at_ms,
             pid: std::process::id() as i64,
@@ -790,7 +866,7 @@ impl Pending {
             credential,
             credential_id,
             action: self.tool,
-            repo: (!repos.is_empty()).then(|| repos.join(",")),
+            repo: repos,
             paths,
             outcome: outcome.as_str().into(),
             reason,
@@ -865,6 +941,7 @@ pub async fn rest_request(
         (Outcome::Ok, None)
     } else if status == axum::http::StatusCode::UNAUTHORIZED
         || status == axum::http::StatusCode::FORBIDDEN
+        || status == axum::http::StatusCode::TOO_MANY_REQUESTS
     {
         let why = response
             .extensions()
@@ -881,7 +958,7 @@ pub async fn rest_request(
         Who::Anonymous
     });
     let (credential, credential_id) = who.columns();
-    let repo = repo.or_else(|| (!note.repos.is_empty()).then(|| note.repos.join(",")));
+    let repo = repo.or(note.repos);
     let row = AuditRow {
         at_ms,
         pid: std::process::id() as i64,
@@ -935,14 +1012,13 @@ pub fn command_row(
         Ok(()) => (Outcome::Ok, None),
         Err(why) => (Outcome::Error, Some(safe_reason(why, &[]))),
     };
-    let repos: Vec<String> = repos.iter().map(ToString::to_string).collect();
     AuditRow {
         at_ms: now_ms(),
         pid: std::process::id() as i64,
         surface: Surface::Cli.as_str().into(),
         credential: "operator".into(),
         action: action.into(),
-        repo: (!repos.is_empty()).then(|| repos.join(",")),
+        repo: repo_column(repos.len(), repos.iter().map(ToString::to_string)),
         outcome: outcome.as_str().into(),
         reason,
         subject: subject.as_ref().map(|s| s.0.clone()),
@@ -966,7 +1042,23 @@ mod tests {
         assert!(safe_reason(&format!("token {t} is bad"), &[]).contains("not recorded"));
         let kept = "repo 3f2a6c1e is outside this session's scope";
         assert_eq!(safe_reason(kept, &q), kept);
-        assert!(safe_reason(&"é".repeat(400), &[]).len() <= MAX_REASON_BYTES);
+        assert!(safe_reason(&"é".repeat(400), &[]).len() <= MAX_TEXT_BYTES);
+    }
+
+    #[test]
+    fn the_repo_column_names_a_few_and_counts_the_rest() {
+        let ids = || (0..20).map(|i| format!("id{i}"));
+        assert_eq!(repo_column(0, ids().take(0)), None);
+        assert_eq!(repo_column(2, ids().take(2)).unwrap(), "id0,id1");
+        assert_eq!(
+            repo_column(20, ids()).unwrap(),
+            "id0,id1,id2,id3,id4,id5,id6,id7 +12 more"
+        );
+        // Named but none of them a repo id.
+        assert_eq!(repo_column(3, ids().take(0)).unwrap(), "+3 more");
+        let mut long = "é".repeat(1000);
+        cut(&mut long, MAX_TEXT_BYTES);
+        assert!(long.len() <= MAX_TEXT_BYTES && long.len() > MAX_TEXT_BYTES - 2);
     }
 
     fn row(n: i64) -> AuditRow {

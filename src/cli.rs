@@ -84,6 +84,43 @@ pub struct ConnectionArgs {
     /// HTTP: connections open at once; more get a quick 503 with Retry-After and are closed.
     #[arg(long, env = "SCOPED_REPO_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
+    /// HTTP: requests in flight at once per credential (MCP calls, REST requests, git
+    /// fetches and pushes); more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "SCOPED_REPO_MAX_CONCURRENT_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub max_concurrent_per_token: usize,
+    /// HTTP: the longest a request's body may take to arrive, from its headers on (e.g.
+    /// 2m); past it the request is answered 408 and its connection closed.
+    #[arg(long, env = "SCOPED_REPO_BODY_TIMEOUT", default_value = "2m")]
+    pub body_timeout: String,
+}
+
+/// The Host and Origin allow lists of an HTTP server (`serve --transport http` and
+/// `api`, git routes included).
+#[derive(Debug, Args)]
+pub struct OriginArgs {
+    /// HTTP: a Host name clients use (repeatable); default: localhost, 127.0.0.1, ::1.
+    /// Required when listening on an address that is not loopback.
+    #[arg(
+        long = "allowed-host",
+        env = "SCOPED_REPO_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// HTTP: a browser Origin allowed to call (repeatable, `scheme://host:port`, `:*` for any
+    /// port); default: http://localhost:*, http://127.0.0.1:*, http://[::1]:*. Requests
+    /// without an Origin (git, SDKs, MCP clients) pass.
+    #[arg(
+        long = "allowed-origin",
+        env = "SCOPED_REPO_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Flags of `serve`.
@@ -98,30 +135,9 @@ pub struct ServeArgs {
     /// HTTP: let requests without a bearer token use exactly the --repo set (loopback only).
     #[arg(long, env = "SCOPED_REPO_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
-    /// HTTP: a Host name clients use (repeatable); default: localhost, 127.0.0.1, ::1.
-    #[arg(
-        long = "allowed-host",
-        env = "SCOPED_REPO_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        value_name = "HOST"
-    )]
-    pub allowed_hosts: Vec<String>,
-    /// HTTP: a browser Origin allowed to call (repeatable, `scheme://host:port`, `:*` for any
-    /// port); default: http://localhost:*, http://127.0.0.1:*, http://[::1]:*.
-    #[arg(
-        long = "allowed-origin",
-        env = "SCOPED_REPO_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        value_name = "ORIGIN"
-    )]
-    pub allowed_origins: Vec<String>,
-    /// HTTP: calls in flight at once per credential; more are answered 429.
-    #[arg(
-        long,
-        env = "SCOPED_REPO_MAX_CONCURRENT_PER_TOKEN",
-        default_value_t = 16
-    )]
-    pub max_concurrent_per_token: usize,
+    /// HTTP: the Host and Origin allow lists.
+    #[command(flatten)]
+    pub origins: OriginArgs,
     /// HTTP: MCP sessions open at once per token (streamable HTTP and legacy SSE
     /// together; anonymous sessions share one count); more are answered 429.
     #[arg(long, env = "SCOPED_REPO_MAX_SESSIONS_PER_TOKEN", default_value_t = 64)]
@@ -202,14 +218,15 @@ pub struct ApiArgs {
     /// ones are deleted at start-up and about hourly. `0`: keep no audit trail.
     #[arg(long, env = "SCOPED_REPO_AUDIT_RETENTION", default_value = "30d")]
     pub audit_retention: String,
-    /// A host that git sources (`source: {type: "git", url}`) may fetch from (repeatable,
-    /// or comma separated): a host name or IP address, matched exactly. None by default:
+    /// A host and port that git sources (`source: {type: "git", url}`) may fetch from
+    /// (repeatable, or comma separated): `HOST` or `HOST:PORT`, the host a name or IP
+    /// address matched exactly; without a port only ports 443 and 80. None by default:
     /// every git source is then refused.
     #[arg(
         long = "allowed-git-host",
         env = "SCOPED_REPO_ALLOWED_GIT_HOSTS",
         value_delimiter = ',',
-        value_name = "HOST"
+        value_name = "HOST[:PORT]"
     )]
     pub allowed_git_hosts: Vec<String>,
     /// Heap the search indexes of all repos may hold, e.g. 2GiB, 512MiB [default: a
@@ -220,6 +237,9 @@ pub struct ApiArgs {
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// The Host and Origin allow lists.
+    #[command(flatten)]
+    pub origins: OriginArgs,
 }
 
 /// Flags of `audit`.

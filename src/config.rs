@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ConnectionArgs, ServeArgs, Transport};
+use crate::cli::{BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
 use crate::connections::ConnectionLimits;
 use crate::http::HttpOptions;
 use crate::model::RepoId;
+use crate::origin::AllowLists;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +131,61 @@ pub fn connection_limits(args: &ConnectionArgs) -> Result<ConnectionLimits, Conf
             "--max-connections must be between 1 and {MAX_CONNECTIONS_CEILING}"
         )));
     }
+    let body_timeout = parse_duration("--body-timeout", &args.body_timeout)?;
+    if body_timeout.is_zero() {
+        return Err(ConfigError(
+            "--body-timeout must be longer than 0s (2m is a sane value)".into(),
+        ));
+    }
     Ok(ConnectionLimits {
         header_read_timeout,
         idle_timeout,
         max_connections: args.max_connections,
+        body_timeout,
     })
+}
+
+/// Validate the per-credential cap on requests in flight.
+pub fn max_concurrent_per_token(args: &ConnectionArgs) -> Result<usize, ConfigError> {
+    if args.max_concurrent_per_token == 0 {
+        return Err(ConfigError(
+            "--max-concurrent-per-token must be at least 1".into(),
+        ));
+    }
+    Ok(args.max_concurrent_per_token)
+}
+
+/// The Host and Origin allow lists of a server listening on `listen`: the defaults
+/// name only loopback, so a server on another address must be told the names its
+/// clients use.
+pub fn allow_lists(args: &OriginArgs, listen: &str) -> Result<AllowLists, ConfigError> {
+    let mut lists = AllowLists::default();
+    let loopback = match listen.trim().parse::<SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen
+            .trim()
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+    };
+    if !args.allowed_hosts.is_empty() {
+        lists.hosts = args
+            .allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+    } else if !loopback {
+        return Err(ConfigError(format!(
+            "listening on {listen}, which is not loopback: name the host clients will use with --allowed-host (e.g. --allowed-host mcp.internal)"
+        )));
+    }
+    if !args.allowed_origins.is_empty() {
+        lists.origins = args
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .collect();
+    }
+    Ok(lists)
 }
 
 /// Validated settings of `serve`.
@@ -302,31 +353,11 @@ impl HttpSettings {
                 "--allow-anonymous is allowed on loopback addresses only, not {listen}; drop it or listen on 127.0.0.1"
             )));
         }
-        let mut options = HttpOptions::default();
-        if !args.allowed_hosts.is_empty() {
-            options.allowed_hosts = args
-                .allowed_hosts
-                .iter()
-                .map(|h| h.trim().to_string())
-                .collect();
-        } else if !listen.ip().is_loopback() {
-            return Err(ConfigError(format!(
-                "listening on {listen}, which is not loopback: name the host clients will use with --allowed-host (e.g. --allowed-host mcp.internal)"
-            )));
-        }
-        if !args.allowed_origins.is_empty() {
-            options.allowed_origins = args
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim().to_string())
-                .collect();
-        }
-        if args.max_concurrent_per_token == 0 {
-            return Err(ConfigError(
-                "--max-concurrent-per-token must be at least 1".into(),
-            ));
-        }
-        options.max_concurrent_per_credential = args.max_concurrent_per_token;
+        let mut options = HttpOptions {
+            allow: allow_lists(&args.origins, &listen.to_string())?,
+            max_concurrent_per_credential: max_concurrent_per_token(&args.connections)?,
+            ..HttpOptions::default()
+        };
         if args.max_sessions_per_token == 0 {
             return Err(ConfigError(
                 "--max-sessions-per-token must be at least 1".into(),

@@ -1,16 +1,17 @@
 //! Serving HTTP/1 connections for both servers (`serve --transport http` and `api`):
-//! a cap on open connections, a header-read timeout, an idle timeout, TCP_NODELAY,
-//! `ConnectInfo`, and a graceful stop.
+//! a cap on open connections, a header-read timeout, an idle timeout, a total deadline
+//! for each request's body, TCP_NODELAY, `ConnectInfo`, and a graceful stop.
 //!
 //! `axum::serve` offers none of the limits, and its connection builder reads the first
 //! bytes (to tell HTTP/1 from HTTP/2) before hyper's header timer exists, so a client
 //! that connects and sends nothing would be held forever. Here every connection goes
 //! straight to hyper's HTTP/1 server with a Tokio timer.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections open at once; more are answered `503` with `Retry-After` and closed.
     pub max_connections: usize,
+    /// How long a request's body may take to arrive, from its headers on. The idle
+    /// timeout alone lets a body trickling one byte a minute hold its connection (and
+    /// whatever the handler holds) for ever; past this the request is answered `408`
+    /// and its connection closed.
+    pub body_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -48,6 +54,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
+            body_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -61,6 +68,29 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 
 const OVER_CAPACITY: &str =
     r#"{"error":"too many connections to this server; retry in a moment, please"}"#;
+
+/// A request body that did not arrive within the body timeout.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the request body did not arrive within {} (see --body-timeout); send it faster or in smaller requests",
+    humantime::format_duration(*.0)
+)]
+pub struct BodyTimedOut(pub Duration);
+
+/// The answer to a request whose body timed out, whatever its handler made of the
+/// failed read. The message is under both servers' error keys (`detail` for the REST
+/// API and its SDKs, `error` for the MCP server), and the connection is closed, since
+/// the rest of the body may still be on its way.
+fn body_timed_out(limit: Duration) -> axum::response::Response {
+    let message = BodyTimedOut(limit).to_string();
+    let body = serde_json::json!({ "detail": message, "error": message }).to_string();
+    axum::response::Response::builder()
+        .status(hyper::StatusCode::REQUEST_TIMEOUT)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
 
 /// The whole answer to a connection over the cap.
 fn over_capacity() -> String {
@@ -159,20 +189,31 @@ async fn serve_one(
         activity: activity.clone(),
     });
     let service_activity = activity.clone();
+    let body_timeout = limits.body_timeout;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let activity = service_activity.clone();
         let (parts, body) = request.into_parts();
+        let timed_out = Arc::new(AtomicBool::new(false));
         let body = Body::new(ClientBody {
             inner: body,
             activity: activity.clone(),
             waiting: false,
+            limit: body_timeout,
+            due: Instant::now() + body_timeout,
+            deadline: None,
+            timed_out: timed_out.clone(),
         });
         let mut request = axum::extract::Request::from_parts(parts, body);
         request.extensions_mut().insert(ConnectInfo(remote));
         let mut app = app.clone();
         async move {
             let _working = Working::start(activity);
-            Service::call(&mut app, request).await
+            let answer = Service::call(&mut app, request).await;
+            if timed_out.load(Ordering::SeqCst) {
+                tracing::debug!(%remote, "request body timed out");
+                return Ok(body_timed_out(body_timeout));
+            }
+            answer
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -323,22 +364,44 @@ impl AsyncWrite for Watched {
 }
 
 /// A request's body: while a handler waits on it, the wait is the client's, so the
-/// handler does not count as working and the idle clock runs.
+/// handler does not count as working and the idle clock runs; and the whole body must
+/// have come by `due`.
 struct ClientBody {
     inner: Incoming,
     activity: Arc<Activity>,
     waiting: bool,
+    limit: Duration,
+    due: Instant,
+    /// Armed at the first wait, so a request whose body is already in costs no timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set when `due` passed with the body unfinished; the answer is then replaced.
+    timed_out: Arc<AtomicBool>,
 }
 
 impl HttpBody for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        if self.timed_out.load(Ordering::SeqCst) {
+            return Poll::Ready(Some(Err(BodyTimedOut(self.limit).into())));
+        }
+        let mut polled = Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(axum::BoxError::from);
+        if polled.is_pending() {
+            let due = self.due;
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                self.timed_out.store(true, Ordering::SeqCst);
+                polled = Poll::Ready(Some(Err(BodyTimedOut(self.limit).into())));
+            }
+        }
         match (&polled, self.waiting) {
             (Poll::Pending, false) => {
                 self.waiting = true;

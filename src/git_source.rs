@@ -6,7 +6,8 @@
 //! What a remote source must pass before any byte leaves the machine:
 //! - the scheme is `http` or `https` (no `file:`, `ssh:`, `git:`, `ext::`, local path
 //!   or anything starting with `-`), with no query or fragment;
-//! - its host is exactly one named by `api --allowed-git-host` (none by default);
+//! - its host and port are exactly one named by `api --allowed-git-host HOST[:PORT]`
+//!   (none by default; a host named without a port allows ports 443 and 80 only);
 //! - the host is resolved here, once. A host named in the allow list by its name must
 //!   not resolve to a loopback, link-local, unspecified, multicast or broadcast address
 //!   (a DNS answer cannot turn an allowed name into this machine or a cloud metadata
@@ -25,6 +26,13 @@
 //! [`FetchLimits::low_speed_bytes`] a second for [`FetchLimits::low_speed_secs`], or
 //! writes more than [`FetchLimits::max_bytes`] into its quarantine is killed with its
 //! whole process group, and the quarantine is removed.
+//!
+//! Every way a source of the API fails to be reached or recognised (no such name, a
+//! closed port, a server that is not git, a redirect, credentials asked for or
+//! refused, git giving up for slowness) answers one fixed message,
+//! [`SourceError::Unreachable`], and git's own words go to the log only: a caller may
+//! not tell these apart, else a token that may create repos could scan the ports of an
+//! allowed internal host.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
@@ -114,6 +122,12 @@ pub enum SourceError {
     /// git could not fetch (unreachable, no such repo or branch, refused credentials).
     #[error("{0}")]
     Fetch(String),
+    /// A source of the API could not be reached or recognised as a git repository;
+    /// always the same words, whatever the cause (see the module's documentation).
+    #[error(
+        "the git source could not be fetched: nothing at that address answered as a git repository over HTTP with that branch (unreachable, not a git server, a redirect, or credentials asked for or refused all answer alike); check the URL, its credentials and the branch"
+    )]
+    Unreachable,
     /// The fetch ran too long or too slowly.
     #[error("{0}")]
     TimedOut(String),
@@ -149,13 +163,25 @@ impl Default for FetchLimits {
     }
 }
 
-/// The hosts a remote git source may name (`api --allowed-git-host`).
+/// The hosts and ports a remote git source may name (`api --allowed-git-host`).
 #[derive(Debug, Clone, Default)]
-pub struct AllowedHosts(Vec<String>);
+pub struct AllowedHosts(Vec<AllowedHost>);
+
+/// One `--allowed-git-host` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AllowedHost {
+    /// Lowercase; an IP address without brackets.
+    host: String,
+    /// `None`: the default ports, 443 and 80.
+    port: Option<u16>,
+}
+
+/// The ports a host named without one allows.
+const DEFAULT_GIT_PORTS: [u16; 2] = [443, 80];
 
 impl AllowedHosts {
-    /// Validate the flag's values: host names or IP addresses, without scheme, port,
-    /// user or path.
+    /// Validate the flag's values: `host` or `host:port`, the host a name or an IP
+    /// address (IPv6 in brackets when a port follows), without scheme, user or path.
     pub fn parse(raw: &[String]) -> Result<Self, String> {
         let mut hosts = Vec::new();
         for value in raw {
@@ -163,29 +189,14 @@ impl AllowedHosts {
             if v.is_empty() {
                 continue;
             }
-            let bare = v.trim_start_matches('[').trim_end_matches(']');
-            let host = if let Ok(ip) = bare.parse::<IpAddr>() {
-                ip.to_string()
-            } else {
-                let ok = v.len() <= 253
-                    && v.split('.').all(|label| {
-                        !label.is_empty()
-                            && label.len() <= 63
-                            && !label.starts_with('-')
-                            && label
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    });
-                if !ok {
-                    return Err(format!(
-                        "--allowed-git-host `{}` is not a host name or IP address; give the host alone (e.g. `github.com` or `10.0.0.5`), without scheme, port or path",
-                        crate::escape::one_line(v)
-                    ));
-                }
-                v.to_ascii_lowercase()
-            };
-            if !hosts.contains(&host) {
-                hosts.push(host);
+            let entry = parse_allowed(v).ok_or_else(|| {
+                format!(
+                    "--allowed-git-host `{}` is not a host or host:port; give a host name or IP address, with a port when it is not 443 or 80 (e.g. `github.com`, `git.internal:8443`, `10.0.0.5` or `[fd00::5]:3000`), without scheme or path",
+                    crate::escape::one_line(v)
+                )
+            })?;
+            if !hosts.contains(&entry) {
+                hosts.push(entry);
             }
         }
         Ok(Self(hosts))
@@ -196,9 +207,63 @@ impl AllowedHosts {
         self.0.is_empty()
     }
 
-    fn allows(&self, host: &str) -> bool {
-        self.0.iter().any(|h| h == host)
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.0.iter().any(|h| {
+            h.host == host
+                && match h.port {
+                    Some(p) => p == port,
+                    None => DEFAULT_GIT_PORTS.contains(&port),
+                }
+        })
     }
+}
+
+/// One `--allowed-git-host` value, or `None` when it is not a host or host:port.
+fn parse_allowed(v: &str) -> Option<AllowedHost> {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    // `[v6]` or `[v6]:port`.
+    if let Some(rest) = v.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let ip = inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(port(p.strip_prefix(':')?)?),
+        };
+        return Some(AllowedHost {
+            host: ip.to_string(),
+            port,
+        });
+    }
+    // A bare address, IPv6 included (its colons are not a port).
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Some(AllowedHost {
+            host: ip.to_string(),
+            port: None,
+        });
+    }
+    let (host, port) = match v.rsplit_once(':') {
+        Some((h, p)) => (h, Some(port(p)?)),
+        None => (v, None),
+    };
+    if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+        return Some(AllowedHost {
+            host: ip.to_string(),
+            port,
+        });
+    }
+    let name_ok = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    name_ok.then(|| AllowedHost {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
 }
 
 /// Where a history is fetched from.
@@ -406,12 +471,17 @@ impl GitSource {
         if allowed.is_empty() {
             return Err(SourceError::NoAllowList);
         }
-        if let Location::Remote { host, .. } = &location
-            && !allowed.allows(host)
+        if let Location::Remote { host, port, .. } = &location
+            && !allowed.allows(host, *port)
         {
+            let shown = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
             return Err(SourceError::NotAllowed(format!(
-                "the git host `{}` is not one this server may fetch from; its operator allows hosts with `scoped-repo-mcp api --allowed-git-host HOST`",
-                crate::escape::one_line(host)
+                "the git host and port `{}` are not ones this server may fetch from; its operator allows them with `scoped-repo-mcp api --allowed-git-host HOST[:PORT]` (a host named without a port allows ports 443 and 80 only)",
+                crate::escape::one_line(&shown)
             )));
         }
         Ok(Self { location, refname })
@@ -513,14 +583,14 @@ impl GitSource {
         let addrs: Vec<SocketAddr> = (host.as_str(), *port)
             .to_socket_addrs()
             .map_err(|e| {
-                SourceError::Fetch(format!(
+                self.unreachable(format!(
                     "the git host `{}` cannot be resolved: {e}",
                     crate::escape::one_line(host)
                 ))
             })?
             .collect();
         let Some(first) = addrs.first().copied() else {
-            return Err(SourceError::Fetch(format!(
+            return Err(self.unreachable(format!(
                 "the git host `{}` resolves to no address",
                 crate::escape::one_line(host)
             )));
@@ -702,7 +772,11 @@ impl GitSource {
                     &said
                 })
             );
-            return Err(if low_speed {
+            // A port that accepts and never answers gives up for slowness; for a source
+            // of the API that answers like every other failure to reach it.
+            return Err(if self.is_checked() {
+                self.unreachable(message)
+            } else if low_speed {
                 SourceError::TimedOut(message)
             } else {
                 SourceError::Fetch(message)
@@ -731,6 +805,23 @@ impl GitSource {
             )));
         }
         Ok(())
+    }
+
+    /// Whether the source came through the API (its failures are worded for callers
+    /// who may not learn what is at the address).
+    fn is_checked(&self) -> bool {
+        matches!(self.location, Location::Remote { checked: true, .. })
+    }
+
+    /// A failure to reach or recognise the remote: for a source of the API the one
+    /// fixed message, with `detail` in the log only; otherwise `detail` itself.
+    fn unreachable(&self, detail: String) -> SourceError {
+        if self.is_checked() {
+            tracing::info!(source = %self.describe(), cause = %detail, "a git source could not be fetched");
+            SourceError::Unreachable
+        } else {
+            SourceError::Fetch(detail)
+        }
     }
 
     fn too_large(&self, limits: &FetchLimits) -> SourceError {
@@ -812,7 +903,42 @@ mod tests {
         assert!(matches!(e, SourceError::NoAllowList));
         assert!(e.to_string().contains("--allowed-git-host"));
         GitSource::from_api("https://EXAMPLE.com/r.git", Some("dev"), &a).unwrap();
-        GitSource::from_api("http://127.0.0.1:9/v1/repo/x.git", None, &a).unwrap();
+        GitSource::from_api("http://127.0.0.1/v1/repo/x.git", None, &a).unwrap();
+    }
+
+    #[test]
+    fn an_allowed_host_allows_its_port_or_else_443_and_80() {
+        let a = allowed(&["example.com", "10.0.0.5:8443", "[fd00::5]:3000", "fd00::6"]);
+        for ok in [
+            "https://example.com/r.git",
+            "http://example.com/r.git",
+            "https://example.com:443/r.git",
+            "https://10.0.0.5:8443/r.git",
+            "http://[fd00::5]:3000/r.git",
+            "https://[fd00::6]/r.git",
+        ] {
+            GitSource::from_api(ok, None, &a).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for refused in [
+            "https://example.com:22/r.git",
+            "http://example.com:8080/r.git",
+            "https://10.0.0.5/r.git",
+            "https://10.0.0.5:8444/r.git",
+            "http://[fd00::5]/r.git",
+        ] {
+            let e = GitSource::from_api(refused, None, &a).unwrap_err();
+            assert!(matches!(e, SourceError::NotAllowed(_)), "{refused}: {e}");
+            assert!(e.to_string().contains("HOST[:PORT]"), "{e}");
+        }
+        for bad in [
+            "example.com:0",
+            "example.com:x",
+            "https://example.com",
+            "a/b",
+            "[::1",
+        ] {
+            assert!(AllowedHosts::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -878,7 +1004,7 @@ mod tests {
 
     #[test]
     fn localhost_by_name_is_refused_before_any_fetch() {
-        let a = allowed(&["localhost"]);
+        let a = allowed(&["localhost:9"]);
         let s = GitSource::from_api("http://localhost:9/r.git", None, &a).unwrap();
         let e = s.pin().unwrap_err();
         assert!(matches!(e, SourceError::NotAllowed(_)), "{e}");
@@ -901,7 +1027,7 @@ mod tests {
         let s = GitSource::from_api(
             &format!("http://127.0.0.1:{port}/r.git"),
             None,
-            &allowed(&["127.0.0.1"]),
+            &allowed(&[&format!("127.0.0.1:{port}")]),
         )
         .unwrap();
         let started = Instant::now();

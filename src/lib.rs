@@ -22,6 +22,8 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`connections`]: serving the HTTP servers' connections within their limits (cap,
 //!   header-read and idle timeouts, graceful stop).
+//! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
+//! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
@@ -44,8 +46,10 @@ pub mod connections;
 pub mod escape;
 pub mod git_source;
 pub mod http;
+pub mod in_flight;
 pub mod mapped;
 pub mod model;
+pub mod origin;
 pub mod paths;
 pub mod ranked;
 pub mod relace;

@@ -7,7 +7,8 @@ use clap::Parser;
 use scoped_repo_mcp::audit::{Surface, Trail};
 use scoped_repo_mcp::cli::{Cli, Command};
 use scoped_repo_mcp::config::{
-    ServeConfig, api_max_token_ttl, audit_retention, connection_limits, data_dir, index_memory,
+    ServeConfig, allow_lists, api_max_token_ttl, audit_retention, connection_limits, data_dir,
+    index_memory, max_concurrent_per_token,
 };
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
@@ -144,6 +145,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &args.allowed_git_hosts,
                 )
                 .map_err(anyhow::Error::msg)?,
+                allow: allow_lists(&args.origins, &args.listen)?,
+                max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -10,6 +10,8 @@
 //! - [`push_gate`]: the writer lock and the second admission a push passes right before
 //!   `main` moves.
 //! - `routes`: the handlers and their wire types, private to this module.
+//! - `host_check`, `in_flight`: middleware, one concern each: the `Host`/`Origin` allow
+//!   lists and the per-credential cap on requests in flight, both shared with `serve`.
 //!
 //! Statuses follow the hosted service: 401 without a valid credential, 403 for a repo
 //! token outside its repos (whether the repo exists or not, so nothing is revealed),
@@ -18,6 +20,8 @@
 
 pub mod auth;
 pub mod git;
+mod host_check;
+mod in_flight;
 pub mod pkt_line;
 pub mod push_gate;
 mod routes;
@@ -42,7 +46,7 @@ pub const MAX_BODY_BYTES: usize = 80 * 1024 * 1024;
 pub const REPO_HEAD_HEADER: &str = "x-repo-head";
 
 /// Settings of the API server beyond its store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// The longest lifetime `POST /v1/repo_token` may give a token, in seconds. `None`:
     /// no cap, and tokens without `ttl_seconds` (which never expire) are allowed, as on
@@ -55,6 +59,24 @@ pub struct ApiSettings {
     /// The hosts a git source (`source: {type: "git"}`) may fetch from
     /// (`--allowed-git-host`); none by default, and every git source is then refused.
     pub allowed_git_hosts: crate::git_source::AllowedHosts,
+    /// The `Host` and `Origin` values answered (`--allowed-host`, `--allowed-origin`).
+    pub allow: crate::origin::AllowLists,
+    /// Requests in flight at once per credential (`--max-concurrent-per-token`).
+    pub max_concurrent_per_token: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            max_token_ttl: None,
+            audit: Default::default(),
+            git: None,
+            allowed_git_hosts: Default::default(),
+            allow: Default::default(),
+            max_concurrent_per_token: crate::http::HttpOptions::default()
+                .max_concurrent_per_credential,
+        }
+    }
 }
 
 /// What the handlers share.
@@ -74,6 +96,8 @@ pub fn router(store: Arc<Store>) -> axum::Router {
 /// The API's router with `settings`.
 pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
     let audit = settings.audit.clone();
+    let allow = Arc::new(settings.allow.clone());
+    let cap = crate::in_flight::InFlightCap::new(settings.max_concurrent_per_token);
     let local = crate::backend::LocalBackend::new(store.clone());
     routes::router(ApiState {
         store,
@@ -81,7 +105,13 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
         settings,
     })
     .layer(axum::middleware::from_fn(answer_panics))
-    // Outside the panic layer, so a panicking request is recorded with its 500.
+    .layer(axum::middleware::from_fn_with_state(cap, in_flight::limit))
+    // Before any other work, a request from a foreign page or host name is refused.
+    .layer(axum::middleware::from_fn_with_state(
+        allow,
+        host_check::refuse_foreign,
+    ))
+    // Outside the others, so every refusal and a panicking request's 500 are recorded.
     .layer(axum::middleware::from_fn_with_state(
         audit,
         crate::audit::rest_request,
@@ -263,7 +293,7 @@ impl From<crate::git_source::SourceError> for ApiError {
             SourceError::NoAllowList | SourceError::Invalid(_) | SourceError::NotAllowed(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            SourceError::Fetch(_) => StatusCode::BAD_GATEWAY,
+            SourceError::Fetch(_) | SourceError::Unreachable => StatusCode::BAD_GATEWAY,
             SourceError::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
             SourceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SourceError::Store(_) => {

@@ -8,37 +8,31 @@ pub mod auth;
 mod sessions;
 mod sse;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sessions::{SessionBook, TrackedSessions};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{AuthError, OperatorBound, Resolver, ScopeResolver};
 
 use crate::connections::ConnectionLimits;
+use crate::in_flight::InFlightCap;
 use crate::server::{Grant, RepoServer};
 
 /// Settings of the HTTP transports.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// `Host` values accepted (host or host:port); DNS-rebinding protection.
-    pub allowed_hosts: Vec<String>,
-    /// `Origin` values accepted (scheme://host[:port], `:*` for any port). Requests
-    /// without an `Origin` (non-browser clients) pass.
-    pub allowed_origins: Vec<String>,
+    /// `Host` and `Origin` values accepted.
+    pub allow: crate::origin::AllowLists,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Calls in flight at once per credential. A legacy `/messages` request counts until
@@ -53,17 +47,7 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
-            allowed_hosts: vec![
-                "localhost".into(),
-                "127.0.0.1".into(),
-                "::1".into(),
-                "[::1]".into(),
-            ],
-            allowed_origins: vec![
-                "http://localhost:*".into(),
-                "http://127.0.0.1:*".into(),
-                "http://[::1]:*".into(),
-            ],
+            allow: Default::default(),
             max_body_bytes: crate::serve::MAX_STDIO_MESSAGE_BYTES,
             max_concurrent_per_credential: 16,
             max_sessions_per_credential: 64,
@@ -79,8 +63,8 @@ pub(crate) struct HttpState {
     options: HttpOptions,
     /// rmcp's sessions, reporting their ends to `lifecycle`'s book.
     manager: Arc<TrackedSessions>,
-    /// Credential fingerprint → its concurrency budget.
-    budgets: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Calls in flight per credential.
+    pub(crate) cap: Arc<InFlightCap>,
     sse: sse::Sessions,
     lifecycle: Arc<Lifecycle>,
 }
@@ -142,8 +126,6 @@ impl Drop for InFlight {
 pub(crate) struct Caller {
     grant: Grant,
     fingerprint: String,
-    /// The credential's budget of calls in flight.
-    budget: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -177,45 +159,6 @@ fn unauthorized(err: &AuthError) -> Response {
     r
 }
 
-/// The host part of a `Host` value, without port or IPv6 brackets.
-fn host_name(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default();
-    }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-}
-
-/// Whether `Host` names an allowed host: an entry matches the whole `host:port` or
-/// the host alone (IPv6 brackets optional).
-fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let name = host_name(host);
-    allowed.iter().any(|a| {
-        a.eq_ignore_ascii_case(host) || a.trim_matches(['[', ']']).eq_ignore_ascii_case(name)
-    })
-}
-
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    allowed.iter().any(|a| match a.strip_suffix(":*") {
-        Some(base) => {
-            origin == base
-                || origin.strip_prefix(base).is_some_and(|rest| {
-                    rest.strip_prefix(':')
-                        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                })
-        }
-        None => origin == a,
-    })
-}
-
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     crate::access::bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
 }
@@ -223,17 +166,8 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 /// The guard in front of every MCP route.
 async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if !host_allowed(headers, &state.options.allowed_hosts) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "this Host is not allowed (see --allowed-host)",
-        );
-    }
-    if !origin_allowed(headers, &state.options.allowed_origins) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "this Origin is not allowed (see --allowed-origin)",
-        );
+    if let Err(foreign) = state.options.allow.check(headers) {
+        return problem(StatusCode::FORBIDDEN, &foreign.to_string());
     }
     let bearer = match bearer(headers) {
         Ok(b) => b.map(str::to_string),
@@ -274,10 +208,6 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     // A legacy `/messages` call takes its budget in `sse::message`, and holds it until
     // its answer has been sent on the event stream, not just until it is queued.
     let is_legacy_message = request.uri().path() == "/messages";
-    let budget = lock(&state.budgets)
-        .entry(fingerprint.clone())
-        .or_insert_with(|| Arc::new(Semaphore::new(state.options.max_concurrent_per_credential)))
-        .clone();
     // A POST without a session id opens a streamable session (legacy sessions are
     // counted in `sse::connect`).
     let slot = if is_post && session.is_none() && !is_legacy_message {
@@ -294,11 +224,9 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     };
     // Long-lived GET streams do not count against the budget: they hold no work.
     let permit = if is_post && !is_legacy_message {
-        match budget.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                return too_many("too many calls in flight for this credential; retry shortly");
-            }
+        match state.cap.try_enter(&fingerprint) {
+            Some(p) => Some(p),
+            None => return too_many(crate::in_flight::BUSY),
         }
     } else {
         None
@@ -309,7 +237,6 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     request.extensions_mut().insert(Caller {
         grant,
         fingerprint: fingerprint.clone(),
-        budget,
     });
     let response = next.run(request).await;
     if let Some(id) = &session
@@ -333,13 +260,7 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     }
     // A streamed answer is sent after this function returns: the call's budget and
     // its in-flight mark are held until the body has been sent.
-    let held = (permit, in_flight);
-    response.map(|body| {
-        Body::from_stream(body.into_data_stream().map(move |chunk| {
-            let _held = &held;
-            chunk
-        }))
-    })
+    crate::in_flight::hold_until_sent(response, (permit, in_flight))
 }
 
 /// The `429` past the per-credential session cap.
@@ -357,8 +278,8 @@ pub fn router(
     lifecycle: Arc<Lifecycle>,
 ) -> Router {
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(options.allowed_hosts.clone())
-        .with_allowed_origins(options.allowed_origins.clone())
+        .with_allowed_hosts(options.allow.hosts.clone())
+        .with_allowed_origins(options.allow.origins.clone())
         .with_max_request_body_bytes(options.max_body_bytes)
         .with_cancellation_token(lifecycle.sessions.child_token());
     let factory_server = server.clone();
@@ -367,12 +288,13 @@ pub fn router(
     let manager = Arc::new(TrackedSessions::new(local, lifecycle.clone()));
     let mcp =
         StreamableHttpService::new(move || Ok(factory_server.clone()), manager.clone(), config);
+    let cap = InFlightCap::new(options.max_concurrent_per_credential);
     let state = Arc::new(HttpState {
         server,
         resolver,
         options,
         manager,
-        budgets: Mutex::new(HashMap::new()),
+        cap,
         sse: sse::Sessions::default(),
         lifecycle,
     });
@@ -448,41 +370,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn hosts_and_origins_are_checked_against_the_allow_lists() {
-        let o = HttpOptions::default();
-        assert!(host_allowed(
-            &headers(&[("host", "127.0.0.1:8765")]),
-            &o.allowed_hosts
-        ));
-        assert!(host_allowed(
-            &headers(&[("host", "localhost")]),
-            &o.allowed_hosts
-        ));
-        assert!(host_allowed(
-            &headers(&[("host", "[::1]:80")]),
-            &o.allowed_hosts
-        ));
-        assert!(!host_allowed(
-            &headers(&[("host", "evil.example:8765")]),
-            &o.allowed_hosts
-        ));
-        assert!(!host_allowed(&headers(&[]), &o.allowed_hosts));
-        assert!(origin_allowed(&headers(&[]), &o.allowed_origins));
-        assert!(origin_allowed(
-            &headers(&[("origin", "http://localhost:3000")]),
-            &o.allowed_origins
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("origin", "http://localhost.evil.example")]),
-            &o.allowed_origins
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("origin", "https://evil.example")]),
-            &o.allowed_origins
-        ));
     }
 
     #[test]

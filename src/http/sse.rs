@@ -23,7 +23,6 @@ use rmcp::model::{
     ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, RequestId, ServerJsonRpcMessage,
 };
 use serde::Deserialize;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::sessions::Slot;
 use super::{Caller, HttpState, InFlight, lock, problem, too_many, too_many_sessions};
@@ -39,7 +38,7 @@ struct Session {
 
 /// A request's share of its credential's budget, held until its answer is sent.
 struct Held {
-    _permit: OwnedSemaphorePermit,
+    _permit: crate::in_flight::Permit,
     _in_flight: InFlight,
 }
 
@@ -194,8 +193,8 @@ pub(crate) async fn message(
     // first. Notifications and answers start no work and are never refused for budget
     // (a cancellation must get through when the budget is spent).
     if let Some(id) = &request_id {
-        let Ok(permit) = caller.budget.clone().try_acquire_owned() else {
-            return too_many("too many calls in flight for this credential; retry shortly");
+        let Some(permit) = state.cap.try_enter(&caller.fingerprint) else {
+            return too_many(crate::in_flight::BUSY);
         };
         let held = Held {
             _permit: permit,

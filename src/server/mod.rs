@@ -60,6 +60,29 @@ pub fn registry() -> impl Iterator<Item = &'static ToolSpec> {
         .chain(token_tools::TOOLS)
 }
 
+/// The fields of a registered tool's input schema that name repos (`repo_id`,
+/// `repo_ids`), read from the schemas themselves, so the audit trail takes repo ids only
+/// where a tool declares them; `None` when no tool of that name is registered.
+pub(crate) fn repo_fields(tool: &str) -> Option<&'static [&'static str]> {
+    static FIELDS: std::sync::OnceLock<std::collections::HashMap<String, Vec<&'static str>>> =
+        std::sync::OnceLock::new();
+    let fields = FIELDS.get_or_init(|| {
+        RepoServer::all_tools()
+            .list_all()
+            .into_iter()
+            .map(|t| {
+                let declared = t.input_schema.get("properties").and_then(|p| p.as_object());
+                let named = ["repo_id", "repo_ids"]
+                    .into_iter()
+                    .filter(|f| declared.is_some_and(|p| p.contains_key(*f)))
+                    .collect();
+                (t.name.to_string(), named)
+            })
+            .collect()
+    });
+    fields.get(tool).map(Vec::as_slice)
+}
+
 /// Settings of the server beyond its scope.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {

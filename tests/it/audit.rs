@@ -562,3 +562,84 @@ async fn a_zero_retention_keeps_no_trail() {
     s.finish();
     assert!(all_rows(&h).is_empty());
 }
+
+/// The bytes a record holds in its text columns.
+fn row_text_bytes(r: &AuditRow) -> usize {
+    [&r.surface, &r.credential, &r.action, &r.outcome]
+        .map(|c| c.len())
+        .iter()
+        .sum::<usize>()
+        + [
+            &r.credential_id,
+            &r.repo,
+            &r.reason,
+            &r.head_before,
+            &r.head_after,
+            &r.subject,
+            &r.subject_id,
+        ]
+        .iter()
+        .map(|c| c.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+}
+
+// S2: a tool name of 8 MiB, or 200,000 repo ids in arguments, became audit rows of
+// megabytes, kept for the whole retention.
+#[tokio::test(flavor = "multi_thread")]
+async fn caller_sized_fields_leave_small_audit_rows() {
+    let h = Harness::new();
+    let a = h.repo(&[("src/lib.rs", CONTENT)]);
+    let token = h
+        .store
+        .mint(&scoped_repo_mcp::model::MintSpec {
+            name: "reader".into(),
+            repo_ids: vec![a],
+            ttl_seconds: Some(600),
+            read_only: true,
+            paths: vec![],
+            can_delegate: false,
+            parent: None,
+        })
+        .unwrap()
+        .token;
+    let server = h.http(&[]);
+    let agent = server.client(Some(&token)).await.unwrap();
+    let huge_name = "n".repeat(8 << 20);
+    let many: Vec<String> = (0..200_000)
+        .map(|i| format!("00000000-0000-4000-8000-{i:012x}"))
+        .collect();
+    let _ = agent
+        .call_tool(rmcp::model::CallToolRequestParams::new(huge_name))
+        .await;
+    // A tool whose schema names repos, and one whose schema does not have `repo_ids`.
+    refused(
+        &call(
+            &agent,
+            "create_scoped_token",
+            json!({"name": "x", "repo_ids": many}),
+        )
+        .await,
+    );
+    ok(&call(
+        &agent,
+        "read_file",
+        json!({"repo_id": a.to_string(), "path": "src/lib.rs", "repo_ids": many}),
+    )
+    .await);
+    let unknown = wait_for(&h, "the unknown tool", |r| r.action == "(unknown tool)").await;
+    assert_eq!(unknown.credential, "token reader");
+    let mint = wait_for(&h, "the refused mint", |r| {
+        r.action == "create_scoped_token"
+    })
+    .await;
+    assert_eq!(mint.outcome, "refused");
+    let repo = mint.repo.as_deref().unwrap();
+    assert!(repo.starts_with(&many[0]), "{repo}");
+    assert!(repo.ends_with("+199992 more"), "{repo}");
+    let read = wait_for(&h, "the read", |r| r.action == "read_file").await;
+    assert_eq!(read.repo.as_deref(), Some(a.to_string().as_str()));
+    drop(server);
+    for r in all_rows(&h) {
+        assert!(row_text_bytes(&r) < 2048, "a large audit row: {r:?}");
+    }
+}

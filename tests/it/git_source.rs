@@ -63,14 +63,26 @@ impl Upstream {
     fn head(&self) -> String {
         self.h.store.head(&self.id).unwrap()
     }
+
+    /// `127.0.0.1:PORT`, as `--allowed-git-host` allows it.
+    fn authority(&self) -> String {
+        self.api
+            .base
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
 }
 
-/// The downstream `api`, allowed to fetch from loopback, logging at debug to `log`.
-async fn downstream(h: &Harness, log: &Path) -> ApiChild {
+/// The downstream `api`, allowed to fetch from `up`'s loopback port, logging at debug
+/// to `log`.
+async fn downstream(h: &Harness, log: &Path, up: &Upstream) -> ApiChild {
     start_api_with(
         h,
         std::fs::File::create(log).unwrap().into(),
-        &["--allowed-git-host", "127.0.0.1"],
+        &["--allowed-git-host", &up.authority()],
     )
     .await
 }
@@ -171,7 +183,7 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
         tools.path().join("bin").display(),
         std::env::var("PATH").unwrap()
     );
-    let api = start_api_env(&h, &log, &path).await;
+    let api = start_api_env(&h, &log, &path, &up.authority()).await;
     let key = Some(api.key.as_str());
     let git = GitUser::new();
 
@@ -291,7 +303,7 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
 }
 
 /// The downstream `api` with `path` as its PATH (to run a recording git).
-async fn start_api_env(h: &Harness, log: &Path, path: &str) -> ApiChild {
+async fn start_api_env(h: &Harness, log: &Path, path: &str, allowed: &str) -> ApiChild {
     use tokio::io::AsyncBufReadExt as _;
     let key = h.store.create_account_key("api tests").unwrap();
     let mut child = tokio::process::Command::new(BIN)
@@ -302,7 +314,7 @@ async fn start_api_env(h: &Harness, log: &Path, path: &str) -> ApiChild {
             "--listen",
             "127.0.0.1:0",
             "--allowed-git-host",
-            "127.0.0.1",
+            allowed,
         ])
         .env("RUST_LOG", "debug")
         .env("PATH", path)
@@ -328,7 +340,7 @@ async fn start_api_env(h: &Harness, log: &Path, path: &str) -> ApiChild {
 async fn a_conflicting_update_answers_409_with_the_paths_and_changes_nothing() {
     let up = Upstream::new().await;
     let h = Harness::new();
-    let api = downstream(&h, &h.data_dir().join("api.log")).await;
+    let api = downstream(&h, &h.data_dir().join("api.log"), &up).await;
     let key = Some(api.key.as_str());
     let (s, created) = send(
         Method::POST,
@@ -400,7 +412,7 @@ fn push_symlink_behind_the_stores_back(up: &Upstream) -> String {
 async fn a_fetched_commit_breaking_the_rules_is_refused_and_changes_nothing() {
     let up = Upstream::new().await;
     let h = Harness::new();
-    let api = downstream(&h, &h.data_dir().join("api.log")).await;
+    let api = downstream(&h, &h.data_dir().join("api.log"), &up).await;
     let key = Some(api.key.as_str());
     let (s, created) = send(
         Method::POST,
@@ -471,7 +483,7 @@ async fn git_sources_need_an_allowed_host_and_an_http_url() {
     );
     drop(api);
 
-    let api = downstream(&h, &h.data_dir().join("api.log")).await;
+    let api = downstream(&h, &h.data_dir().join("api.log"), &up).await;
     let key = Some(api.key.as_str());
     let id = h.repo(&[("a.txt", "a\n")]);
     let head = h.store.head(&id).unwrap();
@@ -767,4 +779,92 @@ async fn serve_import_of_a_work_tree_follows_its_history_across_start_ups() {
         "the server started: {said}"
     );
     assert!(quarantines(&h).is_empty(), "{:?}", quarantines(&h));
+}
+
+/// A loopback server answering every connection with `answer` (a whole HTTP response),
+/// on a free port.
+fn canned_server(answer: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            use std::io::{Read as _, Write as _};
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+// An allowed git host allowed every port, and the answer told a closed port, a server
+// that is not git, a redirect and a credential prompt apart: a token that may create
+// repos could port-scan an allowed internal host.
+#[tokio::test(flavor = "multi_thread")]
+async fn git_source_failures_told_ports_apart() {
+    let h = Harness::new();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let not_git = canned_server(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    );
+    let redirect = canned_server(
+        "HTTP/1.1 301 Moved Permanently\r\nlocation: http://127.0.0.1:9/elsewhere.git\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let prompt = canned_server(
+        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"x\"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let unlisted = canned_server("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+    let allowed: Vec<String> = [closed, not_git, redirect, prompt]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let api = start_api_with(
+        &h,
+        Stdio::null(),
+        &["--allowed-git-host", &allowed.join(",")],
+    )
+    .await;
+    let key = Some(api.key.as_str());
+    let mut details = Vec::new();
+    for port in [closed, not_git, redirect, prompt] {
+        let url = format!("http://127.0.0.1:{port}/r.git");
+        let (s, body) = send(
+            Method::POST,
+            format!("{}/repo", api.base),
+            key,
+            Some(json!({"source": {"type": "git", "url": url}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_GATEWAY, "{url}: {body}");
+        details.push(body["detail"].as_str().unwrap().to_string());
+    }
+    for d in &details {
+        assert_eq!(d, &details[0], "the answers differ: {details:#?}");
+    }
+    assert!(
+        details[0].starts_with("the git source could not be fetched:"),
+        "{}",
+        details[0]
+    );
+    // A port the operator did not name is refused before any connection.
+    let (s, body) = send(
+        Method::POST,
+        format!("{}/repo", api.base),
+        key,
+        Some(
+            json!({"source": {"type": "git", "url": format!("http://127.0.0.1:{unlisted}/r.git")}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains(&format!(
+            "`127.0.0.1:{unlisted}` are not ones this server may fetch from"
+        )),
+        "{body}"
+    );
+    assert_eq!(h.store.repo_rows().unwrap().len(), 0, "no repo was made");
 }

@@ -168,8 +168,7 @@ async fn start_http(dir: &SharedDir) -> HttpServe {
 }
 
 async fn start_api(dir: &SharedDir, key: &str, upstream_port: u16) -> ApiChild {
-    let _ = upstream_port;
-    let allowed = "127.0.0.1".to_string();
+    let allowed = format!("127.0.0.1:{upstream_port}");
     let mut child = dir
         .command(&[
             "api",
