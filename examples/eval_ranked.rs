@@ -109,7 +109,7 @@ impl Baseline {
                 continue;
             }
             let blob = repo.find_blob(nf.id()).unwrap();
-            if scoped_repo_mcp::store::is_binary(blob.content()) {
+            if scoped_repo_mcp::text::is_binary(blob.content()) {
                 continue;
             }
             let text = format!("{p}\n{}", String::from_utf8_lossy(blob.content()));

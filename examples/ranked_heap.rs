@@ -333,7 +333,7 @@ fn import(repo: &Repository, dir: &std::path::Path) -> Oid {
         let Ok(bytes) = std::fs::read(entry.path()) else {
             continue;
         };
-        if bytes.len() > 1024 * 1024 || scoped_repo_mcp::store::is_binary(&bytes) {
+        if bytes.len() > 1024 * 1024 || scoped_repo_mcp::text::is_binary(&bytes) {
             continue;
         }
         let rel = entry

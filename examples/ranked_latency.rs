@@ -74,7 +74,7 @@ fn main() {
         let Ok(bytes) = std::fs::read(entry.path()) else {
             continue;
         };
-        if bytes.len() > 1024 * 1024 || scoped_repo_mcp::store::is_binary(&bytes) {
+        if bytes.len() > 1024 * 1024 || scoped_repo_mcp::text::is_binary(&bytes) {
             continue;
         }
         let rel = entry

@@ -233,23 +233,6 @@ impl Authority for TokensOnly<'_> {
     }
 }
 
-impl Authority for crate::relace::RelaceBackend {
-    fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus> {
-        Backend::token_status(self, token)
-    }
-
-    /// The Relace API cannot tell a key's holder what the key reaches; an operator's
-    /// key is taken as given (each repo named is checked at start-up, and the API
-    /// refuses a bad key on first use).
-    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
-        Box::pin(async { Ok(Some((String::new(), String::new()))) })
-    }
-
-    fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-}
-
 /// The one rule: the scope of `credential` presented on `surface`, within `bound`.
 pub async fn admit(
     authority: &dyn Authority,

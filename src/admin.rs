@@ -13,10 +13,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::audit::command_row;
 use crate::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
 use crate::config::{ConfigError, parse_duration, parse_repo_ids};
-use crate::escape::one_line;
 use crate::git_source::{FetchLimits, GitProgram, GitSource};
 use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
 use crate::store::{AuditQuery, AuditRow, ImportProgress, Store, StoreError};
+use crate::text::one_line;
 
 /// An admin command's failure.
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,6 @@ use serde_json::Value;
 use crate::backend::BackendError;
 use crate::model::{RepoId, UpdateOutcome};
 use crate::scope::{Credential, Scope};
-use crate::server::ToolFailure;
 use crate::store::secrets::{self, ACCOUNT_KEY_PREFIX, REPO_TOKEN_PREFIX};
 use crate::store::{AuditRow, AuditSink, StoreError};
 
@@ -561,19 +560,15 @@ pub(crate) fn note_credential(who: Who) {
     note(|n| n.who = Some(who));
 }
 
-/// Why a tool call failed: a refusal keeps its reason; a backend failure is written
-/// down by its kind only, since its message may quote what the caller sent.
-pub(crate) fn note_failure(failure: &ToolFailure) {
-    let (outcome, reason) = match failure {
-        ToolFailure::Refused(m) => (Outcome::Refused, m.clone()),
-        ToolFailure::Backend(e) => (Outcome::Error, backend_kind(e)),
-    };
-    note(|n| n.failure = Some((outcome, reason)));
-}
-
-/// A refusal that did not pass through a tool's answer.
+/// A refusal of the call, with its reason.
 pub(crate) fn note_refusal(reason: &str) {
     note(|n| n.failure = Some((Outcome::Refused, reason.to_string())));
+}
+
+/// A failure of the backend, written down by its kind only (see [`backend_kind`]),
+/// since its message may quote what the caller sent.
+pub(crate) fn note_backend_error(e: &BackendError) {
+    note(|n| n.failure = Some((Outcome::Error, backend_kind(e))));
 }
 
 /// A failure of the server itself (a panic).
@@ -738,18 +733,21 @@ fn repo_ids_in(fields: &[&str], args: &serde_json::Map<String, Value>) -> Option
 
 impl ToolCall {
     /// Begin the record of `request`, made under `scope`.
+    ///
+    /// `fields` are the tool's own schema fields that name repos (`repo_id`,
+    /// `repo_ids`), `None` when no registered tool has the request's name: only those
+    /// fields are read, so a caller cannot fill the record with arguments of its own.
     pub(crate) fn begin(
         recorder: &Recorder,
         scope: &Scope,
         request: &CallToolRequestParams,
+        fields: Option<&'static [&'static str]>,
     ) -> Self {
         if !recorder.trail.is_on() {
             return Self { pending: None };
         }
         let empty = serde_json::Map::new();
         let args = request.arguments.as_ref().unwrap_or(&empty);
-        // `None`: no registered tool has this name.
-        let fields = crate::server::repo_fields(&request.name);
         let count = |key: &str| args.get(key).and_then(Value::as_array).map(|a| a.len());
         let requested_paths = (request.name == "update_repo_files")
             .then(|| count("operations").unwrap_or(0) + count("replace_all").unwrap_or(0))

@@ -73,25 +73,6 @@ impl From<StoreError> for BackendError {
     }
 }
 
-impl From<crate::relace::RelaceError> for BackendError {
-    fn from(e: crate::relace::RelaceError) -> Self {
-        use crate::relace::RelaceError;
-        let message = e.to_string();
-        match &e {
-            RelaceError::Status { status, .. } => match status {
-                404 => BackendError::NotFound(message),
-                409 | 412 => BackendError::Conflict(message),
-                408 | 423 | 429 | 500..=599 => BackendError::Unavailable(message),
-                _ => BackendError::Refused(message),
-            },
-            RelaceError::Transport { .. }
-            | RelaceError::WriteUncertain { .. }
-            | RelaceError::Malformed { .. } => BackendError::Unavailable(message),
-            RelaceError::Unsupported(_) | RelaceError::Refused(_) => BackendError::Refused(message),
-        }
-    }
-}
-
 /// Whether a credential may be used now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenStatus {

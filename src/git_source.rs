@@ -192,7 +192,7 @@ impl AllowedHosts {
             let entry = parse_allowed(v).ok_or_else(|| {
                 format!(
                     "--allowed-git-host `{}` is not a host or host:port; give a host name or IP address, with a port when it is not 443 or 80 (e.g. `github.com`, `git.internal:8443`, `10.0.0.5` or `[fd00::5]:3000`), without scheme or path",
-                    crate::escape::one_line(v)
+                    crate::text::one_line(v)
                 )
             })?;
             if !hosts.contains(&entry) {
@@ -325,7 +325,7 @@ fn branch_ref(branch: Option<&str>) -> Result<String, SourceError> {
     if bad {
         return Err(SourceError::Invalid(format!(
             "branch `{}` is not a branch name git accepts",
-            crate::escape::one_line(raw)
+            crate::text::one_line(raw)
         )));
     }
     Ok(format!("refs/heads/{name}"))
@@ -377,7 +377,7 @@ fn remote(raw: &str, checked: bool) -> Result<Location, SourceError> {
     if !matches!(url.scheme(), "http" | "https") || raw.contains("::") && !raw.contains("://") {
         return Err(invalid(&format!(
             "uses the scheme `{}`, which is not accepted",
-            crate::escape::one_line(url.scheme())
+            crate::text::one_line(url.scheme())
         )));
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -481,7 +481,7 @@ impl GitSource {
             };
             return Err(SourceError::NotAllowed(format!(
                 "the git host and port `{}` are not ones this server may fetch from; its operator allows them with `scoped-repo-mcp api --allowed-git-host HOST[:PORT]` (a host named without a port allows ports 443 and 80 only)",
-                crate::escape::one_line(&shown)
+                crate::text::one_line(&shown)
             )));
         }
         Ok(Self { location, refname })
@@ -498,7 +498,7 @@ impl GitSource {
             Some(other) => {
                 return Err(SourceError::Invalid(format!(
                     "`{}://` sources are not accepted; give an http:// or https:// URL, or the path of a repository on this machine",
-                    crate::escape::one_line(other)
+                    crate::text::one_line(other)
                 )));
             }
             None if raw.contains("::") => {
@@ -554,7 +554,7 @@ impl GitSource {
                 text = text.replace(s.as_str(), "<redacted>");
             }
         }
-        let mut text = crate::escape::one_line(&text).into_owned();
+        let mut text = crate::text::one_line(&text).into_owned();
         if text.len() > MAX_GIT_MESSAGE {
             let mut cut = MAX_GIT_MESSAGE;
             while !text.is_char_boundary(cut) {
@@ -585,14 +585,14 @@ impl GitSource {
             .map_err(|e| {
                 self.unreachable(format!(
                     "the git host `{}` cannot be resolved: {e}",
-                    crate::escape::one_line(host)
+                    crate::text::one_line(host)
                 ))
             })?
             .collect();
         let Some(first) = addrs.first().copied() else {
             return Err(self.unreachable(format!(
                 "the git host `{}` resolves to no address",
-                crate::escape::one_line(host)
+                crate::text::one_line(host)
             )));
         };
         if *checked {
@@ -600,7 +600,7 @@ impl GitSource {
                 if let Err(why) = address_acceptable(a.ip(), literal) {
                     return Err(SourceError::NotAllowed(format!(
                         "the git host `{}` resolves to {why} ({}), where an allowed host name may not lead; allow the address itself with --allowed-git-host if it is meant",
-                        crate::escape::one_line(host),
+                        crate::text::one_line(host),
                         a.ip()
                     )));
                 }

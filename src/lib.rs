@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`cli`]: the command line as typed (clap).
 //! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
+//! - [`text`]: whether bytes are text, and escaping untrusted text for one-line
+//!   renderings.
 //! - [`paths`]: repository paths, and the refusal of unsafe ones.
-//! - [`escape`]: escaping untrusted text in line-oriented renderings.
 //! - [`model`]: domain types shared by the MCP layer and the backends.
 //! - [`rules`]: the refusal rules that need no backend (update limits, token names and
 //!   lifetimes, reserved metadata, query and glob sizes), applied before any backend.
@@ -24,6 +25,8 @@
 //!   header-read and idle timeouts, graceful stop).
 //! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
 //! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
+//! - [`panics`]: the middleware that answers a panicking handler with a `500`, for both
+//!   HTTP servers.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
@@ -43,13 +46,13 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod connections;
-pub mod escape;
 pub mod git_source;
 pub mod http;
 pub mod in_flight;
 pub mod mapped;
 pub mod model;
 pub mod origin;
+pub mod panics;
 pub mod paths;
 pub mod ranked;
 pub mod relace;
@@ -59,3 +62,4 @@ pub mod search;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod text;

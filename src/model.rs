@@ -12,7 +12,7 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::RepoPath;
-use crate::rules::PathSet;
+use crate::rules::{Limits, PathSet, RuleError};
 
 /// A repository ID: a UUID, always written in its lowercase hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -137,6 +137,31 @@ pub struct UpdateSpec {
     pub control: UpdateControl,
     /// Only paths in this set exist for the update (a path-limited token's view).
     pub visible: Option<Arc<PathSet>>,
+}
+
+impl UpdateSpec {
+    /// Check the update against `limits`, and every written content for being text.
+    pub fn check(&self, limits: &Limits) -> Result<(), RuleError> {
+        if self.message.as_deref().is_some_and(|m| m.contains('\0')) {
+            return Err(RuleError::Invalid(
+                "the commit message contains a NUL byte; remove it".into(),
+            ));
+        }
+        match &self.change {
+            Change::ReplaceAll(files) => limits.check_files(files),
+            Change::Operations(ops) => {
+                limits.check_count(ops.len(), "operations")?;
+                let mut total = 0usize;
+                for op in ops {
+                    if let FileOp::Write { path, content } = op {
+                        limits.check_content(path, content)?;
+                        total = total.saturating_add(content.len());
+                    }
+                }
+                limits.check_total(total)
+            }
+        }
+    }
 }
 
 /// Reports progress of `done` out of `total` steps.

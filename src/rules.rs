@@ -10,11 +10,15 @@ use std::collections::BTreeMap;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::model::{Change, FileOp, UpdateSpec};
 use crate::paths::RepoPath;
 
 /// Longest query, pattern or glob accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// The largest JSON-RPC message accepted over stdio (and as an MCP request body over
+/// HTTP). It leaves room for an update at
+/// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
+pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Longest token name accepted, in bytes.
 pub const MAX_TOKEN_NAME_BYTES: usize = 200;
@@ -61,29 +65,6 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Check an update against the limits, and every written content for being text.
-    pub fn check_update(&self, spec: &UpdateSpec) -> Result<(), RuleError> {
-        if spec.message.as_deref().is_some_and(|m| m.contains('\0')) {
-            return Err(RuleError::Invalid(
-                "the commit message contains a NUL byte; remove it".into(),
-            ));
-        }
-        match &spec.change {
-            Change::ReplaceAll(files) => self.check_files(files),
-            Change::Operations(ops) => {
-                self.check_count(ops.len(), "operations")?;
-                let mut total = 0usize;
-                for op in ops {
-                    if let FileOp::Write { path, content } = op {
-                        self.check_content(path, content)?;
-                        total = total.saturating_add(content.len());
-                    }
-                }
-                self.check_total(total)
-            }
-        }
-    }
-
     /// Check a whole-tree list of files.
     pub fn check_files(&self, files: &[(RepoPath, String)]) -> Result<(), RuleError> {
         self.check_count(files.len(), "files")?;
@@ -95,7 +76,7 @@ impl Limits {
         self.check_total(total)
     }
 
-    fn check_count(&self, n: usize, what: &str) -> Result<(), RuleError> {
+    pub(crate) fn check_count(&self, n: usize, what: &str) -> Result<(), RuleError> {
         if n > self.max_operations {
             return Err(RuleError::TooLarge(format!(
                 "{n} {what} is over the limit of {} per update; split it into several updates",
@@ -122,7 +103,7 @@ impl Limits {
         Ok(())
     }
 
-    fn check_total(&self, total: usize) -> Result<(), RuleError> {
+    pub(crate) fn check_total(&self, total: usize) -> Result<(), RuleError> {
         if total > self.max_update_bytes {
             return Err(RuleError::TooLarge(format!(
                 "the update writes {total} bytes, over the limit of {} bytes an update; split it",
@@ -184,7 +165,7 @@ pub fn token_paths(paths: &[String]) -> Result<(), RuleError> {
         if p.is_empty() || p.starts_with('/') {
             return Err(RuleError::Invalid(format!(
                 "path glob `{}` must be relative to the repo root, like `web/**`",
-                crate::escape::one_line(p)
+                crate::text::one_line(p)
             )));
         }
         PathGlob::new("path glob", p)?;

@@ -258,7 +258,7 @@ impl Scope {
                     return Err(ScopeError::Widening(format!(
                         "path glob `{}` is not within this token's paths ({}); give one of them, \
                          or a glob under one of its `dir/**` globs",
-                        crate::escape::one_line(wider),
+                        crate::text::one_line(wider),
                         mine.globs().join(", ")
                     )));
                 }

@@ -206,7 +206,7 @@ fn merge_work_tree(store: &Store, id: &RepoId, dir: &Path, dir_head: git2::Oid) 
         Err(SourceError::Store(StoreError::MergeConflict(paths))) => {
             let paths: Vec<String> = paths
                 .iter()
-                .map(|p| crate::escape::one_line(p).into_owned())
+                .map(|p| crate::text::one_line(p).into_owned())
                 .collect();
             tracing::warn!(
                 repo = %id,
@@ -426,10 +426,6 @@ pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigErro
     }
 }
 
-/// The largest JSON-RPC message accepted over stdio. It leaves room for an update at
-/// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
-pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
-
 /// Serve MCP over stdin/stdout until the client closes the stream, then write the
 /// audit records still pending.
 pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
@@ -437,7 +433,7 @@ pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
     let trail = server.audit().trail().clone();
     let (reader, writer) = rmcp::transport::stdio_pipes();
     let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(reader, writer)
-        .with_max_line_length(MAX_STDIO_MESSAGE_BYTES);
+        .with_max_line_length(crate::rules::MAX_STDIO_MESSAGE_BYTES);
     let served = match server.serve(transport).await {
         Ok(service) => service.waiting().await.map(drop).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

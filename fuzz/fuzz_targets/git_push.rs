@@ -21,7 +21,7 @@ use git2::{ObjectType, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult}
 use libfuzzer_sys::fuzz_target;
 use scoped_repo_mcp::paths::RepoPath;
 use scoped_repo_mcp::rules::Limits;
-use scoped_repo_mcp::store::is_binary;
+use scoped_repo_mcp::text::is_binary;
 use scoped_repo_mcp::store::push::{RefUpdate, check_push};
 
 const MODES: &[&[u8]] = &[
@@ -34,16 +34,42 @@ const LIMITS: Limits = Limits {
     max_operations: 6,
 };
 
-/// The repo pushed into, holding `main` at `base`; pushed objects go to `incoming`, a
-/// quarantine as receive-pack keeps one, so the check sees them as new; `view` reads
-/// both, for the oracle.
+/// The repo pushed into, holding `main` at `base`, shared by every input (a refused
+/// push never changes it).
 struct Fixture {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     main: std::path::PathBuf,
-    quarantine: std::path::PathBuf,
+    base: Oid,
+}
+
+/// One input's quarantine, as receive-pack keeps one per push: its objects go to
+/// `incoming`, so the check sees them as new, and `view` reads both, for the oracle.
+/// A quarantine shared across inputs would hold earlier inputs' objects, which no later
+/// push references, and the check refuses such a push whole.
+struct Quarantine {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
     incoming: Repository,
     view: Repository,
-    base: Oid,
+}
+
+impl Quarantine {
+    fn new(f: &Fixture) -> Self {
+        let dir = tempfile::tempdir_in(f.dir.path()).expect("a quarantine directory");
+        let incoming = Repository::init_bare(dir.path().join("incoming.git")).unwrap();
+        let path = incoming.path().join("objects");
+        let view = Repository::open_bare(&f.main).unwrap();
+        view.odb()
+            .unwrap()
+            .add_disk_alternate(&path.to_string_lossy())
+            .unwrap();
+        Self {
+            _dir: dir,
+            path,
+            incoming,
+            view,
+        }
+    }
 }
 
 // libFuzzer runs one input at a time, on one thread: the handles are never shared.
@@ -67,21 +93,7 @@ fn fixture() -> &'static Fixture {
                 repo.commit(Some("refs/heads/main"), &sig, &sig, "base", &tree, &[])
                     .unwrap()
             };
-            let incoming = Repository::init_bare(dir.path().join("incoming.git")).unwrap();
-            let quarantine = incoming.path().join("objects");
-            let view = Repository::open_bare(&main).unwrap();
-            view.odb()
-                .unwrap()
-                .add_disk_alternate(&quarantine.to_string_lossy())
-                .unwrap();
-            Shared(Fixture {
-                _dir: dir,
-                main,
-                quarantine,
-                incoming,
-                view,
-                base,
-            })
+            Shared(Fixture { dir, main, base })
         })
         .0
 }
@@ -175,7 +187,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = RefUpdate::parse_lines(&String::from_utf8_lossy(rest));
 
     let f = fixture();
-    let odb = f.incoming.odb().unwrap();
+    let q = Quarantine::new(f);
+    let odb = q.incoming.odb().unwrap();
     let mut leaves = Vec::new();
     for e in &entries {
         let oid = odb.write(ObjectType::Blob, &e.content).unwrap();
@@ -185,7 +198,7 @@ fuzz_target!(|data: &[u8]| {
             oid,
         ));
     }
-    let tree_id = write_tree(&f.incoming, &leaves);
+    let tree_id = write_tree(&q.incoming, &leaves);
     let commit = format!(
         "tree {tree_id}\nparent {}\nauthor t <t@example.invalid> 0 +0000\ncommitter t <t@example.invalid> 0 +0000\n\npushed\n",
         f.base
@@ -196,11 +209,11 @@ fuzz_target!(|data: &[u8]| {
         new: pushed,
         name: "refs/heads/main".into(),
     };
-    let accepted = check_push(&f.main, Some(&f.quarantine), &[update], &LIMITS);
+    let accepted = check_push(&f.main, Some(&q.path), &[update], &LIMITS);
     if accepted.is_err() {
         return;
     }
-    let repo = &f.view;
+    let repo = &q.view;
     let tree = repo
         .find_tree(tree_id)
         .expect("an accepted push's tree can be read");

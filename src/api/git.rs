@@ -794,7 +794,7 @@ fn refused_push(request: &PushRequest, why: &str) -> Response {
     for command in &request.commands {
         report.extend(pkt(format!(
             "ng {} refused: only a fast-forward of `main` is taken here\n",
-            crate::escape::one_line(&command.name)
+            crate::text::one_line(&command.name)
         )
         .as_bytes()));
     }

@@ -104,7 +104,7 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
         local,
         settings,
     })
-    .layer(axum::middleware::from_fn(answer_panics))
+    .layer(axum::middleware::from_fn(crate::panics::answer_panics))
     .layer(axum::middleware::from_fn_with_state(cap, in_flight::limit))
     // Before any other work, a request from a foreign page or host name is refused.
     .layer(axum::middleware::from_fn_with_state(
@@ -116,35 +116,6 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
         audit,
         crate::audit::rest_request,
     ))
-}
-
-/// A panic inside a handler becomes a `500` answer and a log line, instead of a
-/// connection dropped with no answer. Used by every HTTP server of the product.
-pub(crate) async fn answer_panics(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let route = request.uri().path().to_string();
-    match crate::server::unwind(next.run(request)).await {
-        Ok(response) => response,
-        Err(cause) => {
-            tracing::error!(route = %redact_route(&route), cause = %cause, "request handler panicked");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the server failed to complete this request (the cause is in its log); retrying may help",
-            )
-            .into_response()
-        }
-    }
-}
-
-/// A route for logs: a token in a token route's path is cut off.
-fn redact_route(route: &str) -> &str {
-    if route.contains("/repo_token/") {
-        "/v1/repo_token/<redacted>"
-    } else {
-        route
-    }
 }
 
 /// Serve the API on `listener`, within the default connection limits, until the

@@ -230,7 +230,7 @@ pub fn fetch_wants(
                 other => {
                     return Err(RequestError::Malformed(format!(
                         "`{}` is not served here (only `ls-refs` and `fetch`)",
-                        crate::escape::one_line(&String::from_utf8_lossy(
+                        crate::text::one_line(&String::from_utf8_lossy(
                             &other[..other.len().min(80)]
                         ))
                     )));

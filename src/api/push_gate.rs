@@ -101,7 +101,7 @@ impl Knock {
     pub async fn answer(mut self, verdict: Result<(), String>) {
         let line = match verdict {
             Ok(()) => "ok\n".to_string(),
-            Err(why) => format!("no {}\n", crate::escape::one_line(&why)),
+            Err(why) => format!("no {}\n", crate::text::one_line(&why)),
         };
         if let Err(e) = self.0.write_all(line.as_bytes()).await {
             tracing::warn!(cause = %e, "the push's hook went away before its verdict");

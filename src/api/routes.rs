@@ -23,7 +23,8 @@ use crate::model::{
 };
 use crate::paths::RepoPath;
 use crate::scope::Right;
-use crate::store::{MergeSpec, RepoRow, Store, StoreError, TokenState, is_binary};
+use crate::store::{MergeSpec, RepoRow, Store, StoreError, TokenState};
+use crate::text::is_binary;
 
 /// Default and largest page of `GET /repo`.
 const DEFAULT_PAGE: usize = 100;

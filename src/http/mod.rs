@@ -48,7 +48,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             allow: Default::default(),
-            max_body_bytes: crate::serve::MAX_STDIO_MESSAGE_BYTES,
+            max_body_bytes: crate::rules::MAX_STDIO_MESSAGE_BYTES,
             max_concurrent_per_credential: 16,
             max_sessions_per_credential: 64,
             session_idle_timeout: Duration::from_secs(300),
@@ -317,7 +317,7 @@ pub fn router(
             )
         })
         // A panic in a handler answers 500 and is logged, never a dropped connection.
-        .layer(middleware::from_fn(crate::api::answer_panics))
+        .layer(middleware::from_fn(crate::panics::answer_panics))
 }
 
 /// Serve `app` on `listener` within `limits` until `shutdown` is cancelled; then stop

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::RelaceError;
 use super::client::RelaceClient;
+use crate::access::Authority;
 use crate::backend::{
     Backend, BackendError, BackendFuture, ProgressSender, SearchOutcome, TokenStatus,
 };
@@ -14,7 +15,8 @@ use crate::model::{
     RankedQuery, RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
-use crate::store::{StoreError, is_binary};
+use crate::store::StoreError;
+use crate::text::is_binary;
 
 /// Routes the tools through a [`RelaceClient`].
 #[derive(Debug)]
@@ -278,12 +280,49 @@ impl Backend for RelaceBackend {
 
     fn revoke_token<'a>(&'a self, token: &'a str) -> BackendFuture<'a, Option<TokenInfo>> {
         Box::pin(async move {
-            let info = match self.token_status(token).await? {
+            let info = match Backend::token_status(self, token).await? {
                 TokenStatus::Live(info) => info,
                 _ => return Ok(None),
             };
             Ok(self.client.delete_token(token).await?.then_some(info))
         })
+    }
+}
+
+/// How a failure of the Relace API reads to the tools: the backend-neutral kinds.
+impl From<RelaceError> for BackendError {
+    fn from(e: RelaceError) -> Self {
+        let message = e.to_string();
+        match &e {
+            RelaceError::Status { status, .. } => match status {
+                404 => BackendError::NotFound(message),
+                409 | 412 => BackendError::Conflict(message),
+                408 | 423 | 429 | 500..=599 => BackendError::Unavailable(message),
+                _ => BackendError::Refused(message),
+            },
+            RelaceError::Transport { .. }
+            | RelaceError::WriteUncertain { .. }
+            | RelaceError::Malformed { .. } => BackendError::Unavailable(message),
+            RelaceError::Unsupported(_) | RelaceError::Refused(_) => BackendError::Refused(message),
+        }
+    }
+}
+
+/// The Relace API as the front door's authority: a token's status is asked of the API.
+impl Authority for RelaceBackend {
+    fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus> {
+        Backend::token_status(self, token)
+    }
+
+    /// The Relace API cannot tell a key's holder what the key reaches; an operator's
+    /// key is taken as given (each repo named is checked at start-up, and the API
+    /// refuses a bad key on first use).
+    fn account_key<'a>(&'a self, _key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
+        Box::pin(async { Ok(Some((String::new(), String::new()))) })
+    }
+
+    fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

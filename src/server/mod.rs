@@ -189,8 +189,12 @@ pub(crate) fn respond<T: Serialize>(
     tool: &str,
     answer: ToolAnswer<T>,
 ) -> Result<CallToolResult, McpError> {
-    if let Err(failure) = &answer {
-        crate::audit::note_failure(failure);
+    // Why it failed, for the audit trail: a refusal keeps its reason; a backend
+    // failure only its kind.
+    match &answer {
+        Err(ToolFailure::Refused(m)) => crate::audit::note_refusal(m),
+        Err(ToolFailure::Backend(e)) => crate::audit::note_backend_error(e),
+        Ok(_) => {}
     }
     match answer {
         Ok((value, text)) => {
@@ -473,7 +477,8 @@ impl ServerHandler for RepoServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let server = self.for_request(&context)?;
-        let audit = crate::audit::ToolCall::begin(&server.audit, &server.scope, &request);
+        let fields = repo_fields(&request.name);
+        let audit = crate::audit::ToolCall::begin(&server.audit, &server.scope, &request, fields);
         audit.run(server.dispatch(request, context)).await
     }
 

@@ -13,11 +13,11 @@ use crate::scope::Right;
 
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::{ProgressSender, SearchOutcome};
-use crate::escape::one_line;
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
 use crate::search::compile_glob;
+use crate::text::one_line;
 
 /// Most bytes of file content one `read_file` answer carries.
 pub const MAX_READ_BYTES: usize = 256 * 1024;

@@ -128,7 +128,7 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
             format!(
                 "`{}` is {} bytes, over the {MAX_READ_BYTES} bytes a resource read returns; \
                  read it in parts with read_file and start_line / end_line",
-                crate::escape::one_line(path.as_str()),
+                crate::text::one_line(path.as_str()),
                 file.content.len()
             ),
             None,

@@ -11,8 +11,8 @@ use crate::scope::Right;
 
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::TokenStatus;
-use crate::escape::one_line;
 use crate::model::{MintSpec, RepoId, rfc3339};
+use crate::text::one_line;
 
 /// Arguments of `create_scoped_token`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -207,7 +207,7 @@ impl RepoServer {
         };
         // The same rules the store applies, checked here so that no backend (the
         // Relace API included) receives an update the product refuses.
-        self.settings.limits.check_update(&spec)?;
+        spec.check(&self.settings.limits)?;
         let outcome = self.backend.update(&id, &spec, self.scope.actor()).await?;
         crate::audit::note_update(&outcome);
         let committed = !outcome.changed_files.is_empty();

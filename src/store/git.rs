@@ -47,11 +47,6 @@ pub(crate) fn tree_at(repo: &Repository, commit: Oid) -> Result<Tree<'_>, StoreE
         .map_err(git_err)
 }
 
-/// Whether a blob looks binary: a NUL byte in its first 8 KiB, as git and ripgrep judge.
-pub fn is_binary(bytes: &[u8]) -> bool {
-    bytes[..bytes.len().min(8192)].contains(&0)
-}
-
 /// Every regular file of `tree` (symlinks and submodules left out), in path order,
 /// with its blob id.
 pub(crate) fn files(repo: &Repository, tree: &Tree<'_>) -> Result<Vec<(String, Oid)>, StoreError> {

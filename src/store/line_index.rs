@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use git2::{Oid, Repository};
 
 use super::memory::IndexKind;
-use super::{RepoHandle, Store, StoreError, git, is_binary, lock};
+use super::{RepoHandle, Store, StoreError, git, lock};
 use crate::model::RepoId;
 use crate::search::index::{
     Changes, FileEntry, IndexStats, LineIndex, Segment, write_base, write_delta,
 };
+use crate::text::is_binary;
 
 /// Progress of an index build: files read from git, then files indexed, each out of
 /// the same total.

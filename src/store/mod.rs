@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState};
-pub use git::{BRANCH_REF, is_binary};
+pub use git::BRANCH_REF;
 pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport};
 pub use line_index::IndexProgress;
@@ -50,6 +50,7 @@ use crate::model::{
 };
 use crate::paths::RepoPath;
 use crate::search::{LineSearcher, SearchError};
+use crate::text::is_binary;
 use db::Db;
 
 pub use crate::rules::Limits;
@@ -83,7 +84,7 @@ pub enum StoreError {
     #[error(
         "merging the fetched history into `main` conflicts in {} path(s): {}; nothing changed: resolve the conflict in the source (merge this repo's `main` into it) and try again",
         .0.len(),
-        .0.iter().map(|p| format!("`{}`", crate::escape::one_line(p))).collect::<Vec<_>>().join(", ")
+        .0.iter().map(|p| format!("`{}`", crate::text::one_line(p))).collect::<Vec<_>>().join(", ")
     )]
     MergeConflict(Vec<String>),
     /// The caller cancelled the update before it was committed.
@@ -691,7 +692,7 @@ impl Store {
 
     /// Validate an update against the limits without touching the repo.
     pub fn check_update(&self, spec: &UpdateSpec) -> Result<(), StoreError> {
-        Ok(self.limits.check_update(spec)?)
+        Ok(spec.check(&self.limits)?)
     }
 
     /// Apply an update as one commit: all of it or none of it.

@@ -14,9 +14,10 @@ use std::path::Path;
 
 use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort};
 
-use super::git::{BRANCH_REF, is_binary};
+use super::git::BRANCH_REF;
 use crate::paths::RepoPath;
 use crate::rules::Limits;
+use crate::text::is_binary;
 
 /// One ref update a push asks for, as receive-pack hands it to the pre-receive hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl PushRefused {
         Self(format!(
             "commit {} adds `{}`: {why}",
             short(commit),
-            crate::escape::one_line(path)
+            crate::text::one_line(path)
         ))
     }
 }
@@ -111,7 +112,7 @@ pub fn ref_refusal(name: &str) -> Result<(), PushRefused> {
     };
     Err(PushRefused::new(format!(
         "`{}` refused: {what}; {ALLOWED}",
-        crate::escape::one_line(name)
+        crate::text::one_line(name)
     )))
 }
 

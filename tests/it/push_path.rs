@@ -112,13 +112,84 @@ async fn finish_push(mut socket: TcpStream, rest: &[u8]) -> (u16, String) {
         .await
         .expect("the push was answered")
         .unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
+    let status = String::from_utf8_lossy(&answer)
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, answer)
+    (status, readable(&answer))
+}
+
+/// A raw HTTP answer as someone reads it: its head, then its body with the chunked
+/// transfer coding and git's pkt-line and side-band framing taken off. git relays the
+/// hook's words in side-band packets cut wherever its pipe reads stopped, so a message
+/// (an object id included) may be split across packets until they are joined here.
+fn readable(raw: &[u8]) -> String {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |i| i + 4);
+    let (head, mut body) = (&raw[..split], raw[split..].to_vec());
+    if String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    let text = match pkt_lines(&body) {
+        Some(lines) => {
+            let (mut band, mut text) = (Vec::new(), Vec::new());
+            for line in lines {
+                match line.first() {
+                    Some(1) => band.extend_from_slice(&line[1..]),
+                    Some(2 | 3) => text.extend_from_slice(&line[1..]),
+                    _ => text.extend_from_slice(line),
+                }
+            }
+            for line in pkt_lines(&band).unwrap_or_default() {
+                text.extend_from_slice(line);
+            }
+            text
+        }
+        None => body,
+    };
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(head),
+        String::from_utf8_lossy(&text)
+    )
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || body.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
+        body = &body[(eol + 4 + size).min(body.len())..];
+    }
+    out
+}
+
+/// The payloads of a run of pkt-lines (flushes skipped), or `None` when `bytes` is not
+/// one.
+fn pkt_lines(mut bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut lines = Vec::new();
+    while bytes.len() >= 4 {
+        let len = usize::from_str_radix(std::str::from_utf8(&bytes[..4]).ok()?, 16).ok()?;
+        if len < 4 {
+            bytes = &bytes[4..];
+            continue;
+        }
+        lines.push(bytes.get(4..len)?);
+        bytes = &bytes[len..];
+    }
+    Some(lines)
 }
 
 /// POST `body` to the repo's `service`; the status and the answer's text.

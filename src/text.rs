@@ -1,6 +1,8 @@
-//! Escaping of untrusted text (paths, metadata, token names, matched lines) for the
-//! line-oriented text renderings: tool text, `repo list`, `token list`. A newline or an
-//! escape sequence in such text must not forge a line or recolour a terminal.
+//! Judging and escaping text: whether bytes are text at all ([`is_binary`], as git and
+//! ripgrep judge), and the escaping of untrusted text (paths, metadata, token names,
+//! matched lines) for the line-oriented renderings: tool text, `repo list`, `token
+//! list`. A newline or an escape sequence in such text must not forge a line or recolour
+//! a terminal.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -13,6 +15,11 @@ fn escaped(c: char) -> bool {
             c,
             '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
         )
+}
+
+/// Whether bytes look binary: a NUL byte in their first 8 KiB, as git and ripgrep judge.
+pub fn is_binary(bytes: &[u8]) -> bool {
+    bytes[..bytes.len().min(8192)].contains(&0)
 }
 
 /// `text` with every escaped character written as `\n`, `\t`, `\r` or `\u{…}`, and
