@@ -2,39 +2,54 @@
 //! repositories and holds every call to the repositories its session may touch.
 //!
 //! # Layout
-//! - [`cli`]: the command line as typed (clap).
-//! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
+//! In layers, lowest first; a module uses only its own layer or lower ones, with no
+//! circle (`scripts/check-layers.py` holds the table and CI checks it).
+//!
+//! Leaves, which know nothing of the store, scopes or MCP:
 //! - [`text`]: whether bytes are text, and escaping untrusted text for one-line
 //!   renderings.
+//! - [`mapped`]: stored index files read in place, and letting go of the pages read.
 //! - [`paths`]: repository paths, and the refusal of unsafe ones.
-//! - [`model`]: domain types shared by the MCP layer and the backends.
-//! - [`rules`]: the refusal rules that need no backend (update limits, token names and
-//!   lifetimes, reserved metadata, query and glob sizes), applied before any backend.
-//! - [`scope`]: a session's repos and rights, and the guard every call passes.
-//! - [`backend`]: the backend trait and the local backend over the store.
-//! - [`store`]: the embedded store — bare git repos plus SQLite for metadata and hashed
-//!   secrets — and each repo's search index kept at its head.
+//! - [`rules`]: the refusal rules that need no backend (update size limits, token names,
+//!   lifetimes and path globs, reserved metadata, query and message sizes).
+//! - [`model`]: domain types shared by the MCP layer and the backends (repos, files,
+//!   searches, updates and their check against the limits, tokens).
 //! - [`search`]: line search (literal and regex) with ripgrep's matcher, and the per-head
 //!   trigram index that narrows it.
-//! - [`git_source`]: repos made from git: a source's URL or path, the rules of an
-//!   outbound fetch (allowed hosts, pinned address, credentials), and the fetch itself.
-//! - [`mapped`]: stored index files read in place, and letting go of the pages read.
 //! - [`ranked`]: ranked natural-language retrieval: BM25 fields, definitions, history.
-//! - [`server`]: the MCP server and its tools, one file per tool group.
-//! - [`connections`]: serving the HTTP servers' connections within their limits (cap,
-//!   header-read and idle timeouts, graceful stop).
-//! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
-//! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
-//! - [`panics`]: the middleware that answers a panicking handler with a `500`, for both
-//!   HTTP servers.
-//! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
-//! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
-//! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
-//! - [`relace`]: the Relace API client and the backend that routes tools through it.
+//!
+//! The store:
+//! - [`store`]: the embedded store: bare git repos plus SQLite for metadata, hashed
+//!   secrets and the audit table; each repo's search indexes kept at its head; the
+//!   checks every pushed or fetched history passes, and `repo check`.
+//! - [`git_source`]: repos made from git: a source's URL or path, the rules of an
+//!   outbound fetch (allowed hosts and ports, pinned address, credentials), the fetch.
+//!
+//! Credentials and calls:
+//! - [`scope`]: a session's repos and rights, and the guard every call passes.
 //! - [`access`]: the front door: every credential, on every surface, becomes a scope or
 //!   a refusal there.
-//! - [`audit`]: the audit trail of calls, requests, mints and revocations, written off
-//!   the calls' path.
+//! - [`backend`]: the backend trait and the local backend over the store.
+//! - [`audit`]: the audit trail of calls, requests, mints and revocations.
+//! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
+//! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
+//!
+//! Surfaces:
+//! - [`server`]: the MCP server and its tools, one file per tool group.
+//! - [`relace`]: the Relace API client, and the backend and authority that route tools
+//!   and credentials through it.
+//! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE) and their guard.
+//! - [`connections`]: serving both HTTP servers' connections within their limits (cap,
+//!   header-read, idle and body timeouts, graceful stop).
+//! - [`panics`]: the middleware that answers a panicking handler with a `500`.
+//! - [`api`]: `api`: the Relace-compatible REST API over the embedded store, and git's
+//!   smart HTTP with the gate a push passes before `main` moves.
+//!
+//! Start-up:
+//! - [`cli`]: the command line as typed (clap).
+//! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
+//! - [`serve`]: start-up of `serve`: the store or the Relace client, the scope from flags
+//!   and credential, the work-tree import of `--import`, then the transport.
 //! - [`admin`]: the `repo`, `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 

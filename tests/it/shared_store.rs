@@ -74,7 +74,7 @@ impl SharedDir {
     /// A token for `repo` minted by `token create`.
     pub(crate) async fn token(&self, repo: &RepoId) -> String {
         let repo = repo.to_string();
-        self.cli(&["token", "create", "--repo", &repo, "--ttl", "1h"])
+        self.cli(&["token", "create", "--repo", &repo, "--ttl", "12h"])
             .await
     }
 

@@ -33,6 +33,11 @@ mod ask;
 mod end;
 mod ops;
 
+/// The lifetime of every token the checker mints: longer than any run (a token that
+/// expired mid-run would be refused rightly, and read as a lost mint). The delegating
+/// token lives 24 hours, the most `serve` lets a tool mint.
+const TOKEN_TTL_SECONDS: u64 = 12 * 3600;
+
 /// splitmix64: a small, seedable, good-enough generator (no dependency for it).
 struct Rng(u64);
 
@@ -346,7 +351,7 @@ async fn every_kind_of_process_agrees_on_every_answered_write_through_kills() {
             "--repo",
             &b.to_string(),
             "--ttl",
-            "2h",
+            "24h",
             "--delegate",
         ])
         .await;

@@ -22,7 +22,7 @@ impl Checker {
                     Method::POST,
                     format!("{}/repo_token", p.api.base),
                     Some(&p.api.key),
-                    Some(json!({"name": "checker", "repo_ids": [r.to_string()], "ttl_seconds": 3600})),
+                    Some(json!({"name": "checker", "repo_ids": [r.to_string()], "ttl_seconds": TOKEN_TTL_SECONDS})),
                 )
                 .await;
                 self.agree(s == StatusCode::OK, || format!("REST mint: {s} {body}"));
@@ -39,7 +39,7 @@ impl Checker {
                 let out = call(
                     &p.operator.client,
                     "create_scoped_token",
-                    json!({"name": "checker", "repo_ids": [r.to_string()], "ttl_seconds": 3600}),
+                    json!({"name": "checker", "repo_ids": [r.to_string()], "ttl_seconds": TOKEN_TTL_SECONDS}),
                 )
                 .await;
                 self.agree(is_ok(&out), || format!("tool mint: {}", text(&out)));
@@ -62,7 +62,7 @@ impl Checker {
                 let out = call(
                     &p.delegate.1.client,
                     "create_scoped_token",
-                    json!({"name": "child", "repo_ids": [r.to_string()], "ttl_seconds": 600}),
+                    json!({"name": "child", "repo_ids": [r.to_string()], "ttl_seconds": TOKEN_TTL_SECONDS}),
                 )
                 .await;
                 self.agree(is_ok(&out), || format!("delegated mint: {}", text(&out)));
