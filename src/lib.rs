@@ -24,6 +24,8 @@
 //!   header-read and idle timeouts, graceful stop).
 //! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
 //! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
+//! - [`rate`]: per-credential rate limits (a token bucket per credential) of every
+//!   door: MCP tool calls, REST requests, git.
 //! - [`http`]: the HTTP transports (streamable HTTP and legacy SSE) and their guard.
 //! - [`serve`]: start-up of `serve`: scope from flags and credential, then the transport.
 //! - [`api`]: `api`, the Relace-compatible REST API over the embedded store.
@@ -52,6 +54,7 @@ pub mod model;
 pub mod origin;
 pub mod paths;
 pub mod ranked;
+pub mod rate;
 pub mod relace;
 pub mod rules;
 pub mod scope;
