@@ -23,7 +23,7 @@ LAYERS = [
     ["model"],
     ["search", "ranked"],
     ["store", "git_source"],
-    ["scope", "access", "audit", "backend", "in_flight", "origin"],
+    ["scope", "access", "audit", "backend", "in_flight", "origin", "rate"],
     ["relace", "server", "http", "connections", "panics"],
     ["api"],
     ["config", "serve", "cli", "admin", "run"],

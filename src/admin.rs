@@ -410,8 +410,16 @@ pub fn token(
             read_only,
             paths,
             delegate,
+            rate,
         } => {
             let ids = parse_repo_ids("--repo", repos)?;
+            let rate = rate
+                .as_deref()
+                .map(|r| {
+                    r.parse()
+                        .map_err(|e: crate::rate::BadRate| ConfigError(format!("--rate: {e}")))
+                })
+                .transpose()?;
             let ttl = if ttl.trim() == "never" {
                 None
             } else {
@@ -430,6 +438,7 @@ pub fn token(
                 read_only: *read_only,
                 paths: paths.clone(),
                 can_delegate: *delegate,
+                rate,
                 parent: None,
             }) {
                 Ok(m) => m,
@@ -483,6 +492,9 @@ pub fn token(
                 }
                 if t.info.can_delegate {
                     limits.push("delegates".to_string());
+                }
+                if let Some(rate) = t.info.rate {
+                    limits.push(format!("rate {rate}"));
                 }
                 if let Some(parent) = &t.parent {
                     limits.push(format!("minted by {}", &parent[..parent.len().min(12)]));

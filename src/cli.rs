@@ -200,6 +200,13 @@ pub struct ServeArgs {
     /// are dropped from memory (their files on disk stay).
     #[arg(long, env = "SCOPED_REPO_INDEX_MEMORY", value_name = "SIZE")]
     pub index_memory: Option<String>,
+    /// Calls each credential may make, e.g. `120/m` (also `/s`, `/h`), optionally with
+    /// a burst: `120/m,burst=20` (default burst: one unit's worth). Counts MCP tool
+    /// calls, REST requests and git fetches and pushes; a token minted with its own
+    /// rate gets the stricter of the two. Per process. Unset: no limit but the tokens'
+    /// own.
+    #[arg(long, env = "SCOPED_REPO_RATE_LIMIT", value_name = "RATE")]
+    pub rate_limit: Option<String>,
 }
 
 /// Flags of `api`.
@@ -234,6 +241,13 @@ pub struct ApiArgs {
     /// are dropped from memory (their files on disk stay).
     #[arg(long, env = "SCOPED_REPO_INDEX_MEMORY", value_name = "SIZE")]
     pub index_memory: Option<String>,
+    /// Calls each credential may make, e.g. `120/m` (also `/s`, `/h`), optionally with
+    /// a burst: `120/m,burst=20` (default burst: one unit's worth). Counts MCP tool
+    /// calls, REST requests and git fetches and pushes; a token minted with its own
+    /// rate gets the stricter of the two. Per process. Unset: no limit but the tokens'
+    /// own.
+    #[arg(long, env = "SCOPED_REPO_RATE_LIMIT", value_name = "RATE")]
+    pub rate_limit: Option<String>,
     /// Connection limits.
     #[command(flatten)]
     pub connections: ConnectionArgs,
@@ -350,6 +364,10 @@ pub enum TokenCommand {
         /// Let the token mint narrower tokens of its own, and revoke them.
         #[arg(long)]
         delegate: bool,
+        /// The token's own rate limit, e.g. `60/m` or `10/s,burst=5`, on every surface;
+        /// a server's --rate-limit applies too, and the stricter wins.
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
     },
     /// List tokens (never their secrets).
     List,

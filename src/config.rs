@@ -97,6 +97,15 @@ pub fn index_memory(raw: Option<&str>) -> Result<usize, ConfigError> {
     }
 }
 
+/// `--rate-limit`: unset means no limit but the tokens' own.
+pub fn rate_limit(raw: Option<&str>) -> Result<Option<crate::rate::Rate>, ConfigError> {
+    raw.map(|r| {
+        r.parse()
+            .map_err(|e: crate::rate::BadRate| ConfigError(format!("--rate-limit: {e}")))
+    })
+    .transpose()
+}
+
 /// Parse repo IDs given on the command line.
 pub fn parse_repo_ids(flag: &str, raw: &[String]) -> Result<Vec<RepoId>, ConfigError> {
     raw.iter()
@@ -219,6 +228,8 @@ pub struct ServeConfig {
     pub audit_retention: Duration,
     /// Heap the search indexes of all repos may hold, in bytes.
     pub index_memory: usize,
+    /// `--rate-limit`: every credential's rate; `None`: only the tokens' own.
+    pub rate_limit: Option<crate::rate::Rate>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -323,6 +334,7 @@ impl ServeConfig {
             http,
             audit_retention: audit_retention(&args.audit_retention)?,
             index_memory: index_memory(args.index_memory.as_deref())?,
+            rate_limit: rate_limit(args.rate_limit.as_deref())?,
         })
     }
 }

@@ -32,6 +32,8 @@
 //! - [`backend`]: the backend trait and the local backend over the store.
 //! - [`audit`]: the audit trail of calls, requests, mints and revocations.
 //! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
+//! - [`rate`]: per-credential rate limits (a token bucket per credential) of every
+//!   door: MCP tool calls, REST requests, git.
 //! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
 //!
 //! Surfaces:
@@ -70,6 +72,7 @@ pub mod origin;
 pub mod panics;
 pub mod paths;
 pub mod ranked;
+pub mod rate;
 pub mod relace;
 pub mod rules;
 pub mod scope;

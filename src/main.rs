@@ -8,7 +8,7 @@ use scoped_repo_mcp::audit::{Surface, Trail};
 use scoped_repo_mcp::cli::{Cli, Command};
 use scoped_repo_mcp::config::{
     ServeConfig, allow_lists, api_max_token_ttl, audit_retention, connection_limits, data_dir,
-    index_memory, max_concurrent_per_token,
+    index_memory, max_concurrent_per_token, rate_limit,
 };
 use scoped_repo_mcp::store::{Limits, Store};
 use scoped_repo_mcp::{admin, api, serve};
@@ -147,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
                 allow: allow_lists(&args.origins, &args.listen)?,
                 max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
+                rate_limit: rate_limit(args.rate_limit.as_deref())?,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

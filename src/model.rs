@@ -371,6 +371,9 @@ pub struct TokenInfo {
     pub paths: Vec<String>,
     /// Whether it may mint children narrower than itself.
     pub can_delegate: bool,
+    /// Its own rate limit (the embedded store only); the server's `--rate-limit`
+    /// applies too, and the stricter wins.
+    pub rate: Option<crate::rules::Rate>,
     /// The hashes of the tokens it was minted from, nearest first (the embedded store
     /// only; never shown).
     pub lineage: Vec<String>,
@@ -391,6 +394,8 @@ pub struct MintSpec {
     pub paths: Vec<String>,
     /// Whether it may mint children.
     pub can_delegate: bool,
+    /// Its rate limit; `None`: none of its own (a child inherits its parent's).
+    pub rate: Option<crate::rules::Rate>,
     /// The token it is minted from (its secret), when a token mints it.
     pub parent: Option<String>,
 }

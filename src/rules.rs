@@ -7,6 +7,8 @@
 //! since it is also reached by imports and by the REST API directly.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -289,6 +291,118 @@ impl PathSet {
                         && child.as_bytes().get(dir.len()) == Some(&b'/')
                 })
         })
+    }
+}
+
+/// The most calls a rate may allow per unit, and the largest burst.
+const MAX_AMOUNT: u32 = 1_000_000;
+
+/// A rate: `amount` calls per `unit_secs`, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub(crate) amount: u32,
+    pub(crate) unit_secs: u32,
+    pub(crate) burst: u32,
+}
+
+/// A rate that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a rate; write it like 120/m (calls a minute; also /s and /h), optionally with a burst: 120/m,burst=20 (amounts from 1 to 1000000)"
+)]
+pub struct BadRate(pub String);
+
+impl Rate {
+    /// `amount` calls per `unit_secs`, in bursts of up to `burst`.
+    pub fn new(amount: u32, unit_secs: u32, burst: u32) -> Option<Self> {
+        let ok = |n: u32| (1..=MAX_AMOUNT).contains(&n);
+        (ok(amount) && ok(burst) && matches!(unit_secs, 1 | 60 | 3600)).then_some(Self {
+            amount,
+            unit_secs,
+            burst,
+        })
+    }
+
+    /// Calls refilled per second.
+    pub(crate) fn per_second(&self) -> f64 {
+        f64::from(self.amount) / f64::from(self.unit_secs)
+    }
+
+    /// Whether this rate refills no faster than `other`, compared exactly.
+    fn refills_no_faster_than(&self, other: &Rate) -> bool {
+        u64::from(self.amount) * u64::from(other.unit_secs)
+            <= u64::from(other.amount) * u64::from(self.unit_secs)
+    }
+
+    /// Whether this rate is no looser than `other` in any way: what a child token may
+    /// have under a parent with `other`.
+    pub fn within(&self, other: &Rate) -> bool {
+        self.refills_no_faster_than(other) && self.burst <= other.burst
+    }
+
+    /// The stricter of two limits, each possibly absent: the slower refill and the
+    /// smaller burst.
+    pub fn stricter(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let slower = if a.refills_no_faster_than(&b) { a } else { b };
+                Some(Rate {
+                    burst: a.burst.min(b.burst),
+                    ..slower
+                })
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn unit_word(&self) -> &'static str {
+        match self.unit_secs {
+            1 => "second",
+            60 => "minute",
+            _ => "hour",
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit_secs {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.amount)?;
+        if self.burst != self.amount {
+            write!(f, ",burst={}", self.burst)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Rate {
+    type Err = BadRate;
+
+    /// `N/s`, `N/m`, `N/h` (also `sec`, `min`, `hour` and their plurals), optionally
+    /// `,burst=B`; without a burst the bucket holds one unit's worth (`N`).
+    fn from_str(raw: &str) -> Result<Self, BadRate> {
+        let bad = || BadRate(crate::text::one_line(raw).to_string());
+        let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+        let (rate, burst) = match compact.split_once(',') {
+            Some((rate, burst)) => {
+                let b = burst.strip_prefix("burst=").ok_or_else(bad)?;
+                (rate, Some(b.parse::<u32>().map_err(|_| bad())?))
+            }
+            None => (compact.as_str(), None),
+        };
+        let (amount, unit) = rate.split_once('/').ok_or_else(bad)?;
+        let amount: u32 = amount.parse().map_err(|_| bad())?;
+        let unit_secs = match unit.to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3600,
+            _ => return Err(bad()),
+        };
+        Rate::new(amount, unit_secs, burst.unwrap_or(amount)).ok_or_else(bad)
     }
 }
 

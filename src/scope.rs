@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::model::{MintSpec, RepoId, TokenInfo, rfc3339, unix_now};
 use crate::rules::PathSet;
+use crate::rules::Rate;
 
 /// A right a tool needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub struct Scope {
     /// The account key behind an operator scope, as its name and short id (never the
     /// key), so the audit trail can say which key called.
     account_key: Option<(String, String)>,
+    /// The token's own rate limit, when it was minted with one.
+    rate: Option<Rate>,
 }
 
 impl Scope {
@@ -120,6 +123,7 @@ impl Scope {
             no_mint_reason: "",
             paths: None,
             account_key: None,
+            rate: None,
         }
     }
 
@@ -156,6 +160,7 @@ impl Scope {
             no_mint_reason: "a session without a credential cannot create or revoke tokens",
             paths: None,
             account_key: None,
+            rate: None,
         }
     }
 
@@ -197,6 +202,7 @@ impl Scope {
             no_mint_reason: "this session's repo token may not delegate (it was minted without can_delegate)",
             paths,
             account_key: None,
+            rate: info.rate,
         }
     }
 
@@ -211,6 +217,11 @@ impl Scope {
         self.account_key
             .as_ref()
             .map(|(n, i)| (n.as_str(), i.as_str()))
+    }
+
+    /// The rate limit of the token behind the scope, when it has one.
+    pub fn rate(&self) -> Option<Rate> {
+        self.rate
     }
 
     /// The paths a path-limited session sees; `None`: every path.
@@ -265,6 +276,16 @@ impl Scope {
                 asked.paths
             }
         };
+        let rate = match (self.rate, asked.rate) {
+            (None, asked) => asked,
+            (Some(mine), None) => Some(mine),
+            (Some(mine), Some(asked)) if asked.within(&mine) => Some(asked),
+            (Some(mine), Some(asked)) => {
+                return Err(ScopeError::Widening(format!(
+                    "rate `{asked}` is looser than this token's own `{mine}`; give one no faster and with no larger burst, or leave it out to inherit it"
+                )));
+            }
+        };
         if asked.can_delegate && !self.mint {
             return Err(ScopeError::Widening(
                 "can_delegate needs a session that may delegate".into(),
@@ -273,6 +294,7 @@ impl Scope {
         Ok(MintSpec {
             read_only,
             paths,
+            rate,
             parent: Some(token.to_string()),
             ..asked
         })
@@ -462,6 +484,45 @@ mod tests {
         let op = Scope::operator([id(1)]);
         let minted = op.child(ask(&["**"], true)).unwrap();
         assert!(minted.parent.is_none() && minted.can_delegate && !minted.read_only);
+    }
+
+    #[test]
+    fn a_child_token_inherits_its_parents_rate_and_may_not_loosen_it() {
+        let rate = |s: &str| s.parse::<Rate>().unwrap();
+        let parent = Scope::from_token(
+            "rlcr-p".into(),
+            &TokenInfo {
+                can_delegate: true,
+                rate: Some(rate("60/m,burst=10")),
+                ..info("lead", &[id(1)])
+            },
+            &[],
+        );
+        let ask = |r: Option<Rate>| MintSpec {
+            name: "child".into(),
+            repo_ids: vec![id(1)],
+            rate: r,
+            ..MintSpec::default()
+        };
+        assert_eq!(parent.rate(), Some(rate("60/m,burst=10")));
+        assert_eq!(
+            parent.child(ask(None)).unwrap().rate,
+            Some(rate("60/m,burst=10"))
+        );
+        assert_eq!(
+            parent.child(ask(Some(rate("1/s,burst=5")))).unwrap().rate,
+            Some(rate("1/s,burst=5"))
+        );
+        for looser in ["2/s,burst=5", "60/m,burst=11"] {
+            let e = parent
+                .child(ask(Some(rate(looser))))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("looser"), "{looser}: {e}");
+        }
+        // A session on no token mints whatever rate it asks for.
+        let operator = Scope::operator([id(1)]);
+        assert_eq!(operator.child(ask(None)).unwrap().rate, None);
     }
 
     #[test]

@@ -342,7 +342,8 @@ pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, Conf
         scope,
         settings(config),
     )
-    .with_audit(recorder(config, AuditSurface::Stdio)))
+    .with_audit(recorder(config, AuditSurface::Stdio))
+    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
 }
 
 /// The audit trail of `config`'s data directory, for calls arriving on `surface`.
@@ -414,7 +415,8 @@ pub async fn build_relace_server(config: &ServeConfig) -> Result<RepoServer, Con
     };
     Ok(
         RepoServer::new(Arc::new(backend) as Arc<dyn Backend>, scope, settings)
-            .with_audit(recorder(config, AuditSurface::Stdio)),
+            .with_audit(recorder(config, AuditSurface::Stdio))
+            .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
     )
 }
 
@@ -500,7 +502,8 @@ pub async fn serve_http(
             let backend = Arc::new(backend) as Arc<dyn Backend>;
             (
                 RepoServer::per_request(backend, settings(config))
-                    .with_audit(recorder(config, AuditSurface::Http)),
+                    .with_audit(recorder(config, AuditSurface::Http))
+                    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
                 resolver,
             )
         }
@@ -526,7 +529,8 @@ pub async fn serve_http(
             ));
             (
                 RepoServer::per_request(operator, settings(config))
-                    .with_audit(recorder(config, AuditSurface::Http)),
+                    .with_audit(recorder(config, AuditSurface::Http))
+                    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
                 resolver,
             )
         }

@@ -134,6 +134,8 @@ impl FromRequestParts<ApiState> for Caller {
             }
             _ => {}
         }
+        // Admitted: the request is charged to its credential before any work.
+        crate::rate::charge(&scope).map_err(ApiError::rate_limited)?;
         Ok(Caller { scope, token_hash })
     }
 }

@@ -317,6 +317,16 @@ fn unauthorized(refusal: &Refusal) -> Response {
     r
 }
 
+/// `429` past the credential's rate: git prints the body, which says when to retry.
+fn rate_limited(limited: &crate::rate::Limited) -> Response {
+    let message = limited.to_string();
+    let mut r = text(StatusCode::TOO_MANY_REQUESTS, &message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, limited.retry_after_secs.into());
+    r.extensions_mut().insert(crate::audit::Refusal(message));
+    r
+}
+
 /// The one answer for a repo that does not exist and one the credential does not
 /// reach, so nothing says which.
 fn not_found() -> Response {
@@ -412,6 +422,8 @@ async fn admit(
             "this server was started without git support",
         )
     })?;
+    // Every check passed: the request is charged to its credential before git runs.
+    crate::rate::charge(&scope).map_err(|limited| rate_limited(&limited))?;
     Ok((id, git, credential))
 }
 

@@ -10,8 +10,9 @@
 //! - [`push_gate`]: the writer lock and the second admission a push passes right before
 //!   `main` moves.
 //! - `routes`: the handlers and their wire types, private to this module.
-//! - `host_check`, `in_flight`: middleware, one concern each: the `Host`/`Origin` allow
-//!   lists and the per-credential cap on requests in flight, both shared with `serve`.
+//! - `host_check`, `in_flight`, `rate`: middleware, one concern each: the
+//!   `Host`/`Origin` allow lists, the per-credential cap on requests in flight and the
+//!   per-credential rate limit, all shared with `serve`.
 //!
 //! Statuses follow the hosted service: 401 without a valid credential, 403 for a repo
 //! token outside its repos (whether the repo exists or not, so nothing is revealed),
@@ -24,6 +25,7 @@ mod host_check;
 mod in_flight;
 pub mod pkt_line;
 pub mod push_gate;
+mod rate;
 mod routes;
 
 use std::sync::Arc;
@@ -63,6 +65,9 @@ pub struct ApiSettings {
     pub allow: crate::origin::AllowLists,
     /// Requests in flight at once per credential (`--max-concurrent-per-token`).
     pub max_concurrent_per_token: usize,
+    /// Every credential's rate (`--rate-limit`); a token's own rate applies too, and
+    /// the stricter wins. `None`: only tokens minted with a rate are limited.
+    pub rate_limit: Option<crate::rate::Rate>,
 }
 
 impl Default for ApiSettings {
@@ -75,6 +80,7 @@ impl Default for ApiSettings {
             allow: Default::default(),
             max_concurrent_per_token: crate::http::HttpOptions::default()
                 .max_concurrent_per_credential,
+            rate_limit: None,
         }
     }
 }
@@ -98,6 +104,7 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
     let audit = settings.audit.clone();
     let allow = Arc::new(settings.allow.clone());
     let cap = crate::in_flight::InFlightCap::new(settings.max_concurrent_per_token);
+    let limiter = crate::rate::RateLimiter::new(settings.rate_limit);
     let local = crate::backend::LocalBackend::new(store.clone());
     routes::router(ApiState {
         store,
@@ -105,6 +112,7 @@ pub fn router_with(store: Arc<Store>, settings: ApiSettings) -> axum::Router {
         settings,
     })
     .layer(axum::middleware::from_fn(crate::panics::answer_panics))
+    .layer(axum::middleware::from_fn_with_state(limiter, rate::meter))
     .layer(axum::middleware::from_fn_with_state(cap, in_flight::limit))
     // Before any other work, a request from a foreign page or host name is refused.
     .layer(axum::middleware::from_fn_with_state(
@@ -154,6 +162,8 @@ pub struct ApiError {
     /// The paths of a merge that conflicts (a git source's update), also named in
     /// `detail`.
     conflicts: Vec<String>,
+    /// Seconds for `Retry-After`, on a `429`.
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -170,6 +180,15 @@ impl ApiError {
             status,
             detail: detail.into(),
             conflicts: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 past the credential's rate, saying when to retry (also as `Retry-After`).
+    pub fn rate_limited(limited: crate::rate::Limited) -> Self {
+        Self {
+            retry_after: Some(limited.retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, limited.to_string())
         }
     }
 
@@ -218,9 +237,14 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if matches!(
             self.status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
         ) {
             response
                 .extensions_mut()
@@ -237,6 +261,7 @@ impl From<StoreError> for ApiError {
                 status: StatusCode::CONFLICT,
                 detail: e.to_string(),
                 conflicts: paths.clone(),
+                retry_after: None,
             };
         }
         let status = match &e {

@@ -303,6 +303,9 @@ struct TokenBody {
     paths: Vec<String>,
     #[serde(default)]
     can_delegate: bool,
+    /// The token's own rate limit (`60/m`, `10/s,burst=5`).
+    #[serde(default)]
+    rate: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -317,6 +320,8 @@ struct TokenAnswer {
     read_only: bool,
     paths: Vec<String>,
     can_delegate: bool,
+    /// `null` when the token has no rate of its own.
+    rate: Option<String>,
 }
 
 impl TokenAnswer {
@@ -329,6 +334,7 @@ impl TokenAnswer {
             read_only: info.read_only,
             paths: info.paths,
             can_delegate: info.can_delegate,
+            rate: info.rate.map(|r| r.to_string()),
         }
     }
 }
@@ -1073,6 +1079,12 @@ async fn create_token(
     if body.repo_ids.is_empty() {
         return Err(ApiError::unprocessable("repo_ids is empty"));
     }
+    let rate = body
+        .rate
+        .as_deref()
+        .map(|r| r.parse::<crate::rate::Rate>())
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(format!("rate: {e}")))?;
     let ids = body
         .repo_ids
         .iter()
@@ -1090,6 +1102,7 @@ async fn create_token(
             read_only: body.read_only,
             paths: body.paths,
             can_delegate: body.can_delegate,
+            rate,
             parent: None,
         })
         .map_err(|e| ApiError::forbidden(e.to_string()))?;

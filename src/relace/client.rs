@@ -263,6 +263,8 @@ struct WireTokenRequest<'a> {
     paths: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     can_delegate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +281,8 @@ struct WireToken {
     paths: Vec<String>,
     #[serde(default)]
     can_delegate: bool,
+    #[serde(default)]
+    rate: Option<String>,
 }
 
 impl WireToken {
@@ -294,6 +298,7 @@ impl WireToken {
             read_only: self.read_only,
             paths: self.paths.clone(),
             can_delegate: self.can_delegate,
+            rate: self.rate.as_deref().and_then(|r| r.parse().ok()),
             lineage: Vec::new(),
         }
     }
@@ -940,7 +945,7 @@ impl RelaceClient {
 
     /// `POST /repo_token`. A write: a failure after sending is reported, not retried.
     ///
-    /// `read_only`, `paths` and `can_delegate` are this product's extensions: sent only
+    /// `read_only`, `paths`, `can_delegate` and `rate` are this product's extensions: sent only
     /// when asked for, and checked in the answer. An API that does not echo them (the
     /// hosted service) minted a token wider than asked: that token is deleted at once
     /// and the call fails, so an extension is never silently dropped.
@@ -955,6 +960,7 @@ impl RelaceClient {
             read_only: spec.read_only,
             paths: &paths,
             can_delegate: spec.can_delegate,
+            rate: spec.rate.map(|r| r.to_string()),
         });
         let wire: WireToken = self
             .call(Method::POST, "/repo_token", body, Safety::Write)
@@ -969,10 +975,11 @@ impl RelaceClient {
         if wire.read_only != spec.read_only
             || echoed != paths
             || wire.can_delegate != spec.can_delegate
+            || wire.rate.as_deref().and_then(|r| r.parse().ok()) != spec.rate
         {
             let deleted = self.delete_token(&token).await;
             return Err(RelaceError::Unsupported(format!(
-                "the Relace API at {} does not support read_only, paths or can_delegate on repo tokens, \
+                "the Relace API at {} does not support read_only, paths, can_delegate or rate on repo tokens, \
                  so the token it minted would grant more than asked; {}. Mint without those fields, \
                  or use a `scoped-repo-mcp api` server",
                 self.base,

@@ -143,6 +143,8 @@ pub struct RepoServer {
     tool_router: ToolRouter<Self>,
     /// Where every tool call is recorded.
     audit: crate::audit::Recorder,
+    /// The per-credential rate limits every tool call is charged to.
+    rate: Arc<crate::rate::RateLimiter>,
 }
 
 /// Why a tool call did not succeed, before it becomes a tool error.
@@ -206,6 +208,7 @@ pub(crate) fn respond<T: Serialize>(
             Ok(result)
         }
         Err(ToolFailure::Refused(message)) => {
+            crate::rate::refused();
             tracing::info!(tool, reason = %message, "tool call refused");
             Ok(CallToolResult::error(vec![ContentBlock::text(message)]))
         }
@@ -250,6 +253,7 @@ impl RepoServer {
             credential_checked: false,
             tool_router: router,
             audit: Default::default(),
+            rate: Default::default(),
         }
     }
 
@@ -264,6 +268,7 @@ impl RepoServer {
             credential_checked: false,
             tool_router: Self::all_tools(),
             audit: Default::default(),
+            rate: Default::default(),
         }
     }
 
@@ -284,6 +289,11 @@ impl RepoServer {
     /// This server recording every tool call in `audit`.
     pub fn with_audit(self, audit: crate::audit::Recorder) -> Self {
         Self { audit, ..self }
+    }
+
+    /// This server charging every tool call to its credential's bucket in `rate`.
+    pub fn with_rate_limit(self, rate: Arc<crate::rate::RateLimiter>) -> Self {
+        Self { rate, ..self }
     }
 
     /// Where this server records its tool calls.
@@ -330,6 +340,7 @@ impl RepoServer {
         let id: RepoId = repo_id.parse()?;
         self.check_credential().await?;
         self.scope.admit(tool.right, &id)?;
+        self.charge()?;
         Ok(id)
     }
 
@@ -341,7 +352,15 @@ impl RepoServer {
     ) -> Result<(), ToolFailure> {
         self.check_credential().await?;
         self.scope.admit_all(tool.right, repo_ids)?;
+        self.charge()?;
         Ok(())
+    }
+
+    /// Charge the call to its credential's rate, once it has passed the guard: a call
+    /// the guard refuses has done no work and costs nothing.
+    fn charge(&self) -> Result<(), ToolFailure> {
+        crate::rate::charge(&self.scope)
+            .map_err(|limited| ToolFailure::Refused(limited.to_string()))
     }
 
     /// A repo token behind the session is re-checked on every call (by the front
@@ -479,7 +498,11 @@ impl ServerHandler for RepoServer {
         let server = self.for_request(&context)?;
         let fields = repo_fields(&request.name);
         let audit = crate::audit::ToolCall::begin(&server.audit, &server.scope, &request, fields);
-        audit.run(server.dispatch(request, context)).await
+        let rate = server.rate.clone();
+        // A call refused after its charge (a later check of the guard, a bad path) gets
+        // it back through `respond`; other failures did work and keep it.
+        let work = crate::rate::metered(&rate, server.dispatch(request, context), |_| false);
+        audit.run(work).await
     }
 
     async fn list_tools(
@@ -544,7 +567,9 @@ impl ServerHandler for RepoServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let server = self.for_request(&context)?;
-        match unwind(resources::read(&server, &request.uri)).await {
+        let read = unwind(resources::read(&server, &request.uri));
+        // A resource read is work like a tool call, charged by the same guard.
+        match crate::rate::metered(&server.rate.clone(), read, |_| false).await {
             Ok(read) => read.map(ReadResourceResponse::Complete),
             Err(cause) => {
                 tracing::error!(cause = %cause, "resource read panicked");

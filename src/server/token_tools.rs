@@ -170,6 +170,8 @@ impl RepoServer {
             read_only: req.read_only,
             paths: req.paths,
             can_delegate: req.can_delegate,
+            // The tool takes no rate: a child inherits its minting token's own.
+            rate: None,
             parent: None,
         })?;
         crate::rules::token_paths(&spec.paths)?;

@@ -317,6 +317,8 @@ impl Db {
         ("paths", "TEXT NOT NULL DEFAULT '[]'"),
         ("can_delegate", "INTEGER NOT NULL DEFAULT 0"),
         ("parent", "TEXT"),
+        // A rate as `Rate` prints it (`120/m,burst=20`); NULL: none of its own.
+        ("rate", "TEXT"),
     ];
 
     fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -508,8 +510,8 @@ impl Db {
         let ids: Vec<String> = info.repo_ids.iter().map(ToString::to_string).collect();
         self.conn()
             .execute(
-                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at, read_only, paths, can_delegate, parent) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at, read_only, paths, can_delegate, parent, rate) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     hash,
                     info.name,
@@ -519,7 +521,8 @@ impl Db {
                     info.read_only,
                     serde_json::to_string(&info.paths).expect("list serializes"),
                     info.can_delegate,
-                    parent
+                    parent,
+                    info.rate.map(|r| r.to_string())
                 ],
             )
             .map_err(db_err)?;
@@ -530,6 +533,7 @@ impl Db {
         let hash: String = r.get(0)?;
         let ids: String = r.get(2)?;
         let paths: String = r.get(7)?;
+        let rate: Option<String> = r.get(10)?;
         Ok(TokenRow {
             id: hash[..12.min(hash.len())].to_string(),
             info: TokenInfo {
@@ -541,6 +545,12 @@ impl Db {
                 // everything.
                 paths: serde_json::from_str(&paths).unwrap_or_else(|_| vec![String::new()]),
                 can_delegate: r.get(8)?,
+                // A stored rate that no longer reads (written by a later version) allows
+                // the least: one call an hour.
+                rate: rate.map(|r| {
+                    r.parse()
+                        .unwrap_or_else(|_| crate::rules::Rate::new(1, 3600, 1).expect("valid"))
+                }),
                 lineage: Vec::new(),
             },
             created_at: r.get(3)?,
@@ -575,7 +585,7 @@ impl Db {
         let row = self
             .conn()
             .query_row(
-                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent FROM tokens WHERE hash = ?1",
+                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate FROM tokens WHERE hash = ?1",
                 params![hash],
                 Self::token_from_row,
             )
@@ -593,7 +603,7 @@ impl Db {
     pub(crate) fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent FROM tokens ORDER BY created_at, hash")
+            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate FROM tokens ORDER BY created_at, hash")
             .map_err(db_err)?;
         let rows = stmt
             .query_map([], Self::token_from_row)

@@ -940,6 +940,7 @@ impl Store {
             read_only: spec.read_only,
             paths,
             can_delegate: spec.can_delegate,
+            rate: spec.rate,
             lineage: Vec::new(),
         };
         let hash = secrets::hash(&token);

@@ -598,6 +598,7 @@ async fn caller_sized_fields_leave_small_audit_rows() {
             read_only: true,
             paths: vec![],
             can_delegate: false,
+            rate: None,
             parent: None,
         })
         .unwrap()

@@ -19,6 +19,7 @@ fn mint(h: &Harness, repos: &[RepoId], read_only: bool, paths: &[&str], delegate
             read_only,
             paths: paths.iter().map(|p| p.to_string()).collect(),
             can_delegate: delegate,
+            rate: None,
             parent: None,
         })
         .unwrap()

@@ -95,6 +95,7 @@ fn read_only_token(h: &Harness, repo: RepoId) -> String {
             read_only: true,
             paths: vec![],
             can_delegate: false,
+            rate: None,
             parent: None,
         })
         .unwrap()

@@ -19,6 +19,7 @@ mod progress;
 mod push_path;
 mod ranked;
 mod ranked_disk;
+mod rate;
 mod refusals;
 mod regression;
 mod rg_agreement;
