@@ -33,19 +33,76 @@ async fn start_api(h: &Harness, stderr: Stdio) -> ApiChild {
 /// `api` on `h`'s store with these extra flags.
 pub(crate) async fn start_api_with(h: &Harness, stderr: Stdio, flags: &[&str]) -> ApiChild {
     let key = h.store.create_account_key("api tests").unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--data-dir")
-        .arg(h.data_dir())
-        .args(["api", "--listen", "127.0.0.1:0"])
-        .args(flags)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
+    ApiBuilder::on(h.data_dir(), key)
+        .flags(flags)
         .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = listening_line(child.stdout.take().unwrap()).await;
-    ApiChild { base, key, child }
+        .start()
+        .await
+}
+
+/// The one way tests start `scoped-repo-mcp api` as a process: on a data directory,
+/// listening on 127.0.0.1:0, with no credential or scope from the environment, killed
+/// when dropped. `key` is an account key of that store, handed back in the
+/// [`ApiChild`] for the test to use.
+pub(crate) struct ApiBuilder {
+    data_dir: std::path::PathBuf,
+    key: String,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+    stderr: Stdio,
+}
+
+impl ApiBuilder {
+    pub(crate) fn on(data_dir: &std::path::Path, key: impl Into<String>) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            key: key.into(),
+            flags: Vec::new(),
+            env: vec![("RUST_LOG".into(), "debug".into())],
+            stderr: Stdio::null(),
+        }
+    }
+
+    /// Extra flags after `api --listen 127.0.0.1:0`.
+    pub(crate) fn flags(mut self, flags: &[&str]) -> Self {
+        self.flags.extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// An environment variable of the process (`PATH`, `RUST_LOG`, …).
+    pub(crate) fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Where its log goes (default: nowhere).
+    pub(crate) fn stderr(mut self, stderr: impl Into<Stdio>) -> Self {
+        self.stderr = stderr.into();
+        self
+    }
+
+    pub(crate) async fn start(self) -> ApiChild {
+        let mut child = tokio::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["api", "--listen", "127.0.0.1:0"])
+            .args(&self.flags)
+            .env_remove("RELACE_API_KEY")
+            .env_remove("SCOPED_REPO_IDS")
+            .envs(self.env)
+            .stdout(Stdio::piped())
+            .stderr(self.stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let base = listening_line(child.stdout.take().unwrap()).await;
+        ApiChild {
+            base,
+            key: self.key,
+            child,
+        }
+    }
 }
 
 /// The base URL in the first line `api` prints: `listening on http://…/v1`.

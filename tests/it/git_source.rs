@@ -304,36 +304,13 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
 
 /// The downstream `api` with `path` as its PATH (to run a recording git).
 async fn start_api_env(h: &Harness, log: &Path, path: &str, allowed: &str) -> ApiChild {
-    use tokio::io::AsyncBufReadExt as _;
     let key = h.store.create_account_key("api tests").unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--data-dir")
-        .arg(h.data_dir())
-        .args([
-            "api",
-            "--listen",
-            "127.0.0.1:0",
-            "--allowed-git-host",
-            allowed,
-        ])
-        .env("RUST_LOG", "debug")
+    crate::api::ApiBuilder::on(h.data_dir(), key)
+        .flags(&["--allowed-git-host", allowed])
         .env("PATH", path)
-        .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    tokio::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+        .start()
         .await
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    ApiChild { base, key, child }
 }
 
 #[tokio::test(flavor = "multi_thread")]

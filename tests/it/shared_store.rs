@@ -11,7 +11,7 @@ use rmcp::ServiceExt;
 use rmcp::transport::TokioChildProcess;
 use scoped_repo_mcp::model::RepoId;
 
-use crate::api::{ApiChild, send};
+use crate::api::{ApiBuilder, ApiChild, send};
 use crate::common::{BIN, Client, call, ok, refused};
 
 /// A data directory that only child processes open: no connection of this test
@@ -81,14 +81,7 @@ impl SharedDir {
     /// `api` on this directory, with an account key made by `key create`.
     pub(crate) async fn api(&self) -> ApiChild {
         let key = self.cli(&["key", "create", "--name", "ops"]).await;
-        let mut child = self
-            .command(&["api", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = crate::api::listening_line(child.stdout.take().unwrap()).await;
-        ApiChild { base, key, child }
+        ApiBuilder::on(self.path(), key).start().await
     }
 
     /// A stdio MCP client of `serve` with these arguments and environment.

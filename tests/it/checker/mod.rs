@@ -174,24 +174,11 @@ async fn start_http(dir: &SharedDir) -> HttpServe {
 
 async fn start_api(dir: &SharedDir, key: &str, upstream_port: u16) -> ApiChild {
     let allowed = format!("127.0.0.1:{upstream_port}");
-    let mut child = dir
-        .command(&[
-            "api",
-            "--listen",
-            "127.0.0.1:0",
-            "--allowed-git-host",
-            &allowed,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = crate::api::listening_line(child.stdout.take().unwrap()).await;
-    ApiChild {
-        base,
-        key: key.to_string(),
-        child,
-    }
+    crate::api::ApiBuilder::on(dir.path(), key)
+        .flags(&["--allowed-git-host", &allowed])
+        .env("RUST_LOG", "info")
+        .start()
+        .await
 }
 
 fn kill9(pid: u32) {
