@@ -302,6 +302,30 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
     );
 }
 
+/// A repo made by `POST /v1/repo` from the upstream's git URL, which must succeed.
+async fn made_from(api: &ApiChild, up: &Upstream) -> RepoId {
+    let (s, created) = send(
+        Method::POST,
+        format!("{}/repo", api.base),
+        Some(&api.key),
+        Some(json!({"source": {"type": "git", "url": up.url()}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{created}");
+    created["repo_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// `POST /v1/repo/{id}/update` from the upstream's git URL: its status and body.
+async fn pull(api: &ApiChild, id: &RepoId, up: &Upstream) -> (StatusCode, Value) {
+    send(
+        Method::POST,
+        format!("{}/repo/{id}/update", api.base),
+        Some(&api.key),
+        Some(json!({"source": {"type": "git", "url": up.url()}})),
+    )
+    .await
+}
+
 /// The downstream `api` with `path` as its PATH (to run a recording git).
 async fn start_api_env(h: &Harness, log: &Path, path: &str, allowed: &str) -> ApiChild {
     let key = h.store.create_account_key("api tests").unwrap();
@@ -318,16 +342,7 @@ async fn a_conflicting_update_answers_409_with_the_paths_and_changes_nothing() {
     let up = Upstream::new().await;
     let h = Harness::new();
     let api = downstream(&h, &h.data_dir().join("api.log"), &up).await;
-    let key = Some(api.key.as_str());
-    let (s, created) = send(
-        Method::POST,
-        format!("{}/repo", api.base),
-        key,
-        Some(json!({"source": {"type": "git", "url": up.url()}})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{created}");
-    let id: RepoId = created["repo_id"].as_str().unwrap().parse().unwrap();
+    let id = made_from(&api, &up).await;
     commit(
         &h,
         &id,
@@ -345,13 +360,7 @@ async fn a_conflicting_update_answers_409_with_the_paths_and_changes_nothing() {
     let before = h.store.head(&id).unwrap();
     let objects = object_files(&h.store.git_dir(&id));
 
-    let (s, body) = send(
-        Method::POST,
-        format!("{}/repo/{id}/update", api.base),
-        key,
-        Some(json!({"source": {"type": "git", "url": up.url()}})),
-    )
-    .await;
+    let (s, body) = pull(&api, &id, &up).await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["conflicts"], json!(["src/a.txt"]));
     assert!(
@@ -391,26 +400,12 @@ async fn a_fetched_commit_breaking_the_rules_is_refused_and_changes_nothing() {
     let h = Harness::new();
     let api = downstream(&h, &h.data_dir().join("api.log"), &up).await;
     let key = Some(api.key.as_str());
-    let (s, created) = send(
-        Method::POST,
-        format!("{}/repo", api.base),
-        key,
-        Some(json!({"source": {"type": "git", "url": up.url()}})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{created}");
-    let id: RepoId = created["repo_id"].as_str().unwrap().parse().unwrap();
+    let id = made_from(&api, &up).await;
     let before = h.store.head(&id).unwrap();
     let objects = object_files(&h.store.git_dir(&id));
     let bad = push_symlink_behind_the_stores_back(&up);
 
-    let (s, body) = send(
-        Method::POST,
-        format!("{}/repo/{id}/update", api.base),
-        key,
-        Some(json!({"source": {"type": "git", "url": up.url()}})),
-    )
-    .await;
+    let (s, body) = pull(&api, &id, &up).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(
