@@ -222,6 +222,7 @@ fuzz_target!(|data: &[u8]| {
             paths: vec!["src/**".into()],
             can_delegate: false,
             parent: None,
+            rate: None,
         };
         let got = clean("create_token", status, c.create_token(&spec).await);
         assert!(
