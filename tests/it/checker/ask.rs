@@ -77,7 +77,14 @@ impl Checker {
                         self.agree(ids.contains(&repo.to_string()), || {
                             format!("http session of live token #{i} lists {ids:?}, not {repo}")
                         });
-                        let _ = c.cancel().await;
+                        // Kept open: a revocation must cut it at its next call.
+                        if !p.live_http.iter().any(|(t, _)| *t == i) {
+                            p.live_http.push((i, c));
+                        }
+                        if p.live_http.len() > LIVE_HTTP_SESSIONS {
+                            let (_, old) = p.live_http.remove(0);
+                            let _ = old.cancel().await;
+                        }
                     }
                     Err(e) => self.fail(format!("http refused live token #{i}: {e}")),
                 }
@@ -92,6 +99,26 @@ impl Checker {
                     Err(e) => self.agree(e.starts_with("401") && e.contains("revoked"), || {
                         format!("http refused revoked token #{i} with: {e}")
                     }),
+                }
+                // A session opened while it was live is cut at its next call (rmcp's
+                // client reports the 401 as "Auth required"; the words are checked
+                // on a new request just above).
+                if let Some(k) = p.live_http.iter().position(|(t, _)| *t == i) {
+                    let (_, live) = p.live_http.remove(k);
+                    let r = live
+                        .call_tool(
+                            rmcp::model::CallToolRequestParams::new("list_repos")
+                                .with_arguments(serde_json::Map::new()),
+                        )
+                        .await;
+                    let cut = match &r {
+                        Err(e) => e.to_string().contains("Auth required"),
+                        Ok(r) => !is_ok(r) && text(r).contains("revoked"),
+                    };
+                    self.agree(cut, || {
+                        format!("a live http session on revoked token #{i} answered: {r:?}")
+                    });
+                    self.sessions_cut += 1;
                 }
             }
             Life::Unsure => unreachable!(),

@@ -19,7 +19,11 @@ impl Checker {
             operator,
             on_token,
             delegate,
+            live_http,
         } = p;
+        for (_, c) in live_http {
+            let _ = c.cancel().await;
+        }
         api.child.wait().await.unwrap();
         http.child.wait().await.unwrap();
         for s in on_token.into_iter().map(|(_, s)| s).chain([delegate.1]) {
@@ -120,13 +124,14 @@ impl Checker {
             });
         }
         eprintln!(
-            "checker: seed {}, {} operations, {} kills, {} tokens, {} repos, {} keys: nothing lost",
+            "checker: seed {}, {} operations, {} kills, {} tokens, {} repos, {} keys, {} live HTTP sessions cut by revocation: nothing lost",
             self.seed,
             self.ops,
             self.kills,
             self.tokens.len(),
             self.repos.len(),
-            self.keys.len()
+            self.keys.len(),
+            self.sessions_cut
         );
     }
 }

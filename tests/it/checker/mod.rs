@@ -107,7 +107,12 @@ struct Processes {
     on_token: Vec<(usize, StdioServe)>,
     /// The server on the delegating token; its index in the model.
     delegate: (usize, StdioServe),
+    /// MCP sessions over HTTP opened while their token was live, by token index.
+    live_http: Vec<(usize, Client)>,
 }
+
+/// How many of those sessions are kept open at once (the oldest is closed).
+const LIVE_HTTP_SESSIONS: usize = 8;
 
 struct Checker {
     dir: SharedDir,
@@ -124,6 +129,8 @@ struct Checker {
     counter: u64,
     kills: usize,
     ops: usize,
+    /// Live HTTP sessions seen cut at their next call after their token's revocation.
+    sessions_cut: usize,
 }
 
 fn seconds() -> u64 {
@@ -313,6 +320,7 @@ async fn every_kind_of_process_agrees_on_every_answered_write_through_kills() {
         counter: 0,
         kills: 0,
         ops: 0,
+        sessions_cut: 0,
     };
     let mut serves = Vec::new();
     for r in [a, b] {
@@ -363,6 +371,7 @@ async fn every_kind_of_process_agrees_on_every_answered_write_through_kills() {
         operator,
         on_token: serves,
         delegate,
+        live_http: Vec::new(),
     };
 
     while Instant::now() < deadline {

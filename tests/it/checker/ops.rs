@@ -457,6 +457,8 @@ impl Checker {
                 kill9(p.http.child.id().unwrap());
                 p.http.child.wait().await.unwrap();
                 p.http = start_http(&self.dir).await;
+                // Its sessions died with it.
+                p.live_http.clear();
                 self.note("kill -9 http serve".into());
             }
             3 => {
