@@ -4,14 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use scoped_repo_mcp::api;
 use scoped_repo_mcp::audit::{Surface, Trail};
-use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{
+use scoped_repo_mcp::run::cli::{Cli, Command};
+use scoped_repo_mcp::run::config::{
     ServeConfig, allow_lists, api_max_token_ttl, audit_retention, connection_limits, data_dir,
     index_memory, max_concurrent_per_token, rate_limit,
 };
+use scoped_repo_mcp::run::{admin, serve};
 use scoped_repo_mcp::store::{Limits, Store};
-use scoped_repo_mcp::{admin, api, serve};
 
 /// Two settings of glibc's allocator, for a server that runs for weeks (an operator's
 /// own `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` wins over each):

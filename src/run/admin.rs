@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::audit::command_row;
-use crate::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
-use crate::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::git_source::{FetchLimits, GitProgram, GitSource};
 use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
+use crate::run::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
+use crate::run::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::store::{AuditQuery, AuditRow, ImportProgress, Store, StoreError};
 use crate::text::one_line;
 

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
 use crate::connections::ConnectionLimits;
 use crate::http::HttpOptions;
 use crate::model::RepoId;
 use crate::origin::AllowLists;
+use crate::run::cli::{BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
