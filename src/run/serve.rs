@@ -10,28 +10,12 @@ use crate::audit::{Recorder, Surface as AuditSurface, Trail};
 use crate::backend::{Backend, LocalBackend};
 use crate::http::Resolver;
 use crate::model::RepoId;
-use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
-use crate::run::cli::BackendKind;
-use crate::run::config::{ConfigError, ServeConfig};
+use crate::relace::RelaceBackend;
+use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
-use crate::store::{Limits, Store, StoreError, secrets};
+use crate::store::{Store, StoreError, secrets};
 use tokio_util::sync::CancellationToken;
-
-/// Open the embedded store in `config.data_dir`.
-pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>, ConfigError> {
-    Store::open(&config.data_dir, Limits::default())
-        .map(|s| {
-            s.set_index_memory(config.index_memory);
-            Arc::new(s)
-        })
-        .map_err(|e| {
-            ConfigError(format!(
-                "cannot open the store in {}: {e}; check the path and its permissions, or pass another --data-dir",
-                config.data_dir.display()
-            ))
-        })
-}
 
 /// The operator's repo set: `--repo` plus the `--import` directory, each checked to
 /// exist in the store.
@@ -107,10 +91,7 @@ async fn stdio_scope(
 }
 
 /// Work out the session's scope from the operator's flags and the credential.
-pub async fn local_scope(
-    config: &ServeConfig,
-    backend: &LocalBackend,
-) -> Result<Scope, ConfigError> {
+async fn local_scope(config: &ServeConfig, backend: &LocalBackend) -> Result<Scope, ConfigError> {
     let repos = operator_repos(config, backend.store())?;
     let place = format!("in the store at {}", config.data_dir.display());
     stdio_scope(
@@ -141,20 +122,6 @@ fn warm_line_indexes(store: Arc<Store>, repos: Vec<RepoId>) {
     }
 }
 
-/// Build the server `serve` runs, on the local backend.
-pub async fn build_local_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
-    let backend = LocalBackend::new(open_store(config)?);
-    let scope = local_scope(config, &backend).await?;
-    warm_line_indexes(backend.store().clone(), scope.repos().copied().collect());
-    Ok(RepoServer::new(
-        Arc::new(backend) as Arc<dyn Backend>,
-        scope,
-        settings(config),
-    )
-    .with_audit(recorder(config, AuditSurface::Stdio))
-    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
-}
-
 /// The audit trail of `config`'s data directory, for calls arriving on `surface`.
 fn recorder(config: &ServeConfig, surface: AuditSurface) -> Recorder {
     Recorder::new(
@@ -166,10 +133,7 @@ fn recorder(config: &ServeConfig, surface: AuditSurface) -> Recorder {
 /// Work out the scope of a session on the Relace API: a repo token's own repos (asked
 /// of the API), narrowed by `--repo`; or, for an account key, the `--repo` set, each
 /// checked to exist.
-pub async fn relace_scope(
-    config: &ServeConfig,
-    backend: &RelaceBackend,
-) -> Result<Scope, ConfigError> {
+async fn relace_scope(config: &ServeConfig, backend: &RelaceBackend) -> Result<Scope, ConfigError> {
     let base = backend.client().base().to_string();
     if config.api_key.is_none() {
         return Err(ConfigError("--backend relace needs RELACE_API_KEY".into()));
@@ -206,35 +170,23 @@ pub async fn relace_scope(
     .await
 }
 
-/// Build the server `serve` runs, on the Relace API.
-pub async fn build_relace_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
-    let policy = RetryPolicy {
-        timeout: config.request_timeout,
-        ..RetryPolicy::default()
-    };
-    let credential = config.api_key.as_deref().unwrap_or_default();
-    let client = RelaceClient::new(&config.base_url, credential, policy)
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let backend = RelaceBackend::new(client);
-    let scope = relace_scope(config, &backend).await?;
-    tracing::info!(base = %config.base_url, "routing tools through the Relace API");
-    let settings = ServerSettings {
-        max_token_ttl: config.max_token_ttl.as_secs(),
-        ..ServerSettings::default()
-    };
-    Ok(
-        RepoServer::new(Arc::new(backend) as Arc<dyn Backend>, scope, settings)
-            .with_audit(recorder(config, AuditSurface::Stdio))
-            .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
-    )
-}
-
-/// Build the server `serve` runs, on the configured backend.
+/// Build the server `serve` runs over stdio, on the configured backend.
 pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
-    match config.backend {
-        BackendKind::Local => build_local_server(config).await,
-        BackendKind::Relace => build_relace_server(config).await,
-    }
+    let (backend, scope): (Arc<dyn Backend>, Scope) = match config.open_backend()? {
+        ServeBackend::Local(backend) => {
+            let scope = local_scope(config, &backend).await?;
+            warm_line_indexes(backend.store().clone(), scope.repos().copied().collect());
+            (Arc::new(backend), scope)
+        }
+        ServeBackend::Relace { backend, .. } => {
+            let scope = relace_scope(config, &backend).await?;
+            tracing::info!(base = %config.base_url, "routing tools through the Relace API");
+            (Arc::new(backend), scope)
+        }
+    };
+    Ok(RepoServer::new(backend, scope, settings(config))
+        .with_audit(recorder(config, AuditSurface::Stdio))
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
 }
 
 /// Serve MCP over stdin/stdout until the client closes the stream, then write the
@@ -298,52 +250,36 @@ pub async fn serve_http(
         .http
         .clone()
         .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
-    let (server, resolver): (RepoServer, Arc<dyn crate::http::ScopeResolver>) = match config.backend
-    {
-        BackendKind::Local => {
-            let backend = LocalBackend::new(open_store(config)?);
-            let bound = OperatorBound {
-                repos: operator_repos(config, backend.store())?,
-                read_only: config.read_only,
-                allow_anonymous: http.allow_anonymous,
-            };
-            let resolver = Arc::new(Resolver::local(backend.clone(), bound));
-            let backend = Arc::new(backend) as Arc<dyn Backend>;
-            (
-                RepoServer::per_request(backend, settings(config))
-                    .with_audit(recorder(config, AuditSurface::Http))
-                    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
-                resolver,
-            )
-        }
-        BackendKind::Relace => {
-            let policy = RetryPolicy {
-                timeout: config.request_timeout,
-                ..RetryPolicy::default()
-            };
-            let credential = config.api_key.as_deref().unwrap_or_default();
-            let client = RelaceClient::new(&config.base_url, credential, policy)
-                .map_err(|e| ConfigError(e.to_string()))?;
-            let operator = Arc::new(RelaceBackend::new(client)) as Arc<dyn Backend>;
-            let bound = OperatorBound {
-                repos: config.repos.clone(),
-                read_only: config.read_only,
-                allow_anonymous: http.allow_anonymous,
-            };
-            let resolver = Arc::new(Resolver::relace(
-                &config.base_url,
-                policy,
-                bound,
-                operator.clone(),
-            ));
-            (
-                RepoServer::per_request(operator, settings(config))
-                    .with_audit(recorder(config, AuditSurface::Http))
-                    .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)),
-                resolver,
-            )
-        }
-    };
+    let (backend, resolver): (Arc<dyn Backend>, Arc<dyn crate::http::ScopeResolver>) =
+        match config.open_backend()? {
+            ServeBackend::Local(backend) => {
+                let bound = OperatorBound {
+                    repos: operator_repos(config, backend.store())?,
+                    read_only: config.read_only,
+                    allow_anonymous: http.allow_anonymous,
+                };
+                let resolver = Arc::new(Resolver::local(backend.clone(), bound));
+                (Arc::new(backend), resolver)
+            }
+            ServeBackend::Relace { backend, policy } => {
+                let operator = Arc::new(backend) as Arc<dyn Backend>;
+                let bound = OperatorBound {
+                    repos: config.repos.clone(),
+                    read_only: config.read_only,
+                    allow_anonymous: http.allow_anonymous,
+                };
+                let resolver = Arc::new(Resolver::relace(
+                    &config.base_url,
+                    policy,
+                    bound,
+                    operator.clone(),
+                ));
+                (operator, resolver)
+            }
+        };
+    let server = RepoServer::per_request(backend, settings(config))
+        .with_audit(recorder(config, AuditSurface::Http))
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit));
     let trail = server.audit().trail().clone();
     let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
     let served = crate::http::serve(
