@@ -48,11 +48,12 @@
 //!   smart HTTP with the gate a push passes before `main` moves.
 //!
 //! Start-up:
-//! - [`run`]: the start-up wing. [`run::cli`]: the command line as typed (clap);
-//!   [`run::config`]: validated settings, and the factory of the backend (every bad
-//!   setting fails there with a fix-it sentence); [`run::serve`]: start-up of `serve`
-//!   (the scope from flags and credential, then the transport), with
-//!   [`run::import`], the work-tree import of `--import`; [`run::admin`]: the `repo`,
+//! - [`run`]: the start-up wing, and the one Ctrl-C/SIGTERM handler of both servers.
+//!   [`run::cli`]: the command line as typed (clap); [`run::config`]: settings
+//!   validated from it (every bad setting fails there with a fix-it sentence), and the
+//!   factory of `serve`'s backend; [`run::serve`]: start-up of `serve` (the scope from
+//!   flags and credential, then the transport), with [`run::import`], the work-tree
+//!   import of `--import`; [`run::api`]: start-up of `api`; [`run::admin`]: the `repo`,
 //!   `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 

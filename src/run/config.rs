@@ -1,6 +1,6 @@
 //! Settings validated from the command line and environment: `ServeConfig`, the
-//! factory of `serve`'s backend (the one place that picks it). A bad setting fails
-//! here, with a sentence that says how to fix it.
+//! factory of `serve`'s backend (the one place that picks it), and `ApiConfig`. A bad
+//! setting fails here, with a sentence that says how to fix it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use crate::backend::LocalBackend;
 use crate::connections::ConnectionLimits;
+use crate::git_source::AllowedHosts;
 use crate::http::HttpOptions;
 use crate::model::RepoId;
 use crate::origin::AllowLists;
 use crate::rate::Rate;
 use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
-use crate::run::cli::{BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
+use crate::run::cli::{ApiArgs, BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
 use crate::store::{Limits, Store};
 
 /// A setting that cannot be used.
@@ -447,6 +448,49 @@ impl HttpSettings {
             allow_anonymous: args.allow_anonymous,
             options,
             connections: connection_limits(&args.connections)?,
+        })
+    }
+}
+
+/// Validated settings of `api`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The embedded store's directory.
+    pub data_dir: PathBuf,
+    /// Where to listen, as given (`--listen`); bound at start.
+    pub listen: String,
+    /// How long audit records are kept; zero: no audit trail.
+    pub audit_retention: Duration,
+    /// Connection cap and timeouts.
+    pub connections: ConnectionLimits,
+    /// Heap the search indexes of all repos may hold, in bytes.
+    pub index_memory: usize,
+    /// The longest lifetime a minted token may have, in seconds; `None`: no cap.
+    pub max_token_ttl: Option<u64>,
+    /// The hosts a git source may fetch from (`--allowed-git-host`).
+    pub allowed_git_hosts: AllowedHosts,
+    /// The `Host` and `Origin` values answered.
+    pub allow: AllowLists,
+    /// Requests in flight at once per credential.
+    pub max_concurrent_per_token: usize,
+    /// Every credential's rate; `None`: only the tokens' own.
+    pub rate_limit: Option<Rate>,
+}
+
+impl ApiConfig {
+    /// Validate `api`'s flags.
+    pub fn from_args(args: &ApiArgs, data_dir_flag: Option<&Path>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            data_dir: data_dir(data_dir_flag)?,
+            listen: args.listen.clone(),
+            audit_retention: audit_retention(&args.audit_retention)?,
+            connections: connection_limits(&args.connections)?,
+            index_memory: index_memory(args.index_memory.as_deref())?,
+            max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
+            allowed_git_hosts: AllowedHosts::parse(&args.allowed_git_hosts).map_err(ConfigError)?,
+            allow: allow_lists(&args.origins, &args.listen)?,
+            max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
+            rate_limit: rate_limit(args.rate_limit.as_deref())?,
         })
     }
 }

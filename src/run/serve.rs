@@ -12,6 +12,7 @@ use crate::http::Resolver;
 use crate::model::RepoId;
 use crate::relace::RelaceBackend;
 use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
+use crate::run::{StartError, runtime, shutdown_signal};
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
 use crate::store::{Store, StoreError, secrets};
@@ -189,6 +190,19 @@ pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigErro
         .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
 }
 
+/// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
+pub fn run(config: &ServeConfig) -> Result<(), StartError> {
+    runtime()?.block_on(async {
+        if config.http.is_some() {
+            run_http(config).await?;
+        } else {
+            let server = build_server(config).await?;
+            run_stdio(server).await?;
+        }
+        Ok(())
+    })
+}
+
 /// Serve MCP over stdin/stdout until the client closes the stream, then write the
 /// audit records still pending.
 pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
@@ -226,7 +240,7 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        shutdown_signal().await;
         tracing::info!("shutting down: finishing calls in flight");
         stop.cancel();
     });
@@ -294,21 +308,6 @@ pub async fn serve_http(
     .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
     trail.flush();
     served
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn settings(config: &ServeConfig) -> ServerSettings {
