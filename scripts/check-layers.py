@@ -26,7 +26,7 @@ LAYERS = [
     ["scope", "access", "audit", "backend", "in_flight", "origin", "rate"],
     ["relace", "server", "http", "connections", "panics"],
     ["api"],
-    ["config", "serve", "cli", "admin", "run"],
+    ["run"],
 ]
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"

@@ -48,20 +48,19 @@
 //!   smart HTTP with the gate a push passes before `main` moves.
 //!
 //! Start-up:
-//! - [`cli`]: the command line as typed (clap).
-//! - [`config`]: validated settings; every bad setting fails here with a fix-it sentence.
-//! - [`serve`]: start-up of `serve`: the store or the Relace client, the scope from flags
-//!   and credential, the work-tree import of `--import`, then the transport.
-//! - [`admin`]: the `repo`, `token`, `key` and `audit` commands.
+//! - [`run`]: the start-up wing, and the one Ctrl-C/SIGTERM handler of both servers.
+//!   [`run::cli`]: the command line as typed (clap); [`run::config`]: settings
+//!   validated from it (every bad setting fails there with a fix-it sentence), and the
+//!   factory of `serve`'s backend; [`run::serve`]: start-up of `serve` (the scope from
+//!   flags and credential, then the transport), with [`run::import`], the work-tree
+//!   import of `--import`; [`run::api`]: start-up of `api`; [`run::admin`]: the `repo`,
+//!   `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 
 pub mod access;
-pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod backend;
-pub mod cli;
-pub mod config;
 pub mod connections;
 pub mod git_source;
 pub mod http;
@@ -75,9 +74,9 @@ pub mod ranked;
 pub mod rate;
 pub mod relace;
 pub mod rules;
+pub mod run;
 pub mod scope;
 pub mod search;
-pub mod serve;
 pub mod server;
 pub mod store;
 pub mod text;

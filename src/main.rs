@@ -2,16 +2,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use scoped_repo_mcp::audit::{Surface, Trail};
-use scoped_repo_mcp::cli::{Cli, Command};
-use scoped_repo_mcp::config::{
-    ServeConfig, allow_lists, api_max_token_ttl, audit_retention, connection_limits, data_dir,
-    index_memory, max_concurrent_per_token, rate_limit,
-};
-use scoped_repo_mcp::store::{Limits, Store};
-use scoped_repo_mcp::{admin, api, serve};
+use scoped_repo_mcp::run::cli::{Cli, Command};
+use scoped_repo_mcp::run::config::{ApiConfig, ServeConfig};
+use scoped_repo_mcp::run::{self, admin};
 
 /// Two settings of glibc's allocator, for a server that runs for weeks (an operator's
 /// own `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` wins over each):
@@ -64,7 +58,7 @@ fn main() -> ExitCode {
                 .add_directive("rmcp=info".parse().expect("a valid directive")),
         )
         .init();
-    match run(cli) {
+    match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -73,135 +67,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir.as_deref();
     match &cli.command {
-        Command::Serve(args) => {
-            let config = ServeConfig::from_args(args, cli.data_dir.as_deref())?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async {
-                if config.http.is_some() {
-                    serve::run_http(&config).await?;
-                } else {
-                    let server = serve::build_server(&config).await?;
-                    serve::run_stdio(server).await?;
-                }
-                anyhow::Ok(())
-            })
-        }
+        Command::Serve(args) => run::serve::run(&ServeConfig::from_args(args, data_dir)?)?,
+        Command::Api(args) => run::api::run(&ApiConfig::from_args(args, data_dir)?)?,
         Command::GitPreReceive => {
-            // Run by git inside a push: the ref updates on stdin, the refusal to stderr
-            // (git relays it to the pusher).
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
-                .context("cannot read the pushed ref updates")?;
-            if api::git::pre_receive(&input, &mut std::io::stderr()) {
-                Ok(())
-            } else {
+            // Run by git inside a push; a refused push exits with 1.
+            if !run::git_pre_receive()? {
                 std::process::exit(1)
             }
         }
-        Command::Api(args) => {
-            let dir = data_dir(cli.data_dir.as_deref())?;
-            let retention = audit_retention(&args.audit_retention)?;
-            let limits = connection_limits(&args.connections)?;
-            let index_bytes = index_memory(args.index_memory.as_deref())?;
-            let store = Store::open(&dir, Limits::default())
-                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
-            store.set_index_memory(index_bytes);
-            let exe = std::env::current_exe()
-                .context("cannot find this program's own path, which git's push hook runs")?;
-            let git = api::git::GitSupport::find(&dir, exe)?;
-            let trail = Trail::open(&dir, retention, Surface::Api);
-            let settings = api::ApiSettings {
-                max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
-                audit: trail.clone(),
-                git: Some(std::sync::Arc::new(git)),
-                allowed_git_hosts: scoped_repo_mcp::git_source::AllowedHosts::parse(
-                    &args.allowed_git_hosts,
-                )
-                .map_err(anyhow::Error::msg)?,
-                allow: allow_lists(&args.origins, &args.listen)?,
-                max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
-                rate_limit: rate_limit(args.rate_limit.as_deref())?,
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(&args.listen)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot listen on {}; pass another --listen ADDR:PORT (port 0 picks a free one)",
-                            args.listen
-                        )
-                    })?;
-                let addr = listener.local_addr()?;
-                // The bound address on stdout, so scripts and tests can use port 0.
-                println!("listening on http://{addr}/v1");
-                tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    stop.cancel();
-                });
-                let served = api::serve_until(
-                    listener,
-                    std::sync::Arc::new(store),
-                    settings,
-                    limits,
-                    shutdown,
-                )
-                .await;
-                // The records of the last requests outlive the process.
-                trail.flush();
-                served?;
-                tracing::info!("API server stopped");
-                anyhow::Ok(())
-            })
-        }
-        command => {
-            let dir = data_dir(cli.data_dir.as_deref())?;
-            let store = Store::open(&dir, Limits::default())
-                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
-            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
-            match command {
-                Command::Repo { command } => admin::repo(&store, command, &mut out, &mut err)?,
-                Command::Token { command } => admin::token(&store, command, &mut out, &mut err)?,
-                Command::Key { command } => admin::key(&store, command, &mut out, &mut err)?,
-                Command::Audit(args) => admin::audit(&store, args, &mut out)?,
-                Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
-                    unreachable!("handled above")
-                }
-            }
-            Ok(())
-        }
+        command => admin::run(data_dir, command)?,
     }
+    Ok(())
 }

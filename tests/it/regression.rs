@@ -876,10 +876,10 @@ mod http_limits {
 
     use clap::Parser;
     use futures::StreamExt;
-    use scoped_repo_mcp::cli::{Cli, Command};
-    use scoped_repo_mcp::config::ServeConfig;
     use scoped_repo_mcp::connections::ConnectionLimits;
     use scoped_repo_mcp::http::Lifecycle;
+    use scoped_repo_mcp::run::cli::{Cli, Command};
+    use scoped_repo_mcp::run::config::ServeConfig;
     use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -932,7 +932,7 @@ mod http_limits {
             let stop = CancellationToken::new();
             let (l, s) = (lifecycle.clone(), stop.clone());
             tokio::spawn(async move {
-                scoped_repo_mcp::serve::serve_http(&config, listener, l, s)
+                scoped_repo_mcp::run::serve::serve_http(&config, listener, l, s)
                     .await
                     .unwrap()
             });

@@ -1,16 +1,22 @@
-//! Settings validated from the command line and environment: the one `Config` that
-//! builds the store, the scope and the server. A bad setting fails here, with a
-//! sentence that says how to fix it.
+//! Settings validated from the command line and environment: `ServeConfig`, the
+//! factory of `serve`'s backend (the one place that picks it), and `ApiConfig`. A bad
+//! setting fails here, with a sentence that says how to fix it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
+use crate::backend::LocalBackend;
 use crate::connections::ConnectionLimits;
+use crate::git_source::AllowedHosts;
 use crate::http::HttpOptions;
 use crate::model::RepoId;
 use crate::origin::AllowLists;
+use crate::rate::Rate;
+use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
+use crate::run::cli::{ApiArgs, BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
+use crate::store::{Limits, Store};
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +235,7 @@ pub struct ServeConfig {
     /// Heap the search indexes of all repos may hold, in bytes.
     pub index_memory: usize,
     /// `--rate-limit`: every credential's rate; `None`: only the tokens' own.
-    pub rate_limit: Option<crate::rate::Rate>,
+    pub rate_limit: Option<Rate>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -339,6 +345,60 @@ impl ServeConfig {
     }
 }
 
+/// The backend `serve` runs on, opened from its settings.
+// Opened once at start-up and unpacked at once: the size of one variant does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum ServeBackend {
+    /// The embedded store.
+    Local(LocalBackend),
+    /// The Relace API, with the operator's credential.
+    Relace {
+        /// The client of the operator's credential.
+        backend: RelaceBackend,
+        /// How requests to the API are retried and timed out; the HTTP transport builds
+        /// each caller's own client with it.
+        policy: RetryPolicy,
+    },
+}
+
+impl ServeConfig {
+    /// Open the backend: the one place that picks it, and the one place that builds
+    /// the Relace client.
+    pub fn open_backend(&self) -> Result<ServeBackend, ConfigError> {
+        match self.backend {
+            BackendKind::Local => Ok(ServeBackend::Local(LocalBackend::new(self.open_store()?))),
+            BackendKind::Relace => {
+                let policy = RetryPolicy {
+                    timeout: self.request_timeout,
+                    ..RetryPolicy::default()
+                };
+                let credential = self.api_key.as_deref().unwrap_or_default();
+                let client = RelaceClient::new(&self.base_url, credential, policy)
+                    .map_err(|e| ConfigError(e.to_string()))?;
+                Ok(ServeBackend::Relace {
+                    backend: RelaceBackend::new(client),
+                    policy,
+                })
+            }
+        }
+    }
+
+    /// Open the embedded store in `data_dir`.
+    pub fn open_store(&self) -> Result<Arc<Store>, ConfigError> {
+        Store::open(&self.data_dir, Limits::default())
+            .map(|s| {
+                s.set_index_memory(self.index_memory);
+                Arc::new(s)
+            })
+            .map_err(|e| {
+                ConfigError(format!(
+                    "cannot open the store in {}: {e}; check the path and its permissions, or pass another --data-dir",
+                    self.data_dir.display()
+                ))
+            })
+    }
+}
+
 /// Validated settings of the HTTP transports.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -388,6 +448,49 @@ impl HttpSettings {
             allow_anonymous: args.allow_anonymous,
             options,
             connections: connection_limits(&args.connections)?,
+        })
+    }
+}
+
+/// Validated settings of `api`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The embedded store's directory.
+    pub data_dir: PathBuf,
+    /// Where to listen, as given (`--listen`); bound at start.
+    pub listen: String,
+    /// How long audit records are kept; zero: no audit trail.
+    pub audit_retention: Duration,
+    /// Connection cap and timeouts.
+    pub connections: ConnectionLimits,
+    /// Heap the search indexes of all repos may hold, in bytes.
+    pub index_memory: usize,
+    /// The longest lifetime a minted token may have, in seconds; `None`: no cap.
+    pub max_token_ttl: Option<u64>,
+    /// The hosts a git source may fetch from (`--allowed-git-host`).
+    pub allowed_git_hosts: AllowedHosts,
+    /// The `Host` and `Origin` values answered.
+    pub allow: AllowLists,
+    /// Requests in flight at once per credential.
+    pub max_concurrent_per_token: usize,
+    /// Every credential's rate; `None`: only the tokens' own.
+    pub rate_limit: Option<Rate>,
+}
+
+impl ApiConfig {
+    /// Validate `api`'s flags.
+    pub fn from_args(args: &ApiArgs, data_dir_flag: Option<&Path>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            data_dir: data_dir(data_dir_flag)?,
+            listen: args.listen.clone(),
+            audit_retention: audit_retention(&args.audit_retention)?,
+            connections: connection_limits(&args.connections)?,
+            index_memory: index_memory(args.index_memory.as_deref())?,
+            max_token_ttl: api_max_token_ttl(args.max_token_ttl.as_deref())?,
+            allowed_git_hosts: AllowedHosts::parse(&args.allowed_git_hosts).map_err(ConfigError)?,
+            allow: allow_lists(&args.origins, &args.listen)?,
+            max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
+            rate_limit: rate_limit(args.rate_limit.as_deref())?,
         })
     }
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::audit::command_row;
-use crate::cli::{AuditArgs, KeyCommand, RepoCommand, TokenCommand};
-use crate::config::{ConfigError, parse_duration, parse_repo_ids};
 use crate::git_source::{FetchLimits, GitProgram, GitSource};
 use crate::model::{MintSpec, RepoId, rfc3339, unix_now};
+use crate::run::StartError;
+use crate::run::cli::{AuditArgs, Command, KeyCommand, RepoCommand, TokenCommand};
+use crate::run::config::{ConfigError, data_dir, parse_duration, parse_repo_ids};
 use crate::store::{AuditQuery, AuditRow, ImportProgress, Store, StoreError};
 use crate::text::one_line;
 
@@ -40,6 +41,25 @@ pub enum AdminError {
         /// Repos checked.
         checked: usize,
     },
+}
+
+/// Run an administration command on the store in the data directory
+/// (`data_dir_flag`, else the default): answers and secrets to stdout, explanations to
+/// stderr.
+pub fn run(data_dir_flag: Option<&Path>, command: &Command) -> Result<(), StartError> {
+    let dir = data_dir(data_dir_flag)?;
+    let store = super::open_store(&dir)?;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+    match command {
+        Command::Repo { command } => repo(&store, command, &mut out, &mut err)?,
+        Command::Token { command } => token(&store, command, &mut out, &mut err)?,
+        Command::Key { command } => key(&store, command, &mut out, &mut err)?,
+        Command::Audit(args) => audit(&store, args, &mut out)?,
+        Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
+            unreachable!("not an administration command; main starts it")
+        }
+    }
+    Ok(())
 }
 
 fn parse_metadata(raw: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {

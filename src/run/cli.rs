@@ -1,4 +1,4 @@
-//! The command line as typed: clap definitions only. [`crate::config`] validates
+//! The command line as typed: clap definitions only. [`crate::run::config`] validates
 //! these into settings the rest of the program trusts.
 
 use std::path::PathBuf;

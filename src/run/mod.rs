@@ -1,0 +1,101 @@
+//! Start-up: the command line as typed, its validation into settings that build the
+//! backend, and the start of each command (`serve`, `api`, the administration
+//! commands).
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod import;
+pub mod serve;
+
+use crate::api::git::GitSetupError;
+use crate::store::StoreError;
+use admin::AdminError;
+use config::ConfigError;
+
+/// Why a command could not start, or stopped: said for the operator, with the cause
+/// beneath it as the error's source.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting that cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An administration command failed.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// git's smart HTTP cannot be served.
+    #[error(transparent)]
+    GitSetup(#[from] GitSetupError),
+    /// Reading, writing or serving failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// What could not be done, and why.
+    #[error("{what}")]
+    Context {
+        /// What could not be done.
+        what: String,
+        /// Why.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StartError {
+    /// `what` could not be done because of `cause`.
+    pub fn context(
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Context {
+            what: what.into(),
+            cause: cause.into(),
+        }
+    }
+}
+
+/// The embedded store in `dir`, for `api` and the administration commands.
+fn open_store(dir: &std::path::Path) -> Result<crate::store::Store, StartError> {
+    crate::store::Store::open(dir, crate::store::Limits::default()).map_err(|e: StoreError| {
+        StartError::context(format!("cannot open the store in {}", dir.display()), e)
+    })
+}
+
+/// The multi-threaded runtime the servers run on.
+fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::context("cannot start the async runtime", e))
+}
+
+/// Resolves on Ctrl-C or SIGTERM: when both servers begin their graceful stop.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// git's pre-receive hook inside a push through `api`: the ref updates on stdin, a
+/// refusal to stderr (git relays it to the pusher). `false`: the push is refused.
+pub fn git_pre_receive() -> Result<bool, StartError> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| StartError::context("cannot read the pushed ref updates", e))?;
+    Ok(crate::api::git::pre_receive(&input, &mut std::io::stderr()))
+}

@@ -1,0 +1,318 @@
+//! Start-up of `serve`: open the backend, learn the scope, build the server, run it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+
+use crate::access::{self, Authority, OperatorBound, Refusal, Surface};
+use crate::audit::{Recorder, Surface as AuditSurface, Trail};
+use crate::backend::{Backend, LocalBackend};
+use crate::http::Resolver;
+use crate::model::RepoId;
+use crate::relace::RelaceBackend;
+use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
+use crate::run::{StartError, runtime, shutdown_signal};
+use crate::scope::Scope;
+use crate::server::{RepoServer, ServerSettings};
+use crate::store::{Store, StoreError, secrets};
+use tokio_util::sync::CancellationToken;
+
+/// The operator's repo set: `--repo` plus the `--import` directory, each checked to
+/// exist in the store.
+pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>, ConfigError> {
+    let mut repos = config.repos.clone();
+    if let Some(dir) = &config.import {
+        let id = super::import::import_or_reuse(store, dir, config.no_ignore)?;
+        if !repos.contains(&id) {
+            repos.push(id);
+        }
+    }
+    for id in &repos {
+        match store.repo_row(id) {
+            Ok(_) => {}
+            Err(StoreError::RepoNotFound(_)) => {
+                return Err(ConfigError(format!(
+                    "repo {id} is not in the store at {}; `scoped-repo-mcp repo list --data-dir {}` shows the repos there",
+                    config.data_dir.display(),
+                    config.data_dir.display()
+                )));
+            }
+            // Locked, corrupt or unreadable is not "absent": saying so would send the
+            // user looking for a repo that is there.
+            Err(e) => {
+                return Err(ConfigError(format!(
+                    "the store's database at {} could not be read to look up repo {id} ({e}); check that the file is readable and not held by a stuck process, and try again",
+                    config.data_dir.join("store.db").display()
+                )));
+            }
+        }
+    }
+    Ok(repos)
+}
+
+/// The start-up refusal of the credential in `RELACE_API_KEY`, with where it was
+/// checked and what to do.
+fn credential_refused(refusal: Refusal, place: &str, remedy: &str) -> ConfigError {
+    ConfigError(match refusal {
+        Refusal::NoRepos => {
+            "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into()
+        }
+        Refusal::Unrecognized => {
+            "RELACE_API_KEY is neither a repo token (rlcr-…) nor an account key (rlc-…); unset it or fix it".into()
+        }
+        other => format!("RELACE_API_KEY: {other} ({place}); {remedy}"),
+    })
+}
+
+/// The scope a stdio session starts with, by the front door's one rule.
+async fn stdio_scope(
+    authority: &dyn Authority,
+    config: &ServeConfig,
+    repos: Vec<RepoId>,
+    place: &str,
+    remedy: &str,
+) -> Result<Scope, ConfigError> {
+    let bound = OperatorBound {
+        repos,
+        read_only: config.read_only,
+        allow_anonymous: false,
+    };
+    let scope = access::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
+        .await
+        .map_err(|r| credential_refused(r, place, remedy))?;
+    if scope.is_empty() {
+        return Err(ConfigError(
+            "no repos in scope: pass --repo ID (repeatable) or SCOPED_REPO_IDS=ID,ID, --import DIR, or set RELACE_API_KEY to a repo token; \
+             `scoped-repo-mcp repo list` shows the IDs"
+                .into(),
+        ));
+    }
+    Ok(scope)
+}
+
+/// Work out the session's scope from the operator's flags and the credential.
+async fn local_scope(config: &ServeConfig, backend: &LocalBackend) -> Result<Scope, ConfigError> {
+    let repos = operator_repos(config, backend.store())?;
+    let place = format!("in the store at {}", config.data_dir.display());
+    stdio_scope(
+        backend,
+        config,
+        repos,
+        &place,
+        "mint a new one with `scoped-repo-mcp token create`",
+    )
+    .await
+}
+
+/// Build the line-search indexes of the repos in scope in the background, one repo at a
+/// time, so the first search does not pay for the build; a search arriving earlier
+/// waits for the build under way rather than starting its own.
+fn warm_line_indexes(store: Arc<Store>, repos: Vec<RepoId>) {
+    let spawned = std::thread::Builder::new()
+        .name("index-warm-up".into())
+        .spawn(move || {
+            for id in repos {
+                if let Err(e) = store.line_index(&id) {
+                    tracing::warn!(repo = %id, cause = %e, "the line index could not be built ahead of the first search");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(cause = %e, "no thread to build line indexes ahead; the first search builds them");
+    }
+}
+
+/// The audit trail of `config`'s data directory, for calls arriving on `surface`.
+fn recorder(config: &ServeConfig, surface: AuditSurface) -> Recorder {
+    Recorder::new(
+        Trail::open(&config.data_dir, config.audit_retention, surface),
+        surface,
+    )
+}
+
+/// Work out the scope of a session on the Relace API: a repo token's own repos (asked
+/// of the API), narrowed by `--repo`; or, for an account key, the `--repo` set, each
+/// checked to exist.
+async fn relace_scope(config: &ServeConfig, backend: &RelaceBackend) -> Result<Scope, ConfigError> {
+    let base = backend.client().base().to_string();
+    if config.api_key.is_none() {
+        return Err(ConfigError("--backend relace needs RELACE_API_KEY".into()));
+    }
+    if !config
+        .api_key
+        .as_deref()
+        .is_some_and(secrets::looks_like_repo_token)
+    {
+        for id in &config.repos {
+            match backend.client().get_repo(id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ConfigError(format!(
+                        "repo {id} is not known to the Relace API at {base}; check the ID given with --repo"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "cannot start on the Relace API at {base}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    let place = format!("by the Relace API at {base}");
+    stdio_scope(
+        backend,
+        config,
+        config.repos.clone(),
+        &place,
+        "ask for a new one",
+    )
+    .await
+}
+
+/// Build the server `serve` runs over stdio, on the configured backend.
+pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
+    let (backend, scope): (Arc<dyn Backend>, Scope) = match config.open_backend()? {
+        ServeBackend::Local(backend) => {
+            let scope = local_scope(config, &backend).await?;
+            warm_line_indexes(backend.store().clone(), scope.repos().copied().collect());
+            (Arc::new(backend), scope)
+        }
+        ServeBackend::Relace { backend, .. } => {
+            let scope = relace_scope(config, &backend).await?;
+            tracing::info!(base = %config.base_url, "routing tools through the Relace API");
+            (Arc::new(backend), scope)
+        }
+    };
+    Ok(RepoServer::new(backend, scope, settings(config))
+        .with_audit(recorder(config, AuditSurface::Stdio))
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
+}
+
+/// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
+pub fn run(config: &ServeConfig) -> Result<(), StartError> {
+    runtime()?.block_on(async {
+        if config.http.is_some() {
+            run_http(config).await?;
+        } else {
+            let server = build_server(config).await?;
+            run_stdio(server).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Serve MCP over stdin/stdout until the client closes the stream, then write the
+/// audit records still pending.
+pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
+    tracing::info!(scope = %server.scope().describe(), "serving MCP over stdio");
+    let trail = server.audit().trail().clone();
+    let (reader, writer) = rmcp::transport::stdio_pipes();
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(reader, writer)
+        .with_max_line_length(crate::rules::MAX_STDIO_MESSAGE_BYTES);
+    let served = match server.serve(transport).await {
+        Ok(service) => service.waiting().await.map(drop).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    trail.flush();
+    served.map_err(std::io::Error::other)
+}
+
+/// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) on
+/// `config`'s address until SIGTERM or Ctrl-C, then let calls in flight finish.
+pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
+    let http = config
+        .http
+        .as_ref()
+        .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| {
+            ConfigError(format!(
+                "cannot listen on {}: {e}; pick another --listen address",
+                http.listen
+            ))
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing calls in flight");
+        stop.cancel();
+    });
+    // A plain line on stderr, whatever the log filter, so that scripts (and tests
+    // listening on port 0) learn the address.
+    eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
+    let lifecycle = Arc::new(crate::http::Lifecycle::default());
+    serve_http(config, listener, lifecycle, shutdown).await
+}
+
+/// Serve MCP over HTTP on `listener` with `config`'s backend, scope bound and limits,
+/// keeping its books in `lifecycle`, until `shutdown` is cancelled; then let calls in
+/// flight finish (for up to 30 s) and end the sessions.
+pub async fn serve_http(
+    config: &ServeConfig,
+    listener: tokio::net::TcpListener,
+    lifecycle: Arc<crate::http::Lifecycle>,
+    shutdown: CancellationToken,
+) -> Result<(), ConfigError> {
+    let http = config
+        .http
+        .clone()
+        .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
+    let (backend, resolver): (Arc<dyn Backend>, Arc<dyn crate::http::ScopeResolver>) =
+        match config.open_backend()? {
+            ServeBackend::Local(backend) => {
+                let bound = OperatorBound {
+                    repos: operator_repos(config, backend.store())?,
+                    read_only: config.read_only,
+                    allow_anonymous: http.allow_anonymous,
+                };
+                let resolver = Arc::new(Resolver::local(backend.clone(), bound));
+                (Arc::new(backend), resolver)
+            }
+            ServeBackend::Relace { backend, policy } => {
+                let operator = Arc::new(backend) as Arc<dyn Backend>;
+                let bound = OperatorBound {
+                    repos: config.repos.clone(),
+                    read_only: config.read_only,
+                    allow_anonymous: http.allow_anonymous,
+                };
+                let resolver = Arc::new(Resolver::relace(
+                    &config.base_url,
+                    policy,
+                    bound,
+                    operator.clone(),
+                ));
+                (operator, resolver)
+            }
+        };
+    let server = RepoServer::per_request(backend, settings(config))
+        .with_audit(recorder(config, AuditSurface::Http))
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit));
+    let trail = server.audit().trail().clone();
+    let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
+    let served = crate::http::serve(
+        listener,
+        app,
+        http.connections.clone(),
+        lifecycle,
+        shutdown,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
+    trail.flush();
+    served
+}
+
+fn settings(config: &ServeConfig) -> ServerSettings {
+    ServerSettings {
+        max_token_ttl: config.max_token_ttl.as_secs(),
+        ..ServerSettings::default()
+    }
+}
