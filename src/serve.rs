@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use rmcp::ServiceExt;
 
-use crate::access::{self, Authority, OperatorBound, Refusal, Surface};
 use crate::audit::{Recorder, Surface as AuditSurface, Trail};
 use crate::backend::{Backend, LocalBackend};
 use crate::cli::BackendKind;
 use crate::config::{ConfigError, ServeConfig};
+use crate::credentials::{self, Authority, OperatorBound, Refusal, Surface, secrets};
 use crate::git_source::{FetchLimits, GitProgram, GitSource, SourceError};
 use crate::http::Resolver;
 use crate::model::RepoId;
 use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
-use crate::store::{Limits, MergeSpec, Store, StoreError, secrets};
+use crate::store::{Limits, MergeSpec, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 /// Open the embedded store in `config.data_dir`.
@@ -284,7 +284,7 @@ async fn stdio_scope(
         read_only: config.read_only,
         allow_anonymous: false,
     };
-    let scope = access::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
+    let scope = credentials::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
         .await
         .map_err(|r| credential_refused(r, place, remedy))?;
     if scope.is_empty() {

@@ -2,9 +2,9 @@
 
 use super::note::{Outcome, safe_reason};
 use super::{Surface, now_ms, repo_column, short_id};
+use crate::credentials::secrets::{ACCOUNT_KEY_PREFIX, REPO_TOKEN_PREFIX};
 use crate::model::RepoId;
 use crate::store::AuditRow;
-use crate::store::secrets::{ACCOUNT_KEY_PREFIX, REPO_TOKEN_PREFIX};
 
 /// The record of an administration command, written at once (the command exits
 /// right after). `subject` is the token's name and its secret or short id.

@@ -25,8 +25,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::credentials::secrets;
 use crate::scope::{Credential, Scope};
-use crate::store::secrets;
 
 mod command;
 mod note;

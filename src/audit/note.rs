@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{MAX_TEXT_BYTES, Who, repo_column, short_id};
 use crate::backend::BackendError;
+use crate::credentials::secrets::{ACCOUNT_KEY_PREFIX, REPO_TOKEN_PREFIX};
 use crate::model::{RepoId, UpdateOutcome};
-use crate::store::secrets::{ACCOUNT_KEY_PREFIX, REPO_TOKEN_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Outcome {

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::note::{NOTE, Note, Outcome, safe_reason};
 use super::{Surface, Trail, Who, now_ms, repo_column, short_id};
+use crate::credentials::secrets;
 use crate::model::RepoId;
 use crate::scope::Scope;
 use crate::store::AuditRow;
-use crate::store::secrets;
 
 /// What the trail writes for a tool call naming no registered tool: the name is the
 /// caller's, of any size and content.
