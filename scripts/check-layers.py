@@ -9,6 +9,10 @@ and maps each file to its top-level module (`src/store/db.rs` -> `store`). LAYER
 is the table of allowed layers: a module may use modules of its own layer or lower
 ones, never higher ones; within one layer no circle may form. A new module must be
 given a layer here, or the check fails.
+
+A submodule named in the table (`credentials::secrets`) is a module of its own: its
+file and every `crate::credentials::secrets` path count for it, not for its parent, so
+a room can hold parts that sit in different layers.
 """
 
 import pathlib
@@ -17,39 +21,51 @@ import sys
 
 # Lowest first. Leaves know nothing of the store, scopes or MCP.
 LAYERS = [
-    ["text", "mapped"],
+    ["text", "mapped", "credentials::secrets"],
     ["paths"],
     ["rules"],
     ["model"],
     ["search", "ranked"],
     ["store", "git_source"],
-    ["scope", "access", "audit", "backend", "in_flight", "origin", "rate"],
+    ["scope", "credentials", "audit", "backend", "in_flight", "origin", "rate"],
     ["relace", "server", "http", "connections", "panics"],
     ["api"],
     ["run"],
 ]
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
-USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+NAME = r"[a-z_][a-z0-9_]*"
+USE = re.compile(rf"\bcrate::({NAME}(?:::{NAME})?)")
 GROUP = re.compile(r"\buse crate::\{([^}]*)\}", re.S)
+SUBMODULES = {m for ms in LAYERS for m in ms if "::" in m}
+
+
+def named(path):
+    """The module of the table that `path` (`store::db`, `credentials::secrets`) counts
+    for: a submodule the table names, else the top-level module."""
+    parts = path.split("::")
+    two = "::".join(parts[:2])
+    return two if two in SUBMODULES else parts[0]
 
 
 def module_of(path):
     rel = path.relative_to(SRC)
-    top = rel.parts[0]
-    return top[:-3] if top.endswith(".rs") else top
+    parts = [p[:-3] if p.endswith(".rs") else p for p in rel.parts]
+    if parts[-1] == "mod":
+        parts.pop()
+    return named("::".join(parts))
 
 
 def uses(text):
     # Unit tests at the foot of a file may use anything; they are not the module's shape.
     text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
     text = re.sub(r"//[^\n]*", "", text)
-    found = set(USE.findall(text))
+    found = {named(p) for p in USE.findall(text)}
     for group in GROUP.findall(text):
         for item in group.split(","):
-            name = item.strip().split("::")[0].strip()
-            if re.fullmatch(r"[a-z_][a-z0-9_]*", name or ""):
-                found.add(name)
+            path = re.match(rf"{NAME}(\s*::\s*{NAME})?", item.strip())
+            if path:
+                found.add(named(re.sub(r"\s", "", path.group(0))))
     return found
 
 

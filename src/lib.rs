@@ -9,6 +9,8 @@
 //! - [`text`]: whether bytes are text, and escaping untrusted text for one-line
 //!   renderings.
 //! - [`mapped`]: stored index files read in place, and letting go of the pages read.
+//! - [`credentials::secrets`]: what a repo token and an account key look like, minting
+//!   them from the OS's random source, and the hash under which they are kept.
 //! - [`paths`]: repository paths, and the refusal of unsafe ones.
 //! - [`rules`]: the refusal rules that need no backend (update size limits, token names,
 //!   lifetimes and path globs, reserved metadata, query and message sizes).
@@ -27,10 +29,12 @@
 //!
 //! Credentials and calls:
 //! - [`scope`]: a session's repos and rights, and the guard every call passes.
-//! - [`access`]: the front door: every credential, on every surface, becomes a scope or
-//!   a refusal there.
+//! - [`credentials`]: credentials in one room: their secrets (a leaf, listed above) and
+//!   the front door ([`credentials::front_door`]), where every credential, on every
+//!   surface, becomes a scope or a refusal.
 //! - [`backend`]: the backend trait and the local backend over the store.
-//! - [`audit`]: the audit trail of calls, requests, mints and revocations.
+//! - [`audit`]: the audit trail of calls, requests, mints and revocations: the trail and
+//!   its writer thread, and the record of each kind of call, a file each.
 //! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.
 //! - [`rate`]: per-credential rate limits (a token bucket per credential) of every
 //!   door: MCP tool calls, REST requests, git.
@@ -57,11 +61,11 @@
 //!   `token`, `key` and `audit` commands.
 #![deny(missing_docs)]
 
-pub mod access;
 pub mod api;
 pub mod audit;
 pub mod backend;
 pub mod connections;
+pub mod credentials;
 pub mod git_source;
 pub mod http;
 pub mod in_flight;

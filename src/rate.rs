@@ -167,7 +167,9 @@ impl RateLimiter {
 /// The bucket a scope's calls are charged to: its credential, never its address.
 pub fn credential_key(scope: &Scope) -> String {
     match scope.credential() {
-        Credential::RepoToken(t) => format!("token {}", &crate::store::secrets::hash(t)[..24]),
+        Credential::RepoToken(t) => {
+            format!("token {}", &crate::credentials::secrets::hash(t)[..24])
+        }
         Credential::AccountKey => match scope.account_key() {
             Some((_, id)) if !id.is_empty() => format!("key {id}"),
             _ => "account key".to_string(),

@@ -1,5 +1,5 @@
 //! Who is calling the API and what that reaches, decided by the front door
-//! ([`crate::access::admit`]) like on every other surface: an account key reaches every
+//! ([`crate::credentials::admit`]) like on every other surface: an account key reaches every
 //! repo and every route; a repo token reaches the `/repo/{id}/…` routes of its own
 //! repos, and nothing else.
 
@@ -9,10 +9,10 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::{ApiError, ApiState};
-use crate::access::{self, OperatorBound, Refusal, Surface};
+use crate::credentials::secrets;
+use crate::credentials::{self, OperatorBound, Refusal, Surface};
 use crate::model::RepoId;
 use crate::scope::{Credential, Right, Scope, ScopeError};
-use crate::store::secrets;
 
 /// An authenticated caller: its scope, and its token's hash when it is a repo token.
 #[derive(Clone)]
@@ -107,9 +107,9 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let bearer = access::bearer(parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
+        let bearer = credentials::bearer(parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
             .map_err(refused)?;
-        let scope = access::admit(
+        let scope = credentials::admit(
             &state.local,
             &OperatorBound::default(),
             Surface::Api,

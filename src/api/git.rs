@@ -1,6 +1,6 @@
 //! git's smart HTTP at `/v1/repo/{id}.git`: clone, fetch and push with the repo token
 //! or account key as the password (HTTP Basic, any user name) or as a bearer. Who may do
-//! what is decided by the front door ([`crate::access::admit`] on [`Surface::Git`]), as
+//! what is decided by the front door ([`crate::credentials::admit`] on [`Surface::Git`]), as
 //! on every other surface: reading needs the read right, pushing the write right; a
 //! token limited to paths is refused, since git cannot leave part of a tree out.
 //!
@@ -47,7 +47,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use super::ApiState;
 use super::pkt_line::{self, PushRequest, RequestError};
 use super::push_gate::{ENV_GATE, ENV_GATE_KEY, Gate};
-use crate::access::{self, OperatorBound, Refusal, Surface};
+use crate::credentials::{self, OperatorBound, Refusal, Surface};
 use crate::model::RepoId;
 use crate::rules::Limits;
 use crate::scope::{Right, ScopeError};
@@ -371,9 +371,9 @@ async fn admit(
     service: Service,
 ) -> Result<(RepoId, Arc<GitSupport>, Option<String>), Response> {
     let credential =
-        access::basic_or_bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        credentials::basic_or_bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
             .map_err(|r| unauthorized(&r))?;
-    let scope = access::admit(
+    let scope = credentials::admit(
         &state.local,
         &OperatorBound::default(),
         Surface::Git,
@@ -921,7 +921,7 @@ pub(super) async fn receive_pack(
 /// Admit the push's credential again, for the gate: revoked, expired or narrowed
 /// since the push was admitted, it no longer lands.
 async fn readmit(state: &ApiState, credential: Option<&str>, id: &RepoId) -> Result<(), String> {
-    let scope = access::admit(
+    let scope = credentials::admit(
         &state.local,
         &OperatorBound::default(),
         Surface::Git,

@@ -24,7 +24,7 @@ pub(super) async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = crate::access::basic_or_bearer(
+    let presented = crate::credentials::basic_or_bearer(
         request
             .headers()
             .get(header::AUTHORIZATION)

@@ -1,17 +1,17 @@
 //! Who is calling: a request's bearer credential becomes a [`Grant`] through the front
-//! door ([`crate::access::admit`]), narrowed by the operator's flags, which no
+//! door ([`crate::credentials::admit`]), narrowed by the operator's flags, which no
 //! credential can widen. One resolver serves both backends; they differ only in which
 //! authority checks a credential and which backend a session's calls go to.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::access::{self, Authority, Presented, Surface};
-pub use crate::access::{OperatorBound, Refusal as AuthError};
 use crate::backend::{Backend, LocalBackend};
+use crate::credentials::secrets;
+use crate::credentials::{self, Authority, Presented, Surface};
+pub use crate::credentials::{OperatorBound, Refusal as AuthError};
 use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
 use crate::server::Grant;
-use crate::store::secrets;
 
 /// Turns a bearer credential into a grant: a scope, and maybe a backend acting with it.
 pub trait ScopeResolver: Send + Sync + 'static {
@@ -107,7 +107,8 @@ impl ScopeResolver for Resolver {
         Box::pin(async move {
             match &self.backends {
                 Backends::Local(local) => {
-                    let scope = access::admit(local, &self.bound, Surface::Http, bearer).await?;
+                    let scope =
+                        credentials::admit(local, &self.bound, Surface::Http, bearer).await?;
                     Ok(Grant::new(scope))
                 }
                 Backends::Relace(pool) => {
@@ -120,8 +121,8 @@ impl ScopeResolver for Resolver {
                         }
                         _ => pool.operator.clone(),
                     };
-                    let authority = access::TokensOnly(backend.as_ref());
-                    let scope = access::admit(
+                    let authority = credentials::TokensOnly(backend.as_ref());
+                    let scope = credentials::admit(
                         &authority as &dyn Authority,
                         &self.bound,
                         Surface::Http,

@@ -160,7 +160,7 @@ fn unauthorized(err: &AuthError) -> Response {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    crate::access::bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    crate::credentials::bearer(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
 }
 
 /// The guard in front of every MCP route.

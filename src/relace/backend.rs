@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use super::RelaceError;
 use super::client::RelaceClient;
-use crate::access::Authority;
 use crate::backend::{
     Backend, BackendError, BackendFuture, ProgressSender, SearchOutcome, TokenStatus,
 };
+use crate::credentials::Authority;
 use crate::model::{
     Change, FileList, FileOp, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedHit,
     RankedQuery, RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,

@@ -354,7 +354,7 @@ fn encode_repo_path(path: &RepoPath) -> String {
 /// A repo token as one URL path segment, refused unless it has a repo token's exact
 /// shape (`rlcr-` and 40 hex digits).
 fn token_segment(token: &str) -> Result<String, RelaceError> {
-    if !crate::store::secrets::looks_like_repo_token(token) {
+    if !crate::credentials::secrets::looks_like_repo_token(token) {
         return Err(RelaceError::Refused(
             "not a repo token (`rlcr-` followed by 40 hex digits); nothing was sent".into(),
         ));

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use rmcp::ServiceExt;
 
-use crate::access::{self, Authority, OperatorBound, Refusal, Surface};
 use crate::audit::{Recorder, Surface as AuditSurface, Trail};
 use crate::backend::{Backend, LocalBackend};
+use crate::credentials::{self, Authority, OperatorBound, Refusal, Surface, secrets};
 use crate::http::Resolver;
 use crate::model::RepoId;
 use crate::relace::RelaceBackend;
@@ -15,7 +15,7 @@ use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
 use crate::run::{StartError, runtime, shutdown_signal};
 use crate::scope::Scope;
 use crate::server::{RepoServer, ServerSettings};
-use crate::store::{Store, StoreError, secrets};
+use crate::store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 /// The operator's repo set: `--repo` plus the `--import` directory, each checked to
@@ -78,7 +78,7 @@ async fn stdio_scope(
         read_only: config.read_only,
         allow_anonymous: false,
     };
-    let scope = access::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
+    let scope = credentials::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
         .await
         .map_err(|r| credential_refused(r, place, remedy))?;
     if scope.is_empty() {

@@ -369,7 +369,7 @@ impl RepoServer {
         if self.credential_checked && self.scope.expires_at().is_none_or(|e| e > unix_now()) {
             return Ok(());
         }
-        crate::access::recheck(&crate::access::TokensOnly(self.backend.as_ref()), &self.scope)
+        crate::credentials::recheck(&crate::credentials::TokensOnly(self.backend.as_ref()), &self.scope)
             .await
             .map_err(|refusal| {
                 ToolFailure::Refused(format!(

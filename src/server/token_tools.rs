@@ -218,7 +218,7 @@ impl RepoServer {
         let token = req.token.trim();
         // The token travels in a URL path on the relace backend: only the exact shape
         // of a repo token may reach it.
-        if !crate::store::secrets::looks_like_repo_token(token) {
+        if !crate::credentials::secrets::looks_like_repo_token(token) {
             return Err(ToolFailure::Refused(
                 "`token` is not a repo token: give the whole `rlcr-` token followed by 40 hex digits"
                     .into(),
@@ -236,7 +236,7 @@ impl RepoServer {
         self.admit_all(&Self::REVOKE_TOKEN, &info.repo_ids).await?;
         // A session on a delegating token revokes only the tokens minted from it.
         if let Some(mine) = self.scope.token() {
-            let mine = crate::store::secrets::hash(mine);
+            let mine = crate::credentials::secrets::hash(mine);
             if !info.lineage.contains(&mine) {
                 return Err(ToolFailure::Refused(
                     "a session on a repo token may revoke only the tokens minted from it".into(),

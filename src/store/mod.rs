@@ -27,7 +27,6 @@ mod line_index;
 mod memory;
 pub mod push;
 mod ranked;
-pub mod secrets;
 
 pub use check::RuleReport;
 
@@ -44,6 +43,7 @@ pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
 pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
 
+use crate::credentials::secrets;
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,
     TokenInfo, UpdateOutcome, UpdateSpec, rfc3339, unix_now,

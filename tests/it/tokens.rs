@@ -206,7 +206,7 @@ fn tokens_are_stored_only_as_hashes() {
             "the token's secret is on disk"
         );
     }
-    let hash = scoped_repo_mcp::store::secrets::hash(&minted.token);
+    let hash = scoped_repo_mcp::credentials::secrets::hash(&minted.token);
     assert!(
         db.windows(hash.len()).any(|w| w == hash.as_bytes())
             || wal.windows(hash.len()).any(|w| w == hash.as_bytes()),

@@ -11,9 +11,9 @@
 use std::fmt;
 
 use crate::backend::{Backend, BackendError, BackendFuture, LocalBackend, TokenStatus};
+use crate::credentials::secrets;
 use crate::model::RepoId;
 use crate::scope::{Credential, Scope};
-use crate::store::secrets;
 
 /// The surface a credential arrives on. It decides what no credential at all means:
 /// the operator's own settings under stdio, an anonymous caller elsewhere.

@@ -1,5 +1,5 @@
-//! Secret credentials of the embedded store: minting from the OS CSPRNG and hashing.
-//! Only SHA-256 hashes are ever written down.
+//! Secret credentials (repo tokens, account keys): their prefixes, minting from the OS
+//! CSPRNG, and hashing. Only SHA-256 hashes are ever written down.
 
 use sha2::{Digest, Sha256};
 

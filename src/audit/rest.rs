@@ -1,0 +1,113 @@
+//! The record of a REST request of `scoped-repo-mcp api`, and of git's smart HTTP
+//! routes: an axum middleware around every route.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::note::{NOTE, Note, Outcome, safe_reason};
+use super::{Surface, Trail, Who, now_ms};
+use crate::model::RepoId;
+use crate::store::AuditRow;
+
+/// A refusal's reason, carried on an error response for the audit layer.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
+/// The axum middleware that records every request of `scoped-repo-mcp api`: the
+/// route's template (never the concrete path, which may hold a token), the repo of a
+/// `/repo/{id}/…` route, the credential the handler resolved, the status's outcome.
+pub async fn rest_request(
+    axum::extract::State(trail): axum::extract::State<Trail>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !trail.is_on() {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let at_ms = now_ms();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "(no route)".into());
+    let action = format!("{} {route}", request.method());
+    // Every route that is not a GET writes, but for the searches and git's fetch.
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !["/retrieve", "/search", "/git-upload-pack"]
+        .iter()
+        .any(|r| route.ends_with(r));
+    let mut segments = request.uri().path().split('/').skip(1);
+    let repo = match (segments.next(), segments.next(), segments.next()) {
+        (Some("v1"), Some("repo"), Some(id)) => id
+            .strip_suffix(".git")
+            .unwrap_or(id)
+            .parse::<RepoId>()
+            .ok()
+            .map(|id| id.to_string()),
+        _ => None,
+    };
+    // git's smart HTTP routes are their own surface: fetches and pushes.
+    let surface = if ["/info/refs", "/git-upload-pack", "/git-receive-pack"]
+        .iter()
+        .any(|r| route.ends_with(r))
+    {
+        Surface::Git
+    } else {
+        Surface::Api
+    };
+    let presented = request
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION);
+    let cell = Arc::new(Mutex::new(Note::default()));
+    let response = NOTE.scope(cell.clone(), next.run(request)).await;
+    let note = std::mem::take(&mut *cell.lock().unwrap_or_else(|e| e.into_inner()));
+    let status = response.status();
+    let (outcome, reason) = if status.is_success() || status.is_redirection() {
+        (Outcome::Ok, None)
+    } else if status == axum::http::StatusCode::UNAUTHORIZED
+        || status == axum::http::StatusCode::FORBIDDEN
+        || status == axum::http::StatusCode::TOO_MANY_REQUESTS
+    {
+        let why = response
+            .extensions()
+            .get::<Refusal>()
+            .map(|r| safe_reason(&r.0, &[]))
+            .unwrap_or_else(|| status.to_string());
+        (Outcome::Refused, Some(why))
+    } else {
+        (Outcome::Error, Some(status.to_string()))
+    };
+    let who = note.who.clone().unwrap_or(if presented {
+        Who::Unrecognized
+    } else {
+        Who::Anonymous
+    });
+    let (credential, credential_id) = who.columns();
+    let repo = repo.or(note.repos);
+    let row = AuditRow {
+        at_ms,
+        pid: std::process::id() as i64,
+        surface: surface.as_str().into(),
+        credential,
+        credential_id,
+        action,
+        repo,
+        paths: note.paths,
+        outcome: outcome.as_str().into(),
+        reason,
+        duration_us: started.elapsed().as_micros() as i64,
+        head_before: note.head_before,
+        head_after: note.head_after,
+        subject: note.subject.as_ref().map(|s| s.0.clone()),
+        subject_id: note.subject.map(|s| s.1),
+    };
+    if writes {
+        trail.record_durable(row).await;
+    } else {
+        trail.record(row);
+    }
+    response
+}
