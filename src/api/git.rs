@@ -383,8 +383,8 @@ async fn admit(
     .map_err(|refusal| match refusal {
         // A good credential whose repos are all gone: as for any repo it does not reach.
         Refusal::NoRepos => not_found(),
-        Refusal::Unavailable => text(StatusCode::SERVICE_UNAVAILABLE, &refusal.to_git()),
-        other => unauthorized(&other),
+        other if other.http_status() == StatusCode::UNAUTHORIZED => unauthorized(&other),
+        other => text(other.http_status(), &other.to_git()),
     })?;
     crate::audit::note_credential(crate::audit::Who::of_scope(&scope));
     let id: RepoId = raw_id
