@@ -15,6 +15,7 @@ use super::{admit, body_json};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::model::{LineQuery, RepoId, SearchHit};
+use crate::rules::RuleError;
 
 fn yes() -> bool {
     true
@@ -67,12 +68,23 @@ struct SearchAnswer {
     repo_head: String,
 }
 
+/// The rule of a query ([`crate::rules::search_query`]), after the API's own: a query
+/// of only white space is empty here.
 pub(super) fn check_query(q: &str) -> Result<(), ApiError> {
+    refuse_blank(q)?;
+    crate::rules::search_query("query", q).map_err(unprocessable)
+}
+
+fn refuse_blank(q: &str) -> Result<(), ApiError> {
     if q.trim().is_empty() {
         return Err(ApiError::unprocessable("query is empty"));
     }
-    // The MCP tools' limit, answered 422 as the API answers every bad body.
-    crate::rules::query_length("query", q).map_err(|e| ApiError::unprocessable(e.to_string()))
+    Ok(())
+}
+
+/// A query over the shared limits answers 422, as the API answers every bad body.
+fn unprocessable(e: RuleError) -> ApiError {
+    ApiError::unprocessable(e.to_string())
 }
 
 pub(super) async fn search(
@@ -149,23 +161,15 @@ async fn search_lines(
     id: RepoId,
     body: SearchBody,
 ) -> Result<SearchAnswer, ApiError> {
-    check_query(&body.query)?;
-    if body.max_results == 0 || body.max_results > 1000 {
-        return Err(ApiError::unprocessable(
-            "max_results must be between 1 and 1000",
-        ));
-    }
-    if body.context_lines > 10 {
-        return Err(ApiError::unprocessable("context_lines must be at most 10"));
-    }
+    refuse_blank(&body.query)?;
+    let checked = LineQuery::new("query", body.query, body.max_results, body.context_lines)
+        .map_err(unprocessable)?;
     let q = LineQuery {
-        pattern: body.query,
         regex: body.regex,
         case_sensitive: body.case_sensitive,
         path_glob: body.path_glob.filter(|g| !g.is_empty()),
         visible: caller.scope().visible(),
-        max_results: body.max_results,
-        context_lines: body.context_lines,
+        ..checked
     };
     let results = blocking(&state, move |s| s.search_lines(&id, &q)).await?;
     let wire = |h: SearchHit| {
