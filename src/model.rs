@@ -488,6 +488,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn search_queries_are_refused_in_the_words_of_the_surface_asking() {
+        let refused = |r: Result<LineQuery, RuleError>| r.unwrap_err().to_string();
+        assert_eq!(
+            refused(LineQuery::new("the query", String::new(), 50, 0)),
+            "the query is empty"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".repeat(4097), 50, 0)),
+            "query is 4097 bytes; the limit is 4096"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".into(), 1001, 0)),
+            "max_results must be between 1 and 1000"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".into(), 1, 11)),
+            "context_lines must be at most 10"
+        );
+        let ranked = |glob: Option<&str>, tokens| {
+            RankedQuery::new("the query", "x".into(), glob.map(Into::into), 50, tokens)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ranked(None, 0),
+            Err("token_limit must be between 1 and 100000".into())
+        );
+        assert!(
+            ranked(Some("[z-a]"), 10)
+                .unwrap_err()
+                .starts_with("path_glob `[z-a]`")
+        );
+        assert_eq!(ranked(Some("*.rs"), 100_000), Ok(()));
+    }
+
+    #[test]
     fn repo_id_is_canonical_hyphenated_uuid() {
         let id: RepoId = "3F2A6C1E-8B0D-4C5E-9A7F-1D2E3C4B5A69".parse().unwrap();
         assert_eq!(id.to_string(), "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69");
