@@ -12,7 +12,9 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::RepoPath;
-use crate::rules::{Limits, PathSet, RuleError};
+use crate::rules::{
+    Limits, MAX_CONTEXT_LINES, MAX_SEARCH_RESULTS, MAX_TOKEN_LIMIT, PathGlob, PathSet, RuleError,
+};
 
 /// A repository ID: a UUID, always written in its lowercase hyphenated form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -260,6 +262,41 @@ pub struct LineQuery {
     pub context_lines: usize,
 }
 
+impl LineQuery {
+    /// A literal, case-sensitive search for `pattern` in every file, refused unless it
+    /// keeps the limits every surface keeps: the pattern's ([`crate::rules::search_query`],
+    /// `what` naming it), `max_results` from 1 to [`MAX_SEARCH_RESULTS`], and
+    /// `context_lines` at most [`MAX_CONTEXT_LINES`]. The other fields are the caller's
+    /// to set.
+    pub fn new(
+        what: &str,
+        pattern: String,
+        max_results: usize,
+        context_lines: usize,
+    ) -> Result<Self, RuleError> {
+        crate::rules::search_query(what, &pattern)?;
+        if max_results == 0 || max_results > MAX_SEARCH_RESULTS {
+            return Err(RuleError::Invalid(format!(
+                "max_results must be between 1 and {MAX_SEARCH_RESULTS}"
+            )));
+        }
+        if context_lines > MAX_CONTEXT_LINES {
+            return Err(RuleError::Invalid(format!(
+                "context_lines must be at most {MAX_CONTEXT_LINES}"
+            )));
+        }
+        Ok(Self {
+            pattern,
+            regex: false,
+            case_sensitive: true,
+            path_glob: None,
+            visible: None,
+            max_results,
+            context_lines,
+        })
+    }
+}
+
 /// One matching line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchHit {
@@ -314,6 +351,43 @@ pub struct RankedQuery {
     pub max_results: usize,
     /// Most tokens of snippet text in the whole answer (about 4 bytes a token).
     pub token_limit: usize,
+}
+
+impl RankedQuery {
+    /// Ranked retrieval for `text` in every file (or those `path_glob` matches), refused
+    /// unless it keeps the limits: the text's ([`crate::rules::search_query`], `what`
+    /// naming it), `max_results` from 1 to [`MAX_SEARCH_RESULTS`], `token_limit` from 1
+    /// to [`MAX_TOKEN_LIMIT`], and a glob that compiles. `visible` is the caller's to
+    /// set.
+    pub fn new(
+        what: &str,
+        text: String,
+        path_glob: Option<String>,
+        max_results: usize,
+        token_limit: usize,
+    ) -> Result<Self, RuleError> {
+        crate::rules::search_query(what, &text)?;
+        if max_results == 0 || max_results > MAX_SEARCH_RESULTS {
+            return Err(RuleError::Invalid(format!(
+                "max_results must be between 1 and {MAX_SEARCH_RESULTS}"
+            )));
+        }
+        if token_limit == 0 || token_limit > MAX_TOKEN_LIMIT {
+            return Err(RuleError::Invalid(format!(
+                "token_limit must be between 1 and {MAX_TOKEN_LIMIT}"
+            )));
+        }
+        if let Some(glob) = &path_glob {
+            PathGlob::new("path_glob", glob)?;
+        }
+        Ok(Self {
+            text,
+            path_glob,
+            visible: None,
+            max_results,
+            token_limit,
+        })
+    }
 }
 
 /// One ranked result: a file and the line range in it that best answers the query.
@@ -412,6 +486,42 @@ pub struct MintedToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_queries_are_refused_in_the_words_of_the_surface_asking() {
+        let refused = |r: Result<LineQuery, RuleError>| r.unwrap_err().to_string();
+        assert_eq!(
+            refused(LineQuery::new("the query", String::new(), 50, 0)),
+            "the query is empty"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".repeat(4097), 50, 0)),
+            "query is 4097 bytes; the limit is 4096"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".into(), 1001, 0)),
+            "max_results must be between 1 and 1000"
+        );
+        assert_eq!(
+            refused(LineQuery::new("query", "x".into(), 1, 11)),
+            "context_lines must be at most 10"
+        );
+        let ranked = |glob: Option<&str>, tokens| {
+            RankedQuery::new("the query", "x".into(), glob.map(Into::into), 50, tokens)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            ranked(None, 0),
+            Err("token_limit must be between 1 and 100000".into())
+        );
+        assert!(
+            ranked(Some("[z-a]"), 10)
+                .unwrap_err()
+                .starts_with("path_glob `[z-a]`")
+        );
+        assert_eq!(ranked(Some("*.rs"), 100_000), Ok(()));
+    }
 
     #[test]
     fn repo_id_is_canonical_hyphenated_uuid() {

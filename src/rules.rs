@@ -22,6 +22,15 @@ pub const MAX_QUERY_BYTES: usize = 4096;
 /// the 50 MiB limit with JSON escaping; a longer line is dropped by the transport.
 pub const MAX_STDIO_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
 
+/// Most matching lines one search returns, and most files one ranked answer ranks.
+pub const MAX_SEARCH_RESULTS: usize = 1000;
+
+/// Most context lines around a match.
+pub const MAX_CONTEXT_LINES: usize = 10;
+
+/// Largest `token_limit` a ranked answer may ask for.
+pub const MAX_TOKEN_LIMIT: usize = 100_000;
+
 /// Longest token name accepted, in bytes.
 pub const MAX_TOKEN_NAME_BYTES: usize = 200;
 
@@ -195,6 +204,15 @@ pub fn query_length(what: &str, value: &str) -> Result<(), RuleError> {
             "{what} is {} bytes; the limit is {MAX_QUERY_BYTES}",
             value.len()
         )));
+    }
+    Ok(())
+}
+
+/// Refuse a search query over [`MAX_QUERY_BYTES`], or empty; `what` names it.
+pub fn search_query(what: &str, query: &str) -> Result<(), RuleError> {
+    query_length(what, query)?;
+    if query.is_empty() {
+        return Err(RuleError::Invalid(format!("{what} is empty")));
     }
     Ok(())
 }

@@ -4,7 +4,6 @@
 //! repos, and nothing else.
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -96,11 +95,7 @@ impl Caller {
 }
 
 fn refused(refusal: Refusal) -> ApiError {
-    match refusal {
-        Refusal::NoRepos => ApiError::forbidden(refusal.to_string()),
-        Refusal::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()),
-        other => ApiError::unauthorized(other.to_string()),
-    }
+    ApiError::new(refusal.http_status(), refusal.to_string())
 }
 
 impl FromRequestParts<ApiState> for Caller {

@@ -16,9 +16,9 @@
 //! few commands. receive-pack then reads and indexes the pack into its quarantine
 //! without any lock; its pre-receive hook is this product's binary (the hidden
 //! `git-pre-receive` command) checking every incoming commit and object against the
-//! store's rules ([`crate::store::push`]), and then passing the push's gate
-//! ([`super::push_gate`]): this process takes the repo's writer lock (the same
-//! in-process mutex and flock as `update_repo_files`, see
+//! store's rules ([`crate::store::hook`], [`crate::store::push`]), and then passing the
+//! push's gate ([`super::push_gate`]): this process takes the repo's writer lock (the
+//! same in-process mutex and flock as `update_repo_files`, see
 //! [`crate::store::Store::write_from_outside`]), admits the credential again, and holds
 //! the lock until receive-pack ends. receive-pack's own old-oid check is the
 //! compare-and-swap of `main`. The hook is set per run with `-c core.hooksPath=`. No
@@ -52,7 +52,7 @@ use crate::model::RepoId;
 use crate::rules::Limits;
 use crate::scope::{Right, ScopeError};
 use crate::store::StoreError;
-use crate::store::push::{RefUpdate, check_push, ref_refusal};
+use crate::store::push::ref_refusal;
 
 /// The realm git shows when it asks its credential helper.
 const REALM: &str = "Basic realm=\"scoped-repo-mcp\"";
@@ -60,11 +60,9 @@ const REALM: &str = "Basic realm=\"scoped-repo-mcp\"";
 /// The hidden command of this binary that git runs as the pre-receive hook.
 pub const HOOK_COMMAND: &str = "git-pre-receive";
 
-/// Environment variables the hook reads (none of them secret).
+/// The environment variable naming the binary the hook runs (the store's limits go to
+/// it too, see [`crate::store::hook::limits_env`]).
 const ENV_EXE: &str = "SCOPED_REPO_MCP_EXE";
-const ENV_MAX_FILE: &str = "SCOPED_REPO_MCP_MAX_FILE_BYTES";
-const ENV_MAX_PUSH: &str = "SCOPED_REPO_MCP_MAX_PUSH_BYTES";
-const ENV_MAX_OPS: &str = "SCOPED_REPO_MCP_MAX_OPERATIONS";
 
 /// The hook script: constant, so every `api` process on a data directory can share it;
 /// which binary it runs comes from the environment of each receive-pack.
@@ -224,9 +222,7 @@ impl GitSupport {
                     .arg("-c")
                     .arg(format!("receive.maxInputSize={max_input}"))
                     .env(ENV_EXE, &self.hook_exe)
-                    .env(ENV_MAX_FILE, limits.max_file_bytes.to_string())
-                    .env(ENV_MAX_PUSH, limits.max_update_bytes.to_string())
-                    .env(ENV_MAX_OPS, limits.max_operations.to_string());
+                    .envs(crate::store::hook::limits_env(&limits));
             }
         }
         cmd.arg(service.name())
@@ -383,8 +379,8 @@ async fn admit(
     .map_err(|refusal| match refusal {
         // A good credential whose repos are all gone: as for any repo it does not reach.
         Refusal::NoRepos => not_found(),
-        Refusal::Unavailable => text(StatusCode::SERVICE_UNAVAILABLE, &refusal.to_git()),
-        other => unauthorized(&other),
+        other if other.http_status() == StatusCode::UNAUTHORIZED => unauthorized(&other),
+        other => text(other.http_status(), &other.to_git()),
     })?;
     crate::audit::note_credential(crate::audit::Who::of_scope(&scope));
     let id: RepoId = raw_id
@@ -1023,69 +1019,8 @@ async fn run_receive_pack(
 }
 
 /// The pre-receive hook (`scoped-repo-mcp git-pre-receive`, run by receive-pack in the
-/// repo's directory): read the ref updates from `input`, check the push, and write the
-/// refusal to `err` (git relays it to the pusher as `remote: …`). True: accept.
+/// repo's directory): the store's rules ([`crate::store::hook::pre_receive`]), with this
+/// server's push gate. True: accept.
 pub fn pre_receive(input: &str, err: &mut dyn std::io::Write) -> bool {
-    let env_num = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let defaults = Limits::default();
-    let limits = Limits {
-        max_file_bytes: env_num(ENV_MAX_FILE, defaults.max_file_bytes),
-        max_update_bytes: env_num(ENV_MAX_PUSH, defaults.max_update_bytes),
-        max_operations: env_num(ENV_MAX_OPS, defaults.max_operations),
-    };
-    let quarantine = std::env::var_os("GIT_QUARANTINE_PATH").map(PathBuf::from);
-    let checked = match std::env::current_dir() {
-        Ok(dir) => RefUpdate::parse_lines(input).and_then(|updates| {
-            check_push(&dir, quarantine.as_deref(), &updates, &limits).map(|()| updates)
-        }),
-        Err(e) => {
-            let _ = writeln!(err, "push refused: the repository could not be found: {e}");
-            return false;
-        }
-    };
-    let updates = match checked {
-        Ok(updates) => updates,
-        Err(refused) => {
-            let _ = writeln!(err, "push refused, nothing changed: {refused}");
-            return false;
-        }
-    };
-    // The pack is whole and checked: only now the writer lock, and the credential
-    // admitted again, right before git moves the ref.
-    if let Err(refused) = super::push_gate::pass() {
-        let _ = writeln!(err, "push refused, nothing changed: {refused}");
-        return false;
-    }
-    // Under the lock: `main` is still where the check found it, so the check holds.
-    match std::env::current_dir()
-        .map_err(|e| e.to_string())
-        .and_then(|dir| still_at(&dir, &updates))
-    {
-        Ok(()) => true,
-        Err(refused) => {
-            let _ = writeln!(err, "push refused, nothing changed: {refused}");
-            false
-        }
-    }
-}
-
-/// Whether `main` is still where each update found it.
-fn still_at(dir: &Path, updates: &[RefUpdate]) -> Result<(), String> {
-    let repo = git2::Repository::open_bare(dir).map_err(|e| e.message().to_string())?;
-    let head = repo
-        .refname_to_id(crate::store::BRANCH_REF)
-        .map_err(|e| e.message().to_string())?;
-    match updates.iter().find(|u| u.old != head) {
-        None => Ok(()),
-        Some(u) => Err(format!(
-            "`main` is at {} now, not {}: it moved while the push arrived; pull and push again",
-            &head.to_string()[..12],
-            &u.old.to_string()[..12]
-        )),
-    }
+    crate::store::hook::pre_receive(input, err, super::push_gate::pass)
 }

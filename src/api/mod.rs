@@ -9,7 +9,8 @@
 //! - [`pkt_line`]: a push's command list and a fetch's wants, read before git starts.
 //! - [`push_gate`]: the writer lock and the second admission a push passes right before
 //!   `main` moves.
-//! - `routes`: the handlers and their wire types, private to this module.
+//! - `routes`: the handlers, one resource a file, and their wire types, private to
+//!   this module.
 //! - `host_check`, `in_flight`, `rate`: middleware, one concern each: the
 //!   `Host`/`Origin` allow lists, the per-credential cap on requests in flight and the
 //!   per-credential rate limit, all shared with `serve`.

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use axum::http::StatusCode;
+
 use crate::backend::{Backend, BackendError, BackendFuture, LocalBackend, TokenStatus};
 use crate::credentials::secrets;
 use crate::model::RepoId;
@@ -162,6 +164,17 @@ impl fmt::Display for Refusal {
 }
 
 impl Refusal {
+    /// The HTTP status of this refusal, the same on every HTTP surface: 403 for a good
+    /// credential that reaches none of the repos served, 503 when the authority could
+    /// not be asked (trying again may work), 401 for every other.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Refusal::NoRepos => StatusCode::FORBIDDEN,
+            Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
     /// The refusal in git's terms: git prints it as `remote: …` lines, and someone at a
     /// shell reads it, so it says how to give git a credential.
     pub fn to_git(&self) -> String {

@@ -175,16 +175,8 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     };
     let grant = match state.resolver.resolve(bearer.as_deref()).await {
         Ok(g) => g,
-        Err(AuthError::NoRepos) => {
-            return problem(StatusCode::FORBIDDEN, &AuthError::NoRepos.to_string());
-        }
-        Err(AuthError::Unavailable) => {
-            return problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &AuthError::Unavailable.to_string(),
-            );
-        }
-        Err(e) => return unauthorized(&e),
+        Err(e) if e.http_status() == StatusCode::UNAUTHORIZED => return unauthorized(&e),
+        Err(e) => return problem(e.http_status(), &e.to_string()),
     };
     let fingerprint = auth::fingerprint(bearer.as_deref());
     let session = request

@@ -16,19 +16,12 @@ use crate::backend::{ProgressSender, SearchOutcome};
 use crate::model::{LineQuery, RankedHit, RankedQuery, RepoId, RepoSummary, SearchHit};
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
-use crate::search::compile_glob;
 use crate::text::one_line;
 
 /// Most bytes of file content one `read_file` answer carries.
 pub const MAX_READ_BYTES: usize = 256 * 1024;
-/// Most matching lines one search returns.
-pub const MAX_SEARCH_RESULTS: u32 = 1000;
-/// Most context lines around a match.
-pub const MAX_CONTEXT_LINES: u32 = 10;
 /// Default budget of snippet text in a ranked answer, in tokens (about 4 bytes each).
 pub const DEFAULT_TOKEN_LIMIT: u32 = 8000;
-/// Largest `token_limit` a ranked answer may ask for.
-pub const MAX_TOKEN_LIMIT: u32 = 100_000;
 /// Most paths one `list_files` answer carries.
 pub const MAX_LIST_LIMIT: u32 = 10_000;
 
@@ -197,14 +190,6 @@ pub struct ListFilesOutput {
     pub total_matching: u64,
     /// True when more paths matched than were returned.
     pub truncated: bool,
-}
-
-fn query_too_long(query: &str) -> Result<(), ToolFailure> {
-    crate::rules::query_length("the query", query)?;
-    if query.is_empty() {
-        return Err(ToolFailure::Refused("the query is empty".into()));
-    }
-    Ok(())
 }
 
 /// Words that open a line of code far more often than a question: a query starting
@@ -397,29 +382,22 @@ impl RepoServer {
         progress: Option<ProgressSender>,
     ) -> ToolAnswer<SearchRepoOutput> {
         let id = self.admit(&Self::SEARCH_REPO, &req.repo_id).await?;
-        query_too_long(&req.query)?;
-        if req.max_results == 0 || req.max_results > MAX_SEARCH_RESULTS {
-            return Err(ToolFailure::Refused(format!(
-                "max_results must be between 1 and {MAX_SEARCH_RESULTS}"
-            )));
-        }
-        if req.context_lines > MAX_CONTEXT_LINES {
-            return Err(ToolFailure::Refused(format!(
-                "context_lines must be at most {MAX_CONTEXT_LINES}"
-            )));
-        }
+        let checked = LineQuery::new(
+            "the query",
+            req.query.clone(),
+            req.max_results as usize,
+            req.context_lines as usize,
+        )?;
         let mode = resolve_mode(req.mode, &req.query);
         if mode == SearchMode::Ranked {
             return self.search_ranked_impl(id, req, progress).await;
         }
         let query = LineQuery {
-            pattern: req.query.clone(),
             regex: mode == SearchMode::Regex,
             case_sensitive: req.case_sensitive,
             path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
             visible: self.scope.visible(),
-            max_results: req.max_results as usize,
-            context_lines: req.context_lines as usize,
+            ..checked
         };
         let results = match self.backend.search(&id, &query, progress).await? {
             // A backend that cannot filter by the view (the Relace API) is filtered here.
@@ -501,20 +479,15 @@ impl RepoServer {
         req: SearchRepoRequest,
         progress: Option<ProgressSender>,
     ) -> ToolAnswer<SearchRepoOutput> {
-        if req.token_limit == 0 || req.token_limit > MAX_TOKEN_LIMIT {
-            return Err(ToolFailure::Refused(format!(
-                "token_limit must be between 1 and {MAX_TOKEN_LIMIT}"
-            )));
-        }
-        if !req.path_glob.is_empty() {
-            compile_glob(&req.path_glob).map_err(|e| ToolFailure::Refused(e.to_string()))?;
-        }
         let query = RankedQuery {
-            text: req.query.clone(),
-            path_glob: (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
             visible: self.scope.visible(),
-            max_results: req.max_results as usize,
-            token_limit: req.token_limit as usize,
+            ..RankedQuery::new(
+                "the query",
+                req.query.clone(),
+                (!req.path_glob.is_empty()).then(|| req.path_glob.clone()),
+                req.max_results as usize,
+                req.token_limit as usize,
+            )?
         };
         let mut results = self.backend.search_ranked(&id, &query, progress).await?;
         results.hits.retain(|h| self.scope.sees(&h.path));

@@ -7,7 +7,7 @@
 //! repos/<repo-id>.git/     a bare git repository; history on refs/heads/main
 //! repos/<repo-id>.git/scoped-repo-mcp.lock   held (flock) by the one writer at a time
 //! index/<repo-id>/         the line index's segments and their manifest (see `line_index`)
-//! git-hooks/pre-receive    the hook through which a git push is checked (see `push`)
+//! git-hooks/pre-receive    the hook through which a git push is checked (see `hook`, `push`)
 //! repos/.fetch-<pid>-<n>/  a fetch of a git source in quarantine (see `history`)
 //! index/<repo-id>/ranked.bin the ranked index as last stored (see `ranked`)
 //! ```
@@ -22,6 +22,7 @@ mod check;
 mod db;
 mod git;
 mod history;
+pub mod hook;
 mod import;
 mod line_index;
 mod memory;
