@@ -319,7 +319,8 @@ fn rate_limited(limited: &crate::rate::Limited) -> Response {
     let mut r = text(StatusCode::TOO_MANY_REQUESTS, &message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, limited.retry_after_secs.into());
-    r.extensions_mut().insert(crate::audit::Refusal(message));
+    r.extensions_mut()
+        .insert(crate::audit::RefusalNote(message));
     r
 }
 

@@ -249,7 +249,7 @@ impl IntoResponse for ApiError {
         ) {
             response
                 .extensions_mut()
-                .insert(crate::audit::Refusal(self.detail));
+                .insert(crate::audit::RefusalNote(self.detail));
         }
         response
     }

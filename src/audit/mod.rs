@@ -34,12 +34,14 @@ mod rest;
 mod tool_call;
 mod trail;
 
+/// Where a call came in: the front door's surfaces, and the administration commands.
+pub use crate::credentials::Surface;
 pub use command::command_row;
 pub(crate) use note::{
     loggable, note_backend_error, note_credential, note_internal_error, note_refusal,
 };
 pub use note::{note_repos, note_token, note_update};
-pub use rest::{Refusal, rest_request};
+pub use rest::{RefusalNote, rest_request};
 pub use tool_call::Recorder;
 pub(crate) use tool_call::ToolCall;
 pub use trail::Trail;
@@ -49,35 +51,6 @@ pub use trail::Trail;
 const MAX_TEXT_BYTES: usize = 400;
 /// Repo ids written in a record, at most; past them the column says how many more.
 const MAX_REPO_IDS: usize = 8;
-
-/// Where a call came in. More surfaces (git over HTTP) will come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Surface {
-    /// An MCP tool call over stdio.
-    Stdio,
-    /// An MCP tool call over HTTP (streamable or legacy SSE).
-    Http,
-    /// A request to the REST API of `scoped-repo-mcp api`.
-    Api,
-    /// An administration command.
-    Cli,
-    /// A git fetch or push through `api`'s smart HTTP routes.
-    Git,
-}
-
-impl Surface {
-    /// The surface as the trail spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Surface::Stdio => "stdio",
-            Surface::Http => "http",
-            Surface::Api => "api",
-            Surface::Cli => "cli",
-            Surface::Git => "git",
-        }
-    }
-}
 
 /// Who made a call, in words safe to write down.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use crate::store::AuditRow;
 
 /// A refusal's reason, carried on an error response for the audit layer.
 #[derive(Debug, Clone)]
-pub struct Refusal(pub String);
+pub struct RefusalNote(pub String);
 
 /// The axum middleware that records every request of `scoped-repo-mcp api`: the
 /// route's template (never the concrete path, which may hold a token), the repo of a
@@ -73,7 +73,7 @@ pub async fn rest_request(
     {
         let why = response
             .extensions()
-            .get::<Refusal>()
+            .get::<RefusalNote>()
             .map(|r| safe_reason(&r.0, &[]))
             .unwrap_or_else(|| status.to_string());
         (Outcome::Refused, Some(why))

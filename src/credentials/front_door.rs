@@ -17,8 +17,8 @@ use crate::credentials::secrets;
 use crate::model::RepoId;
 use crate::scope::{Credential, Scope};
 
-/// The surface a credential arrives on. It decides what no credential at all means:
-/// the operator's own settings under stdio, an anonymous caller elsewhere.
+/// The surface a credential (or a call) arrives on. It decides what no credential at
+/// all means: the operator's own settings under stdio, an anonymous caller elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
     /// `serve` over stdio: the credential, if any, is the operator's `RELACE_API_KEY`.
@@ -30,6 +30,22 @@ pub enum Surface {
     /// `api`, git's smart HTTP at `/v1/repo/{id}.git`: each request's Basic password
     /// (or bearer). It reaches what the same credential reaches on the REST API.
     Git,
+    /// An administration command (`token create`, `repo create`, …): the operator at a
+    /// shell on the data directory. No credential is presented; it is only recorded.
+    Cli,
+}
+
+impl Surface {
+    /// The surface as the audit trail spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Stdio => "stdio",
+            Surface::Http => "http",
+            Surface::Api => "api",
+            Surface::Git => "git",
+            Surface::Cli => "cli",
+        }
+    }
 }
 
 /// A credential as presented, classified by its shape alone.

@@ -123,7 +123,7 @@ impl Drop for InFlight {
 
 /// The grant and credential fingerprint the guard attaches to a request.
 #[derive(Clone)]
-pub(crate) struct Caller {
+pub(crate) struct Admitted {
     grant: Grant,
     fingerprint: String,
 }
@@ -226,7 +226,7 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     let in_flight = (is_post && !is_legacy_message).then(|| InFlight::enter(&state.lifecycle));
     let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(grant.clone());
-    request.extensions_mut().insert(Caller {
+    request.extensions_mut().insert(Admitted {
         grant,
         fingerprint: fingerprint.clone(),
     });

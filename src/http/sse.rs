@@ -25,7 +25,7 @@ use rmcp::model::{
 use serde::Deserialize;
 
 use super::sessions::Slot;
-use super::{Caller, HttpState, InFlight, lock, problem, too_many, too_many_sessions};
+use super::{Admitted, HttpState, InFlight, lock, problem, too_many, too_many_sessions};
 
 /// Messages buffered per direction before a sender waits.
 const CHANNEL_DEPTH: usize = 64;
@@ -68,7 +68,7 @@ impl Drop for Closer {
 /// `GET /sse`: open a session.
 pub(crate) async fn connect(
     State(state): State<Arc<HttpState>>,
-    Extension(caller): Extension<Caller>,
+    Extension(caller): Extension<Admitted>,
 ) -> Response {
     let Some(slot) = state.lifecycle.book.reserve(
         &caller.fingerprint,
@@ -144,7 +144,7 @@ pub(crate) struct MessageQuery {
 /// `POST /messages?sessionId=…`: one JSON-RPC message into a session.
 pub(crate) async fn message(
     State(state): State<Arc<HttpState>>,
-    Extension(caller): Extension<Caller>,
+    Extension(caller): Extension<Admitted>,
     Query(query): Query<MessageQuery>,
     body: Bytes,
 ) -> Response {
