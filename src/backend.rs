@@ -166,7 +166,9 @@ impl LocalBackend {
         &self.store
     }
 
-    fn blocking<T, F>(&self, f: F) -> BackendFuture<'static, T>
+    /// Run a store call on the blocking pool: the one way the local backend (and the
+    /// front door over it) reaches the store from async code.
+    pub(crate) fn blocking<T, F>(&self, f: F) -> BackendFuture<'static, T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,

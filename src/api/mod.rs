@@ -319,15 +319,17 @@ impl From<PathError> for ApiError {
     }
 }
 
-/// Run a blocking store call on the blocking pool.
-async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+/// Run a blocking call on the store (a store operation, or a git source's fetch and the
+/// store's work on it) on the blocking pool, its error turned into the API's.
+async fn blocking<T, E, F>(state: &ApiState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
 {
     let store = state.store.clone();
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+        .map_err(Into::into)
 }

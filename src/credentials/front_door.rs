@@ -12,7 +12,7 @@ use std::fmt;
 
 use axum::http::StatusCode;
 
-use crate::backend::{Backend, BackendError, BackendFuture, LocalBackend, TokenStatus};
+use crate::backend::{Backend, BackendFuture, LocalBackend, TokenStatus};
 use crate::credentials::secrets;
 use crate::model::RepoId;
 use crate::scope::{Credential, Scope};
@@ -223,24 +223,12 @@ impl Authority for LocalBackend {
     }
 
     fn account_key<'a>(&'a self, key: &'a str) -> BackendFuture<'a, Option<(String, String)>> {
-        let store = self.store().clone();
         let key = key.to_string();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || Ok(store.live_account_key(&key)?))
-                .await
-                .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
-        })
+        self.blocking(move |s| s.live_account_key(&key))
     }
 
     fn all_repos(&self) -> BackendFuture<'_, Vec<RepoId>> {
-        let store = self.store().clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                Ok(store.repo_rows()?.into_iter().map(|r| r.id).collect())
-            })
-            .await
-            .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
-        })
+        self.blocking(|s| Ok(s.repo_rows()?.into_iter().map(|r| r.id).collect()))
     }
 }
 

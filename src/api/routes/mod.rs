@@ -28,11 +28,10 @@ use serde::de::DeserializeOwned;
 
 use super::auth::Caller;
 use super::{ApiError, ApiState, MAX_BODY_BYTES};
-use crate::git_source::{GitProgram, GitSource, SourceError};
+use crate::git_source::{GitProgram, GitSource};
 use crate::model::RepoId;
 use crate::paths::RepoPath;
 use crate::scope::Right;
-use crate::store::Store;
 
 pub(super) fn router(state: ApiState) -> Router {
     let v1 = Router::new()
@@ -125,17 +124,4 @@ fn git_source(
         })?,
     };
     Ok((source, git))
-}
-
-/// Run a blocking fetch of a git source and the store's work on it.
-async fn fetching<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, SourceError> + Send + 'static,
-{
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{RepoInfo, WireFile, files, info};
-use super::{admit, body_json, fetching, git_source, query, repo_id};
+use super::{admit, body_json, git_source, query, repo_id};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::git_source::FetchLimits;
@@ -122,7 +122,7 @@ pub(super) async fn create_repo(
         Some(CreateSource::Files { files: f }) => (files(f)?, None),
         Some(CreateSource::Git { url, branch }) => {
             let (source, git) = git_source(&state, &url, branch.as_deref())?;
-            let (row, outcome) = fetching(&state, move |s| {
+            let (row, outcome) = blocking(&state, move |s| {
                 s.create_from_history(metadata, |dir| {
                     source.fetch_into(&git, dir, &FetchLimits::default())
                 })
@@ -235,7 +235,7 @@ pub(super) async fn list_repos(
             .map(|r| metadata_of(s, r))
             .collect::<Result<Vec<_>, _>>()?;
         let end = page_start.saturating_add(page_size);
-        Ok(Json(RepoList {
+        Ok::<_, StoreError>(Json(RepoList {
             items,
             total_items,
             next_page: (end < total_items).then_some(end),

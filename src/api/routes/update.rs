@@ -9,14 +9,14 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 
 use super::wire::{RepoInfo, WireFile, files, info};
-use super::{admit_for, body_json, fetching, git_source};
+use super::{admit_for, body_json, git_source};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
-use crate::git_source::FetchLimits;
+use crate::git_source::{FetchLimits, SourceError};
 use crate::model::{Change, FileOp, RepoId, UpdateOutcome, UpdateSpec};
 use crate::paths::RepoPath;
 use crate::scope::Right;
-use crate::store::MergeSpec;
+use crate::store::{MergeSpec, StoreError};
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -150,7 +150,7 @@ pub(super) async fn update_repo(
         if let Some(m) = metadata {
             s.set_metadata(&id, &m)?;
         }
-        Ok(outcome)
+        Ok::<_, StoreError>(outcome)
     })
     .await?;
     Ok(info(id, outcome))
@@ -180,14 +180,14 @@ async fn update_from_git(
         author: caller.author().to_string(),
         expected_head: expected_head.filter(|h| !h.is_empty()),
     };
-    let (outcome, joined) = fetching(&state, move |s| {
+    let (outcome, joined) = blocking(&state, move |s| {
         let joined = s.merge_history(&id, &spec, |dir| {
             source.fetch_into(&git, dir, &FetchLimits::default())
         })?;
         if let Some(m) = metadata {
             s.set_metadata(&id, &m)?;
         }
-        Ok(joined)
+        Ok::<_, SourceError>(joined)
     })
     .await?;
     tracing::info!(repo = %id, joined = ?joined, "repo updated from a git source through the API");
