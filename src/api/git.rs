@@ -361,7 +361,7 @@ fn gzipped(headers: &HeaderMap) -> bool {
 
 /// The front door for a git request: the repo, when the request's credential may use
 /// `service` on it; otherwise the answer to send.
-async fn admit(
+async fn admit_git_request(
     state: &ApiState,
     headers: &HeaderMap,
     raw_id: &str,
@@ -442,7 +442,7 @@ pub(super) async fn info_refs(
             "only git's smart HTTP is served here (`?service=git-upload-pack` or `git-receive-pack`); use git 1.6.6 or later",
         );
     };
-    let (id, git, _) = match admit(&state, &headers, &raw_id, service).await {
+    let (id, git, _) = match admit_git_request(&state, &headers, &raw_id, service).await {
         Ok(x) => x,
         Err(answer) => return answer,
     };
@@ -690,7 +690,8 @@ pub(super) async fn upload_pack(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (id, git, _) = match admit(&state, &headers, &raw_id, Service::UploadPack).await {
+    let (id, git, _) = match admit_git_request(&state, &headers, &raw_id, Service::UploadPack).await
+    {
         Ok(x) => x,
         Err(answer) => return answer,
     };
@@ -833,10 +834,11 @@ pub(super) async fn receive_pack(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (id, git, credential) = match admit(&state, &headers, &raw_id, Service::ReceivePack).await {
-        Ok(x) => x,
-        Err(answer) => return answer,
-    };
+    let (id, git, credential) =
+        match admit_git_request(&state, &headers, &raw_id, Service::ReceivePack).await {
+            Ok(x) => x,
+            Err(answer) => return answer,
+        };
     let limits = state.store.limits();
     let mut file = match git.spool_file() {
         Ok(f) => f,

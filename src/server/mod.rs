@@ -332,7 +332,7 @@ impl RepoServer {
 
     /// The guard for tools that act on one repo: parse the ID, check the session's
     /// credential is still good, and check the repo and right against the scope.
-    pub(crate) async fn admit(
+    pub(crate) async fn guard_repo(
         &self,
         tool: &ToolSpec,
         repo_id: &str,

@@ -381,7 +381,7 @@ impl RepoServer {
         req: SearchRepoRequest,
         progress: Option<ProgressSender>,
     ) -> ToolAnswer<SearchRepoOutput> {
-        let id = self.admit(&Self::SEARCH_REPO, &req.repo_id).await?;
+        let id = self.guard_repo(&Self::SEARCH_REPO, &req.repo_id).await?;
         let checked = LineQuery::new(
             "the query",
             req.query.clone(),
@@ -528,7 +528,7 @@ impl RepoServer {
     }
 
     async fn read_file_impl(&self, req: ReadFileRequest) -> ToolAnswer<ReadFileOutput> {
-        let id = self.admit(&Self::READ_FILE, &req.repo_id).await?;
+        let id = self.guard_repo(&Self::READ_FILE, &req.repo_id).await?;
         let path = RepoPath::parse(&req.path)?;
         let file = self.read_visible(&id, &path).await?;
         let lines: Vec<&str> = file.content.split_inclusive('\n').collect();
@@ -616,7 +616,7 @@ impl RepoServer {
     }
 
     async fn list_files_impl(&self, req: ListFilesRequest) -> ToolAnswer<ListFilesOutput> {
-        let id = self.admit(&Self::LIST_FILES, &req.repo_id).await?;
+        let id = self.guard_repo(&Self::LIST_FILES, &req.repo_id).await?;
         let prefix = if req.prefix.is_empty() {
             None
         } else {

@@ -114,7 +114,7 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         )
     })?;
     let id = server
-        .admit(&RepoServer::READ_FILE, repo_id)
+        .guard_repo(&RepoServer::READ_FILE, repo_id)
         .await
         .map_err(to_mcp)?;
     let path = RepoPath::parse(path).map_err(|e| to_mcp(e.into()))?;

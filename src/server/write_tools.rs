@@ -197,7 +197,9 @@ impl RepoServer {
         req: UpdateRepoFilesRequest,
         control: UpdateControl,
     ) -> ToolAnswer<UpdateRepoFilesOutput> {
-        let id = self.admit(&Self::UPDATE_REPO_FILES, &req.repo_id).await?;
+        let id = self
+            .guard_repo(&Self::UPDATE_REPO_FILES, &req.repo_id)
+            .await?;
         let spec = UpdateSpec {
             change: to_change(&req)?,
             expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),

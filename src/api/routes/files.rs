@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::wire::{RepoInfo, info};
-use super::{admit, admit_for, path};
+use super::{path, readable_repo, repo_with_right};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, REPO_HEAD_HEADER, blocking};
 use crate::model::{Change, FileOp, RepoId, UpdateSpec};
@@ -21,7 +21,7 @@ pub(super) async fn get_file(
     caller: Caller,
     Path((id, raw)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     let path = path(&raw)?;
     let hidden = !caller.scope().sees(path.as_str());
     let (head, bytes) = blocking(&state, move |s| match s.read_file(&id, &path, None) {
@@ -54,7 +54,7 @@ pub(super) async fn put_file(
     Path((id, raw)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit_for(&caller, Right::Write, &id)?;
+    let id = repo_with_right(&caller, Right::Write, &id)?;
     let path = path(&raw)?;
     if !caller.scope().sees(path.as_str()) {
         return Err(ApiError::forbidden(format!(
@@ -106,7 +106,7 @@ pub(super) async fn delete_file(
     caller: Caller,
     Path((id, raw)): Path<(String, String)>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit_for(&caller, Right::Write, &id)?;
+    let id = repo_with_right(&caller, Right::Write, &id)?;
     let path = path(&raw)?;
     commit_one(&state, &caller, id, FileOp::Delete { path }).await
 }

@@ -92,12 +92,12 @@ fn repo_id(raw: &str) -> Result<RepoId, ApiError> {
 }
 
 /// Parse the ID and check the caller may read the repo.
-fn admit(caller: &Caller, raw: &str) -> Result<RepoId, ApiError> {
-    admit_for(caller, Right::Read, raw)
+fn readable_repo(caller: &Caller, raw: &str) -> Result<RepoId, ApiError> {
+    repo_with_right(caller, Right::Read, raw)
 }
 
 /// Parse the ID and check the caller has `right` on the repo.
-fn admit_for(caller: &Caller, right: Right, raw: &str) -> Result<RepoId, ApiError> {
+fn repo_with_right(caller: &Caller, right: Right, raw: &str) -> Result<RepoId, ApiError> {
     let id = repo_id(raw)?;
     caller.check(right, &id)?;
     Ok(id)

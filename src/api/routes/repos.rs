@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::wire::{RepoInfo, WireFile, files, info};
-use super::{admit, body_json, git_source, query, repo_id};
+use super::{body_json, git_source, query, readable_repo, repo_id};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::git_source::FetchLimits;
@@ -249,7 +249,7 @@ pub(super) async fn get_repo(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RepoMetadata>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     blocking(&state, move |s| metadata_of(s, &s.repo_row(&id)?).map(Json)).await
 }
 
@@ -271,7 +271,7 @@ pub(super) async fn clone_repo(
     Path(id): Path<String>,
     q: Result<Query<CloneQuery>, QueryRejection>,
 ) -> Result<Json<CloneAnswer>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     let commit = query(q)?.commit.filter(|c| !c.is_empty());
     let (head, files) = blocking(&state, move |s| s.snapshot(&id, commit.as_deref())).await?;
     Ok(Json(CloneAnswer {

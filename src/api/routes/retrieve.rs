@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::search::check_query;
-use super::{admit, body_json};
+use super::{body_json, readable_repo};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::model::RankedQuery;
@@ -63,7 +63,7 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RetrieveAnswer>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     let body: RetrieveBody = body_json(body)?;
     check_query(&body.query)?;
     if !(0.0..=1.0).contains(&body.score_threshold) {
@@ -110,7 +110,7 @@ pub(super) async fn embedding_status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EmbeddingStatus>, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     // Ranked retrieval here reads the head directly: nothing is ever pending.
     let (head, files) = blocking(&state, move |s| s.snapshot(&id, None)).await?;
     Ok(Json(EmbeddingStatus {

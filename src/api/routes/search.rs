@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{admit, body_json};
+use super::{body_json, readable_repo};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::model::{LineQuery, RepoId, SearchHit};
@@ -101,7 +101,7 @@ pub(super) async fn search(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let as_events = accept.contains("text/event-stream") && !accept.contains("application/json");
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     let answer = search_lines(state, &caller, id, body_json(body)?).await?;
     if as_events {
         events(&answer)
@@ -133,7 +133,7 @@ pub(super) async fn agent(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = admit(&caller, &id)?;
+    let id = readable_repo(&caller, &id)?;
     let body: AgentBody = body_json(body)?;
     if body.agent_name != "relace-search" {
         return Err(ApiError::not_found(format!(

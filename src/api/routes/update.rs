@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 
 use super::wire::{RepoInfo, WireFile, files, info};
-use super::{admit_for, body_json, git_source};
+use super::{body_json, git_source, repo_with_right};
 use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::git_source::{FetchLimits, SourceError};
@@ -100,7 +100,7 @@ pub(super) async fn update_repo(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RepoInfo>, ApiError> {
-    let id = admit_for(&caller, Right::Write, &id)?;
+    let id = repo_with_right(&caller, Right::Write, &id)?;
     let body: UpdateBody = body_json(body)?;
     let change = match body.source {
         None => None,
