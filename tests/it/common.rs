@@ -270,9 +270,8 @@ impl HttpServer {
 impl Harness {
     /// Start `serve --transport http --listen 127.0.0.1:0` with these extra arguments.
     pub fn http(&self, args: &[&str]) -> HttpServer {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(BIN)
-            .arg("--data-dir")
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -283,29 +282,38 @@ impl Harness {
             .env(
                 "RELACE_API_KEY",
                 self.api.as_ref().map(|a| a.key.as_str()).unwrap_or(""),
-            )
-            .env_remove("SCOPED_REPO_IDS")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the HTTP server");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        HttpServer { child, addr }
+            );
+        start_http(cmd)
     }
+}
+
+/// The one way tests start `serve --transport http`: `cmd` names the binary, its data
+/// directory, `serve --transport http --listen 127.0.0.1:0` and any flags; this starts
+/// it with no scope from the environment and waits until it says where it listens.
+pub fn start_http(mut cmd: std::process::Command) -> HttpServer {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env_remove("SCOPED_REPO_IDS")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the HTTP server");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    HttpServer { child, addr }
 }
 
 impl Harness {

@@ -86,6 +86,12 @@ impl SharedDir {
 
     /// A stdio MCP client of `serve` with these arguments and environment.
     pub(crate) async fn client(&self, args: &[&str], env: &[(&str, &str)]) -> Client {
+        self.serve(args, env).await.0
+    }
+
+    /// A stdio `serve` with these arguments and environment: a client of it, and its
+    /// process id (to kill it by).
+    pub(crate) async fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> (Client, u32) {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         let mut cmd = self.command(&all);
@@ -96,7 +102,18 @@ impl SharedDir {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn the server");
-        ().serve(transport).await.expect("initialize")
+        let pid = transport.id().expect("a running server");
+        (().serve(transport).await.expect("initialize"), pid)
+    }
+
+    /// `serve --transport http` on this directory.
+    pub(crate) fn http(&self) -> crate::common::HttpServer {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(self.path())
+            .args(["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
+            .env_remove("RELACE_API_KEY");
+        crate::common::start_http(cmd)
     }
 
     /// Whether a fresh `serve --backend local` on `token` starts and lists `repo`.

@@ -62,7 +62,7 @@ impl Checker {
             None,
         )
         .await;
-        let http = http_session(&p.http.url, &secret).await;
+        let http = http_session(&p.http.url(), &secret).await;
         match life {
             Life::Live => {
                 self.agree(status == StatusCode::OK, || {

@@ -16,16 +16,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
 use scoped_repo_mcp::model::RepoId;
-use tokio::io::AsyncBufReadExt;
 
 use crate::api::{ApiChild, send};
-use crate::common::{Client, call, text};
+use crate::common::{Client, HttpServer, call, text};
 use crate::git_http::GitUser;
 use crate::shared_store::SharedDir;
 
@@ -92,16 +89,10 @@ struct StdioServe {
     pid: u32,
 }
 
-/// `serve --transport http` and its address.
-struct HttpServe {
-    child: tokio::process::Child,
-    url: String,
-}
-
 /// Every long-lived process of the run.
 struct Processes {
     api: ApiChild,
-    http: HttpServe,
+    http: HttpServer,
     operator: StdioServe,
     /// Servers on plain repo tokens: the token's index in the model, and the server.
     on_token: Vec<(usize, StdioServe)>,
@@ -141,42 +132,12 @@ fn seconds() -> u64 {
 }
 
 async fn start_stdio(dir: &SharedDir, args: &[&str], credential: Option<&str>) -> StdioServe {
-    let mut all = vec!["serve"];
-    all.extend_from_slice(args);
-    let mut cmd = dir.command(&all);
-    if let Some(c) = credential {
-        cmd.env("RELACE_API_KEY", c);
-    }
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let pid = transport.id().expect("a pid");
-    let client = ().serve(transport).await.expect("initialize");
+    let env: Vec<(&str, &str)> = credential
+        .map(|c| ("RELACE_API_KEY", c))
+        .into_iter()
+        .collect();
+    let (client, pid) = dir.serve(args, &env).await;
     StdioServe { client, pid }
-}
-
-async fn start_http(dir: &SharedDir) -> HttpServe {
-    let mut child = dir
-        .command(&["serve", "--transport", "http", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the HTTP server exited before listening");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    HttpServe { child, url }
 }
 
 async fn start_api(dir: &SharedDir, key: &str, upstream_port: u16) -> ApiChild {
@@ -364,7 +325,7 @@ async fn every_kind_of_process_agrees_on_every_answered_write_through_kills() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let operator = start_stdio(&c.dir, &args, None).await;
     let api = start_api(&c.dir, &key, c.upstream_port()).await;
-    let http = start_http(&c.dir).await;
+    let http = c.dir.http();
     let mut p = Processes {
         api,
         http,

@@ -454,9 +454,9 @@ impl Checker {
                 self.note("kill -9 api".into());
             }
             2 => {
-                kill9(p.http.child.id().unwrap());
-                p.http.child.wait().await.unwrap();
-                p.http = start_http(&self.dir).await;
+                kill9(p.http.child.id());
+                let _ = p.http.child.wait();
+                p.http = self.dir.http();
                 // Its sessions died with it.
                 p.live_http.clear();
                 self.note("kill -9 http serve".into());
