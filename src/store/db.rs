@@ -233,21 +233,30 @@ pub(crate) fn prune_audit(conn: &Connection, before_ms: i64) -> rusqlite::Result
 pub(crate) fn open_audit_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = open_private(path)?;
     // Short: the writer runs off every call's path, and a batch it cannot write within
-    // this time is counted as dropped rather than held up further.
-    conn.busy_timeout(std::time::Duration::from_secs(2))
-        .map_err(db_err)?;
+    // this time is counted as dropped rather than held up further. NORMAL: in WAL mode
+    // a committed record survives the process being killed (the operating system holds
+    // it); only an operating-system crash or power loss may take the last ones. The
+    // writes they record are FULL on the store's connection, and a second fsync a
+    // write for its record would double what durability costs.
+    configure_connection(&conn, std::time::Duration::from_secs(2), "NORMAL")?;
+    Ok(conn)
+}
+
+/// The settings every connection to the database takes: how long to wait for another
+/// process's lock, WAL, `synchronous`, a small page cache, and the schema.
+fn configure_connection(
+    conn: &Connection,
+    busy: std::time::Duration,
+    synchronous: &str,
+) -> Result<(), StoreError> {
+    conn.busy_timeout(busy).map_err(db_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(db_err)?;
-    // NORMAL: in WAL mode a committed record survives the process being killed (the
-    // operating system holds it); only an operating-system crash or power loss may
-    // take the last ones. The writes they record are FULL on the store's connection,
-    // and a second fsync a write for its record would double what durability costs.
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    conn.pragma_update(None, "synchronous", synchronous)
         .map_err(db_err)?;
     conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
         .map_err(db_err)?;
-    conn.execute_batch(SCHEMA).map_err(db_err)?;
-    Ok(conn)
+    conn.execute_batch(SCHEMA).map_err(db_err)
 }
 
 /// Each connection's page cache, in KiB (SQLite's default is 2,000, on the heap). The
@@ -322,18 +331,10 @@ impl Db {
     ];
 
     fn configure(conn: &Connection) -> Result<(), StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
         // FULL, not NORMAL: in WAL mode NORMAL syncs only at checkpoints, so an
         // operating-system crash or power loss could undo an answered mint, revocation
         // or key change. The cost is one fsync a write transaction (BENCHMARKS.md).
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
-            .map_err(db_err)?;
-        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        configure_connection(conn, std::time::Duration::from_secs(10), "FULL")?;
         let have: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('tokens')")
             .and_then(|mut s| {
