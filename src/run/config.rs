@@ -25,8 +25,22 @@ pub struct ConfigError(pub String);
 
 /// The data directory: the flag, else `$XDG_DATA_HOME/scoped-repo-mcp`, else
 /// `~/.local/share/scoped-repo-mcp`.
+///
+/// A `--data-dir` whose parent does not exist is refused rather than made, parents and
+/// all: it is most often a typo, and a store made there would be a second, empty one.
+/// The default directory's parents are made as needed.
 pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
     if let Some(d) = flag {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty())
+            && !d.exists()
+            && !parent.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "--data-dir {}: its parent directory {} does not exist; check the path for a typo, or create the parent first",
+                d.display(),
+                parent.display()
+            )));
+        }
         return Ok(d.to_path_buf());
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
@@ -388,6 +402,7 @@ impl ServeConfig {
         Store::open(&self.data_dir, Limits::default())
             .map(|s| {
                 s.set_index_memory(self.index_memory);
+                super::say_if_new(&s);
                 Arc::new(s)
             })
             .map_err(|e| {

@@ -61,6 +61,19 @@ fn open_store(dir: &std::path::Path) -> Result<crate::store::Store, StartError> 
     })
 }
 
+/// A server that made a new, empty store says so, with the path: an MCP client does
+/// not pass the shell's environment, so a server it starts may look in another data
+/// directory than the one meant, and would otherwise serve an empty store in silence.
+pub(crate) fn say_if_new(store: &crate::store::Store) {
+    if store.is_new() {
+        tracing::warn!(
+            dir = %store.root().display(),
+            "made a new, empty store at {}; if you meant an existing one, pass its --data-dir (or SCOPED_REPO_DATA_DIR in the client's configuration)",
+            store.root().display()
+        );
+    }
+}
+
 /// The multi-threaded runtime the servers run on.
 fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
     tokio::runtime::Builder::new_multi_thread()

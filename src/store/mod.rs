@@ -276,6 +276,8 @@ impl AuditSink {
 /// The embedded store.
 pub struct Store {
     root: PathBuf,
+    /// Whether opening it made a new, empty database (none was there).
+    made: bool,
     db: Db,
     handles: Mutex<HashMap<RepoId, Arc<RepoHandle>>>,
     limits: Limits,
@@ -301,11 +303,15 @@ impl Store {
     /// Open (creating if needed) the store in `root`.
     pub fn open(root: &Path, limits: Limits) -> Result<Self, StoreError> {
         cap_git_object_cache();
+        // By path, no descriptor (see `db::open_private`): whether this open makes the
+        // database, for servers to say so.
+        let made = !root.join("store.db").exists();
         private_dirs(root)?;
         std::fs::create_dir_all(root.join("repos"))?;
         let db = Db::open(&root.join("store.db"))?;
         Ok(Self {
             root: root.to_path_buf(),
+            made,
             db,
             handles: Mutex::new(HashMap::new()),
             limits,
@@ -360,6 +366,11 @@ impl Store {
     /// write through [`crate::audit::Trail`], off their calls' path).
     pub fn record_audit(&self, rows: &[AuditRow]) -> Result<(), StoreError> {
         self.db.insert_audit(rows)
+    }
+
+    /// Whether this open made a new, empty store (no database was in the directory).
+    pub fn is_new(&self) -> bool {
+        self.made
     }
 
     /// The data directory.

@@ -269,3 +269,63 @@ async fn bad_http_limits_are_named() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-connections"));
 }
+
+// A mistyped --data-dir was made silently, parents and all, and served as a second,
+// empty store.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_dir_whose_parent_is_missing_was_made_silently() {
+    let h = Harness::new();
+    let typo = h.data_dir().join("no-such-parent").join("store");
+    let out = tokio::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(&typo)
+        .args(["serve", "--import", "."])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains(&typo.display().to_string()) && msg.contains("does not exist"),
+        "{msg}"
+    );
+    assert!(!typo.parent().unwrap().exists(), "nothing was made");
+}
+
+// A server that made a new, empty store said nothing, so a client started without the
+// shell's environment served an empty second store in silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_empty_store_was_made_in_silence() {
+    let parent = tempfile::tempdir().unwrap();
+    let fresh = parent.path().join("store");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("a.txt"), "alpha\n").unwrap();
+    let serve = |dir: std::path::PathBuf| {
+        let work = work.path().to_path_buf();
+        async move {
+            let out = tokio::process::Command::new(crate::common::BIN)
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("serve")
+                .arg("--import")
+                .arg(&work)
+                .env_remove("RUST_LOG")
+                .env_remove("RELACE_API_KEY")
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let first = serve(fresh.clone()).await;
+    assert!(
+        first.contains("made a new, empty store at")
+            && first.contains(&fresh.display().to_string()),
+        "{first}"
+    );
+    // The second start finds the store the first made, and says nothing of the kind.
+    let second = serve(fresh).await;
+    assert!(!second.contains("new, empty store"), "{second}");
+}
