@@ -111,7 +111,10 @@ impl FromRequestParts<ApiState> for Caller {
             bearer,
         )
         .await
-        .map_err(refused)?;
+        .map_err(|r| {
+            crate::audit::note_refused_credential(&r, bearer);
+            refused(r)
+        })?;
         let token_hash = match scope.credential() {
             Credential::RepoToken(t) => Some(secrets::hash(t)),
             _ => None,

@@ -377,6 +377,7 @@ async fn admit_git_request(
         credential.as_deref(),
     )
     .await
+    .inspect_err(|refusal| crate::audit::note_refused_credential(refusal, credential.as_deref()))
     .map_err(|refusal| match refusal {
         // A good credential whose repos are all gone: as for any repo it does not reach.
         Refusal::NoRepos => not_found(),

@@ -37,6 +37,7 @@ mod trail;
 /// Where a call came in: the front door's surfaces, and the administration commands.
 pub use crate::credentials::Surface;
 pub use command::command_row;
+pub(crate) use note::note_refused_credential;
 pub(crate) use note::{
     loggable, note_backend_error, note_credential, note_internal_error, note_refusal,
 };
@@ -75,6 +76,14 @@ pub enum Who {
         /// Its short id.
         id: String,
     },
+    /// A repo token refused as revoked or expired: named by its short id, so the trail
+    /// says which grant was still in use.
+    Lapsed {
+        /// `revoked` or `expired`.
+        state: &'static str,
+        /// Its short id.
+        id: String,
+    },
 }
 
 impl Who {
@@ -104,6 +113,7 @@ impl Who {
             Who::Unrecognized => ("unrecognized credential".into(), None),
             Who::Token { name, id } => (format!("token {name}"), Some(id.clone())),
             Who::AccountKey { name, id } => (format!("account key {name}"), Some(id.clone())),
+            Who::Lapsed { state, id } => (format!("{state} token"), Some(id.clone())),
         }
     }
 }

@@ -52,6 +52,23 @@ pub(crate) fn note_credential(who: Who) {
     note(|n| n.who = Some(who));
 }
 
+/// A credential the front door refused: a repo token refused as revoked or expired is
+/// named as such in the record (by its short id), not as an unrecognized credential.
+pub(crate) fn note_refused_credential(refusal: &crate::credentials::Refusal, secret: Option<&str>) {
+    use crate::credentials::Refusal;
+    let state = match refusal {
+        Refusal::Revoked => "revoked",
+        Refusal::Expired => "expired",
+        _ => return,
+    };
+    if let Some(secret) = secret {
+        note_credential(Who::Lapsed {
+            state,
+            id: super::short_id(secret),
+        });
+    }
+}
+
 /// A refusal of the call, with its reason.
 pub(crate) fn note_refusal(reason: &str) {
     note(|n| n.failure = Some((Outcome::Refused, reason.to_string())));

@@ -65,6 +65,12 @@ pub async fn rest_request(
     let response = NOTE.scope(cell.clone(), next.run(request)).await;
     let note = std::mem::take(&mut *cell.lock().unwrap_or_else(|e| e.into_inner()));
     let status = response.status();
+    // git asks every smart-HTTP route without a credential first and again with one
+    // once told 401: that first request is git's way of asking, not a caller being
+    // refused, and a record of it for every fetch and push would bury the real ones.
+    if surface == Surface::Git && !presented && status == axum::http::StatusCode::UNAUTHORIZED {
+        return response;
+    }
     let (outcome, reason) = if status.is_success() || status.is_redirection() {
         (Outcome::Ok, None)
     } else if status == axum::http::StatusCode::UNAUTHORIZED

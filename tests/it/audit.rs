@@ -644,3 +644,31 @@ async fn caller_sized_fields_leave_small_audit_rows() {
         assert!(row_text_bytes(&r) < 2048, "a large audit row: {r:?}");
     }
 }
+
+// A revoked or expired token's request was recorded as an "unrecognized credential",
+// so the trail could not say which grant was still in use.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_was_recorded_as_unrecognized() {
+    let h = Harness::new();
+    let id = h.repo(&[("a.txt", "a\n")]);
+    let token = h.store.create_token("lapsed", &[id], None).unwrap().token;
+    h.store.revoke_token(&token).unwrap();
+    let api = start_api_with(&h, Stdio::null(), &[]).await;
+    let (s, body) = send(
+        Method::GET,
+        format!("{}/repo/{id}", api.base),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    let row = wait_for(&h, "the revoked token's request", |r| {
+        r.action == "GET /v1/repo/{id}" && r.outcome == "refused"
+    })
+    .await;
+    assert_eq!(row.credential, "revoked token");
+    assert_eq!(
+        row.credential_id.as_deref(),
+        Some(short_id(&token).as_str())
+    );
+}

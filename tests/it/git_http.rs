@@ -780,6 +780,11 @@ async fn fetches_and_pushes_land_in_the_audit_trail() {
     assert_eq!(push.outcome, "ok");
     assert_eq!(push.credential, "token git");
     assert_eq!(push.repo.as_deref(), Some(id.to_string().as_str()));
+    // git asks without a credential first; that probe is not a caller refused.
+    assert!(
+        !git_rows.iter().any(|r| r.credential == "anonymous"),
+        "{git_rows:#?}"
+    );
 }
 
 // Killed with SIGKILL in the middle of a push, `api` leaves main at its old commit or
