@@ -161,14 +161,37 @@ async fn relace_scope(config: &ServeConfig, backend: &RelaceBackend) -> Result<S
         }
     }
     let place = format!("by the Relace API at {base}");
-    stdio_scope(
-        backend,
-        config,
-        config.repos.clone(),
-        &place,
-        "ask for a new one",
-    )
-    .await
+    let remedy = "ask for a new one";
+    match stdio_scope(backend, config, config.repos.clone(), &place, remedy).await {
+        Err(ConfigError(message)) if message.ends_with(remedy) && local_store_knows(config) => {
+            // The usual slip: a token minted by this machine's own store, sent to the
+            // hosted service because RELACE_API_KEY picks the relace backend by default.
+            Err(ConfigError(format!(
+                "{}it is a token of the embedded store at {}: add --backend local to serve from there",
+                message.strip_suffix(remedy).unwrap_or(&message),
+                config.data_dir.display()
+            )))
+        }
+        other => other,
+    }
+}
+
+/// Whether the embedded store in the data directory (when there is one; none is made)
+/// knows the repo token in `RELACE_API_KEY`, live or not.
+fn local_store_knows(config: &ServeConfig) -> bool {
+    let Some(token) = config
+        .api_key
+        .as_deref()
+        .filter(|k| secrets::looks_like_repo_token(k))
+    else {
+        return false;
+    };
+    if !config.data_dir.join("store.db").exists() {
+        return false;
+    }
+    Store::open(&config.data_dir, crate::store::Limits::default())
+        .and_then(|store| store.token(token))
+        .is_ok_and(|(state, _)| state != crate::store::TokenState::Unknown)
 }
 
 /// Build the server `serve` runs over stdio, on the configured backend.

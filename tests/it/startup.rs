@@ -329,3 +329,41 @@ async fn a_new_empty_store_was_made_in_silence() {
     let second = serve(fresh).await;
     assert!(!second.contains("new, empty store"), "{second}");
 }
+
+// A token of the local store, given without --backend local, went to the Relace API
+// (RELACE_API_KEY picks it by default), and the refusal advised asking for a new token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_token_sent_to_the_relace_api_was_told_to_ask_for_a_new_one() {
+    let h = Harness::new();
+    let id = h.repo(&[("a.txt", "a\n")]);
+    let token = h.store.create_token("local", &[id], None).unwrap().token;
+    // Another store's API stands in for the hosted service: it knows no such token.
+    let elsewhere = Harness::new();
+    let api = crate::api::start_api_with(&elsewhere, Stdio::null(), &[]).await;
+    let msg = start_fails(
+        &h,
+        &[],
+        &[("RELACE_API_KEY", &token), ("RELACE_BASE_URL", &api.base)],
+    )
+    .await;
+    assert!(
+        msg.contains("add --backend local")
+            && msg.contains(&h.data_dir().display().to_string())
+            && !msg.contains("ask for a new one"),
+        "{msg}"
+    );
+    // A token neither knows keeps the old advice.
+    let msg = start_fails(
+        &h,
+        &[],
+        &[
+            (
+                "RELACE_API_KEY",
+                "rlcr-0000000000000000000000000000000000000000",
+            ),
+            ("RELACE_BASE_URL", &api.base),
+        ],
+    )
+    .await;
+    assert!(msg.contains("ask for a new one"), "{msg}");
+}
