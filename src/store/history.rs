@@ -21,7 +21,7 @@ use crate::model::{RepoId, UpdateOutcome};
 pub const FETCHED_REF: &str = "refs/fetched/tip";
 
 /// The prefix of quarantine directories under `repos/`: `.fetch-<pid>-<random>`.
-const QUARANTINE_PREFIX: &str = ".fetch-";
+pub(super) const QUARANTINE_PREFIX: &str = ".fetch-";
 
 /// How a fetched history joined `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,21 +60,6 @@ impl Drop for Quarantine {
     }
 }
 
-/// Whether the process `pid` still runs (a quarantine named after it may be in use).
-fn alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
 fn refused(e: PushRefused) -> StoreError {
     let message = e.to_string();
     if message.contains("bytes of new content") {
@@ -94,19 +79,7 @@ impl Store {
     /// processes that died are removed first.
     fn quarantine(&self, alternate: Option<&Path>) -> Result<Quarantine, StoreError> {
         let repos = self.root.join("repos");
-        if let Ok(entries) = std::fs::read_dir(&repos) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix(QUARANTINE_PREFIX) else {
-                    continue;
-                };
-                let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-                if pid.is_some_and(|p| p != std::process::id() && !alive(p)) {
-                    tracing::warn!(dir = %name, "removing the quarantine of an interrupted fetch");
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
+        super::sweep_interrupted(&repos);
         let path = repos.join(format!(
             "{QUARANTINE_PREFIX}{}-{}",
             std::process::id(),

@@ -155,6 +155,64 @@ fn private_dirs(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The scratch directories of repos being made: `.new-<pid>-<repo id>`, renamed into
+/// place when whole.
+const SCRATCH_PREFIX: &str = ".new-";
+
+/// Remove what interrupted work left under `repos/`: the scratch directory of a repo
+/// being made and the quarantine of a fetch, each named after the process that made
+/// it, once that process is gone (a Ctrl-C or a kill during an import left them for
+/// ever). A scratch directory of an older version, named without its process, goes
+/// once it is an hour old. Another live process's directories are never touched.
+fn sweep_interrupted(repos: &Path) {
+    let Ok(entries) = std::fs::read_dir(repos) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .or_else(|| name.strip_prefix(history::QUARANTINE_PREFIX))
+        else {
+            continue;
+        };
+        // `<pid>-<id>`; an older version's scratch directory is `<uuid>` alone.
+        let owner = if uuid::Uuid::parse_str(rest).is_ok() {
+            None
+        } else {
+            rest.split('-').next().and_then(|p| p.parse::<u32>().ok())
+        };
+        let abandoned = match owner {
+            Some(pid) => pid != std::process::id() && !alive(pid),
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
+        };
+        if abandoned {
+            tracing::warn!(dir = %name, "removing what an interrupted import or fetch left");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether the process `pid` still runs (a directory named after it may be in use).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
 /// The cap on libgit2's object cache (the commits and trees it has parsed) in this
 /// process. libgit2 counts the objects' raw sizes, and a parsed tree takes several times
 /// its raw size, so its default of 256 MiB let a server taking thousands of commits grow
@@ -308,6 +366,7 @@ impl Store {
         let made = !root.join("store.db").exists();
         private_dirs(root)?;
         std::fs::create_dir_all(root.join("repos"))?;
+        sweep_interrupted(&root.join("repos"));
         let db = Db::open(&root.join("store.db"))?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -436,7 +495,10 @@ impl Store {
         let id = RepoId::new_random();
         // Build in a scratch directory and rename into place, so a crash never leaves a
         // half-made repo under a real ID.
-        let scratch = self.root.join("repos").join(format!(".new-{id}"));
+        let scratch = self
+            .root
+            .join("repos")
+            .join(format!("{SCRATCH_PREFIX}{}-{id}", std::process::id()));
         let outcome = (|| {
             let repo = git::init_bare(&scratch)?;
             let mut index = git2::Index::new().map_err(git::git_err)?;
