@@ -188,6 +188,13 @@ pub fn repo(
                         report.skipped_large,
                         report.skipped_path
                     )?;
+                    if !report.skipped.is_empty() {
+                        writeln!(
+                            err,
+                            "`scoped-repo-mcp repo skipped {}` lists the files left out, and why",
+                            report.repo_id
+                        )?;
+                    }
                     (report.repo_id, report.head)
                 }
                 (None, None) => {
@@ -213,6 +220,19 @@ pub fn repo(
             refuse_linked(store, &key)?;
             store.link_import(&id, &key)?;
             writeln!(err, "linked: `serve --import {key}` serves repo {id}")?;
+        }
+        RepoCommand::Skipped { id } => {
+            let id = parse_one(id)?;
+            let skipped = store.skipped_files(&id)?;
+            if skipped.is_empty() {
+                writeln!(
+                    err,
+                    "the import of repo {id} left no file out (or it was not an import)"
+                )?;
+            }
+            for (path, reason) in skipped {
+                writeln!(out, "{}\t{}", one_line(&path), reason)?;
+            }
         }
         RepoCommand::Unlink { id } => {
             let id = parse_one(id)?;

@@ -328,6 +328,12 @@ pub enum RepoCommand {
         /// The directory.
         dir: PathBuf,
     },
+    /// List the files the import of a repo left out (binary, over the size limit, an
+    /// unusable path), one `PATH<TAB>WHY` a line.
+    Skipped {
+        /// The repo's ID.
+        id: String,
+    },
     /// Stop serving a repo for `serve --import DIR`; the repo itself is kept.
     Unlink {
         /// The repo's ID.

@@ -88,6 +88,17 @@ pub fn import_or_reuse(store: &Store, dir: &Path, no_ignore: bool) -> Result<Rep
         .link_import(&report.repo_id, &key)
         .map_err(|e| ConfigError(format!("--import {key}: imported, but not linked: {e}")))?;
     tracing::info!(repo = %report.repo_id, files = report.files, dir = %key, "imported directory");
+    let skipped = report.skipped_binary + report.skipped_large + report.skipped_path;
+    if skipped > 0 {
+        tracing::warn!(
+            repo = %report.repo_id,
+            "the import left out {skipped} file(s): {} binary or not UTF-8, {} over the size limit, {} with unusable paths; `scoped-repo-mcp repo skipped {}` lists them, and reading one says why it is absent",
+            report.skipped_binary,
+            report.skipped_large,
+            report.skipped_path,
+            report.repo_id
+        );
+    }
     Ok(report.repo_id)
 }
 

@@ -95,6 +95,12 @@ CREATE TABLE IF NOT EXISTS imports (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS imports_by_dir ON imports (dir);
+CREATE TABLE IF NOT EXISTS skipped (
+    repo_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (repo_id, path)
+);
 CREATE TABLE IF NOT EXISTS account_keys (
     hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -375,13 +381,67 @@ impl Db {
         Ok(())
     }
 
+    /// Record the files an import of `id` left out, with why, in one transaction.
+    pub(crate) fn record_skipped(
+        &self,
+        id: &RepoId,
+        skipped: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO skipped (repo_id, path, reason) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db_err)?;
+            for (path, reason) in skipped {
+                stmt.execute(params![id.to_string(), path, reason])
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Why an import of `id` left `path` out, when it did.
+    pub(crate) fn skipped_reason(
+        &self,
+        id: &RepoId,
+        path: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT reason FROM skipped WHERE repo_id = ?1 AND path = ?2",
+                params![id.to_string(), path],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    /// The files an import of `id` left out, with why, by path.
+    pub(crate) fn skipped(&self, id: &RepoId) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT path, reason FROM skipped WHERE repo_id = ?1 ORDER BY path")
+            .map_err(db_err)?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?;
+        Ok(rows)
+    }
+
     pub(crate) fn delete_repo(&self, id: &RepoId) -> Result<bool, StoreError> {
         let conn = self.conn();
-        conn.execute(
-            "DELETE FROM imports WHERE repo_id = ?1",
-            params![id.to_string()],
-        )
-        .map_err(db_err)?;
+        for table in ["imports", "skipped"] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE repo_id = ?1"),
+                params![id.to_string()],
+            )
+            .map_err(db_err)?;
+        }
         let n = conn
             .execute("DELETE FROM repos WHERE id = ?1", params![id.to_string()])
             .map_err(db_err)?;

@@ -52,6 +52,22 @@ pub struct ImportReport {
     /// characters, …), or no longer leads to the regular file the walk found (it was
     /// replaced, by a symlink or another file, or removed while the import ran).
     pub skipped_path: usize,
+    /// The skipped files with why, the first [`MAX_SKIPPED_KEPT`] of them (paths as
+    /// found, lossily UTF-8). They are kept in the store, so that reading one later
+    /// says why it is absent.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Skipped files an import keeps by name; past it only the counts.
+pub const MAX_SKIPPED_KEPT: usize = 10_000;
+
+impl ImportReport {
+    fn skip(&mut self, path: &Path, reason: &str) {
+        if self.skipped.len() < MAX_SKIPPED_KEPT {
+            self.skipped
+                .push((path.to_string_lossy().into_owned(), reason.to_string()));
+        }
+    }
 }
 
 /// The walk of an import: hidden files included, `.git` left out, links not followed,
@@ -169,6 +185,7 @@ impl Store {
             skipped_binary: 0,
             skipped_large: 0,
             skipped_path: 0,
+            skipped: Vec::new(),
         };
         let mut reader = WalkedFileReader::new(dir)?;
         let mut files = Vec::new();
@@ -185,6 +202,7 @@ impl Store {
             let Some(repo_path) = parts.and_then(|parts| RepoPath::parse(&parts.join("/")).ok())
             else {
                 report.skipped_path += 1;
+                report.skip(rel, "its path cannot be stored");
                 continue;
             };
             let read = match walked {
@@ -197,20 +215,27 @@ impl Store {
                 WalkedFile::Read(bytes) => bytes,
                 WalkedFile::TooLarge => {
                     report.skipped_large += 1;
+                    report.skip(
+                        rel,
+                        &format!("over the limit of {} bytes a file", limits.max_file_bytes),
+                    );
                     continue;
                 }
                 WalkedFile::Changed => {
                     tracing::warn!(path = ?path, "skipped: no longer the regular file the walk found (replaced or removed while importing)");
                     report.skipped_path += 1;
+                    report.skip(rel, "it changed while the import read it");
                     continue;
                 }
             };
             if super::is_binary(&bytes) {
                 report.skipped_binary += 1;
+                report.skip(rel, "binary");
                 continue;
             }
             let Ok(text) = String::from_utf8(bytes) else {
                 report.skipped_binary += 1;
+                report.skip(rel, "not UTF-8 text");
                 continue;
             };
             report.bytes += text.len() as u64;
@@ -229,6 +254,9 @@ impl Store {
         // only, so it goes through a store with the update limits lifted.
         let (row, outcome) = self.create_repo_unbounded(metadata, &files)?;
         drop(files);
+        if let Err(e) = self.db.record_skipped(&row.id, &report.skipped) {
+            tracing::warn!(repo = %row.id, cause = %e, "the skipped files could not be recorded; reading one will not say why it is absent");
+        }
         report.repo_id = row.id;
         report.head = outcome.head;
         // Index now, while the user watches a progress bar, so a server opening the repo

@@ -654,9 +654,15 @@ impl Store {
         let head = Self::resolve(&repo, at)?;
         let tree = git::tree_at(&repo, head)?;
         let not_found = || StoreError::FileNotFound(format!("`{path}` does not exist at {head}"));
-        let entry = tree
-            .get_path(Path::new(path.as_str()))
-            .map_err(|_| not_found())?;
+        let entry = tree.get_path(Path::new(path.as_str())).map_err(|_| {
+            // A file the import left out says so, rather than seeming never to have been.
+            match self.db.skipped_reason(id, path.as_str()) {
+                Ok(Some(reason)) if at.is_none() => StoreError::FileNotFound(format!(
+                    "`{path}` does not exist at {head}: the import of this repo left it out ({reason})"
+                )),
+                _ => not_found(),
+            }
+        })?;
         if entry.kind() != Some(git2::ObjectType::Blob) {
             return Err(StoreError::Invalid(format!(
                 "`{path}` is a directory; use list_files to see what it holds"
@@ -673,6 +679,13 @@ impl Store {
             head: head.to_string(),
             content,
         })
+    }
+
+    /// The files the import of repo `id` left out, with why (at most
+    /// [`import::MAX_SKIPPED_KEPT`]), by path.
+    pub fn skipped_files(&self, id: &RepoId) -> Result<Vec<(String, String)>, StoreError> {
+        self.repo_row(id)?;
+        self.db.skipped(id)
     }
 
     /// A file's raw bytes at the head.

@@ -429,3 +429,48 @@ async fn the_sweep_of_interrupted_imports_spares_live_work() {
         ]
     );
 }
+
+// An import skipped a 20 MiB file without a word, and an agent reading it was then told
+// it did not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_the_import_skipped_was_said_never_to_have_existed() {
+    let h = SharedDir::new();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(
+        src.path().join("logo.png"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+    )
+    .unwrap();
+    std::fs::write(src.path().join("big.txt"), "x".repeat(11 * 1024 * 1024)).unwrap();
+    let out = h
+        .command(&["repo", "create", "--from-dir", src.path().to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("repo skipped {id}")), "{said}");
+    let listed = h.cli(&["repo", "skipped", &id]).await;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "big.txt\tover the limit of 10485760 bytes a file",
+            "logo.png\tbinary"
+        ]
+    );
+    let c = h.client(&["--repo", &id], &[]).await;
+    let why = refused(&call(&c, "read_file", json!({"repo_id": id, "path": "big.txt"})).await);
+    assert!(
+        why.contains(
+            "the import of this repo left it out (over the limit of 10485760 bytes a file)"
+        ),
+        "{why}"
+    );
+    let why = refused(&call(&c, "read_file", json!({"repo_id": id, "path": "never.txt"})).await);
+    assert!(
+        why.contains("does not exist") && !why.contains("left it out"),
+        "{why}"
+    );
+}
