@@ -160,7 +160,20 @@ impl Store {
             )));
         }
         let mut candidates = Vec::new();
-        let walker = walker(dir, honour_ignore).build();
+        // Never walk into this store's own data directory (an import of a directory
+        // that holds it): reading `store.db` or its journal here would open and close
+        // descriptors of files this process's connection holds, which drops SQLite's
+        // locks (see `db::open_private`), and a store is not a project's source.
+        let own = DirId::of_path(self.root());
+        let mut walker = walker(dir, honour_ignore);
+        if let Some(own) = own {
+            walker.filter_entry(move |e| {
+                e.file_name() != ".git"
+                    && !(e.file_type().is_some_and(|t| t.is_dir())
+                        && e.metadata().ok().as_ref().and_then(DirId::of) == Some(own))
+            });
+        }
+        let walker = walker.build();
         for entry in walker {
             let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
             if !entry.file_type().is_some_and(|t| t.is_file()) {
@@ -279,6 +292,29 @@ impl Store {
             tracing::warn!(repo = %row.id, cause = %e, "imported, but the search index was not built; the first search builds it");
         }
         Ok(report)
+    }
+}
+
+/// A directory's identity (device and inode), to recognise it under any path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId(u64, u64);
+
+impl DirId {
+    fn of(meta: &std::fs::Metadata) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(DirId(meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().as_ref().and_then(Self::of)
     }
 }
 

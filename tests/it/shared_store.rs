@@ -474,3 +474,40 @@ async fn a_file_the_import_skipped_was_said_never_to_have_existed() {
         "{why}"
     );
 }
+
+// An import of a directory holding the store's own data directory read `store.db` and
+// its journal through descriptors of its own, in a process holding a connection (which
+// drops SQLite's locks), and took the store's files into the repo.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_of_the_directory_holding_the_store_read_the_store() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("a.txt"), "alpha\n").unwrap();
+    let data = work.path().join(".store");
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(crate::common::BIN);
+        c.arg("--data-dir").arg(&data).args(args);
+        c
+    };
+    let made = cli(&["key", "create", "--name", "k"]).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let out = cli(&[
+        "repo",
+        "create",
+        "--from-dir",
+        work.path().to_str().unwrap(),
+        "--no-ignore",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let store = scoped_repo_mcp::store::Store::open(&data, Default::default()).unwrap();
+    let files: Vec<String> = store
+        .list_files(&id.parse().unwrap())
+        .unwrap()
+        .paths
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(files, ["a.txt"]);
+}
