@@ -48,6 +48,9 @@ pub struct MergeSpec {
 /// A quarantine repository, removed when dropped.
 struct Quarantine {
     path: PathBuf,
+    /// Held while the quarantine is in use (see [`super::WorkLock`]); dropped after
+    /// the directory is removed, fields dropping in order.
+    _work: super::WorkLock,
 }
 
 impl Drop for Quarantine {
@@ -85,7 +88,8 @@ impl Store {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let q = Quarantine { path };
+        let work = super::WorkLock::take(&path)?;
+        let q = Quarantine { path, _work: work };
         git::init_bare(&q.path)?;
         if let Some(objects) = alternate {
             let objects = objects.canonicalize()?;

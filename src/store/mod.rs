@@ -159,32 +159,89 @@ fn private_dirs(root: &Path) -> Result<(), StoreError> {
 /// place when whole.
 const SCRATCH_PREFIX: &str = ".new-";
 
+/// A lock file beside a scratch or quarantine directory (`<dir>.lock`), held with
+/// `flock` by the process working in the directory for as long as it does. The sweep
+/// removes a directory only when it can take that lock, so it never touches another
+/// live process's work, whatever its process id means (containers sharing a volume see
+/// different ones) and however long the work takes.
+pub(crate) struct WorkLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl WorkLock {
+    /// Take the lock of `dir` (before making `dir`).
+    pub(crate) fn take(dir: &Path) -> Result<Self, StoreError> {
+        let path = lock_path(dir);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if !try_flock(&file) {
+            return Err(StoreError::Io(format!(
+                "{} is locked by another process",
+                path.display()
+            )));
+        }
+        Ok(Self { path, _file: file })
+    }
+}
+
+impl Drop for WorkLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock_path(dir: &Path) -> PathBuf {
+    let mut p = dir.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Take an exclusive `flock` on `file` without waiting; whether it was taken.
+fn try_flock(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; flock only takes an advisory lock.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        true
+    }
+}
+
 /// Remove what interrupted work left under `repos/`: the scratch directory of a repo
-/// being made and the quarantine of a fetch, each named after the process that made
-/// it, once that process is gone (a Ctrl-C or a kill during an import left them for
-/// ever). A scratch directory of an older version, named without its process, goes
-/// once it is an hour old. Another live process's directories are never touched.
+/// being made (`.new-…`) and the quarantine of a fetch (`.fetch-…`), once no process
+/// holds its [`WorkLock`] (a Ctrl-C or a kill during an import left them for ever). A
+/// directory without a lock file (an older version's, or one whose maker died between
+/// making the lock and the directory) goes once it is an hour old.
 fn sweep_interrupted(repos: &Path) {
     let Ok(entries) = std::fs::read_dir(repos) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name
-            .strip_prefix(SCRATCH_PREFIX)
-            .or_else(|| name.strip_prefix(history::QUARANTINE_PREFIX))
-        else {
+        if !(name.starts_with(SCRATCH_PREFIX) || name.starts_with(history::QUARANTINE_PREFIX)) {
             continue;
-        };
-        // `<pid>-<id>`; an older version's scratch directory is `<uuid>` alone.
-        let owner = if uuid::Uuid::parse_str(rest).is_ok() {
-            None
-        } else {
-            rest.split('-').next().and_then(|p| p.parse::<u32>().ok())
-        };
-        let abandoned = match owner {
-            Some(pid) => pid != std::process::id() && !alive(pid),
-            None => entry
+        }
+        if let Some(dir) = name.strip_suffix(".lock") {
+            // A lock whose directory is gone (its maker died before making it).
+            if !repos.join(dir).exists()
+                && let Ok(f) = File::open(entry.path())
+                && try_flock(&f)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+            continue;
+        }
+        let abandoned = match File::open(lock_path(&entry.path())) {
+            Ok(lock) => try_flock(&lock),
+            Err(_) => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
@@ -194,22 +251,8 @@ fn sweep_interrupted(repos: &Path) {
         if abandoned {
             tracing::warn!(dir = %name, "removing what an interrupted import or fetch left");
             let _ = std::fs::remove_dir_all(entry.path());
+            let _ = std::fs::remove_file(lock_path(&entry.path()));
         }
-    }
-}
-
-/// Whether the process `pid` still runs (a directory named after it may be in use).
-fn alive(pid: u32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
     }
 }
 
@@ -499,6 +542,9 @@ impl Store {
             .root
             .join("repos")
             .join(format!("{SCRATCH_PREFIX}{}-{id}", std::process::id()));
+        // Held until the directory is renamed into place (or removed): the sweep of
+        // other processes leaves it alone meanwhile.
+        let _work = WorkLock::take(&scratch)?;
         let outcome = (|| {
             let repo = git::init_bare(&scratch)?;
             let mut index = git2::Index::new().map_err(git::git_err)?;

@@ -387,47 +387,55 @@ async fn an_interrupted_import_left_its_scratch_directory_for_ever() {
     }
 }
 
-// What a live process is making is never removed, and an older version's scratch
-// directory (named without its process) only once it is an hour old.
+// What a live process is making is never removed, whatever its process id says (a
+// container sharing the volume sees other ids): only directories whose lock no process
+// holds, and lockless ones (an older version's) once they are an hour old.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sweep_of_interrupted_imports_spares_live_work() {
     let h = SharedDir::new();
     h.cli(&["repo", "list"]).await;
     let repos = h.path().join("repos");
-    let dead = {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid
-    };
     let id = "3f2a6c1e-8b0d-4c5e-9a7f-1d2e3c4b5a69";
-    let mine = std::process::id();
-    for name in [
-        format!(".new-{dead}-{id}"),
-        format!(".fetch-{dead}-0123456789abcdef0123456789abcdef"),
-        format!(".new-{mine}-{id}"),
-        format!(".new-{id}"),
-        ".new-5b1c7a3e-0d2f-4e8a-9c6b-7a8d9e0f1a2b".to_string(),
-    ] {
-        std::fs::create_dir(repos.join(name)).unwrap();
+    let lock_of = |name: &str| repos.join(format!("{name}.lock"));
+    // Left by processes that are gone: their lock files are there, held by no one.
+    for name in [format!(".new-1-{id}"), ".fetch-1-0123abcd".to_string()] {
+        std::fs::create_dir(repos.join(&name)).unwrap();
+        std::fs::write(lock_of(&name), "").unwrap();
     }
-    // The older version's directory that is two hours old.
+    // A lock file whose directory was never made.
+    std::fs::write(repos.join(".new-2-gone.lock"), "").unwrap();
+    // Live work: its lock is held (here, by this process).
+    let live = format!(".new-{}-{id}", std::process::id());
+    std::fs::create_dir(repos.join(&live)).unwrap();
+    let held = std::fs::File::create(lock_of(&live)).unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a descriptor this test owns; an advisory lock only.
+        assert_eq!(
+            unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+    }
+    // An older version's scratch directories, without lock files: one two hours old,
+    // one fresh.
+    let old = format!(".new-{id}");
+    std::fs::create_dir(repos.join(&old)).unwrap();
     let status = std::process::Command::new("touch")
         .args(["-d", "2 hours ago"])
-        .arg(repos.join(format!(".new-{id}")))
+        .arg(repos.join(&old))
         .status()
         .unwrap();
     assert!(status.success());
+    let fresh = ".new-5b1c7a3e-0d2f-4e8a-9c6b-7a8d9e0f1a2b".to_string();
+    std::fs::create_dir(repos.join(&fresh)).unwrap();
+
     h.cli(&["repo", "list"]).await;
     let mut left = leftovers(h.path());
     left.sort();
-    assert_eq!(
-        left,
-        [
-            format!(".new-{mine}-{id}"),
-            ".new-5b1c7a3e-0d2f-4e8a-9c6b-7a8d9e0f1a2b".to_string()
-        ]
-    );
+    let mut want = vec![fresh, live.clone(), format!("{live}.lock")];
+    want.sort();
+    assert_eq!(left, want);
+    drop(held);
 }
 
 // An import skipped a 20 MiB file without a word, and an agent reading it was then told
