@@ -114,6 +114,10 @@ impl Knock {
 #[error("{0}")]
 pub struct GateRefused(pub String);
 
+/// How long the hook waits for the gate's answer: the wait for the writer lock behind
+/// other writers included.
+pub const GATE_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The hook's side: knock on the gate named in the environment and wait for the
 /// verdict. `Ok` when the push may land; the writer lock is then held for it.
 pub fn pass() -> Result<(), GateRefused> {
@@ -130,6 +134,12 @@ pub fn pass() -> Result<(), GateRefused> {
     };
     let mut stream =
         std::os::unix::net::UnixStream::connect(PathBuf::from(path)).map_err(unavailable)?;
+    // The answer comes once the server holds the repo's writer lock; a server that
+    // never answers (its gate failed) must not hold git, its spool and its lock wait
+    // for ever.
+    stream
+        .set_read_timeout(Some(GATE_ANSWER_TIMEOUT))
+        .map_err(unavailable)?;
     stream
         .write_all(format!("{key}\n").as_bytes())
         .map_err(unavailable)?;
