@@ -167,9 +167,12 @@ impl RateLimiter {
 /// The bucket a scope's calls are charged to: its credential, never its address.
 pub fn credential_key(scope: &Scope) -> String {
     match scope.credential() {
-        Credential::RepoToken(t) => {
-            format!("token {}", &crate::credentials::secrets::hash(t)[..24])
-        }
+        // A token minted by a delegating token spends its lineage's budget: children
+        // do not multiply their ancestor's rate.
+        Credential::RepoToken(t) => match scope.lineage_root() {
+            Some(root) if root.len() >= 24 => format!("token {}", &root[..24]),
+            _ => format!("token {}", &crate::credentials::secrets::hash(t)[..24]),
+        },
         Credential::AccountKey => match scope.account_key() {
             Some((_, id)) if !id.is_empty() => format!("key {id}"),
             _ => "account key".to_string(),

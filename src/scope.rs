@@ -106,6 +106,9 @@ pub struct Scope {
     account_key: Option<(String, String)>,
     /// The token's own rate limit, when it was minted with one.
     rate: Option<Rate>,
+    /// The hash of the token its lineage started from (its farthest ancestor), when it
+    /// was minted by a delegating token: the whole lineage spends one rate budget.
+    lineage_root: Option<String>,
 }
 
 impl Scope {
@@ -124,6 +127,7 @@ impl Scope {
             paths: None,
             account_key: None,
             rate: None,
+            lineage_root: None,
         }
     }
 
@@ -161,6 +165,7 @@ impl Scope {
             paths: None,
             account_key: None,
             rate: None,
+            lineage_root: None,
         }
     }
 
@@ -203,6 +208,7 @@ impl Scope {
             paths,
             account_key: None,
             rate: info.rate,
+            lineage_root: info.lineage.last().cloned(),
         }
     }
 
@@ -222,6 +228,11 @@ impl Scope {
     /// The rate limit of the token behind the scope, when it has one.
     pub fn rate(&self) -> Option<Rate> {
         self.rate
+    }
+
+    /// The hash of the token this token's lineage started from, when it has ancestors.
+    pub fn lineage_root(&self) -> Option<&str> {
+        self.lineage_root.as_deref()
     }
 
     /// The paths a path-limited session sees; `None`: every path.

@@ -365,3 +365,53 @@ async fn a_bad_rate_limit_stops_start_up_saying_how_to_write_one() {
         "{err}"
     );
 }
+
+// Each token had a bucket of its own, so a delegating token spent its rate once more
+// for every child it minted.
+#[tokio::test(flavor = "multi_thread")]
+async fn children_multiplied_their_delegating_tokens_rate() {
+    let h = Harness::new();
+    let id = h.repo(&[("a.txt", "a\n")]);
+    let parent = h
+        .store
+        .mint(&MintSpec {
+            name: "lead".into(),
+            repo_ids: vec![id],
+            ttl_seconds: Some(3600),
+            can_delegate: true,
+            rate: Some("5/h".parse().unwrap()),
+            ..MintSpec::default()
+        })
+        .unwrap()
+        .token;
+    let api = start_api_with(&h, Stdio::null(), &[]).await;
+    // Two children minted by the lead through the API (two of its five calls); they
+    // inherit its rate.
+    let mut children = Vec::new();
+    for name in ["one", "two"] {
+        let (s, body) = send(
+            Method::POST,
+            format!("{}/repo_token", api.base),
+            Some(&parent),
+            Some(json!({"name": name, "repo_ids": [id.to_string()], "ttl_seconds": 600})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        children.push(body["token"].as_str().unwrap().to_string());
+    }
+    let repo = format!("{}/repo/{id}", api.base);
+    let lineage = [&parent, &children[0], &children[1]];
+    for credential in lineage {
+        let (s, _, detail) = get(repo.clone(), credential).await;
+        assert_eq!(s, StatusCode::OK, "{detail}");
+    }
+    // The lineage's five calls are spent, whichever of its tokens asks next.
+    for credential in lineage {
+        let (s, retry, detail) = get(repo.clone(), credential).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{detail}");
+        assert_says_when(&detail, retry.unwrap());
+    }
+    // Another lineage keeps its own budget.
+    let other = mint(&h, id, Some("3/h"));
+    assert_eq!(get(repo, &other).await.0, StatusCode::OK);
+}
