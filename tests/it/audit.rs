@@ -202,7 +202,25 @@ async fn stdio_calls_are_recorded_by_the_time_the_process_ends() {
     s.finish();
 
     // No waiting: the process has ended, so what it recorded is already written.
-    let rows = all_rows(&h);
+    // Records are ordered by when their call began, to the millisecond; a write's is
+    // written at once and a read's in the next batch, so within one millisecond they
+    // may stand in either order: ties are put in call order here.
+    let calls = [
+        ("read_file", "ok"),
+        ("read_file", "refused"),
+        ("search_repo", "ok"),
+        ("search_repo", "error"),
+        ("update_repo_files", "ok"),
+        ("create_scoped_token", "ok"),
+        ("revoke_token", "ok"),
+    ];
+    let mut rows = all_rows(&h);
+    rows.sort_by_key(|r| {
+        let call = calls
+            .iter()
+            .position(|(a, o)| r.action == *a && r.outcome == *o);
+        (r.at_ms, call)
+    });
     let tools: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         tools,
