@@ -53,7 +53,7 @@ pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>
 
 /// The start-up refusal of the credential in `RELACE_API_KEY`, with where it was
 /// checked and what to do.
-fn credential_refused(refusal: Refusal, place: &str, remedy: &str) -> ConfigError {
+fn credential_refused(refusal: Refusal, place: &str, remedy: &dyn Fn() -> String) -> ConfigError {
     ConfigError(match refusal {
         Refusal::NoRepos => {
             "the repo token in RELACE_API_KEY reaches none of the repos given with --repo / SCOPED_REPO_IDS".into()
@@ -61,7 +61,7 @@ fn credential_refused(refusal: Refusal, place: &str, remedy: &str) -> ConfigErro
         Refusal::Unrecognized => {
             "RELACE_API_KEY is neither a repo token (rlcr-…) nor an account key (rlc-…); unset it or fix it".into()
         }
-        other => format!("RELACE_API_KEY: {other} ({place}); {remedy}"),
+        other => format!("RELACE_API_KEY: {other} ({place}); {}", remedy()),
     })
 }
 
@@ -71,7 +71,7 @@ async fn stdio_scope(
     config: &ServeConfig,
     repos: Vec<RepoId>,
     place: &str,
-    remedy: &str,
+    remedy: &dyn Fn() -> String,
 ) -> Result<Scope, ConfigError> {
     let bound = OperatorBound {
         repos,
@@ -95,13 +95,9 @@ async fn stdio_scope(
 async fn local_scope(config: &ServeConfig, backend: &LocalBackend) -> Result<Scope, ConfigError> {
     let repos = operator_repos(config, backend.store())?;
     let place = format!("in the store at {}", config.data_dir.display());
-    stdio_scope(
-        backend,
-        config,
-        repos,
-        &place,
-        "mint a new one with `scoped-repo-mcp token create`",
-    )
+    stdio_scope(backend, config, repos, &place, &|| {
+        "mint a new one with `scoped-repo-mcp token create`".to_string()
+    })
     .await
 }
 
@@ -161,19 +157,19 @@ async fn relace_scope(config: &ServeConfig, backend: &RelaceBackend) -> Result<S
         }
     }
     let place = format!("by the Relace API at {base}");
-    let remedy = "ask for a new one";
-    match stdio_scope(backend, config, config.repos.clone(), &place, remedy).await {
-        Err(ConfigError(message)) if message.ends_with(remedy) && local_store_knows(config) => {
-            // The usual slip: a token minted by this machine's own store, sent to the
-            // hosted service because RELACE_API_KEY picks the relace backend by default.
-            Err(ConfigError(format!(
-                "{}it is a token of the embedded store at {}: add --backend local to serve from there",
-                message.strip_suffix(remedy).unwrap_or(&message),
+    let remedy = || {
+        // The usual slip: a token minted by this machine's own store, sent to the
+        // hosted service because RELACE_API_KEY picks the relace backend by default.
+        if local_store_knows(config) {
+            format!(
+                "it is a token of the embedded store at {}: add --backend local to serve from there",
                 config.data_dir.display()
-            )))
+            )
+        } else {
+            "ask for a new one".to_string()
         }
-        other => other,
-    }
+    };
+    stdio_scope(backend, config, config.repos.clone(), &place, &remedy).await
 }
 
 /// Whether the embedded store in the data directory (when there is one; none is made)
