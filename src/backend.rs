@@ -24,9 +24,6 @@ pub enum BackendError {
     /// No such repo, file or commit.
     #[error("{0}")]
     NotFound(String),
-    /// The file is not text.
-    #[error("{0}")]
-    Binary(String),
     /// The repo moved on (`expected_head`), or a writer held it.
     #[error("{0}")]
     Conflict(String),
@@ -57,7 +54,6 @@ impl From<StoreError> for BackendError {
             StoreError::RepoNotFound(_) | StoreError::FileNotFound(_) => {
                 BackendError::NotFound(message)
             }
-            StoreError::Binary(_) => BackendError::Binary(message),
             StoreError::Conflict { .. } | StoreError::MergeConflict(_) => {
                 BackendError::Conflict(message)
             }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use scoped_repo_mcp::run::cli::{Cli, Command};
-use scoped_repo_mcp::run::config::{ApiConfig, ServeConfig};
+use scoped_repo_mcp::run::config::{self, ApiConfig, ServeConfig};
 use scoped_repo_mcp::run::{self, admin};
 
 /// Two settings of glibc's allocator, for a server that runs for weeks (an operator's
@@ -69,16 +69,23 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let data_dir = cli.data_dir.as_deref();
+    let limits = config::store_limits(&cli.limits)?;
     match &cli.command {
-        Command::Serve(args) => run::serve::run(&ServeConfig::from_args(args, data_dir)?)?,
-        Command::Api(args) => run::api::run(&ApiConfig::from_args(args, data_dir)?)?,
+        Command::Serve(args) => run::serve::run(&ServeConfig {
+            limits,
+            ..ServeConfig::from_args(args, data_dir)?
+        })?,
+        Command::Api(args) => run::api::run(&ApiConfig {
+            limits,
+            ..ApiConfig::from_args(args, data_dir)?
+        })?,
         Command::GitPreReceive => {
             // Run by git inside a push; a refused push exits with 1.
             if !run::git_pre_receive()? {
                 std::process::exit(1)
             }
         }
-        command => admin::run(data_dir, command)?,
+        command => admin::run(data_dir, limits, command)?,
     }
     Ok(())
 }

@@ -103,6 +103,15 @@ pub enum FileOp {
         /// The new text.
         content: String,
     },
+    /// Create or overwrite a file with raw bytes, text or binary: the REST API's file
+    /// PUT, which takes any bytes within the size limits. The MCP tools never make one:
+    /// what they write is text.
+    WriteBytes {
+        /// Where.
+        path: RepoPath,
+        /// The new content.
+        content: Vec<u8>,
+    },
     /// Delete a file, or a directory with everything below it.
     Delete {
         /// What.
@@ -155,13 +164,35 @@ impl UpdateSpec {
                 limits.check_count(ops.len(), "operations")?;
                 let mut total = 0usize;
                 for op in ops {
-                    if let FileOp::Write { path, content } = op {
-                        limits.check_content(path, content)?;
-                        total = total.saturating_add(content.len());
+                    match op {
+                        FileOp::Write { path, content } => {
+                            limits.check_content(path, content)?;
+                            total = total.saturating_add(content.len());
+                        }
+                        FileOp::WriteBytes { path, content } => {
+                            limits.check_size(path, content.len())?;
+                            total = total.saturating_add(content.len());
+                        }
+                        FileOp::Delete { .. } | FileOp::Rename { .. } => {}
                     }
                 }
                 limits.check_total(total)
             }
+        }
+    }
+
+    /// Bytes of content the update writes (what it may add to the repo's quota).
+    pub fn written_bytes(&self) -> u64 {
+        match &self.change {
+            Change::ReplaceAll(files) => files.iter().map(|(_, c)| c.len() as u64).sum(),
+            Change::Operations(ops) => ops
+                .iter()
+                .map(|op| match op {
+                    FileOp::Write { content, .. } => content.len() as u64,
+                    FileOp::WriteBytes { content, .. } => content.len() as u64,
+                    FileOp::Delete { .. } | FileOp::Rename { .. } => 0,
+                })
+                .sum(),
         }
     }
 }
@@ -224,13 +255,17 @@ pub struct UpdateOutcome {
     pub changed_files: Vec<String>,
 }
 
-/// A file's text at a head.
+/// A file's text at a head, or the size of a binary file, whose bytes are never
+/// returned as text.
 #[derive(Debug, Clone)]
 pub struct FileText {
     /// The commit the text was read at.
     pub head: String,
-    /// The whole text.
+    /// The whole text (empty for a binary file).
     pub content: String,
+    /// `Some(size in bytes)` when the file is binary (not UTF-8 text, or holding a NUL
+    /// byte): `content` is then empty.
+    pub binary: Option<u64>,
 }
 
 /// Every tracked path of a repo at a head.
@@ -240,6 +275,9 @@ pub struct FileList {
     pub head: String,
     /// Sorted paths.
     pub paths: Vec<String>,
+    /// The paths among `paths` that are binary files, sorted (empty when the backend
+    /// lists text files only).
+    pub binary: Vec<String>,
 }
 
 /// A line search, already validated.

@@ -54,23 +54,34 @@ pub enum RuleError {
     Invalid(String),
 }
 
-/// Size limits on what enters a repo through an update.
+/// Size limits on what enters a repo: through an update, a push, a git source or an
+/// import.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest file, in bytes.
+    /// Largest file, in bytes, text or binary, however it arrives (`--max-file-size`).
     pub max_file_bytes: usize,
-    /// Largest update (sum of written contents), in bytes.
+    /// Largest update (sum of written contents), in bytes; also a push's new content.
     pub max_update_bytes: usize,
     /// Most operations (or files) in one update.
     pub max_operations: usize,
+    /// The per-repo quota (`--max-repo-size`): most bytes a repo's git objects may take
+    /// on disk, its whole history included. What would pass it is refused.
+    pub max_repo_bytes: u64,
 }
+
+/// Default of [`Limits::max_file_bytes`]: 10 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
+
+/// Default of [`Limits::max_repo_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_REPO_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_file_bytes: 10 * 1024 * 1024,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             max_update_bytes: 50 * 1024 * 1024,
             max_operations: 10_000,
+            max_repo_bytes: DEFAULT_MAX_REPO_BYTES,
         }
     }
 }
@@ -97,18 +108,37 @@ impl Limits {
         Ok(())
     }
 
-    /// Check one file's content: size, and no NUL byte.
-    pub fn check_content(&self, path: &RepoPath, content: &str) -> Result<(), RuleError> {
-        if content.len() > self.max_file_bytes {
+    /// Check one file's size, text or binary.
+    pub fn check_size(&self, path: &RepoPath, len: usize) -> Result<(), RuleError> {
+        if len > self.max_file_bytes {
             return Err(RuleError::TooLarge(format!(
-                "`{path}` is {} bytes, over the limit of {} bytes a file",
-                content.len(),
+                "`{path}` is {len} bytes, over the limit of {} bytes a file",
                 self.max_file_bytes
             )));
         }
+        Ok(())
+    }
+
+    /// Check one file's content: size, and no NUL byte.
+    pub fn check_content(&self, path: &RepoPath, content: &str) -> Result<(), RuleError> {
+        self.check_size(path, content.len())?;
         if content.contains('\0') {
             return Err(RuleError::Invalid(format!(
-                "`{path}`: content contains a NUL byte; only text files are accepted"
+                "`{path}`: content contains a NUL byte; only text files can be written here (binary files arrive by git push, a git source, an import or the REST API's file PUT)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Check that a repo whose git objects take `used` bytes may take `adding` more
+    /// and stay within its quota. Nothing added always passes: a repo over its quota
+    /// (the quota lowered since) can still delete and rename.
+    pub fn check_quota(&self, used: u64, adding: u64) -> Result<(), RuleError> {
+        if adding > 0 && used.saturating_add(adding) > self.max_repo_bytes {
+            return Err(RuleError::TooLarge(format!(
+                "the repo would take {} bytes on disk, over its quota of {} bytes (--max-repo-size); delete files from it, or ask the operator for a larger quota",
+                used.saturating_add(adding),
+                self.max_repo_bytes
             )));
         }
         Ok(())

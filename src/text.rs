@@ -1,5 +1,5 @@
 //! Judging and escaping text: whether bytes are text at all ([`is_binary`], as git and
-//! ripgrep judge), and the escaping of untrusted text (paths, metadata, token names,
+//! ripgrep judge; [`is_text`], what the tools return as text), and the escaping of untrusted text (paths, metadata, token names,
 //! matched lines) for the line-oriented renderings: tool text, `repo list`, `token
 //! list`. A newline or an escape sequence in such text must not forge a line or recolour
 //! a terminal.
@@ -20,6 +20,13 @@ fn escaped(c: char) -> bool {
 /// Whether bytes look binary: a NUL byte in their first 8 KiB, as git and ripgrep judge.
 pub fn is_binary(bytes: &[u8]) -> bool {
     bytes[..bytes.len().min(8192)].contains(&0)
+}
+
+/// Whether bytes are text the tools can return: UTF-8 with no NUL byte anywhere. Every
+/// other file is binary to the store: kept, served as bytes by the REST API, skipped
+/// by the search indexes, and answered by `read_file` with its size alone.
+pub fn is_text(bytes: &[u8]) -> bool {
+    !is_binary(bytes) && !bytes.contains(&0) && std::str::from_utf8(bytes).is_ok()
 }
 
 /// `text` with every escaped character written as `\n`, `\t`, `\r` or `\u{…}`, and

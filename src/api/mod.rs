@@ -271,9 +271,7 @@ impl From<StoreError> for ApiError {
             // No HTTP request cancels a store update, but the store can say so.
             StoreError::Cancelled => StatusCode::CONFLICT,
             StoreError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            StoreError::Binary(_) | StoreError::Invalid(_) | StoreError::Search(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            StoreError::Invalid(_) | StoreError::Search(_) => StatusCode::BAD_REQUEST,
             StoreError::NoSpace(_) => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::Database(_) | StoreError::Git(_) | StoreError::Io(_) => {
                 return ApiError::internal(e);

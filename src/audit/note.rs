@@ -122,7 +122,6 @@ pub(crate) fn loggable(e: &BackendError) -> std::borrow::Cow<'static, str> {
 fn backend_kind(e: &BackendError) -> String {
     match e {
         BackendError::NotFound(_) => "not found",
-        BackendError::Binary(_) => "binary file",
         // Not the message: it quotes the head the caller expected.
         BackendError::Conflict(_) => "conflict: the head moved",
         BackendError::Refused(_) => "refused input",

@@ -464,7 +464,7 @@ impl RankedIndex {
     fn put_file(&mut self, repo: &Repository, path: &str, blob: Oid) -> Result<(), RankedError> {
         let b = repo.find_blob(blob)?;
         let bytes = b.content();
-        if crate::text::is_binary(bytes) {
+        if !crate::text::is_text(bytes) {
             self.remove_file(path);
             return Ok(());
         }

@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::paths::RepoPath;
 use crate::store::StoreError;
-use crate::text::is_binary;
+use crate::text::is_text;
 
 /// Routes the tools through a [`RelaceClient`].
 #[derive(Debug)]
@@ -56,14 +56,16 @@ impl RelaceBackend {
 fn phase(op: &FileOp) -> u8 {
     match op {
         FileOp::Delete { .. } => 0,
-        FileOp::Write { .. } => 1,
+        FileOp::Write { .. } | FileOp::WriteBytes { .. } => 1,
         FileOp::Rename { .. } => 2,
     }
 }
 
 fn paths(op: &FileOp) -> Vec<&RepoPath> {
     match op {
-        FileOp::Write { path, .. } | FileOp::Delete { path } => vec![path],
+        FileOp::Write { path, .. } | FileOp::WriteBytes { path, .. } | FileOp::Delete { path } => {
+            vec![path]
+        }
         FileOp::Rename { path, new_path } => vec![path, new_path],
     }
 }
@@ -121,15 +123,22 @@ impl Backend for RelaceBackend {
     fn read_file<'a>(&'a self, id: &'a RepoId, path: &'a RepoPath) -> BackendFuture<'a, FileText> {
         Box::pin(async move {
             let (head, bytes) = self.client.read_file(id, path).await?;
-            if is_binary(&bytes) {
-                return Err(StoreError::Binary(path.to_string()).into());
-            }
-            let content =
-                String::from_utf8(bytes).map_err(|_| StoreError::Binary(path.to_string()))?;
+            // The file GET serves any file's raw bytes: a binary one is answered with
+            // its size, as the embedded store answers it.
+            let size = bytes.len() as u64;
+            let (content, binary) = if is_text(&bytes) {
+                match String::from_utf8(bytes) {
+                    Ok(text) => (text, None),
+                    Err(_) => (String::new(), Some(size)),
+                }
+            } else {
+                (String::new(), Some(size))
+            };
             Ok(FileText {
                 // The hosted file GET reports no head; empty then (see the README).
                 head: head.unwrap_or_default(),
                 content,
+                binary,
             })
         })
     }
@@ -155,6 +164,8 @@ impl Backend for RelaceBackend {
                     .or_else(|| meta.as_ref().map(|m| m.summary.head.clone()))
                     .unwrap_or_default(),
                 paths,
+                // `clone` answers text files only: binary ones are not listed here.
+                binary: Vec::new(),
             };
             // Keyed by the version seen before the clone: if the repo moved in between,
             // the next call sees a new version and downloads again.

@@ -726,20 +726,28 @@ impl RelaceClient {
             Change::Operations(ops) => WireUpdateSource::Diff {
                 operations: ops
                     .iter()
-                    .map(|op| match op {
-                        FileOp::Write { path, content } => WireOp::Write {
-                            filename: path.as_str(),
-                            content,
-                        },
-                        FileOp::Delete { path } => WireOp::Delete {
-                            filename: path.as_str(),
-                        },
-                        FileOp::Rename { path, new_path } => WireOp::Rename {
-                            old_filename: path.as_str(),
-                            new_filename: new_path.as_str(),
-                        },
+                    .map(|op| {
+                        Ok(match op {
+                            FileOp::Write { path, content } => WireOp::Write {
+                                filename: path.as_str(),
+                                content,
+                            },
+                            // The update's JSON carries text only.
+                            FileOp::WriteBytes { path, .. } => {
+                                return Err(RelaceError::Unsupported(format!(
+                                    "`{path}`: raw bytes cannot be written through the Relace API's update, which takes text"
+                                )));
+                            }
+                            FileOp::Delete { path } => WireOp::Delete {
+                                filename: path.as_str(),
+                            },
+                            FileOp::Rename { path, new_path } => WireOp::Rename {
+                                old_filename: path.as_str(),
+                                new_filename: new_path.as_str(),
+                            },
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, RelaceError>>()?,
             },
         };
         let body = Self::body(&WireUpdate {

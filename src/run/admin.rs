@@ -46,9 +46,13 @@ pub enum AdminError {
 /// Run an administration command on the store in the data directory
 /// (`data_dir_flag`, else the default): answers and secrets to stdout, explanations to
 /// stderr.
-pub fn run(data_dir_flag: Option<&Path>, command: &Command) -> Result<(), StartError> {
+pub fn run(
+    data_dir_flag: Option<&Path>,
+    limits: crate::store::Limits,
+    command: &Command,
+) -> Result<(), StartError> {
     let dir = data_dir(data_dir_flag)?;
-    let store = super::open_store(&dir)?;
+    let store = super::open_store(&dir, limits)?;
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     match command {
         Command::Repo { command } => repo(&store, command, &mut out, &mut err)?,
@@ -125,6 +129,30 @@ impl LazyBar {
     }
 }
 
+/// What to add to a refusal of `--from-git SOURCE` that `--from-dir` would avoid (a
+/// history breaking the store's rules: a symlink, a submodule, a path or a file size
+/// the store refuses, a shallow clone): a snapshot import skips such files and takes
+/// the rest. Nothing for failures a snapshot would meet too (git missing, a source
+/// that cannot be read).
+fn from_dir_hint(e: &crate::git_source::SourceError, source: &str) -> String {
+    use crate::git_source::SourceError;
+    if !matches!(
+        e,
+        SourceError::Store(StoreError::Invalid(_) | StoreError::TooLarge(_))
+    ) {
+        return String::new();
+    }
+    let dir = Path::new(source.trim());
+    if !source.contains("://") && dir.join(".git").exists() {
+        format!(
+            "; to import its files as they are now, without the history, run `scoped-repo-mcp repo create --from-dir {}` (it skips what the store refuses and says which)",
+            dir.display()
+        )
+    } else {
+        "; to import its files without the history, check out a work tree of it and run `scoped-repo-mcp repo create --from-dir DIR` (it skips what the store refuses and says which)".into()
+    }
+}
+
 /// `repo …`
 pub fn repo(
     store: &Store,
@@ -154,6 +182,7 @@ pub fn repo(
             };
             let (id, head) = match (from_dir, from_git) {
                 (_, Some(source)) => {
+                    let source_arg = source.as_str();
                     let source = GitSource::from_operator(source, branch.as_deref())
                         .map_err(|e| ConfigError(format!("--from-git: {e}")))?;
                     let git = GitProgram::find((2, 32)).map_err(|why| {
@@ -163,7 +192,10 @@ pub fn repo(
                         .create_from_history(metadata, |dir| {
                             source.fetch_into(&git, dir, &FetchLimits::default())
                         })
-                        .map_err(|e| ConfigError(format!("--from-git: {e}")))?;
+                        .map_err(|e| {
+                            let hint = from_dir_hint(&e, source_arg);
+                            ConfigError(format!("--from-git: {e}{hint}"))
+                        })?;
                     writeln!(
                         err,
                         "made from the history of {}: {} file(s) at its head",
@@ -180,11 +212,11 @@ pub fn repo(
                     let report = report?;
                     writeln!(
                         err,
-                        "imported {} file(s), {} bytes from {}; skipped {} binary, {} over the size limit, {} with unusable paths",
+                        "imported {} file(s) ({} binary), {} bytes from {}; skipped {} over the size limit, {} with unusable paths",
                         report.files,
+                        report.binary,
                         report.bytes,
                         dir.display(),
-                        report.skipped_binary,
                         report.skipped_large,
                         report.skipped_path
                     )?;

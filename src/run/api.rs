@@ -14,7 +14,7 @@ use crate::run::{StartError, open_store, runtime, shutdown_signal};
 /// still pending.
 pub fn run(config: &ApiConfig) -> Result<(), StartError> {
     let dir = &config.data_dir;
-    let store = open_store(dir)?;
+    let store = open_store(dir, config.limits)?;
     super::say_if_new(&store);
     store.set_index_memory(config.index_memory);
     let exe = std::env::current_exe().map_err(|e| {

@@ -13,6 +13,9 @@ pub struct Cli {
     /// [default: $XDG_DATA_HOME/scoped-repo-mcp or ~/.local/share/scoped-repo-mcp].
     #[arg(long, env = "SCOPED_REPO_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The embedded store's size limits.
+    #[command(flatten)]
+    pub limits: StoreLimitArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +53,30 @@ pub enum Command {
     /// git's pre-receive hook for pushes through `api` (run by git, not by people).
     #[command(name = "git-pre-receive", hide = true)]
     GitPreReceive,
+}
+
+/// The embedded store's size limits, for every command that writes to it (`serve`,
+/// `api`, `repo create`).
+#[derive(Debug, Args)]
+pub struct StoreLimitArgs {
+    /// Largest file a repo takes, text or binary, however it arrives (an update, a
+    /// push, a git source, an import), e.g. 10MiB, 64MiB [default: 10MiB].
+    #[arg(
+        long,
+        env = "SCOPED_REPO_MAX_FILE_SIZE",
+        value_name = "SIZE",
+        global = true
+    )]
+    pub max_file_size: Option<String>,
+    /// The per-repo quota: most disk a repo's git objects (its whole history) may
+    /// take, e.g. 4GiB, 500MiB; what would pass it is refused [default: 4GiB].
+    #[arg(
+        long,
+        env = "SCOPED_REPO_MAX_REPO_SIZE",
+        value_name = "SIZE",
+        global = true
+    )]
+    pub max_repo_size: Option<String>,
 }
 
 /// Transports `serve` speaks.
@@ -282,13 +309,14 @@ pub enum RepoCommand {
     /// Create a repo, empty, imported from a directory, or made from a git history;
     /// prints its ID.
     Create {
-        /// Import this directory (honours .gitignore; skips binary and oversized files).
+        /// Import this directory (honours .gitignore; keeps binary files, skips files
+        /// over --max-file-size).
         #[arg(long, value_name = "DIR", conflicts_with = "from_git")]
         from_dir: Option<PathBuf>,
         /// Make the repo from this git repository's history (its commits, not a
         /// snapshot): an http:// or https:// URL, or the path of a repository on this
-        /// machine. Every commit must obey the store's rules (text files only, valid
-        /// paths, no symlinks or submodules).
+        /// machine. Every commit must obey the store's rules (files within
+        /// --max-file-size, valid paths, no symlinks or submodules).
         #[arg(long, value_name = "URL_OR_PATH")]
         from_git: Option<String>,
         /// With --from-git: the branch to take (default: the source's HEAD).
@@ -309,7 +337,7 @@ pub enum RepoCommand {
     /// List the repos in the store.
     List,
     /// Check every repo (or one) with `git fsck --strict` and the store's own rules
-    /// (text files only, valid paths, no symlinks or submodules in `main`'s history, no
+    /// (files within the size limit, valid paths, no symlinks or submodules in `main`'s history, no
     /// objects outside it), and say what to repair; exits non-zero when any repo fails.
     Check {
         /// Only this repo.
@@ -328,8 +356,8 @@ pub enum RepoCommand {
         /// The directory.
         dir: PathBuf,
     },
-    /// List the files the import of a repo left out (binary, over the size limit, an
-    /// unusable path), one `PATH<TAB>WHY` a line.
+    /// List the files the import of a repo left out (over the size limit, an unusable
+    /// path), one `PATH<TAB>WHY` a line.
     Skipped {
         /// The repo's ID.
         id: String,

@@ -15,7 +15,9 @@ use crate::model::RepoId;
 use crate::origin::AllowLists;
 use crate::rate::Rate;
 use crate::relace::{RelaceBackend, RelaceClient, RetryPolicy};
-use crate::run::cli::{ApiArgs, BackendKind, ConnectionArgs, OriginArgs, ServeArgs, Transport};
+use crate::run::cli::{
+    ApiArgs, BackendKind, ConnectionArgs, OriginArgs, ServeArgs, StoreLimitArgs, Transport,
+};
 use crate::store::{Limits, Store};
 
 /// A setting that cannot be used.
@@ -84,13 +86,41 @@ pub fn audit_retention(raw: &str) -> Result<Duration, ConfigError> {
     parse_duration("--audit-retention", raw)
 }
 
-/// `--index-memory`: a size such as `2GiB`, `512MiB`, `64KiB` or a number of bytes
-/// (`K`, `M`, `G`, `T`, with or without `iB`, count in 1024s; `KB`, `MB`, `GB`, `TB` in
-/// 1000s); unset: a quarter of the machine's memory.
+/// `--index-memory`: a size (see [`parse_size`]); unset: a quarter of the machine's
+/// memory.
 pub fn index_memory(raw: Option<&str>) -> Result<usize, ConfigError> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(crate::store::default_index_memory());
     };
+    parse_size("--index-memory", raw)
+}
+
+/// `--max-file-size` and `--max-repo-size`: the store's limits, each its default when
+/// unset. A file cap over the quota is refused: no file could then be written.
+pub fn store_limits(args: &StoreLimitArgs) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    fn given(raw: &Option<String>) -> Option<&str> {
+        raw.as_deref().map(str::trim).filter(|r| !r.is_empty())
+    }
+    if let Some(raw) = given(&args.max_file_size) {
+        limits.max_file_bytes = parse_size("--max-file-size", raw)?;
+    }
+    if let Some(raw) = given(&args.max_repo_size) {
+        limits.max_repo_bytes = parse_size("--max-repo-size", raw)? as u64;
+    }
+    if limits.max_file_bytes as u64 > limits.max_repo_bytes {
+        return Err(ConfigError(format!(
+            "--max-file-size ({} bytes) is over --max-repo-size ({} bytes): no file that size could be kept; lower the first or raise the second",
+            limits.max_file_bytes, limits.max_repo_bytes
+        )));
+    }
+    Ok(limits)
+}
+
+/// A size such as `2GiB`, `512MiB`, `64KiB` or a number of bytes (`K`, `M`, `G`, `T`,
+/// with or without `iB`, count in 1024s; `KB`, `MB`, `GB`, `TB` in 1000s), at least 1,
+/// given to `flag`.
+fn parse_size(flag: &str, raw: &str) -> Result<usize, ConfigError> {
     let split = raw
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(raw.len());
@@ -112,7 +142,7 @@ pub fn index_memory(raw: Option<&str>) -> Result<usize, ConfigError> {
     match bytes {
         Ok(b) if b.is_finite() && b >= 1.0 && b < usize::MAX as f64 => Ok(b as usize),
         _ => Err(ConfigError(format!(
-            "--index-memory `{raw}` is not a size; write it like 2GiB, 512MiB or 65536 (bytes), at least 1"
+            "{flag} `{raw}` is not a size; write it like 2GiB, 512MiB or 65536 (bytes), at least 1"
         ))),
     }
 }
@@ -250,6 +280,9 @@ pub struct ServeConfig {
     pub index_memory: usize,
     /// `--rate-limit`: every credential's rate; `None`: only the tokens' own.
     pub rate_limit: Option<Rate>,
+    /// The embedded store's size limits (`--max-file-size`, `--max-repo-size`; set from
+    /// the command's global flags, [`store_limits`]).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -355,6 +388,7 @@ impl ServeConfig {
             audit_retention: audit_retention(&args.audit_retention)?,
             index_memory: index_memory(args.index_memory.as_deref())?,
             rate_limit: rate_limit(args.rate_limit.as_deref())?,
+            limits: Limits::default(),
         })
     }
 }
@@ -399,7 +433,7 @@ impl ServeConfig {
 
     /// Open the embedded store in `data_dir`.
     pub fn open_store(&self) -> Result<Arc<Store>, ConfigError> {
-        Store::open(&self.data_dir, Limits::default())
+        Store::open(&self.data_dir, self.limits)
             .map(|s| {
                 s.set_index_memory(self.index_memory);
                 super::say_if_new(&s);
@@ -490,6 +524,9 @@ pub struct ApiConfig {
     pub max_concurrent_per_token: usize,
     /// Every credential's rate; `None`: only the tokens' own.
     pub rate_limit: Option<Rate>,
+    /// The embedded store's size limits (set from the command's global flags,
+    /// [`store_limits`]).
+    pub limits: Limits,
 }
 
 impl ApiConfig {
@@ -506,6 +543,7 @@ impl ApiConfig {
             allow: allow_lists(&args.origins, &args.listen)?,
             max_concurrent_per_token: max_concurrent_per_token(&args.connections)?,
             rate_limit: rate_limit(args.rate_limit.as_deref())?,
+            limits: Limits::default(),
         })
     }
 }
@@ -527,5 +565,27 @@ mod tests {
             let e = index_memory(Some(bad)).unwrap_err().0;
             assert!(e.contains("--index-memory"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn store_limits_take_sizes_and_refuse_a_file_cap_over_the_quota() {
+        let args = |file: Option<&str>, repo: Option<&str>| StoreLimitArgs {
+            max_file_size: file.map(str::to_string),
+            max_repo_size: repo.map(str::to_string),
+        };
+        let d = store_limits(&args(None, None)).unwrap();
+        assert_eq!(d.max_file_bytes, 10 << 20);
+        assert_eq!(d.max_repo_bytes, 4 << 30);
+        let l = store_limits(&args(Some("64MiB"), Some("1GiB"))).unwrap();
+        assert_eq!((l.max_file_bytes, l.max_repo_bytes), (64 << 20, 1 << 30));
+        let e = store_limits(&args(Some("2GiB"), Some("1GiB")))
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("--max-file-size") && e.contains("--max-repo-size"),
+            "{e}"
+        );
+        let e = store_limits(&args(Some("big"), None)).unwrap_err().0;
+        assert!(e.contains("--max-file-size `big` is not a size"), "{e}");
     }
 }

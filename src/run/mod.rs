@@ -54,9 +54,13 @@ impl StartError {
     }
 }
 
-/// The embedded store in `dir`, for `api` and the administration commands.
-fn open_store(dir: &std::path::Path) -> Result<crate::store::Store, StartError> {
-    crate::store::Store::open(dir, crate::store::Limits::default()).map_err(|e: StoreError| {
+/// The embedded store in `dir` under `limits`, for `api` and the administration
+/// commands.
+fn open_store(
+    dir: &std::path::Path,
+    limits: crate::store::Limits,
+) -> Result<crate::store::Store, StartError> {
+    crate::store::Store::open(dir, limits).map_err(|e: StoreError| {
         StartError::context(format!("cannot open the store in {}", dir.display()), e)
     })
 }

@@ -148,6 +148,12 @@ pub struct ReadFileOutput {
     pub path: String,
     /// The commit the text was read at.
     pub head: String,
+    /// True when the file is binary (not UTF-8 text, or holding a NUL byte): `content`
+    /// is then empty and `size` says how large it is; binary files are never returned
+    /// as text.
+    pub binary: bool,
+    /// The whole file's size in bytes.
+    pub size: u64,
     /// The text of lines `start_line..=end_line`, line endings kept.
     pub content: String,
     /// First line returned (1-based).
@@ -186,6 +192,9 @@ pub struct ListFilesOutput {
     pub head: String,
     /// Matching paths, sorted.
     pub paths: Vec<String>,
+    /// The returned paths that are binary files, sorted (read_file gives their size,
+    /// not their content; search skips them).
+    pub binary_paths: Vec<String>,
     /// How many paths matched in all.
     pub total_matching: u64,
     /// True when more paths matched than were returned.
@@ -329,7 +338,8 @@ impl RepoServer {
         respond(Self::SEARCH_REPO.name, answer)
     }
 
-    /// Read a text file, whole or a range of lines (1-based, inclusive).
+    /// Read a text file, whole or a range of lines (1-based, inclusive). A binary file
+    /// is answered with `binary: true` and its size, never its content.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ReadFileOutput>()
@@ -341,7 +351,8 @@ impl RepoServer {
         respond(Self::READ_FILE.name, self.read_file_impl(req).await)
     }
 
-    /// List a repository's file paths, optionally under a directory or matching a glob.
+    /// List a repository's file paths, optionally under a directory or matching a glob;
+    /// binary files are listed and named again in `binary_paths`.
     #[tool(
         annotations(read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<ListFilesOutput>()
@@ -531,6 +542,29 @@ impl RepoServer {
         let id = self.guard_repo(&Self::READ_FILE, &req.repo_id).await?;
         let path = RepoPath::parse(&req.path)?;
         let file = self.read_visible(&id, &path).await?;
+        if let Some(size) = file.binary {
+            let text = format!(
+                "{} at {} is a binary file of {size} bytes; its content is not returned as text",
+                one_line(path.as_str()),
+                short(&file.head),
+            );
+            return Ok((
+                ReadFileOutput {
+                    repo_id: id.to_string(),
+                    path: path.to_string(),
+                    head: file.head,
+                    binary: true,
+                    size,
+                    content: String::new(),
+                    start_line: 0,
+                    end_line: 0,
+                    total_lines: 0,
+                    truncated: false,
+                },
+                text,
+            ));
+        }
+        let size = file.content.len() as u64;
         let lines: Vec<&str> = file.content.split_inclusive('\n').collect();
         let total = lines.len() as u64;
         let start = req.start_line.max(1);
@@ -580,6 +614,8 @@ impl RepoServer {
                 repo_id: id.to_string(),
                 path: path.to_string(),
                 head: file.head,
+                binary: false,
+                size,
                 content,
                 start_line: start,
                 end_line: end,
@@ -646,6 +682,16 @@ impl RepoServer {
         let total = matching.len() as u64;
         let paths: Vec<String> = matching.into_iter().take(req.limit as usize).collect();
         let truncated = (paths.len() as u64) < total;
+        // Both lists are sorted: one pass picks the returned paths that are binary.
+        let mut marked = list.binary.iter().peekable();
+        let binary_paths: Vec<String> = paths
+            .iter()
+            .filter(|p| {
+                while marked.next_if(|b| b.as_str() < p.as_str()).is_some() {}
+                marked.peek().is_some_and(|b| b == p)
+            })
+            .cloned()
+            .collect();
         let text = format!(
             "{} of {total} path(s) in {id} at {}{}\n{}",
             paths.len(),
@@ -657,7 +703,11 @@ impl RepoServer {
             },
             paths
                 .iter()
-                .map(|p| one_line(p))
+                .map(|p| if binary_paths.binary_search(p).is_ok() {
+                    format!("{} (binary)", one_line(p))
+                } else {
+                    one_line(p).into_owned()
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
         );
@@ -666,6 +716,7 @@ impl RepoServer {
                 repo_id: id.to_string(),
                 head: list.head,
                 paths,
+                binary_paths,
                 total_matching: total,
                 truncated,
             },

@@ -122,6 +122,15 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         ToolFailure::Backend(BackendError::NotFound(m)) => not_found(m),
         other => to_mcp(other),
     })?;
+    if let Some(size) = file.binary {
+        return Err(McpError::invalid_params(
+            format!(
+                "`{}` is a binary file ({size} bytes); its content is not returned as text",
+                crate::text::one_line(path.as_str()),
+            ),
+            None,
+        ));
+    }
     // The same cap as read_file, whose line ranges reach the rest.
     if file.content.len() > MAX_READ_BYTES {
         return Err(McpError::invalid_params(

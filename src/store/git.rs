@@ -125,6 +125,27 @@ fn add_blob(
     index.add(&entry(path, id, mode, size)).map_err(git_err)
 }
 
+/// Write `content` at `path` in `index`, keeping the mode of a file it replaces.
+fn write_file(
+    repo: &Repository,
+    index: &mut Index,
+    path: &RepoPath,
+    content: &[u8],
+    sees: &dyn Fn(&str) -> bool,
+    outside: &dyn Fn(&str) -> StoreError,
+) -> Result<(), StoreError> {
+    if !sees(path.as_str()) {
+        return Err(outside(path.as_str()));
+    }
+    let existing = file_entry(index, path.as_str());
+    if existing.is_none() {
+        check_free_for_file(index, path)?;
+    }
+    let mode = existing.map(|e| e.mode).unwrap_or(MODE_FILE);
+    let id = repo.blob(content).map_err(git_err)?;
+    add_blob(index, path.as_str(), id, mode, content.len())
+}
+
 /// Apply `ops` in order to `index` (a copy of the head tree).
 ///
 /// With `visible` (a path-limited token's view), files outside it behave as if they did
@@ -161,16 +182,10 @@ pub(crate) fn apply_ops(
         }
         match op {
             FileOp::Write { path, content } => {
-                if !sees(path.as_str()) {
-                    return Err(outside(path.as_str()));
-                }
-                let existing = file_entry(index, path.as_str());
-                if existing.is_none() {
-                    check_free_for_file(index, path)?;
-                }
-                let mode = existing.map(|e| e.mode).unwrap_or(MODE_FILE);
-                let id = repo.blob(content.as_bytes()).map_err(git_err)?;
-                add_blob(index, path.as_str(), id, mode, content.len())?;
+                write_file(repo, index, path, content.as_bytes(), &sees, &outside)?
+            }
+            FileOp::WriteBytes { path, content } => {
+                write_file(repo, index, path, content, &sees, &outside)?
             }
             FileOp::Delete { path } => {
                 let under = visible_under(index, path.as_str());
@@ -259,10 +274,10 @@ pub(crate) fn apply_ops(
 }
 
 /// Fill an empty index with exactly `files`, refusing duplicates and file/directory clashes.
-pub(crate) fn fill_index(
+pub(crate) fn fill_index<C: AsRef<[u8]>>(
     repo: &Repository,
     index: &mut Index,
-    files: &[(RepoPath, String)],
+    files: &[(RepoPath, C)],
 ) -> Result<(), StoreError> {
     let mut seen = BTreeSet::new();
     for (path, content) in files {
@@ -272,7 +287,8 @@ pub(crate) fn fill_index(
             )));
         }
         check_free_for_file(index, path)?;
-        let id = repo.blob(content.as_bytes()).map_err(git_err)?;
+        let content = content.as_ref();
+        let id = repo.blob(content).map_err(git_err)?;
         add_blob(index, path.as_str(), id, MODE_FILE, content.len())?;
     }
     Ok(())

@@ -122,6 +122,13 @@ impl Store {
                     c.unreferenced(&q.path.join("objects"))
                 })
                 .map_err(refused)?;
+            self.limits
+                .check_quota(0, super::disk_bytes(&q.path.join("objects")))
+                .map_err(|e| {
+                    StoreError::TooLarge(format!(
+                        "the fetched history is refused, nothing changed: {e}"
+                    ))
+                })?;
             repo.reference(BRANCH_REF, tip, true, "created from a git source")
                 .map_err(git::git_err)?;
             repo.find_reference(FETCHED_REF)
@@ -269,6 +276,16 @@ impl Store {
             .map_err(refused)?;
         drop(check);
         drop(incoming);
+        self.limits
+            .check_quota(
+                super::objects_bytes(&h.dir.join("objects")),
+                super::disk_bytes(&q.path.join("objects")),
+            )
+            .map_err(|e| {
+                StoreError::TooLarge(format!(
+                    "the fetched history is refused, nothing changed: {e}"
+                ))
+            })?;
         migrate_objects(&q.path.join("objects"), &h.dir.join("objects"))?;
         let message = match joined {
             Joined::FastForward => "fast-forward to a git source",

@@ -14,29 +14,32 @@ use crate::rules::Limits;
 const ENV_MAX_FILE: &str = "SCOPED_REPO_MCP_MAX_FILE_BYTES";
 const ENV_MAX_PUSH: &str = "SCOPED_REPO_MCP_MAX_PUSH_BYTES";
 const ENV_MAX_OPS: &str = "SCOPED_REPO_MCP_MAX_OPERATIONS";
+const ENV_MAX_REPO: &str = "SCOPED_REPO_MCP_MAX_REPO_BYTES";
 
 /// The environment that hands `limits` to the hook, for receive-pack's command.
-pub fn limits_env(limits: &Limits) -> [(&'static str, String); 3] {
+pub fn limits_env(limits: &Limits) -> [(&'static str, String); 4] {
     [
         (ENV_MAX_FILE, limits.max_file_bytes.to_string()),
         (ENV_MAX_PUSH, limits.max_update_bytes.to_string()),
         (ENV_MAX_OPS, limits.max_operations.to_string()),
+        (ENV_MAX_REPO, limits.max_repo_bytes.to_string()),
     ]
 }
 
 /// The limits handed to the hook, each the default when it is missing or unreadable.
 fn limits_from_env() -> Limits {
-    let env_num = |name: &str, default: usize| {
+    fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
         std::env::var(name)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
-    };
+    }
     let defaults = Limits::default();
     Limits {
         max_file_bytes: env_num(ENV_MAX_FILE, defaults.max_file_bytes),
         max_update_bytes: env_num(ENV_MAX_PUSH, defaults.max_update_bytes),
         max_operations: env_num(ENV_MAX_OPS, defaults.max_operations),
+        max_repo_bytes: env_num(ENV_MAX_REPO, defaults.max_repo_bytes),
     }
 }
 

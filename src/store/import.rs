@@ -1,6 +1,7 @@
-//! Importing a directory from disk as a new repo: .gitignore honoured, binary,
-//! non-UTF-8, oversized and oddly named files skipped and counted, and no file read from
-//! outside the directory, even if symlinks are swapped in while the import runs.
+//! Importing a directory from disk as a new repo: .gitignore honoured, binary files
+//! kept as they are (within the per-file and per-repo limits), oversized and oddly
+//! named files skipped and counted, and no file read from outside the directory, even
+//! if symlinks are swapped in while the import runs.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read as _};
@@ -44,7 +45,10 @@ pub struct ImportReport {
     pub files: usize,
     /// Bytes imported.
     pub bytes: u64,
-    /// Files skipped because they are binary or not UTF-8.
+    /// Of the files imported, how many are binary (kept as they are).
+    pub binary: usize,
+    /// Files skipped because they are binary: none, since binary files are kept; the
+    /// count stays for the summaries that print it.
     pub skipped_binary: usize,
     /// Files skipped because they exceed the per-file limit.
     pub skipped_large: usize,
@@ -91,9 +95,8 @@ fn nothing_to_import(dir: &Path, honour_ignore: bool, report: &ImportReport) -> 
     let skipped = report.skipped_binary + report.skipped_large + report.skipped_path;
     if skipped > 0 {
         return format!(
-            "`{}` has no file to import: {} binary or not UTF-8, {} over the size limit, {} with unusable paths",
+            "`{}` has no file to import: {} over the size limit, {} with unusable paths",
             dir.display(),
-            report.skipped_binary,
             report.skipped_large,
             report.skipped_path
         );
@@ -195,6 +198,7 @@ impl Store {
             head: String::new(),
             files: 0,
             bytes: 0,
+            binary: 0,
             skipped_binary: 0,
             skipped_large: 0,
             skipped_path: 0,
@@ -241,18 +245,11 @@ impl Store {
                     continue;
                 }
             };
-            if super::is_binary(&bytes) {
-                report.skipped_binary += 1;
-                report.skip(rel, "binary");
-                continue;
+            if !super::is_text(&bytes) {
+                report.binary += 1;
             }
-            let Ok(text) = String::from_utf8(bytes) else {
-                report.skipped_binary += 1;
-                report.skip(rel, "not UTF-8 text");
-                continue;
-            };
-            report.bytes += text.len() as u64;
-            files.push((repo_path, text));
+            report.bytes += bytes.len() as u64;
+            files.push((repo_path, bytes));
         }
         progress(ImportProgress::Reading { done: total, total });
         report.files = files.len();
@@ -264,7 +261,8 @@ impl Store {
             )));
         }
         // An import is not an agent's update: its size is bounded by the per-file limit
-        // only, so it goes through a store with the update limits lifted.
+        // and the repo's quota only, so it goes through a store with the update limits
+        // lifted.
         let (row, outcome) = self.create_repo_unbounded(metadata, &files)?;
         drop(files);
         if let Err(e) = self.db.record_skipped(&row.id, &report.skipped) {

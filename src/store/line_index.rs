@@ -32,7 +32,7 @@ use crate::model::RepoId;
 use crate::search::index::{
     Changes, FileEntry, IndexStats, LineIndex, Segment, write_base, write_delta,
 };
-use crate::text::is_binary;
+use crate::text::is_text;
 
 /// Progress of an index build: files read from git, then files indexed, each out of
 /// the same total.
@@ -99,7 +99,7 @@ fn read_all(
             }
             for (path, oid) in &files[start..(start + CHUNK).min(files.len())] {
                 let blob = repo.find_blob(*oid).map_err(git::git_err)?;
-                if !is_binary(blob.content()) {
+                if is_text(blob.content()) {
                     out.push(Arc::new(FileEntry {
                         path: path.as_str().into(),
                         content: blob.content().into(),
@@ -512,7 +512,7 @@ fn changes(repo: &Repository, old: &str, new: Oid) -> Result<Changes, StoreError
         let content = match new_tree.get_path(Path::new(&path)) {
             Ok(e) if e.filemode() == MODE_FILE || e.filemode() == MODE_EXEC => {
                 let blob = repo.find_blob(e.id()).map_err(git::git_err)?;
-                (!is_binary(blob.content())).then(|| blob.content().into())
+                is_text(blob.content()).then(|| blob.content().into())
             }
             _ => None,
         };

@@ -51,7 +51,7 @@ use crate::model::{
 };
 use crate::paths::RepoPath;
 use crate::search::{LineSearcher, SearchError};
-use crate::text::is_binary;
+use crate::text::is_text;
 use db::Db;
 
 pub use crate::rules::Limits;
@@ -65,9 +65,6 @@ pub enum StoreError {
     /// A path that is not in the tree.
     #[error("{0}")]
     FileNotFound(String),
-    /// A file that is not text.
-    #[error("`{0}` is a binary file; only text files can be read")]
-    Binary(String),
     /// `expected_head` did not match.
     #[error(
         "the repo's head is {actual}, not the expected {expected}; read the files again and retry on top of {actual}"
@@ -312,6 +309,39 @@ fn no_space_left(path: &Path) -> bool {
     }
 }
 
+/// Bytes the files under `dir` take, every level down (what cannot be read counts
+/// nothing): the measure of the per-repo quota.
+pub(crate) fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Bytes a repo's objects directory takes, leaving out the quarantines of pushes in
+/// flight (`tmp_objdir-…`), which are not the repo's until their push lands.
+pub(crate) fn objects_bytes(objects: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(objects) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("tmp_objdir"))
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A short id as `token list` and `key list` show it (at least 6 hex digits of the
 /// secret's hash), lowercased.
 fn short_id(listing: &str, id: &str) -> Result<String, StoreError> {
@@ -529,11 +559,12 @@ impl Store {
         self.create_repo_unbounded(metadata, files)
     }
 
-    /// Create a repo with no limit on the number or total size of files (imports).
-    fn create_repo_unbounded(
+    /// Create a repo with no limit on the number or total size of files (imports),
+    /// text or binary; only the per-repo quota holds.
+    fn create_repo_unbounded<C: AsRef<[u8]>>(
         &self,
         metadata: BTreeMap<String, String>,
-        files: &[(RepoPath, String)],
+        files: &[(RepoPath, C)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         let id = RepoId::new_random();
         // Build in a scratch directory and rename into place, so a crash never leaves a
@@ -553,6 +584,8 @@ impl Store {
             let tree = repo.find_tree(tree_id).map_err(git::git_err)?;
             let changed = git::changed_paths(&repo, None, &tree)?;
             let commit = git::commit(&repo, tree_id, None, "Create repository", "scoped-repo-mcp")?;
+            self.limits
+                .check_quota(0, disk_bytes(&scratch.join("objects")))?;
             repo.reference(BRANCH_REF, commit, true, "create")
                 .map_err(git::git_err)?;
             Ok::<_, StoreError>(UpdateOutcome {
@@ -716,14 +749,14 @@ impl Store {
         }
         let blob = repo.find_blob(entry.id()).map_err(git::git_err)?;
         let bytes = blob.content();
-        if is_binary(bytes) {
-            return Err(StoreError::Binary(path.to_string()));
-        }
-        let content =
-            String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Binary(path.to_string()))?;
+        let (content, binary) = match std::str::from_utf8(bytes) {
+            Ok(text) if is_text(bytes) => (text.to_string(), None),
+            _ => (String::new(), Some(bytes.len() as u64)),
+        };
         Ok(FileText {
             head: head.to_string(),
             content,
+            binary,
         })
     }
 
@@ -751,19 +784,44 @@ impl Store {
             .to_vec())
     }
 
-    /// Every tracked file path at the head.
+    /// Every tracked file path at the head, the binary ones marked.
+    ///
+    /// The line index holds exactly the head's text files, so every other file is
+    /// binary: asking it costs no blob read once it is built (imports and git sources
+    /// build it at once). Should it fail, each blob is read instead.
     pub fn list_files(&self, id: &RepoId) -> Result<FileList, StoreError> {
         let h = self.handle(id)?;
+        let index = self.line_index(id).map_err(|e| {
+            tracing::warn!(repo = %id, cause = %e, "list_files reads every blob: the line index is not available");
+        });
         let repo = lock(&h.reader);
-        let head = git::head(&repo)?;
+        let (head, indexed) = match index {
+            Ok(ix) => (
+                git2::Oid::from_str(ix.head()).map_err(git::git_err)?,
+                Some(ix.live_files()),
+            ),
+            Err(()) => (git::head(&repo)?, None),
+        };
+        let text: Option<std::collections::HashSet<&str>> = indexed
+            .as_ref()
+            .map(|files| files.iter().map(|f| &*f.path).collect());
         let tree = git::tree_at(&repo, head)?;
-        let paths = git::files(&repo, &tree)?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let mut paths = Vec::new();
+        let mut binary = Vec::new();
+        for (path, oid) in git::files(&repo, &tree)? {
+            let is_binary = match &text {
+                Some(text) => !text.contains(path.as_str()),
+                None => !is_text(repo.find_blob(oid).map_err(git::git_err)?.content()),
+            };
+            if is_binary {
+                binary.push(path.clone());
+            }
+            paths.push(path);
+        }
         Ok(FileList {
             head: head.to_string(),
             paths,
+            binary,
         })
     }
 
@@ -780,10 +838,9 @@ impl Store {
         let mut out = Vec::new();
         for (path, oid) in git::files(&repo, &tree)? {
             let blob = repo.find_blob(oid).map_err(git::git_err)?;
-            if is_binary(blob.content()) {
-                continue;
-            }
-            if let Ok(text) = std::str::from_utf8(blob.content()) {
+            if is_text(blob.content())
+                && let Ok(text) = std::str::from_utf8(blob.content())
+            {
                 out.push((path, text.to_string()));
             }
         }
@@ -866,6 +923,8 @@ impl Store {
         let h = self.handle(id)?;
         let _in_process = lock(&h.writer);
         let lock_file = Self::lock_writer(id, &h)?;
+        self.limits
+            .check_quota(objects_bytes(&h.dir.join("objects")), spec.written_bytes())?;
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
         if let Some(expected) = &spec.expected_head

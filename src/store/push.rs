@@ -1,6 +1,7 @@
 //! The rules a `git push` obeys, checked on every commit it brings before the branch
-//! moves: the same rules an update obeys (paths, sizes, text only), plus git's own
-//! shape of a push (one branch, forward only).
+//! moves: the same paths and sizes an update obeys (binary files are kept, within the
+//! per-file cap), the repo's quota, plus git's own shape of a push (one branch,
+//! forward only).
 //!
 //! git's receive-pack keeps a push's objects in a quarantine directory until its
 //! pre-receive hook passes; the hook calls [`check_push`] with that directory, so a
@@ -17,7 +18,6 @@ use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort};
 use super::git::BRANCH_REF;
 use crate::paths::RepoPath;
 use crate::rules::Limits;
-use crate::text::is_binary;
 
 /// One ref update a push asks for, as receive-pack hands it to the pre-receive hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +165,10 @@ pub fn check_push(
     }
     if let Some(q) = quarantine {
         check.unreferenced(q)?;
+        let used = super::objects_bytes(&git_dir.join("objects"));
+        limits
+            .check_quota(used, super::disk_bytes(q))
+            .map_err(|e| PushRefused::new(format!("the push is refused: {e}")))?;
     }
     Ok(())
 }
@@ -367,8 +371,8 @@ impl<'r> HistoryCheck<'r> {
 
     /// Refuse an intake whose quarantine (the objects directory `objects`) holds an
     /// object that none of its checked commits references and that the repo did not
-    /// hold before: such an object escaped every rule (a 2 GiB blob, a binary file, a
-    /// tree with a `.git` entry) and a later commit could bring it into `main`
+    /// hold before: such an object escaped every rule (a 2 GiB blob, a tree with a
+    /// `.git` entry) and a later commit could bring it into `main`
     /// unchecked, or a fetch by id could serve it. Objects the repo holds already are
     /// let pass: git completes a thin pack with copies of them.
     pub(crate) fn unreferenced(&self, objects: &Path) -> Result<(), PushRefused> {
@@ -507,15 +511,8 @@ impl<'r> HistoryCheck<'r> {
                 };
                 return Err(PushRefused::at(commit_id, &path, why));
             }
-            let blob = repo.find_blob(blob_id).map_err(git_err)?;
-            let content = blob.content();
-            if is_binary(content) || content.contains(&0) || std::str::from_utf8(content).is_err() {
-                return Err(PushRefused::at(
-                    commit_id,
-                    &path,
-                    "not UTF-8 text; the store holds text files only (binary files are not accepted)",
-                ));
-            }
+            // Binary files are kept as they are (the indexes skip them, and the tools
+            // never return them as text): only their size is checked, above.
         }
         // What the diff cannot show: entries a hand-written tree holds beyond it.
         self.tree(commit_id, &tree, parent_tree.as_ref(), "")

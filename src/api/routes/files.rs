@@ -14,7 +14,7 @@ use crate::api::{ApiError, ApiState, REPO_HEAD_HEADER, blocking};
 use crate::model::{Change, FileOp, RepoId, UpdateSpec};
 use crate::scope::Right;
 use crate::store::StoreError;
-use crate::text::is_binary;
+use crate::text::is_text;
 
 pub(super) async fn get_file(
     State(state): State<ApiState>,
@@ -30,9 +30,9 @@ pub(super) async fn get_file(
             "`{path}` does not exist at {}",
             s.head(&id)?
         ))),
-        Ok(f) => Ok((f.head, f.content.into_bytes())),
         // Binary files are served as bytes too; only the MCP tools insist on text.
-        Err(StoreError::Binary(_)) => Ok((s.head(&id)?, s.read_bytes(&id, &path)?)),
+        Ok(f) if f.binary.is_some() => Ok((f.head, s.read_bytes(&id, &path)?)),
+        Ok(f) => Ok((f.head, f.content.into_bytes())),
         Err(e) => Err(e),
     })
     .await?;
@@ -72,14 +72,23 @@ pub(super) async fn put_file(
             ),
         ));
     }
-    if is_binary(&bytes) {
-        return Err(ApiError::bad_request(format!(
-            "`{path}`: content contains a NUL byte; only text files are accepted"
-        )));
-    }
-    let content = String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::bad_request(format!("`{path}`: content is not UTF-8 text")))?;
-    commit_one(&state, &caller, id, FileOp::Write { path, content }).await
+    // Any bytes, as the hosted API's PUT takes them: a binary file is kept within the
+    // same limits as a text one (the file cap above, the repo's quota in the store).
+    let op = if is_text(&bytes) {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(content) => FileOp::Write { path, content },
+            Err(e) => FileOp::WriteBytes {
+                path,
+                content: e.into_bytes(),
+            },
+        }
+    } else {
+        FileOp::WriteBytes {
+            path,
+            content: bytes.to_vec(),
+        }
+    };
+    commit_one(&state, &caller, id, op).await
 }
 
 /// Commit one file operation (the single-file PUT and DELETE routes).
