@@ -96,7 +96,7 @@ pub fn index_memory(raw: Option<&str>) -> Result<usize, ConfigError> {
 }
 
 /// `--max-file-size` and `--max-repo-size`: the store's limits, each its default when
-/// unset. A file cap over the quota is refused: no file could then be written.
+/// unset. A file cap over the quota is let be: the quota then decides.
 pub fn store_limits(args: &StoreLimitArgs) -> Result<Limits, ConfigError> {
     let mut limits = Limits::default();
     fn given(raw: &Option<String>) -> Option<&str> {
@@ -107,12 +107,6 @@ pub fn store_limits(args: &StoreLimitArgs) -> Result<Limits, ConfigError> {
     }
     if let Some(raw) = given(&args.max_repo_size) {
         limits.max_repo_bytes = parse_size("--max-repo-size", raw)? as u64;
-    }
-    if limits.max_file_bytes as u64 > limits.max_repo_bytes {
-        return Err(ConfigError(format!(
-            "--max-file-size ({} bytes) is over --max-repo-size ({} bytes): no file that size could be kept; lower the first or raise the second",
-            limits.max_file_bytes, limits.max_repo_bytes
-        )));
     }
     Ok(limits)
 }
@@ -568,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn store_limits_take_sizes_and_refuse_a_file_cap_over_the_quota() {
+    fn store_limits_take_sizes_as_people_write_them() {
         let args = |file: Option<&str>, repo: Option<&str>| StoreLimitArgs {
             max_file_size: file.map(str::to_string),
             max_repo_size: repo.map(str::to_string),
@@ -578,13 +572,8 @@ mod tests {
         assert_eq!(d.max_repo_bytes, 4 << 30);
         let l = store_limits(&args(Some("64MiB"), Some("1GiB"))).unwrap();
         assert_eq!((l.max_file_bytes, l.max_repo_bytes), (64 << 20, 1 << 30));
-        let e = store_limits(&args(Some("2GiB"), Some("1GiB")))
-            .unwrap_err()
-            .0;
-        assert!(
-            e.contains("--max-file-size") && e.contains("--max-repo-size"),
-            "{e}"
-        );
+        let l = store_limits(&args(None, Some("64KiB"))).unwrap();
+        assert_eq!((l.max_file_bytes, l.max_repo_bytes), (10 << 20, 64 << 10));
         let e = store_limits(&args(Some("big"), None)).unwrap_err().0;
         assert!(e.contains("--max-file-size `big` is not a size"), "{e}");
     }

@@ -168,7 +168,7 @@ pub fn check_push(
         let used = super::objects_bytes(&git_dir.join("objects"));
         limits
             .check_quota(used, super::disk_bytes(q))
-            .map_err(|e| PushRefused::new(format!("the push is refused: {e}")))?;
+            .map_err(|e| PushRefused::new(e.to_string()))?;
     }
     Ok(())
 }

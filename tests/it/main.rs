@@ -5,6 +5,7 @@
 
 mod api;
 mod audit;
+mod binary;
 mod checker;
 mod common;
 mod concurrency;

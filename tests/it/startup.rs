@@ -140,7 +140,7 @@ async fn scoped_repo_ids_env_gives_the_scope() {
 }
 
 #[test]
-fn admin_cli_imports_a_directory_honouring_gitignore_and_skipping_binaries() {
+fn admin_cli_imports_a_directory_honouring_gitignore_and_keeping_binaries() {
     let h = Harness::new();
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("src")).unwrap();
@@ -164,10 +164,11 @@ fn admin_cli_imports_a_directory_honouring_gitignore_and_skipping_binaries() {
         .unwrap();
     assert_eq!(
         h.store.list_files(&id).unwrap().paths,
-        vec![".gitignore", "src/lib.rs"]
+        vec![".gitignore", "logo.png", "src/lib.rs"]
     );
+    assert_eq!(h.store.list_files(&id).unwrap().binary, vec!["logo.png"]);
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("skipped 1 binary"), "{stderr}");
+    assert!(stderr.contains("imported 3 file(s) (1 binary)"), "{stderr}");
     assert!(
         stderr.contains("\"mcpServers\""),
         "prints a client config: {stderr}"
