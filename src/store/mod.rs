@@ -376,7 +376,16 @@ struct RepoHandle {
     dir: PathBuf,
     /// The line-search index, built on first use and kept at the head.
     index: line_index::IndexSlot,
+    /// The repo's objects on disk as last measured for the quota, with when, plus
+    /// what this process's updates wrote since (see [`Store::check_update_quota`]).
+    disk: Mutex<Option<(u64, std::time::Instant)>>,
 }
+
+/// How long an update trusts the last measure of its repo's disk use (plus what was
+/// written since) instead of walking the objects directory again: a repo that took
+/// thousands of updates holds tens of thousands of loose objects, and walking them
+/// all on every update costs more than the update.
+const QUOTA_MEASURE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The audit trail's own connection to a data directory's database, for the one
 /// thread that writes a process's records (see [`crate::audit`]).
@@ -534,6 +543,7 @@ impl Store {
             writer: Mutex::new(()),
             dir,
             index: Default::default(),
+            disk: Mutex::new(None),
         });
         Ok(lock(&self.handles).entry(*id).or_insert(h).clone())
     }
@@ -923,8 +933,7 @@ impl Store {
         let h = self.handle(id)?;
         let _in_process = lock(&h.writer);
         let lock_file = Self::lock_writer(id, &h)?;
-        self.limits
-            .check_quota(objects_bytes(&h.dir.join("objects")), spec.written_bytes())?;
+        self.check_update_quota(&h, spec.written_bytes())?;
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
         if let Some(expected) = &spec.expected_head
@@ -993,6 +1002,36 @@ impl Store {
             previous_head: Some(head.to_string()),
             changed_files,
         })
+    }
+
+    /// Check that an update writing `adding` bytes keeps the repo within its quota
+    /// (called holding the writer lock). The last measure is trusted for
+    /// [`QUOTA_MEASURE_EVERY`], with what was written since added; a refusal is only
+    /// ever made on a fresh measure.
+    fn check_update_quota(&self, h: &RepoHandle, adding: u64) -> Result<(), StoreError> {
+        if adding == 0 {
+            return Ok(());
+        }
+        let mut disk = lock(&h.disk);
+        let measure = || {
+            (
+                objects_bytes(&h.dir.join("objects")),
+                std::time::Instant::now(),
+            )
+        };
+        let (mut used, mut at) = match *disk {
+            Some((used, at)) if at.elapsed() < QUOTA_MEASURE_EVERY => (used, at),
+            _ => measure(),
+        };
+        if self.limits.check_quota(used, adding).is_err() {
+            (used, at) = measure();
+        }
+        if let Err(e) = self.limits.check_quota(used, adding) {
+            *disk = Some((used, at));
+            return Err(e.into());
+        }
+        *disk = Some((used.saturating_add(adding), at));
+        Ok(())
     }
 
     /// Take the cross-process half of a repo's writer lock (the in-process half is

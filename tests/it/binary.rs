@@ -389,6 +389,31 @@ async fn what_would_pass_the_repo_quota_is_refused() {
         "{out:?}"
     );
     assert_eq!(reopened(&h).repo_rows().unwrap().len(), before);
+    // So does a git source's history past it.
+    let work = git.dir("photos");
+    std::fs::create_dir_all(&work).unwrap();
+    git.ok(&work, &["init", "--quiet", "-b", "main"]);
+    std::fs::write(work.join("photo.jpg"), noise(100 * 1024)).unwrap();
+    git.ok(&work, &["add", "."]);
+    git.ok(&work, &["commit", "--quiet", "-m", "A photo"]);
+    let out = h
+        .command(&[
+            "--max-repo-size",
+            "64KiB",
+            "repo",
+            "create",
+            "--from-git",
+            work.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("over its quota of 65536 bytes"),
+        "{out:?}"
+    );
+    assert_eq!(reopened(&h).repo_rows().unwrap().len(), before);
 }
 
 /// A repo holding `logo.png`, written as raw bytes.
