@@ -569,6 +569,37 @@ impl Store {
         self.create_repo_unbounded(metadata, files)
     }
 
+    /// Create a repo holding a copy of repo `from`'s files at its head, binary ones
+    /// included, under an update's limits (the REST API's `source: {type: "relace"}`).
+    pub fn copy_repo(
+        &self,
+        from: &RepoId,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
+        let files: Vec<(RepoPath, Vec<u8>)> = {
+            let h = self.handle(from)?;
+            let repo = lock(&h.reader);
+            let tree = git::tree_at(&repo, git::head(&repo)?)?;
+            let mut files = Vec::new();
+            for (path, oid) in git::files(&repo, &tree)? {
+                let Ok(path) = RepoPath::parse(&path) else {
+                    continue;
+                };
+                let blob = repo.find_blob(oid).map_err(git::git_err)?;
+                files.push((path, blob.content().to_vec()));
+            }
+            files
+        };
+        self.limits.check_count(files.len(), "files")?;
+        let mut total = 0usize;
+        for (path, content) in &files {
+            self.limits.check_size(path, content.len())?;
+            total = total.saturating_add(content.len());
+        }
+        self.limits.check_total(total)?;
+        self.create_repo_unbounded(metadata, &files)
+    }
+
     /// Create a repo with no limit on the number or total size of files (imports),
     /// text or binary; only the per-repo quota holds.
     fn create_repo_unbounded<C: AsRef<[u8]>>(

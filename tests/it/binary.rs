@@ -305,6 +305,28 @@ async fn a_git_push_keeps_a_binary_file_and_the_rest_api_serves_it_raw() {
         (StatusCode::OK, icon)
     );
 
+    // A copy made through the API (`source: {type: "relace"}`) keeps them too.
+    let (s, made) = crate::api::send(
+        reqwest::Method::POST,
+        format!("{}/repo", api.base),
+        Some(&api.key),
+        Some(json!({"source": {"type": "relace", "repo_id": id.to_string()}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{made}");
+    let copy: RepoId = made["repo_id"].as_str().unwrap().parse().unwrap();
+    let store = reopened(&h);
+    assert_eq!(
+        store.list_files(&copy).unwrap().binary,
+        ["icons/app.ico", "logo.png"]
+    );
+    assert_eq!(
+        store
+            .read_bytes(&copy, &RepoPath::parse("logo.png").unwrap())
+            .unwrap(),
+        PNG
+    );
+
     // And a clone of the store brings it home byte for byte.
     let t = token(&h, id);
     git.ok(

@@ -15,7 +15,6 @@ use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::git_source::FetchLimits;
 use crate::model::{parse_rfc3339, rfc3339};
-use crate::paths::RepoPath;
 use crate::store::{RepoRow, Store, StoreError};
 
 /// Default and largest page of `GET /repo`.
@@ -149,11 +148,8 @@ pub(super) async fn create_repo(
                         metadata.entry(k).or_insert(v);
                     }
                 }
-                let (_, snapshot) = s.snapshot(&from, None)?;
-                snapshot
-                    .into_iter()
-                    .filter_map(|(p, c)| RepoPath::parse(&p).ok().map(|p| (p, c)))
-                    .collect()
+                // Every file, binary ones included.
+                return s.copy_repo(&from, metadata);
             }
         };
         s.create_repo(metadata, &files)
