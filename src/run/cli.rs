@@ -337,8 +337,9 @@ pub enum RepoCommand {
     /// List the repos in the store.
     List,
     /// Check every repo (or one) with `git fsck --strict` and the store's own rules
-    /// (files within the size limit, valid paths, no symlinks or submodules in `main`'s history, no
-    /// objects outside it), and say what to repair; exits non-zero when any repo fails.
+    /// (files within the size limit, valid paths, no symlinks or submodules in `main`'s
+    /// history, no objects outside it), and say what to repair; exits non-zero when any
+    /// repo fails.
     Check {
         /// Only this repo.
         id: Option<String>,
