@@ -44,7 +44,8 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`relace`]: the Relace API client, and the backend and authority that route tools
 //!   and credentials through it.
-//! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE) and their guard.
+//! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE), their guard,
+//!   and the server as an OAuth protected resource (metadata, challenges).
 //! - [`connections`]: serving both HTTP servers' connections within their limits (cap,
 //!   header-read, idle and body timeouts, graceful stop).
 //! - [`panics`]: the middleware that answers a panicking handler with a `500`.

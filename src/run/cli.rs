@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// HTTP: the Host and Origin allow lists.
     #[command(flatten)]
     pub origins: OriginArgs,
+    /// HTTP: the URL clients reach this server at, when it differs from --listen (behind
+    /// a proxy, or listening on 0.0.0.0), e.g. https://mcp.example.com. It names the MCP
+    /// endpoint (`<URL>/mcp`) in the OAuth resource metadata and in every 401's
+    /// challenge, and its host is accepted in `Host` headers.
+    #[arg(long, env = "SCOPED_REPO_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// HTTP: MCP sessions open at once per token (streamable HTTP and legacy SSE
     /// together; anonymous sessions share one count); more are answered 429.
     #[arg(long, env = "SCOPED_REPO_MAX_SESSIONS_PER_TOKEN", default_value_t = 64)]

@@ -425,6 +425,8 @@ pub struct HttpSettings {
     pub options: HttpOptions,
     /// Connection cap and timeouts.
     pub connections: ConnectionLimits,
+    /// The public base URL (`--public-url`), checked; `None`: the listening address.
+    pub public_url: Option<String>,
 }
 
 impl HttpSettings {
@@ -440,8 +442,28 @@ impl HttpSettings {
                 "--allow-anonymous is allowed on loopback addresses only, not {listen}; drop it or listen on 127.0.0.1"
             )));
         }
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(crate::http::resource::parse_public_url)
+            .transpose()
+            .map_err(ConfigError)?;
+        // The public URL names the host clients use: with it, no --allowed-host is
+        // needed, even on an address that is not loopback.
+        let listen_named = if public_url.is_some() && args.origins.allowed_hosts.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            listen.to_string()
+        };
+        let mut allow = allow_lists(&args.origins, &listen_named)?;
+        if let Some(host) = public_url
+            .as_deref()
+            .and_then(crate::http::resource::public_host)
+        {
+            allow.hosts.push(host);
+        }
         let mut options = HttpOptions {
-            allow: allow_lists(&args.origins, &listen.to_string())?,
+            allow,
             max_concurrent_per_credential: max_concurrent_per_token(&args.connections)?,
             ..HttpOptions::default()
         };
@@ -463,6 +485,7 @@ impl HttpSettings {
             allow_anonymous: args.allow_anonymous,
             options,
             connections: connection_limits(&args.connections)?,
+            public_url,
         })
     }
 }

@@ -314,7 +314,17 @@ pub async fn serve_http(
         .with_audit(recorder(config, AuditSurface::Http))
         .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit));
     let trail = server.audit().trail().clone();
-    let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
+    let mut options = http.options.clone();
+    options.resource = match &http.public_url {
+        Some(url) => crate::http::resource::ProtectedResource::new(url),
+        None => {
+            let local = listener
+                .local_addr()
+                .map_err(|e| ConfigError(format!("the HTTP listener has no address: {e}")))?;
+            crate::http::resource::ProtectedResource::from_listener(local, &options.allow.hosts)
+        }
+    };
+    let app = crate::http::router(server, resolver, options, lifecycle.clone());
     let served = crate::http::serve(
         listener,
         app,

@@ -17,6 +17,7 @@ mod http;
 mod in_process;
 mod limits;
 mod progress;
+mod protected_resource;
 mod push_path;
 mod ranked;
 mod ranked_disk;
