@@ -44,6 +44,8 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`relace`]: the Relace API client, and the backend and authority that route tools
 //!   and credentials through it.
+//! - [`oauth`]: the embedded OAuth 2.1 authorization server of `serve --oauth`: its
+//!   metadata, client registration, the consent page, tokens and revocation.
 //! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE), their guard,
 //!   and the server as an OAuth protected resource (metadata, challenges).
 //! - [`connections`]: serving both HTTP servers' connections within their limits (cap,
@@ -72,6 +74,7 @@ pub mod http;
 pub mod in_flight;
 pub mod mapped;
 pub mod model;
+pub mod oauth;
 pub mod origin;
 pub mod panics;
 pub mod paths;

@@ -58,6 +58,11 @@ impl ProtectedResource {
         Self::new(&format!("http://{host}:{}", local.port()))
     }
 
+    /// The public base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The resource's identifier: the MCP endpoint's URL, which a token's audience
     /// names.
     pub fn resource(&self) -> String {

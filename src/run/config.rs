@@ -325,8 +325,18 @@ impl ServeConfig {
                     "--allow-anonymous applies to --transport http only".into(),
                 ));
             }
+            Transport::Stdio if args.oauth || args.public_url.is_some() => {
+                return Err(ConfigError(
+                    "--oauth and --public-url apply to --transport http only".into(),
+                ));
+            }
             Transport::Stdio => None,
         };
+        if args.oauth && backend == BackendKind::Relace {
+            return Err(ConfigError(
+                "--oauth grants the embedded store's tokens: use it with --backend local (a hosted account signs clients in with its own tokens)".into(),
+            ));
+        }
         if http.as_ref().is_some_and(|h| h.allow_anonymous)
             && args.repos.is_empty()
             && args.import.is_none()
@@ -427,6 +437,10 @@ pub struct HttpSettings {
     pub connections: ConnectionLimits,
     /// The public base URL (`--public-url`), checked; `None`: the listening address.
     pub public_url: Option<String>,
+    /// Run the embedded OAuth authorization server (`--oauth`).
+    pub oauth: bool,
+    /// Client metadata may come from private addresses.
+    pub oauth_allow_private_client_metadata: bool,
 }
 
 impl HttpSettings {
@@ -462,6 +476,14 @@ impl HttpSettings {
         {
             allow.hosts.push(host);
         }
+        // The consent page's forms post from the public origin.
+        if let Some(origin) = public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+        {
+            allow.origins.push(origin);
+        }
         let mut options = HttpOptions {
             allow,
             max_concurrent_per_credential: max_concurrent_per_token(&args.connections)?,
@@ -486,6 +508,8 @@ impl HttpSettings {
             options,
             connections: connection_limits(&args.connections)?,
             public_url,
+            oauth: args.oauth,
+            oauth_allow_private_client_metadata: args.oauth_allow_private_client_metadata,
         })
     }
 }

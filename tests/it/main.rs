@@ -16,6 +16,7 @@ mod git_source;
 mod http;
 mod in_process;
 mod limits;
+mod oauth;
 mod progress;
 mod protected_resource;
 mod push_path;
