@@ -28,7 +28,7 @@ LAYERS = [
     ["search", "ranked"],
     ["store", "git_source"],
     ["scope", "credentials", "audit", "backend", "in_flight", "origin", "rate"],
-    ["relace", "server", "http", "connections", "panics"],
+    ["relace", "server", "http", "connections", "panics", "oauth"],
     ["api"],
     ["run"],
 ]

@@ -44,7 +44,10 @@
 //! - [`server`]: the MCP server and its tools, one file per tool group.
 //! - [`relace`]: the Relace API client, and the backend and authority that route tools
 //!   and credentials through it.
-//! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE) and their guard.
+//! - [`oauth`]: the embedded OAuth 2.1 authorization server of `serve --oauth`: its
+//!   metadata, client registration, the consent page, tokens and revocation.
+//! - [`http`]: the MCP HTTP transports (streamable HTTP and legacy SSE), their guard,
+//!   and the server as an OAuth protected resource (metadata, challenges).
 //! - [`connections`]: serving both HTTP servers' connections within their limits (cap,
 //!   header-read, idle and body timeouts, graceful stop).
 //! - [`panics`]: the middleware that answers a panicking handler with a `500`.
@@ -71,6 +74,7 @@ pub mod http;
 pub mod in_flight;
 pub mod mapped;
 pub mod model;
+pub mod oauth;
 pub mod origin;
 pub mod panics;
 pub mod paths;

@@ -489,6 +489,9 @@ pub struct TokenInfo {
     /// The hashes of the tokens it was minted from, nearest first (the embedded store
     /// only; never shown).
     pub lineage: Vec<String>,
+    /// The resource (an MCP endpoint's URL) the token was issued for by OAuth; it is
+    /// refused everywhere else. `None`: every surface.
+    pub audience: Option<String>,
 }
 
 /// What a new token should grant.

@@ -82,6 +82,9 @@ pub enum ScopeError {
     OutsidePaths(String),
 }
 
+/// Why a scope is read-only when the operator's `--read-only` made it so.
+const OPERATOR_READ_ONLY: &str = "the server runs with --read-only";
+
 /// The repos a session may touch and what it may do there.
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -315,8 +318,17 @@ impl Scope {
     pub fn read_only(mut self) -> Self {
         self.write = false;
         self.mint = false;
-        self.read_only_reason = "the server runs with --read-only";
+        self.read_only_reason = OPERATOR_READ_ONLY;
         self
+    }
+
+    /// Whether a credential that granted more could use `right` here: the scope lacks
+    /// it because of its repo token, not because of the operator's `--read-only` or for
+    /// want of a credential. Such a call is worth a challenge that asks for more scope.
+    pub fn lacks_by_credential(&self, right: Right) -> bool {
+        !self.has(right)
+            && matches!(self.credential, Credential::RepoToken(_))
+            && self.read_only_reason != OPERATOR_READ_ONLY
     }
 
     /// The repos in scope, sorted.

@@ -124,7 +124,8 @@ pub fn short_id(secret: &str) -> String {
     secrets::hash(secret)[..12].to_string()
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, the trail's clock.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

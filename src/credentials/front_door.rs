@@ -130,6 +130,10 @@ pub struct OperatorBound {
     pub read_only: bool,
     /// Let callers without a credential use exactly `repos` (HTTP only).
     pub allow_anonymous: bool,
+    /// This server as an OAuth protected resource (its MCP endpoint's URL), on
+    /// `serve --transport http`: a token issued by OAuth for another resource is
+    /// refused. `None` elsewhere, where every OAuth-issued token is refused.
+    pub resource: Option<String>,
 }
 
 /// Why a credential was refused. Every surface words its refusals through this.
@@ -153,6 +157,9 @@ pub enum Refusal {
     NoRepos,
     /// The authority could not be asked; trying again may work.
     Unavailable,
+    /// A token issued by OAuth for another resource (another server's MCP endpoint,
+    /// or MCP where this is the REST API or git).
+    OtherAudience,
 }
 
 impl fmt::Display for Refusal {
@@ -175,6 +182,9 @@ impl fmt::Display for Refusal {
             Refusal::Unavailable => {
                 f.write_str("the credential could not be checked just now; try again")
             }
+            Refusal::OtherAudience => f.write_str(
+                "the token was issued for another resource; sign in to this server to get one for it",
+            ),
         }
     }
 }
@@ -266,6 +276,13 @@ pub async fn admit(
         Presented::Unrecognized => return Err(Refusal::Unrecognized),
         Presented::RepoToken(token) => match authority.token_status(token).await {
             Ok(TokenStatus::Live(info)) => {
+                if info
+                    .audience
+                    .as_deref()
+                    .is_some_and(|a| bound.resource.as_deref() != Some(a))
+                {
+                    return Err(Refusal::OtherAudience);
+                }
                 Scope::from_token(token.to_string(), &info, &bound.repos)
             }
             Ok(TokenStatus::Revoked) => return Err(Refusal::Revoked),

@@ -5,6 +5,8 @@
 //! the concurrent calls of each credential.
 
 pub mod auth;
+pub mod resource;
+mod scope_challenge;
 mod sessions;
 mod sse;
 
@@ -42,6 +44,9 @@ pub struct HttpOptions {
     pub max_sessions_per_credential: usize,
     /// A streamable HTTP session with no request for this long is ended.
     pub session_idle_timeout: Duration,
+    /// This server as an OAuth protected resource: its public URL, named by every
+    /// `401`'s challenge and by its metadata document.
+    pub resource: resource::ProtectedResource,
 }
 
 impl Default for HttpOptions {
@@ -52,6 +57,7 @@ impl Default for HttpOptions {
             max_concurrent_per_credential: 16,
             max_sessions_per_credential: 64,
             session_idle_timeout: Duration::from_secs(300),
+            resource: resource::ProtectedResource::new("http://127.0.0.1:8765"),
         }
     }
 }
@@ -145,14 +151,30 @@ fn too_many(message: &str) -> Response {
     r
 }
 
-fn unauthorized(err: &AuthError) -> Response {
+/// A `401` whose challenge points at the resource's metadata (RFC 9728 §5.1).
+fn unauthorized(resource: &resource::ProtectedResource, err: &AuthError) -> Response {
     let mut r = problem(StatusCode::UNAUTHORIZED, &err.to_string());
     let challenge = match err {
-        AuthError::Missing => r#"Bearer realm="scoped-repo-mcp""#.to_string(),
-        other => format!(
-            r#"Bearer realm="scoped-repo-mcp", error="invalid_token", error_description="{other}""#
-        ),
+        AuthError::Missing => resource.unauthorized_challenge(None),
+        other => resource.unauthorized_challenge(Some(&other.to_string())),
     };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// A `403` for a tool call that needs `right`, which the caller's token lacks.
+fn insufficient_scope(
+    resource: &resource::ProtectedResource,
+    tool: &str,
+    right: crate::scope::Right,
+) -> Response {
+    let message = format!(
+        "the tool `{tool}` needs the `{right}` scope, which this token does not grant; ask for a token that grants it"
+    );
+    let mut r = problem(StatusCode::FORBIDDEN, &message);
+    let challenge = resource.insufficient_scope_challenge(&right.to_string(), &message);
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
@@ -171,13 +193,34 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
     }
     let bearer = match bearer(headers) {
         Ok(b) => b.map(str::to_string),
-        Err(e) => return unauthorized(&e),
+        Err(e) => return unauthorized(&state.options.resource, &e),
     };
     let grant = match state.resolver.resolve(bearer.as_deref()).await {
         Ok(g) => g,
-        Err(e) if e.http_status() == StatusCode::UNAUTHORIZED => return unauthorized(&e),
+        Err(e) if e.http_status() == StatusCode::UNAUTHORIZED => {
+            return unauthorized(&state.options.resource, &e);
+        }
         Err(e) => return problem(e.http_status(), &e.to_string()),
     };
+    // A tool call beyond what the token grants is challenged before it reaches a
+    // session, so that an OAuth client can ask for a wider grant.
+    if request.method() == Method::POST
+        && !(grant.scope.has(crate::scope::Right::Write)
+            && grant.scope.has(crate::scope::Right::Mint))
+    {
+        let Some((buffered, body)) =
+            scope_challenge::buffered(request, state.options.max_body_bytes).await
+        else {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large or broke off",
+            );
+        };
+        request = buffered;
+        if let Some((tool, right)) = scope_challenge::beyond_grant(&grant.scope, &body) {
+            return insufficient_scope(&state.options.resource, &tool, right);
+        }
+    }
     let fingerprint = auth::fingerprint(bearer.as_deref());
     let session = request
         .headers()
@@ -281,6 +324,7 @@ pub fn router(
     let mcp =
         StreamableHttpService::new(move || Ok(factory_server.clone()), manager.clone(), config);
     let cap = InFlightCap::new(options.max_concurrent_per_credential);
+    let resource_for_routes = options.resource.clone();
     let state = Arc::new(HttpState {
         server,
         resolver,
@@ -299,8 +343,20 @@ pub fn router(
         ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
+    let metadata = resource_for_routes.clone();
+    let suffixed = format!("{}{}", resource::METADATA_PATH, resource::MCP_PATH);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        // RFC 9728: the document for the resource `/mcp` is at the path-suffixed
+        // well-known URL; the bare one is served too, for clients that look there.
+        .route(
+            resource::METADATA_PATH,
+            get(move || std::future::ready(metadata.metadata_response())),
+        )
+        .route(
+            &suffixed,
+            get(move || std::future::ready(resource_for_routes.metadata_response())),
+        )
         .merge(guarded)
         .fallback(|| async {
             problem(

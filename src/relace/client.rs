@@ -300,6 +300,7 @@ impl WireToken {
             can_delegate: self.can_delegate,
             rate: self.rate.as_deref().and_then(|r| r.parse().ok()),
             lineage: Vec::new(),
+            audience: None,
         }
     }
 }

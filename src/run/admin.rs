@@ -59,6 +59,18 @@ pub fn run(
         Command::Token { command } => token(&store, command, &mut out, &mut err)?,
         Command::Key { command } => key(&store, command, &mut out, &mut err)?,
         Command::Audit(args) => audit(&store, args, &mut out)?,
+        Command::Login(args) => {
+            let base = crate::http::resource::parse_public_url(&args.url)
+                .map_err(|e| ConfigError(e.replace("--public-url", "--url")))?;
+            let link = crate::oauth::OAuthServer::login_link(&store, &base)
+                .map_err(|e| ConfigError(format!("cannot make a sign-in link: {e}")))?;
+            writeln!(out, "{link}")?;
+            writeln!(
+                err,
+                "open it in a browser within 15 minutes to sign in to the consent page of `serve --transport http --oauth` on {}; it works once",
+                store.root().display()
+            )?;
+        }
         Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
             unreachable!("not an administration command; main starts it")
         }

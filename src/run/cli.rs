@@ -50,6 +50,9 @@ pub enum Command {
     },
     /// Read the audit trail: who called what, on which repo, with what outcome.
     Audit(AuditArgs),
+    /// Print a one-time link that signs a browser in to the consent page of
+    /// `serve --transport http --oauth` on this data directory (good once, 15 minutes).
+    Login(LoginArgs),
     /// git's pre-receive hook for pushes through `api` (run by git, not by people).
     #[command(name = "git-pre-receive", hide = true)]
     GitPreReceive,
@@ -77,6 +80,18 @@ pub struct StoreLimitArgs {
         global = true
     )]
     pub max_repo_size: Option<String>,
+}
+
+/// Flags of `login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The server's public base URL (its --public-url, or http://LISTEN).
+    #[arg(
+        long,
+        env = "SCOPED_REPO_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8765"
+    )]
+    pub url: String,
 }
 
 /// Transports `serve` speaks.
@@ -165,6 +180,21 @@ pub struct ServeArgs {
     /// HTTP: the Host and Origin allow lists.
     #[command(flatten)]
     pub origins: OriginArgs,
+    /// HTTP: the URL clients reach this server at, when it differs from --listen (behind
+    /// a proxy, or listening on 0.0.0.0), e.g. https://mcp.example.com. It names the MCP
+    /// endpoint (`<URL>/mcp`) in the OAuth resource metadata and in every 401's
+    /// challenge, and its host is accepted in `Host` headers.
+    #[arg(long, env = "SCOPED_REPO_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// HTTP: run an OAuth 2.1 authorization server beside /mcp, so that MCP clients can
+    /// sign in: a person consents in a browser page and chooses repos, paths, read-only
+    /// and lifetime; the client gets one of the store's repo tokens. Local backend only.
+    #[arg(long, env = "SCOPED_REPO_OAUTH")]
+    pub oauth: bool,
+    /// With --oauth: client metadata documents (client ids that are URLs) may be fetched
+    /// from private and loopback addresses, and over plain http there.
+    #[arg(long, requires = "oauth")]
+    pub oauth_allow_private_client_metadata: bool,
     /// HTTP: MCP sessions open at once per token (streamable HTTP and legacy SSE
     /// together; anonymous sessions share one count); more are answered 429.
     #[arg(long, env = "SCOPED_REPO_MAX_SESSIONS_PER_TOKEN", default_value_t = 64)]

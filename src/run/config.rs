@@ -352,8 +352,18 @@ impl ServeConfig {
                     "--allow-anonymous applies to --transport http only".into(),
                 ));
             }
+            Transport::Stdio if args.oauth || args.public_url.is_some() => {
+                return Err(ConfigError(
+                    "--oauth and --public-url apply to --transport http only".into(),
+                ));
+            }
             Transport::Stdio => None,
         };
+        if args.oauth && backend == BackendKind::Relace {
+            return Err(ConfigError(
+                "--oauth grants the embedded store's tokens: use it with --backend local (a hosted account signs clients in with its own tokens)".into(),
+            ));
+        }
         if http.as_ref().is_some_and(|h| h.allow_anonymous)
             && args.repos.is_empty()
             && args.import.is_none()
@@ -453,6 +463,12 @@ pub struct HttpSettings {
     pub options: HttpOptions,
     /// Connection cap and timeouts.
     pub connections: ConnectionLimits,
+    /// The public base URL (`--public-url`), checked; `None`: the listening address.
+    pub public_url: Option<String>,
+    /// Run the embedded OAuth authorization server (`--oauth`).
+    pub oauth: bool,
+    /// Client metadata may come from private addresses.
+    pub oauth_allow_private_client_metadata: bool,
 }
 
 impl HttpSettings {
@@ -468,8 +484,36 @@ impl HttpSettings {
                 "--allow-anonymous is allowed on loopback addresses only, not {listen}; drop it or listen on 127.0.0.1"
             )));
         }
+        let public_url = args
+            .public_url
+            .as_deref()
+            .map(crate::http::resource::parse_public_url)
+            .transpose()
+            .map_err(ConfigError)?;
+        // The public URL names the host clients use: with it, no --allowed-host is
+        // needed, even on an address that is not loopback.
+        let listen_named = if public_url.is_some() && args.origins.allowed_hosts.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            listen.to_string()
+        };
+        let mut allow = allow_lists(&args.origins, &listen_named)?;
+        if let Some(host) = public_url
+            .as_deref()
+            .and_then(crate::http::resource::public_host)
+        {
+            allow.hosts.push(host);
+        }
+        // The consent page's forms post from the public origin.
+        if let Some(origin) = public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+        {
+            allow.origins.push(origin);
+        }
         let mut options = HttpOptions {
-            allow: allow_lists(&args.origins, &listen.to_string())?,
+            allow,
             max_concurrent_per_credential: max_concurrent_per_token(&args.connections)?,
             ..HttpOptions::default()
         };
@@ -491,6 +535,9 @@ impl HttpSettings {
             allow_anonymous: args.allow_anonymous,
             options,
             connections: connection_limits(&args.connections)?,
+            public_url,
+            oauth: args.oauth,
+            oauth_allow_private_client_metadata: args.oauth_allow_private_client_metadata,
         })
     }
 }

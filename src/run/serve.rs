@@ -77,6 +77,7 @@ async fn stdio_scope(
         repos,
         read_only: config.read_only,
         allow_anonymous: false,
+        resource: None,
     };
     let scope = credentials::admit(authority, &bound, Surface::Stdio, config.api_key.as_deref())
         .await
@@ -283,6 +284,21 @@ pub async fn serve_http(
         .http
         .clone()
         .ok_or_else(|| ConfigError("internal: HTTP settings missing".into()))?;
+    let mut options = http.options.clone();
+    options.resource = match &http.public_url {
+        Some(url) => crate::http::resource::ProtectedResource::new(url),
+        None => {
+            let local = listener
+                .local_addr()
+                .map_err(|e| ConfigError(format!("the HTTP listener has no address: {e}")))?;
+            crate::http::resource::ProtectedResource::from_listener(local, &options.allow.hosts)
+        }
+    };
+    let issuer = options.resource.base().to_string();
+    if http.oauth {
+        options.resource.authorization_servers.push(issuer.clone());
+    }
+    let mut local_store: Option<(Arc<crate::store::Store>, Vec<RepoId>)> = None;
     let (backend, resolver): (Arc<dyn Backend>, Arc<dyn crate::http::ScopeResolver>) =
         match config.open_backend()? {
             ServeBackend::Local(backend) => {
@@ -290,7 +306,9 @@ pub async fn serve_http(
                     repos: operator_repos(config, backend.store())?,
                     read_only: config.read_only,
                     allow_anonymous: http.allow_anonymous,
+                    resource: Some(options.resource.resource()),
                 };
+                local_store = Some((backend.store().clone(), bound.repos.clone()));
                 let resolver = Arc::new(Resolver::local(backend.clone(), bound));
                 (Arc::new(backend), resolver)
             }
@@ -300,6 +318,7 @@ pub async fn serve_http(
                     repos: config.repos.clone(),
                     read_only: config.read_only,
                     allow_anonymous: http.allow_anonymous,
+                    resource: None,
                 };
                 let resolver = Arc::new(Resolver::relace(
                     &config.base_url,
@@ -314,7 +333,29 @@ pub async fn serve_http(
         .with_audit(recorder(config, AuditSurface::Http))
         .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit));
     let trail = server.audit().trail().clone();
-    let app = crate::http::router(server, resolver, http.options.clone(), lifecycle.clone());
+    let allow = options.allow.clone();
+    let mut app = crate::http::router(server, resolver, options.clone(), lifecycle.clone());
+    if http.oauth
+        && let Some((store, repos)) = local_store
+    {
+        let oauth = crate::oauth::OAuthServer::new(
+            crate::oauth::OAuthConfig {
+                issuer: issuer.clone(),
+                resource: options.resource.resource(),
+                repos,
+                read_only: config.read_only,
+                max_ttl: config.max_token_ttl,
+                allow_private_client_metadata: http.oauth_allow_private_client_metadata,
+            },
+            store.clone(),
+            trail.clone(),
+        );
+        let link = crate::oauth::OAuthServer::login_link(&store, &issuer)
+            .map_err(|e| ConfigError(format!("cannot make a sign-in link: {e}")))?;
+        // On stderr, whatever the log filter: the person at this terminal opens it.
+        eprintln!("scoped-repo-mcp: OAuth sign-in for the consent page (once, 15 minutes): {link}");
+        app = app.merge(crate::oauth::router(oauth, allow));
+    }
     let served = crate::http::serve(
         listener,
         app,

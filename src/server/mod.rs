@@ -227,6 +227,13 @@ pub(crate) fn respond<T: Serialize>(
     }
 }
 
+/// The right the tool called `name` needs, if this server has such a tool.
+pub fn tool_right(name: &str) -> Option<Right> {
+    registry()
+        .find(|spec| spec.name == name)
+        .map(|spec| spec.right)
+}
+
 fn right_of(tool: &str) -> Right {
     registry()
         .find(|spec| spec.name == tool)

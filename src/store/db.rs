@@ -126,6 +126,31 @@ CREATE TABLE IF NOT EXISTS audit (
     subject_id TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
+CREATE TABLE IF NOT EXISTS oauth_clients (
+    client_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS oauth_refresh (
+    hash TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    access_hash TEXT NOT NULL,
+    grant_json TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS oauth_refresh_by_family ON oauth_refresh (family);
+CREATE INDEX IF NOT EXISTS oauth_refresh_by_access ON oauth_refresh (access_hash);
+CREATE TABLE IF NOT EXISTS oauth_logins (
+    hash TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
 ";
 
 /// One record of the audit trail. It names who did what, where and with what outcome;
@@ -304,7 +329,7 @@ fn open_private(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn db_err(e: rusqlite::Error) -> StoreError {
+pub(super) fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string()).or_no_space()
 }
 
@@ -334,6 +359,9 @@ impl Db {
         ("parent", "TEXT"),
         // A rate as `Rate` prints it (`120/m,burst=20`); NULL: none of its own.
         ("rate", "TEXT"),
+        // The resource (an MCP endpoint's URL) an OAuth grant was issued for; NULL:
+        // any surface, as for every token minted otherwise.
+        ("audience", "TEXT"),
     ];
 
     fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -364,7 +392,7 @@ impl Db {
         Ok(())
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-written state in SQLite (each
         // statement is its own transaction), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -571,8 +599,8 @@ impl Db {
         let ids: Vec<String> = info.repo_ids.iter().map(ToString::to_string).collect();
         self.conn()
             .execute(
-                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at, read_only, paths, can_delegate, parent, rate) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO tokens (hash, name, repo_ids, created_at, expires_at, read_only, paths, can_delegate, parent, rate, audience) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     hash,
                     info.name,
@@ -583,7 +611,8 @@ impl Db {
                     serde_json::to_string(&info.paths).expect("list serializes"),
                     info.can_delegate,
                     parent,
-                    info.rate.map(|r| r.to_string())
+                    info.rate.map(|r| r.to_string()),
+                    info.audience
                 ],
             )
             .map_err(db_err)?;
@@ -613,6 +642,7 @@ impl Db {
                         .unwrap_or_else(|_| crate::rules::Rate::new(1, 3600, 1).expect("valid"))
                 }),
                 lineage: Vec::new(),
+                audience: r.get(11)?,
             },
             created_at: r.get(3)?,
             revoked_at: r.get(5)?,
@@ -646,7 +676,7 @@ impl Db {
         let row = self
             .conn()
             .query_row(
-                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate FROM tokens WHERE hash = ?1",
+                "SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate, audience FROM tokens WHERE hash = ?1",
                 params![hash],
                 Self::token_from_row,
             )
@@ -664,7 +694,7 @@ impl Db {
     pub(crate) fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate FROM tokens ORDER BY created_at, hash")
+            .prepare("SELECT hash, name, repo_ids, created_at, expires_at, revoked_at, read_only, paths, can_delegate, parent, rate, audience FROM tokens ORDER BY created_at, hash")
             .map_err(db_err)?;
         let rows = stmt
             .query_map([], Self::token_from_row)

@@ -26,10 +26,12 @@ pub mod hook;
 mod import;
 mod line_index;
 mod memory;
+mod oauth;
 pub mod push;
 mod ranked;
 
 pub use check::RuleReport;
+pub use oauth::{OAuthClient, OAuthGrant, RefreshOutcome};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -1170,6 +1172,16 @@ impl Store {
     /// the caller's to check (the front door's delegation rule); the store checks the
     /// rules of every token: name, expiry, globs, existing repos, and a live parent.
     pub fn mint(&self, spec: &MintSpec) -> Result<MintedToken, StoreError> {
+        self.mint_for(spec, None)
+    }
+
+    /// Mint a token as [`Store::mint`] does, usable only at `audience` (the MCP
+    /// endpoint an OAuth grant names) when one is given.
+    pub fn mint_for(
+        &self,
+        spec: &MintSpec,
+        audience: Option<&str>,
+    ) -> Result<MintedToken, StoreError> {
         let name = crate::rules::token_name(&spec.name)?;
         crate::rules::token_paths(&spec.paths)?;
         let now = unix_now();
@@ -1204,6 +1216,7 @@ impl Store {
             can_delegate: spec.can_delegate,
             rate: spec.rate,
             lineage: Vec::new(),
+            audience: audience.map(str::to_string),
         };
         let hash = secrets::hash(&token);
         self.db.insert_token(&hash, &info, parent.as_deref(), now)?;

@@ -47,6 +47,23 @@ async fn bad_settings_are_named() {
     )
     .await;
     assert!(msg.contains("--max-token-ttl"), "{msg}");
+    let msg = start_fails(
+        &h,
+        &[
+            "--repo",
+            &r.to_string(),
+            "--transport",
+            "http",
+            "--public-url",
+            "mcp.example.com",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        msg.contains("--public-url") && msg.contains("https://"),
+        "{msg}"
+    );
     let minted = h.store.create_token("t", &[r], None).unwrap();
     h.store.revoke_token(&minted.token).unwrap();
     let msg = start_fails(
