@@ -55,7 +55,7 @@ pub fn run(data_dir_flag: Option<&Path>, command: &Command) -> Result<(), StartE
         Command::Token { command } => token(&store, command, &mut out, &mut err)?,
         Command::Key { command } => key(&store, command, &mut out, &mut err)?,
         Command::Audit(args) => audit(&store, args, &mut out)?,
-        Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
+        Command::Serve(_) | Command::Api(_) | Command::GitPreReceive | Command::GitEnv(_) => {
             unreachable!("not an administration command; main starts it")
         }
     }

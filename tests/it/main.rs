@@ -11,6 +11,7 @@ mod concurrency;
 mod disk_full;
 mod faults;
 mod fine_tokens;
+mod git_env;
 mod git_http;
 mod git_source;
 mod http;
