@@ -19,6 +19,7 @@ mod in_process;
 mod limits;
 mod progress;
 mod push_path;
+mod push_record;
 mod ranked;
 mod ranked_disk;
 mod rate;
