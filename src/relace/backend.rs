@@ -127,7 +127,7 @@ impl Backend for RelaceBackend {
             let content =
                 String::from_utf8(bytes).map_err(|_| StoreError::Binary(path.to_string()))?;
             Ok(FileText {
-                // The hosted file GET reports no head; empty then (see the README).
+                // The hosted file GET reports no head; empty then (see docs/relace.md).
                 head: head.unwrap_or_default(),
                 content,
             })
