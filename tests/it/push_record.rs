@@ -130,7 +130,7 @@ async fn refused_pushes_are_recorded_refused_with_why_and_no_heads() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_push_with_a_revoked_token_is_recorded_as_the_revoked_token() {
+async fn a_push_with_a_revoked_or_expired_token_is_recorded_as_such() {
     let h = Harness::new();
     let id = h.repo(&[("a.txt", "a\n")]);
     let api = api_on(&h).await;
@@ -159,5 +159,33 @@ async fn a_push_with_a_revoked_token_is_recorded_as_the_revoked_token() {
     for r in refused {
         assert_eq!(r["credential"], "revoked token", "{r:#}");
         assert_eq!(r["credential_id"], short.as_str(), "{r:#}");
+    }
+
+    // An expired token likewise.
+    let lapsing = h
+        .store
+        .create_token("lapsing", &[id], Some(1))
+        .unwrap()
+        .token;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let url = crate::git_http::url(&api, &id, &lapsing);
+    git.ok(&wc, &["remote", "set-url", "origin", &url]);
+    git.fails(&wc, &["push", "origin", "main"]);
+    let short = scoped_repo_mcp::audit::short_id(&lapsing);
+    let mut expired = Vec::new();
+    for _ in 0..50 {
+        expired = records(&h, &id.to_string())
+            .into_iter()
+            .filter(|r| r["credential_id"] == short.as_str())
+            .collect();
+        if !expired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!expired.is_empty(), "no record of the expired token's push");
+    for r in &expired {
+        assert_eq!(r["credential"], "expired token", "{r:#}");
+        assert_eq!(r["outcome"], "refused", "{r:#}");
     }
 }
