@@ -3,8 +3,9 @@
 # store: installs relace==2.1.0 (pip, in a venv) and @relace-ai/relace@0.6.0 (npm) in
 # a scratch directory, starts the API on a free port with a new account key, and points
 # both SDKs at it with nothing but RELACE_BASE_URL and RELACE_API_KEY. Their git helpers
-# run with a scratch HOME whose git config routes https://api.relace.run here
-# (url.<base>.insteadOf, written by the check scripts).
+# run with a scratch HOME, and reach this server through the settings
+# `scoped-repo-mcp git-env` prints (GIT_CONFIG_*: url.<base>.insteadOf for the hosted
+# URL with the token in it), which the check scripts put in their environment.
 # Usage: sdk/check.sh [path/to/scoped-repo-mcp]   (default: target/debug/scoped-repo-mcp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ done
 BASE="$(sed -n 's/^listening on //p' "$WORK/api.out")"
 [ -n "$BASE" ] || { cat "$WORK/api.err"; echo "the API did not start"; exit 1; }
 
-export RELACE_BASE_URL="$BASE" RELACE_API_KEY="$KEY"
+export RELACE_BASE_URL="$BASE" RELACE_API_KEY="$KEY" SCOPED_REPO_MCP_BIN="$BIN"
 # git for the SDKs' git helpers: a scratch home, no system settings, no prompts.
 mkdir -p "$WORK/home"
 export HOME="$WORK/home" GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0

@@ -61,7 +61,8 @@
 //!   factory of `serve`'s backend; [`run::serve`]: start-up of `serve` (the scope from
 //!   flags and credential, then the transport), with [`run::import`], the work-tree
 //!   import of `--import`; [`run::api`]: start-up of `api`; [`run::admin`]: the `repo`,
-//!   `token`, `key` and `audit` commands.
+//!   `token`, `key` and `audit` commands; [`run::git_env`]: `git-env`, the git settings
+//!   that send the hosted service's git URLs to `api`.
 #![deny(missing_docs)]
 
 pub mod api;

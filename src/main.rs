@@ -79,6 +79,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             limits,
             ..ApiConfig::from_args(args, data_dir)?
         })?,
+        // Needs no store: the settings are made from the flags alone.
+        Command::GitEnv(args) => run::git_env::run(args)?,
         Command::GitPreReceive => {
             // Run by git inside a push; a refused push exits with 1.
             if !run::git_pre_receive()? {

@@ -22,18 +22,20 @@ def expect_status(call, statuses, what):
 
 
 def route_git_here(credential):
-    """Send the SDK's git helper, which always names https://api.relace.run, to this
-    server: git's url.<base>.insteadOf in the (scratch) global config. The helper puts
-    the credential in the URL (https://token:<credential>@api.relace.run/...), and
-    insteadOf matches a URL's leading text, so each credential needs its own rule
-    beside the plain one."""
-    origin = os.environ["RELACE_BASE_URL"].rsplit("/v1", 1)[0]
-    scheme, host = origin.split("://", 1)
-    for local, hosted in [
-        (f"{origin}/", "https://api.relace.run/"),
-        (f"{scheme}://token:{credential}@{host}/", f"https://token:{credential}@api.relace.run/"),
-    ]:
-        subprocess.run(["git", "config", "--global", f"url.{local}.insteadOf", hosted], check=True)
+    """Send the SDK's git helper, which always names https://api.relace.run with the
+    credential in the URL (https://token:<credential>@api.relace.run/...), to this
+    server: `scoped-repo-mcp git-env` prints the GIT_CONFIG_* settings of one
+    url.<base>.insteadOf rule for that credential, and git, run by the helper,
+    inherits them from this process's environment."""
+    out = subprocess.run(
+        [os.environ["SCOPED_REPO_MCP_BIN"], "git-env", "--url", os.environ["RELACE_BASE_URL"], "--token", credential],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        name, value = line.split("=", 1)
+        os.environ[name] = value
 
 
 def check_git(client, as_token, rid):

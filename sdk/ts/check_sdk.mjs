@@ -118,18 +118,18 @@ await expectStatus(asToken.repo.list(), [403], 'a token listing every repo');
 await expectStatus(asToken.repoToken.create({ name: 'x', repo_ids: [rid] }), [403], 'a token minting tokens');
 
 // The SDK's git helper, which always names https://api.relace.run with the credential
-// in the URL (https://token:<credential>@api.relace.run/...): git's url.<base>.insteadOf
-// in the scratch global config sends it here, one rule for that credential's URLs beside
-// the plain one (insteadOf matches a URL's leading text).
+// in the URL (https://token:<credential>@api.relace.run/...): `scoped-repo-mcp git-env`
+// prints the GIT_CONFIG_* settings of one url.<base>.insteadOf rule for that credential,
+// and git, run by the helper, inherits them from this process's environment.
 {
-  const origin = process.env.RELACE_BASE_URL.replace(/\/v1\/?$/, '');
-  const [scheme, host] = origin.split('://');
-  const rules = [
-    [`${origin}/`, 'https://api.relace.run/'],
-    [`${scheme}://token:${token.token}@${host}/`, `https://token:${token.token}@api.relace.run/`],
-  ];
-  for (const [local, hosted] of rules) {
-    execFileSync('git', ['config', '--global', `url.${local}.insteadOf`, hosted]);
+  const settings = execFileSync(
+    process.env.SCOPED_REPO_MCP_BIN,
+    ['git-env', '--url', process.env.RELACE_BASE_URL, '--token', token.token],
+    { encoding: 'utf8' },
+  );
+  for (const line of settings.trim().split('\n')) {
+    const at = line.indexOf('=');
+    process.env[line.slice(0, at)] = line.slice(at + 1);
   }
   const path = join(mkdtempSync(join(tmpdir(), 'sdk-git-')), 'clone');
   const git = asToken.git(path);

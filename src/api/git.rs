@@ -47,6 +47,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use super::ApiState;
 use super::pkt_line::{self, PushRequest, RequestError};
 use super::push_gate::{ENV_GATE, ENV_GATE_KEY, Gate};
+use crate::audit::PushVerdict;
 use crate::credentials::{self, OperatorBound, Refusal, Surface};
 use crate::model::RepoId;
 use crate::rules::Limits;
@@ -840,6 +841,8 @@ pub(super) async fn receive_pack(
             Ok(x) => x,
             Err(answer) => return answer,
         };
+    // The push's record waits for its outcome (see `crate::audit::note_push`).
+    let reporter = crate::audit::note_push();
     let limits = state.store.limits();
     let mut file = match git.spool_file() {
         Ok(f) => f,
@@ -877,6 +880,11 @@ pub(super) async fn receive_pack(
         .find_map(|c| ref_refusal(&c.name).err())
     {
         tracing::info!(repo = %id, cause = %refused, "push refused before git started");
+        // Recorded once this handler has answered; nothing to wait for.
+        drop(reporter.report(crate::audit::PushOutcome {
+            refs: request.commands.iter().map(|c| c.name.clone()).collect(),
+            verdict: PushVerdict::Refused(refused.to_string()),
+        }));
         return refused_push(&request, &refused.to_string());
     }
     if let Err(e) = file.rewind() {
@@ -907,7 +915,7 @@ pub(super) async fn receive_pack(
     // The push runs to its end on its own, whether or not the client is still there:
     // its input is whole already.
     tokio::spawn(run_receive_pack(
-        state, id, credential, gate, child, stdout, stderr, tx,
+        state, id, credential, request, reporter, gate, child, stdout, stderr, tx,
     ));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -950,6 +958,8 @@ async fn run_receive_pack(
     state: ApiState,
     id: RepoId,
     credential: Option<String>,
+    request: PushRequest,
+    reporter: crate::audit::PushReporter,
     gate: Gate,
     mut child: Child,
     stdout: ChildStdout,
@@ -959,13 +969,20 @@ async fn run_receive_pack(
     let (exited_tx, exited_rx) = tokio::sync::watch::channel(false);
     let git_side = async {
         let mut out = std::pin::pin!(output_stream(stdout, None));
+        // A copy of the answer, read back for the push's record once git has ended.
+        let mut answer = Vec::new();
         while let Some(chunk) = out.next().await {
+            if let Ok(bytes) = &chunk
+                && answer.len() < MAX_ANSWER_KEPT
+            {
+                answer.extend_from_slice(bytes);
+            }
             // A client gone is no reason to stop: the push is whole.
             let _ = tx.send(chunk);
         }
         let status = child.wait().await;
         let _ = exited_tx.send(true);
-        status
+        (status, answer)
     };
     let gate_side = async {
         let mut exited = exited_rx.clone();
@@ -973,13 +990,13 @@ async fn run_receive_pack(
         // refuses earlier never does.
         let knock = tokio::select! {
             k = gate.knock() => k,
-            _ = exited.wait_for(|e| *e) => return,
+            _ = exited.wait_for(|e| *e) => return None,
         };
         let knock = match knock {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(repo = %id, cause = %e, "a push's gate failed; the push does not land");
-                return;
+                return Some(format!("the server's gate for this push failed ({e})"));
             }
         };
         let store = state.store.clone();
@@ -987,6 +1004,8 @@ async fn run_receive_pack(
         let mut exited = exited_rx.clone();
         // The writer lock is a blocking one: a blocking thread holds it, driving the
         // verdict and the wait through the runtime.
+        let state = state.clone();
+        let credential = credential.clone();
         let held = tokio::task::spawn_blocking(move || {
             store.write_from_outside(&id, |_dir| {
                 runtime.block_on(async {
@@ -994,24 +1013,32 @@ async fn run_receive_pack(
                     if let Err(why) = &verdict {
                         tracing::info!(repo = %id, cause = %why, "push refused at its gate");
                     }
+                    let refused = verdict.as_ref().err().cloned();
                     knock.answer(verdict).await;
                     // Held until receive-pack has moved `main` (or not) and ended.
                     let _ = exited.wait_for(|e| *e).await;
+                    refused
                 })
             })
         })
         .await;
         match held {
-            Ok(Ok(())) => {}
+            Ok(Ok(refused)) => refused,
             Ok(Err(e)) => {
-                tracing::warn!(repo = %id, cause = %e, "a push's gate could not take the writer lock")
+                tracing::warn!(repo = %id, cause = %e, "a push's gate could not take the writer lock");
+                Some(format!(
+                    "the server could not take the repo's writer lock ({e})"
+                ))
             }
-            Err(e) => tracing::warn!(repo = %id, cause = %e, "a push's gate failed"),
+            Err(e) => {
+                tracing::warn!(repo = %id, cause = %e, "a push's gate failed");
+                Some("the server's gate for this push failed".into())
+            }
         }
     };
-    let (status, (), said) = tokio::join!(git_side, gate_side, stderr);
+    let ((status, answer), gate_refused, said) = tokio::join!(git_side, gate_side, stderr);
     drop(gate);
-    match status {
+    match &status {
         Ok(s) if s.success() => {
             tracing::info!(repo = %id, "git push request done");
         }
@@ -1019,6 +1046,97 @@ async fn run_receive_pack(
         Err(e) => {
             tracing::warn!(repo = %id, cause = %e, "git receive-pack could not be waited for")
         }
+    }
+    let report = pkt_line::push_report(
+        &answer,
+        request.asked("side-band-64k") || request.asked("side-band"),
+    );
+    let store = state.store.clone();
+    let commands = request.commands.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        push_verdict(&store, &id, &commands, &report, &said, gate_refused)
+    })
+    .await
+    .unwrap_or_else(|e| PushVerdict::Failed(format!("the push's outcome could not be read: {e}")));
+    // The answer stays open (`tx` lives to the end of this function) until the record
+    // is written, so a pusher whose `git push` returned finds it in the trail.
+    reporter
+        .report(crate::audit::PushOutcome {
+            refs: request.commands.iter().map(|c| c.name.clone()).collect(),
+            verdict,
+        })
+        .written()
+        .await;
+}
+
+/// Most bytes of receive-pack's answer kept to read its report back (the report and
+/// the hook's words are a few hundred bytes; progress lines may add some).
+const MAX_ANSWER_KEPT: usize = 256 * 1024;
+
+/// What a push came to, from git's report and the gate's verdict: landed (with the
+/// paths it changed), refused (the gate's or the hook's words, else git's), or failed.
+fn push_verdict(
+    store: &crate::store::Store,
+    id: &RepoId,
+    commands: &[pkt_line::PushCommand],
+    report: &pkt_line::PushReport,
+    stderr: &str,
+    gate_refused: Option<String>,
+) -> PushVerdict {
+    if let Some(why) = gate_refused {
+        return PushVerdict::Refused(why);
+    }
+    if let Some(e) = &report.unpack_error {
+        return PushVerdict::Failed(format!("git could not unpack the push: {e}"));
+    }
+    if let Some((name, why)) = report
+        .refs
+        .iter()
+        .find_map(|(name, why)| why.as_ref().map(|w| (name, w)))
+    {
+        // The hook's own words, when it refused (they reach the pusher on the side
+        // band, or on receive-pack's stderr without one).
+        let hook = [report.messages.as_str(), stderr]
+            .into_iter()
+            .flat_map(str::lines)
+            .find_map(|l| {
+                l.split_once("push refused, nothing changed: ")
+                    .map(|(_, w)| w)
+            })
+            .or_else(|| {
+                [report.messages.as_str(), stderr]
+                    .into_iter()
+                    .flat_map(str::lines)
+                    .find_map(|l| l.strip_prefix("push refused: "))
+            });
+        return PushVerdict::Refused(match hook {
+            Some(w) => w.trim().to_string(),
+            None => format!("git refused {name}: {why}"),
+        });
+    }
+    let landed = !commands.is_empty()
+        && commands.iter().all(|c| {
+            report
+                .refs
+                .iter()
+                .any(|(n, why)| *n == c.name && why.is_none())
+        });
+    if !landed {
+        return PushVerdict::Failed("git ended without reporting the push's refs".into());
+    }
+    let (Some(first), Some(last)) = (commands.first(), commands.last()) else {
+        return PushVerdict::Failed("a push without commands".into());
+    };
+    match store.changed_between(id, &first.old, &last.new) {
+        Ok(paths) => PushVerdict::Landed {
+            before: first.old.clone(),
+            after: last.new.clone(),
+            paths,
+        },
+        Err(e) => PushVerdict::Failed(format!(
+            "the push landed at {}, but its changed paths could not be read: {e}",
+            last.new
+        )),
     }
 }
 

@@ -38,8 +38,18 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
-    /// The next pkt-line; `None` at the end of the buffer.
+    /// The next pkt-line, a line's trailing newline removed; `None` at the end of the
+    /// buffer.
     fn next(&mut self) -> Result<Option<Pkt<'a>>, RequestError> {
+        Ok(self.next_raw()?.map(|pkt| match pkt {
+            Pkt::Data(data) => Pkt::Data(data.strip_suffix(b"\n").unwrap_or(data)),
+            other => other,
+        }))
+    }
+
+    /// The next pkt-line, its payload as sent (a side band's payload is a piece of
+    /// another pkt-line stream, whose newlines are its own).
+    fn next_raw(&mut self) -> Result<Option<Pkt<'a>>, RequestError> {
         if self.pos == self.buf.len() {
             return Ok(None);
         }
@@ -68,7 +78,7 @@ impl<'a> Reader<'a> {
                     .get(at + 4..at + n)
                     .ok_or_else(|| bad("a pkt-line cut short"))?;
                 self.pos = at + n;
-                Ok(Some(Pkt::Data(data.strip_suffix(b"\n").unwrap_or(data))))
+                Ok(Some(Pkt::Data(data)))
             }
         }
     }
@@ -203,6 +213,55 @@ pub fn push_request(head: &[u8], max_commands: usize) -> Result<PushRequest, Req
     })
 }
 
+/// receive-pack's answer to a push, as read back by this server for the push's record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    /// `unpack ok` (`None`), or git's error unpacking the pack.
+    pub unpack_error: Option<String>,
+    /// Each ref git reported on: `None` when it moved, else git's reason (`ng`).
+    pub refs: Vec<(String, Option<String>)>,
+    /// What git and the hook told the pusher on the progress band (`remote: …` lines).
+    pub messages: String,
+}
+
+/// Read receive-pack's `answer` (its report-status, inside side band 1 when `sideband`,
+/// with messages on band 2 and a fatal error on band 3). An answer cut short yields
+/// what was read before the cut.
+pub fn push_report(answer: &[u8], sideband: bool) -> PushReport {
+    let mut report = PushReport::default();
+    let mut inner = Vec::new();
+    let status: &[u8] = if sideband {
+        let mut reader = Reader::new(answer);
+        while let Ok(Some(pkt)) = reader.next_raw() {
+            if let Pkt::Data(data) = pkt {
+                match data.split_first() {
+                    Some((1, rest)) => inner.extend_from_slice(rest),
+                    Some((2 | 3, rest)) => report.messages.push_str(&String::from_utf8_lossy(rest)),
+                    _ => {}
+                }
+            }
+        }
+        &inner
+    } else {
+        answer
+    };
+    let mut reader = Reader::new(status);
+    while let Ok(Some(pkt)) = reader.next() {
+        let Pkt::Data(line) = pkt else { continue };
+        let line = String::from_utf8_lossy(line);
+        if let Some(rest) = line.strip_prefix("unpack ") {
+            report.unpack_error = (rest != "ok").then(|| rest.to_string());
+        } else if let Some(name) = line.strip_prefix("ok ") {
+            report.refs.push((name.to_string(), None));
+        } else if let Some(rest) = line.strip_prefix("ng ") {
+            let (name, why) = rest.split_once(' ').unwrap_or((rest, "refused"));
+            report.refs.push((name.to_string(), Some(why.to_string())));
+        }
+        // report-status-v2's `option …` lines add nothing a record keeps.
+    }
+    report
+}
+
 /// The ids a fetch request wants (protocol v0, or every command of a v2 request),
 /// at most `max_wants`. A v2 request may only list refs and fetch.
 pub fn fetch_wants(
@@ -258,6 +317,50 @@ pub fn fetch_wants(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pkt_bytes(data: &[u8]) -> Vec<u8> {
+        [format!("{:04x}", data.len() + 4).as_bytes(), data].concat()
+    }
+
+    #[test]
+    fn a_push_report_is_read_inside_and_outside_the_side_band() {
+        let status = [
+            pkt_bytes(b"unpack ok\n"),
+            pkt_bytes(b"ng refs/heads/main pre-receive hook declined\n"),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        let plain = push_report(&status, false);
+        assert_eq!(plain.unpack_error, None);
+        assert_eq!(
+            plain.refs,
+            vec![(
+                "refs/heads/main".into(),
+                Some("pre-receive hook declined".into())
+            )]
+        );
+        // Band 1 split mid-line, right after a newline; band 2 carries the hook's words.
+        let (a, b) = status.split_at(14);
+        let banded = [
+            pkt_bytes(b"\x02push refused, nothing changed: no\n"),
+            pkt_bytes(&[b"\x01", a].concat()),
+            pkt_bytes(&[b"\x01", b].concat()),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        let report = push_report(&banded, true);
+        assert_eq!(report.refs, plain.refs);
+        assert_eq!(report.messages, "push refused, nothing changed: no\n");
+        let ok = [
+            pkt_bytes(b"unpack ok\n"),
+            pkt_bytes(b"ok refs/heads/main\n"),
+        ]
+        .concat();
+        assert_eq!(
+            push_report(&ok, false).refs,
+            vec![("refs/heads/main".into(), None)]
+        );
+    }
 
     fn pkt(s: &str) -> String {
         format!("{:04x}{s}", s.len() + 4)

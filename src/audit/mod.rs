@@ -4,7 +4,8 @@
 //! A record says who called (a token's name and short id, an account key's name,
 //! `operator` or `anonymous`), where (the surface), what (the tool, the route template
 //! or the command), on which repo, with what outcome and how long it took; for writes,
-//! the paths touched and the heads before and after. It never holds a secret, a file's
+//! the paths touched (the first few by name, and how many in all), the heads before
+//! and after, and for a push the refs it named. It never holds a secret, a file's
 //! content or a query: only words this module builds from known fields are written.
 //!
 //! Writing stays off every call's path: a call hands its record to a bounded channel,
@@ -21,7 +22,8 @@
 //! This file holds what every record shares (the surface, who called, the columns'
 //! limits); the rest has a room each: `trail` (the trail and its writer thread),
 //! `note` (what a call notes, and the reasons a record may hold), `tool_call` (MCP tool
-//! calls), `rest` (REST and git requests) and `command` (administration commands).
+//! calls), `rest` (REST and git requests), `push` (a git push's outcome, known after
+//! its answer began) and `command` (administration commands).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +32,7 @@ use crate::scope::{Credential, Scope};
 
 mod command;
 mod note;
+mod push;
 mod rest;
 mod tool_call;
 mod trail;
@@ -42,6 +45,7 @@ pub(crate) use note::{
     loggable, note_backend_error, note_credential, note_internal_error, note_refusal,
 };
 pub use note::{note_repos, note_token, note_update};
+pub use push::{PushOutcome, PushRecorded, PushReporter, PushVerdict, note_push};
 pub use rest::{RefusalNote, rest_request};
 pub use tool_call::Recorder;
 pub(crate) use tool_call::ToolCall;
@@ -50,6 +54,8 @@ pub use trail::Trail;
 /// The longest text written in any column, in bytes: every column is cut to it, so no
 /// caller can make a record larger than a few kilobytes, whatever it sends.
 const MAX_TEXT_BYTES: usize = 400;
+/// Changed paths a record names, at most; its `paths` column counts them all.
+const MAX_CHANGED_PATHS: usize = 20;
 /// Repo ids written in a record, at most; past them the column says how many more.
 const MAX_REPO_IDS: usize = 8;
 

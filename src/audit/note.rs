@@ -36,13 +36,17 @@ pub(super) struct Note {
     pub(super) head_before: Option<String>,
     pub(super) head_after: Option<String>,
     pub(super) subject: Option<(String, String)>,
+    /// The first changed paths by name (see [`super::push::shown_paths`]).
+    pub(super) changed_paths: Vec<String>,
+    /// A push's outcome, to come once receive-pack has ended.
+    pub(super) push: Option<super::push::PendingPush>,
 }
 
 tokio::task_local! {
     pub(super) static NOTE: Arc<Mutex<Note>>;
 }
 
-fn note(f: impl FnOnce(&mut Note)) {
+pub(super) fn note(f: impl FnOnce(&mut Note)) {
     let _ = NOTE.try_with(|n| f(&mut n.lock().unwrap_or_else(|p| p.into_inner())));
 }
 
@@ -89,6 +93,7 @@ pub(crate) fn note_internal_error() {
 pub fn note_update(outcome: &UpdateOutcome) {
     note(|n| {
         n.paths = Some(outcome.changed_files.len() as i64);
+        n.changed_paths = super::push::shown_paths(outcome.changed_files.iter().cloned());
         n.head_before = outcome.previous_head.clone();
         n.head_after = Some(outcome.head.clone());
     });

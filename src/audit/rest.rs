@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::note::{NOTE, Note, Outcome, safe_reason};
+use super::push;
 use super::{Surface, Trail, Who, now_ms};
 use crate::model::RepoId;
 use crate::store::AuditRow;
@@ -93,7 +94,7 @@ pub async fn rest_request(
     });
     let (credential, credential_id) = who.columns();
     let repo = repo.or(note.repos);
-    let row = AuditRow {
+    let mut row = AuditRow {
         at_ms,
         pid: std::process::id() as i64,
         surface: surface.as_str().into(),
@@ -109,7 +110,46 @@ pub async fn rest_request(
         head_after: note.head_after,
         subject: note.subject.as_ref().map(|s| s.0.clone()),
         subject_id: note.subject.map(|s| s.1),
+        refs: None,
+        changed_paths: note.changed_paths,
     };
+    if let Some(mut pending) = note.push {
+        match pending.try_recv() {
+            Ok((outcome, written)) => {
+                push::apply(&mut row, outcome);
+                trail.record_durable(row).await;
+                let _ = written.send(());
+            }
+            // Still running: the record waits for the push's end, off the answer's path
+            // (the answer streams meanwhile, and stays open until the record is written).
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                tokio::spawn(async move {
+                    let report = pending.await;
+                    row.duration_us = started.elapsed().as_micros() as i64;
+                    match report {
+                        Ok((outcome, written)) => {
+                            push::apply(&mut row, outcome);
+                            trail.record_durable(row).await;
+                            let _ = written.send(());
+                        }
+                        // The push's task ended without a word (a panic): the status
+                        // said 200 while its outcome is unknown.
+                        Err(_) => {
+                            row.outcome = Outcome::Error.as_str().into();
+                            row.reason = Some("the push's outcome is unknown".into());
+                            trail.record_durable(row).await;
+                        }
+                    }
+                });
+            }
+            // The handler answered without reporting (an error status, a probe): the
+            // status says it.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                trail.record_durable(row).await;
+            }
+        }
+        return response;
+    }
     if writes {
         trail.record_durable(row).await;
     } else {

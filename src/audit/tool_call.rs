@@ -231,6 +231,8 @@ impl Pending {
             head_after: note.head_after,
             subject: subject.as_ref().map(|s| s.0.clone()),
             subject_id: subject.map(|s| s.1),
+            refs: None,
+            changed_paths: note.changed_paths,
         }
     }
 }

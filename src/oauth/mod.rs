@@ -166,6 +166,8 @@ impl OAuthServer {
             head_after: None,
             subject: outcome.ok().filter(|s| !s.is_empty()).map(str::to_string),
             subject_id: None,
+            refs: None,
+            changed_paths: Vec::new(),
         });
     }
 }

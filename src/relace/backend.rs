@@ -135,7 +135,7 @@ impl Backend for RelaceBackend {
                 (String::new(), Some(size))
             };
             Ok(FileText {
-                // The hosted file GET reports no head; empty then (see the README).
+                // The hosted file GET reports no head; empty then (see docs/relace.md).
                 head: head.unwrap_or_default(),
                 content,
                 binary,

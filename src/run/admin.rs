@@ -71,7 +71,7 @@ pub fn run(
                 store.root().display()
             )?;
         }
-        Command::Serve(_) | Command::Api(_) | Command::GitPreReceive => {
+        Command::Serve(_) | Command::Api(_) | Command::GitPreReceive | Command::GitEnv(_) => {
             unreachable!("not an administration command; main starts it")
         }
     }
@@ -750,6 +750,8 @@ fn audit_json(r: &AuditRow) -> serde_json::Value {
         "head_after": r.head_after,
         "subject": r.subject,
         "subject_id": r.subject_id,
+        "refs": r.refs,
+        "changed_paths": r.changed_paths,
     })
 }
 
@@ -773,8 +775,23 @@ fn audit_line(r: &AuditRow) -> String {
         let _ = write!(line, " ({})", one_line(reason));
     }
     let _ = write!(line, "  {:.1}ms", r.duration_us as f64 / 1000.0);
+    if let Some(refs) = &r.refs {
+        let _ = write!(line, "  ref {}", one_line(refs));
+    }
     if let Some(n) = r.paths {
         let _ = write!(line, "  paths {n}");
+        if !r.changed_paths.is_empty() {
+            let names: Vec<String> = r
+                .changed_paths
+                .iter()
+                .map(|p| one_line(p).into_owned())
+                .collect();
+            let _ = write!(line, ": {}", names.join(", "));
+            let more = n - r.changed_paths.len() as i64;
+            if more > 0 {
+                let _ = write!(line, " (+{more} more)");
+            }
+        }
     }
     match (&r.head_before, &r.head_after) {
         (Some(b), Some(a)) => {

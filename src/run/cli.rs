@@ -53,6 +53,11 @@ pub enum Command {
     /// Print a one-time link that signs a browser in to the consent page of
     /// `serve --transport http --oauth` on this data directory (good once, 15 minutes).
     Login(LoginArgs),
+    /// Print git settings (GIT_CONFIG_COUNT, GIT_CONFIG_KEY_n, GIT_CONFIG_VALUE_n) that
+    /// send git's requests for https://api.relace.run, credential in the URL as the
+    /// official SDKs' git helpers make them, to an `api` server instead.
+    #[command(name = "git-env")]
+    GitEnv(GitEnvArgs),
     /// git's pre-receive hook for pushes through `api` (run by git, not by people).
     #[command(name = "git-pre-receive", hide = true)]
     GitPreReceive,
@@ -331,6 +336,24 @@ pub struct AuditArgs {
     /// At most this many records, the most recent ones.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+/// Flags of `git-env`.
+#[derive(Debug, Args)]
+pub struct GitEnvArgs {
+    /// A credential git will present: a repo token (rlcr-…) or an account key (rlc-…);
+    /// repeatable, one rule each. Visible in `ps` to every user of the machine while
+    /// the command runs.
+    #[arg(long = "token", value_name = "TOKEN", required = true)]
+    pub tokens: Vec<String>,
+    /// The `api` server's base, as it printed it: `http(s)://HOST[:PORT]`, with no path
+    /// or `/v1`.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// `export NAME='VALUE'` lines for `eval` in sh, instead of `NAME=VALUE` lines for
+    /// `env`.
+    #[arg(long)]
+    pub shell: bool,
 }
 
 /// `repo …`

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod git_env;
 pub mod import;
 pub mod serve;
 

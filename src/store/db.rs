@@ -123,7 +123,9 @@ CREATE TABLE IF NOT EXISTS audit (
     head_before TEXT,
     head_after TEXT,
     subject TEXT,
-    subject_id TEXT
+    subject_id TEXT,
+    refs TEXT,
+    changed_paths TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
 CREATE TABLE IF NOT EXISTS oauth_clients (
@@ -187,6 +189,11 @@ pub struct AuditRow {
     pub subject: Option<String>,
     /// For mints and revocations: the token's short id.
     pub subject_id: Option<String>,
+    /// For pushes: the refs the push named, comma separated.
+    pub refs: Option<String>,
+    /// For writes: the first paths changed, by name (the `paths` column counts them
+    /// all); empty when none are known.
+    pub changed_paths: Vec<String>,
 }
 
 /// Which audit records to read.
@@ -202,7 +209,11 @@ pub struct AuditQuery {
     pub limit: usize,
 }
 
-const AUDIT_COLUMNS: &str = "at_ms, pid, surface, credential, credential_id, action, repo, paths, outcome, reason, duration_us, head_before, head_after, subject, subject_id";
+const AUDIT_COLUMNS: &str = "at_ms, pid, surface, credential, credential_id, action, repo, paths, outcome, reason, duration_us, head_before, head_after, subject, subject_id, refs, changed_paths";
+
+/// Audit columns added after the first release, added to an older database by every
+/// connection that opens it (SQLite's `ADD COLUMN` keeps every row).
+const ADDED_AUDIT_COLUMNS: &[(&str, &str)] = &[("refs", "TEXT"), ("changed_paths", "TEXT")];
 
 fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
@@ -221,6 +232,13 @@ fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
         head_after: r.get(12)?,
         subject: r.get(13)?,
         subject_id: r.get(14)?,
+        refs: r.get(15)?,
+        // A JSON array of paths; a value that does not parse (never written so) reads
+        // as none.
+        changed_paths: r
+            .get::<_, Option<String>>(16)?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -229,7 +247,7 @@ pub(crate) fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite
     let tx = conn.transaction()?;
     {
         let mut stmt = tx.prepare_cached(&format!(
-            "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         ))?;
         for a in rows {
             stmt.execute(params![
@@ -247,7 +265,10 @@ pub(crate) fn insert_audit(conn: &mut Connection, rows: &[AuditRow]) -> rusqlite
                 a.head_before,
                 a.head_after,
                 a.subject,
-                a.subject_id
+                a.subject_id,
+                a.refs,
+                (!a.changed_paths.is_empty())
+                    .then(|| serde_json::to_string(&a.changed_paths).expect("strings serialize"))
             ])?;
         }
     }
@@ -287,7 +308,31 @@ fn configure_connection(
         .map_err(db_err)?;
     conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
         .map_err(db_err)?;
-    conn.execute_batch(SCHEMA).map_err(db_err)
+    conn.execute_batch(SCHEMA).map_err(db_err)?;
+    add_columns(conn, "audit", ADDED_AUDIT_COLUMNS)
+}
+
+/// Add each of `columns` that `table` lacks (a database made by an older release).
+fn add_columns(conn: &Connection, table: &str, columns: &[(&str, &str)]) -> Result<(), StoreError> {
+    let have: Vec<String> = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(db_err)?;
+    for (column, decl) in columns {
+        if !have.iter().any(|h| h == column) {
+            // Another process may add it at the same moment; a duplicate is fine.
+            if let Err(e) =
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                && !e.to_string().contains("duplicate column")
+            {
+                return Err(db_err(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Each connection's page cache, in KiB (SQLite's default is 2,000, on the heap). The
@@ -369,24 +414,7 @@ impl Db {
         // operating-system crash or power loss could undo an answered mint, revocation
         // or key change. The cost is one fsync a write transaction (BENCHMARKS.md).
         configure_connection(conn, std::time::Duration::from_secs(10), "FULL")?;
-        let have: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('tokens')")
-            .and_then(|mut s| {
-                s.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<Result<_, _>>()
-            })
-            .map_err(db_err)?;
-        for (column, decl) in Self::ADDED_TOKEN_COLUMNS {
-            if !have.iter().any(|h| h == column) {
-                // Another process may add it at the same moment; a duplicate is fine.
-                if let Err(e) =
-                    conn.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {decl}"))
-                    && !e.to_string().contains("duplicate column")
-                {
-                    return Err(db_err(e));
-                }
-            }
-        }
+        add_columns(conn, "tokens", Self::ADDED_TOKEN_COLUMNS)?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS tokens_by_parent ON tokens (parent)")
             .map_err(db_err)?;
         Ok(())

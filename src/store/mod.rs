@@ -751,6 +751,30 @@ impl Store {
         Ok(git::head(&repo)?.to_string())
     }
 
+    /// The paths that differ between commits `old` and `new` of a repo, sorted; `old`
+    /// all zeros (a branch made by the push) compares with an empty tree. For a record
+    /// of a push, whose objects another process (git) wrote: the repo is opened afresh.
+    pub fn changed_between(
+        &self,
+        id: &RepoId,
+        old: &str,
+        new: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let repo = git2::Repository::open_bare(self.git_dir(id)).map_err(git::git_err)?;
+        let oid = |c: &str| {
+            git2::Oid::from_str(c)
+                .map_err(|_| StoreError::Invalid(format!("`{c}` is not a commit id")))
+        };
+        let new_tree = git::tree_at(&repo, oid(new)?)?;
+        let old = oid(old)?;
+        let old_tree = if old.is_zero() {
+            None
+        } else {
+            Some(git::tree_at(&repo, old)?)
+        };
+        git::changed_paths(&repo, old_tree.as_ref(), &new_tree)
+    }
+
     fn resolve(repo: &git2::Repository, at: Option<&str>) -> Result<git2::Oid, StoreError> {
         match at {
             None => git::head(repo),

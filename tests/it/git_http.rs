@@ -742,8 +742,8 @@ async fn fetches_and_pushes_land_in_the_audit_trail() {
     let mut rows = Vec::new();
     for _ in 0..100 {
         rows = h.store.audit(&query).unwrap();
-        // The push's record is written before its answer; the fetch's comes with the
-        // next batch, which may land after it.
+        // The push's record is written before its answer ends; the fetch's comes with
+        // the next batch, which may land after it.
         if rows.iter().any(|r| r.action.ends_with("/git-receive-pack"))
             && rows.iter().any(|r| r.action.ends_with("/git-upload-pack"))
         {

@@ -288,6 +288,27 @@ async fn a_push_admitted_before_its_token_was_revoked_landed() {
         "{answer}"
     );
     assert_eq!(h.store.head(&id).unwrap(), head);
+    // The push's record, written before its answer ended, says the gate refused it.
+    let push = h
+        .store
+        .audit(&scoped_repo_mcp::store::AuditQuery {
+            repo: Some(id.to_string()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .find(|r| r.action.ends_with("/git-receive-pack"))
+        .expect("a record of the push");
+    assert_eq!(push.outcome, "refused", "{push:?}");
+    assert!(
+        push.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{push:?}"
+    );
+    assert!(push.head_after.is_none(), "{push:?}");
     fsck_strict(&h, &id);
 }
 
