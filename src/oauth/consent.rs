@@ -679,7 +679,9 @@ fn page(status: StatusCode, title: &str, body: &str, redirect_to: Option<&str>) 
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: under it browsers send `Origin: null` on the pages' own form
+        // posts, which the Origin check must then refuse.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -24,6 +24,20 @@ ensure_node_tools() {
     fi
 }
 
+# The TypeScript MCP SDK (its OAuth client) and Playwright's library, which drives the
+# distribution's Chromium (no browser download).
+ensure_oauth_tools() {
+    if [ ! -d "$TOOLS/oauth/node_modules/playwright-core" ] \
+        || [ ! -d "$TOOLS/oauth/node_modules/@modelcontextprotocol/sdk" ]; then
+        mkdir -p "$TOOLS/oauth"
+        (cd "$TOOLS/oauth" && npm install --silent --no-audit --no-fund \
+            @modelcontextprotocol/sdk@1.32.2 playwright-core@1.65.2 >/dev/null)
+    fi
+    CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
+    [ -n "$CHROMIUM" ] || { echo "chromium is not installed (apt-get install chromium)" >&2; return 1; }
+    export CHROMIUM
+}
+
 ensure_python_client() {
     if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c 'import mcp' 2>/dev/null; then
         python3 -m venv "$TOOLS/venv"

@@ -2,7 +2,8 @@
 # Drive the server with the real MCP clients people use:
 # - the MCP conformance suite (streamable HTTP, anonymous loopback sessions),
 # - the MCP Inspector CLI over streamable HTTP with a bearer token,
-# - the Python `mcp` client over the legacy HTTP+SSE transport with a bearer token.
+# - the Python `mcp` client over the legacy HTTP+SSE transport with a bearer token,
+# - OAuth sign-in end to end: the TypeScript SDK's OAuth client, Chromium and Playwright.
 # Usage: tests/clients/run.sh [path/to/scoped-repo-mcp]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -16,6 +17,7 @@ trap cleanup EXIT
 
 ensure_node_tools
 ensure_python_client
+ensure_oauth_tools
 
 DATA="$WORK/data"
 mkdir -p "$WORK/src"
@@ -59,5 +61,13 @@ echo "inspector: listed tools, read a file, was refused another repo"
 
 echo "== Python mcp client (legacy HTTP+SSE, bearer token)"
 "$PY" "$ROOT/tests/clients/legacy_sse_client.py" "http://$ADDR/sse" "$TOKEN" "$REPO" "$OTHER"
+kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+
+echo "== OAuth in a browser (Chromium driven by Playwright; the TypeScript SDK's OAuth client)"
+KEY="$("$BIN" --data-dir "$DATA" key create --name oauth-e2e 2>/dev/null)"
+start_http_server "$DATA" --oauth --oauth-allow-private-client-metadata
+# Bare imports resolve from the script's own folder: run a copy beside the packages.
+cp "$ROOT/tests/clients/oauth_browser.mjs" "$TOOLS/oauth/"
+node "$TOOLS/oauth/oauth_browser.mjs" "http://$ADDR/mcp" "$KEY" "$REPO" "$OTHER"
 kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 echo "clients: ok"

@@ -120,9 +120,11 @@ async fn consent(
     form.push(("paths", String::new()));
     form.push(("ttl", "3600".into()));
     form.push(("decision", "allow".into()));
+    // As a browser posts the page's form: with the page's own Origin.
     let resp = http()
         .post(format!("{}/oauth/authorize", base(server)))
         .header("cookie", cookie)
+        .header("origin", base(server))
         .form(&form)
         .send()
         .await
