@@ -105,10 +105,15 @@ impl LazyBar {
         });
         match p {
             ImportProgress::Scanning(n) => bar.set_message(format!("scanning: {n} files found")),
-            ImportProgress::Reading { done, total } => {
+            ImportProgress::Reading { done, total, .. } => {
                 bar.set_message("importing");
                 bar.set_length(total);
                 bar.set_position(done);
+            }
+            ImportProgress::Writing { total } => {
+                bar.set_message("writing git objects");
+                bar.set_length(total);
+                bar.set_position(0);
             }
             ImportProgress::Indexing { stage, done, total } => {
                 bar.set_message(stage);
@@ -159,6 +164,7 @@ pub fn repo(
                     let git = GitProgram::find((2, 32)).map_err(|why| {
                         ConfigError(format!("--from-git needs `git` (2.32 or later): {why}"))
                     })?;
+                    super::abandon_on_signal(store.root().to_path_buf());
                     let (row, outcome) = store
                         .create_from_history(metadata, |dir| {
                             source.fetch_into(&git, dir, &FetchLimits::default())
@@ -174,21 +180,14 @@ pub fn repo(
                 }
                 (Some(dir), None) => {
                     let bar = LazyBar::new();
+                    // Ctrl-C or SIGTERM mid-import removes the half-made repo at once.
+                    super::abandon_on_signal(store.root().to_path_buf());
                     let report =
                         store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
                     bar.finish();
                     let report = report?;
-                    writeln!(
-                        err,
-                        "imported {} file(s), {} bytes from {}; skipped {} binary, {} over the size limit, {} with unusable paths",
-                        report.files,
-                        report.bytes,
-                        dir.display(),
-                        report.skipped_binary,
-                        report.skipped_large,
-                        report.skipped_path
-                    )?;
-                    if !report.skipped.is_empty() {
+                    writeln!(err, "{} from {}", report.summary(), dir.display())?;
+                    if report.skipped_total() > 0 {
                         writeln!(
                             err,
                             "`scoped-repo-mcp repo skipped {}` lists the files left out, and why",

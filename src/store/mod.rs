@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState};
 pub use git::BRANCH_REF;
 pub use history::{FETCHED_REF, Joined, MergeSpec};
-pub use import::{ImportProgress, ImportReport};
+pub use import::{ImportProgress, ImportReport, SkipKind};
 pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
 pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
@@ -254,6 +254,34 @@ fn sweep_interrupted(repos: &Path) {
             let _ = std::fs::remove_file(lock_path(&entry.path()));
         }
     }
+}
+
+/// Held while a new repo's directory moves into place and its row is written.
+static COMMITTING: Mutex<()> = Mutex::new(());
+
+/// For a process about to exit on Ctrl-C or SIGTERM: wait for a repo being recorded to
+/// be whole, then remove the scratch and quarantine directories this very process made
+/// under `root` (named with its process id), so that an interrupted import leaves
+/// nothing behind at once rather than at the next start's sweep. The guard returned
+/// keeps any other repo from being recorded; exit while holding it.
+pub fn abandon_own_work(root: &Path) -> std::sync::MutexGuard<'static, ()> {
+    let guard = lock(&COMMITTING);
+    let repos = root.join("repos");
+    let pid = std::process::id();
+    let own = [
+        format!("{SCRATCH_PREFIX}{pid}-"),
+        format!("{}{pid}-", history::QUARANTINE_PREFIX),
+    ];
+    if let Ok(entries) = std::fs::read_dir(&repos) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if own.iter().any(|p| name.starts_with(p)) && !name.ends_with(".lock") {
+                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = std::fs::remove_file(lock_path(&entry.path()));
+            }
+        }
+    }
+    guard
 }
 
 /// The cap on libgit2's object cache (the commits and trees it has parsed) in this
@@ -526,16 +554,16 @@ impl Store {
         files: &[(RepoPath, String)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         self.check_files(files)?;
-        self.create_repo_unbounded(metadata, files)
+        self.create_repo_unbounded(RepoId::new_random(), metadata, files)
     }
 
-    /// Create a repo with no limit on the number or total size of files (imports).
+    /// Create repo `id` with no limit on the number or total size of files (imports).
     fn create_repo_unbounded(
         &self,
+        id: RepoId,
         metadata: BTreeMap<String, String>,
         files: &[(RepoPath, String)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
-        let id = RepoId::new_random();
         // Build in a scratch directory and rename into place, so a crash never leaves a
         // half-made repo under a real ID.
         let scratch = self
@@ -580,6 +608,9 @@ impl Store {
         scratch: &Path,
         metadata: BTreeMap<String, String>,
     ) -> Result<RepoRow, StoreError> {
+        // A process stopping on a signal waits for this to end (see
+        // `abandon_own_work`), so it never leaves a directory in place without its row.
+        let _committing = lock(&COMMITTING);
         let dir = self.git_dir(&id);
         std::fs::rename(scratch, &dir)?;
         let now = unix_now();
