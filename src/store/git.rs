@@ -272,7 +272,10 @@ pub(crate) fn fill_index(
             )));
         }
         check_free_for_file(index, path)?;
-        let id = repo.blob(content.as_bytes()).map_err(git_err)?;
+        let id = {
+            let _step = super::scratch_step();
+            repo.blob(content.as_bytes()).map_err(git_err)?
+        };
         add_blob(index, path.as_str(), id, MODE_FILE, content.len())?;
     }
     Ok(())

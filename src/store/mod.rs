@@ -256,16 +256,24 @@ fn sweep_interrupted(repos: &Path) {
     }
 }
 
-/// Held while a new repo's directory moves into place and its row is written.
-static COMMITTING: Mutex<()> = Mutex::new(());
+/// Taken (shared) for each step that writes into a scratch directory, and while a new
+/// repo's directory moves into place and its row is written; taken (exclusive) by a
+/// process about to exit on a signal, which then never lets go: no write lands in a
+/// scratch directory after it is removed, and no repo is half recorded.
+static SCRATCH_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Leave to write one step into a scratch directory, or to record a new repo.
+pub(crate) fn scratch_step() -> std::sync::RwLockReadGuard<'static, ()> {
+    SCRATCH_GATE.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// For a process about to exit on Ctrl-C or SIGTERM: wait for a repo being recorded to
 /// be whole, then remove the scratch and quarantine directories this very process made
 /// under `root` (named with its process id), so that an interrupted import leaves
 /// nothing behind at once rather than at the next start's sweep. The guard returned
 /// keeps any other repo from being recorded; exit while holding it.
-pub fn abandon_own_work(root: &Path) -> std::sync::MutexGuard<'static, ()> {
-    let guard = lock(&COMMITTING);
+pub fn abandon_own_work(root: &Path) -> std::sync::RwLockWriteGuard<'static, ()> {
+    let guard = SCRATCH_GATE.write().unwrap_or_else(|p| p.into_inner());
     let repos = root.join("repos");
     let pid = std::process::id();
     let own = [
@@ -574,9 +582,14 @@ impl Store {
         // other processes leaves it alone meanwhile.
         let _work = WorkLock::take(&scratch)?;
         let outcome = (|| {
-            let repo = git::init_bare(&scratch)?;
+            let repo = {
+                let _step = scratch_step();
+                git::init_bare(&scratch)?
+            };
             let mut index = git2::Index::new().map_err(git::git_err)?;
+            // Step by step, blob by blob (see `scratch_step`).
             git::fill_index(&repo, &mut index, files)?;
+            let _step = scratch_step();
             let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
             let tree = repo.find_tree(tree_id).map_err(git::git_err)?;
             let changed = git::changed_paths(&repo, None, &tree)?;
@@ -610,7 +623,7 @@ impl Store {
     ) -> Result<RepoRow, StoreError> {
         // A process stopping on a signal waits for this to end (see
         // `abandon_own_work`), so it never leaves a directory in place without its row.
-        let _committing = lock(&COMMITTING);
+        let _committing = scratch_step();
         let dir = self.git_dir(&id);
         std::fs::rename(scratch, &dir)?;
         let now = unix_now();

@@ -14,6 +14,7 @@ mod fine_tokens;
 mod git_http;
 mod git_source;
 mod http;
+mod imports;
 mod in_process;
 mod limits;
 mod progress;

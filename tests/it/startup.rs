@@ -167,7 +167,7 @@ fn admin_cli_imports_a_directory_honouring_gitignore_and_skipping_binaries() {
         vec![".gitignore", "src/lib.rs"]
     );
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("skipped 1 binary"), "{stderr}");
+    assert!(stderr.contains("skipped 1: 1 binary"), "{stderr}");
     assert!(
         stderr.contains("\"mcpServers\""),
         "prints a client config: {stderr}"
@@ -215,8 +215,7 @@ async fn import_flag_imports_once_and_reuses_the_repo_afterwards() {
     std::fs::write(src.path().join("main.py"), "print('hi')\n").unwrap();
     let dir = src.path().to_str().unwrap().to_string();
     let first = h.client(&["--import", &dir]).await;
-    let out =
-        crate::common::ok(&crate::common::call(&first, "list_repos", serde_json::json!({})).await);
+    let out = crate::common::list_repos_imported(&first).await;
     let id = out["repos"][0]["repo_id"].as_str().unwrap().to_string();
     crate::common::ok(
         &crate::common::call(
