@@ -186,7 +186,7 @@ pub fn repo(
                         store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
                     bar.finish();
                     let report = report?;
-                    writeln!(err, "{} from {}", report.summary(), dir.display())?;
+                    writeln!(err, "{}: {}", dir.display(), report.summary())?;
                     if report.skipped_total() > 0 {
                         writeln!(
                             err,

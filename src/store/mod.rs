@@ -271,8 +271,9 @@ pub(crate) fn scratch_step() -> std::sync::RwLockReadGuard<'static, ()> {
 /// be whole, then remove the scratch and quarantine directories this very process made
 /// under `root` (named with its process id), so that an interrupted import leaves
 /// nothing behind at once rather than at the next start's sweep. The guard returned
-/// keeps any other repo from being recorded; exit while holding it.
-pub fn abandon_own_work(root: &Path) -> std::sync::RwLockWriteGuard<'static, ()> {
+/// keeps any other repo from being recorded, and any write into a scratch directory
+/// from landing; exit while holding it. Also: how many directories were removed.
+pub fn abandon_own_work(root: &Path) -> (std::sync::RwLockWriteGuard<'static, ()>, usize) {
     let guard = SCRATCH_GATE.write().unwrap_or_else(|p| p.into_inner());
     let repos = root.join("repos");
     let pid = std::process::id();
@@ -280,16 +281,19 @@ pub fn abandon_own_work(root: &Path) -> std::sync::RwLockWriteGuard<'static, ()>
         format!("{SCRATCH_PREFIX}{pid}-"),
         format!("{}{pid}-", history::QUARANTINE_PREFIX),
     ];
+    let mut removed = 0;
     if let Ok(entries) = std::fs::read_dir(&repos) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if own.iter().any(|p| name.starts_with(p)) && !name.ends_with(".lock") {
-                let _ = std::fs::remove_dir_all(entry.path());
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    removed += 1;
+                }
                 let _ = std::fs::remove_file(lock_path(&entry.path()));
             }
         }
     }
-    guard
+    (guard, removed)
 }
 
 /// The cap on libgit2's object cache (the commits and trees it has parsed) in this
