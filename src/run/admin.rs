@@ -110,10 +110,10 @@ impl LazyBar {
                 bar.set_length(total);
                 bar.set_position(done);
             }
-            ImportProgress::Writing { total } => {
+            ImportProgress::Writing { done, total } => {
                 bar.set_message("writing git objects");
                 bar.set_length(total);
-                bar.set_position(0);
+                bar.set_position(done);
             }
             ImportProgress::Indexing { stage, done, total } => {
                 bar.set_message(stage);

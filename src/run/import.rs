@@ -118,8 +118,10 @@ fn progress_of(p: ImportProgress) -> Progress {
             bytes_done: bytes,
             bytes_total: total_bytes,
         },
-        ImportProgress::Writing { total } => Progress {
-            stage: format!("writing {total} files into the repo's git objects"),
+        ImportProgress::Writing { done, total } => Progress {
+            stage: "writing git objects".into(),
+            files_done: done,
+            files_total: total,
             ..Progress::default()
         },
         ImportProgress::Indexing { stage, done, total } => Progress {

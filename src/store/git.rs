@@ -264,8 +264,21 @@ pub(crate) fn fill_index(
     index: &mut Index,
     files: &[(RepoPath, String)],
 ) -> Result<(), StoreError> {
+    fill_index_with(repo, index, files, &|_| {})
+}
+
+/// [`fill_index`], calling `written` with the count of files written every 256.
+pub(crate) fn fill_index_with(
+    repo: &Repository,
+    index: &mut Index,
+    files: &[(RepoPath, String)],
+    written: &dyn Fn(usize),
+) -> Result<(), StoreError> {
     let mut seen = BTreeSet::new();
-    for (path, content) in files {
+    for (i, (path, content)) in files.iter().enumerate() {
+        if i % 256 == 0 {
+            written(i);
+        }
         if !seen.insert(path.as_str()) {
             return Err(StoreError::Invalid(format!(
                 "`{path}` appears twice in the file list"

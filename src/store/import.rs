@@ -26,8 +26,10 @@ pub enum ImportProgress {
         /// Bytes of all the files to read, as the walk measured them.
         total_bytes: u64,
     },
-    /// Writing the files into the new repo's git objects.
+    /// Writing the files into the new repo's git objects: done of total.
     Writing {
+        /// Files written.
+        done: u64,
         /// Files to write.
         total: u64,
     },
@@ -383,10 +385,13 @@ impl Store {
         }
         // An import is not an agent's update: its size is bounded by the per-file limit
         // only, so it goes through a store with the update limits lifted.
-        progress(ImportProgress::Writing {
-            total: files.len() as u64,
-        });
-        let (row, outcome) = self.create_repo_unbounded(id, metadata, &files)?;
+        let to_write = files.len() as u64;
+        let (row, outcome) = self.create_repo_unbounded(id, metadata, &files, &|done| {
+            progress(ImportProgress::Writing {
+                done: done as u64,
+                total: to_write,
+            })
+        })?;
         drop(files);
         if let Err(e) = self.db.record_skipped(&row.id, &report.skipped) {
             tracing::warn!(repo = %row.id, cause = %e, "the skipped files could not be recorded; reading one will not say why it is absent");

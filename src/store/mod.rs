@@ -566,15 +566,17 @@ impl Store {
         files: &[(RepoPath, String)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         self.check_files(files)?;
-        self.create_repo_unbounded(RepoId::new_random(), metadata, files)
+        self.create_repo_unbounded(RepoId::new_random(), metadata, files, &|_| {})
     }
 
-    /// Create repo `id` with no limit on the number or total size of files (imports).
+    /// Create repo `id` with no limit on the number or total size of files (imports),
+    /// calling `written` with the count of files written as they are.
     fn create_repo_unbounded(
         &self,
         id: RepoId,
         metadata: BTreeMap<String, String>,
         files: &[(RepoPath, String)],
+        written: &dyn Fn(usize),
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         // Build in a scratch directory and rename into place, so a crash never leaves a
         // half-made repo under a real ID.
@@ -592,7 +594,7 @@ impl Store {
             };
             let mut index = git2::Index::new().map_err(git::git_err)?;
             // Step by step, blob by blob (see `scratch_step`).
-            git::fill_index(&repo, &mut index, files)?;
+            git::fill_index_with(&repo, &mut index, files, written)?;
             let _step = scratch_step();
             let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
             let tree = repo.find_tree(tree_id).map_err(git::git_err)?;
