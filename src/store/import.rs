@@ -117,22 +117,25 @@ impl ImportReport {
 
     /// The one-line summary of what the import took and left out, by reason.
     pub fn summary(&self) -> String {
-        let mut s = format!("imported {} file(s), {} bytes", self.files, self.bytes);
+        format!(
+            "imported {} file(s), {} bytes; {}",
+            self.files,
+            self.bytes,
+            self.skipped_summary()
+        )
+    }
+
+    /// `skipped N: n <reason>, …`, or `skipped none`.
+    fn skipped_summary(&self) -> String {
         if self.skipped_by.is_empty() {
-            s.push_str("; skipped none");
-        } else {
-            let reasons: Vec<String> = self
-                .skipped_by
-                .iter()
-                .map(|(kind, n)| format!("{n} {}", kind.describe()))
-                .collect();
-            s.push_str(&format!(
-                "; skipped {}: {}",
-                self.skipped_total(),
-                reasons.join(", ")
-            ));
+            return "skipped none".into();
         }
-        s
+        let reasons: Vec<String> = self
+            .skipped_by
+            .iter()
+            .map(|(kind, n)| format!("{n} {}", kind.describe()))
+            .collect();
+        format!("skipped {}: {}", self.skipped_total(), reasons.join(", "))
     }
 
     fn skip(&mut self, path: &Path, kind: SkipKind, reason: &str) {
