@@ -41,7 +41,9 @@
 //! - [`origin`]: the `Host` and `Origin` allow lists of both HTTP servers.
 //!
 //! Surfaces:
-//! - [`server`]: the MCP server and its tools, one file per tool group.
+//! - [`server`]: the MCP server and its tools, one file per tool group, and
+//!   [`server::importing`]: repos whose first import still runs in the background, which
+//!   calls naming them wait for (bounded) and `list_repos` shows as importing.
 //! - [`relace`]: the Relace API client, and the backend and authority that route tools
 //!   and credentials through it.
 //! - [`oauth`]: the embedded OAuth 2.1 authorization server of `serve --oauth`: its
@@ -60,9 +62,10 @@
 //!   validated from it (every bad setting fails there with a fix-it sentence), and the
 //!   factory of `serve`'s backend; [`run::serve`]: start-up of `serve` (the scope from
 //!   flags and credential, then the transport), with [`run::import`], the work-tree
-//!   import of `--import`; [`run::api`]: start-up of `api`; [`run::admin`]: the `repo`,
-//!   `token`, `key` and `audit` commands; [`run::git_env`]: `git-env`, the git settings
-//!   that send the hosted service's git URLs to `api`.
+//!   import of `--import` (a first one run on its own thread, reporting on stderr);
+//!   [`run::api`]: start-up of `api`; [`run::admin`]: the `repo`, `token`, `key` and
+//!   `audit` commands; [`run::git_env`]: `git-env`, the git settings that send the
+//!   hosted service's git URLs to `api`.
 #![deny(missing_docs)]
 
 pub mod api;

@@ -121,8 +121,13 @@ impl LazyBar {
         });
         match p {
             ImportProgress::Scanning(n) => bar.set_message(format!("scanning: {n} files found")),
-            ImportProgress::Reading { done, total } => {
+            ImportProgress::Reading { done, total, .. } => {
                 bar.set_message("importing");
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            ImportProgress::Writing { done, total } => {
+                bar.set_message("writing git objects");
                 bar.set_length(total);
                 bar.set_position(done);
             }
@@ -200,6 +205,7 @@ pub fn repo(
                     let git = GitProgram::find((2, 32)).map_err(|why| {
                         ConfigError(format!("--from-git needs `git` (2.32 or later): {why}"))
                     })?;
+                    super::abandon_on_signal(store.root().to_path_buf());
                     let (row, outcome) = store
                         .create_from_history(metadata, |dir| {
                             source.fetch_into(&git, dir, &FetchLimits::default())
@@ -218,21 +224,14 @@ pub fn repo(
                 }
                 (Some(dir), None) => {
                     let bar = LazyBar::new();
+                    // Ctrl-C or SIGTERM mid-import removes the half-made repo at once.
+                    super::abandon_on_signal(store.root().to_path_buf());
                     let report =
                         store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
                     bar.finish();
                     let report = report?;
-                    writeln!(
-                        err,
-                        "imported {} file(s) ({} binary), {} bytes from {}; skipped {} over the size limit, {} with unusable paths",
-                        report.files,
-                        report.binary,
-                        report.bytes,
-                        dir.display(),
-                        report.skipped_large,
-                        report.skipped_path
-                    )?;
-                    if !report.skipped.is_empty() {
+                    writeln!(err, "{}: {}", dir.display(), report.summary())?;
+                    if report.skipped_total() > 0 {
                         writeln!(
                             err,
                             "`scoped-repo-mcp repo skipped {}` lists the files left out, and why",

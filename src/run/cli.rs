@@ -232,6 +232,16 @@ pub struct ServeArgs {
     /// `.gitignore`, `.ignore` or git's exclude files.
     #[arg(long, requires = "import")]
     pub no_ignore: bool,
+    /// With --import, on the first import (which runs in the background): how long a
+    /// tool call on the repo waits for the import before it answers how far it has got
+    /// (e.g. 30s, 2m; at most 10m).
+    #[arg(
+        long,
+        env = "SCOPED_REPO_IMPORT_WAIT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub import_wait: String,
     /// Offer only the read tools (no update, no token minting or revoking).
     #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
     pub read_only: bool,

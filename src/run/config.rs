@@ -256,6 +256,8 @@ pub struct ServeConfig {
     pub import: Option<PathBuf>,
     /// Import without reading ignore files.
     pub no_ignore: bool,
+    /// How long a tool call waits for a background import of its repo.
+    pub import_wait: Duration,
     /// Offer only read tools.
     pub read_only: bool,
     /// Cap on minted tokens' lifetime.
@@ -383,6 +385,16 @@ impl ServeConfig {
             repos: parse_repo_ids("--repo / SCOPED_REPO_IDS", &args.repos)?,
             import: args.import.clone(),
             no_ignore: args.no_ignore,
+            import_wait: {
+                let wait = parse_duration("--import-wait", &args.import_wait)?;
+                if wait > Duration::from_secs(600) {
+                    return Err(ConfigError(
+                        "--import-wait is at most 10m: MCP clients give up on calls far sooner"
+                            .into(),
+                    ));
+                }
+                wait
+            },
             read_only: args.read_only,
             max_token_ttl,
             api_key,

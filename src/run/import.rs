@@ -3,12 +3,15 @@
 //! directory's new commits merged into the repo's `main`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use crate::git_source::{FetchLimits, GitProgram, GitSource, SourceError};
 use crate::model::RepoId;
 use crate::run::config::ConfigError;
-use crate::store::{MergeSpec, Store, StoreError};
+use crate::server::importing::{ImportHandle, ImportState, Progress};
+use crate::store::{ImportProgress, MergeSpec, Store, StoreError};
 
 /// The metadata key that versions before the `imports` table used to record which
 /// directory a repo was imported from. Any repo token could write it, so it no longer
@@ -16,15 +19,40 @@ use crate::store::{MergeSpec, Store, StoreError};
 /// `--import` with a sentence saying how to adopt it.
 pub const LEGACY_IMPORTED_FROM: &str = "imported_from";
 
+/// What `--import DIR` serves, as known before anything is imported.
+pub enum Planned {
+    /// The repo linked to DIR (its new commits merged already).
+    Linked(RepoId),
+    /// A first import, under an ID chosen now; it runs with [`FreshImport::run`].
+    Fresh(FreshImport),
+}
+
+/// A first import of a directory, not yet run: the repo's ID is known, the repo is not.
+pub struct FreshImport {
+    /// The ID the repo will have.
+    pub id: RepoId,
+    /// The directory, absolute.
+    pub dir: PathBuf,
+    metadata: BTreeMap<String, String>,
+    no_ignore: bool,
+}
+
 /// The repo `--import DIR` serves: the one linked to DIR in the store's `imports`
-/// table (written only by the operator's own commands), or a new import linked there.
-pub fn import_or_reuse(store: &Store, dir: &Path, no_ignore: bool) -> Result<RepoId, ConfigError> {
+/// table (written only by the operator's own commands), or a new import to be linked
+/// there, planned but not run.
+pub fn plan(store: &Store, dir: &Path, no_ignore: bool) -> Result<Planned, ConfigError> {
     let abs = dir.canonicalize().map_err(|e| {
         ConfigError(format!(
             "--import {}: {e}; give an existing directory",
             dir.display()
         ))
     })?;
+    if !abs.is_dir() {
+        return Err(ConfigError(format!(
+            "--import {}: not a directory; give a directory",
+            dir.display()
+        )));
+    }
     let key = abs.display().to_string();
     let linked = store
         .imports_of(&key)
@@ -35,7 +63,7 @@ pub fn import_or_reuse(store: &Store, dir: &Path, no_ignore: bool) -> Result<Rep
             if let Some(dir_head) = work_tree_head(&abs) {
                 merge_work_tree(store, one, &abs, dir_head);
             }
-            return Ok(*one);
+            return Ok(Planned::Linked(*one));
         }
         [] => {}
         many => {
@@ -63,43 +91,141 @@ pub fn import_or_reuse(store: &Store, dir: &Path, no_ignore: bool) -> Result<Rep
     if let Some(name) = abs.file_name().and_then(|n| n.to_str()) {
         metadata.insert("name".to_string(), name.to_string());
     }
-    if work_tree_head(&abs).is_some() {
-        match import_history(store, &abs, metadata.clone()) {
-            Ok((id, files)) => {
-                store.link_import(&id, &key).map_err(|e| {
-                    ConfigError(format!("--import {key}: imported, but not linked: {e}"))
-                })?;
-                tracing::info!(repo = %id, files, dir = %key, "imported the directory's git history");
-                return Ok(id);
-            }
-            Err(e) => {
-                tracing::warn!(
-                    dir = %key,
-                    cause = %e,
-                    "the directory's git history cannot be imported; importing its files as a snapshot instead (without history; later start-ups will not merge its new commits)"
+    Ok(Planned::Fresh(FreshImport {
+        id: RepoId::new_random(),
+        dir: abs,
+        metadata,
+        no_ignore,
+    }))
+}
+
+fn progress_of(p: ImportProgress) -> Progress {
+    match p {
+        ImportProgress::Scanning(found) => Progress {
+            stage: "scanning".into(),
+            files_done: found,
+            ..Progress::default()
+        },
+        ImportProgress::Reading {
+            done,
+            total,
+            bytes,
+            total_bytes,
+        } => Progress {
+            stage: "reading".into(),
+            files_done: done,
+            files_total: total,
+            bytes_done: bytes,
+            bytes_total: total_bytes,
+        },
+        ImportProgress::Writing { done, total } => Progress {
+            stage: "writing git objects".into(),
+            files_done: done,
+            files_total: total,
+            ..Progress::default()
+        },
+        ImportProgress::Indexing { stage, done, total } => Progress {
+            stage: stage.into(),
+            files_done: done,
+            files_total: total,
+            ..Progress::default()
+        },
+    }
+}
+
+impl FreshImport {
+    /// Run the import, link the repo to the directory, and say how it went on stderr
+    /// and through `handle` (progress as it goes, then done or the cause of failure).
+    pub fn run(self, store: &Store, handle: &ImportHandle) {
+        let key = self.dir.display().to_string();
+        let started = Instant::now();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let outcome = std::thread::scope(|scope| {
+            // A line a second on stderr, whatever the log filter, from the latest
+            // progress: steady even through stages that report none.
+            let key = &key;
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    if let ImportState::Running(p) = handle.state() {
+                        eprintln!(
+                            "scoped-repo-mcp: importing {key} ({:.0} s): {}",
+                            started.elapsed().as_secs_f64(),
+                            p.describe()
+                        );
+                    }
+                }
+            });
+            let outcome = self.import(store, &|p| handle.progress(p));
+            drop(stop);
+            outcome
+        });
+        match outcome {
+            Ok(summary) => {
+                eprintln!(
+                    "scoped-repo-mcp: imported {key} into repo {} in {:.1} s: {summary}",
+                    self.id,
+                    started.elapsed().as_secs_f64()
                 );
+                handle.done();
+            }
+            Err(cause) => {
+                eprintln!("scoped-repo-mcp: the import of {key} failed: {cause}");
+                tracing::error!(dir = %key, repo = %self.id, cause = %cause, "the import failed");
+                handle.failed(cause);
             }
         }
     }
-    let report = store
-        .import_dir_with(&abs, metadata, &|_| {}, !no_ignore)
-        .map_err(|e| ConfigError(format!("--import {key}: {e}")))?;
-    store
-        .link_import(&report.repo_id, &key)
-        .map_err(|e| ConfigError(format!("--import {key}: imported, but not linked: {e}")))?;
-    tracing::info!(repo = %report.repo_id, files = report.files, dir = %key, "imported directory");
-    let skipped = report.skipped_binary + report.skipped_large + report.skipped_path;
-    if skipped > 0 {
-        tracing::warn!(
-            repo = %report.repo_id,
-            "the import left out {skipped} file(s): {} binary or not UTF-8, {} over the size limit, {} with unusable paths; `scoped-repo-mcp repo skipped {}` lists them, and reading one says why it is absent",
-            report.skipped_binary,
-            report.skipped_large,
-            report.skipped_path,
-            report.repo_id
-        );
+
+    /// The import itself: its summary line, or why it failed.
+    fn import(&self, store: &Store, report: &dyn Fn(Progress)) -> Result<String, String> {
+        let key = self.dir.display().to_string();
+        let abs = &self.dir;
+        if work_tree_head(abs).is_some() {
+            report(Progress {
+                stage: "fetching git history".into(),
+                ..Progress::default()
+            });
+            match import_history(store, self.id, abs, self.metadata.clone()) {
+                Ok(files) => {
+                    store
+                        .link_import(&self.id, &key)
+                        .map_err(|e| format!("imported, but not linked: {e}"))?;
+                    return Ok(format!(
+                        "{files} file(s) at the head of its checked-out branch, with its history (committed files only)"
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        dir = %key,
+                        cause = %e,
+                        "the directory's git history cannot be imported; importing its files as a snapshot instead (without history; later start-ups will not merge its new commits)"
+                    );
+                }
+            }
+        }
+        let imported = store
+            .import_dir_as(
+                self.id,
+                abs,
+                self.metadata.clone(),
+                &|p| report(progress_of(p)),
+                !self.no_ignore,
+            )
+            .map_err(|e| e.to_string())?;
+        store
+            .link_import(&imported.repo_id, &key)
+            .map_err(|e| format!("imported, but not linked: {e}"))?;
+        let mut summary = imported.summary();
+        if imported.skipped_total() > 0 {
+            summary.push_str(&format!(
+                "; `scoped-repo-mcp repo skipped {}` lists the files left out, and reading one says why it is absent",
+                imported.repo_id
+            ));
+        }
+        Ok(summary)
     }
-    Ok(report.repo_id)
 }
 
 /// The commit checked out in `dir` when `dir` is the top of a git work tree whose HEAD
@@ -113,19 +239,20 @@ fn work_tree_head(dir: &Path) -> Option<git2::Oid> {
     repo.head().ok()?.peel_to_commit().ok().map(|c| c.id())
 }
 
-/// Make a repo from the history of the branch checked out in the work tree `dir`:
-/// its ID and how many files its head holds.
+/// Make repo `id` from the history of the branch checked out in the work tree `dir`:
+/// how many files its head holds.
 fn import_history(
     store: &Store,
+    id: RepoId,
     dir: &Path,
     metadata: BTreeMap<String, String>,
-) -> Result<(RepoId, usize), SourceError> {
+) -> Result<usize, SourceError> {
     let git = GitProgram::find((2, 32)).map_err(SourceError::Fetch)?;
     let source = GitSource::local(dir, None)?;
-    let (row, outcome) = store.create_from_history(metadata, |q| {
+    let (_, outcome) = store.create_from_history_as(id, metadata, |q| {
         source.fetch_into(&git, q, &FetchLimits::default())
     })?;
-    Ok((row.id, outcome.changed_files.len()))
+    Ok(outcome.changed_files.len())
 }
 
 /// How a repo's history stands to the work tree it was imported from.

@@ -109,6 +109,38 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// From now on, Ctrl-C or SIGTERM ends the process after removing what it was making in
+/// the store at `data_dir` (an import's scratch directory, a fetch's quarantine), so an
+/// interrupted import leaves nothing behind; status 130. For commands that do not stop
+/// gracefully on their own.
+pub fn abandon_on_signal(data_dir: std::path::PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("interrupt".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(shutdown_signal());
+            abandon_and_exit(&data_dir);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(cause = %e, "no thread to watch for Ctrl-C; an interrupted import is cleaned up at the next start");
+    }
+}
+
+/// Remove what this process was making in the store at `data_dir`, say so, and exit
+/// with status 130 (interrupted).
+pub fn abandon_and_exit(data_dir: &std::path::Path) -> ! {
+    let _held = crate::store::abandon_own_work(data_dir);
+    eprintln!(
+        "scoped-repo-mcp: interrupted; the import under way was abandoned and its partial files removed"
+    );
+    std::process::exit(130)
+}
+
 /// git's pre-receive hook inside a push through `api`: the ref updates on stdin, a
 /// refusal to stderr (git relays it to the pusher). `false`: the push is refused.
 pub fn git_pre_receive() -> Result<bool, StartError> {

@@ -12,23 +12,40 @@ use crate::http::Resolver;
 use crate::model::RepoId;
 use crate::relace::RelaceBackend;
 use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
+use crate::run::import::{FreshImport, Planned};
 use crate::run::{StartError, runtime, shutdown_signal};
 use crate::scope::Scope;
+use crate::server::importing::Imports;
 use crate::server::{RepoServer, ServerSettings};
 use crate::store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
-/// The operator's repo set: `--repo` plus the `--import` directory, each checked to
-/// exist in the store.
-pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>, ConfigError> {
+/// The operator's repo set: `--repo` plus the `--import` directory's repo, each checked
+/// to exist in the store; and the first import of that directory, when it is one, yet
+/// to run (its repo is in the set under the ID it will have).
+pub fn operator_repos(
+    config: &ServeConfig,
+    store: &Store,
+) -> Result<(Vec<RepoId>, Option<FreshImport>), ConfigError> {
     let mut repos = config.repos.clone();
+    let mut fresh = None;
     if let Some(dir) = &config.import {
-        let id = super::import::import_or_reuse(store, dir, config.no_ignore)?;
+        let id = match super::import::plan(store, dir, config.no_ignore)? {
+            Planned::Linked(id) => id,
+            Planned::Fresh(f) => {
+                let id = f.id;
+                fresh = Some(f);
+                id
+            }
+        };
         if !repos.contains(&id) {
             repos.push(id);
         }
     }
     for id in &repos {
+        if fresh.as_ref().is_some_and(|f| f.id == *id) {
+            continue;
+        }
         match store.repo_row(id) {
             Ok(_) => {}
             Err(StoreError::RepoNotFound(_)) => {
@@ -48,7 +65,55 @@ pub fn operator_repos(config: &ServeConfig, store: &Store) -> Result<Vec<RepoId>
             }
         }
     }
-    Ok(repos)
+    Ok((repos, fresh))
+}
+
+/// A first import running on its own thread while the server answers.
+pub struct BackgroundImport {
+    thread: std::thread::JoinHandle<()>,
+    dir: String,
+}
+
+impl BackgroundImport {
+    /// Start `fresh` on its own thread, known to the server through `imports`.
+    fn start(
+        fresh: FreshImport,
+        store: Arc<Store>,
+        imports: &Imports,
+    ) -> Result<Self, ConfigError> {
+        let dir = fresh.dir.display().to_string();
+        let name = fresh
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.clone());
+        let handle = imports.begin(fresh.id, name);
+        eprintln!(
+            "scoped-repo-mcp: importing {dir} into repo {} in the background; tool calls on it wait for it (up to {} each), list_repos shows it as importing",
+            fresh.id,
+            humantime::format_duration(imports.wait())
+        );
+        let thread = std::thread::Builder::new()
+            .name("import".into())
+            .spawn(move || fresh.run(&store, &handle))
+            .map_err(|e| ConfigError(format!("cannot start the import of {dir}: {e}")))?;
+        Ok(Self { thread, dir })
+    }
+
+    fn running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
+    /// Let the import finish (the client left, but the work is worth keeping).
+    async fn finish(self) {
+        if self.running() {
+            eprintln!(
+                "scoped-repo-mcp: the client left; finishing the import of {} so the next start serves it (Ctrl-C abandons it)",
+                self.dir
+            );
+        }
+        let _ = tokio::task::spawn_blocking(move || self.thread.join()).await;
+    }
 }
 
 /// The start-up refusal of the credential in `RELACE_API_KEY`, with where it was
@@ -92,9 +157,12 @@ async fn stdio_scope(
     Ok(scope)
 }
 
-/// Work out the session's scope from the operator's flags and the credential.
-async fn local_scope(config: &ServeConfig, backend: &LocalBackend) -> Result<Scope, ConfigError> {
-    let repos = operator_repos(config, backend.store())?;
+/// Work out the session's scope from the operator's repos and the credential.
+async fn local_scope(
+    config: &ServeConfig,
+    backend: &LocalBackend,
+    repos: Vec<RepoId>,
+) -> Result<Scope, ConfigError> {
     let place = format!("in the store at {}", config.data_dir.display());
     stdio_scope(backend, config, repos, &place, &|| {
         "mint a new one with `scoped-repo-mcp token create`".to_string()
@@ -191,23 +259,46 @@ fn local_store_knows(config: &ServeConfig) -> bool {
         .is_ok_and(|(state, _)| state != crate::store::TokenState::Unknown)
 }
 
-/// Build the server `serve` runs over stdio, on the configured backend.
-pub async fn build_server(config: &ServeConfig) -> Result<RepoServer, ConfigError> {
-    let (backend, scope): (Arc<dyn Backend>, Scope) = match config.open_backend()? {
+/// Build the server `serve` runs over stdio, on the configured backend, with the first
+/// import of `--import`'s directory started in the background when it is one.
+pub async fn build_server(
+    config: &ServeConfig,
+) -> Result<(RepoServer, Option<BackgroundImport>), ConfigError> {
+    let imports = Imports::new(config.import_wait);
+    let (backend, scope, background): (Arc<dyn Backend>, Scope, _) = match config.open_backend()? {
         ServeBackend::Local(backend) => {
-            let scope = local_scope(config, &backend).await?;
-            warm_line_indexes(backend.store().clone(), scope.repos().copied().collect());
-            (Arc::new(backend), scope)
+            let (repos, fresh) = operator_repos(config, backend.store())?;
+            let scope = local_scope(config, &backend, repos).await?;
+            let fresh_id = fresh.as_ref().map(|f| f.id);
+            warm_line_indexes(
+                backend.store().clone(),
+                scope
+                    .repos()
+                    .copied()
+                    .filter(|id| Some(*id) != fresh_id)
+                    .collect(),
+            );
+            let background = match fresh {
+                Some(f) => Some(BackgroundImport::start(
+                    f,
+                    backend.store().clone(),
+                    &imports,
+                )?),
+                None => None,
+            };
+            (Arc::new(backend), scope, background)
         }
         ServeBackend::Relace { backend, .. } => {
             let scope = relace_scope(config, &backend).await?;
             tracing::info!(base = %config.base_url, "routing tools through the Relace API");
-            (Arc::new(backend), scope)
+            (Arc::new(backend), scope, None)
         }
     };
-    Ok(RepoServer::new(backend, scope, settings(config))
+    let server = RepoServer::new(backend, scope, settings(config))
         .with_audit(recorder(config, AuditSurface::Stdio))
-        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit)))
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit))
+        .with_imports(imports);
+    Ok((server, background))
 }
 
 /// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
@@ -216,8 +307,20 @@ pub fn run(config: &ServeConfig) -> Result<(), StartError> {
         if config.http.is_some() {
             run_http(config).await?;
         } else {
-            let server = build_server(config).await?;
-            run_stdio(server).await?;
+            let (server, background) = build_server(config).await?;
+            if background.is_some() {
+                // Ctrl-C or SIGTERM while the import runs: remove its partial files now.
+                let data_dir = config.data_dir.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    super::abandon_and_exit(&data_dir);
+                });
+            }
+            let served = run_stdio(server).await;
+            if let Some(background) = background {
+                background.finish().await;
+            }
+            served?;
         }
         Ok(())
     })
@@ -299,16 +402,26 @@ pub async fn serve_http(
         options.resource.authorization_servers.push(issuer.clone());
     }
     let mut local_store: Option<(Arc<crate::store::Store>, Vec<RepoId>)> = None;
+    let imports = Imports::new(config.import_wait);
+    let mut background = None;
     let (backend, resolver): (Arc<dyn Backend>, Arc<dyn crate::http::ScopeResolver>) =
         match config.open_backend()? {
             ServeBackend::Local(backend) => {
+                let (repos, fresh) = operator_repos(config, backend.store())?;
                 let bound = OperatorBound {
-                    repos: operator_repos(config, backend.store())?,
+                    repos,
                     read_only: config.read_only,
                     allow_anonymous: http.allow_anonymous,
                     resource: Some(options.resource.resource()),
                 };
                 local_store = Some((backend.store().clone(), bound.repos.clone()));
+                if let Some(f) = fresh {
+                    background = Some(BackgroundImport::start(
+                        f,
+                        backend.store().clone(),
+                        &imports,
+                    )?);
+                }
                 let resolver = Arc::new(Resolver::local(backend.clone(), bound));
                 (Arc::new(backend), resolver)
             }
@@ -331,7 +444,8 @@ pub async fn serve_http(
         };
     let server = RepoServer::per_request(backend, settings(config))
         .with_audit(recorder(config, AuditSurface::Http))
-        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit));
+        .with_rate_limit(crate::rate::RateLimiter::new(config.rate_limit))
+        .with_imports(imports);
     let trail = server.audit().trail().clone();
     let allow = options.allow.clone();
     let mut app = crate::http::router(server, resolver, options.clone(), lifecycle.clone());
@@ -367,6 +481,10 @@ pub async fn serve_http(
     .await
     .map_err(|e| ConfigError(format!("the HTTP server failed: {e}")));
     trail.flush();
+    if background.as_ref().is_some_and(BackgroundImport::running) {
+        // Stopped by Ctrl-C or SIGTERM mid-import: leave nothing of it behind.
+        super::abandon_and_exit(&config.data_dir);
+    }
     served
 }
 

@@ -8,6 +8,7 @@
 //! shown, and the instructions. Adding a tool touches its group's file (and the
 //! backends).
 
+pub mod importing;
 mod read_tools;
 mod resources;
 mod token_tools;
@@ -145,6 +146,8 @@ pub struct RepoServer {
     audit: crate::audit::Recorder,
     /// The per-credential rate limits every tool call is charged to.
     rate: Arc<crate::rate::RateLimiter>,
+    /// Repos in scope whose import is still running.
+    imports: importing::Imports,
 }
 
 /// Why a tool call did not succeed, before it becomes a tool error.
@@ -261,6 +264,7 @@ impl RepoServer {
             tool_router: router,
             audit: Default::default(),
             rate: Default::default(),
+            imports: Default::default(),
         }
     }
 
@@ -276,6 +280,7 @@ impl RepoServer {
             tool_router: Self::all_tools(),
             audit: Default::default(),
             rate: Default::default(),
+            imports: Default::default(),
         }
     }
 
@@ -301,6 +306,12 @@ impl RepoServer {
     /// This server charging every tool call to its credential's bucket in `rate`.
     pub fn with_rate_limit(self, rate: Arc<crate::rate::RateLimiter>) -> Self {
         Self { rate, ..self }
+    }
+
+    /// This server knowing of the imports in `imports`: calls naming one of their
+    /// repos wait for it, and `list_repos` shows them.
+    pub fn with_imports(self, imports: importing::Imports) -> Self {
+        Self { imports, ..self }
     }
 
     /// Where this server records its tool calls.
@@ -406,6 +417,28 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
+/// The repos a call's arguments name, in the fields its tool declares (`repo_id`,
+/// `repo_ids`); ill-formed IDs are left for the tool to refuse.
+fn named_repos(request: &CallToolRequestParams) -> Vec<RepoId> {
+    let (Some(fields), Some(args)) = (repo_fields(&request.name), request.arguments.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for field in fields {
+        match args.get(*field) {
+            Some(serde_json::Value::String(s)) => ids.extend(s.parse::<RepoId>().ok()),
+            Some(serde_json::Value::Array(items)) => ids.extend(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str()?.parse::<RepoId>().ok()),
+            ),
+            _ => {}
+        }
+    }
+    ids
+}
+
 fn instructions(scope: &Scope) -> String {
     let repos: Vec<String> = scope.repos().map(ToString::to_string).collect();
     let mut s = format!(
@@ -450,6 +483,20 @@ impl RepoServer {
                 right_of(&request.name)
             );
             crate::audit::note_refusal(&message);
+            return Ok(CallToolResponse::Complete(CallToolResult::error(vec![
+                ContentBlock::text(message),
+            ])));
+        }
+        let waiting: Vec<RepoId> = named_repos(&request)
+            .into_iter()
+            .filter(|id| self.scope.repos().any(|r| r == id) && self.imports.unfinished(id))
+            .collect();
+        if !waiting.is_empty()
+            && let Err(held) = self.imports.wait_for(&waiting, &context).await
+        {
+            let message = held.message();
+            crate::audit::note_refusal(&message);
+            tracing::info!(tool = %request.name, reason = %message, "tool call held by an import");
             return Ok(CallToolResponse::Complete(CallToolResult::error(vec![
                 ContentBlock::text(message),
             ])));

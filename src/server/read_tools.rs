@@ -47,6 +47,10 @@ fn short(head: &str) -> &str {
 pub struct ListReposOutput {
     /// Each repo this session may use.
     pub repos: Vec<RepoSummary>,
+    /// Repos in scope still being imported (or whose import failed): not usable yet;
+    /// a call naming one waits for its import, for a bounded time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub importing: Vec<super::importing::ImportingRepo>,
 }
 
 /// How `search_repo` matches.
@@ -368,9 +372,17 @@ impl RepoServer {
 impl RepoServer {
     async fn list_repos_impl(&self) -> ToolAnswer<ListReposOutput> {
         self.admit_all(&Self::LIST_REPOS, &[]).await?;
-        let ids: Vec<RepoId> = self.scope.repos().copied().collect();
+        let (importing, ids): (Vec<RepoId>, Vec<RepoId>) = self
+            .scope
+            .repos()
+            .copied()
+            .partition(|id| self.imports.unfinished(id));
         let repos = self.backend.list_repos(&ids).await?;
-        let mut text = format!("{} repo(s) in scope:", repos.len());
+        let importing: Vec<_> = importing
+            .iter()
+            .filter_map(|id| self.imports.listed(id))
+            .collect();
+        let mut text = format!("{} repo(s) in scope:", repos.len() + importing.len());
         for r in &repos {
             let meta: Vec<String> = r
                 .metadata
@@ -384,7 +396,16 @@ impl RepoServer {
                 meta.join(" ")
             ));
         }
-        Ok((ListReposOutput { repos }, text))
+        for r in &importing {
+            text.push_str(&format!(
+                "\n- {} {} name={}: {}",
+                r.repo_id,
+                r.state,
+                one_line(&r.name),
+                r.message
+            ));
+        }
+        Ok((ListReposOutput { repos, importing }, text))
     }
 
     async fn search_repo_impl(

@@ -58,6 +58,10 @@ pub(crate) async fn list(
     let mut page = Vec::new();
     let mut more = false;
     'repos: for id in server.scope.repos() {
+        // A repo still being imported has no files yet; it is listed once whole.
+        if server.imports.unfinished(id) {
+            continue;
+        }
         let files = server
             .backend
             .list_files(id)
@@ -117,6 +121,12 @@ pub(crate) async fn read(server: &RepoServer, uri: &str) -> Result<ReadResourceR
         .guard_repo(&RepoServer::READ_FILE, repo_id)
         .await
         .map_err(to_mcp)?;
+    if let Some(listed) = server.imports.listed(&id) {
+        return Err(McpError::invalid_params(
+            format!("repo {id} is not readable yet: {}", listed.message),
+            None,
+        ));
+    }
     let path = RepoPath::parse(path).map_err(|e| to_mcp(e.into()))?;
     let file = server.read_visible(&id, &path).await.map_err(|e| match e {
         ToolFailure::Backend(BackendError::NotFound(m)) => not_found(m),

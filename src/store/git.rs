@@ -279,8 +279,21 @@ pub(crate) fn fill_index<C: AsRef<[u8]>>(
     index: &mut Index,
     files: &[(RepoPath, C)],
 ) -> Result<(), StoreError> {
+    fill_index_with(repo, index, files, &|_| {})
+}
+
+/// [`fill_index`], calling `written` with the count of files written every 256.
+pub(crate) fn fill_index_with<C: AsRef<[u8]>>(
+    repo: &Repository,
+    index: &mut Index,
+    files: &[(RepoPath, C)],
+    written: &dyn Fn(usize),
+) -> Result<(), StoreError> {
     let mut seen = BTreeSet::new();
-    for (path, content) in files {
+    for (i, (path, content)) in files.iter().enumerate() {
+        if i % 256 == 0 {
+            written(i);
+        }
         if !seen.insert(path.as_str()) {
             return Err(StoreError::Invalid(format!(
                 "`{path}` appears twice in the file list"
@@ -288,7 +301,10 @@ pub(crate) fn fill_index<C: AsRef<[u8]>>(
         }
         check_free_for_file(index, path)?;
         let content = content.as_ref();
-        let id = repo.blob(content).map_err(git_err)?;
+        let id = {
+            let _step = super::scratch_step();
+            repo.blob(content).map_err(git_err)?
+        };
         add_blob(index, path.as_str(), id, MODE_FILE, content.len())?;
     }
     Ok(())

@@ -110,9 +110,19 @@ impl Store {
         metadata: BTreeMap<String, String>,
         fetch: impl FnOnce(&Path) -> Result<(), E>,
     ) -> Result<(RepoRow, UpdateOutcome), E> {
+        self.create_from_history_as(RepoId::new_random(), metadata, fetch)
+    }
+
+    /// [`Store::create_from_history`] under an ID chosen beforehand; the repo appears
+    /// under `id` only once whole.
+    pub fn create_from_history_as<E: From<StoreError>>(
+        &self,
+        id: RepoId,
+        metadata: BTreeMap<String, String>,
+        fetch: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(RepoRow, UpdateOutcome), E> {
         let q = self.quarantine(None)?;
         fetch(&q.path)?;
-        let id = RepoId::new_random();
         let outcome = (|| {
             let repo = Repository::open_bare(&q.path).map_err(git::git_err)?;
             let tip = fetched_tip(&repo)?;

@@ -16,11 +16,22 @@ use crate::paths::RepoPath;
 pub enum ImportProgress {
     /// Walking the directory; this many files found so far.
     Scanning(u64),
-    /// Reading files: done of total.
+    /// Reading files: done of total, in files and in bytes.
     Reading {
         /// Files read.
         done: u64,
         /// Files to read.
+        total: u64,
+        /// Bytes read (as the walk measured the files).
+        bytes: u64,
+        /// Bytes of all the files to read, as the walk measured them.
+        total_bytes: u64,
+    },
+    /// Writing the files into the new repo's git objects: done of total.
+    Writing {
+        /// Files written.
+        done: u64,
+        /// Files to write.
         total: u64,
     },
     /// Building the search index (on every core): done of total in `stage`.
@@ -60,13 +71,80 @@ pub struct ImportReport {
     /// found, lossily UTF-8). They are kept in the store, so that reading one later
     /// says why it is absent.
     pub skipped: Vec<(String, String)>,
+    /// How many entries were left out for each reason, every one counted (files an
+    /// ignore file excludes are not skipped: they are not part of the project).
+    pub skipped_by: BTreeMap<SkipKind, usize>,
+}
+
+/// Why an import left an entry out, for its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipKind {
+    /// Over the per-file size limit.
+    TooLarge,
+    /// Binary content.
+    Binary,
+    /// Text that is not UTF-8.
+    NotUtf8,
+    /// A path the store cannot hold (backslash, control characters, not UTF-8, …).
+    UnsafePath,
+    /// Replaced or removed between the walk and the read.
+    Changed,
+    /// A symbolic link: links are not followed.
+    Symlink,
+    /// The store's own data directory, inside the imported one.
+    DataDir,
+}
+
+impl SkipKind {
+    /// The reason as a summary line names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SkipKind::TooLarge => "over the size limit",
+            SkipKind::Binary => "binary",
+            SkipKind::NotUtf8 => "not UTF-8 text",
+            SkipKind::UnsafePath => "unsafe or unstorable path",
+            SkipKind::Changed => "changed or removed while importing",
+            SkipKind::Symlink => "symbolic link (not followed)",
+            SkipKind::DataDir => "the store's own data directory",
+        }
+    }
 }
 
 /// Skipped files an import keeps by name; past it only the counts.
 pub const MAX_SKIPPED_KEPT: usize = 10_000;
 
 impl ImportReport {
-    fn skip(&mut self, path: &Path, reason: &str) {
+    /// Entries left out, every reason counted.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped_by.values().sum()
+    }
+
+    /// The one-line summary of what the import took and left out, by reason.
+    pub fn summary(&self) -> String {
+        format!(
+            "imported {} file(s) ({} binary), {} bytes; {}",
+            self.files,
+            self.binary,
+            self.bytes,
+            self.skipped_summary()
+        )
+    }
+
+    /// `skipped N: n <reason>, …`, or `skipped none`.
+    fn skipped_summary(&self) -> String {
+        if self.skipped_by.is_empty() {
+            return "skipped none".into();
+        }
+        let reasons: Vec<String> = self
+            .skipped_by
+            .iter()
+            .map(|(kind, n)| format!("{n} {}", kind.describe()))
+            .collect();
+        format!("skipped {}: {}", self.skipped_total(), reasons.join(", "))
+    }
+
+    fn skip(&mut self, path: &Path, kind: SkipKind, reason: &str) {
+        *self.skipped_by.entry(kind).or_default() += 1;
         if self.skipped.len() < MAX_SKIPPED_KEPT {
             self.skipped
                 .push((path.to_string_lossy().into_owned(), reason.to_string()));
@@ -92,13 +170,11 @@ fn walker(dir: &Path, honour_ignore: bool) -> ignore::WalkBuilder {
 
 /// Why an import took no file, and what to do.
 fn nothing_to_import(dir: &Path, honour_ignore: bool, report: &ImportReport) -> String {
-    let skipped = report.skipped_binary + report.skipped_large + report.skipped_path;
-    if skipped > 0 {
+    if report.skipped_total() > 0 {
         return format!(
-            "`{}` has no file to import: {} over the size limit, {} with unusable paths",
+            "`{}` has no file to import: {}",
             dir.display(),
-            report.skipped_large,
-            report.skipped_path
+            report.summary()
         );
     }
     if honour_ignore {
@@ -156,45 +232,27 @@ impl Store {
         progress: &dyn Fn(ImportProgress),
         honour_ignore: bool,
     ) -> Result<ImportReport, StoreError> {
+        self.import_dir_as(RepoId::new_random(), dir, metadata, progress, honour_ignore)
+    }
+
+    /// [`Store::import_dir_with`] under an ID chosen beforehand (a server names it in
+    /// its scope before the import ends). The repo appears under `id` only once whole.
+    pub fn import_dir_as(
+        &self,
+        id: RepoId,
+        dir: &Path,
+        metadata: BTreeMap<String, String>,
+        progress: &dyn Fn(ImportProgress),
+        honour_ignore: bool,
+    ) -> Result<ImportReport, StoreError> {
         if !dir.is_dir() {
             return Err(StoreError::Invalid(format!(
                 "`{}` is not a directory",
                 dir.display()
             )));
         }
-        let mut candidates = Vec::new();
-        // Never walk into this store's own data directory (an import of a directory
-        // that holds it): reading `store.db` or its journal here would open and close
-        // descriptors of files this process's connection holds, which drops SQLite's
-        // locks (see `db::open_private`), and a store is not a project's source.
-        let own = DirId::of_path(self.root());
-        let mut walker = walker(dir, honour_ignore);
-        if let Some(own) = own {
-            walker.filter_entry(move |e| {
-                e.file_name() != ".git"
-                    && !(e.file_type().is_some_and(|t| t.is_dir())
-                        && e.metadata().ok().as_ref().and_then(DirId::of) == Some(own))
-            });
-        }
-        let walker = walker.build();
-        for entry in walker {
-            let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
-            if !entry.file_type().is_some_and(|t| t.is_file()) {
-                continue;
-            }
-            // The walk does not follow links, so this is the file itself; a file that
-            // vanished already is skipped when it is read.
-            let walked = entry.metadata().ok().map(|m| FileId::of(&m));
-            candidates.push((entry.into_path(), walked));
-            if candidates.len() % 1000 == 0 {
-                progress(ImportProgress::Scanning(candidates.len() as u64));
-            }
-        }
-        candidates.sort();
-        let total = candidates.len() as u64;
-        let limits = self.limits();
         let mut report = ImportReport {
-            repo_id: RepoId::new_random(),
+            repo_id: id,
             head: String::new(),
             files: 0,
             bytes: 0,
@@ -203,23 +261,80 @@ impl Store {
             skipped_large: 0,
             skipped_path: 0,
             skipped: Vec::new(),
+            skipped_by: BTreeMap::new(),
         };
+        let mut candidates = Vec::new();
+        // Never walk into this store's own data directory (an import of a directory
+        // that holds it): reading `store.db` or its journal here would open and close
+        // descriptors of files this process's connection holds, which drops SQLite's
+        // locks (see `db::open_private`), and a store is not a project's source.
+        let own = DirId::of_path(self.root());
+        let own_found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut walker = walker(dir, honour_ignore);
+        if let Some(own) = own {
+            let found = own_found.clone();
+            walker.filter_entry(move |e| {
+                let is_own = e.file_type().is_some_and(|t| t.is_dir())
+                    && e.metadata().ok().as_ref().and_then(DirId::of) == Some(own);
+                if is_own && let Ok(mut found) = found.lock() {
+                    found.push(e.path().to_path_buf());
+                }
+                e.file_name() != ".git" && !is_own
+            });
+        }
+        let walker = walker.build();
+        let mut total_bytes = 0u64;
+        for entry in walker {
+            let entry = entry.map_err(|e| StoreError::Io(e.to_string()))?;
+            if entry.file_type().is_some_and(|t| t.is_symlink()) {
+                let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+                report.skip(
+                    rel,
+                    SkipKind::Symlink,
+                    "a symbolic link (links are not followed)",
+                );
+                continue;
+            }
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                continue;
+            }
+            // The walk does not follow links, so this is the file itself; a file that
+            // vanished already is skipped when it is read.
+            let meta = entry.metadata().ok();
+            let walked = meta.as_ref().map(FileId::of);
+            total_bytes += meta.as_ref().map_or(0, |m| m.len());
+            candidates.push((entry.into_path(), walked, meta.map_or(0, |m| m.len())));
+            if candidates.len() % 1000 == 0 {
+                progress(ImportProgress::Scanning(candidates.len() as u64));
+            }
+        }
+        for path in own_found.lock().map(|f| f.clone()).unwrap_or_default() {
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+            report.skip(&rel, SkipKind::DataDir, "the store's own data directory");
+        }
+        candidates.sort();
+        let total = candidates.len() as u64;
+        let limits = self.limits();
         let mut reader = WalkedFileReader::new(dir)?;
         let mut files = Vec::new();
-        for (i, (path, walked)) in candidates.iter().enumerate() {
+        let mut bytes_done = 0u64;
+        for (i, (path, walked, len)) in candidates.iter().enumerate() {
             if i % 256 == 0 {
                 progress(ImportProgress::Reading {
                     done: i as u64,
                     total,
+                    bytes: bytes_done,
+                    total_bytes,
                 });
             }
+            bytes_done += len;
             let rel = path.strip_prefix(dir).unwrap_or(path);
             let parts: Option<Vec<&str>> =
                 rel.components().map(|c| c.as_os_str().to_str()).collect();
             let Some(repo_path) = parts.and_then(|parts| RepoPath::parse(&parts.join("/")).ok())
             else {
                 report.skipped_path += 1;
-                report.skip(rel, "its path cannot be stored");
+                report.skip(rel, SkipKind::UnsafePath, "its path cannot be stored");
                 continue;
             };
             let read = match walked {
@@ -234,6 +349,7 @@ impl Store {
                     report.skipped_large += 1;
                     report.skip(
                         rel,
+                        SkipKind::TooLarge,
                         &format!("over the limit of {} bytes a file", limits.max_file_bytes),
                     );
                     continue;
@@ -241,7 +357,11 @@ impl Store {
                 WalkedFile::Changed => {
                     tracing::warn!(path = ?path, "skipped: no longer the regular file the walk found (replaced or removed while importing)");
                     report.skipped_path += 1;
-                    report.skip(rel, "it changed while the import read it");
+                    report.skip(
+                        rel,
+                        SkipKind::Changed,
+                        "it changed while the import read it",
+                    );
                     continue;
                 }
             };
@@ -251,7 +371,12 @@ impl Store {
             report.bytes += bytes.len() as u64;
             files.push((repo_path, bytes));
         }
-        progress(ImportProgress::Reading { done: total, total });
+        progress(ImportProgress::Reading {
+            done: total,
+            total,
+            bytes: total_bytes,
+            total_bytes,
+        });
         report.files = files.len();
         if files.is_empty() {
             return Err(StoreError::Invalid(nothing_to_import(
@@ -263,7 +388,13 @@ impl Store {
         // An import is not an agent's update: its size is bounded by the per-file limit
         // and the repo's quota only, so it goes through a store with the update limits
         // lifted.
-        let (row, outcome) = self.create_repo_unbounded(metadata, &files)?;
+        let to_write = files.len() as u64;
+        let (row, outcome) = self.create_repo_unbounded(id, metadata, &files, &|done| {
+            progress(ImportProgress::Writing {
+                done: done as u64,
+                total: to_write,
+            })
+        })?;
         drop(files);
         if let Err(e) = self.db.record_skipped(&row.id, &report.skipped) {
             tracing::warn!(repo = %row.id, cause = %e, "the skipped files could not be recorded; reading one will not say why it is absent");

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 pub use db::{AccountKeyRow, AuditQuery, AuditRow, RepoRow, TokenRow, TokenState};
 pub use git::BRANCH_REF;
 pub use history::{FETCHED_REF, Joined, MergeSpec};
-pub use import::{ImportProgress, ImportReport};
+pub use import::{ImportProgress, ImportReport, SkipKind};
 pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
 pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
@@ -253,6 +253,46 @@ fn sweep_interrupted(repos: &Path) {
             let _ = std::fs::remove_file(lock_path(&entry.path()));
         }
     }
+}
+
+/// Taken (shared) for each step that writes into a scratch directory, and while a new
+/// repo's directory moves into place and its row is written; taken (exclusive) by a
+/// process about to exit on a signal, which then never lets go: no write lands in a
+/// scratch directory after it is removed, and no repo is half recorded.
+static SCRATCH_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Leave to write one step into a scratch directory, or to record a new repo.
+pub(crate) fn scratch_step() -> std::sync::RwLockReadGuard<'static, ()> {
+    SCRATCH_GATE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// For a process about to exit on Ctrl-C or SIGTERM: wait for a repo being recorded to
+/// be whole, then remove the scratch and quarantine directories this very process made
+/// under `root` (named with its process id), so that an interrupted import leaves
+/// nothing behind at once rather than at the next start's sweep. The guard returned
+/// keeps any other repo from being recorded, and any write into a scratch directory
+/// from landing; exit while holding it. Also: how many directories were removed.
+pub fn abandon_own_work(root: &Path) -> (std::sync::RwLockWriteGuard<'static, ()>, usize) {
+    let guard = SCRATCH_GATE.write().unwrap_or_else(|p| p.into_inner());
+    let repos = root.join("repos");
+    let pid = std::process::id();
+    let own = [
+        format!("{SCRATCH_PREFIX}{pid}-"),
+        format!("{}{pid}-", history::QUARANTINE_PREFIX),
+    ];
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(&repos) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if own.iter().any(|p| name.starts_with(p)) && !name.ends_with(".lock") {
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    removed += 1;
+                }
+                let _ = std::fs::remove_file(lock_path(&entry.path()));
+            }
+        }
+    }
+    (guard, removed)
 }
 
 /// The cap on libgit2's object cache (the commits and trees it has parsed) in this
@@ -568,7 +608,7 @@ impl Store {
         files: &[(RepoPath, String)],
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
         self.check_files(files)?;
-        self.create_repo_unbounded(metadata, files)
+        self.create_repo_unbounded(RepoId::new_random(), metadata, files, &|_| {})
     }
 
     /// Create a repo holding a copy of repo `from`'s files at its head, binary ones
@@ -599,17 +639,19 @@ impl Store {
             total = total.saturating_add(content.len());
         }
         self.limits.check_total(total)?;
-        self.create_repo_unbounded(metadata, &files)
+        self.create_repo_unbounded(RepoId::new_random(), metadata, &files, &|_| {})
     }
 
-    /// Create a repo with no limit on the number or total size of files (imports),
-    /// text or binary; only the per-repo quota holds.
+    /// Create repo `id` with no limit on the number or total size of files (imports),
+    /// text or binary (only the per-repo quota holds), calling `written` with the count
+    /// of files written as they are.
     fn create_repo_unbounded<C: AsRef<[u8]>>(
         &self,
+        id: RepoId,
         metadata: BTreeMap<String, String>,
         files: &[(RepoPath, C)],
+        written: &dyn Fn(usize),
     ) -> Result<(RepoRow, UpdateOutcome), StoreError> {
-        let id = RepoId::new_random();
         // Build in a scratch directory and rename into place, so a crash never leaves a
         // half-made repo under a real ID.
         let scratch = self
@@ -620,9 +662,14 @@ impl Store {
         // other processes leaves it alone meanwhile.
         let _work = WorkLock::take(&scratch)?;
         let outcome = (|| {
-            let repo = git::init_bare(&scratch)?;
+            let repo = {
+                let _step = scratch_step();
+                git::init_bare(&scratch)?
+            };
             let mut index = git2::Index::new().map_err(git::git_err)?;
-            git::fill_index(&repo, &mut index, files)?;
+            // Step by step, blob by blob (see `scratch_step`).
+            git::fill_index_with(&repo, &mut index, files, written)?;
+            let _step = scratch_step();
             let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
             let tree = repo.find_tree(tree_id).map_err(git::git_err)?;
             let changed = git::changed_paths(&repo, None, &tree)?;
@@ -656,6 +703,9 @@ impl Store {
         scratch: &Path,
         metadata: BTreeMap<String, String>,
     ) -> Result<RepoRow, StoreError> {
+        // A process stopping on a signal waits for this to end (see
+        // `abandon_own_work`), so it never leaves a directory in place without its row.
+        let _committing = scratch_step();
         let dir = self.git_dir(&id);
         std::fs::rename(scratch, &dir)?;
         let now = unix_now();

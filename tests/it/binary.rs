@@ -97,7 +97,7 @@ async fn a_project_with_binary_files_imports_with_its_history() {
     // `serve --import` of the work tree takes its history too, binary file and all.
     let h = Harness::new();
     let c = h.client(&["--import", work.to_str().unwrap()]).await;
-    let repos = ok(&call(&c, "list_repos", json!({})).await);
+    let repos = crate::common::list_repos_imported(&c).await;
     let id = repos["repos"][0]["repo_id"].as_str().unwrap().to_string();
     let rid: RepoId = id.parse().unwrap();
     assert_eq!(commit_count(&git, &h.store.git_dir(&rid)), 3);

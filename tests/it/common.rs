@@ -186,6 +186,28 @@ pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
         .unwrap_or_else(|e| panic!("{tool} failed at the protocol level: {e}"))
 }
 
+/// `list_repos` once no repo in scope is still being imported (a first `--import`
+/// runs in the background), within a minute.
+pub async fn list_repos_imported<S: rmcp::service::Service<RoleClient>>(
+    client: &RunningService<RoleClient, S>,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed = ok(&client
+            .call_tool(CallToolRequestParams::new("list_repos"))
+            .await
+            .expect("list_repos"));
+        if listed.get("importing").is_none() {
+            return listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still importing after a minute: {listed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The names of the tools a client is shown, sorted.
 pub async fn tool_names<S: rmcp::service::Service<RoleClient>>(
     c: &RunningService<RoleClient, S>,

@@ -16,6 +16,7 @@ mod git_env;
 mod git_http;
 mod git_source;
 mod http;
+mod imports;
 mod in_process;
 mod limits;
 mod oauth;

@@ -26,7 +26,7 @@ fn canonical(dir: &std::path::Path) -> String {
 }
 
 async fn repo_ids_listed(client: &crate::common::Client) -> Vec<String> {
-    let listed = ok(&call(client, "list_repos", json!({})).await);
+    let listed = crate::common::list_repos_imported(client).await;
     listed["repos"]
         .as_array()
         .unwrap()

@@ -233,8 +233,7 @@ async fn import_flag_imports_once_and_reuses_the_repo_afterwards() {
     std::fs::write(src.path().join("main.py"), "print('hi')\n").unwrap();
     let dir = src.path().to_str().unwrap().to_string();
     let first = h.client(&["--import", &dir]).await;
-    let out =
-        crate::common::ok(&crate::common::call(&first, "list_repos", serde_json::json!({})).await);
+    let out = crate::common::list_repos_imported(&first).await;
     let id = out["repos"][0]["repo_id"].as_str().unwrap().to_string();
     crate::common::ok(
         &crate::common::call(
