@@ -66,6 +66,12 @@ kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 echo "== OAuth in a browser (Chromium driven by Playwright; the TypeScript SDK's OAuth client)"
 KEY="$("$BIN" --data-dir "$DATA" key create --name oauth-e2e 2>/dev/null)"
 start_http_server "$DATA" --oauth --oauth-allow-private-client-metadata
+# The suite's authorization-server scenario that needs no person at a browser.
+(cd "$WORK" && HOME="$WORK" "$CONFORMANCE_NEXT" authorization --url "http://$ADDR" \
+    --scenario authorization-server-metadata-endpoint --resource "http://$ADDR/mcp" \
+    -o "$WORK/conformance-auth" > "$WORK/conformance-auth.log" 2>&1) \
+    || { tail -n 40 "$WORK/conformance-auth.log"; exit 1; }
+grep -E '^Passed' "$WORK/conformance-auth.log"
 # Bare imports resolve from the script's own folder: run a copy beside the packages.
 cp "$ROOT/tests/clients/oauth_browser.mjs" "$TOOLS/oauth/"
 node "$TOOLS/oauth/oauth_browser.mjs" "http://$ADDR/mcp" "$KEY" "$REPO" "$OTHER"
