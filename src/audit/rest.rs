@@ -2,6 +2,8 @@
 //! routes: an axum middleware around every route.
 
 use std::sync::{Arc, Mutex};
+
+use axum::response::IntoResponse as _;
 use std::time::Instant;
 
 use super::note::{NOTE, Note, Outcome, safe_reason};
@@ -25,21 +27,51 @@ pub async fn rest_request(
     if !trail.is_on() {
         return next.run(request).await;
     }
-    let started = Instant::now();
-    let at_ms = now_ms();
-    let route = request
+    if !writes(&request) {
+        return record(trail, request, next).await;
+    }
+    // A write runs to its end, its record included, on a task of its own: a client
+    // that hangs up drops this future, and the write it asked for would otherwise land
+    // without its record.
+    match tokio::spawn(record(trail, request, next)).await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// The route a request matched (its template, never the concrete path).
+fn route_of(request: &axum::extract::Request) -> String {
+    request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "(no route)".into());
-    let action = format!("{} {route}", request.method());
-    // Every route that is not a GET writes, but for the searches and git's fetch.
-    let writes = !matches!(
+        .unwrap_or_else(|| "(no route)".into())
+}
+
+/// Whether a request writes: every route that is not a GET, but for the searches and
+/// git's fetch.
+fn writes(request: &axum::extract::Request) -> bool {
+    let route = route_of(request);
+    !matches!(
         *request.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     ) && !["/retrieve", "/search", "/git-upload-pack"]
         .iter()
-        .any(|r| route.ends_with(r));
+        .any(|r| route.ends_with(r))
+}
+
+/// Run the request and record it.
+async fn record(
+    trail: Trail,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let at_ms = now_ms();
+    let route = route_of(&request);
+    let action = format!("{} {route}", request.method());
+    let writes = writes(&request);
     let mut segments = request.uri().path().split('/').skip(1);
     let repo = match (segments.next(), segments.next(), segments.next()) {
         (Some("v1"), Some("repo"), Some(id)) => id

@@ -690,3 +690,67 @@ async fn a_revoked_token_was_recorded_as_unrecognized() {
         Some(short_id(&token).as_str())
     );
 }
+
+// A REST write whose client hung up before its answer landed without its audit record:
+// the record was written after the handler, in the request's future, which the closed
+// connection dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rest_write_whose_client_hung_up_landed_without_a_record() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let api = start_api_with(&h, Stdio::null(), &[]).await;
+    let addr = api
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    const WRITES: usize = 8;
+    for i in 0..WRITES {
+        let body = json!({"source": {"type": "diff", "operations": [
+            {"type": "write", "filename": format!("f{i}.txt"), "content": "x".repeat(2 << 20)}]}})
+        .to_string();
+        let head = format!(
+            "POST /v1/repo/{r}/update HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            api.key,
+            body.len()
+        );
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(body.as_bytes()).await.unwrap();
+        // Gone before the answer.
+        drop(tcp);
+    }
+    // Every write that landed has its record, as another process reads the trail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (landed, recorded) = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let landed = (0..WRITES)
+            .filter(|i| {
+                let out = std::process::Command::new("git")
+                    .arg("--git-dir")
+                    .arg(h.store.git_dir(&r))
+                    .args(["cat-file", "-e", &format!("main:f{i}.txt")])
+                    .output()
+                    .unwrap();
+                out.status.success()
+            })
+            .count();
+        let records = json_lines(&run(&h, &["audit", "--json", "--repo", &r.to_string()]));
+        let recorded = records
+            .iter()
+            .filter(|v| {
+                v["action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("/update")
+                    && v["outcome"] == "ok"
+            })
+            .count();
+        if (landed == WRITES && recorded == WRITES) || std::time::Instant::now() > deadline {
+            break (landed, recorded);
+        }
+    };
+    assert!(landed > 0, "no write landed");
+    assert_eq!(recorded, landed, "every landed write has its record");
+}
