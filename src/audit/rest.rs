@@ -2,9 +2,9 @@
 //! routes: an axum middleware around every route.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::response::IntoResponse as _;
-use std::time::Instant;
 
 use super::note::{NOTE, Note, Outcome, safe_reason};
 use super::push;
