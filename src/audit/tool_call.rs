@@ -163,6 +163,22 @@ impl ToolCall {
     }
 }
 
+impl ToolCall {
+    /// Record the call as refused before it ran, for `reason` (the HTTP guard's scope
+    /// challenge): the record a refused call would have had.
+    pub(crate) async fn refused_at_the_door(self, reason: &str) {
+        let reason = reason.to_string();
+        let _ = self
+            .run(async move {
+                super::note::note_refusal(&reason);
+                Ok(CallToolResponse::Complete(
+                    rmcp::model::CallToolResult::error(vec![]),
+                ))
+            })
+            .await;
+    }
+}
+
 /// The tools that change something: their records are in the database before the
 /// answer leaves (see [`Trail::record_durable`]).
 const WRITE_TOOLS: &[&str] = &[

@@ -202,25 +202,6 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
         }
         Err(e) => return problem(e.http_status(), &e.to_string()),
     };
-    // A tool call beyond what the token grants is challenged before it reaches a
-    // session, so that an OAuth client can ask for a wider grant.
-    if request.method() == Method::POST
-        && !(grant.scope.has(crate::scope::Right::Write)
-            && grant.scope.has(crate::scope::Right::Mint))
-    {
-        let Some((buffered, body)) =
-            scope_challenge::buffered(request, state.options.max_body_bytes).await
-        else {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is too large or broke off",
-            );
-        };
-        request = buffered;
-        if let Some((tool, right)) = scope_challenge::beyond_grant(&grant.scope, &body) {
-            return insufficient_scope(&state.options.resource, &tool, right);
-        }
-    }
     let fingerprint = auth::fingerprint(bearer.as_deref());
     let session = request
         .headers()
@@ -267,6 +248,39 @@ async fn guard(State(state): State<Arc<HttpState>>, mut request: Request, next: 
         None
     };
     let in_flight = (is_post && !is_legacy_message).then(|| InFlight::enter(&state.lifecycle));
+    // A tool call beyond what the token grants is challenged before it reaches a
+    // session, so that an OAuth client can ask for a wider grant; it is recorded as the
+    // refused call it is. The body is read after the call took its budget, so a stalled
+    // body holds that budget as any other call's does.
+    if request.method() == Method::POST
+        && !(grant.scope.has(crate::scope::Right::Write)
+            && grant.scope.has(crate::scope::Right::Mint))
+    {
+        let Some((buffered, body)) =
+            scope_challenge::buffered(request, state.options.max_body_bytes).await
+        else {
+            return problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large or broke off",
+            );
+        };
+        request = buffered;
+        if let Some(beyond) = scope_challenge::beyond_grant(&grant.scope, &body) {
+            let response = insufficient_scope(&state.options.resource, &beyond.tool, beyond.right);
+            crate::audit::ToolCall::begin(
+                state.server.audit(),
+                &grant.scope,
+                &beyond.call,
+                crate::server::repo_fields(&beyond.tool),
+            )
+            .refused_at_the_door(&format!(
+                "insufficient scope: the token does not grant `{}`",
+                beyond.right
+            ))
+            .await;
+            return response;
+        }
+    }
     let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(grant.clone());
     request.extensions_mut().insert(Admitted {

@@ -13,9 +13,20 @@ use axum::extract::Request;
 
 use crate::scope::{Right, Scope};
 
+/// A tool call beyond what a token grants: its name, the right it needs, and the call
+/// as the audit trail records it.
+pub struct BeyondGrant {
+    /// The tool.
+    pub tool: String,
+    /// The right it needs.
+    pub right: Right,
+    /// The call, for its audit record.
+    pub call: rmcp::model::CallToolRequestParams,
+}
+
 /// The first tool call in `body` (one JSON-RPC message or a batch) that needs a right
-/// `scope` lacks for want of a wider token, with that right.
-pub fn beyond_grant(scope: &Scope, body: &[u8]) -> Option<(String, Right)> {
+/// `scope` lacks for want of a wider token.
+pub fn beyond_grant(scope: &Scope, body: &[u8]) -> Option<BeyondGrant> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     let messages = match value {
         serde_json::Value::Array(batch) => batch,
@@ -25,11 +36,21 @@ pub fn beyond_grant(scope: &Scope, body: &[u8]) -> Option<(String, Right)> {
         if m.get("method")?.as_str()? != "tools/call" {
             return None;
         }
-        let name = m.get("params")?.get("name")?.as_str()?;
+        let params = m.get("params")?;
+        let name = params.get("name")?.as_str()?;
         let right = crate::server::tool_right(name)?;
-        scope
-            .lacks_by_credential(right)
-            .then(|| (name.to_string(), right))
+        if !scope.lacks_by_credential(right) {
+            return None;
+        }
+        let mut call = rmcp::model::CallToolRequestParams::new(name.to_string());
+        if let Some(args) = params.get("arguments").and_then(|a| a.as_object()) {
+            call = call.with_arguments(args.clone());
+        }
+        Some(BeyondGrant {
+            tool: name.to_string(),
+            right,
+            call,
+        })
     })
 }
 
@@ -68,19 +89,20 @@ mod tests {
     #[test]
     fn a_read_only_token_calling_a_write_tool_is_challenged() {
         let s = token_scope(true, false);
+        let named = |body: &[u8]| beyond_grant(&s, body).map(|b| (b.tool, b.right));
         assert_eq!(
-            beyond_grant(&s, &call("update_repo_files")),
+            named(&call("update_repo_files")),
             Some(("update_repo_files".into(), Right::Write))
         );
-        assert_eq!(beyond_grant(&s, &call("read_file")), None);
+        assert_eq!(named(&call("read_file")), None);
         assert_eq!(
-            beyond_grant(&s, &call("create_scoped_token")),
+            named(&call("create_scoped_token")),
             Some(("create_scoped_token".into(), Right::Mint))
         );
         // Unknown tools and other methods are the server's to answer.
-        assert_eq!(beyond_grant(&s, &call("no_such_tool")), None);
-        assert_eq!(beyond_grant(&s, br#"{"method":"tools/list"}"#), None);
-        assert_eq!(beyond_grant(&s, b"not json"), None);
+        assert_eq!(named(&call("no_such_tool")), None);
+        assert_eq!(named(br#"{"method":"tools/list"}"#), None);
+        assert_eq!(named(b"not json"), None);
         // A batch is looked at whole.
         let batch = format!(
             "[{},{}]",
@@ -93,10 +115,10 @@ mod tests {
     #[test]
     fn a_lack_no_token_could_cure_is_not_challenged() {
         let rw = token_scope(false, false);
-        assert_eq!(beyond_grant(&rw, &call("update_repo_files")), None);
+        assert!(beyond_grant(&rw, &call("update_repo_files")).is_none());
         let operator_ro = token_scope(false, true).read_only();
-        assert_eq!(beyond_grant(&operator_ro, &call("update_repo_files")), None);
+        assert!(beyond_grant(&operator_ro, &call("update_repo_files")).is_none());
         let anonymous = Scope::anonymous([RepoId::new_random()]);
-        assert_eq!(beyond_grant(&anonymous, &call("revoke_token")), None);
+        assert!(beyond_grant(&anonymous, &call("revoke_token")).is_none());
     }
 }

@@ -631,14 +631,19 @@ async fn caller_sized_fields_leave_small_audit_rows() {
         .call_tool(rmcp::model::CallToolRequestParams::new(huge_name))
         .await;
     // A tool whose schema names repos, and one whose schema does not have `repo_ids`.
-    refused(
-        &call(
-            &agent,
-            "create_scoped_token",
-            json!({"name": "x", "repo_ids": many}),
+    // Beyond a read-only token: refused at the door (403 insufficient_scope), and
+    // recorded as the refused call it is.
+    let denied = agent
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("create_scoped_token").with_arguments(
+                json!({"name": "x", "repo_ids": many})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
         )
-        .await,
-    );
+        .await;
+    assert!(denied.is_err(), "{denied:?}");
     ok(&call(
         &agent,
         "read_file",

@@ -61,7 +61,19 @@ async fn a_read_only_token_reads_and_never_writes_on_any_surface() {
     let server = h.http(&[]);
     let http = server.client(Some(&token)).await.unwrap();
     assert_eq!(tool_names(&http).await, READ_TOOLS);
-    refused(&call(&http, "update_repo_files", update).await);
+    // Over HTTP the door answers it: 403 insufficient_scope, a wider grant could cure it.
+    let denied = http
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("update_repo_files")
+                .with_arguments(update.as_object().unwrap().clone()),
+        )
+        .await;
+    assert!(
+        denied
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("Insufficient scope")),
+        "{denied:?}"
+    );
 
     let api = start_api_with(&h, Stdio::null(), &[]).await;
     let t = Some(token.as_str());

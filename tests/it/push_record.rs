@@ -100,10 +100,10 @@ async fn refused_pushes_are_recorded_refused_with_why_and_no_heads() {
     let git = GitUser::new();
     let wc = working_copy(&h, &git, &api, &id, "wc");
 
-    // Refused by the store's rules, in the hook: a binary file.
-    std::fs::write(wc.join("blob.bin"), b"\0\x01\x02binary\0").unwrap();
+    // Refused by the store's rules, in the hook: a symbolic link.
+    std::os::unix::fs::symlink("a.txt", wc.join("link")).unwrap();
     git.ok(&wc, &["add", "-A"]);
-    git.ok(&wc, &["commit", "--quiet", "-m", "binary"]);
+    git.ok(&wc, &["commit", "--quiet", "-m", "a link"]);
     git.fails(&wc, &["push", "origin", "main"]);
     // Refused before git starts: another branch.
     git.fails(&wc, &["push", "origin", "HEAD:refs/heads/other"]);
@@ -113,7 +113,7 @@ async fn refused_pushes_are_recorded_refused_with_why_and_no_heads() {
     let (hook, branch) = (&records[0], &records[1]);
     assert_eq!(hook["outcome"], "refused", "{hook:#}");
     assert!(
-        hook["reason"].as_str().unwrap().contains("binary"),
+        hook["reason"].as_str().unwrap().contains("symbolic link"),
         "{hook:#}"
     );
     assert_eq!(hook["refs"], "refs/heads/main");
