@@ -19,6 +19,7 @@
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
 mod check;
+mod commits;
 mod db;
 mod git;
 mod history;
