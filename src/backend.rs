@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::model::{
     AgenticReport, BlameQuery, BlameResult, CommitInfo, CommitPage, CommitQuery, DiffQuery,
     DiffResult, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedQuery,
-    RankedResults, RepoId, RepoSummary, RevSpec, TokenInfo, UpdateOutcome, UpdateSpec,
+    RankedResults, RepoId, RepoSummary, RevSpec, RevertSpec, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::ranked::RankedProgress;
@@ -212,6 +212,16 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (id, query);
         no_history()
     }
+    /// One new commit on the head undoing a commit, attributed to `author`.
+    fn revert<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a RevertSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        let _ = (id, spec, author);
+        no_history()
+    }
 }
 
 /// The answer of a backend that has no history to offer.
@@ -411,6 +421,25 @@ impl Backend for LocalBackend {
         self.blocking(move |s| {
             let (at, total) = s.blame_target(&id, &query)?;
             blame::run(&s.git_dir(&id), &at, &query, total)
+        })
+    }
+
+    fn revert<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a RevertSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        let (id, spec, author) = (*id, spec.clone(), author.to_string());
+        self.blocking(move |s| {
+            s.revert(
+                &id,
+                &spec.commit,
+                spec.expected_head.as_deref(),
+                spec.message.as_deref(),
+                &author,
+                spec.visible.as_deref(),
+            )
         })
     }
 }

@@ -743,6 +743,19 @@ pub struct DiffResult {
     pub next_file: Option<usize>,
 }
 
+/// A revert asked for, already validated.
+#[derive(Debug, Clone)]
+pub struct RevertSpec {
+    /// The commit to undo.
+    pub commit: RevSpec,
+    /// Refuse unless the repo's head is this commit.
+    pub expected_head: Option<String>,
+    /// The commit message; `Revert "<subject>"` when absent.
+    pub message: Option<String>,
+    /// Only paths in this set exist for the revert (a path-limited token's view).
+    pub visible: Option<Arc<PathSet>>,
+}
+
 /// A blame asked for, already validated.
 #[derive(Debug, Clone)]
 pub struct BlameQuery {

@@ -1,5 +1,5 @@
 //! The history tools: `list_commits`, `get_commit`, `compare`, `blame_file`,
-//! `search_history`. Read-only; a path-limited token's view travels to the backend
+//! `search_history` (read-only), and `revert_commit` (write). A path-limited token's view travels to the backend
 //! with every query, so commits, diffs and blame are cut to its paths where they are
 //! computed.
 
@@ -15,7 +15,7 @@ use crate::backend::BackendError;
 use crate::model::{
     BlameQuery, BlameRange, ChangeStatus, CommitInfo, CommitPage, CommitQuery, DiffDetail,
     DiffQuery, DiffResult, FileDiff, HistoryMatch, HistoryMode, MAX_COMMITS_PER_PAGE,
-    MAX_DIFF_CONTEXT, RevSpec, parse_rev, parse_rfc3339,
+    MAX_DIFF_CONTEXT, RevSpec, RevertSpec, parse_rev, parse_rfc3339,
 };
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
@@ -230,6 +230,38 @@ pub struct SearchHistoryRequest {
     pub cursor: String,
 }
 
+/// Arguments of `revert_commit`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RevertCommitRequest {
+    /// The repo (a UUID from list_repos).
+    pub repo_id: String,
+    /// The commit to undo: its id (full, or at least 4 hex digits), or `main~N` /
+    /// `HEAD~N`.
+    pub commit: String,
+    /// Refuse unless the repo's head is still this commit (the `head` of your last
+    /// read). Empty: no check.
+    #[serde(default)]
+    pub expected_head: String,
+    /// The new commit's message. Empty: `Revert "<subject>"`.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The answer of `revert_commit`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RevertCommitOutput {
+    /// The repo.
+    pub repo_id: String,
+    /// The commit undone, as given.
+    pub reverted: String,
+    /// The repo's head after the revert.
+    pub head: String,
+    /// Whether a commit was made (false when the head already lacked the change).
+    pub committed: bool,
+    /// Paths the revert changed, sorted.
+    pub changed_files: Vec<String>,
+}
+
 /// This group's tools, each declared beside its `#[tool]` below.
 pub(super) const TOOLS: &[ToolSpec] = &[
     RepoServer::LIST_COMMITS,
@@ -237,6 +269,7 @@ pub(super) const TOOLS: &[ToolSpec] = &[
     RepoServer::COMPARE,
     RepoServer::BLAME_FILE,
     RepoServer::SEARCH_HISTORY,
+    RepoServer::REVERT_COMMIT,
 ];
 
 /// A revision argument, checked by the one parser of revisions.
@@ -428,6 +461,27 @@ impl RepoServer {
         guide: "Find the commits whose message mentions something, or that added or removed a piece of text, with search_history.",
     };
 
+    /// `revert_commit`: needs the write right.
+    pub(crate) const REVERT_COMMIT: ToolSpec = ToolSpec {
+        name: "revert_commit",
+        right: Right::Write,
+        guide: "Undo a commit with revert_commit (one new commit on top; a conflict changes nothing).",
+    };
+
+    /// Undo a commit: one new commit on top of the head that reverses its changes
+    /// against its parent. Refused, changing nothing, when later changes conflict with
+    /// it. Pass `expected_head` to be sure the repo has not moved since you looked.
+    #[tool(
+        annotations(read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<RevertCommitOutput>()
+    )]
+    async fn revert_commit(
+        &self,
+        Parameters(req): Parameters<RevertCommitRequest>,
+    ) -> Result<CallToolResult, McpError> {
+        respond(Self::REVERT_COMMIT.name, self.revert_commit_impl(req).await)
+    }
+
     /// List a repository's commits, newest first: each with its id, parents, author
     /// (the token name that made it), time, subject, body and changed paths (added,
     /// modified, deleted, renamed). Filter by path, author and time; page with
@@ -502,6 +556,54 @@ impl RepoServer {
 }
 
 impl RepoServer {
+    async fn revert_commit_impl(&self, req: RevertCommitRequest) -> ToolAnswer<RevertCommitOutput> {
+        let id = self.guard_repo(&Self::REVERT_COMMIT, &req.repo_id).await?;
+        let commit = revision("commit", &req.commit)?;
+        if req.message.contains('\0') {
+            return Err(ToolFailure::Refused(
+                "the commit message contains a NUL byte; remove it".into(),
+            ));
+        }
+        let spec = RevertSpec {
+            commit,
+            expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),
+            message: (!req.message.is_empty()).then(|| req.message.clone()),
+            visible: self.scope.visible(),
+        };
+        let outcome = self.backend.revert(&id, &spec, self.scope.actor()).await?;
+        crate::audit::note_update(&outcome);
+        let committed = !outcome.changed_files.is_empty();
+        let text = if committed {
+            format!(
+                "Reverted {} in {id} as {}: {} file(s) changed: {}",
+                req.commit,
+                outcome.head,
+                outcome.changed_files.len(),
+                outcome
+                    .changed_files
+                    .iter()
+                    .map(|p| one_line(p).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(
+                "No change: the head already lacks what {} changed; head stays {}",
+                req.commit, outcome.head
+            )
+        };
+        Ok((
+            RevertCommitOutput {
+                repo_id: id.to_string(),
+                reverted: req.commit.clone(),
+                head: outcome.head,
+                committed,
+                changed_files: outcome.changed_files,
+            },
+            text,
+        ))
+    }
+
     async fn list_commits_impl(&self, req: ListCommitsRequest) -> ToolAnswer<CommitsOutput> {
         let id = self.guard_repo(&Self::LIST_COMMITS, &req.repo_id).await?;
         let path = if req.path.is_empty() {

@@ -30,7 +30,8 @@ use serde::Serialize;
 
 pub use history_tools::{
     BlameFileOutput, BlameFileRequest, CommitsOutput, CompareOutput, CompareRequest,
-    GetCommitOutput, GetCommitRequest, ListCommitsRequest, SearchHistoryRequest,
+    GetCommitOutput, GetCommitRequest, ListCommitsRequest, RevertCommitOutput, RevertCommitRequest,
+    SearchHistoryRequest,
 };
 pub use read_tools::{
     ListFilesOutput, ListFilesRequest, ListReposOutput, ReadFileOutput, ReadFileRequest,

@@ -13,6 +13,7 @@ mod faults;
 mod fine_tokens;
 mod git_http;
 mod git_source;
+mod history;
 mod http;
 mod in_process;
 mod limits;
