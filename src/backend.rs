@@ -224,6 +224,17 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Blame in the embedded store (the local backend's, and the REST API's): the target
+/// checked by the store, the blame run by the `git` program.
+pub fn blame_in_store(
+    store: &Store,
+    id: &RepoId,
+    query: &BlameQuery,
+) -> Result<BlameResult, StoreError> {
+    let (at, total) = store.blame_target(id, query)?;
+    blame::run(&store.git_dir(id), &at, query, total)
+}
+
 /// The answer of a backend that has no history to offer.
 pub fn no_history<'a, T: 'a>() -> BackendFuture<'a, T> {
     Box::pin(async {
@@ -418,10 +429,7 @@ impl Backend for LocalBackend {
         query: &'a BlameQuery,
     ) -> BackendFuture<'a, BlameResult> {
         let (id, query) = (*id, query.clone());
-        self.blocking(move |s| {
-            let (at, total) = s.blame_target(&id, &query)?;
-            blame::run(&s.git_dir(&id), &at, &query, total)
-        })
+        self.blocking(move |s| blame_in_store(s, &id, &query))
     }
 
     fn revert<'a>(

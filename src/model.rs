@@ -571,6 +571,64 @@ pub fn parse_rev(raw: &str) -> Result<RevSpec, RuleError> {
     Err(bad_rev(raw))
 }
 
+/// A `since`/`until` bound as callers give it: RFC 3339, or a date (`2026-01-31`,
+/// which as an upper bound means the whole day). Empty: no bound.
+pub fn parse_time_bound(
+    field: &str,
+    raw: &str,
+    end_of_day: bool,
+) -> Result<Option<i64>, RuleError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let is_date = raw.len() == 10 && raw.as_bytes()[4] == b'-' && raw.as_bytes()[7] == b'-';
+    let parsed = if is_date {
+        parse_rfc3339(&format!("{raw}T00:00:00Z")).map(|t| if end_of_day { t + 86_399 } else { t })
+    } else {
+        parse_rfc3339(raw)
+    };
+    parsed.map(Some).ok_or_else(|| {
+        RuleError::Invalid(format!(
+            "{field} `{}` is not a time: give RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)",
+            crate::text::one_line(&raw.chars().take(80).collect::<String>())
+        ))
+    })
+}
+
+/// The size of a page of commits, checked: 1 to [`MAX_COMMITS_PER_PAGE`].
+pub fn commit_page_size(max_results: u32) -> Result<usize, RuleError> {
+    if max_results == 0 || max_results as usize > MAX_COMMITS_PER_PAGE {
+        return Err(RuleError::Invalid(format!(
+            "max_results must be between 1 and {MAX_COMMITS_PER_PAGE}"
+        )));
+    }
+    Ok(max_results as usize)
+}
+
+/// A page cursor of the history as written in answers: `<head>:<commits walked>`.
+pub fn format_commit_cursor(cursor: &(String, usize)) -> String {
+    format!("{}:{}", cursor.0, cursor.1)
+}
+
+/// Parse a cursor [`format_commit_cursor`] wrote. Empty: the first page.
+pub fn parse_commit_cursor(raw: &str) -> Result<Option<(String, usize)>, RuleError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        RuleError::Invalid(
+            "cursor: not a cursor this server gave; pass `next_cursor` as it came, or leave it empty"
+                .into(),
+        )
+    };
+    let (head, n) = raw.split_once(':').ok_or_else(bad)?;
+    if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(Some((head.to_string(), n.parse().map_err(|_| bad())?)))
+}
+
 /// How a path changed in a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

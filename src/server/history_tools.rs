@@ -14,8 +14,9 @@ use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::BackendError;
 use crate::model::{
     BlameQuery, BlameRange, ChangeStatus, CommitInfo, CommitPage, CommitQuery, DiffDetail,
-    DiffQuery, DiffResult, FileDiff, HistoryMatch, HistoryMode, MAX_COMMITS_PER_PAGE,
-    MAX_DIFF_CONTEXT, RevSpec, RevertSpec, parse_rev, parse_rfc3339,
+    DiffQuery, DiffResult, FileDiff, HistoryMatch, HistoryMode, MAX_DIFF_CONTEXT, RevSpec,
+    RevertSpec, commit_page_size, format_commit_cursor, parse_commit_cursor, parse_rev,
+    parse_time_bound,
 };
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
@@ -277,25 +278,6 @@ pub(super) fn revision(field: &str, raw: &str) -> Result<RevSpec, ToolFailure> {
     parse_rev(raw).map_err(|e| ToolFailure::Refused(format!("{field}: {e}")))
 }
 
-fn time_bound(field: &str, raw: &str, end_of_day: bool) -> Result<Option<i64>, ToolFailure> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let is_date = raw.len() == 10 && raw.as_bytes()[4] == b'-' && raw.as_bytes()[7] == b'-';
-    let parsed = if is_date {
-        parse_rfc3339(&format!("{raw}T00:00:00Z")).map(|t| if end_of_day { t + 86_399 } else { t })
-    } else {
-        parse_rfc3339(raw)
-    };
-    parsed.map(Some).ok_or_else(|| {
-        ToolFailure::Refused(format!(
-            "{field} `{}` is not a time: give RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)",
-            one_line(raw)
-        ))
-    })
-}
-
 fn glob(field: &str, raw: &str) -> Result<Option<PathGlob>, ToolFailure> {
     if raw.is_empty() {
         return Ok(None);
@@ -303,32 +285,6 @@ fn glob(field: &str, raw: &str) -> Result<Option<PathGlob>, ToolFailure> {
     PathGlob::new(field, raw)
         .map(Some)
         .map_err(|e| ToolFailure::Refused(e.to_string()))
-}
-
-fn page_size(max_results: u32) -> Result<usize, ToolFailure> {
-    if max_results == 0 || max_results as usize > MAX_COMMITS_PER_PAGE {
-        return Err(ToolFailure::Refused(format!(
-            "max_results must be between 1 and {MAX_COMMITS_PER_PAGE}"
-        )));
-    }
-    Ok(max_results as usize)
-}
-
-fn cursor(raw: &str) -> Result<Option<(String, usize)>, ToolFailure> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let bad = || {
-        ToolFailure::Refused(
-            "cursor: not a cursor this tool gave; pass `next_cursor` as it came, or leave it empty"
-                .into(),
-        )
-    };
-    let (head, n) = raw.split_once(':').ok_or_else(bad)?;
-    if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    Ok(Some((head.to_string(), n.parse().map_err(|_| bad())?)))
 }
 
 fn diff_query(
@@ -413,7 +369,7 @@ fn commits_output(id: String, page: CommitPage) -> (CommitsOutput, String) {
             repo_id: id,
             head: page.head,
             commits: page.commits,
-            next_cursor: page.next_cursor.map(|(h, n)| format!("{h}:{n}")),
+            next_cursor: page.next_cursor.as_ref().map(format_commit_cursor),
         },
         text,
     )
@@ -615,10 +571,10 @@ impl RepoServer {
         let query = CommitQuery {
             path,
             author: (!req.author.is_empty()).then(|| req.author.clone()),
-            since: time_bound("since", &req.since, false)?,
-            until: time_bound("until", &req.until, true)?,
-            max_results: page_size(req.max_results)?,
-            cursor: cursor(&req.cursor)?,
+            since: parse_time_bound("since", &req.since, false)?,
+            until: parse_time_bound("until", &req.until, true)?,
+            max_results: commit_page_size(req.max_results)?,
+            cursor: parse_commit_cursor(&req.cursor)?,
             visible: self.scope.visible(),
             matching: None,
         };
@@ -632,10 +588,10 @@ impl RepoServer {
         let query = CommitQuery {
             path: None,
             author: None,
-            since: time_bound("since", &req.since, false)?,
-            until: time_bound("until", &req.until, true)?,
-            max_results: page_size(req.max_results)?,
-            cursor: cursor(&req.cursor)?,
+            since: parse_time_bound("since", &req.since, false)?,
+            until: parse_time_bound("until", &req.until, true)?,
+            max_results: commit_page_size(req.max_results)?,
+            cursor: parse_commit_cursor(&req.cursor)?,
             visible: self.scope.visible(),
             matching: Some(HistoryMatch {
                 text: req.query.clone(),

@@ -752,3 +752,113 @@ async fn read_only_and_path_limited_tokens_revert_only_what_they_may() {
         "web-writer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rest_history_routes_are_held_to_the_same_paths() {
+    use reqwest::{Method, StatusCode};
+    let h = Harness::new();
+    let r = monorepo(&h);
+    let tmp = clone(&h, &r);
+    let work = tmp.path().join("c");
+    let web = mint(&h, &[r], &["web/**"]);
+    let api = crate::api::start_api_with(&h, std::process::Stdio::null(), &[]).await;
+    let b = &api.base;
+    let t = Some(web.as_str());
+    let send = crate::api::send;
+
+    let (s, listed) = send(Method::GET, format!("{b}/repo/{r}/commits"), t, None).await;
+    assert_eq!(s, StatusCode::OK, "{listed}");
+    let expected = lines(&git(&work, &["log", "--format=%H", "--", "web"]));
+    assert_eq!(ids(&listed), expected);
+    assert!(!listed.to_string().contains("secret"), "{listed}");
+    let (s, found) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/commits?query=needle&mode=added"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(found["commits"].as_array().unwrap().len(), 1);
+
+    let both = &expected[2];
+    let (s, shown) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/commit/{both}?detail=patch"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(
+        shown["files"][0]["patch"].as_str().unwrap(),
+        git(&work, &["show", "--format=", both, "--", "web"])
+    );
+    let hidden = lines(&git(&work, &["log", "--format=%H", "-1", "--", "api"]));
+    let (s, body) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/commit/{}", hidden[0]),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, body) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/commit/main@%7B1%7D"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (s, body) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/blame/api/secret.rs?commit=main~2"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, blame) = send(Method::GET, format!("{b}/repo/{r}/blame/web/a.ts"), t, None).await;
+    assert_eq!(s, StatusCode::OK, "{blame}");
+    assert_eq!(blame["ranges"][0]["author"], "front");
+    let (s, diff) = send(
+        Method::GET,
+        format!("{b}/repo/{r}/compare?from=main~6&to=main"),
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{diff}");
+    let paths: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["web/a.ts", "web/c.ts"]);
+
+    // A read-only token may not revert; the account key may, seen by git after.
+    let (s, body) = send(
+        Method::POST,
+        format!("{b}/repo/{r}/revert"),
+        t,
+        Some(json!({"commit": "main"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = send(
+        Method::POST,
+        format!("{b}/repo/{r}/revert"),
+        Some(&api.key),
+        Some(json!({"commit": "main"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["changed_files"], json!(["web/a.ts"]));
+    let after = clone(&h, &r);
+    assert_eq!(
+        git(&after.path().join("c"), &["show", "HEAD:web/a.ts"]),
+        "export const a = 10;\nexport const needle = 1;\n"
+    );
+}
