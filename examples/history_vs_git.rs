@@ -204,7 +204,13 @@ fn main() {
         // it, so ours walks further back for the same 30 commits.
         commits_in(&git(
             &git_dir,
-            &["log", "-n", "30", &format!("-S{needle}"), "--format=commit %H"],
+            &[
+                "log",
+                "-n",
+                "30",
+                &format!("-S{needle}"),
+                "--format=commit %H",
+            ],
         ))
     });
     row(
