@@ -1,13 +1,16 @@
 //! The seam between the MCP layer and where repositories live: a small object-safe
 //! trait, with the embedded store behind [`LocalBackend`].
 
+mod blame;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AgenticReport, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedQuery,
-    RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
+    AgenticReport, BlameQuery, BlameResult, CommitInfo, CommitPage, CommitQuery, DiffQuery,
+    DiffResult, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedQuery,
+    RankedResults, RepoId, RepoSummary, RevSpec, RevertSpec, TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::ranked::RankedProgress;
@@ -143,6 +146,100 @@ pub trait Backend: Send + Sync + 'static {
     fn token_status<'a>(&'a self, token: &'a str) -> BackendFuture<'a, TokenStatus>;
     /// Revoke a token; `None` when it was unknown or already revoked.
     fn revoke_token<'a>(&'a self, token: &'a str) -> BackendFuture<'a, Option<TokenInfo>>;
+
+    // The history. A backend without one answers each of these with
+    // [`BackendError::Refused`] saying so ([`no_history`]).
+
+    /// A text file at revision `rev` of the repo's history.
+    fn read_file_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        path: &'a RepoPath,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileText> {
+        let _ = (id, path, rev);
+        no_history()
+    }
+    /// Every tracked path at revision `rev`.
+    fn list_files_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileList> {
+        let _ = (id, rev);
+        no_history()
+    }
+    /// A page of commits, newest first.
+    fn list_commits<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a CommitQuery,
+    ) -> BackendFuture<'a, CommitPage> {
+        let _ = (id, query);
+        no_history()
+    }
+    /// One commit and its diff against its first parent.
+    fn get_commit<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, (CommitInfo, DiffResult)> {
+        let _ = (id, rev, query);
+        no_history()
+    }
+    /// The diff between two commits.
+    fn compare<'a>(
+        &'a self,
+        id: &'a RepoId,
+        from: &'a RevSpec,
+        to: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, DiffResult> {
+        let _ = (id, from, to, query);
+        no_history()
+    }
+    /// Who last changed each line of a file.
+    fn blame<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a BlameQuery,
+    ) -> BackendFuture<'a, BlameResult> {
+        let _ = (id, query);
+        no_history()
+    }
+    /// One new commit on the head undoing a commit, attributed to `author`.
+    fn revert<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a RevertSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        let _ = (id, spec, author);
+        no_history()
+    }
+}
+
+/// Blame in the embedded store (the local backend's, and the REST API's): the target
+/// checked by the store, the blame run by the `git` program.
+pub fn blame_in_store(
+    store: &Store,
+    id: &RepoId,
+    query: &BlameQuery,
+) -> Result<BlameResult, StoreError> {
+    let (at, total) = store.blame_target(id, query)?;
+    blame::run(&store.git_dir(id), &at, query, total)
+}
+
+/// The answer of a backend that has no history to offer.
+pub fn no_history<'a, T: 'a>() -> BackendFuture<'a, T> {
+    Box::pin(async {
+        Err(BackendError::Refused(
+            "history (commits, diffs, blame, revisions) is not available on this backend yet: \
+             run the server with --backend local on the store to use it"
+                .into(),
+        ))
+    })
 }
 
 /// The embedded store as a backend.
@@ -268,5 +365,85 @@ impl Backend for LocalBackend {
     fn revoke_token<'a>(&'a self, token: &'a str) -> BackendFuture<'a, Option<TokenInfo>> {
         let token = token.to_string();
         self.blocking(move |s| s.revoke_token(&token))
+    }
+
+    fn read_file_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        path: &'a RepoPath,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileText> {
+        let (id, path, rev) = (*id, path.clone(), rev.clone());
+        self.blocking(move |s| {
+            let at = s.resolve_rev(&id, &rev)?;
+            s.read_file(&id, &path, Some(&at))
+        })
+    }
+
+    fn list_files_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileList> {
+        let (id, rev) = (*id, rev.clone());
+        self.blocking(move |s| s.list_files_at(&id, Some(&rev)))
+    }
+
+    fn list_commits<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a CommitQuery,
+    ) -> BackendFuture<'a, CommitPage> {
+        let (id, query) = (*id, query.clone());
+        self.blocking(move |s| s.list_commits(&id, &query))
+    }
+
+    fn get_commit<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, (CommitInfo, DiffResult)> {
+        let (id, rev, query) = (*id, rev.clone(), query.clone());
+        self.blocking(move |s| s.commit_diff(&id, &rev, &query))
+    }
+
+    fn compare<'a>(
+        &'a self,
+        id: &'a RepoId,
+        from: &'a RevSpec,
+        to: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, DiffResult> {
+        let (id, from, to, query) = (*id, from.clone(), to.clone(), query.clone());
+        self.blocking(move |s| s.compare(&id, &from, &to, &query))
+    }
+
+    fn blame<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a BlameQuery,
+    ) -> BackendFuture<'a, BlameResult> {
+        let (id, query) = (*id, query.clone());
+        self.blocking(move |s| blame_in_store(s, &id, &query))
+    }
+
+    fn revert<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a RevertSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        let (id, spec, author) = (*id, spec.clone(), author.to_string());
+        self.blocking(move |s| {
+            s.revert(
+                &id,
+                &spec.commit,
+                spec.expected_head.as_deref(),
+                spec.message.as_deref(),
+                &author,
+                spec.visible.as_deref(),
+            )
+        })
     }
 }

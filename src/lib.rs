@@ -23,7 +23,8 @@
 //! The store:
 //! - [`store`]: the embedded store: bare git repos plus SQLite for metadata, hashed
 //!   secrets and the audit table; each repo's search indexes kept at its head; the
-//!   checks every pushed or fetched history passes, and `repo check`.
+//!   checks every pushed or fetched history passes, and `repo check`; reading the
+//!   history (commits, diffs, revisions reachable from `main`) and reverting a commit.
 //! - [`git_source`]: repos made from git: a source's URL or path, the rules of an
 //!   outbound fetch (allowed hosts and ports, pinned address, credentials), the fetch.
 //!
@@ -32,7 +33,8 @@
 //! - [`credentials`]: credentials in one room: their secrets (a leaf, listed above) and
 //!   the front door ([`credentials::front_door`]), where every credential, on every
 //!   surface, becomes a scope or a refusal.
-//! - [`backend`]: the backend trait and the local backend over the store.
+//! - [`backend`]: the backend trait and the local backend over the store, whose blame
+//!   runs the `git` program.
 //! - [`audit`]: the audit trail of calls, requests, mints and revocations: the trail and
 //!   its writer thread, and the record of each kind of call, a file each.
 //! - [`in_flight`]: the per-credential cap on requests in flight of both HTTP servers.

@@ -524,6 +524,380 @@ pub struct MintedToken {
     pub info: TokenInfo,
 }
 
+/// Most bytes of a commit message body an answer carries.
+pub const MAX_BODY_BYTES: usize = 4096;
+/// Most commits one `list_commits` answer carries.
+pub const MAX_COMMITS_PER_PAGE: usize = 200;
+/// Most blame ranges one answer carries.
+pub const MAX_BLAME_RANGES: usize = 1000;
+/// Most bytes of patch text one diff answer carries.
+pub const MAX_PATCH_BYTES: usize = 256 * 1024;
+/// Most lines of context around a change in a patch.
+pub const MAX_DIFF_CONTEXT: u32 = 20;
+
+/// A revision as a caller may name one: a commit id (full or abbreviated hex), or the
+/// `N`th first-parent ancestor of the branch's head (`main~N`, `HEAD~N`, `main`, `HEAD`).
+/// Nothing else is accepted, so no other syntax of git's revision parser (`@{...}`,
+/// `:/text`, `^{...}`, ranges, options) can be reached through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevSpec {
+    /// A commit id or a unique prefix of one (4 to 40 lowercase hex digits).
+    Commit(String),
+    /// The head's `N`th first-parent ancestor (0: the head itself).
+    HeadAncestor(u32),
+}
+
+impl RevSpec {
+    /// The expression handed to git's revision parser: a hex prefix, or
+    /// `refs/heads/main~N`.
+    pub fn git_expression(&self) -> String {
+        match self {
+            RevSpec::Commit(hex) => hex.clone(),
+            RevSpec::HeadAncestor(n) => format!("refs/heads/main~{n}"),
+        }
+    }
+}
+
+impl fmt::Display for RevSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RevSpec::Commit(hex) => f.write_str(hex),
+            RevSpec::HeadAncestor(0) => f.write_str("main"),
+            RevSpec::HeadAncestor(n) => write!(f, "main~{n}"),
+        }
+    }
+}
+
+/// The refusal of a revision in none of the accepted forms.
+fn bad_rev(raw: &str) -> RuleError {
+    RuleError::Invalid(format!(
+        "`{}` is not a revision this server accepts: give a commit id (4 to 40 hex digits), \
+         or `main~N` / `HEAD~N` (N up to 1000000)",
+        crate::text::one_line(&raw.chars().take(80).collect::<String>())
+    ))
+}
+
+/// Parse a revision as a caller gave it (see [`RevSpec`]). Pure: no repository is
+/// consulted; whether the commit exists is the store's question.
+pub fn parse_rev(raw: &str) -> Result<RevSpec, RuleError> {
+    let s = raw.trim();
+    if s.is_empty() || s.len() > 64 {
+        return Err(bad_rev(raw));
+    }
+    for base in ["main", "HEAD"] {
+        if let Some(rest) = s.strip_prefix(base) {
+            if rest.is_empty() {
+                return Ok(RevSpec::HeadAncestor(0));
+            }
+            let Some(n) = rest.strip_prefix('~') else {
+                return Err(bad_rev(raw));
+            };
+            // `main~` is git's `main~1`; digits only, no sign, at most a million.
+            if n.is_empty() {
+                return Ok(RevSpec::HeadAncestor(1));
+            }
+            if n.len() > 7 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad_rev(raw));
+            }
+            let n: u32 = n.parse().map_err(|_| bad_rev(raw))?;
+            if n > 1_000_000 {
+                return Err(bad_rev(raw));
+            }
+            return Ok(RevSpec::HeadAncestor(n));
+        }
+    }
+    if (4..=40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(RevSpec::Commit(s.to_ascii_lowercase()));
+    }
+    Err(bad_rev(raw))
+}
+
+/// A `since`/`until` bound as callers give it: RFC 3339, or a date (`2026-01-31`,
+/// which as an upper bound means the whole day). Empty: no bound.
+pub fn parse_time_bound(
+    field: &str,
+    raw: &str,
+    end_of_day: bool,
+) -> Result<Option<i64>, RuleError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let is_date = raw.len() == 10 && raw.as_bytes()[4] == b'-' && raw.as_bytes()[7] == b'-';
+    let parsed = if is_date {
+        parse_rfc3339(&format!("{raw}T00:00:00Z")).map(|t| if end_of_day { t + 86_399 } else { t })
+    } else {
+        parse_rfc3339(raw)
+    };
+    parsed.map(Some).ok_or_else(|| {
+        RuleError::Invalid(format!(
+            "{field} `{}` is not a time: give RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)",
+            crate::text::one_line(&raw.chars().take(80).collect::<String>())
+        ))
+    })
+}
+
+/// The size of a page of commits, checked: 1 to [`MAX_COMMITS_PER_PAGE`].
+pub fn commit_page_size(max_results: u32) -> Result<usize, RuleError> {
+    if max_results == 0 || max_results as usize > MAX_COMMITS_PER_PAGE {
+        return Err(RuleError::Invalid(format!(
+            "max_results must be between 1 and {MAX_COMMITS_PER_PAGE}"
+        )));
+    }
+    Ok(max_results as usize)
+}
+
+/// A page cursor of the history as written in answers: `<head>:<commits walked>`.
+pub fn format_commit_cursor(cursor: &(String, usize)) -> String {
+    format!("{}:{}", cursor.0, cursor.1)
+}
+
+/// Parse a cursor [`format_commit_cursor`] wrote. Empty: the first page.
+pub fn parse_commit_cursor(raw: &str) -> Result<Option<(String, usize)>, RuleError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        RuleError::Invalid(
+            "cursor: not a cursor this server gave; pass `next_cursor` as it came, or leave it empty"
+                .into(),
+        )
+    };
+    let (head, n) = raw.split_once(':').ok_or_else(bad)?;
+    if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(Some((head.to_string(), n.parse().map_err(|_| bad())?)))
+}
+
+/// How a path changed in a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeStatus {
+    /// The path is new.
+    Added,
+    /// The path's content or mode changed.
+    Modified,
+    /// The path is gone.
+    Deleted,
+    /// The file moved from `old_path` (its content may also have changed).
+    Renamed,
+}
+
+/// A path a commit changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChangedPath {
+    /// The path after the change (before it, for a deletion).
+    pub path: String,
+    /// How it changed.
+    pub status: ChangeStatus,
+    /// For a rename: where the file was before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+}
+
+/// One commit of a repo's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CommitInfo {
+    /// The commit id (40 hex digits).
+    pub id: String,
+    /// Its parents' ids (none for the first commit, two for a merge).
+    pub parents: Vec<String>,
+    /// Who made it: the name of the token (or the operator) that wrote it.
+    pub author: String,
+    /// When it was made (RFC 3339, UTC).
+    pub time: String,
+    /// The message's first line.
+    pub subject: String,
+    /// The rest of the message (at most 4 KiB).
+    pub body: String,
+    /// True when `body` was cut at 4 KiB.
+    #[serde(default)]
+    pub body_truncated: bool,
+    /// The paths it changed against its first parent, sorted (empty when not asked for).
+    pub changes: Vec<ChangedPath>,
+}
+
+/// A search of the history, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct CommitQuery {
+    /// Only commits changing this path (a file, or a directory and what is under it).
+    pub path: Option<String>,
+    /// Only commits whose author name contains this (ignoring case).
+    pub author: Option<String>,
+    /// Only commits made at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only commits made at or before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Most commits in the answer.
+    pub max_results: usize,
+    /// Where the previous page stopped: the head it was read at and how many commits it
+    /// had passed.
+    pub cursor: Option<(String, usize)>,
+    /// Only paths in this set exist for the history (a path-limited token's view).
+    pub visible: Option<Arc<PathSet>>,
+    /// With `Some`, only commits whose message (or added/removed text) matches.
+    pub matching: Option<HistoryMatch>,
+}
+
+/// What `search_history` looks for.
+#[derive(Debug, Clone)]
+pub struct HistoryMatch {
+    /// The text looked for (a literal, matched ignoring case in messages and exactly in
+    /// diffs).
+    pub text: String,
+    /// Where it is looked for.
+    pub mode: HistoryMode,
+    /// Only files matching this glob count for `added`/`removed`.
+    pub path_glob: Option<PathGlob>,
+}
+
+/// Where `search_history` looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryMode {
+    /// In commit messages (like `git log --grep`, ignoring case).
+    #[default]
+    Message,
+    /// In lines a commit added (a commit where the text occurs more often after it
+    /// than before, in some file, like `git log -S`).
+    Added,
+    /// In lines a commit removed (the text occurs less often after it, in some file).
+    Removed,
+}
+
+/// A page of commits.
+#[derive(Debug, Clone)]
+pub struct CommitPage {
+    /// The head the walk started at.
+    pub head: String,
+    /// The commits, newest first.
+    pub commits: Vec<CommitInfo>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<(String, usize)>,
+}
+
+/// How much of a diff to return.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffDetail {
+    /// Only the changed paths.
+    None,
+    /// The changed paths with lines added and removed.
+    #[default]
+    Stats,
+    /// Also each file's unified diff.
+    Patch,
+}
+
+/// A diff asked for, already validated.
+#[derive(Debug, Clone)]
+pub struct DiffQuery {
+    /// How much to return.
+    pub detail: DiffDetail,
+    /// Only files matching this glob.
+    pub path_glob: Option<PathGlob>,
+    /// Lines of context around each change.
+    pub context_lines: u32,
+    /// Skip this many files of the (filtered) list: the `next_file` of a cut answer.
+    pub first_file: usize,
+    /// Only paths in this set exist for the diff.
+    pub visible: Option<Arc<PathSet>>,
+}
+
+/// One file of a diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FileDiff {
+    /// The path after the change (before it, for a deletion).
+    pub path: String,
+    /// How it changed.
+    pub status: ChangeStatus,
+    /// For a rename: where the file was before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+    /// Lines added (0 with detail `none`, and for binary files).
+    pub additions: u64,
+    /// Lines removed.
+    pub deletions: u64,
+    /// True for a binary file: no lines and no patch.
+    #[serde(default)]
+    pub binary: bool,
+    /// With detail `patch`: the unified diff of this file (`diff --git` header included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+}
+
+/// A diff between two commits.
+#[derive(Debug, Clone)]
+pub struct DiffResult {
+    /// The commit diffed from (`None`: the empty tree, for a first commit).
+    pub from: Option<String>,
+    /// The commit diffed to.
+    pub to: String,
+    /// The files, sorted by path.
+    pub files: Vec<FileDiff>,
+    /// How many files changed in all (after the view and `path_glob`).
+    pub total_files: usize,
+    /// When the answer stopped at the byte cap: the `first_file` that continues it.
+    pub next_file: Option<usize>,
+}
+
+/// A revert asked for, already validated.
+#[derive(Debug, Clone)]
+pub struct RevertSpec {
+    /// The commit to undo.
+    pub commit: RevSpec,
+    /// Refuse unless the repo's head is this commit.
+    pub expected_head: Option<String>,
+    /// The commit message; `Revert "<subject>"` when absent.
+    pub message: Option<String>,
+    /// Only paths in this set exist for the revert (a path-limited token's view).
+    pub visible: Option<Arc<PathSet>>,
+}
+
+/// A blame asked for, already validated.
+#[derive(Debug, Clone)]
+pub struct BlameQuery {
+    /// The file.
+    pub path: RepoPath,
+    /// First line (1-based).
+    pub start_line: u64,
+    /// Last line (inclusive; 0: to the end).
+    pub end_line: u64,
+    /// The revision blamed at (`None`: the head).
+    pub at: Option<RevSpec>,
+}
+
+/// A run of lines last changed by one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BlameRange {
+    /// First line of the run (1-based, in the file as blamed).
+    pub start_line: u64,
+    /// Last line of the run (inclusive).
+    pub end_line: u64,
+    /// The commit that last changed these lines.
+    pub commit: String,
+    /// Its author.
+    pub author: String,
+    /// Its time (RFC 3339, UTC).
+    pub time: String,
+    /// Its message's first line.
+    pub subject: String,
+}
+
+/// Who last changed each line of a file.
+#[derive(Debug, Clone)]
+pub struct BlameResult {
+    /// The commit blamed at.
+    pub commit: String,
+    /// Lines in the whole file.
+    pub total_lines: u64,
+    /// The runs, in line order (at most [`MAX_BLAME_RANGES`]).
+    pub ranges: Vec<BlameRange>,
+    /// When cut at [`MAX_BLAME_RANGES`]: the line the next page starts at.
+    pub next_line: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,6 +948,52 @@ mod tests {
                 .is_err()
         );
         assert!("../etc".parse::<RepoId>().is_err());
+    }
+
+    #[test]
+    fn revisions_take_only_the_documented_forms() {
+        let ok = |s: &str| parse_rev(s).unwrap();
+        assert_eq!(ok("main"), RevSpec::HeadAncestor(0));
+        assert_eq!(ok("HEAD~3"), RevSpec::HeadAncestor(3));
+        assert_eq!(ok("main~"), RevSpec::HeadAncestor(1));
+        assert_eq!(ok("main~1000000"), RevSpec::HeadAncestor(1_000_000));
+        assert_eq!(ok("ABCD"), RevSpec::Commit("abcd".into()));
+        let full = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(ok(full), RevSpec::Commit(full.into()));
+        assert_eq!(ok("HEAD~2").git_expression(), "refs/heads/main~2");
+        for bad in [
+            "",
+            "abc",
+            "-n",
+            "--all",
+            "main@{1}",
+            "@{-1}",
+            "HEAD@{yesterday}",
+            ":/fix",
+            "main^",
+            "main^2",
+            "main~-1",
+            "main~+1",
+            "main~1~1",
+            "main~1000001",
+            "main~99999999",
+            "HEAD~1x",
+            "head~1",
+            "origin/main",
+            "main..HEAD",
+            "a..b",
+            "abc^{tree}",
+            "abcd:path",
+            "0123456789abcdef0123456789abcdef012345678",
+            "ghij",
+            "main~ 1",
+            "refs/heads/main",
+            "FETCH_HEAD",
+            "@",
+        ] {
+            let e = parse_rev(bad).unwrap_err().to_string();
+            assert!(e.contains("not a revision"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
-//! The MCP server: the seven tools, the scope guard they all pass, and the text an
+//! The MCP server: its tools, the scope guard they all pass, and the text an
 //! agent reads at initialization.
 //!
-//! Tools live in three groups, one file each ([`read_tools`], [`write_tools`],
-//! [`token_tools`]), merged in [`RepoServer::new`]. Each tool declares a [`ToolSpec`]
+//! Tools live in four groups, one file each ([`read_tools`], [`history_tools`],
+//! [`write_tools`], [`token_tools`]), merged in [`RepoServer::new`]. Each tool declares a [`ToolSpec`]
 //! beside its `#[tool]`: its name, the right it needs, and its line in the
 //! instructions. [`registry`] joins them; it drives the guard, which tools a session is
 //! shown, and the instructions. Adding a tool touches its group's file (and the
 //! backends).
 
+mod history_tools;
 pub mod importing;
 mod read_tools;
 mod resources;
@@ -28,6 +29,11 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::Serialize;
 
+pub use history_tools::{
+    BlameFileOutput, BlameFileRequest, CommitsOutput, CompareOutput, CompareRequest,
+    GetCommitOutput, GetCommitRequest, ListCommitsRequest, RevertCommitOutput, RevertCommitRequest,
+    SearchHistoryRequest,
+};
 pub use read_tools::{
     ListFilesOutput, ListFilesRequest, ListReposOutput, ReadFileOutput, ReadFileRequest,
     SearchMode, SearchRepoOutput, SearchRepoRequest,
@@ -57,6 +63,7 @@ pub struct ToolSpec {
 pub fn registry() -> impl Iterator<Item = &'static ToolSpec> {
     read_tools::TOOLS
         .iter()
+        .chain(history_tools::TOOLS)
         .chain(write_tools::TOOLS)
         .chain(token_tools::TOOLS)
 }
@@ -321,6 +328,7 @@ impl RepoServer {
 
     fn all_tools() -> ToolRouter<Self> {
         let mut router = Self::read_tools();
+        router.merge(Self::history_tools());
         router.merge(Self::write_tools());
         router.merge(Self::token_tools());
         router

@@ -141,6 +141,10 @@ pub struct ReadFileRequest {
     /// Last line to return, inclusive (default 0: to the end).
     #[serde(default)]
     pub end_line: u64,
+    /// Read the file as it was at this commit: its id (full, or at least 4 hex
+    /// digits), or `main~N` / `HEAD~N`. Empty: the head.
+    #[serde(default, rename = "ref")]
+    pub git_ref: String,
 }
 
 /// The answer of `read_file`.
@@ -185,6 +189,10 @@ pub struct ListFilesRequest {
     /// Most paths to return (default 1000, at most 10000).
     #[serde(default = "thousand")]
     pub limit: u32,
+    /// List the paths as they were at this commit: its id (full, or at least 4 hex
+    /// digits), or `main~N` / `HEAD~N`. Empty: the head.
+    #[serde(default, rename = "ref")]
+    pub git_ref: String,
 }
 
 /// The answer of `list_files`.
@@ -562,7 +570,19 @@ impl RepoServer {
     async fn read_file_impl(&self, req: ReadFileRequest) -> ToolAnswer<ReadFileOutput> {
         let id = self.guard_repo(&Self::READ_FILE, &req.repo_id).await?;
         let path = RepoPath::parse(&req.path)?;
-        let file = self.read_visible(&id, &path).await?;
+        let file = if req.git_ref.is_empty() {
+            self.read_visible(&id, &path).await?
+        } else {
+            let rev = super::history_tools::revision("ref", &req.git_ref)?;
+            if !self.scope.sees(path.as_str()) {
+                return Err(ToolFailure::Backend(
+                    crate::backend::BackendError::NotFound(format!(
+                        "`{path}` does not exist at {rev}"
+                    )),
+                ));
+            }
+            self.backend.read_file_at(&id, &path, &rev).await?
+        };
         if let Some(size) = file.binary {
             let text = format!(
                 "{} at {} is a binary file of {size} bytes; its content is not returned as text",
@@ -692,7 +712,12 @@ impl RepoServer {
                 "limit must be between 1 and {MAX_LIST_LIMIT}"
             )));
         }
-        let list = self.backend.list_files(&id).await?;
+        let list = if req.git_ref.is_empty() {
+            self.backend.list_files(&id).await?
+        } else {
+            let rev = super::history_tools::revision("ref", &req.git_ref)?;
+            self.backend.list_files_at(&id, &rev).await?
+        };
         let matching: Vec<String> = list
             .paths
             .into_iter()

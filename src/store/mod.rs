@@ -19,6 +19,7 @@
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
 mod check;
+mod commits;
 mod db;
 mod git;
 mod history;
@@ -49,7 +50,7 @@ pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
 use crate::credentials::secrets;
 use crate::model::{
     Change, FileList, FileText, LineQuery, LineResults, MintSpec, MintedToken, RepoId, RepoSummary,
-    TokenInfo, UpdateOutcome, UpdateSpec, rfc3339, unix_now,
+    TokenInfo, UpdateControl, UpdateOutcome, UpdateSpec, rfc3339, unix_now,
 };
 use crate::paths::RepoPath;
 use crate::search::{LineSearcher, SearchError};
@@ -1037,47 +1038,82 @@ impl Store {
         author: &str,
     ) -> Result<UpdateOutcome, StoreError> {
         self.check_update(spec)?;
+        self.commit_on_head(
+            id,
+            spec.expected_head.as_deref(),
+            spec.message.as_deref(),
+            author,
+            &spec.control,
+            spec.written_bytes(),
+            |repo, _head, old_tree| {
+                let mut index = git2::Index::new().map_err(git::git_err)?;
+                let default_message = match &spec.change {
+                    Change::Operations(ops) => {
+                        index.read_tree(old_tree).map_err(git::git_err)?;
+                        git::apply_ops(
+                            repo,
+                            &mut index,
+                            ops,
+                            &spec.control,
+                            spec.visible.as_deref(),
+                        )?;
+                        format!("Update {} path(s)", ops.len())
+                    }
+                    Change::ReplaceAll(files) => {
+                        // The whole tree includes files a path-limited token cannot see.
+                        if spec.visible.is_some() {
+                            return Err(StoreError::Invalid(
+                                "a token limited to paths cannot replace the whole tree; give operations instead"
+                                    .into(),
+                            ));
+                        }
+                        git::fill_index(repo, &mut index, files)?;
+                        format!("Replace the tree with {} file(s)", files.len())
+                    }
+                };
+                let tree_id = index.write_tree_to(repo).map_err(git::git_err)?;
+                Ok((tree_id, default_message))
+            },
+        )
+    }
+
+    /// The one way a commit lands on a repo's `main` from the store's own writes (an
+    /// update, a revert): under the repo's one-writer lock, checked against
+    /// `expected_head`, the new tree made by `build` from the head's (with the message
+    /// to use when none is given), then the ref moved by compare-and-swap and the
+    /// indexes carried forward. A tree equal to the head's commits nothing.
+    /// `written_bytes` is what the write may add, for the repo's quota.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_on_head(
+        &self,
+        id: &RepoId,
+        expected_head: Option<&str>,
+        message: Option<&str>,
+        author: &str,
+        control: &UpdateControl,
+        written_bytes: u64,
+        build: impl FnOnce(
+            &git2::Repository,
+            git2::Oid,
+            &git2::Tree<'_>,
+        ) -> Result<(git2::Oid, String), StoreError>,
+    ) -> Result<UpdateOutcome, StoreError> {
         let h = self.handle(id)?;
         let _in_process = lock(&h.writer);
         let lock_file = Self::lock_writer(id, &h)?;
-        self.check_update_quota(&h, spec.written_bytes())?;
+        self.check_update_quota(&h, written_bytes)?;
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
-        if let Some(expected) = &spec.expected_head
+        if let Some(expected) = expected_head
             && !expected.eq_ignore_ascii_case(&head.to_string())
         {
             return Err(StoreError::Conflict {
-                expected: expected.clone(),
+                expected: expected.to_string(),
                 actual: head.to_string(),
             });
         }
         let old_tree = git::tree_at(&repo, head)?;
-        let mut index = git2::Index::new().map_err(git::git_err)?;
-        let default_message = match &spec.change {
-            Change::Operations(ops) => {
-                index.read_tree(&old_tree).map_err(git::git_err)?;
-                git::apply_ops(
-                    &repo,
-                    &mut index,
-                    ops,
-                    &spec.control,
-                    spec.visible.as_deref(),
-                )?;
-                format!("Update {} path(s)", ops.len())
-            }
-            Change::ReplaceAll(files) => {
-                // The whole tree includes files a path-limited token cannot see.
-                if spec.visible.is_some() {
-                    return Err(StoreError::Invalid(
-                        "a token limited to paths cannot replace the whole tree; give operations instead"
-                            .into(),
-                    ));
-                }
-                git::fill_index(&repo, &mut index, files)?;
-                format!("Replace the tree with {} file(s)", files.len())
-            }
-        };
-        let tree_id = index.write_tree_to(&repo).map_err(git::git_err)?;
+        let (tree_id, default_message) = build(&repo, head, &old_tree)?;
         if tree_id == old_tree.id() {
             return Ok(UpdateOutcome {
                 head: head.to_string(),
@@ -1087,14 +1123,13 @@ impl Store {
         }
         let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
         let changed_files = git::changed_paths(&repo, Some(&old_tree), &new_tree)?;
-        let message = spec
-            .message
-            .clone()
+        let message = message
             .filter(|m| !m.trim().is_empty())
+            .map(str::to_string)
             .unwrap_or(default_message);
         let commit = git::commit(&repo, tree_id, Some(head), &message, author)?;
         // The last point of return: once the ref moves, the update stands.
-        if spec.control.is_cancelled() {
+        if control.is_cancelled() {
             return Err(StoreError::Cancelled);
         }
         repo.reference_matching(BRANCH_REF, commit, true, head, "update")

@@ -31,7 +31,17 @@ async fn stdio_on(h: &Harness, token: &str) -> Client {
         .await
 }
 
-const READ_TOOLS: [&str; 4] = ["list_files", "list_repos", "read_file", "search_repo"];
+const READ_TOOLS: [&str; 9] = [
+    "blame_file",
+    "compare",
+    "get_commit",
+    "list_commits",
+    "list_files",
+    "list_repos",
+    "read_file",
+    "search_history",
+    "search_repo",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_token_reads_and_never_writes_on_any_surface() {

@@ -232,7 +232,17 @@ async fn anonymous_sessions_get_exactly_the_operator_repos_and_read_only_holds()
     tools.sort();
     assert_eq!(
         tools,
-        ["list_files", "list_repos", "read_file", "search_repo"]
+        [
+            "blame_file",
+            "compare",
+            "get_commit",
+            "list_commits",
+            "list_files",
+            "list_repos",
+            "read_file",
+            "search_history",
+            "search_repo"
+        ]
     );
     let msg = refused(
         &call(

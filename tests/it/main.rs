@@ -15,6 +15,7 @@ mod fine_tokens;
 mod git_env;
 mod git_http;
 mod git_source;
+mod history;
 mod http;
 mod imports;
 mod in_process;

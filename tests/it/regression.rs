@@ -167,9 +167,15 @@ async fn anonymous_session_minted_and_revoked_tokens() {
     assert_eq!(
         crate::common::tool_names(&client).await,
         [
+            "blame_file",
+            "compare",
+            "get_commit",
+            "list_commits",
             "list_files",
             "list_repos",
             "read_file",
+            "revert_commit",
+            "search_history",
             "search_repo",
             "update_repo_files"
         ]

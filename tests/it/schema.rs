@@ -32,11 +32,17 @@ async fn tools_list_matches_the_committed_snapshot() {
     assert_eq!(
         names,
         [
+            "blame_file",
+            "compare",
             "create_scoped_token",
+            "get_commit",
+            "list_commits",
             "list_files",
             "list_repos",
             "read_file",
+            "revert_commit",
             "revoke_token",
+            "search_history",
             "search_repo",
             "update_repo_files"
         ]
@@ -69,8 +75,18 @@ async fn every_tool_sets_every_annotation_and_has_schemas_with_described_fields(
             "{}: open_world_hint",
             tool.name
         );
-        let read_only =
-            ["list_repos", "search_repo", "read_file", "list_files"].contains(&tool.name.as_ref());
+        let read_only = [
+            "list_repos",
+            "search_repo",
+            "read_file",
+            "list_files",
+            "list_commits",
+            "get_commit",
+            "compare",
+            "blame_file",
+            "search_history",
+        ]
+        .contains(&tool.name.as_ref());
         assert_eq!(a.read_only_hint, Some(read_only), "{}", tool.name);
         assert!(
             tool.output_schema.is_some(),
@@ -113,7 +129,17 @@ async fn read_only_sessions_list_no_write_or_mint_tool() {
     names.sort();
     assert_eq!(
         names,
-        ["list_files", "list_repos", "read_file", "search_repo"]
+        [
+            "blame_file",
+            "compare",
+            "get_commit",
+            "list_commits",
+            "list_files",
+            "list_repos",
+            "read_file",
+            "search_history",
+            "search_repo"
+        ]
     );
     // A valid update, so that only read-only can be why it is refused.
     let head = h.store.head(&r).unwrap();

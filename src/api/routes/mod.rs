@@ -9,8 +9,10 @@
 //! - `search`: line search, and the `relace-search` agent answered by it.
 //! - `retrieve`: ranked retrieval and its embedding status.
 //! - `tokens`: mint, read and revoke repo tokens.
+//! - `history`: commits, diffs, blame and revert (extensions the hosted API lacks).
 
 mod files;
+mod history;
 mod repos;
 mod retrieve;
 mod search;
@@ -48,6 +50,11 @@ pub(super) fn router(state: ApiState) -> Router {
                 .put(files::put_file)
                 .delete(files::delete_file),
         )
+        .route("/repo/{id}/commits", get(history::list_commits))
+        .route("/repo/{id}/commit/{sha}", get(history::get_commit))
+        .route("/repo/{id}/compare", get(history::compare))
+        .route("/repo/{id}/blame/{*path}", get(history::blame))
+        .route("/repo/{id}/revert", post(history::revert))
         .route("/repo/{id}/retrieve", post(retrieve::retrieve))
         .route("/repo/{id}/search", post(search::search))
         .route("/repo/{id}/agent", post(search::agent))
