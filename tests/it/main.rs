@@ -20,6 +20,7 @@ mod progress;
 mod push_path;
 mod ranked;
 mod ranked_disk;
+mod ranked_quality;
 mod rate;
 mod refusals;
 mod regression;
