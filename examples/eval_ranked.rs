@@ -12,7 +12,10 @@
 //! Options:
 //! - `--recent N`: size of the "most recent" slice reported separately (default 300);
 //! - `--only-recent`: replay only that slice (faster, for tuning);
-//! - `--weights body,path,defs,msgs,cochange`: an extra configuration to score (repeatable);
+//! - `--weights body,path,defs,msgs,cochange[/test,docs,bench,example,generated,other,asked[/body_b,feedback]]`:
+//!   an extra configuration to score (repeatable), optionally with role priors and
+//!   then the body's BM25 `b` and the pseudo-relevance feedback weight (as
+//!   `eval_questions` takes them);
 //! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
 //!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources;
 //! - `--via-disk N`: after the build and then every N cases, store the index as the
@@ -188,16 +191,48 @@ impl Score {
     }
 }
 
+/// `body,path,defs,msgs,cochange`, then optionally `/` and the role priors
+/// `test,docs,bench,example,generated,other,asked` (as `eval_questions` takes them).
 fn parse_weights(s: &str) -> Weights {
-    let v: Vec<f32> = s.split(',').map(|x| x.parse().expect("a number")).collect();
+    let mut parts = s.split('/');
+    let fields = parts.next().unwrap_or("");
+    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
+    let nums =
+        |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
+    let v = nums(fields);
     assert_eq!(v.len(), 5, "--weights takes body,path,defs,msgs,cochange");
-    Weights {
+    let mut w = Weights {
         body: v[0],
         path: v[1],
         defs: v[2],
         msgs: v[3],
         cochange: v[4],
+        ..Weights::default()
+    };
+    if let Some(r) = roles {
+        let r = nums(r);
+        assert_eq!(
+            r.len(),
+            7,
+            "role priors: test,docs,bench,example,generated,other,asked"
+        );
+        w.roles = scoped_repo_mcp::ranked::role::RolePriors {
+            test: r[0],
+            docs: r[1],
+            bench: r[2],
+            example: r[3],
+            generated: r[4],
+            other: r[5],
+            asked: r[6],
+        };
     }
+    if let Some(x) = extra {
+        let x = nums(x);
+        assert_eq!(x.len(), 2, "after the role priors: body_b,feedback");
+        w.body_b = x[0];
+        w.feedback = x[1];
+    }
+    w
 }
 
 fn main() {

@@ -188,7 +188,8 @@ impl QueryTerms {
 /// A string every line that yields `term` contains, lower-cased with underscores
 /// removed. A term is a word's part, stemmed, or a whole identifier with its separators
 /// removed ([`terms::for_each_term`]); stemming only strips endings, except that `-ies`
-/// becomes `-y`, so the term without a final `y` is a prefix of the part it came from.
+/// and `-ied` become `-y`, so the term without a final `y` is a prefix of the part it
+/// came from.
 fn needle(term: &str) -> &str {
     match term.strip_suffix('y') {
         Some(base) if term.len() >= 3 => base,

@@ -62,7 +62,7 @@ use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
 /// Bumped whenever the layout or the meaning of what it stores changes (the tokenizer's
 /// terms included): a file of another version is rebuilt, not read.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Bytes of the header.
 pub const HEADER: usize = 48;
 /// Where the checksummed bytes start.
@@ -835,6 +835,14 @@ impl RankedIndex {
             dict,
             slot_of: p.slot_of,
             live: p.paths.len() - p.free.len(),
+            roles: p
+                .paths
+                .iter()
+                .map(|p| {
+                    p.as_deref()
+                        .map_or(super::role::Role::Other, super::role::role)
+                })
+                .collect(),
             paths: p.paths,
             blobs: p.blobs,
             free: p.free,

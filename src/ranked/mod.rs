@@ -23,6 +23,7 @@ pub mod chunks;
 pub mod dict;
 pub mod disk;
 pub mod field;
+pub mod role;
 pub mod symbols;
 pub mod terms;
 mod workers;
@@ -65,8 +66,9 @@ pub const MAX_HISTORY_COMMITS: usize = 50_000;
 const MAX_COCHANGE_FILES: usize = 12;
 
 /// How much each signal counts. The defaults are round numbers set by hand and checked
-/// on one repository's history (see `BENCHMARKS.md`), not fitted to it. Co-change is
-/// off by default: its gain there did not hold across settings.
+/// on two repositories' histories and on questions in words over three others (see
+/// `BENCHMARKS.md`), not fitted to them. Co-change and feedback are off by default:
+/// their gains did not hold across sets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
     /// The file's text.
@@ -79,6 +81,13 @@ pub struct Weights {
     pub msgs: f32,
     /// Share of a top file's score passed to the files that change with it.
     pub cochange: f32,
+    /// How much each file role counts before the question's words are matched.
+    pub roles: role::RolePriors,
+    /// Length normalization of the body field (BM25's `b`).
+    pub body_b: f32,
+    /// Weight of the terms the best first-pass files share, added to the query in a
+    /// second pass (pseudo-relevance feedback); 0 for none.
+    pub feedback: f32,
 }
 
 impl Default for Weights {
@@ -87,8 +96,11 @@ impl Default for Weights {
             body: 1.0,
             path: 1.0,
             defs: 0.5,
-            msgs: 1.0,
+            msgs: 0.7,
             cochange: 0.0,
+            roles: role::RolePriors::default(),
+            body_b: 0.75,
+            feedback: 0.0,
         }
     }
 }
@@ -216,6 +228,8 @@ pub struct RankedIndex {
     slot_of: HashMap<String, u32>,
     paths: Vec<Option<String>>,
     blobs: Vec<Oid>,
+    /// Each slot's role, from its path ([`role::role`]); not stored, derived on load.
+    roles: Vec<role::Role>,
     free: Vec<u32>,
     live: usize,
     body: Field,
@@ -267,6 +281,7 @@ impl RankedIndex {
             slot_of: HashMap::new(),
             paths: Vec::new(),
             blobs: Vec::new(),
+            roles: Vec::new(),
             free: Vec::new(),
             live: 0,
             body: Field::default(),
@@ -476,8 +491,10 @@ impl RankedIndex {
                 if s as usize == self.paths.len() {
                     self.paths.push(None);
                     self.blobs.push(Oid::zero());
+                    self.roles.push(role::Role::Other);
                 }
                 self.paths[s as usize] = Some(path.to_string());
+                self.roles[s as usize] = role::role(path);
                 self.slot_of.insert(path.to_string(), s);
                 self.live += 1;
                 s
@@ -662,18 +679,25 @@ impl RankedIndex {
         keep: &dyn Fn(&str) -> bool,
     ) -> Vec<RankedFile> {
         let q = self.query_terms(query);
+        let priors = role::Priors::for_query(query, &w.roles);
         let n = self.live.max(1);
         let mut acc = vec![0.0f32; self.paths.len()];
-        let p = Bm25::default();
-        for &(t, qw) in &q {
-            self.body.accumulate(t, w.body * qw, p, n, &mut acc);
-            self.path
-                .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, &mut acc);
-            self.defs.accumulate(t, w.defs * qw, p, n, &mut acc);
-            self.msgs.accumulate(t, w.msgs * qw, p, n, &mut acc);
+        self.score_terms(&q, w, n, &mut acc);
+        if w.feedback > 0.0 {
+            let extra = self.feedback_terms(&acc, &q, &priors, n);
+            let scaled: Vec<(u32, f32)> = extra
+                .into_iter()
+                .map(|(t, x)| (t, x * w.feedback))
+                .collect();
+            self.score_terms(&scaled, w, n, &mut acc);
         }
         if w.cochange > 0.0 {
             self.propagate(&mut acc, w.cochange);
+        }
+        if priors != role::Priors::none() {
+            for (s, r) in acc.iter_mut().zip(&self.roles) {
+                *s *= priors.factor(*r);
+            }
         }
         let mut scored: Vec<(u32, f32)> = acc
             .iter()
@@ -711,6 +735,70 @@ impl RankedIndex {
         }
         scored.sort_unstable_by(better);
         pick(&scored)
+    }
+
+    /// Add the BM25 scores of weighted query terms, every field, to `acc`.
+    fn score_terms(&self, q: &[(u32, f32)], w: &Weights, n: usize, acc: &mut [f32]) {
+        let p = Bm25::default();
+        let body = Bm25 {
+            k1: 1.2,
+            b: w.body_b,
+        };
+        for &(t, qw) in q {
+            self.body.accumulate(t, w.body * qw, body, n, acc);
+            self.path
+                .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, acc);
+            self.defs.accumulate(t, w.defs * qw, p, n, acc);
+            self.msgs.accumulate(t, w.msgs * qw, p, n, acc);
+        }
+    }
+
+    /// Terms the best few files of a first pass share (weighted by how rare they are
+    /// and how many of those files hold them), not already in the query: the words
+    /// the code uses for what the question says in its own words.
+    fn feedback_terms(
+        &self,
+        acc: &[f32],
+        q: &[(u32, f32)],
+        priors: &role::Priors,
+        n: usize,
+    ) -> Vec<(u32, f32)> {
+        const DOCS: usize = 5;
+        const TERMS: usize = 10;
+        let mut top: Vec<(usize, f32)> = acc
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s > 0.0)
+            .map(|(i, &s)| (i, s * priors.factor(self.roles[i])))
+            .collect();
+        if top.len() > DOCS {
+            top.select_nth_unstable_by(DOCS, |a, b| b.1.total_cmp(&a.1));
+            top.truncate(DOCS);
+        }
+        let Some(best) = top.iter().map(|x| x.1).reduce(f32::max) else {
+            return Vec::new();
+        };
+        let mut weight: HashMap<u32, (f32, u32)> = HashMap::new();
+        for &(slot, s) in &top {
+            let terms = self.body.terms_of(slot as u32);
+            let len: u32 = terms.iter().map(|&(_, c)| c).sum::<u32>().max(1);
+            for &(t, c) in terms {
+                let e = weight.entry(t).or_default();
+                e.0 += (s / best) * c as f32 / len as f32;
+                e.1 += 1;
+            }
+        }
+        let mut v: Vec<(u32, f32)> = weight
+            .into_iter()
+            .filter(|&(t, (_, docs))| docs >= 2 && q.binary_search_by_key(&t, |x| x.0).is_err())
+            .map(|(t, (x, _))| (t, x * self.body.idf(t, n)))
+            .collect();
+        v.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(TERMS);
+        let Some(max) = v.first().map(|x| x.1) else {
+            return Vec::new();
+        };
+        v.into_iter().map(|(t, x)| (t, x / max)).collect()
     }
 
     /// Pass a share of the top files' scores to the files that changed with them.
@@ -779,6 +867,7 @@ impl RankedIndex {
             + self.paths.capacity() * size_of::<Option<String>>()
             + strings(&mut self.paths.iter().flatten())
             + self.blobs.capacity() * size_of::<Oid>()
+            + self.roles.capacity() * size_of::<role::Role>()
             + self.free.capacity() * 4;
         let h = &self.history;
         let history = h.kept.capacity() * size_of::<Oid>()

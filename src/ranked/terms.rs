@@ -60,8 +60,13 @@ fn stem_parts(w: &str) -> (&str, &'static str) {
         return (w, "");
     }
     let mut s = w;
-    if let Some(base) = s.strip_suffix("ies").filter(|b| b.len() >= 2) {
-        // `-ies` becomes `-y`, which none of the endings below strips.
+    if let Some(base) = s
+        .strip_suffix("ies")
+        .or_else(|| s.strip_suffix("ied"))
+        .filter(|b| b.len() >= 2)
+    {
+        // `-ies` and `-ied` become `-y`, which none of the endings below strips, so
+        // `verify`, `verifies` and `verified` meet.
         return (base, "y");
     } else if let Some(base) = s.strip_suffix("sses") {
         s = &w[..base.len() + 2];
@@ -264,6 +269,9 @@ mod tests {
         }
         assert_eq!(stem("fixtures"), stem("fixture"));
         assert_eq!(stem("entries"), "entry");
+        for w in ["verify", "verifies", "verified"] {
+            assert_eq!(stem(w), "verify", "{w}");
+        }
         assert_eq!(stem("class"), "class");
         assert_eq!(stem("need"), "need");
     }
