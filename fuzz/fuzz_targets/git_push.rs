@@ -21,7 +21,6 @@ use git2::{ObjectType, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult}
 use libfuzzer_sys::fuzz_target;
 use scoped_repo_mcp::paths::RepoPath;
 use scoped_repo_mcp::rules::Limits;
-use scoped_repo_mcp::text::is_binary;
 use scoped_repo_mcp::store::push::{RefUpdate, check_push};
 
 const MODES: &[&[u8]] = &[
@@ -32,6 +31,7 @@ const LIMITS: Limits = Limits {
     max_file_bytes: 1024,
     max_update_bytes: 3000,
     max_operations: 6,
+    max_repo_bytes: 1 << 20,
 };
 
 /// The repo pushed into, holding `main` at `base`, shared by every input (a refused
@@ -232,16 +232,13 @@ fuzz_target!(|data: &[u8]| {
         let utf8 = std::str::from_utf8(name).is_ok();
         let parsed = RepoPath::parse(&path).is_ok();
         let content = repo.find_blob(entry.id()).ok();
-        let text = content.as_ref().is_some_and(|b| {
-            let c = b.content();
-            c.len() <= LIMITS.max_file_bytes
-                && !is_binary(c)
-                && !c.contains(&0)
-                && std::str::from_utf8(c).is_ok()
-        });
-        if !(ok_mode && utf8 && parsed && text) && problem.is_none() {
+        // Binary files are kept: only their size is checked.
+        let in_limits = content
+            .as_ref()
+            .is_some_and(|b| b.content().len() <= LIMITS.max_file_bytes);
+        if !(ok_mode && utf8 && parsed && in_limits) && problem.is_none() {
             problem = Some(format!(
-                "`{path:?}` (mode {:o}): mode ok {ok_mode}, UTF-8 name {utf8}, path ok {parsed}, text in limits {text}",
+                "`{path:?}` (mode {:o}): mode ok {ok_mode}, UTF-8 name {utf8}, path ok {parsed}, in limits {in_limits}",
                 entry.filemode_raw()
             ));
         }
