@@ -17,7 +17,7 @@
 //!
 //! Options:
 //! - `--mirrors DIR`: where the bare repositories are, as `DIR/owner+name/repo`
-//!   (default `/work/.mirror`), or `--repo-dir owner/name=PATH` for one;
+//!   (default `mirrors`, e.g. made by `git clone --bare URL mirrors/owner+name/repo`), or `--repo-dir owner/name=PATH` for one;
 //! - `--only owner/name`: ask only that repository's questions (repeatable);
 //! - `--weights b,p,d,m,c[/t,d,b,e,g,o,a[/body_b,feedback]]`: an extra configuration to
 //!   score (repeatable): field weights `body,path,defs,msgs,cochange`, then optionally
@@ -189,7 +189,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let mut mirrors = "/work/.mirror".to_string();
+    let mut mirrors = "mirrors".to_string();
     let mut repo_dirs: HashMap<String, String> = HashMap::new();
     let mut only: Vec<String> = Vec::new();
     let mut misses = false;

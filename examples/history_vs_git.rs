@@ -4,11 +4,11 @@
 //! show`. Each figure is the median of several runs; the ratio is ours over git's.
 //!
 //! The corpus is a bare git repository (tokio's by default); its objects are cloned into
-//! a store repo's git directory, so the store reads exactly that history (the store's
-//! own imports refuse tokio's binary files, which the history tools never need).
+//! a store repo's git directory, so the store reads exactly that history, with no
+//! import's checks or index builds in the way.
 //!
 //! `cargo run --release --example history_vs_git -- [REPO] [PATH] [FILE] [NEEDLE]`
-//! (defaults: `/work/.mirror/tokio-rs+tokio/repo`, `tokio/src/runtime`,
+//! (defaults: `tokio.git`, a bare clone of tokio-rs/tokio, `tokio/src/runtime`,
 //! `tokio/src/net/windows/named_pipe.rs`, `spawn_blocking`; `HISTORY_ROUNDS`, default 5).
 
 use std::collections::BTreeMap;
@@ -55,7 +55,7 @@ fn median(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
-    let corpus = arg(0, "/work/.mirror/tokio-rs+tokio/repo");
+    let corpus = arg(0, "tokio.git");
     let dir_path = arg(1, "tokio/src/runtime");
     let file = arg(2, "tokio/src/net/windows/named_pipe.rs");
     let needle = arg(3, "spawn_blocking");
