@@ -68,6 +68,13 @@ pub fn run(config: &ApiConfig) -> Result<(), StartError> {
         trail.flush();
         served?;
         tracing::info!("API server stopped");
-        Ok(())
-    })
+        Ok::<(), StartError>(())
+    })?;
+    // The search indexes being stored are finished, or nothing of them is left.
+    if !crate::store::finish_index_writes(config.stop_timeout) {
+        tracing::warn!(
+            "a search index was still being stored at --stop-timeout; its partial file was removed"
+        );
+    }
+    Ok(())
 }

@@ -242,6 +242,15 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub import_wait: String,
+    /// On stop (stdin closed, SIGTERM, Ctrl-C): how long to wait for a search index
+    /// being stored to be whole (e.g. 60s, 0s); past it, the partial file is removed.
+    #[arg(
+        long,
+        env = "SCOPED_REPO_STOP_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub stop_timeout: String,
     /// Offer only the read tools (no update, no token minting or revoking).
     #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
     pub read_only: bool,
@@ -288,6 +297,15 @@ pub struct ApiArgs {
     /// stdout as `listening on http://ADDR/v1`.
     #[arg(long, env = "SCOPED_REPO_API_LISTEN", default_value = "127.0.0.1:8787")]
     pub listen: String,
+    /// On stop (SIGTERM, Ctrl-C): how long to wait for a search index being stored to
+    /// be whole (e.g. 60s, 0s); past it, the partial file is removed.
+    #[arg(
+        long,
+        env = "SCOPED_REPO_STOP_TIMEOUT",
+        default_value = "60s",
+        value_name = "DURATION"
+    )]
+    pub stop_timeout: String,
     /// The longest lifetime of a token minted through POST /v1/repo_token (e.g. 2h, 7d).
     /// Unset: no cap, and a token asked for without ttl_seconds never expires, as on the
     /// hosted service. Set: every token must ask for a ttl_seconds within it.

@@ -258,6 +258,8 @@ pub struct ServeConfig {
     pub no_ignore: bool,
     /// How long a tool call waits for a background import of its repo.
     pub import_wait: Duration,
+    /// On stop, how long to wait for an index being stored (`--stop-timeout`).
+    pub stop_timeout: Duration,
     /// Offer only read tools.
     pub read_only: bool,
     /// Cap on minted tokens' lifetime.
@@ -385,6 +387,7 @@ impl ServeConfig {
             repos: parse_repo_ids("--repo / SCOPED_REPO_IDS", &args.repos)?,
             import: args.import.clone(),
             no_ignore: args.no_ignore,
+            stop_timeout: parse_duration("--stop-timeout", &args.stop_timeout)?,
             import_wait: {
                 let wait = parse_duration("--import-wait", &args.import_wait)?;
                 if wait > Duration::from_secs(600) {
@@ -559,6 +562,8 @@ impl HttpSettings {
 pub struct ApiConfig {
     /// The embedded store's directory.
     pub data_dir: PathBuf,
+    /// On stop, how long to wait for an index being stored (`--stop-timeout`).
+    pub stop_timeout: Duration,
     /// Where to listen, as given (`--listen`); bound at start.
     pub listen: String,
     /// How long audit records are kept; zero: no audit trail.
@@ -588,6 +593,7 @@ impl ApiConfig {
         Ok(Self {
             data_dir: data_dir(data_dir_flag)?,
             listen: args.listen.clone(),
+            stop_timeout: parse_duration("--stop-timeout", &args.stop_timeout)?,
             audit_retention: audit_retention(&args.audit_retention)?,
             connections: connection_limits(&args.connections)?,
             index_memory: index_memory(args.index_memory.as_deref())?,

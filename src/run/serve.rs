@@ -303,6 +303,18 @@ pub async fn build_server(
 
 /// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
 pub fn run(config: &ServeConfig) -> Result<(), StartError> {
+    let served = serve_until_stopped(config);
+    // The index this process just built is stored for the next one, or nothing of it
+    // is left behind.
+    if !crate::store::finish_index_writes(config.stop_timeout) {
+        tracing::warn!(
+            "a search index was still being stored at --stop-timeout; its partial file was removed, and the next process builds it again"
+        );
+    }
+    served
+}
+
+fn serve_until_stopped(config: &ServeConfig) -> Result<(), StartError> {
     runtime()?.block_on(async {
         if config.http.is_some() {
             run_http(config).await?;

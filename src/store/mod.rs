@@ -45,7 +45,7 @@ pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport, SkipKind};
 pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
-pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS};
+pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS, finish_index_writes};
 
 use crate::credentials::secrets;
 use crate::model::{

@@ -50,6 +50,83 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// can kill it there.
 const PAUSE_HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
 
+/// The stored copies this process is writing: how many saves are under way (counted
+/// from before their thread starts), the temporary files they write, and a signal for
+/// each one that ends, so that a process stopping can wait for them
+/// ([`finish_index_writes`]) rather than leave half-written files behind.
+static WRITES: Mutex<Writes> = Mutex::new(Writes {
+    saves: 0,
+    temps: Vec::new(),
+});
+static WRITE_ENDED: std::sync::Condvar = std::sync::Condvar::new();
+
+struct Writes {
+    saves: usize,
+    temps: Vec<PathBuf>,
+}
+
+fn writes() -> std::sync::MutexGuard<'static, Writes> {
+    WRITES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Wait, at most `within`, for the stored copies this process is writing to be whole;
+/// past it, remove what they wrote so far (their threads write on into files no name
+/// leads to, and the process is about to end). `true` when every write finished.
+///
+/// A server calls it as it stops (stdin closed, SIGTERM, Ctrl-C): the index it just
+/// built is then stored for the next process, instead of rebuilt by it.
+pub fn finish_index_writes(within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut w = writes();
+    while w.saves > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            for tmp in w.temps.drain(..) {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            return false;
+        }
+        w = WRITE_ENDED
+            .wait_timeout(w, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    true
+}
+
+/// One save under way, counted until dropped.
+struct Saving;
+
+impl Saving {
+    fn begin() -> Self {
+        writes().saves += 1;
+        Self
+    }
+}
+
+impl Drop for Saving {
+    fn drop(&mut self) {
+        writes().saves -= 1;
+        WRITE_ENDED.notify_all();
+    }
+}
+
+/// A temporary file being written, listed until dropped.
+struct Temp(PathBuf);
+
+impl Temp {
+    fn begin(tmp: &Path) -> Self {
+        writes().temps.push(tmp.to_path_buf());
+        Self(tmp.to_path_buf())
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        writes().temps.retain(|t| *t != self.0);
+    }
+}
+
 /// How this process came by a repo's ranked index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RankedOrigin {
@@ -127,6 +204,7 @@ fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
+    let _temp = Temp::begin(&tmp);
     let written = (|| -> Result<StoredBase, StoreError> {
         let file = std::fs::File::options()
             .read(true)
@@ -259,9 +337,11 @@ impl Store {
             *id,
             slot.clone(),
         );
+        let save = Saving::begin();
         let spawned = std::thread::Builder::new()
             .name("ranked-save".into())
             .spawn(move || {
+                let _save = save;
                 let started = Instant::now();
                 // A repo deleted meanwhile gets no index directory back.
                 let result = if repo_dir.is_dir() {

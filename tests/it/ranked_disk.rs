@@ -482,3 +482,111 @@ async fn a_copy_stored_over_the_one_another_process_maps_leaves_its_answers_righ
     assert_same_answers(&answers(&rebuilt, &r), &a_now);
     assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
 }
+
+/// Start a stdio `serve` on `r` (raw JSON-RPC over pipes, so that closing its stdin is
+/// all its client does), ask one ranked question, and answer the child with its stdin
+/// still open.
+fn ask_ranked_raw(
+    h: &Harness,
+    r: &RepoId,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["serve", "--repo", &r.to_string()])
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RELACE_API_KEY")
+        .env_remove("SCOPED_REPO_IDS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "search_repo", "arguments": {"repo_id": r.to_string(),
+        "query": "where is the retry backoff computed", "mode": "ranked"}}});
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"raw","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let answered = lines.any(|l| l.unwrap().contains(r#""id":2"#));
+    assert!(answered, "the ranked question was not answered");
+    child.stdin = Some(stdin);
+    child
+}
+
+/// Wait for `child` to exit, at most `within`.
+fn exits_within(child: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+// A server whose client closed stdin while it stored the ranked index it had just built
+// exited at once, leaving a half-written file (on the Linux kernel, 239 MB and 77 MB)
+// and the next process to build it all again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_whose_client_left_mid_store_left_a_half_written_index() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let path = h.store.ranked_index_path(&r);
+    let dir = path.parent().unwrap().to_path_buf();
+    // The writer never finishes: the server waits its --stop-timeout, then removes what
+    // it wrote.
+    let marker = h.dir.path().join("paused");
+    let mut child = ask_ranked_raw(
+        &h,
+        &r,
+        &[],
+        &[
+            (HOOK, marker.to_str().unwrap()),
+            ("SCOPED_REPO_STOP_TIMEOUT", "1s"),
+        ],
+    );
+    for _ in 0..600 {
+        if std::fs::metadata(&marker).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!temps(&dir).is_empty(), "the writer is under way");
+    drop(child.stdin.take());
+    assert!(
+        exits_within(&mut child, Duration::from_secs(20)),
+        "the server did not stop"
+    );
+    assert!(temps(&dir).is_empty(), "left behind: {:?}", temps(&dir));
+    assert!(!path.exists());
+
+    // A writer that can finish: the server stops once the stored copy is whole.
+    let mut child = ask_ranked_raw(&h, &r, &[], &[]);
+    drop(child.stdin.take());
+    assert!(
+        exits_within(&mut child, Duration::from_secs(60)),
+        "the server did not stop"
+    );
+    let head = h.store.head(&r).unwrap();
+    assert_eq!(
+        std::fs::read(&path)
+            .ok()
+            .and_then(|b| scoped_repo_mcp::ranked::disk::stored_head(&b))
+            .map(|o| o.to_string()),
+        Some(head),
+        "the index built was stored before the process ended"
+    );
+    assert!(temps(&dir).is_empty());
+}
