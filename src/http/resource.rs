@@ -124,20 +124,25 @@ impl ProtectedResource {
 
     /// The answer to `GET` of the metadata document.
     pub fn metadata_response(&self) -> Response {
-        let mut r = (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            self.metadata().to_string(),
-        )
-            .into_response();
-        // Browser-based clients (the Inspector's web page) read it across origins; it
-        // holds nothing secret.
-        r.headers_mut().insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        r
+        public_json(self.metadata())
     }
+}
+
+/// A metadata document as `GET` answers it: JSON any origin may read. Browser-based
+/// clients (the Inspector's web page) read such documents across origins; they hold
+/// nothing secret.
+pub fn public_json(doc: serde_json::Value) -> Response {
+    let mut r = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
 }
 
 /// A description inside a quoted-string: RFC 6750 allows no `"` or `\` there, and a
@@ -157,24 +162,27 @@ fn quoted(s: &str) -> String {
 /// Checks a `--public-url`: an absolute http(s) URL with a host and no query, fragment
 /// or credentials. Answers it without a trailing slash.
 pub fn parse_public_url(raw: &str) -> Result<String, String> {
+    parse_base_url("--public-url", raw)
+}
+
+/// Checks a server's public base URL given as `flag` (see [`parse_public_url`]).
+pub fn parse_base_url(flag: &str, raw: &str) -> Result<String, String> {
     let fix = "write it like https://mcp.example.com or https://example.com/prefix";
     let u = url::Url::parse(raw.trim())
-        .map_err(|e| format!("--public-url `{raw}` is not a URL ({e}); {fix}"))?;
+        .map_err(|e| format!("{flag} `{raw}` is not a URL ({e}); {fix}"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("--public-url `{raw}` must be http or https; {fix}"));
+        return Err(format!("{flag} `{raw}` must be http or https; {fix}"));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(format!("--public-url `{raw}` has no host; {fix}"));
+        return Err(format!("{flag} `{raw}` has no host; {fix}"));
     }
     if u.query().is_some() || u.fragment().is_some() {
         return Err(format!(
-            "--public-url `{raw}` must not have a query or fragment; {fix}"
+            "{flag} `{raw}` must not have a query or fragment; {fix}"
         ));
     }
     if !u.username().is_empty() || u.password().is_some() {
-        return Err(format!(
-            "--public-url `{raw}` must not hold credentials; {fix}"
-        ));
+        return Err(format!("{flag} `{raw}` must not hold credentials; {fix}"));
     }
     let mut s = u.to_string();
     while s.ends_with('/') {

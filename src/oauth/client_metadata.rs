@@ -121,7 +121,7 @@ impl OAuthServer {
             .timeout(FETCH_TIMEOUT)
             .resolve(&host, addrs[0])
             .build()
-            .unwrap_or_else(|_| self.http.clone());
+            .map_err(|e| format!("the client metadata could not be fetched ({e})"))?;
         let resp = pinned
             .get(url.clone())
             .header("accept", "application/json")

@@ -14,12 +14,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{BrowserSession, OAuthServer, PendingCode, random_secret, same_secret};
+use super::{BrowserSession, OAuthServer, Params, PendingCode, field, random_secret, same_secret};
 use crate::model::RepoId;
 use crate::store::{OAuthClient, OAuthGrant};
-
-/// A request's parameters, in order, repeats kept (so that a repeat can be refused).
-type Params = Vec<(String, String)>;
 
 const SESSION_COOKIE: &str = "srm_session";
 const NEXT_COOKIE: &str = "srm_next";
@@ -276,11 +273,7 @@ pub async fn decide(
             None,
         );
     };
-    let sent = form
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
+    let sent = field(&form, "csrf").unwrap_or_default();
     if !same_secret(sent, &csrf) {
         return page(
             StatusCode::FORBIDDEN,
@@ -378,10 +371,8 @@ fn choices(
         .collect();
     crate::rules::token_paths(&paths).map_err(|e| e.to_string())?;
     crate::rules::PathSet::new(&paths).map_err(|e| e.to_string())?;
-    let ttl: u64 = form
-        .iter()
-        .find(|(k, _)| k == "ttl")
-        .and_then(|(_, v)| v.parse().ok())
+    let ttl: u64 = field(form, "ttl")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(3600);
     if ttl == 0 || ttl > server.config.max_ttl.as_secs() {
         return Err(format!(
@@ -408,14 +399,8 @@ pub async fn sign_in(
     State(server): State<Arc<OAuthServer>>,
     axum::extract::Form(form): axum::extract::Form<Params>,
 ) -> Response {
-    let field = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let next = field("next");
-    let key = field("key");
+    let next = field(&form, "next").unwrap_or_default().to_string();
+    let key = field(&form, "key").unwrap_or_default();
     let store = server.store.clone();
     let key_for_check = key.trim().to_string();
     let live = !key_for_check.is_empty()

@@ -82,7 +82,6 @@ pub struct OAuthServer {
     store: Arc<Store>,
     trail: Trail,
     memory: Mutex<Memory>,
-    http: reqwest::Client,
 }
 
 /// How long a code may wait for its exchange.
@@ -97,18 +96,11 @@ const MAX_KEPT: usize = 10_000;
 impl OAuthServer {
     /// The authorization server over `store`, recording to `trail`.
     pub fn new(config: OAuthConfig, store: Arc<Store>, trail: Trail) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(client_metadata::FETCH_TIMEOUT)
-            .build()
-            .expect("an HTTP client with no proxy and no redirects builds");
         Arc::new(Self {
             config,
             store,
             trail,
             memory: Mutex::new(Memory::default()),
-            http,
         })
     }
 
@@ -183,7 +175,7 @@ pub fn router(server: Arc<OAuthServer>, allow: crate::origin::AllowLists) -> Rou
             "/.well-known/oauth-authorization-server",
             get({
                 let doc = doc.clone();
-                move || std::future::ready(json_public(doc.metadata()))
+                move || std::future::ready(crate::http::resource::public_json(doc.metadata()))
             }),
         )
         .route("/oauth/register", post(register::register))
@@ -198,7 +190,7 @@ pub fn router(server: Arc<OAuthServer>, allow: crate::origin::AllowLists) -> Rou
     if metadata_path != "/.well-known/oauth-authorization-server" {
         router = router.route(
             &metadata_path,
-            get(move || std::future::ready(json_public(doc.metadata()))),
+            get(move || std::future::ready(crate::http::resource::public_json(doc.metadata()))),
         );
     }
     router.with_state(server).layer(axum::middleware::from_fn(
@@ -239,21 +231,6 @@ fn well_known_path(issuer: &str) -> String {
     format!("/.well-known/oauth-authorization-server{path}")
 }
 
-/// A JSON document anyone may read, from any origin.
-fn json_public(doc: serde_json::Value) -> Response {
-    let mut r = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        doc.to_string(),
-    )
-        .into_response();
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
-}
-
 /// An OAuth error answer (RFC 6749 §5.2): `{error, error_description}`, never cached.
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = serde_json::json!({"error": error, "error_description": description});
@@ -272,6 +249,35 @@ fn no_store(r: &mut Response) {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// A form's or a query's parameters, in order, repeats kept (so that a repeat can be
+/// refused).
+type Params = Vec<(String, String)>;
+
+/// The form of a `POST`; `None` for a body that is not one ([`not_a_form`] answers it).
+fn form_of(
+    form: Result<axum::extract::Form<Params>, axum::extract::rejection::FormRejection>,
+) -> Option<Params> {
+    form.ok().map(|axum::extract::Form(f)| f)
+}
+
+/// The answer to a `POST` whose body is not a form.
+fn not_a_form() -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "the body must be application/x-www-form-urlencoded",
+    )
+}
+
+/// The first non-empty value of `key`.
+fn field<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
 }
 
 /// A fresh random secret for codes, sessions and CSRF tokens: 32 bytes, base64url.

@@ -11,17 +11,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::{OAuthServer, oauth_error};
+use super::{OAuthServer, Params, field, form_of, not_a_form, oauth_error};
 use crate::store::{OAuthGrant, RefreshOutcome};
-
-type Params = Vec<(String, String)>;
-
-fn field<'a>(form: &'a Params, key: &str) -> Option<&'a str> {
-    form.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .filter(|v| !v.is_empty())
-}
 
 /// Whether `verifier` is the PKCE verifier of `challenge` (S256: the challenge is the
 /// base64url SHA-256 of the verifier, RFC 7636 §4.6).
@@ -49,12 +40,8 @@ pub async fn token(
     State(server): State<Arc<OAuthServer>>,
     form: Result<axum::extract::Form<Params>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(axum::extract::Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
+    let Some(form) = form_of(form) else {
+        return not_a_form();
     };
     let Some(client_id) = field(&form, "client_id").map(str::to_string) else {
         return oauth_error(
@@ -210,12 +197,8 @@ pub async fn revoke(
     State(server): State<Arc<OAuthServer>>,
     form: Result<axum::extract::Form<Params>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(axum::extract::Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
+    let Some(form) = form_of(form) else {
+        return not_a_form();
     };
     let Some(token) = field(&form, "token").map(str::to_string) else {
         return oauth_error(

@@ -60,8 +60,8 @@ pub fn run(
         Command::Key { command } => key(&store, command, &mut out, &mut err)?,
         Command::Audit(args) => audit(&store, args, &mut out)?,
         Command::Login(args) => {
-            let base = crate::http::resource::parse_public_url(&args.url)
-                .map_err(|e| ConfigError(e.replace("--public-url", "--url")))?;
+            let base =
+                crate::http::resource::parse_base_url("--url", &args.url).map_err(ConfigError)?;
             let link = crate::oauth::OAuthServer::login_link(&store, &base)
                 .map_err(|e| ConfigError(format!("cannot make a sign-in link: {e}")))?;
             writeln!(out, "{link}")?;

@@ -70,11 +70,6 @@ pub fn run(config: &ApiConfig) -> Result<(), StartError> {
         tracing::info!("API server stopped");
         Ok::<(), StartError>(())
     })?;
-    // The search indexes being stored are finished, or nothing of them is left.
-    if !crate::store::finish_index_writes(config.stop_timeout) {
-        tracing::warn!(
-            "a search index was still being stored at --stop-timeout; its partial file was removed"
-        );
-    }
+    super::finish_index_writes(config.stop_timeout);
     Ok(())
 }

@@ -149,3 +149,14 @@ pub fn git_pre_receive() -> Result<bool, StartError> {
         .map_err(|e| StartError::context("cannot read the pushed ref updates", e))?;
     Ok(crate::api::git::pre_receive(&input, &mut std::io::stderr()))
 }
+
+/// As a server stops: let the search indexes being stored become whole, for the next
+/// process to load rather than build, for at most `within` (`--stop-timeout`); past it
+/// their partial files are removed.
+pub(crate) fn finish_index_writes(within: std::time::Duration) {
+    if !crate::store::finish_index_writes(within) {
+        tracing::warn!(
+            "a search index was still being stored at --stop-timeout; its partial file was removed, and the next process builds it again"
+        );
+    }
+}

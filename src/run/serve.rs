@@ -304,13 +304,7 @@ pub async fn build_server(
 /// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
 pub fn run(config: &ServeConfig) -> Result<(), StartError> {
     let served = serve_until_stopped(config);
-    // The index this process just built is stored for the next one, or nothing of it
-    // is left behind.
-    if !crate::store::finish_index_writes(config.stop_timeout) {
-        tracing::warn!(
-            "a search index was still being stored at --stop-timeout; its partial file was removed, and the next process builds it again"
-        );
-    }
+    super::finish_index_writes(config.stop_timeout);
     served
 }
 
