@@ -380,16 +380,17 @@ impl RepoServer {
 impl RepoServer {
     async fn list_repos_impl(&self) -> ToolAnswer<ListReposOutput> {
         self.admit_all(&Self::LIST_REPOS, &[]).await?;
-        let (importing, ids): (Vec<RepoId>, Vec<RepoId>) = self
-            .scope
-            .repos()
-            .copied()
-            .partition(|id| self.imports.unfinished(id));
+        // Each repo's import state is read once: read twice, an import ending between
+        // the reads left its repo out of both lists.
+        let mut importing = Vec::new();
+        let mut ids = Vec::new();
+        for id in self.scope.repos() {
+            match self.imports.listed(id) {
+                Some(unfinished) => importing.push(unfinished),
+                None => ids.push(*id),
+            }
+        }
         let repos = self.backend.list_repos(&ids).await?;
-        let importing: Vec<_> = importing
-            .iter()
-            .filter_map(|id| self.imports.listed(id))
-            .collect();
         let mut text = format!("{} repo(s) in scope:", repos.len() + importing.len());
         for r in &repos {
             let meta: Vec<String> = r
