@@ -1,7 +1,7 @@
 //! The seam between the MCP layer and where repositories live: a small object-safe
 //! trait, with the embedded store behind [`LocalBackend`].
 
-mod blame;
+pub(crate) mod blame;
 
 use std::future::Future;
 use std::pin::Pin;

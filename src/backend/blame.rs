@@ -24,7 +24,7 @@ fn git() -> Result<&'static GitProgram, StoreError> {
 /// Blame lines `q.start_line..=q.end_line` (0: to the end) of `q.path` at commit `at`
 /// (a full id already resolved within the repo), a file of `total` lines, in the bare
 /// repository `git_dir`.
-pub(super) fn run(
+pub(crate) fn run(
     git_dir: &Path,
     at: &str,
     q: &BlameQuery,

@@ -2,8 +2,11 @@
 //! commits walked newest first with their changed paths, diffs of a commit or between
 //! two, each held to a path-limited token's view.
 //!
-//! Every walk opens its own handle on the repository rather than the store's shared
-//! reader: a long walk must not hold up the reads of other calls.
+//! The readers are functions of a `git2::Repository` whose history is on
+//! `refs/heads/main`: the store's own repos (through the [`Store`] methods below) and a
+//! cache of a remote repo fetched over git answer alike. Every walk opens its own
+//! handle on the repository rather than the store's shared reader: a long walk must not
+//! hold up the reads of other calls.
 
 use std::path::Path;
 
@@ -206,6 +209,210 @@ fn pickaxe(
     })
 }
 
+/// The full id of the commit `rev` names in the repo's history.
+pub fn resolve(repo: &Repository, rev: &RevSpec) -> Result<String, StoreError> {
+    Ok(resolve_in(repo, rev)?.to_string())
+}
+
+/// Every tracked file path at `rev`, binary ones named apart.
+pub fn files_at(repo: &Repository, rev: &RevSpec) -> Result<FileList, StoreError> {
+    let at = resolve_in(repo, rev)?;
+    let tree = git::tree_at(repo, at)?;
+    let mut paths = Vec::new();
+    let mut binary = Vec::new();
+    for (path, oid) in git::files(repo, &tree)? {
+        let blob = repo.find_blob(oid).map_err(git::git_err)?;
+        if !crate::text::is_text(blob.content()) {
+            binary.push(path.clone());
+        }
+        paths.push(path);
+    }
+    Ok(FileList {
+        head: at.to_string(),
+        paths,
+        binary,
+    })
+}
+
+/// A page of the repo's commits, newest first (parents always after their
+/// children), filtered by `q`. A commit counts as changing what it changes against
+/// its first parent; a path-limited view sees only commits changing one of its
+/// paths, and only those paths in their change lists.
+pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, StoreError> {
+    let head = git::head(repo)?;
+    let (start, skip) = match &q.cursor {
+        None => (head, 0),
+        Some((at, skip)) => {
+            let at = Oid::from_str(at)
+                .ok()
+                .filter(|at| *at == head || repo.graph_descendant_of(head, *at).unwrap_or(false))
+                .ok_or_else(|| {
+                    StoreError::Invalid(
+                        "the cursor is not one this repo's history gave: start again without it"
+                            .into(),
+                    )
+                })?;
+            (at, *skip)
+        }
+    };
+    let mut walk = repo.revwalk().map_err(git::git_err)?;
+    walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
+        .map_err(git::git_err)?;
+    walk.push(start).map_err(git::git_err)?;
+    let visible = q.visible.as_deref();
+    let author = q.author.as_ref().map(|a| a.to_lowercase());
+    let message_needle = q
+        .matching
+        .as_ref()
+        .filter(|m| m.mode == HistoryMode::Message)
+        .map(|m| m.text.to_lowercase());
+    let mut commits = Vec::new();
+    let mut walked = 0usize;
+    let mut more = false;
+    for oid in walk {
+        let oid = oid.map_err(git::git_err)?;
+        walked += 1;
+        if walked <= skip {
+            continue;
+        }
+        if commits.len() == q.max_results {
+            more = true;
+            walked -= 1;
+            break;
+        }
+        let commit = repo.find_commit(oid).map_err(git::git_err)?;
+        let time = commit.time().seconds();
+        if q.since.is_some_and(|s| time < s) || q.until.is_some_and(|u| time > u) {
+            continue;
+        }
+        if let Some(a) = &author
+            && !String::from_utf8_lossy(commit.author().name_bytes())
+                .to_lowercase()
+                .contains(a.as_str())
+        {
+            continue;
+        }
+        if let Some(needle) = &message_needle
+            && !String::from_utf8_lossy(commit.message_bytes())
+                .to_lowercase()
+                .contains(needle.as_str())
+        {
+            continue;
+        }
+        let tree = commit.tree().map_err(git::git_err)?;
+        let old = parent_tree(&commit)?;
+        if let Some(path) = &q.path
+            && !path_differs(old.as_ref(), &tree, path)
+        {
+            continue;
+        }
+        let diff = tree_diff(repo, old.as_ref(), &tree, visible, 0)?;
+        let changes = changes_of(&diff, visible);
+        if visible.is_some() && changes.is_empty() {
+            continue;
+        }
+        // Under a view, the path must be changed in a path the view sees: a commit
+        // is never picked out by a change the token cannot see.
+        if let Some(path) = &q.path
+            && visible.is_some()
+            && !changes.iter().any(|c| {
+                under(path, &c.path) || c.old_path.as_deref().is_some_and(|o| under(path, o))
+            })
+        {
+            continue;
+        }
+        if let Some(m) = &q.matching
+            && m.mode != HistoryMode::Message
+            && !pickaxe(repo, &diff, &m.text, m.mode, m.path_glob.as_ref(), visible)
+        {
+            continue;
+        }
+        if let Some(m) = &q.matching
+            && m.mode == HistoryMode::Message
+            && let Some(g) = &m.path_glob
+            && !changes.iter().any(|c| g.is_match(&c.path))
+        {
+            continue;
+        }
+        commits.push(info_of(&commit, changes));
+    }
+    Ok(CommitPage {
+        head: start.to_string(),
+        commits,
+        next_cursor: more.then(|| (start.to_string(), walked)),
+    })
+}
+
+/// One commit of the repo, with its diff against its first parent. A commit that
+/// changes none of a path-limited view's paths is not found, as a missing one.
+pub fn commit_diff(
+    repo: &Repository,
+    rev: &RevSpec,
+    q: &DiffQuery,
+) -> Result<(CommitInfo, DiffResult), StoreError> {
+    let oid = resolve_in(repo, rev)?;
+    let commit = repo.find_commit(oid).map_err(git::git_err)?;
+    let tree = commit.tree().map_err(git::git_err)?;
+    let old = parent_tree(&commit)?;
+    let visible = q.visible.as_deref();
+    let listing = tree_diff(repo, old.as_ref(), &tree, visible, 0)?;
+    let changes = changes_of(&listing, visible);
+    if visible.is_some() && changes.is_empty() {
+        return Err(no_such_commit(rev));
+    }
+    let from = commit.parent_id(0).ok().map(|p| p.to_string());
+    let diff = diff_files(repo, old.as_ref(), &tree, q)?;
+    Ok((
+        info_of(&commit, changes),
+        DiffResult {
+            from,
+            to: oid.to_string(),
+            ..diff
+        },
+    ))
+}
+
+/// The diff between two commits of the repo's history.
+pub fn compare(
+    repo: &Repository,
+    from: &RevSpec,
+    to: &RevSpec,
+    q: &DiffQuery,
+) -> Result<DiffResult, StoreError> {
+    let a = resolve_in(repo, from)?;
+    let b = resolve_in(repo, to)?;
+    let old = git::tree_at(repo, a)?;
+    let new = git::tree_at(repo, b)?;
+    let diff = diff_files(repo, Some(&old), &new, q)?;
+    Ok(DiffResult {
+        from: Some(a.to_string()),
+        to: b.to_string(),
+        ..diff
+    })
+}
+
+/// The commit `at` resolves to (the head when `None`), and the number of lines of
+/// `q.path` there: the checks a blame makes before it runs.
+pub fn blame_target(repo: &Repository, q: &BlameQuery) -> Result<(String, u64), StoreError> {
+    let at = match &q.at {
+        Some(rev) => resolve_in(repo, rev)?,
+        None => git::head(repo)?,
+    };
+    let tree = git::tree_at(repo, at)?;
+    let entry = tree
+        .get_path(Path::new(q.path.as_str()))
+        .ok()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
+        .ok_or_else(|| StoreError::FileNotFound(format!("`{}` does not exist at {at}", q.path)))?;
+    let blob = repo.find_blob(entry.id()).map_err(git::git_err)?;
+    let content = blob.content();
+    let mut lines = memchr::memchr_iter(b'\n', content).count() as u64;
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        lines += 1;
+    }
+    Ok((at.to_string(), lines))
+}
+
 impl Store {
     /// A handle of its own on repo `id`'s git directory, for one history call.
     fn history_repo(&self, id: &RepoId) -> Result<Repository, StoreError> {
@@ -215,8 +422,7 @@ impl Store {
 
     /// The full id of the commit `rev` names in repo `id`'s history.
     pub fn resolve_rev(&self, id: &RepoId, rev: &RevSpec) -> Result<String, StoreError> {
-        let repo = self.history_repo(id)?;
-        Ok(resolve_in(&repo, rev)?.to_string())
+        resolve(&self.history_repo(id)?, rev)
     }
 
     /// Every tracked file path at `rev` (the head when `None`).
@@ -225,26 +431,10 @@ impl Store {
         id: &RepoId,
         rev: Option<&RevSpec>,
     ) -> Result<FileList, StoreError> {
-        let Some(rev) = rev else {
-            return self.list_files(id);
-        };
-        let repo = self.history_repo(id)?;
-        let at = resolve_in(&repo, rev)?;
-        let tree = git::tree_at(&repo, at)?;
-        let mut paths = Vec::new();
-        let mut binary = Vec::new();
-        for (path, oid) in git::files(&repo, &tree)? {
-            let blob = repo.find_blob(oid).map_err(git::git_err)?;
-            if !crate::text::is_text(blob.content()) {
-                binary.push(path.clone());
-            }
-            paths.push(path);
+        match rev {
+            None => self.list_files(id),
+            Some(rev) => files_at(&self.history_repo(id)?, rev),
         }
-        Ok(FileList {
-            head: at.to_string(),
-            paths,
-            binary,
-        })
     }
 
     /// A page of repo `id`'s commits, newest first (parents always after their
@@ -252,111 +442,7 @@ impl Store {
     /// its first parent; a path-limited view sees only commits changing one of its
     /// paths, and only those paths in their change lists.
     pub fn list_commits(&self, id: &RepoId, q: &CommitQuery) -> Result<CommitPage, StoreError> {
-        let repo = self.history_repo(id)?;
-        let head = git::head(&repo)?;
-        let (start, skip) = match &q.cursor {
-            None => (head, 0),
-            Some((at, skip)) => {
-                let at = Oid::from_str(at)
-                    .ok()
-                    .filter(|at| {
-                        *at == head || repo.graph_descendant_of(head, *at).unwrap_or(false)
-                    })
-                    .ok_or_else(|| {
-                        StoreError::Invalid(
-                            "the cursor is not one this repo's history gave: start again without it"
-                                .into(),
-                        )
-                    })?;
-                (at, *skip)
-            }
-        };
-        let mut walk = repo.revwalk().map_err(git::git_err)?;
-        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
-            .map_err(git::git_err)?;
-        walk.push(start).map_err(git::git_err)?;
-        let visible = q.visible.as_deref();
-        let author = q.author.as_ref().map(|a| a.to_lowercase());
-        let message_needle = q
-            .matching
-            .as_ref()
-            .filter(|m| m.mode == HistoryMode::Message)
-            .map(|m| m.text.to_lowercase());
-        let mut commits = Vec::new();
-        let mut walked = 0usize;
-        let mut more = false;
-        for oid in walk {
-            let oid = oid.map_err(git::git_err)?;
-            walked += 1;
-            if walked <= skip {
-                continue;
-            }
-            if commits.len() == q.max_results {
-                more = true;
-                walked -= 1;
-                break;
-            }
-            let commit = repo.find_commit(oid).map_err(git::git_err)?;
-            let time = commit.time().seconds();
-            if q.since.is_some_and(|s| time < s) || q.until.is_some_and(|u| time > u) {
-                continue;
-            }
-            if let Some(a) = &author
-                && !String::from_utf8_lossy(commit.author().name_bytes())
-                    .to_lowercase()
-                    .contains(a.as_str())
-            {
-                continue;
-            }
-            if let Some(needle) = &message_needle
-                && !String::from_utf8_lossy(commit.message_bytes())
-                    .to_lowercase()
-                    .contains(needle.as_str())
-            {
-                continue;
-            }
-            let tree = commit.tree().map_err(git::git_err)?;
-            let old = parent_tree(&commit)?;
-            if let Some(path) = &q.path
-                && !path_differs(old.as_ref(), &tree, path)
-            {
-                continue;
-            }
-            let diff = tree_diff(&repo, old.as_ref(), &tree, visible, 0)?;
-            let changes = changes_of(&diff, visible);
-            if visible.is_some() && changes.is_empty() {
-                continue;
-            }
-            // Under a view, the path must be changed in a path the view sees: a commit
-            // is never picked out by a change the token cannot see.
-            if let Some(path) = &q.path
-                && visible.is_some()
-                && !changes.iter().any(|c| {
-                    under(path, &c.path) || c.old_path.as_deref().is_some_and(|o| under(path, o))
-                })
-            {
-                continue;
-            }
-            if let Some(m) = &q.matching
-                && m.mode != HistoryMode::Message
-                && !pickaxe(&repo, &diff, &m.text, m.mode, m.path_glob.as_ref(), visible)
-            {
-                continue;
-            }
-            if let Some(m) = &q.matching
-                && m.mode == HistoryMode::Message
-                && let Some(g) = &m.path_glob
-                && !changes.iter().any(|c| g.is_match(&c.path))
-            {
-                continue;
-            }
-            commits.push(info_of(&commit, changes));
-        }
-        Ok(CommitPage {
-            head: start.to_string(),
-            commits,
-            next_cursor: more.then(|| (start.to_string(), walked)),
-        })
+        list_commits(&self.history_repo(id)?, q)
     }
 
     /// One commit of repo `id`, with its diff against its first parent. A commit that
@@ -367,27 +453,7 @@ impl Store {
         rev: &RevSpec,
         q: &DiffQuery,
     ) -> Result<(CommitInfo, DiffResult), StoreError> {
-        let repo = self.history_repo(id)?;
-        let oid = resolve_in(&repo, rev)?;
-        let commit = repo.find_commit(oid).map_err(git::git_err)?;
-        let tree = commit.tree().map_err(git::git_err)?;
-        let old = parent_tree(&commit)?;
-        let visible = q.visible.as_deref();
-        let listing = tree_diff(&repo, old.as_ref(), &tree, visible, 0)?;
-        let changes = changes_of(&listing, visible);
-        if visible.is_some() && changes.is_empty() {
-            return Err(no_such_commit(rev));
-        }
-        let from = commit.parent_id(0).ok().map(|p| p.to_string());
-        let diff = diff_files(&repo, old.as_ref(), &tree, q)?;
-        Ok((
-            info_of(&commit, changes),
-            DiffResult {
-                from,
-                to: oid.to_string(),
-                ..diff
-            },
-        ))
+        commit_diff(&self.history_repo(id)?, rev, q)
     }
 
     /// The diff between two commits of repo `id`'s history.
@@ -398,17 +464,7 @@ impl Store {
         to: &RevSpec,
         q: &DiffQuery,
     ) -> Result<DiffResult, StoreError> {
-        let repo = self.history_repo(id)?;
-        let a = resolve_in(&repo, from)?;
-        let b = resolve_in(&repo, to)?;
-        let old = git::tree_at(&repo, a)?;
-        let new = git::tree_at(&repo, b)?;
-        let diff = diff_files(&repo, Some(&old), &new, q)?;
-        Ok(DiffResult {
-            from: Some(a.to_string()),
-            to: b.to_string(),
-            ..diff
-        })
+        compare(&self.history_repo(id)?, from, to, q)
     }
 
     /// One new commit on `main` undoing commit `rev` (against its parent), through the
@@ -512,26 +568,7 @@ impl Store {
     /// The commit `at` resolves to (the head when `None`), and the number of lines of
     /// `q.path` there: the checks a blame makes before it runs.
     pub fn blame_target(&self, id: &RepoId, q: &BlameQuery) -> Result<(String, u64), StoreError> {
-        let repo = self.history_repo(id)?;
-        let at = match &q.at {
-            Some(rev) => resolve_in(&repo, rev)?,
-            None => git::head(&repo)?,
-        };
-        let tree = git::tree_at(&repo, at)?;
-        let entry = tree
-            .get_path(Path::new(q.path.as_str()))
-            .ok()
-            .filter(|e| e.kind() == Some(git2::ObjectType::Blob))
-            .ok_or_else(|| {
-                StoreError::FileNotFound(format!("`{}` does not exist at {at}", q.path))
-            })?;
-        let blob = repo.find_blob(entry.id()).map_err(git::git_err)?;
-        let content = blob.content();
-        let mut lines = memchr::memchr_iter(b'\n', content).count() as u64;
-        if !content.is_empty() && !content.ends_with(b"\n") {
-            lines += 1;
-        }
-        Ok((at.to_string(), lines))
+        blame_target(&self.history_repo(id)?, q)
     }
 }
 

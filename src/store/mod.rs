@@ -19,7 +19,7 @@
 //! The store knows nothing of MCP or scopes: callers decide who may do what.
 
 mod check;
-mod commits;
+pub mod commits;
 mod db;
 mod git;
 mod history;
