@@ -449,6 +449,12 @@ impl RelaceClient {
         &self.base
     }
 
+    /// The credential, for the git fetches of the history cache (which keep it out of
+    /// paths, arguments and logs).
+    pub(crate) fn credential(&self) -> &str {
+        &self.credential
+    }
+
     /// Never let the credential out in a message, whatever the API echoed.
     fn redact(&self, s: String) -> String {
         if self.credential.len() >= 8 && s.contains(&self.credential) {

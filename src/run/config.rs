@@ -443,7 +443,7 @@ impl ServeConfig {
                 let client = RelaceClient::new(&self.base_url, credential, policy)
                     .map_err(|e| ConfigError(e.to_string()))?;
                 Ok(ServeBackend::Relace {
-                    backend: RelaceBackend::new(client),
+                    backend: RelaceBackend::new(client).with_history(&self.data_dir),
                     policy,
                 })
             }

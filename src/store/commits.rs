@@ -489,78 +489,7 @@ impl Store {
             &UpdateControl::default(),
             // A revert brings back blobs the repo already holds.
             0,
-            |repo, head, old_tree| {
-                let target = resolve_in(repo, rev)?;
-                let commit = repo.find_commit(target).map_err(git::git_err)?;
-                if visible.is_some() {
-                    let tree = commit.tree().map_err(git::git_err)?;
-                    let before = parent_tree(&commit)?;
-                    let own = tree_diff(repo, before.as_ref(), &tree, visible, 0)?;
-                    let seen = changes_of(&own, visible);
-                    if seen.is_empty() {
-                        return Err(no_such_commit(rev));
-                    }
-                    if seen.len() < changes_of(&own, None).len() {
-                        return Err(StoreError::Invalid(format!(
-                            "commit {target} also changed paths outside this token's paths, so it cannot be reverted whole; nothing changed"
-                        )));
-                    }
-                }
-                if commit.parent_count() > 1 {
-                    return Err(StoreError::Invalid(format!(
-                        "commit {target} is a merge; reverting a merge is not offered: revert the commits it brought one by one, or write the change with update_repo_files"
-                    )));
-                }
-                let ours = repo.find_commit(head).map_err(git::git_err)?;
-                let mut index = repo
-                    .revert_commit(&commit, &ours, 0, None)
-                    .map_err(git::git_err)?;
-                if index.has_conflicts() {
-                    let mut paths: Vec<String> = index
-                        .conflicts()
-                        .map_err(git::git_err)?
-                        .filter_map(Result::ok)
-                        .filter_map(|c| c.our.or(c.their).or(c.ancestor))
-                        .filter_map(|e| String::from_utf8(e.path).ok())
-                        .filter(|p| sees(visible, p))
-                        .collect();
-                    paths.dedup();
-                    return Err(StoreError::Invalid(format!(
-                        "reverting commit {target} conflicts with later changes{}; nothing changed: make the change by hand with update_repo_files",
-                        if paths.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                " in {}",
-                                paths
-                                    .iter()
-                                    .map(|p| format!("`{}`", crate::text::one_line(p)))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        }
-                    )));
-                }
-                let tree_id = index.write_tree_to(repo).map_err(git::git_err)?;
-                if visible.is_some() {
-                    let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
-                    let touched = git::changed_paths(repo, Some(old_tree), &new_tree)?;
-                    if touched.iter().any(|p| !sees(visible, p)) {
-                        return Err(StoreError::Invalid(format!(
-                            "reverting commit {target} would change paths outside this token's paths; nothing changed"
-                        )));
-                    }
-                }
-                let subject = String::from_utf8_lossy(commit.message_bytes())
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                Ok((
-                    tree_id,
-                    format!("Revert \"{subject}\"\n\nThis reverts commit {target}.\n"),
-                ))
-            },
+            |repo, head, old_tree| revert_tree(repo, rev, head, old_tree, visible),
         )
         .map_err(|e| self.explain(e))
     }
@@ -570,6 +499,89 @@ impl Store {
     pub fn blame_target(&self, id: &RepoId, q: &BlameQuery) -> Result<(String, u64), StoreError> {
         blame_target(&self.history_repo(id)?, q)
     }
+}
+
+/// The tree of one new commit on `head` (whose tree is `old_tree`) undoing commit `rev`
+/// against its parent, and the commit's default message. A revert that conflicts with
+/// later changes, of a merge commit, or (under a view) touching a path the view does
+/// not see, is refused; a commit the view sees nothing of is not found.
+pub fn revert_tree(
+    repo: &Repository,
+    rev: &RevSpec,
+    head: Oid,
+    old_tree: &Tree<'_>,
+    visible: Option<&PathSet>,
+) -> Result<(Oid, String), StoreError> {
+    let target = resolve_in(repo, rev)?;
+    let commit = repo.find_commit(target).map_err(git::git_err)?;
+    if visible.is_some() {
+        let tree = commit.tree().map_err(git::git_err)?;
+        let before = parent_tree(&commit)?;
+        let own = tree_diff(repo, before.as_ref(), &tree, visible, 0)?;
+        let seen = changes_of(&own, visible);
+        if seen.is_empty() {
+            return Err(no_such_commit(rev));
+        }
+        if seen.len() < changes_of(&own, None).len() {
+            return Err(StoreError::Invalid(format!(
+                "commit {target} also changed paths outside this token's paths, so it cannot be reverted whole; nothing changed"
+            )));
+        }
+    }
+    if commit.parent_count() > 1 {
+        return Err(StoreError::Invalid(format!(
+            "commit {target} is a merge; reverting a merge is not offered: revert the commits it brought one by one, or write the change with update_repo_files"
+        )));
+    }
+    let ours = repo.find_commit(head).map_err(git::git_err)?;
+    let mut index = repo
+        .revert_commit(&commit, &ours, 0, None)
+        .map_err(git::git_err)?;
+    if index.has_conflicts() {
+        let mut paths: Vec<String> = index
+            .conflicts()
+            .map_err(git::git_err)?
+            .filter_map(Result::ok)
+            .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+            .filter_map(|e| String::from_utf8(e.path).ok())
+            .filter(|p| sees(visible, p))
+            .collect();
+        paths.dedup();
+        return Err(StoreError::Invalid(format!(
+            "reverting commit {target} conflicts with later changes{}; nothing changed: make the change by hand with update_repo_files",
+            if paths.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " in {}",
+                    paths
+                        .iter()
+                        .map(|p| format!("`{}`", crate::text::one_line(p)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )));
+    }
+    let tree_id = index.write_tree_to(repo).map_err(git::git_err)?;
+    if visible.is_some() {
+        let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
+        let touched = git::changed_paths(repo, Some(old_tree), &new_tree)?;
+        if touched.iter().any(|p| !sees(visible, p)) {
+            return Err(StoreError::Invalid(format!(
+                "reverting commit {target} would change paths outside this token's paths; nothing changed"
+            )));
+        }
+    }
+    let subject = String::from_utf8_lossy(commit.message_bytes())
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((
+        tree_id,
+        format!("Revert \"{subject}\"\n\nThis reverts commit {target}.\n"),
+    ))
 }
 
 /// The files of a diff between two trees, filtered by the view and `q.path_glob`, with

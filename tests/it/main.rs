@@ -31,6 +31,7 @@ mod ranked_quality;
 mod rate;
 mod refusals;
 mod regression;
+mod relace_history;
 mod rg_agreement;
 mod schema;
 mod search_index;
