@@ -9,10 +9,11 @@
 //! with no credential helper, no prompt and no redirect followed (a redirect would
 //! carry the header to another host).
 //!
-//! A cache starts blobless (`--filter=blob:none`: commits and trees), which answers
-//! commit listings and changed paths. The first call that needs file contents (patches,
-//! stats, renames, pickaxe, blame, a file at a revision, a revert) completes it once
-//! with a full fetch (`--refetch` without a filter); from then on it is a full clone
+//! A cache made by a call that reads no file contents (a commit listing, changed
+//! paths) starts blobless (`--filter=blob:none`: commits and trees). The first call
+//! that needs contents (patches, stats, renames, pickaxe, blame, a file at a revision,
+//! a revert) completes it once with a full fetch (`--refetch` without a filter); a
+//! cache made by such a call is fetched whole at once. From then on it is a full clone
 //! fetched incrementally. Lazy fetching of single blobs is not used: a server that
 //! serves only what `main` reaches (this product's `api`) refuses blob ids as wants. A
 //! server that ignores the filter gives a full clone at once, which is as correct.
@@ -207,8 +208,10 @@ impl HistoryCache {
     ) -> Result<(PathBuf, Fill), BackendError> {
         let started = std::time::Instant::now();
         let refetch = match fill {
+            // A first call that needs contents fetches everything at once: a blobless
+            // fetch completed at once would cost both.
             None => {
-                self.init(id, dir)?;
+                self.init(id, dir, need == Fill::Blobless)?;
                 false
             }
             Some(Fill::Blobless) if need == Fill::Complete => {
@@ -283,22 +286,26 @@ impl HistoryCache {
         blob.is_some_and(|b| repo.odb().is_ok_and(|odb| odb.exists(b)))
     }
 
-    /// A blobless repository whose remote `origin` is the API's git URL for `id`.
-    /// Repository format 0 keeps libgit2 able to open it (git honours
-    /// `extensions.partialclone` there too).
-    fn init(&self, id: &RepoId, dir: &Path) -> Result<(), BackendError> {
+    /// A repository whose remote `origin` is the API's git URL for `id`; blobless
+    /// (`partial`) or not. Repository format 0 keeps libgit2 able to open it (git
+    /// honours `extensions.partialclone` there too).
+    fn init(&self, id: &RepoId, dir: &Path, partial: bool) -> Result<(), BackendError> {
         let _ = std::fs::remove_dir_all(dir);
         let url = format!("{}/repo/{id}.git", self.base);
-        let steps: [&[&str]; 5] = [
-            &["init", "--quiet", "--bare", "--initial-branch=main", "."],
-            &["config", "remote.origin.url", &url],
-            &["config", "remote.origin.promisor", "true"],
-            &["config", "remote.origin.partialclonefilter", "blob:none"],
-            &["config", "extensions.partialclone", "origin"],
+        let mut steps: Vec<Vec<&str>> = vec![
+            vec!["init", "--quiet", "--bare", "--initial-branch=main", "."],
+            vec!["config", "remote.origin.url", &url],
         ];
+        if partial {
+            steps.extend([
+                vec!["config", "remote.origin.promisor", "true"],
+                vec!["config", "remote.origin.partialclonefilter", "blob:none"],
+                vec!["config", "extensions.partialclone", "origin"],
+            ]);
+        }
         private_dir(dir).map_err(|e| io_err("cannot make the history cache", dir, e))?;
         for args in steps {
-            self.git(dir, args).map_err(|e| e.into_backend(id))?;
+            self.git(dir, &args).map_err(|e| e.into_backend(id))?;
         }
         // No background gc outliving a fetch and its lock.
         self.git(dir, &["config", "gc.auto", "0"])
