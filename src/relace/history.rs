@@ -41,6 +41,9 @@ use crate::model::RepoId;
 /// The directory under the data directory holding every credential's caches.
 pub const CACHE_DIR: &str = "relace-cache";
 
+/// The file in a cache's git directory saying it holds every object `main` reaches.
+const COMPLETE: &str = "scoped-repo-mcp-complete";
+
 /// The oldest git whose `fetch --refetch` and partial clone this uses.
 const MIN_GIT: (u32, u32) = (2, 36);
 
@@ -121,19 +124,18 @@ impl HistoryCache {
         self.dir.join(format!("{id}.git"))
     }
 
-    /// How full repo `id`'s cache is; `None` when there is none yet.
+    /// How full repo `id`'s cache is; `None` when there is none yet. A cache is
+    /// complete once a fetch that brought everything has succeeded ([`COMPLETE`]
+    /// written after it), not when its settings stop promising missing objects: a
+    /// process seeing the settings change mid-fetch would read objects not there yet.
     pub fn fill(&self, id: &RepoId) -> Option<Fill> {
-        let repo = Repository::open_bare(self.git_dir(id)).ok()?;
+        let dir = self.git_dir(id);
+        let repo = Repository::open_bare(&dir).ok()?;
         repo.refname_to_id(crate::store::BRANCH_REF).ok()?;
-        let promisor = repo
-            .config()
-            .ok()?
-            .get_bool("remote.origin.promisor")
-            .unwrap_or(false);
-        Some(if promisor {
-            Fill::Blobless
-        } else {
+        Some(if dir.join(COMPLETE).exists() {
             Fill::Complete
+        } else {
+            Fill::Blobless
         })
     }
 
@@ -207,20 +209,20 @@ impl HistoryCache {
         need: Fill,
     ) -> Result<(PathBuf, Fill), BackendError> {
         let started = std::time::Instant::now();
-        let refetch = match fill {
+        let (refetch, whole) = match fill {
             // A first call that needs contents fetches everything at once: a blobless
             // fetch completed at once would cost both.
             None => {
                 self.init(id, dir, need == Fill::Blobless)?;
-                false
+                (false, need == Fill::Complete)
             }
             Some(Fill::Blobless) if need == Fill::Complete => {
                 // The cache becomes an ordinary repository, and fetches everything
                 // once; the blobless pack stays until git's own gc packs it away.
                 self.no_longer_partial(dir);
-                true
+                (true, true)
             }
-            Some(_) => false,
+            Some(_) => (false, false),
         };
         let mut args = vec!["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"];
         if refetch {
@@ -235,9 +237,16 @@ impl HistoryCache {
             }
             return Err(e.into_backend(id));
         }
-        if fill.is_none() && self.holds_contents(dir) {
+        let whole = whole || {
             // The server ignored the filter and sent everything: a full clone already.
-            self.no_longer_partial(dir);
+            fill.is_none() && self.holds_contents(dir) && {
+                self.no_longer_partial(dir);
+                true
+            }
+        };
+        if whole {
+            File::create(dir.join(COMPLETE))
+                .map_err(|e| io_err("cannot write to the history cache", dir, e))?;
         }
         let fill = self.fill(id).ok_or_else(|| {
             BackendError::Unavailable(format!(

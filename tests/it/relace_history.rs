@@ -63,7 +63,7 @@ fn caches(h: &Harness) -> Vec<PathBuf> {
 }
 
 fn is_blobless(cache: &Path) -> bool {
-    git(
+    let promised = git(
         cache,
         &[
             "config",
@@ -72,11 +72,11 @@ fn is_blobless(cache: &Path) -> bool {
             "--get",
             "remote.origin.promisor",
         ],
-    )
-    .trim()
-        == "true"
+    );
+    let complete = cache.join("scoped-repo-mcp-complete").exists();
+    assert_eq!(promised.trim() == "true", !complete, "{}", cache.display());
+    !complete
 }
-
 /// Every file under `dir`, read as bytes.
 fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
