@@ -464,3 +464,38 @@ async fn two_servers_fetching_into_one_cache_at_once_leave_it_whole() {
         h.store.head(&r).unwrap()
     );
 }
+
+// Telling a rename with edits from a deletion and an addition reads both files: a
+// blobless cache lacks them, so the listing completes the cache and answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_meets_an_edited_rename_completes_the_cache_and_answers_as_local() {
+    let (h, _api) = relace_with_git().await;
+    let body: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    let r = h.repo(&[("old.txt", &body), ("other.txt", "x\n")]);
+    crate::history::update(
+        &h,
+        &r,
+        "ann",
+        "move and edit",
+        vec![
+            scoped_repo_mcp::model::FileOp::Delete {
+                path: scoped_repo_mcp::paths::RepoPath::parse("old.txt").unwrap(),
+            },
+            scoped_repo_mcp::model::FileOp::Write {
+                path: scoped_repo_mcp::paths::RepoPath::parse("new.txt").unwrap(),
+                content: format!("{body}one more\n"),
+            },
+        ],
+    );
+    let id = r.to_string();
+    let relace = h.client_for(&[r]).await;
+    let local = local_client(&h, &r).await;
+    let args = json!({"repo_id": id});
+    let got = ok(&call(&relace, "list_commits", args.clone()).await);
+    assert_eq!(got, ok(&call(&local, "list_commits", args).await));
+    assert_eq!(
+        got["commits"][0]["changes"][0]["status"], "renamed",
+        "{got}"
+    );
+    assert!(!is_blobless(&caches(&h)[0]));
+}
