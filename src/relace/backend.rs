@@ -243,6 +243,7 @@ impl Backend for RelaceBackend {
                 files_indexed: 0,
                 truncated: false,
                 hits,
+                partial: None,
             })
         })
     }
