@@ -279,3 +279,64 @@ async fn a_builder_killed_mid_build_leaves_the_build_to_the_next_question() {
     let log = other.stop().await;
     assert!(log.contains("ranked index built"), "{log}");
 }
+
+// Through `api` too: its `retrieve` answers a question during a build at once, with the
+// files not yet indexed as `pending_embeddings`, and a `serve --backend relace` over it
+// marks that answer partial instead of passing line-search matches off as a ranking.
+#[tokio::test(flavor = "multi_thread")]
+async fn retrieve_and_the_relace_backend_mark_an_answer_given_during_a_build() {
+    use crate::api::{ApiBuilder, send};
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("held");
+    let key = h.store.create_account_key("tests").unwrap();
+    let api = ApiBuilder::on(h.data_dir(), key.clone())
+        .flags(&["--ranked-wait", "0s"])
+        .env(HOLD, marker.to_str().unwrap())
+        .start()
+        .await;
+    let retrieve = || {
+        send(
+            reqwest::Method::POST,
+            format!("{}/repo/{r}/retrieve", api.base),
+            Some(&key),
+            Some(json!({"query": QUESTION, "include_content": true})),
+        )
+    };
+    let (status, answer) = retrieve().await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    assert!(
+        answer["pending_embeddings"].as_u64().unwrap() >= 1,
+        "{answer}"
+    );
+    assert_eq!(answer["results"][0]["filename"], "src/retry/backoff.rs");
+    held_builder(&marker).await;
+
+    let repo = r.to_string();
+    let relace = Served::start(
+        &h,
+        &[
+            "--backend",
+            "relace",
+            "--base-url",
+            &api.base,
+            "--repo",
+            &repo,
+        ],
+        &[("RELACE_API_KEY", &key)],
+    )
+    .await;
+    let (out, said) = relace.ask(&r).await;
+    assert_eq!(out["partial"], true, "{said}");
+    assert!(said.starts_with("PARTIAL ANSWER, NOT RANKED"), "{said}");
+
+    std::fs::remove_file(&marker).unwrap();
+    let path = h.store.ranked_index_path(&r);
+    wait_for("the stored copy", || path.is_file()).await;
+    let (_, answer) = retrieve().await;
+    assert_eq!(answer["pending_embeddings"], 0, "{answer}");
+    let (out, said) = relace.ask(&r).await;
+    assert_eq!(out["partial"], false, "{said}");
+    let _ = relace.stop().await;
+}
