@@ -1,7 +1,13 @@
-//! The store's ranked indexes: one per repo, loaded from its stored copy (or built from
-//! git when there is none it can trust) on the first ranked query, then moved forward
-//! incrementally when a commit lands (and, should that have been skipped, on the next
-//! query), so a commit costs only the files and commits it changed.
+//! The store's ranked indexes: one per repo, built and stored by an import, loaded from
+//! its stored copy (or built from git when there is none it can trust) on the first
+//! ranked query, then moved forward incrementally when a commit lands (and, should that
+//! have been skipped, on the next query), so a commit costs only the files and commits
+//! it changed.
+//!
+//! One process builds a repo's index at a time, under an `flock` on [`BUILD_LOCK`] held
+//! until its stored copy is in place, on a thread of its own; a question waits for that
+//! build, in whichever process it runs, at most the ranked wait, and past it is answered
+//! partially from the line index (`ranked_partial`).
 //!
 //! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
 //! has its layout). It is written after a build, and again once enough has changed

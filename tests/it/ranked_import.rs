@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rmcp::transport::TokioChildProcess;
-use scoped_repo_mcp::model::RepoId;
+use scoped_repo_mcp::model::{Change, FileOp, RepoId, UpdateSpec};
+use scoped_repo_mcp::paths::RepoPath;
 use scoped_repo_mcp::store::{Limits, Store};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -222,18 +223,44 @@ async fn a_ranked_question_during_a_build_is_answered_partially_then_ranked() {
     let (again, _) = builder.ask(&r).await;
     assert_eq!(again["partial"], true);
 
-    // Let the build go on: the builder stores the copy, and the other process loads it.
+    // A commit lands (from this process) while the build is held at the old head.
+    let throttle = UpdateSpec {
+        change: Change::Operations(vec![FileOp::Write {
+            path: RepoPath::parse("src/limits/throttle.rs").unwrap(),
+            content: "/// Throttle the request rate with a token bucket.\npub fn throttle(rate: u32) {}\n"
+                .into(),
+        }]),
+        expected_head: None,
+        message: Some("Throttle requests".into()),
+        control: Default::default(),
+        visible: None,
+    };
+    let head = h.store.update(&r, &throttle, "test").unwrap().head;
+
+    // Let the build go on: the builder stores the copy, and the other process loads it;
+    // both carry it to the new head. A CLI process in between finds the repo whole.
     std::fs::remove_file(&marker).unwrap();
     let path = h.store.ranked_index_path(&r);
     wait_for("the stored copy", || {
         path.is_file() && !build_locked(&h, &r)
     })
     .await;
+    let checked = h.command(&["repo", "check", &repo]).output().await.unwrap();
+    assert!(checked.status.success(), "{checked:?}");
     let (out, said) = builder.ask(&r).await;
     assert_eq!(out["partial"], false, "{said}");
+    assert_eq!(out["head"], head);
     let (out, said) = other.ask(&r).await;
     assert_eq!(out["partial"], false, "{said}");
+    assert_eq!(out["head"], head);
     assert_eq!(ranked_paths(&out)[0], "src/retry/backoff.rs");
+    let res = call(
+        &other.client,
+        "search_repo",
+        json!({"repo_id": repo, "query": "throttle the request rate", "mode": "ranked"}),
+    )
+    .await;
+    assert_eq!(ranked_paths(&ok(&res))[0], "src/limits/throttle.rs");
     let log = other.stop().await;
     assert!(log.contains("ranked index loaded"), "{log}");
     assert!(!log.contains("ranked index built"), "{log}");
@@ -339,4 +366,30 @@ async fn retrieve_and_the_relace_backend_mark_an_answer_given_during_a_build() {
     let (out, said) = relace.ask(&r).await;
     assert_eq!(out["partial"], false, "{said}");
     let _ = relace.stop().await;
+}
+
+// `serve --import DIR` builds the ranked index once the first import is served, and
+// stores it for the next process.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_import_builds_and_stores_the_ranked_index_after_the_import() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    write_files(src.path());
+    let served = Served::start(&h, &["--import", src.path().to_str().unwrap()], &[]).await;
+    let repos = crate::common::list_repos_imported(&served.client).await;
+    let id: RepoId = repos["repos"][0]["repo_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = h.store.ranked_index_path(&id);
+    wait_for("the stored copy", || path.is_file()).await;
+    let (out, said) = served.ask(&id).await;
+    assert_eq!(out["partial"], false, "{said}");
+    assert_eq!(ranked_paths(&out)[0], "src/retry/backoff.rs");
+    let log = served.stop().await;
+    assert!(
+        log.contains(&format!("built and stored the ranked index of repo {id}")),
+        "{log}"
+    );
 }
