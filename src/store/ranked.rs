@@ -753,6 +753,9 @@ impl Store {
         let slot = self.ranked_slot(id);
         let deadline = Instant::now() + self.ranked_wait();
         let mut seen = 0;
+        // The stored copy's modification time when a load last found nothing to trust:
+        // while another process builds, it is loaded again only once it has changed.
+        let mut tried: Option<Option<std::time::SystemTime>> = None;
         loop {
             let mut guard = lock(&slot);
             if guard.index.is_some() {
@@ -766,10 +769,16 @@ impl Store {
                     None => return self.partial_ranked(id, query, build.building()),
                 }
             }
-            if self.install_stored(id, &slot, &mut guard, &repo, head) {
-                continue;
-            }
             let dir = self.index_dir(id);
+            let stamp = std::fs::metadata(dir.join(FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            if tried != Some(stamp) {
+                tried = Some(stamp);
+                if self.install_stored(id, &slot, &mut guard, &repo, head) {
+                    continue;
+                }
+            }
             match BuildLock::try_take(&dir)? {
                 Some(held) => {
                     // Stored by another process between the look above and the lock.
