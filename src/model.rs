@@ -454,6 +454,22 @@ pub struct RankedResults {
     pub truncated: bool,
     /// Files in the index.
     pub files_indexed: usize,
+    /// Set when the ranked index was still being built: the hits are then the line
+    /// index's files holding the most of the question's words, not a ranking.
+    pub partial: Option<IndexBuilding>,
+}
+
+/// How far a build of a ranked index has come, as a partial answer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexBuilding {
+    /// Percent built, when known (another process's build tells it through its lock
+    /// file; unknown before its first report).
+    pub percent: Option<u32>,
+    /// Files of the tree not yet indexed, when known.
+    pub files_pending: Option<u64>,
+    /// Whether another process builds it (this one answers from the line index until
+    /// the stored copy appears).
+    pub elsewhere: bool,
 }
 
 /// What an agentic search (the hosted service's event stream) ended with.

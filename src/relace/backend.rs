@@ -308,11 +308,12 @@ impl Backend for RelaceBackend {
                 .transpose()
                 .map_err(|e| BackendError::Refused(e.to_string()))?;
             // The hosted default threshold (0.3) keeps weak matches out.
-            let (hash, found) = self
+            let found = self
                 .client
                 .retrieve(id, &query.text, true, 0.3, query.token_limit)
                 .await?;
             let hits: Vec<RankedHit> = found
+                .results
                 .into_iter()
                 .filter(|r| glob.as_ref().is_none_or(|g| g.is_match(&r.filename)))
                 .take(query.max_results)
@@ -328,10 +329,16 @@ impl Backend for RelaceBackend {
                 })
                 .collect();
             Ok(RankedResults {
-                head: hash.unwrap_or_default(),
+                head: found.hash.unwrap_or_default(),
                 files_indexed: 0,
                 truncated: false,
                 hits,
+                // Files still pending: `api` answering from line search while it builds.
+                partial: (found.pending > 0).then_some(crate::model::IndexBuilding {
+                    percent: None,
+                    files_pending: Some(found.pending),
+                    elsewhere: true,
+                }),
             })
         })
     }

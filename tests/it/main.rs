@@ -27,6 +27,7 @@ mod push_path;
 mod push_record;
 mod ranked;
 mod ranked_disk;
+mod ranked_import;
 mod ranked_quality;
 mod rate;
 mod refusals;
