@@ -63,12 +63,10 @@ impl Scratch {
 
     /// The counts since the last call, as (local id, count) pairs.
     fn drain(&mut self) -> Vec<(u32, u32)> {
-        let v = self
-            .touched
+        self.touched
             .drain(..)
             .map(|id| (id, std::mem::take(&mut self.counts[id as usize])))
-            .collect();
-        v
+            .collect()
     }
 }
 
