@@ -6,6 +6,11 @@
 //! server pays before its first ranked answer); the queries then run on the index
 //! opened. Its resident memory then counts the pages of the file it has read.
 //!
+//! The build is also told in CPU time (every thread of the process, which a loaded
+//! machine does not inflate as it does wall time) and in peak resident memory: the
+//! corpus goes into the repository file by file as it is read, not held, and the peak
+//! is restarted just before the build, so the peak printed is the build's own.
+//!
 //! Run: `cargo run --release --example ranked_latency -- DIR [QUERIES]`
 //! (`QUERIES` defaults to 500; the queries are doc-comment sentences sampled from the
 //! corpus itself, so they have answers.)
