@@ -230,6 +230,7 @@ pub(super) fn read_files(
             }
         }
         let _stop = Stop(&stop, &moved, &taken);
+        let mut own = Scratch::default();
         let mut waiting: BTreeMap<usize, Vec<FileTerms>> = BTreeMap::new();
         let mut want = 0usize;
         while want < chunks {
@@ -237,7 +238,18 @@ pub(super) fn read_files(
                 Some(c) => c,
                 None => match receive.recv() {
                     Ok((c, out)) => {
-                        waiting.insert(c, out?);
+                        // A thread's own handle failing (an object only the caller's
+                        // handle can reach) is not the build's failure: the chunk is
+                        // read again here, through the caller's, and only that error
+                        // counts.
+                        let out = match out {
+                            Ok(out) => out,
+                            Err(_) => files[c * CHUNK..((c + 1) * CHUNK).min(files.len())]
+                                .iter()
+                                .map(|(path, blob)| read_file(repo, path, *blob, &mut own))
+                                .collect::<Result<_, _>>()?,
+                        };
+                        waiting.insert(c, out);
                         continue;
                     }
                     // Every thread ended short of the last chunk: one panicked, which
