@@ -1006,3 +1006,225 @@ fn diff_files<'r>(
         next_file,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use git2::{Oid, Repository, Signature, Time};
+
+    use super::*;
+    use crate::model::WalkControl;
+
+    /// A bare repo whose `main` is a line of commits, each writing `files` (path,
+    /// content, mode) over an empty tree, one second apart.
+    fn history(commits: &[&[(&str, &str, i32)]]) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut parent: Option<Oid> = None;
+        for (i, files) in commits.iter().enumerate() {
+            let mut index = git2::Index::new().unwrap();
+            for (path, content, mode) in files.iter() {
+                let blob = repo.blob(content.as_bytes()).unwrap();
+                let mut entry = git2::IndexEntry {
+                    ctime: git2::IndexTime::new(0, 0),
+                    mtime: git2::IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: *mode as u32,
+                    uid: 0,
+                    gid: 0,
+                    file_size: 0,
+                    id: blob,
+                    flags: 0,
+                    flags_extended: 0,
+                    path: path.as_bytes().to_vec(),
+                };
+                entry.flags = (path.len() as u16) & 0xfff;
+                index.add(&entry).unwrap();
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+            let sig = Signature::new(
+                "t",
+                "t@example.com",
+                &Time::new(1_700_000_000 + i as i64, 0),
+            )
+            .unwrap();
+            let parents: Vec<_> = parent
+                .iter()
+                .map(|p| repo.find_commit(*p).unwrap())
+                .collect();
+            let refs: Vec<_> = parents.iter().collect();
+            parent = Some(
+                repo.commit(None, &sig, &sig, &format!("c{i}"), &tree, &refs)
+                    .unwrap(),
+            );
+        }
+        repo.reference("refs/heads/main", parent.unwrap(), true, "")
+            .unwrap();
+        (dir, repo)
+    }
+
+    const F: i32 = 0o100644;
+    const X: i32 = 0o100755;
+    const L: i32 = 0o120000;
+
+    #[test]
+    fn plain_changes_agree_with_libgit2s_diff() {
+        let (_d, repo) = history(&[
+            &[
+                ("a.txt", "a\n", F),
+                ("d/x", "x\n", F),
+                ("d/y/z", "z\n", F),
+                ("f", "f\n", F),
+            ],
+            // A mode change, a type change, a file becoming a directory, a directory
+            // becoming a file, a deep edit, an addition beside a name that sorts
+            // around `d/` (`d.txt`, `d0`).
+            &[
+                ("a.txt", "a\n", X),
+                ("d", "now a file\n", F),
+                ("d.txt", "new\n", F),
+                ("d0", "new\n", L),
+                ("f/inner", "f\n", F),
+            ],
+            &[
+                ("a.txt", "a\n", L),
+                ("d/y/z", "z2\n", F),
+                ("d0", "new\n", F),
+            ],
+        ]);
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_ref("refs/heads/main").unwrap();
+        for oid in walk {
+            let commit = repo.find_commit(oid.unwrap()).unwrap();
+            let old = commit.parent(0).ok().map(|p| p.tree().unwrap());
+            let new = commit.tree().unwrap();
+            let theirs: Vec<_> = changed_in(&plain_diff(&repo, old.as_ref(), &new, 0).unwrap())
+                .into_iter()
+                .map(|c| (c.path, c.status, c.old, c.new))
+                .collect();
+            let mut ours = Vec::new();
+            plain_changes(&repo, old.as_ref().map(Tree::id), new.id(), &mut ours).unwrap();
+            let mut ours: Vec<_> = ours
+                .into_iter()
+                .map(|c| (c.path, c.status, c.old, c.new))
+                .collect();
+            let mut theirs_sorted = theirs.clone();
+            theirs_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            ours.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(ours, theirs_sorted, "commit {}", commit.id());
+        }
+    }
+
+    #[test]
+    fn a_walk_past_its_budget_answers_what_it_found_and_the_cursor_goes_on() {
+        let commits: Vec<Vec<(String, String, i32)>> = (0..40)
+            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
+            .collect();
+        let refs: Vec<Vec<(&str, &str, i32)>> = commits
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
+                    .collect()
+            })
+            .collect();
+        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
+        let (_d, repo) = history(&slices);
+        let whole = list_commits(
+            &repo,
+            &CommitQuery {
+                max_results: 200,
+                ..CommitQuery::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(whole.commits.len(), 40);
+        assert!(!whole.budget_spent);
+        let mut q = CommitQuery {
+            max_results: 200,
+            control: WalkControl::default().with_budget(Duration::ZERO),
+            ..CommitQuery::default()
+        };
+        let mut pieces = Vec::new();
+        loop {
+            let page = list_commits(&repo, &q).unwrap();
+            // With no time at all, each call looks at one commit and says so.
+            assert_eq!(page.commits.len(), 1);
+            pieces.extend(page.commits);
+            match page.next_cursor {
+                Some(c) => {
+                    assert!(page.budget_spent);
+                    q.cursor = Some(c);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(pieces, whole.commits);
+    }
+
+    #[test]
+    fn a_cancelled_walk_stops_and_reports_its_progress() {
+        let commits: Vec<Vec<(String, String, i32)>> = (0..600)
+            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
+            .collect();
+        let refs: Vec<Vec<(&str, &str, i32)>> = commits
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
+                    .collect()
+            })
+            .collect();
+        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
+        let (_d, repo) = history(&slices);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let control = WalkControl::default().with_progress(std::sync::Arc::new(move |w, f| {
+            sink.lock().unwrap().push((w, f));
+        }));
+        let q = CommitQuery {
+            path: Some("nothing/here".into()),
+            max_results: 30,
+            control: control.clone(),
+            ..CommitQuery::default()
+        };
+        let page = list_commits(&repo, &q).unwrap();
+        assert!(page.commits.is_empty() && page.next_cursor.is_none());
+        let reports = seen.lock().unwrap().clone();
+        assert_eq!(reports, vec![(256, 0), (512, 0), (600, 0)]);
+        control.cancel();
+        let err = list_commits(&repo, &q).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+    }
+
+    #[test]
+    fn a_renamed_file_holding_the_text_neither_adds_nor_removes_it() {
+        let (_d, repo) = history(&[
+            &[("old.rs", "fn needle() {}\nmore\nlines\nhere\n", F)],
+            &[("new.rs", "fn needle() {}\nmore\nlines\nhere\n", F)],
+            &[
+                ("new.rs", "fn needle() {}\nmore\nlines\nhere\n", F),
+                ("b.rs", "needle\n", F),
+            ],
+        ]);
+        for (mode, expected) in [
+            (HistoryMode::Added, vec!["c2", "c0"]),
+            (HistoryMode::Removed, vec![]),
+        ] {
+            let q = CommitQuery {
+                max_results: 30,
+                matching: Some(HistoryMatch {
+                    text: "needle".into(),
+                    mode,
+                    path_glob: None,
+                }),
+                ..CommitQuery::default()
+            };
+            let page = list_commits(&repo, &q).unwrap();
+            let subjects: Vec<_> = page.commits.iter().map(|c| c.subject.as_str()).collect();
+            assert_eq!(subjects, expected, "{mode:?}");
+        }
+    }
+}
