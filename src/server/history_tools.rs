@@ -393,7 +393,7 @@ fn commits_output(id: String, page: CommitPage) -> (CommitsOutput, String) {
 /// forwards them).
 fn walk_control(ctx: &RequestContext<RoleServer>) -> WalkControl {
     let control = WalkControl::default();
-    let control = match ctx.meta.get_progress_token() {
+    match ctx.meta.get_progress_token() {
         None => control,
         Some(token) => {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
@@ -411,8 +411,7 @@ fn walk_control(ctx: &RequestContext<RoleServer>) -> WalkControl {
                 let _ = tx.send((walked, found));
             }))
         }
-    };
-    control
+    }
 }
 
 /// Run a history walk until it answers or the request is cancelled; a cancelled walk is

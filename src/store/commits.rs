@@ -609,7 +609,7 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
             break;
         }
         looked_at += 1;
-        if looked_at % PROGRESS_EVERY == 0 {
+        if looked_at.is_multiple_of(PROGRESS_EVERY) {
             control.report(looked_at, commits.len() as u64);
         }
         let commit = repo.find_commit(oid).map_err(git::git_err)?;
