@@ -546,7 +546,9 @@ pub fn files_at(repo: &Repository, rev: &RevSpec) -> Result<FileList, StoreError
 /// A page of the repo's commits, newest first (parents always after their
 /// children), filtered by `q`. A commit counts as changing what it changes against
 /// its first parent; a path-limited view sees only commits changing one of its
-/// paths, and only those paths in their change lists.
+/// paths, and only those paths in their change lists. The walk reports progress to
+/// `q.control`, stops with an error once it is cancelled, and past its time budget
+/// answers what it found with a cursor (`budget_spent`).
 pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, StoreError> {
     let head = git::head(repo)?;
     let (start, skip) = match &q.cursor {
