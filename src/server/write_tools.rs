@@ -15,9 +15,13 @@ use crate::scope::Right;
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::model::{Change, FileOp, UpdateControl, UpdateSpec};
 
-/// Progress notifications for the request behind `ctx`, when it asked for them: the
-/// store reports from its blocking thread; a task forwards to the client.
-fn update_control(ctx: &RequestContext<RoleServer>) -> UpdateControl {
+/// Progress notifications for the request behind `ctx`, when it asked for them, each
+/// with the message `describe` gives for (done, total): the store reports from its
+/// blocking thread; a task forwards to the client.
+pub(super) fn update_control(
+    ctx: &RequestContext<RoleServer>,
+    describe: fn(u64, u64) -> String,
+) -> UpdateControl {
     let Some(token) = ctx.meta.get_progress_token() else {
         return UpdateControl::default();
     };
@@ -27,7 +31,7 @@ fn update_control(ctx: &RequestContext<RoleServer>) -> UpdateControl {
         while let Some((done, total)) = rx.recv().await {
             let note = ProgressNotificationParam::new(token.clone(), done as f64)
                 .with_total(total as f64)
-                .with_message(format!("applied {done} of {total} operations"));
+                .with_message(describe(done, total));
             if peer.notify_progress(note).await.is_err() {
                 break;
             }
@@ -37,6 +41,26 @@ fn update_control(ctx: &RequestContext<RoleServer>) -> UpdateControl {
         let _ = tx.send((done, total));
     }))
 }
+
+/// Run a write until it answers, telling it to stop when the request behind `ctx` is
+/// cancelled: it stops at its next check, and never after its commit is published.
+pub(super) async fn until_cancelled<T>(
+    ctx: &RequestContext<RoleServer>,
+    control: &UpdateControl,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    let watcher = {
+        let (ct, control) = (ctx.ct.clone(), control.clone());
+        tokio::spawn(async move {
+            ct.cancelled().await;
+            control.cancel();
+        })
+    };
+    let answer = write.await;
+    watcher.abort();
+    answer
+}
+
 use crate::paths::RepoPath;
 
 /// One change in `update_repo_files`.
@@ -175,18 +199,10 @@ impl RepoServer {
         Parameters(req): Parameters<UpdateRepoFilesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let control = update_control(&ctx);
-        // A cancelled request stops the update at its next check, and never after its
-        // commit is published.
-        let watcher = {
-            let (ct, control) = (ctx.ct.clone(), control.clone());
-            tokio::spawn(async move {
-                ct.cancelled().await;
-                control.cancel();
-            })
-        };
-        let answer = self.update_impl(req, control).await;
-        watcher.abort();
+        let control = update_control(&ctx, |done, total| {
+            format!("applied {done} of {total} operations")
+        });
+        let answer = until_cancelled(&ctx, &control, self.update_impl(req, control.clone())).await;
         respond(Self::UPDATE_REPO_FILES.name, answer)
     }
 }
