@@ -4,10 +4,9 @@
 //! computed.
 
 use rmcp::handler::server::tool::schema_for_output;
-use std::sync::Arc;
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam};
+use rmcp::model::CallToolResult;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
@@ -390,28 +389,14 @@ fn commits_output(id: String, page: CommitPage) -> (CommitsOutput, String) {
 }
 
 /// The control of a history walk for the request behind `ctx`: progress notifications
-/// when the client asked for them (the walk reports from its blocking thread; a task
-/// forwards them).
+/// when the client asked for them.
 fn walk_control(ctx: &RequestContext<RoleServer>) -> WalkControl {
-    let control = WalkControl::default();
-    match ctx.meta.get_progress_token() {
-        None => control,
-        Some(token) => {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-            let peer = ctx.peer.clone();
-            tokio::spawn(async move {
-                while let Some((walked, found)) = rx.recv().await {
-                    let note = ProgressNotificationParam::new(token.clone(), walked as f64)
-                        .with_message(format!("walked {walked} commits, found {found}"));
-                    if peer.notify_progress(note).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            control.with_progress(Arc::new(move |walked, found| {
-                let _ = tx.send((walked, found));
-            }))
-        }
+    let report = super::progress::reporter(ctx, |walked, found| {
+        (None, format!("walked {walked} commits, found {found}"))
+    });
+    match report {
+        Some(report) => WalkControl::default().with_progress(report),
+        None => WalkControl::default(),
     }
 }
 
@@ -498,7 +483,7 @@ impl RepoServer {
                 1 => "committing the revert",
                 _ => "reverted",
             };
-            format!("{step} ({done} of {total})")
+            (Some(total), format!("{step} ({done} of {total})"))
         });
         let answer = until_cancelled(
             &ctx,
