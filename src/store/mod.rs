@@ -257,6 +257,40 @@ fn sweep_interrupted(repos: &Path) {
     }
 }
 
+/// Remove a new repo's git directory that its maker moved into place but was killed
+/// before recording: its `<ID>.git.lock` is left, and no process holds it. A lock
+/// whose repo was recorded (its maker ended between the two) is only removed.
+fn sweep_unrecorded(repos: &Path, db: &Db) {
+    let Ok(entries) = std::fs::read_dir(repos) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".git.lock")
+            .and_then(|id| id.parse::<RepoId>().ok())
+        else {
+            continue;
+        };
+        let Ok(lock) = File::open(entry.path()) else {
+            continue;
+        };
+        if !try_flock(&lock) {
+            continue;
+        }
+        match db.repo(&id) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(repo = %id, "removing a new repo's directory whose maker was killed before recording it");
+                let _ = std::fs::remove_dir_all(repos.join(format!("{id}.git")));
+            }
+            // Unsure whether it is recorded: leave it for a later start.
+            Err(_) => continue,
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
 /// Taken (shared) for each step that writes into a scratch directory, and while a new
 /// repo's directory moves into place and its row is written; taken (exclusive) by a
 /// process about to exit on a signal, which then never lets go: no write lands in a
@@ -501,6 +535,7 @@ impl Store {
         std::fs::create_dir_all(root.join("repos"))?;
         sweep_interrupted(&root.join("repos"));
         let db = Db::open(&root.join("store.db"))?;
+        sweep_unrecorded(&root.join("repos"), &db);
         Ok(Self {
             root: root.to_path_buf(),
             made,
@@ -719,6 +754,10 @@ impl Store {
         // `abandon_own_work`), so it never leaves a directory in place without its row.
         let _committing = scratch_step();
         let dir = self.git_dir(&id);
+        // Held from before the directory is in place until its row is written: a
+        // process killed in between leaves `<ID>.git.lock` unheld, and the next start
+        // removes the directory no row lists (`sweep_unrecorded`).
+        let _recording = WorkLock::take(&dir)?;
         std::fs::rename(scratch, &dir)?;
         let now = unix_now();
         let row = RepoRow {

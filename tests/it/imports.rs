@@ -447,3 +447,37 @@ fn interrupted_imports_leave_nothing_behind() {
         }
     }
 }
+
+// A repo's maker killed between moving its git directory into place and recording it
+// left a `repos/<ID>.git` that no row listed, for ever.
+#[test]
+fn a_repo_directory_its_maker_never_recorded_is_removed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(admin(data, &["repo", "list"]).status.success());
+    let repos = data.join("repos");
+    let make = |id: &str| {
+        let git = repos.join(format!("{id}.git"));
+        git2::Repository::init_bare(&git).unwrap();
+        let lock = std::fs::File::create(repos.join(format!("{id}.git.lock"))).unwrap();
+        (git, lock)
+    };
+    let (dead, dead_lock) = make("7c0d1f52-6a3e-4b43-9a53-2f8c1e0b9d11");
+    drop(dead_lock);
+    // One whose maker is still at work (this process holds its lock) stays.
+    let (live, live_lock) = make("0e8a4b7c-52f1-4d2e-8c3b-9d6f1a2b3c44");
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; flock only takes an advisory lock.
+        assert_eq!(
+            unsafe { libc::flock(live_lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+    }
+    let listed = admin(data, &["repo", "list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(!dead.exists(), "the unrecorded directory was left");
+    assert!(!repos.join("7c0d1f52-6a3e-4b43-9a53-2f8c1e0b9d11.git.lock").exists());
+    assert!(live.exists(), "a live maker's directory was removed");
+    drop(live_lock);
+}
