@@ -1,13 +1,15 @@
 //! Ranked natural-language retrieval over one repository: which files (and which lines
 //! in them) answer a question in words.
 //!
-//! Each file at a commit is a document with four fields, scored by BM25 each and mixed
+//! Each file at a commit is a document with five fields, scored by BM25 each and mixed
 //! linearly:
 //! - `body`: its text, as identifier-split, lightly stemmed terms ([`terms`]);
 //! - `path`: its path's words (`src/retry/backoff.rs` → `src`, `retry`, `backoff`, `rs`);
 //! - `defs`: the names it defines, found by per-language patterns ([`symbols`]);
 //! - `msgs`: the messages of earlier commits that changed it — only commits in the
-//!   indexed commit's own ancestry, so an answer never draws on later history.
+//!   indexed commit's own ancestry, so an answer never draws on later history;
+//! - `comments`: the words of its comments and docstrings ([`terms::for_each_comment`]),
+//!   which count again, for questions asked in words only ([`Weights::comments`]).
 //!
 //! Optionally (off by default, see [`Weights`]) the best files then pass a share of
 //! their score to files that often changed in the same commits (co-change). Each result
@@ -79,6 +81,11 @@ pub struct Weights {
     pub defs: f32,
     /// Messages of earlier commits that changed the file.
     pub msgs: f32,
+    /// The file's comments and docstrings (also part of its text): prose, nearer a
+    /// question's words than code is. Counts only for a query asking a question in
+    /// words ([`terms::is_question`]): a description of a change (a commit message)
+    /// names code, and documented files outranked the changed ones.
+    pub comments: f32,
     /// Share of a top file's score passed to the files that change with it.
     pub cochange: f32,
     /// How much each file role counts before the question's words are matched.
@@ -97,6 +104,7 @@ impl Default for Weights {
             path: 1.0,
             defs: 0.5,
             msgs: 0.7,
+            comments: 0.5,
             cochange: 0.0,
             roles: role::RolePriors::default(),
             body_b: 0.75,
@@ -236,6 +244,7 @@ pub struct RankedIndex {
     path: Field,
     defs: Field,
     msgs: Field,
+    comments: Field,
     history: History,
     /// Most commits whose messages are kept ([`MAX_HISTORY_COMMITS`]).
     history_cap: usize,
@@ -288,6 +297,7 @@ impl RankedIndex {
             path: Field::default(),
             defs: Field::default(),
             msgs: Field::default(),
+            comments: Field::default(),
             history: History::default(),
             history_cap,
         };
@@ -341,7 +351,13 @@ impl RankedIndex {
                 in_history[t as usize] = true;
             }
         }
-        let fields = [&self.body, &self.path, &self.defs, &self.msgs];
+        let fields = [
+            &self.body,
+            &self.path,
+            &self.defs,
+            &self.msgs,
+            &self.comments,
+        ];
         let forgotten = self
             .dict
             .sweep(&|t| in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0));
@@ -351,6 +367,7 @@ impl RankedIndex {
             &mut self.path,
             &mut self.defs,
             &mut self.msgs,
+            &mut self.comments,
         ] {
             f.truncate_terms(bound);
         }
@@ -415,6 +432,7 @@ impl RankedIndex {
                 &mut self.path,
                 &mut self.defs,
                 &mut self.msgs,
+                &mut self.comments,
             ] {
                 f.compact();
             }
@@ -467,6 +485,7 @@ impl RankedIndex {
                 &mut self.path,
                 &mut self.defs,
                 &mut self.msgs,
+                &mut self.comments,
             ] {
                 f.clear(slot);
             }
@@ -503,9 +522,19 @@ impl RankedIndex {
         self.blobs[slot as usize] = blob;
         let mut ids = Vec::new();
         if bytes.len() <= MAX_INDEXED_BYTES {
+            let dict = &mut self.dict;
+            terms::for_each_comment(path, &text, |c| {
+                terms::for_each_term(c, |t| ids.push(dict.intern(t)));
+            });
+        }
+        // A comment's words are also the body's: the field adds weight to prose
+        // (measured against taking them out of the body, which lost on every set).
+        let comments = count(ids.drain(..));
+        if bytes.len() <= MAX_INDEXED_BYTES {
             self.intern_text(&text, &mut ids);
         }
         self.body.set(slot, count(ids.drain(..)));
+        self.comments.set(slot, comments);
         self.intern_text(path, &mut ids);
         self.path.set(slot, count(ids.drain(..)));
         for d in symbols::definitions(path, &text) {
@@ -679,6 +708,16 @@ impl RankedIndex {
         keep: &dyn Fn(&str) -> bool,
     ) -> Vec<RankedFile> {
         let q = self.query_terms(query);
+        let gated;
+        let w = if !terms::is_question(query) {
+            gated = Weights {
+                comments: 0.0,
+                ..*w
+            };
+            &gated
+        } else {
+            w
+        };
         let priors = role::Priors::for_query(query, &w.roles);
         let n = self.live.max(1);
         let mut acc = vec![0.0f32; self.paths.len()];
@@ -750,6 +789,9 @@ impl RankedIndex {
                 .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, acc);
             self.defs.accumulate(t, w.defs * qw, p, n, acc);
             self.msgs.accumulate(t, w.msgs * qw, p, n, acc);
+            if w.comments > 0.0 {
+                self.comments.accumulate(t, w.comments * qw, p, n, acc);
+            }
         }
     }
 
@@ -858,10 +900,16 @@ impl RankedIndex {
         let strings = |v: &mut dyn Iterator<Item = &String>| -> usize {
             v.map(|s| s.capacity() + size_of::<String>()).sum()
         };
-        let fields = [&self.body, &self.path, &self.defs, &self.msgs]
-            .iter()
-            .map(|f| f.heap_bytes())
-            .sum();
+        let fields = [
+            &self.body,
+            &self.path,
+            &self.defs,
+            &self.msgs,
+            &self.comments,
+        ]
+        .iter()
+        .map(|f| f.heap_bytes())
+        .sum();
         let files = map_bytes::<String, u32>(self.slot_of.capacity())
             + strings(&mut self.slot_of.keys())
             + self.paths.capacity() * size_of::<Option<String>>()
@@ -891,10 +939,16 @@ impl RankedIndex {
             fields,
             history,
             mapped: self.dict.mapped_bytes()
-                + [&self.body, &self.path, &self.defs, &self.msgs]
-                    .iter()
-                    .map(|f| f.mapped_bytes())
-                    .sum::<usize>(),
+                + [
+                    &self.body,
+                    &self.path,
+                    &self.defs,
+                    &self.msgs,
+                    &self.comments,
+                ]
+                .iter()
+                .map(|f| f.mapped_bytes())
+                .sum::<usize>(),
         }
     }
 }
@@ -911,7 +965,7 @@ pub struct HeapBytes {
     pub terms: usize,
     /// Paths, blobs and slots.
     pub files: usize,
-    /// The four fields' postings and documents.
+    /// The five fields' postings and documents.
     pub fields: usize,
     /// The kept commits' ids and the per-path sums drawn from their records.
     pub history: usize,
