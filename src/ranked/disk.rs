@@ -935,6 +935,7 @@ mod tests {
         assert_eq!(back.to_bytes(), bytes, "written again, the same bytes");
         for slot in 0..ix.paths.len() as u32 {
             assert_eq!(back.msgs.terms_of(slot), ix.msgs.terms_of(slot));
+            assert_eq!(back.comments.terms_of(slot), ix.comments.terms_of(slot));
         }
         for oid in ix.history.kept.iter() {
             assert!(back.includes_commit(*oid));
