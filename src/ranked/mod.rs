@@ -1506,6 +1506,42 @@ mod tests {
         assert_eq!(ix.len(), 2);
     }
 
+    // A question in words met the code's names as readily as the comment explaining
+    // that code: the comments now count again for a question, and only for one (a
+    // description of a change names code, and documented files outranked it).
+    #[test]
+    fn a_question_in_words_weighs_comments_and_a_description_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts = [
+            (
+                "src/wheel.rs",
+                "/// A pause shorter than one tick waits for the next tick.\n\
+                 fn advance(slots: &mut Slots) { slots.rotate(); }\n",
+            ),
+            (
+                "src/pause.rs",
+                "fn pause_until_next_tick(pause: Pause) { if pause.shorter() { wait_tick(); } }\n",
+            ),
+            ("src/other.rs", "fn unrelated() { reply(); }\n"),
+        ]
+        .map(|(p, t)| (p.to_string(), t.to_string()));
+        let ix = built_from(&repo, &texts);
+        let first = |q: &str, w: &Weights| ix.rank(q, 1, w, &|_| true)[0].path.clone();
+        let without = Weights {
+            comments: 0.0,
+            ..Weights::default()
+        };
+        let question = "Why does a pause shorter than a tick wait for the next tick?";
+        assert_eq!(first(question, &without), "src/pause.rs");
+        assert_eq!(first(question, &Weights::default()), "src/wheel.rs");
+        let description = "Pause shorter than a tick waits for the next tick";
+        assert_eq!(
+            ix.rank(description, 3, &Weights::default(), &|_| true),
+            ix.rank(description, 3, &without, &|_| true)
+        );
+    }
+
     #[test]
     fn trailers_leave_commit_messages() {
         assert_eq!(

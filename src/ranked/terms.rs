@@ -262,15 +262,18 @@ pub fn for_each_comment(path: &str, text: &str, mut emit: impl FnMut(&str)) {
     }
 }
 
-/// Whether `text` asks a question in words (a question mark, or an interrogative
-/// first word), as opposed to describing a change or a symptom.
+/// Whether `text` asks a question in words (its first line holds a question mark or
+/// starts with an interrogative), as opposed to describing a change or a symptom. Only
+/// the first line: a commit message's body may ask a question of its reader. "Do" is
+/// not taken as asking: a change is described as "Do not …".
 pub fn is_question(text: &str) -> bool {
     const ASKING: &[&str] = &[
-        "how", "where", "why", "what", "which", "when", "who", "is", "are", "does", "do", "can",
-        "could", "should", "would", "will", "was", "did", "has", "have",
+        "how", "where", "why", "what", "which", "when", "who", "is", "are", "does", "can", "could",
+        "should", "would", "will", "was", "did", "has", "have",
     ];
-    text.contains('?')
-        || text
+    let first = text.trim_start().lines().next().unwrap_or("");
+    first.contains('?')
+        || first
             .split_whitespace()
             .next()
             .map(|w| {
@@ -407,6 +410,10 @@ mod tests {
         assert!(is_question("the socket keeps returning pending?"));
         assert!(!is_question("Fix retry delay overflow in the timer wheel"));
         assert!(!is_question("My handler panics when the body is empty"));
+        assert!(!is_question("Do not import the plugin twice"));
+        assert!(!is_question(
+            "Fix the retry delay\n\nWhy was it negative? Overflow."
+        ));
     }
 
     #[test]
