@@ -1,7 +1,8 @@
 //! The store's history calls side by side with the `git` program on a real history:
 //! list_commits by path against `git log -- PATH`, blame against `git blame
 //! --porcelain`, search_history against `git log -S`, get_commit's patch against `git
-//! show`. Each figure is the median of several runs; the ratio is ours over git's.
+//! show`. Each figure is the median of several runs, ours and git's alternating round by
+//! round; the ratio is ours over git's.
 //!
 //! The corpus is a bare git repository (tokio's by default); its objects are cloned into
 //! a store repo's git directory, so the store reads exactly that history, with no
@@ -40,16 +41,32 @@ fn commits_in(out: &[u8]) -> usize {
         .count()
 }
 
-fn median(rounds: usize, mut f: impl FnMut() -> usize) -> (Duration, usize) {
-    let mut times = Vec::new();
-    let mut n = 0;
+/// One side's median time and the items it counted.
+type Side = (Duration, usize);
+
+/// Both sides, run alternately round by round, so that a change in the machine's load
+/// falls on both.
+fn alternate(
+    rounds: usize,
+    mut ours: impl FnMut() -> usize,
+    mut theirs: impl FnMut() -> usize,
+) -> (Side, Side) {
+    let mut times = (Vec::new(), Vec::new());
+    let mut n = (0, 0);
     for _ in 0..rounds {
         let t = Instant::now();
-        n = f();
-        times.push(t.elapsed());
+        n.0 = ours();
+        times.0.push(t.elapsed());
+        let t = Instant::now();
+        n.1 = theirs();
+        times.1.push(t.elapsed());
     }
-    times.sort();
-    (times[times.len() / 2], n)
+    times.0.sort();
+    times.1.sort();
+    (
+        (times.0[times.0.len() / 2], n.0),
+        (times.1[times.1.len() / 2], n.1),
+    )
 }
 
 fn main() {
@@ -102,34 +119,37 @@ fn main() {
     };
 
     // list_commits by path, every page of 200, against one `git log -- PATH`.
-    let ours = median(rounds, || {
-        let mut q = CommitQuery {
-            path: Some(dir_path.clone()),
-            max_results: 200,
-            ..CommitQuery::default()
-        };
-        let mut n = 0;
-        loop {
-            let page = store.list_commits(&id, &q).unwrap();
-            n += page.commits.len();
-            match page.next_cursor {
-                Some(c) => q.cursor = Some(c),
-                None => break n,
+    let (ours, theirs) = alternate(
+        rounds,
+        || {
+            let mut q = CommitQuery {
+                path: Some(dir_path.clone()),
+                max_results: 200,
+                ..CommitQuery::default()
+            };
+            let mut n = 0;
+            loop {
+                let page = store.list_commits(&id, &q).unwrap();
+                n += page.commits.len();
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break n,
+                }
             }
-        }
-    });
-    let theirs = median(rounds, || {
-        commits_in(&git(
-            &git_dir,
-            &[
-                "log",
-                "--name-status",
-                "--format=commit %H%n%P%n%an%n%at%n%B",
-                "--",
-                &dir_path,
-            ],
-        ))
-    });
+        },
+        || {
+            commits_in(&git(
+                &git_dir,
+                &[
+                    "log",
+                    "--name-status",
+                    "--format=commit %H%n%P%n%an%n%at%n%B",
+                    "--",
+                    &dir_path,
+                ],
+            ))
+        },
+    );
     row(
         &format!("list_commits path=`{dir_path}` (all pages) vs `git log --name-status -- PATH`"),
         ours,
@@ -140,21 +160,22 @@ fn main() {
         max_results: 200,
         ..CommitQuery::default()
     };
-    let ours = median(rounds, || {
-        store.list_commits(&id, &q).unwrap().commits.len()
-    });
-    let theirs = median(rounds, || {
-        commits_in(&git(
-            &git_dir,
-            &[
-                "log",
-                "-n",
-                "200",
-                "--name-status",
-                "--format=commit %H%n%P%n%an%n%at%n%B",
-            ],
-        ))
-    });
+    let (ours, theirs) = alternate(
+        rounds,
+        || store.list_commits(&id, &q).unwrap().commits.len(),
+        || {
+            commits_in(&git(
+                &git_dir,
+                &[
+                    "log",
+                    "-n",
+                    "200",
+                    "--name-status",
+                    "--format=commit %H%n%P%n%an%n%at%n%B",
+                ],
+            ))
+        },
+    );
     row(
         "list_commits, first 200 (no filter) vs `git log -n 200 --name-status`",
         ours,
@@ -167,20 +188,23 @@ fn main() {
         end_line: 0,
         at: None,
     };
-    let ours = median(rounds, || {
-        scoped_repo_mcp::backend::blame_in_store(&store, &id, &bq)
-            .unwrap()
-            .ranges
-            .iter()
-            .map(|r| (r.end_line - r.start_line + 1) as usize)
-            .sum()
-    });
-    let theirs = median(rounds, || {
-        git(&git_dir, &["blame", "--porcelain", "main", "--", &file])
-            .split(|b| *b == b'\n')
-            .filter(|l| l.first() == Some(&b'\t'))
-            .count()
-    });
+    let (ours, theirs) = alternate(
+        rounds,
+        || {
+            scoped_repo_mcp::backend::blame_in_store(&store, &id, &bq)
+                .unwrap()
+                .ranges
+                .iter()
+                .map(|r| (r.end_line - r.start_line + 1) as usize)
+                .sum()
+        },
+        || {
+            git(&git_dir, &["blame", "--porcelain", "main", "--", &file])
+                .split(|b| *b == b'\n')
+                .filter(|l| l.first() == Some(&b'\t'))
+                .count()
+        },
+    );
     row(
         &format!("blame_file `{file}` vs `git blame --porcelain`"),
         ours,
@@ -196,23 +220,24 @@ fn main() {
         }),
         ..CommitQuery::default()
     };
-    let ours = median(rounds.min(3), || {
-        store.list_commits(&id, &sq).unwrap().commits.len()
-    });
-    let theirs = median(rounds.min(3), || {
-        // -S finds commits that add or remove the text; `added` only those that add
-        // it, so ours walks further back for the same 30 commits.
-        commits_in(&git(
-            &git_dir,
-            &[
-                "log",
-                "-n",
-                "30",
-                &format!("-S{needle}"),
-                "--format=commit %H",
-            ],
-        ))
-    });
+    let (ours, theirs) = alternate(
+        rounds.min(3),
+        || store.list_commits(&id, &sq).unwrap().commits.len(),
+        || {
+            // -S finds commits that add or remove the text; `added` only those that add
+            // it, so ours walks further back for the same 30 commits.
+            commits_in(&git(
+                &git_dir,
+                &[
+                    "log",
+                    "-n",
+                    "30",
+                    &format!("-S{needle}"),
+                    "--format=commit %H",
+                ],
+            ))
+        },
+    );
     row(
         &format!("search_history added `{needle}`, 30 commits vs `git log -n 30 -S`"),
         ours,
@@ -244,26 +269,27 @@ fn main() {
         visible: None,
     };
     let rev = RevSpec::Commit(best.1.clone());
-    let ours = median(rounds, || {
-        let mut q = dq.clone();
-        let mut bytes = 0;
-        loop {
-            let (_, d) = store.commit_diff(&id, &rev, &q).unwrap();
-            bytes += d
-                .files
-                .iter()
-                .filter_map(|f| f.patch.as_ref())
-                .map(String::len)
-                .sum::<usize>();
-            match d.next_file {
-                Some(n) => q.first_file = n,
-                None => break bytes,
+    let (ours, theirs) = alternate(
+        rounds,
+        || {
+            let mut q = dq.clone();
+            let mut bytes = 0;
+            loop {
+                let (_, d) = store.commit_diff(&id, &rev, &q).unwrap();
+                bytes += d
+                    .files
+                    .iter()
+                    .filter_map(|f| f.patch.as_ref())
+                    .map(String::len)
+                    .sum::<usize>();
+                match d.next_file {
+                    Some(n) => q.first_file = n,
+                    None => break bytes,
+                }
             }
-        }
-    });
-    let theirs = median(rounds, || {
-        git(&git_dir, &["show", "--format=", "-M", &best.1]).len()
-    });
+        },
+        || git(&git_dir, &["show", "--format=", "-M", &best.1]).len(),
+    );
     row(
         &format!(
             "get_commit patch of {} ({} files; every page) vs `git show`",

@@ -6,6 +6,11 @@
 //! server pays before its first ranked answer); the queries then run on the index
 //! opened. Its resident memory then counts the pages of the file it has read.
 //!
+//! The build is also told in CPU time (every thread of the process, which a loaded
+//! machine does not inflate as it does wall time) and in peak resident memory: the
+//! corpus goes into the repository file by file as it is read, not held, and the peak
+//! is restarted just before the build, so the peak printed is the build's own.
+//!
 //! Run: `cargo run --release --example ranked_latency -- DIR [QUERIES]`
 //! (`QUERIES` defaults to 500; the queries are doc-comment sentences sampled from the
 //! corpus itself, so they have answers.)
@@ -20,15 +25,15 @@ fn pct(v: &[Duration], p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn commit(repo: &Repository, files: &[(String, Vec<u8>)], parent: Option<Oid>) -> Oid {
+/// A commit of `files` (path, blob, size) on `parent`.
+fn commit(repo: &Repository, files: &[(String, Oid, usize)], parent: Option<Oid>) -> Oid {
     let mut index = git2::Index::new().unwrap();
     if let Some(p) = parent {
         index
             .read_tree(&repo.find_commit(p).unwrap().tree().unwrap())
             .unwrap();
     }
-    for (path, bytes) in files {
-        let id = repo.blob(bytes).unwrap();
+    for (path, id, size) in files {
         let mut e = git2::IndexEntry {
             ctime: git2::IndexTime::new(0, 0),
             mtime: git2::IndexTime::new(0, 0),
@@ -37,8 +42,8 @@ fn commit(repo: &Repository, files: &[(String, Vec<u8>)], parent: Option<Oid>) -
             mode: 0o100644,
             uid: 0,
             gid: 0,
-            file_size: bytes.len() as u32,
-            id,
+            file_size: *size as u32,
+            id: *id,
             flags: 0,
             flags_extended: 0,
             path: path.as_bytes().to_vec(),
@@ -61,8 +66,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = std::path::PathBuf::from(args.first().expect("usage: ranked_latency DIR [QUERIES]"));
     let n_queries: usize = args.get(1).map_or(500, |s| s.parse().unwrap());
-    let mut files = Vec::new();
-    let mut bytes_total = 0usize;
+    // Each file goes into the repository as it is read, so that the corpus is not held
+    // in memory: the process's peak is the build's.
+    let scratch = tempfile::tempdir().unwrap();
+    let repo = Repository::init_bare(scratch.path()).unwrap();
+    let mut walked = Vec::new();
     for entry in ignore::WalkBuilder::new(&dir)
         .hidden(false)
         .build()
@@ -71,26 +79,27 @@ fn main() {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
-        let Ok(bytes) = std::fs::read(entry.path()) else {
+        walked.push(entry.into_path());
+    }
+    walked.sort();
+    let mut files = Vec::new();
+    let mut bytes_total = 0usize;
+    // Queries: doc-comment sentences of five or more words, every k-th one.
+    let mut sentences = Vec::new();
+    for path in walked {
+        let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         if bytes.len() > 1024 * 1024 || scoped_repo_mcp::text::is_binary(&bytes) {
             continue;
         }
-        let rel = entry
-            .path()
+        let rel = path
             .strip_prefix(&dir)
             .unwrap()
             .to_string_lossy()
             .replace('\\', "/");
         bytes_total += bytes.len();
-        files.push((rel, bytes));
-    }
-    files.sort();
-    // Queries: doc-comment sentences of five or more words, every k-th one.
-    let mut sentences = Vec::new();
-    for (_, bytes) in &files {
-        for line in String::from_utf8_lossy(bytes).lines() {
+        for line in String::from_utf8_lossy(&bytes).lines() {
             let t = line.trim_start();
             if let Some(s) = t.strip_prefix("/// ").or_else(|| t.strip_prefix("//! "))
                 && s.split_whitespace().count() >= 5
@@ -99,7 +108,9 @@ fn main() {
                 sentences.push(s.to_string());
             }
         }
+        files.push((rel, repo.blob(&bytes).unwrap(), bytes.len()));
     }
+    files.sort();
     let step = (sentences.len() / n_queries.max(1)).max(1);
     let queries: Vec<String> = sentences
         .into_iter()
@@ -109,12 +120,22 @@ fn main() {
         .map(|s| format!("{s}?"))
         .collect();
 
-    let scratch = tempfile::tempdir().unwrap();
-    let repo = Repository::init_bare(scratch.path()).unwrap();
     let head = commit(&repo, &files, None);
+    // Hand the import's freed memory back and restart the peak, so that the peak read
+    // after the build is the build's own.
+    #[cfg(target_os = "linux")]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_start = rss_mib();
+    let cpu_start = process_cpu();
     let t = Instant::now();
     let mut built = RankedIndex::build(&repo, head).unwrap();
     let build = t.elapsed();
+    let build_cpu = process_cpu() - cpu_start;
+    let build_peak = peak_mib();
 
     // Stored as the store stores it (a new file, synced, checked and mapped); read back
     // as a restarted server reads it (mapped).
@@ -184,11 +205,15 @@ fn main() {
     times_before.sort();
 
     // An incremental update: ten files rewritten in one commit.
-    let changed: Vec<(String, Vec<u8>)> = files
+    let changed: Vec<(String, Oid, usize)> = files
         .iter()
         .step_by((files.len() / 10).max(1))
         .take(10)
-        .map(|(p, b)| (p.clone(), [b.as_slice(), b"\n// edited\n"].concat()))
+        .map(|(p, id, _)| {
+            let b = repo.find_blob(*id).unwrap();
+            let bytes = [b.content(), b"\n// edited\n"].concat();
+            (p.clone(), repo.blob(&bytes).unwrap(), bytes.len())
+        })
         .collect();
     let next = commit(&repo, &changed, Some(head));
     let t = Instant::now();
@@ -212,6 +237,14 @@ fn main() {
         "\nsame queries, without the comments field: p50 {:.2?}, p99 {:.2?}\n",
         pct(&times_before, 0.5),
         pct(&times_before, 0.99)
+    );
+    println!(
+        "build: {:.1?} wall, {:.1?} CPU (all threads), peak resident {:.0} MiB ({:.2}x the text; {:.0} MiB before it)\n",
+        build,
+        build_cpu,
+        build_peak,
+        build_peak / (bytes_total as f64 / (1024.0 * 1024.0)),
+        rss_start
     );
     // CPU time beside wall time: on a shared machine the wall time also counts the
     // time other processes held the cores.
@@ -243,6 +276,32 @@ fn thread_cpu() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time of the whole process, every thread (zero where it cannot be read).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// This process's peak resident memory since it started or since the peak was last
+/// restarted (`/proc/self/clear_refs`), in MiB (0 where `/proc` is missing).
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// This process's resident memory, in MiB (0 where `/proc` is missing).

@@ -244,6 +244,79 @@ impl UpdateControl {
     }
 }
 
+/// How long one history walk (`list_commits`, `search_history`) may run before it
+/// answers with what it found so far and a cursor to go on from.
+pub const HISTORY_WALK_BUDGET: Duration = Duration::from_secs(10);
+
+/// Reports a history walk's progress: commits walked, commits found.
+pub type WalkProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Cancellation, progress and time budget of one history walk. A cancelled walk stops
+/// at its next commit and answers nothing; one past its budget answers the commits it
+/// found, with a cursor.
+#[derive(Clone)]
+pub struct WalkControl {
+    cancelled: Arc<AtomicBool>,
+    progress: Option<WalkProgressFn>,
+    budget: Duration,
+}
+
+impl Default for WalkControl {
+    fn default() -> Self {
+        Self {
+            cancelled: Arc::default(),
+            progress: None,
+            budget: HISTORY_WALK_BUDGET,
+        }
+    }
+}
+
+impl fmt::Debug for WalkControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WalkControl")
+            .field("cancelled", &self.is_cancelled())
+            .field("progress", &self.progress.is_some())
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+impl WalkControl {
+    /// A control that reports progress to `progress`.
+    pub fn with_progress(mut self, progress: WalkProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// A control whose walk answers once it has run for `budget`.
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// How long the walk may run.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Ask the walk to stop.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the walk was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Report `walked` commits walked and `found` found.
+    pub fn report(&self, walked: u64, found: u64) {
+        if let Some(p) = &self.progress {
+            p(walked, found);
+        }
+    }
+}
+
 /// What an update did.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct UpdateOutcome {
@@ -454,6 +527,22 @@ pub struct RankedResults {
     pub truncated: bool,
     /// Files in the index.
     pub files_indexed: usize,
+    /// Set when the ranked index was still being built: the hits are then the line
+    /// index's files holding the most of the question's words, not a ranking.
+    pub partial: Option<IndexBuilding>,
+}
+
+/// How far a build of a ranked index has come, as a partial answer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexBuilding {
+    /// Percent built, when known (another process's build tells it through its lock
+    /// file; unknown before its first report).
+    pub percent: Option<u32>,
+    /// Files of the tree not yet indexed, when known.
+    pub files_pending: Option<u64>,
+    /// Whether another process builds it (this one answers from the line index until
+    /// the stored copy appears).
+    pub elsewhere: bool,
 }
 
 /// What an agentic search (the hosted service's event stream) ended with.
@@ -738,6 +827,8 @@ pub struct CommitQuery {
     pub visible: Option<Arc<PathSet>>,
     /// With `Some`, only commits whose message (or added/removed text) matches.
     pub matching: Option<HistoryMatch>,
+    /// Cancellation, progress and time budget of the walk.
+    pub control: WalkControl,
 }
 
 /// What `search_history` looks for.
@@ -775,6 +866,9 @@ pub struct CommitPage {
     pub commits: Vec<CommitInfo>,
     /// Where the next page starts, when there is one.
     pub next_cursor: Option<(String, usize)>,
+    /// True when the walk stopped at its time budget before the page was full: the
+    /// history past `next_cursor` was not looked at yet.
+    pub budget_spent: bool,
 }
 
 /// How much of a diff to return.

@@ -191,14 +191,16 @@ impl GitSupport {
                 // Only `main` (and HEAD, which names it) is served, and in protocol v0
                 // only its tip may be wanted; no object is served by id alone
                 // (protocol v2 ignores these, and its wants are checked before git
-                // starts, see `unserved_want`).
+                // starts, see `unserved_want`). A filter (`--filter=blob:none`) is
+                // served: leaving objects out never widens what a credential reaches,
+                // and the wants it follows are checked as any other.
                 cmd.args(["-c", "transfer.hideRefs=refs/"])
                     .args(["-c", "transfer.hideRefs=!refs/heads/main"])
                     .args(["-c", "uploadpack.allowAnySHA1InWant=false"])
                     .args(["-c", "uploadpack.allowReachableSHA1InWant=false"])
                     .args(["-c", "uploadpack.allowTipSHA1InWant=false"])
                     .args(["-c", "uploadpack.allowRefInWant=false"])
-                    .args(["-c", "uploadpack.allowFilter=false"])
+                    .args(["-c", "uploadpack.allowFilter=true"])
                     .args(["-c", "transfer.advertiseObjectInfo=false"]);
                 if let Some(p) = protocol {
                     cmd.env("GIT_PROTOCOL", p);

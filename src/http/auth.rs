@@ -44,6 +44,8 @@ struct RelacePool {
     /// The operator's own backend, for anonymous requests.
     operator: Arc<dyn Backend>,
     backends: Mutex<HashMap<String, Arc<RelaceBackend>>>,
+    /// The data directory holding each token's history caches.
+    data_dir: std::path::PathBuf,
 }
 
 /// Tokens whose backends are kept; past this, the map starts afresh.
@@ -63,7 +65,7 @@ impl RelacePool {
             tracing::error!(cause = %e, "cannot build an API client");
             AuthError::Unavailable
         })?;
-        let backend = Arc::new(RelaceBackend::new(client));
+        let backend = Arc::new(RelaceBackend::new(client).with_history(&self.data_dir));
         map.insert(key, backend.clone());
         Ok(backend)
     }
@@ -80,12 +82,14 @@ impl Resolver {
     }
 
     /// Repo tokens of the Relace API at `base_url`; anonymous requests, when allowed,
-    /// go upstream with the operator's own backend.
+    /// go upstream with the operator's own backend. Each token's history caches live
+    /// under `data_dir`.
     pub fn relace(
         base_url: &str,
         policy: RetryPolicy,
         bound: OperatorBound,
         operator: Arc<dyn Backend>,
+        data_dir: &std::path::Path,
     ) -> Self {
         Self {
             bound,
@@ -94,6 +98,7 @@ impl Resolver {
                 policy,
                 operator,
                 backends: Mutex::new(HashMap::new()),
+                data_dir: data_dir.to_path_buf(),
             }),
         }
     }

@@ -133,6 +133,130 @@ impl SortedTerms {
     }
 }
 
+/// Terms numbered in the order they are first seen, for building: the bytes of every
+/// term in one buffer and an open-addressed table of ids, so a term costs its bytes and
+/// about twelve more, where a hash map of `String`s costs an allocation and forty
+/// bytes. A build's dictionary has millions of terms; this one also serves per file,
+/// emptied between files, for the terms of one file.
+#[derive(Debug, Default)]
+pub struct TermTable {
+    /// The terms' bytes, in id order.
+    bytes: Vec<u8>,
+    /// Where term `id` ends in `bytes` (it starts where `id - 1` ends).
+    ends: Vec<u32>,
+    /// id + 1 at each used position, 0 at a free one; a power of two long.
+    table: Vec<u32>,
+    hasher: Hasher,
+}
+
+impl TermTable {
+    /// How many terms there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The term of `id`.
+    pub fn term(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    fn hash(&self, term: &[u8]) -> usize {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(term) as usize
+    }
+
+    /// The id of `term`, numbering it next if it is new. `None` once the terms' bytes
+    /// pass the stored format's 32-bit offsets.
+    pub fn intern(&mut self, term: &[u8]) -> Option<u32> {
+        if self.ends.len() * 2 >= self.table.len() {
+            self.grow();
+        }
+        let mask = self.table.len() - 1;
+        let mut at = self.hash(term) & mask;
+        loop {
+            match self.table[at] {
+                0 => break,
+                id => {
+                    if self.term(id - 1) == term {
+                        return Some(id - 1);
+                    }
+                    at = (at + 1) & mask;
+                }
+            }
+        }
+        let id = self.ends.len() as u32;
+        self.bytes.extend_from_slice(term);
+        self.ends.push(u32::try_from(self.bytes.len()).ok()?);
+        self.table[at] = id + 1;
+        Some(id)
+    }
+
+    fn grow(&mut self) {
+        let size = (self.table.len() * 2).max(64);
+        self.table = vec![0; size];
+        let mask = size - 1;
+        for id in 0..self.ends.len() as u32 {
+            let mut at = self.hash(self.term(id)) & mask;
+            while self.table[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.table[at] = id + 1;
+        }
+    }
+
+    /// Forget every term, keeping the table's size when it is small (a table sized for
+    /// one large file is let go rather than cleared for each small one after).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        if self.table.len() <= 1 << 12 {
+            self.table.fill(0);
+        } else {
+            self.table = Vec::new();
+        }
+    }
+
+    /// The terms in one buffer and where each ends, to hand to another thread; `self`
+    /// is left empty.
+    pub fn take(&mut self) -> (Vec<u8>, Vec<u32>) {
+        let out = (
+            std::mem::take(&mut self.bytes),
+            std::mem::take(&mut self.ends),
+        );
+        self.clear();
+        out
+    }
+
+    /// The terms as a sorted base, each with its id: the table is freed first, so the
+    /// sort runs on the bytes and their offsets alone.
+    pub fn into_sorted(mut self) -> SortedTerms {
+        self.table = Vec::new();
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.term(a).cmp(self.term(b)));
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        let mut at = Vec::with_capacity(order.len() + 1);
+        at.push(0u32);
+        for &id in &order {
+            bytes.extend_from_slice(self.term(id));
+            // Fits: the same bytes fitted in `ends`.
+            at.push(bytes.len() as u32);
+        }
+        drop(self);
+        SortedTerms {
+            bytes: bytes.into(),
+            at: at.into(),
+            ids: order.into(),
+        }
+    }
+}
+
 /// Terms and their ids. Ids index the fields' postings, so a live term keeps its id for
 /// as long as it lives; only ids of terms nothing holds are handed out again.
 ///
@@ -314,6 +438,9 @@ impl Dict {
     /// sorted arrays take a fraction of a hash map of strings. `false` (and nothing
     /// changed) when the terms do not fit the stored format's 32-bit offsets.
     pub fn compact(&mut self) -> bool {
+        if self.overlay.is_empty() && self.removed_count == 0 {
+            return true;
+        }
         let mut overlay: Vec<(&str, u32)> = self
             .overlay
             .iter()
@@ -365,6 +492,19 @@ impl Dict {
             next,
             live_at_sweep,
             sweeps: 0,
+        }
+    }
+
+    /// A dictionary of a build's terms, their ids as `table` numbered them.
+    pub fn from_table(table: TermTable) -> Self {
+        let n = table.len();
+        let base = table.into_sorted();
+        let live_at_sweep = base.len();
+        Self {
+            base,
+            next: n as u32,
+            live_at_sweep,
+            ..Self::default()
         }
     }
 

@@ -76,6 +76,50 @@ pub struct BaseArrays {
     pub docs_base: Backing<(u32, u32)>,
 }
 
+/// Documents laid end to end by slot, each a list of (term id, frequency) sorted by
+/// term: what [`Field::from_flat`] makes a base of.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    at: Vec<u32>,
+    pairs: Vec<(u32, u32)>,
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self::with_capacity(0, 0)
+    }
+}
+
+impl Documents {
+    /// Room for `slots` documents and `pairs` pairs in all.
+    pub fn with_capacity(slots: usize, pairs: usize) -> Self {
+        let mut at = Vec::with_capacity(slots + 1);
+        at.push(0);
+        Self {
+            at,
+            pairs: Vec::with_capacity(pairs),
+        }
+    }
+
+    /// Add the next slot's document. Offsets past 32 bits saturate, which
+    /// [`Field::from_flat`] then refuses (its pair count no longer fits either).
+    pub fn push(&mut self, doc: &[(u32, u32)]) {
+        self.pairs.extend_from_slice(doc);
+        self.at
+            .push(u32::try_from(self.pairs.len()).unwrap_or(u32::MAX));
+    }
+
+    /// How many documents there are.
+    pub fn len(&self) -> usize {
+        self.at.len() - 1
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Why stored base arrays were refused.
 pub type BaseError = &'static str;
 
@@ -194,6 +238,14 @@ impl Field {
 
     /// Merge the delta into a new base on the heap (one pass over every document).
     pub fn compact(&mut self) {
+        // A base alone, all of it live and spanning every slot, is what merging would
+        // make again.
+        if self.delta_docs.is_empty()
+            && !self.stale.contains(&true)
+            && self.docs_at.len() == self.lens.len() + 1
+        {
+            return;
+        }
         let slots = self.lens.len();
         let documents: Vec<Vec<(u32, u32)>> = (0..slots as u32)
             .map(|s| self.terms_of(s).to_vec())
@@ -225,16 +277,33 @@ impl Field {
     /// `None` when a document is not sorted or names a term id out of range, or the
     /// field is too large for the stored format's 32-bit offsets.
     pub fn from_documents(documents: Vec<Vec<(u32, u32)>>, terms: u32) -> Option<Self> {
+        let pairs: usize = documents.iter().map(Vec::len).sum();
+        let mut docs = Documents::with_capacity(documents.len(), pairs);
+        for d in documents {
+            docs.push(&d);
+        }
+        Self::from_flat(docs, terms)
+    }
+
+    /// [`Field::from_documents`] from documents already laid end to end, which become
+    /// the base's documents as they are (a build adds each file's terms there as it
+    /// reads it, so the corpus's pairs are never held twice over).
+    pub fn from_flat(documents: Documents, terms: u32) -> Option<Self> {
+        let Documents {
+            at: mut docs_at,
+            pairs: mut docs_base,
+        } = documents;
+        docs_at.shrink_to_fit();
+        docs_base.shrink_to_fit();
+        let slots = docs_at.len().saturating_sub(1);
         let mut df = vec![0u32; terms as usize];
-        let mut lens = Vec::with_capacity(documents.len());
-        let mut docs_at = Vec::with_capacity(documents.len() + 1);
+        let mut lens = Vec::with_capacity(slots);
         let mut total_len = 0u64;
         let mut docs = 0u32;
-        let pairs: usize = documents.iter().map(Vec::len).sum();
+        let pairs = docs_base.len();
         u32::try_from(pairs).ok()?;
-        let mut docs_base = Vec::with_capacity(pairs);
-        docs_at.push(0u32);
-        for d in &documents {
+        for slot in 0..slots {
+            let d = &docs_base[docs_at[slot] as usize..docs_at[slot + 1] as usize];
             if !d.windows(2).all(|w| w[0].0 < w[1].0) {
                 return None;
             }
@@ -246,10 +315,7 @@ impl Field {
             docs += u32::from(!d.is_empty());
             total_len += len as u64;
             lens.push(len);
-            docs_base.extend_from_slice(d);
-            docs_at.push(docs_base.len() as u32);
         }
-        drop(documents);
         // Postings by a counting sort: slots are visited in order, so each term's
         // postings come out sorted by slot.
         let mut base_at = Vec::with_capacity(df.len() + 1);

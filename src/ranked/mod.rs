@@ -21,6 +21,7 @@
 //! ancestries (adding new ones, withdrawing ones the new head does not descend from).
 
 pub mod backing;
+mod build;
 pub mod chunks;
 pub mod dict;
 pub mod disk;
@@ -408,6 +409,22 @@ impl RankedIndex {
             }
         }
         let total = changed.len();
+        if old.is_none() && self.paths.is_empty() {
+            // A first build: every file is new, read on every core.
+            let files: Vec<(String, Oid)> = changed
+                .into_iter()
+                .filter_map(|(p, b)| Some((p, b?)))
+                .collect();
+            stats.files = files.len();
+            self.build_files(repo, &files, progress)?;
+            stats.commits = self.update_history(repo, old, new, progress)?;
+            self.head = new;
+            self.sweep_terms();
+            let packed = self.pack_paths();
+            self.dict.compact();
+            self.unpack_paths(packed);
+            return Ok(stats);
+        }
         for (i, (path, blob)) in changed.into_iter().enumerate() {
             stats.files += 1;
             match blob {
@@ -445,6 +462,50 @@ impl RankedIndex {
             self.unpack_paths(packed);
         }
         Ok(stats)
+    }
+
+    /// Index `files` (every one new) into an empty index: their documents are laid end
+    /// to end as they are read, and each field's base made from them once.
+    fn build_files(
+        &mut self,
+        repo: &Repository,
+        files: &[(String, Oid)],
+        progress: &dyn Fn(RankedProgress),
+    ) -> Result<(), RankedError> {
+        let mut built = build::Built::default();
+        let total = files.len();
+        build::read_files(repo, files, &mut built, &mut |i, f| {
+            let (path, blob) = &files[i];
+            if f.text {
+                let s = self.paths.len() as u32;
+                self.paths.push(Some(path.clone()));
+                self.blobs.push(*blob);
+                self.roles.push(role::role(path));
+                self.slot_of.insert(path.clone(), s);
+                self.live += 1;
+            }
+            if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
+                progress(RankedProgress::Files {
+                    done: i as u64 + 1,
+                    total: total as u64,
+                });
+            }
+        })?;
+        let build::Built {
+            terms,
+            body,
+            path,
+            defs,
+            ..
+        } = built;
+        let bound = terms.len() as u32;
+        // The terms first, sorted: their table is freed before the postings are made.
+        self.dict = Dict::from_table(terms);
+        let too_large = || RankedError::Git("too many terms to index in one field".into());
+        self.body = Field::from_flat(body, bound).ok_or_else(too_large)?;
+        self.path = Field::from_flat(path, bound).ok_or_else(too_large)?;
+        self.defs = Field::from_flat(defs, bound).ok_or_else(too_large)?;
+        Ok(())
     }
 
     /// The paths by slot in one buffer, `paths` and `slot_of` emptied.
@@ -674,10 +735,24 @@ impl RankedIndex {
             };
             self.withdraw(repo, oldest, &mut dirty)?;
         }
-        for p in dirty {
-            if let Some(&slot) = self.slot_of.get(&p) {
-                let hist = self.history_terms(&p);
-                self.msgs.set(slot, hist);
+        if old.is_none() && self.msgs.term_bound() == 0 {
+            // A first build: every file's history at once, made a base in one pass.
+            let mut docs = field::Documents::with_capacity(self.paths.len(), 0);
+            for p in &self.paths {
+                let hist = p
+                    .as_deref()
+                    .map(|p| self.history_terms(p))
+                    .unwrap_or_default();
+                docs.push(&hist);
+            }
+            self.msgs = Field::from_flat(docs, self.dict.id_bound())
+                .ok_or_else(|| RankedError::Git("too many terms to index in one field".into()))?;
+        } else {
+            for p in dirty {
+                if let Some(&slot) = self.slot_of.get(&p) {
+                    let hist = self.history_terms(&p);
+                    self.msgs.set(slot, hist);
+                }
             }
         }
         Ok(n)
@@ -1190,6 +1265,76 @@ mod tests {
             .into_iter()
             .next()
             .map(|f| f.path)
+    }
+
+    // A first build reads its files on every core and lays their documents end to end:
+    // it must give the index reading them one by one gives (the same term ids, slots,
+    // documents and scores), text, binary, oversized and definition-bearing files alike.
+    #[test]
+    fn a_build_on_every_core_equals_reading_files_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut texts: Vec<(String, String)> = (0..300)
+            .map(|i| {
+                let ext = ["rs", "py", "c", "md", "txt"][i % 5];
+                let body = format!(
+                    "fn parse_header{i}() {{}}\ndef retry_{}(x): pass\n# Heading {}\nstruct Word{} {{ count: u32 }}\nshared words across files {}\n",
+                    i % 7,
+                    i % 11,
+                    i % 13,
+                    i * 31 % 17
+                );
+                (format!("dir{}/file{i}.{ext}", i % 9), body)
+            })
+            .collect();
+        texts.push(("big.txt".into(), "huge word ".repeat(MAX_INDEXED_BYTES / 8)));
+        texts.push(("bin.dat".into(), "\0\u{1}binary".into()));
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let empty = commit(&repo, None, &[], "Empty start");
+        let first = commit(&repo, Some(empty), &files[..150], "Add retry logic");
+        let head = commit(&repo, Some(first), &files[150..], "More parsing of headers");
+        let built = RankedIndex::build(&repo, head).unwrap();
+        let mut one_by_one = RankedIndex::build(&repo, empty).unwrap();
+        one_by_one.advance(&repo, head).unwrap();
+        assert_eq!(built.paths, one_by_one.paths);
+        assert_eq!(built.blobs, one_by_one.blobs);
+        assert_eq!(built.len(), 301, "the binary file is left out");
+        let ids = |ix: &RankedIndex| {
+            let mut v = Vec::new();
+            ix.dict
+                .snapshot()
+                .for_each_sorted(&mut |t, id| {
+                    v.push((t.to_vec(), id));
+                    Ok(())
+                })
+                .unwrap();
+            v
+        };
+        assert_eq!(ids(&built), ids(&one_by_one));
+        for slot in 0..built.paths.len() as u32 {
+            for (a, b) in [
+                (&built.body, &one_by_one.body),
+                (&built.path, &one_by_one.path),
+                (&built.defs, &one_by_one.defs),
+                (&built.msgs, &one_by_one.msgs),
+            ] {
+                assert_eq!(a.terms_of(slot), b.terms_of(slot), "slot {slot}");
+            }
+        }
+        for q in [
+            "parse header",
+            "retry logic",
+            "word count",
+            "big",
+            "heading 3",
+        ] {
+            let a = built.rank(q, 20, &Weights::default(), &|_| true);
+            assert!(!a.is_empty(), "{q}");
+            assert_eq!(a, one_by_one.rank(q, 20, &Weights::default(), &|_| true));
+        }
     }
 
     // A server taking commits for hours kept every commit's message in memory: the

@@ -1,21 +1,30 @@
 //! The Relace API as a backend: each tool call becomes calls of the Relace Repos API,
-//! made only after the scope guard admitted it.
+//! made only after the scope guard admitted it. The history tools read a git cache of
+//! the repo kept for this credential ([`super::history`]) with the embedded store's own
+//! readers, so both backends answer them alike and hold them to the same view.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use git2::Repository;
 
 use super::RelaceError;
 use super::client::RelaceClient;
+use super::history::{Fill, HistoryCache, is_missing_object};
 use crate::backend::{
     Backend, BackendError, BackendFuture, ProgressSender, SearchOutcome, TokenStatus,
 };
 use crate::credentials::Authority;
 use crate::model::{
-    Change, FileList, FileOp, FileText, LineQuery, LineResults, MintSpec, MintedToken, RankedHit,
-    RankedQuery, RankedResults, RepoId, RepoSummary, TokenInfo, UpdateOutcome, UpdateSpec,
+    BlameQuery, BlameResult, Change, CommitInfo, CommitPage, CommitQuery, DiffDetail, DiffQuery,
+    DiffResult, FileList, FileOp, FileText, HistoryMode, LineQuery, LineResults, MintSpec,
+    MintedToken, RankedHit, RankedQuery, RankedResults, RepoId, RepoSummary, RevSpec, RevertSpec,
+    TokenInfo, UpdateOutcome, UpdateSpec,
 };
 use crate::paths::RepoPath;
 use crate::store::StoreError;
+use crate::store::commits;
 use crate::text::is_text;
 
 /// Routes the tools through a [`RelaceClient`].
@@ -26,6 +35,8 @@ pub struct RelaceBackend {
     /// `updated_at` where the API reports no head), so an unchanged repo is not
     /// downloaded again.
     files: Mutex<HashMap<RepoId, (String, Arc<FileList>)>>,
+    /// Where the history tools' git caches live; `None`: no history offered.
+    history: Option<Arc<HistoryCache>>,
 }
 
 impl RelaceBackend {
@@ -34,12 +45,90 @@ impl RelaceBackend {
         Self {
             client,
             files: Mutex::new(HashMap::new()),
+            history: None,
         }
+    }
+
+    /// Offer the history tools, from git caches kept under `data_dir` for this
+    /// backend's credential.
+    pub fn with_history(mut self, data_dir: &Path) -> Self {
+        self.history = Some(Arc::new(HistoryCache::new(
+            data_dir,
+            self.client.base(),
+            self.client.credential(),
+        )));
+        self
     }
 
     /// The client.
     pub fn client(&self) -> &RelaceClient {
         &self.client
+    }
+
+    /// The repo's head as the REST API reports it; `None` when the API keeps it from
+    /// this credential (the cache is then fetched on every call).
+    async fn api_head(&self, id: &RepoId) -> Result<Option<String>, BackendError> {
+        match self.client.get_repo(id).await {
+            Ok(Some(meta)) => Ok(Some(meta.summary.head).filter(|h| !h.is_empty())),
+            Ok(None) => Err(StoreError::RepoNotFound(*id).into()),
+            Err(e) if e.status() == Some(403) => Ok(None),
+            Err(e) => {
+                if e.status() == Some(401)
+                    && let Some(cache) = &self.history
+                {
+                    // A credential the API no longer takes has no use for its cache.
+                    cache.forget(id);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Run `read` on repo `id`'s history cache, brought up to the API's head and
+    /// filled as `need` says, on the blocking pool. A blobless cache that turns out to
+    /// lack a file's contents is completed and `read` runs again.
+    fn history<T, F>(&self, id: &RepoId, need: Fill, read: F) -> BackendFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: Fn(&Repository, &Path, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let id = *id;
+        Box::pin(async move {
+            let Some(cache) = self.history.clone() else {
+                return crate::backend::no_history().await;
+            };
+            let head = self.api_head(&id).await?;
+            tokio::task::spawn_blocking(move || {
+                let (dir, fill) = cache.sync(&id, head.as_deref(), need)?;
+                // The outer error: the cache could not be opened; the inner: the read.
+                let attempt = || -> Result<Result<T, StoreError>, BackendError> {
+                    let repo = Repository::open_bare(&dir).map_err(|e| {
+                        BackendError::Internal(format!(
+                            "cannot open the history cache {}: {e}",
+                            dir.display()
+                        ))
+                    })?;
+                    let head = repo
+                        .refname_to_id(crate::store::BRANCH_REF)
+                        .map_err(|e| {
+                            BackendError::Internal(format!("the history cache has no main: {e}"))
+                        })?
+                        .to_string();
+                    Ok(read(&repo, &dir, &head))
+                };
+                let answer = match attempt()? {
+                    Err(e) if fill == Fill::Blobless && is_missing_object(&e) => {
+                        tracing::debug!(repo = %id, cause = %e, "the blobless history cache lacks contents: completing it");
+                        cache.sync(&id, head.as_deref(), Fill::Complete)?;
+                        attempt()?
+                    }
+                    other => other,
+                };
+                answer.map_err(BackendError::from)
+            })
+            .await
+            .map_err(|e| BackendError::Internal(format!("a background task failed: {e}")))?
+        })
     }
 
     fn cached(&self, id: &RepoId, version: &str) -> Option<Arc<FileList>> {
@@ -219,11 +308,12 @@ impl Backend for RelaceBackend {
                 .transpose()
                 .map_err(|e| BackendError::Refused(e.to_string()))?;
             // The hosted default threshold (0.3) keeps weak matches out.
-            let (hash, found) = self
+            let found = self
                 .client
                 .retrieve(id, &query.text, true, 0.3, query.token_limit)
                 .await?;
             let hits: Vec<RankedHit> = found
+                .results
                 .into_iter()
                 .filter(|r| glob.as_ref().is_none_or(|g| g.is_match(&r.filename)))
                 .take(query.max_results)
@@ -239,10 +329,16 @@ impl Backend for RelaceBackend {
                 })
                 .collect();
             Ok(RankedResults {
-                head: hash.unwrap_or_default(),
+                head: found.hash.unwrap_or_default(),
                 files_indexed: 0,
                 truncated: false,
                 hits,
+                // Files still pending: `api` answering from line search while it builds.
+                partial: (found.pending > 0).then_some(crate::model::IndexBuilding {
+                    percent: None,
+                    files_pending: Some(found.pending),
+                    elsewhere: true,
+                }),
             })
         })
     }
@@ -298,6 +394,215 @@ impl Backend for RelaceBackend {
             Ok(self.client.delete_token(token).await?.then_some(info))
         })
     }
+
+    fn read_file_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        path: &'a RepoPath,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileText> {
+        let (path, rev) = (path.clone(), rev.clone());
+        self.history(id, Fill::Complete, move |repo, _, _| {
+            file_at(repo, &commits::resolve(repo, &rev)?, &path)
+        })
+    }
+
+    fn list_files_at<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+    ) -> BackendFuture<'a, FileList> {
+        let rev = rev.clone();
+        self.history(id, Fill::Complete, move |repo, _, _| {
+            commits::files_at(repo, &rev)
+        })
+    }
+
+    fn list_commits<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a CommitQuery,
+    ) -> BackendFuture<'a, CommitPage> {
+        // Counting a string's occurrences reads every changed file: a missing one would
+        // count as none, so the cache is completed first rather than found lacking.
+        let need = match &query.matching {
+            Some(m) if m.mode != HistoryMode::Message => Fill::Complete,
+            _ => Fill::Blobless,
+        };
+        let query = query.clone();
+        self.history(id, need, move |repo, _, _| {
+            commits::list_commits(repo, &query)
+        })
+    }
+
+    fn get_commit<'a>(
+        &'a self,
+        id: &'a RepoId,
+        rev: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, (CommitInfo, DiffResult)> {
+        let (rev, query) = (rev.clone(), query.clone());
+        self.history(id, diff_fill(&query), move |repo, _, _| {
+            commits::commit_diff(repo, &rev, &query)
+        })
+    }
+
+    fn compare<'a>(
+        &'a self,
+        id: &'a RepoId,
+        from: &'a RevSpec,
+        to: &'a RevSpec,
+        query: &'a DiffQuery,
+    ) -> BackendFuture<'a, DiffResult> {
+        let (from, to, query) = (from.clone(), to.clone(), query.clone());
+        self.history(id, diff_fill(&query), move |repo, _, _| {
+            commits::compare(repo, &from, &to, &query)
+        })
+    }
+
+    fn blame<'a>(
+        &'a self,
+        id: &'a RepoId,
+        query: &'a BlameQuery,
+    ) -> BackendFuture<'a, BlameResult> {
+        let query = query.clone();
+        self.history(id, Fill::Complete, move |repo, dir, _| {
+            let (at, total) = commits::blame_target(repo, &query)?;
+            crate::backend::blame::run(dir, &at, &query, total)
+        })
+    }
+
+    /// The revert is made in the cache, at the head just fetched, and sent as an
+    /// update of the files it changes with that head as `expected_head`: if the repo
+    /// moved in between, the API refuses it and nothing changes.
+    fn revert<'a>(
+        &'a self,
+        id: &'a RepoId,
+        spec: &'a RevertSpec,
+        author: &'a str,
+    ) -> BackendFuture<'a, UpdateOutcome> {
+        Box::pin(async move {
+            let s = spec.clone();
+            let (head, ops, message) = self
+                .history(id, Fill::Complete, move |repo, _, head| {
+                    if let Some(expected) = &s.expected_head
+                        && expected != head
+                    {
+                        return Err(StoreError::Conflict {
+                            expected: expected.clone(),
+                            actual: head.to_string(),
+                        });
+                    }
+                    let head_id = git2::Oid::from_str(head).map_err(git_err)?;
+                    let old_tree = repo
+                        .find_commit(head_id)
+                        .and_then(|c| c.tree())
+                        .map_err(git_err)?;
+                    let (tree, message) = commits::revert_tree(
+                        repo,
+                        &s.commit,
+                        head_id,
+                        &old_tree,
+                        s.visible.as_deref(),
+                    )?;
+                    let new_tree = repo.find_tree(tree).map_err(git_err)?;
+                    let ops = operations_between(repo, &old_tree, &new_tree)?;
+                    Ok((head.to_string(), ops, s.message.clone().unwrap_or(message)))
+                })
+                .await?;
+            let update = UpdateSpec {
+                change: Change::Operations(ops),
+                expected_head: Some(head),
+                message: Some(message),
+                control: Default::default(),
+                visible: spec.visible.clone(),
+            };
+            Backend::update(self, id, &update, author).await
+        })
+    }
+}
+
+/// How full the cache must be for a diff: the changed paths alone need no file
+/// contents (renames, which do, complete the cache when found).
+fn diff_fill(q: &DiffQuery) -> Fill {
+    match q.detail {
+        DiffDetail::None => Fill::Blobless,
+        _ => Fill::Complete,
+    }
+}
+
+fn git_err(e: git2::Error) -> StoreError {
+    StoreError::Git(e.message().to_string())
+}
+
+/// A text file at commit `at` (a full id), as the store's `read_file` answers it.
+fn file_at(repo: &Repository, at: &str, path: &RepoPath) -> Result<FileText, StoreError> {
+    let oid = git2::Oid::from_str(at).map_err(git_err)?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(git_err)?;
+    let entry = tree
+        .get_path(Path::new(path.as_str()))
+        .map_err(|_| StoreError::FileNotFound(format!("`{path}` does not exist at {at}")))?;
+    if entry.kind() != Some(git2::ObjectType::Blob) {
+        return Err(StoreError::Invalid(format!(
+            "`{path}` is a directory; use list_files to see what it holds"
+        )));
+    }
+    let blob = repo.find_blob(entry.id()).map_err(git_err)?;
+    let bytes = blob.content();
+    let (content, binary) = match std::str::from_utf8(bytes) {
+        Ok(text) if is_text(bytes) => (text.to_string(), None),
+        _ => (String::new(), Some(bytes.len() as u64)),
+    };
+    Ok(FileText {
+        head: at.to_string(),
+        content,
+        binary,
+    })
+}
+
+/// The file operations that turn tree `old` into tree `new`: writes of every added or
+/// changed file, deletes of every removed one. The update route takes text only, so a
+/// change that writes a binary file is refused.
+fn operations_between(
+    repo: &Repository,
+    old: &git2::Tree<'_>,
+    new: &git2::Tree<'_>,
+) -> Result<Vec<FileOp>, StoreError> {
+    let diff = repo
+        .diff_tree_to_tree(Some(old), Some(new), None)
+        .map_err(git_err)?;
+    let mut ops = Vec::new();
+    for delta in diff.deltas() {
+        let file = match delta.status() {
+            git2::Delta::Deleted => delta.old_file(),
+            _ => delta.new_file(),
+        };
+        let raw = file
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = RepoPath::parse(&raw).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if delta.status() == git2::Delta::Deleted {
+            ops.push(FileOp::Delete { path });
+            continue;
+        }
+        let blob = repo.find_blob(file.id()).map_err(git_err)?;
+        match std::str::from_utf8(blob.content()) {
+            Ok(text) if is_text(blob.content()) => ops.push(FileOp::Write {
+                path,
+                content: text.to_string(),
+            }),
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "the revert would write `{path}`, a binary file, and the Relace API's update takes                      text only; nothing changed: revert it on the local backend, or write it through the REST file route"
+                )));
+            }
+        }
+    }
+    Ok(ops)
 }
 
 /// How a failure of the Relace API reads to the tools: the backend-neutral kinds.

@@ -94,7 +94,19 @@ pub struct RepoMeta {
     pub version: String,
 }
 
-/// A ranked retrieval result.
+/// A `retrieve` answer.
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    /// The commit it reflects, when the service names it.
+    pub hash: Option<String>,
+    /// Best first.
+    pub results: Vec<Retrieved>,
+    /// Files not yet indexed (`pending_embeddings`): above zero, the results are not
+    /// the full ranking (`api` answers from line search while its index is built).
+    pub pending: u64,
+}
+
+/// One file of a `retrieve` answer.
 #[derive(Debug, Clone)]
 pub struct Retrieved {
     /// The file.
@@ -248,6 +260,8 @@ struct WireRetrieveAnswer {
     results: Vec<WireRetrieved>,
     #[serde(default)]
     hash: Option<String>,
+    #[serde(default)]
+    pending_embeddings: u64,
 }
 
 #[derive(Serialize)]
@@ -447,6 +461,12 @@ impl RelaceClient {
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The credential, for the git fetches of the history cache (which keep it out of
+    /// paths, arguments and logs).
+    pub(crate) fn credential(&self) -> &str {
+        &self.credential
     }
 
     /// Never let the credential out in a message, whatever the API echoed.
@@ -924,7 +944,7 @@ impl RelaceClient {
         include_content: bool,
         score_threshold: f64,
         token_limit: usize,
-    ) -> Result<(Option<String>, Vec<Retrieved>), RelaceError> {
+    ) -> Result<Retrieval, RelaceError> {
         let body = Self::body(&WireRetrieve {
             query,
             include_content,
@@ -939,9 +959,10 @@ impl RelaceClient {
                 Safety::Idempotent,
             )
             .await?;
-        Ok((
-            wire.hash,
-            wire.results
+        Ok(Retrieval {
+            hash: wire.hash,
+            results: wire
+                .results
                 .into_iter()
                 .map(|r| Retrieved {
                     filename: r.filename,
@@ -949,7 +970,8 @@ impl RelaceClient {
                     content: r.content,
                 })
                 .collect(),
-        ))
+            pending: wire.pending_embeddings,
+        })
     }
 
     /// `POST /repo_token`. A write: a failure after sending is reported, not retried.

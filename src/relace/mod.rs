@@ -1,5 +1,6 @@
 //! The Relace Repos API from the client side: an HTTP client bound to one credential
-//! ([`client`]) and the backend that routes the MCP tools through it ([`backend`]).
+//! ([`client`]), the backend that routes the MCP tools through it ([`backend`]), and
+//! the git cache its history tools read ([`history`]).
 //!
 //! The retry policy lives in [`client`]: reads retry on 408/409/429/5xx, timeouts and
 //! connection errors; writes retry only when the API certainly did not apply them
@@ -8,6 +9,7 @@
 pub mod backend;
 pub mod client;
 pub mod events;
+pub mod history;
 
 pub use backend::RelaceBackend;
 pub use client::{RelaceClient, RetryPolicy};

@@ -220,14 +220,20 @@ pub fn repo(
                         source.describe(),
                         outcome.changed_files.len()
                     )?;
+                    let bar = LazyBar::new();
+                    store.index_import(&row.id, &|p| bar.report(p));
+                    bar.finish();
                     (row.id, outcome.head)
                 }
                 (Some(dir), None) => {
                     let bar = LazyBar::new();
                     // Ctrl-C or SIGTERM mid-import removes the half-made repo at once.
                     super::abandon_on_signal(store.root().to_path_buf());
-                    let report =
-                        store.import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore);
+                    let report = store
+                        .import_dir_with(dir, metadata, &|p| bar.report(p), !no_ignore)
+                        .inspect(|r| {
+                            store.index_import(&r.repo_id, &|p| bar.report(p));
+                        });
                     bar.finish();
                     let report = report?;
                     writeln!(err, "{}: {}", dir.display(), report.summary())?;

@@ -17,6 +17,7 @@ pub fn run(config: &ApiConfig) -> Result<(), StartError> {
     let store = open_store(dir, config.limits)?;
     super::say_if_new(&store);
     store.set_index_memory(config.index_memory);
+    store.set_ranked_wait(config.ranked_wait);
     let exe = std::env::current_exe().map_err(|e| {
         StartError::context(
             "cannot find this program's own path, which git's push hook runs",

@@ -251,6 +251,15 @@ pub struct ServeArgs {
         value_name = "DURATION"
     )]
     pub stop_timeout: String,
+    /// How long a ranked question waits for its index being built (in any process) before
+    /// it is answered partially from line search (e.g. 5s, 0s).
+    #[arg(
+        long,
+        env = "SCOPED_REPO_RANKED_WAIT",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub ranked_wait: String,
     /// Offer only the read tools (no update, no token minting or revoking).
     #[arg(long, env = "SCOPED_REPO_READ_ONLY")]
     pub read_only: bool,
@@ -306,6 +315,15 @@ pub struct ApiArgs {
         value_name = "DURATION"
     )]
     pub stop_timeout: String,
+    /// How long a ranked question waits for its index being built (in any process) before
+    /// it is answered partially from line search (e.g. 5s, 0s).
+    #[arg(
+        long,
+        env = "SCOPED_REPO_RANKED_WAIT",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub ranked_wait: String,
     /// The longest lifetime of a token minted through POST /v1/repo_token (e.g. 2h, 7d).
     /// Unset: no cap, and a token asked for without ttl_seconds never expires, as on the
     /// hosted service. Set: every token must ask for a ttl_seconds within it.

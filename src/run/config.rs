@@ -260,6 +260,8 @@ pub struct ServeConfig {
     pub import_wait: Duration,
     /// On stop, how long to wait for an index being stored (`--stop-timeout`).
     pub stop_timeout: Duration,
+    /// How long a ranked question waits for a build of its index (`--ranked-wait`).
+    pub ranked_wait: Duration,
     /// Offer only read tools.
     pub read_only: bool,
     /// Cap on minted tokens' lifetime.
@@ -388,6 +390,7 @@ impl ServeConfig {
             import: args.import.clone(),
             no_ignore: args.no_ignore,
             stop_timeout: parse_duration("--stop-timeout", &args.stop_timeout)?,
+            ranked_wait: parse_duration("--ranked-wait", &args.ranked_wait)?,
             import_wait: {
                 let wait = parse_duration("--import-wait", &args.import_wait)?;
                 if wait > Duration::from_secs(600) {
@@ -443,7 +446,7 @@ impl ServeConfig {
                 let client = RelaceClient::new(&self.base_url, credential, policy)
                     .map_err(|e| ConfigError(e.to_string()))?;
                 Ok(ServeBackend::Relace {
-                    backend: RelaceBackend::new(client),
+                    backend: RelaceBackend::new(client).with_history(&self.data_dir),
                     policy,
                 })
             }
@@ -455,6 +458,7 @@ impl ServeConfig {
         Store::open(&self.data_dir, self.limits)
             .map(|s| {
                 s.set_index_memory(self.index_memory);
+                s.set_ranked_wait(self.ranked_wait);
                 super::say_if_new(&s);
                 Arc::new(s)
             })
@@ -564,6 +568,8 @@ pub struct ApiConfig {
     pub data_dir: PathBuf,
     /// On stop, how long to wait for an index being stored (`--stop-timeout`).
     pub stop_timeout: Duration,
+    /// How long a ranked question waits for a build of its index (`--ranked-wait`).
+    pub ranked_wait: Duration,
     /// Where to listen, as given (`--listen`); bound at start.
     pub listen: String,
     /// How long audit records are kept; zero: no audit trail.
@@ -594,6 +600,7 @@ impl ApiConfig {
             data_dir: data_dir(data_dir_flag)?,
             listen: args.listen.clone(),
             stop_timeout: parse_duration("--stop-timeout", &args.stop_timeout)?,
+            ranked_wait: parse_duration("--ranked-wait", &args.ranked_wait)?,
             audit_retention: audit_retention(&args.audit_retention)?,
             connections: connection_limits(&args.connections)?,
             index_memory: index_memory(args.index_memory.as_deref())?,

@@ -169,12 +169,39 @@ impl FreshImport {
                     started.elapsed().as_secs_f64()
                 );
                 handle.done();
+                self.index(store, &key);
             }
             Err(cause) => {
                 eprintln!("scoped-repo-mcp: the import of {key} failed: {cause}");
                 tracing::error!(dir = %key, repo = %self.id, cause = %cause, "the import failed");
                 handle.failed(cause);
             }
+        }
+    }
+
+    /// Build the imported repo's ranked index (and its line index, if the import made
+    /// none), once the repo is served: a ranked question meanwhile is answered
+    /// partially, every other call as usual. A line a second on stderr says how it goes.
+    fn index(&self, store: &Store, key: &str) {
+        let started = Instant::now();
+        let last = std::cell::Cell::new(started);
+        let built = store.index_import(&self.id, &|p| {
+            if let ImportProgress::Indexing { stage, done, total } = p
+                && last.get().elapsed() >= Duration::from_secs(1)
+            {
+                last.set(Instant::now());
+                eprintln!(
+                    "scoped-repo-mcp: indexing {key} ({:.0} s): {stage} {done}/{total}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        });
+        if built == Some(crate::store::RankedBuild::Built) {
+            eprintln!(
+                "scoped-repo-mcp: built and stored the ranked index of repo {} in {:.1} s",
+                self.id,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 

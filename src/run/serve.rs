@@ -444,6 +444,7 @@ pub async fn serve_http(
                     policy,
                     bound,
                     operator.clone(),
+                    &config.data_dir,
                 ));
                 (operator, resolver)
             }

@@ -4,10 +4,13 @@
 //! computed.
 
 use rmcp::handler::server::tool::schema_for_output;
+use std::sync::Arc;
+
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ProgressNotificationParam};
 use rmcp::schemars::{self, JsonSchema};
-use rmcp::{ErrorData as McpError, tool, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
@@ -15,8 +18,8 @@ use crate::backend::BackendError;
 use crate::model::{
     BlameQuery, BlameRange, ChangeStatus, CommitInfo, CommitPage, CommitQuery, DiffDetail,
     DiffQuery, DiffResult, FileDiff, HistoryMatch, HistoryMode, MAX_DIFF_CONTEXT, RevSpec,
-    RevertSpec, commit_page_size, format_commit_cursor, parse_commit_cursor, parse_rev,
-    parse_time_bound,
+    RevertSpec, WalkControl, commit_page_size, format_commit_cursor, parse_commit_cursor,
+    parse_rev, parse_time_bound,
 };
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
@@ -74,6 +77,10 @@ pub struct CommitsOutput {
     /// Pass as `cursor` for the next page; absent on the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// True when the walk stopped at its time budget (10 seconds) before the page was
+    /// full: the commits are those found so far, and `next_cursor` looks further back.
+    #[serde(default)]
+    pub time_budget_spent: bool,
 }
 
 /// Arguments of `get_commit`.
@@ -322,10 +329,15 @@ fn render_commits(id: &str, page: &CommitPage) -> String {
         "{} commit(s) in {id} from {}{}",
         page.commits.len(),
         short(&page.head),
-        if page.next_cursor.is_some() {
-            " (more: pass next_cursor)"
+        if page.budget_spent {
+            format!(
+                " (the walk stopped at its time budget of {} s with the page not full; older commits were not looked at yet: pass next_cursor to go on)",
+                crate::model::HISTORY_WALK_BUDGET.as_secs()
+            )
+        } else if page.next_cursor.is_some() {
+            " (more: pass next_cursor)".to_string()
         } else {
-            ""
+            String::new()
         }
     );
     for c in &page.commits {
@@ -370,9 +382,52 @@ fn commits_output(id: String, page: CommitPage) -> (CommitsOutput, String) {
             head: page.head,
             commits: page.commits,
             next_cursor: page.next_cursor.as_ref().map(format_commit_cursor),
+            time_budget_spent: page.budget_spent,
         },
         text,
     )
+}
+
+/// The control of a history walk for the request behind `ctx`: progress notifications
+/// when the client asked for them (the walk reports from its blocking thread; a task
+/// forwards them).
+fn walk_control(ctx: &RequestContext<RoleServer>) -> WalkControl {
+    let control = WalkControl::default();
+    match ctx.meta.get_progress_token() {
+        None => control,
+        Some(token) => {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+            let peer = ctx.peer.clone();
+            tokio::spawn(async move {
+                while let Some((walked, found)) = rx.recv().await {
+                    let note = ProgressNotificationParam::new(token.clone(), walked as f64)
+                        .with_message(format!("walked {walked} commits, found {found}"));
+                    if peer.notify_progress(note).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            control.with_progress(Arc::new(move |walked, found| {
+                let _ = tx.send((walked, found));
+            }))
+        }
+    }
+}
+
+/// Run a history walk until it answers or the request is cancelled; a cancelled walk is
+/// told to stop, and does at its next commit.
+async fn unless_cancelled(
+    ctx: &RequestContext<RoleServer>,
+    control: WalkControl,
+    walk: impl Future<Output = ToolAnswer<CommitsOutput>>,
+) -> ToolAnswer<CommitsOutput> {
+    tokio::select! {
+        answer = walk => answer,
+        _ = ctx.ct.cancelled() => {
+            control.cancel();
+            Err(ToolFailure::Refused("the history walk was cancelled".into()))
+        }
+    }
 }
 
 /// A commit the session may not see answers exactly as one that does not exist.
@@ -449,8 +504,14 @@ impl RepoServer {
     async fn list_commits(
         &self,
         Parameters(req): Parameters<ListCommitsRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        respond(Self::LIST_COMMITS.name, self.list_commits_impl(req).await)
+        let control = walk_control(&ctx);
+        let walk = self.list_commits_impl(req, control.clone());
+        respond(
+            Self::LIST_COMMITS.name,
+            unless_cancelled(&ctx, control, walk).await,
+        )
     }
 
     /// One commit: its message and changed paths, and its diff against its first
@@ -503,10 +564,13 @@ impl RepoServer {
     async fn search_history(
         &self,
         Parameters(req): Parameters<SearchHistoryRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
+        let control = walk_control(&ctx);
+        let walk = self.search_history_impl(req, control.clone());
         respond(
             Self::SEARCH_HISTORY.name,
-            self.search_history_impl(req).await,
+            unless_cancelled(&ctx, control, walk).await,
         )
     }
 }
@@ -560,7 +624,11 @@ impl RepoServer {
         ))
     }
 
-    async fn list_commits_impl(&self, req: ListCommitsRequest) -> ToolAnswer<CommitsOutput> {
+    async fn list_commits_impl(
+        &self,
+        req: ListCommitsRequest,
+        control: WalkControl,
+    ) -> ToolAnswer<CommitsOutput> {
         let id = self.guard_repo(&Self::LIST_COMMITS, &req.repo_id).await?;
         let path = if req.path.is_empty() {
             None
@@ -577,12 +645,17 @@ impl RepoServer {
             cursor: parse_commit_cursor(&req.cursor)?,
             visible: self.scope.visible(),
             matching: None,
+            control,
         };
         let page = self.backend.list_commits(&id, &query).await?;
         Ok(commits_output(id.to_string(), page))
     }
 
-    async fn search_history_impl(&self, req: SearchHistoryRequest) -> ToolAnswer<CommitsOutput> {
+    async fn search_history_impl(
+        &self,
+        req: SearchHistoryRequest,
+        control: WalkControl,
+    ) -> ToolAnswer<CommitsOutput> {
         let id = self.guard_repo(&Self::SEARCH_HISTORY, &req.repo_id).await?;
         crate::rules::search_query("the query", &req.query)?;
         let query = CommitQuery {
@@ -598,6 +671,7 @@ impl RepoServer {
                 mode: req.mode,
                 path_glob: glob("path_glob", &req.path_glob)?,
             }),
+            control,
         };
         let page = self.backend.list_commits(&id, &query).await?;
         Ok(commits_output(id.to_string(), page))

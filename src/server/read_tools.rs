@@ -126,6 +126,14 @@ pub struct SearchRepoOutput {
     /// as the service sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// Ranked mode only: true when the ranked index was still being built, so `ranked`
+    /// holds the files containing the most of the query's words (line search), not a
+    /// ranking. Ask again once it is built.
+    #[serde(default)]
+    pub partial: bool,
+    /// With `partial`: how far the ranked index's build is, in percent, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_built_percent: Option<u32>,
 }
 
 /// Arguments of `read_file`.
@@ -467,6 +475,8 @@ impl RepoServer {
                         files_searched: 0,
                         report: Some(report.report),
                         ranked: Vec::new(),
+                        partial: false,
+                        index_built_percent: None,
                     },
                     text,
                 ));
@@ -509,6 +519,8 @@ impl RepoServer {
                 truncated: results.truncated,
                 files_searched: results.files_searched as u64,
                 report: None,
+                partial: false,
+                index_built_percent: None,
             },
             text,
         ))
@@ -532,26 +544,61 @@ impl RepoServer {
         };
         let mut results = self.backend.search_ranked(&id, &query, progress).await?;
         results.hits.retain(|h| self.scope.sees(&h.path));
-        let mut text = format!(
-            "{} ranked file(s) for `{}` in {id} at {}{}",
-            results.hits.len(),
-            req.query,
-            short(&results.head),
-            if results.truncated {
-                " (truncated at token_limit: raise it for more)"
-            } else {
-                ""
-            }
-        );
+        let mut text = match &results.partial {
+            None => format!(
+                "{} ranked file(s) for `{}` in {id} at {}{}",
+                results.hits.len(),
+                req.query,
+                short(&results.head),
+                if results.truncated {
+                    " (truncated at token_limit: raise it for more)"
+                } else {
+                    ""
+                }
+            ),
+            Some(b) => format!(
+                "PARTIAL ANSWER, NOT RANKED: the ranked index of {id} is being built ({}{}); \
+                 ask again for ranked results. Meanwhile, {} file(s) holding the most of the \
+                 words of `{}` (line search, case-insensitive) at {}{}",
+                b.percent
+                    .map_or("progress not known yet".to_string(), |p| format!(
+                        "{p}% built"
+                    )),
+                if b.elsewhere {
+                    ", by another process"
+                } else {
+                    ""
+                },
+                results.hits.len(),
+                req.query,
+                short(&results.head),
+                if results.truncated {
+                    " (truncated at token_limit: raise it for more)"
+                } else {
+                    ""
+                }
+            ),
+        };
         for h in &results.hits {
-            text.push_str(&format!(
-                "\n\n{}:{}-{} (score {:.2})\n{}",
-                one_line(&h.path),
-                h.start_line,
-                h.end_line,
-                h.score,
-                h.snippet.trim_end()
-            ));
+            if results.partial.is_some() {
+                text.push_str(&format!(
+                    "\n\n{}:{}-{} ({} of the words)\n{}",
+                    one_line(&h.path),
+                    h.start_line,
+                    h.end_line,
+                    h.score.floor(),
+                    h.snippet.trim_end()
+                ));
+            } else {
+                text.push_str(&format!(
+                    "\n\n{}:{}-{} (score {:.2})\n{}",
+                    one_line(&h.path),
+                    h.start_line,
+                    h.end_line,
+                    h.score,
+                    h.snippet.trim_end()
+                ));
+            }
         }
         Ok((
             SearchRepoOutput {
@@ -563,6 +610,8 @@ impl RepoServer {
                 truncated: results.truncated,
                 files_searched: results.files_indexed as u64,
                 report: None,
+                partial: results.partial.is_some(),
+                index_built_percent: results.partial.and_then(|b| b.percent),
             },
             text,
         ))

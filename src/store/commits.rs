@@ -15,8 +15,8 @@ use git2::{Commit, Delta, DiffFindOptions, DiffOptions, Oid, Patch, Repository, 
 use super::{Store, StoreError, git};
 use crate::model::{
     BlameQuery, ChangeStatus, ChangedPath, CommitInfo, CommitPage, CommitQuery, DiffDetail,
-    DiffQuery, DiffResult, FileDiff, FileList, HistoryMode, MAX_BODY_BYTES, MAX_PATCH_BYTES,
-    RepoId, RevSpec, UpdateControl, UpdateOutcome, rfc3339,
+    DiffQuery, DiffResult, FileDiff, FileList, HistoryMatch, HistoryMode, MAX_BODY_BYTES,
+    MAX_PATCH_BYTES, RepoId, RevSpec, UpdateControl, UpdateOutcome, rfc3339,
 };
 use crate::rules::PathSet;
 
@@ -79,6 +79,19 @@ fn parent_tree<'r>(commit: &Commit<'r>) -> Result<Option<Tree<'r>>, StoreError> 
     }
 }
 
+/// The diff of two trees, no renames found.
+fn plain_diff<'r>(
+    repo: &'r Repository,
+    old: Option<&Tree<'r>>,
+    new: &Tree<'r>,
+    context_lines: u32,
+) -> Result<git2::Diff<'r>, StoreError> {
+    let mut opts = DiffOptions::new();
+    opts.context_lines(context_lines);
+    repo.diff_tree_to_tree(old, Some(new), Some(&mut opts))
+        .map_err(git::git_err)
+}
+
 /// The diff of two trees, renames found only when every path is visible: a rename
 /// across the edge of a token's view would name a path the token may not see, so
 /// under a view a move is a deletion and an addition, each shown only where visible.
@@ -89,11 +102,7 @@ fn tree_diff<'r>(
     visible: Option<&PathSet>,
     context_lines: u32,
 ) -> Result<git2::Diff<'r>, StoreError> {
-    let mut opts = DiffOptions::new();
-    opts.context_lines(context_lines);
-    let mut diff = repo
-        .diff_tree_to_tree(old, Some(new), Some(&mut opts))
-        .map_err(git::git_err)?;
+    let mut diff = plain_diff(repo, old, new, context_lines)?;
     if visible.is_none() {
         diff.find_similar(Some(DiffFindOptions::new().renames(true)))
             .map_err(git::git_err)?;
@@ -130,6 +139,208 @@ fn changes_of(diff: &git2::Diff<'_>, visible: Option<&PathSet>) -> Vec<ChangedPa
     out
 }
 
+/// One changed path between two trees, with the blobs on each side (zero where absent).
+struct Changed {
+    status: ChangeStatus,
+    /// The path it has after the commit (before it, for a deleted one).
+    path: String,
+    /// The path before a rename.
+    old_path: Option<String>,
+    old: Oid,
+    new: Oid,
+}
+
+impl Changed {
+    /// As a changed path, when the view sees it.
+    fn visible(&self, visible: Option<&PathSet>) -> Option<ChangedPath> {
+        sees(visible, &self.path).then(|| ChangedPath {
+            path: self.path.clone(),
+            status: self.status,
+            old_path: self.old_path.clone(),
+        })
+    }
+}
+
+/// The changes of a libgit2 diff.
+fn changed_in(diff: &git2::Diff<'_>) -> Vec<Changed> {
+    diff.deltas()
+        .filter_map(|d| {
+            let status = status_of(d.status());
+            let new = path_str(d.new_file().path());
+            let old = path_str(d.old_file().path());
+            let path = match status {
+                ChangeStatus::Deleted => old.clone()?,
+                _ => new?,
+            };
+            Some(Changed {
+                status,
+                path,
+                old_path: (status == ChangeStatus::Renamed).then_some(old).flatten(),
+                old: d.old_file().id(),
+                new: d.new_file().id(),
+            })
+        })
+        .collect()
+}
+
+/// The changes between the trees `old` and `new` without renames, as
+/// `diff_tree_to_tree` finds them (a file whose type changes is a deletion and an
+/// addition), from comparing the trees' entries: subtrees that are the same object on
+/// both sides are never read. libgit2's diff reads and sorts every entry of each
+/// differing tree through its iterators, several times the cost.
+fn plain_changes(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    out: &mut Vec<Changed>,
+) -> Result<(), StoreError> {
+    fn load<'r>(repo: &'r Repository, id: Option<Oid>) -> Result<Option<Tree<'r>>, StoreError> {
+        id.map(|id| repo.find_tree(id))
+            .transpose()
+            .map_err(git::git_err)
+    }
+    fn is_tree(e: &git2::TreeEntry<'_>) -> bool {
+        e.filemode() & 0o170000 == 0o040000
+    }
+    fn join(prefix: &str, name: &[u8]) -> String {
+        let name = String::from_utf8_lossy(name);
+        if prefix.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{prefix}/{name}")
+        }
+    }
+    /// Git's order of tree entries: a directory sorts as if its name ended in `/`.
+    fn order(a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>) -> std::cmp::Ordering {
+        let end =
+            |e: &git2::TreeEntry<'_>| -> &'static [u8] { if is_tree(e) { b"/" } else { b"" } };
+        let (ae, be) = (end(a), end(b));
+        a.name_bytes()
+            .iter()
+            .chain(ae)
+            .cmp(b.name_bytes().iter().chain(be))
+    }
+    /// Every file below `tree` (or `tree` itself, a file) as added or deleted.
+    fn whole(
+        repo: &Repository,
+        e: &git2::TreeEntry<'_>,
+        path: String,
+        status: ChangeStatus,
+        out: &mut Vec<Changed>,
+    ) -> Result<(), StoreError> {
+        if is_tree(e) {
+            let tree = repo.find_tree(e.id()).map_err(git::git_err)?;
+            for child in tree.iter() {
+                let p = join(&path, child.name_bytes());
+                whole(repo, &child, p, status, out)?;
+            }
+            return Ok(());
+        }
+        let (old, new) = match status {
+            ChangeStatus::Deleted => (e.id(), Oid::zero()),
+            _ => (Oid::zero(), e.id()),
+        };
+        out.push(Changed {
+            status,
+            path,
+            old_path: None,
+            old,
+            new,
+        });
+        Ok(())
+    }
+    fn walk(
+        repo: &Repository,
+        old: Option<Oid>,
+        new: Option<Oid>,
+        prefix: &str,
+        out: &mut Vec<Changed>,
+    ) -> Result<(), StoreError> {
+        let (a, b) = (load(repo, old)?, load(repo, new)?);
+        let mut a = a.iter().flat_map(|t| t.iter()).peekable();
+        let mut b = b.iter().flat_map(|t| t.iter()).peekable();
+        loop {
+            let step = match (a.peek(), b.peek()) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => order(x, y),
+            };
+            match step {
+                std::cmp::Ordering::Less => {
+                    let x = a.next().expect("peeked");
+                    let p = join(prefix, x.name_bytes());
+                    whole(repo, &x, p, ChangeStatus::Deleted, out)?;
+                }
+                std::cmp::Ordering::Greater => {
+                    let y = b.next().expect("peeked");
+                    let p = join(prefix, y.name_bytes());
+                    whole(repo, &y, p, ChangeStatus::Added, out)?;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                    if x.id() == y.id() && x.filemode() == y.filemode() {
+                        continue;
+                    }
+                    let p = join(prefix, x.name_bytes());
+                    if is_tree(&x) {
+                        walk(repo, Some(x.id()), Some(y.id()), &p, out)?;
+                    } else if x.filemode() & 0o170000 != y.filemode() & 0o170000 {
+                        whole(repo, &x, p.clone(), ChangeStatus::Deleted, out)?;
+                        whole(repo, &y, p, ChangeStatus::Added, out)?;
+                    } else {
+                        out.push(Changed {
+                            status: ChangeStatus::Modified,
+                            path: p,
+                            old_path: None,
+                            old: x.id(),
+                            new: y.id(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if old == Some(new) {
+        return Ok(());
+    }
+    walk(repo, old, Some(new), "", out)
+}
+
+/// The changes between two trees as the answer shows them: renames found (as
+/// [`tree_diff`] does) only when every path is visible, and only when the commit both
+/// added and deleted a file, the one case they change anything.
+fn tree_changes(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    visible: Option<&PathSet>,
+) -> Result<Vec<Changed>, StoreError> {
+    let mut out = Vec::new();
+    plain_changes(repo, old, new, &mut out)?;
+    if visible.is_none() && has_add_and_delete(&out) {
+        let old = old
+            .map(|id| repo.find_tree(id))
+            .transpose()
+            .map_err(git::git_err)?;
+        let new = repo.find_tree(new).map_err(git::git_err)?;
+        out = changed_in(&tree_diff(repo, old.as_ref(), &new, None, 0)?);
+    }
+    Ok(out)
+}
+
+fn has_add_and_delete(changes: &[Changed]) -> bool {
+    changes.iter().any(|c| c.status == ChangeStatus::Added)
+        && changes.iter().any(|c| c.status == ChangeStatus::Deleted)
+}
+
+/// The visible ones of `changes`, sorted by path.
+fn visible_changes(changes: &[Changed], visible: Option<&PathSet>) -> Vec<ChangedPath> {
+    let mut out: Vec<ChangedPath> = changes.iter().filter_map(|c| c.visible(visible)).collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 fn cut(text: &str, max: usize) -> (&str, bool) {
     if text.len() <= max {
         return (text, false);
@@ -159,11 +370,44 @@ fn info_of(commit: &Commit<'_>, changes: Vec<ChangedPath>) -> CommitInfo {
     }
 }
 
-/// Whether the entry at `path` (a file or a directory) differs between two trees: the
-/// cheap test `git log -- PATH` makes before any diff.
-fn path_differs(old: Option<&Tree<'_>>, new: &Tree<'_>, path: &str) -> bool {
-    let at = |t: &Tree<'_>| t.get_path(Path::new(path)).ok().map(|e| e.id());
-    at(new) != old.and_then(at)
+/// Whether the entry at `path` (a file or a directory) differs between the trees `old`
+/// and `new`: the test `git log -- PATH` makes before any diff. It descends one
+/// component at a time on both sides and stops at the first that is the same object
+/// on both, so a commit that left the path's top directory alone costs one entry
+/// lookup in each root tree.
+fn path_differs(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    path: &str,
+) -> Result<bool, StoreError> {
+    let mut sides = [old, Some(new)];
+    let mut names = path.split('/').peekable();
+    while let Some(name) = names.next() {
+        if sides[0] == sides[1] {
+            return Ok(false);
+        }
+        let mut entries = [None, None];
+        for (entry, side) in entries.iter_mut().zip(sides) {
+            if let Some(tree) = side {
+                let tree = repo.find_tree(tree).map_err(git::git_err)?;
+                *entry = tree.get_name(name).map(|e| (e.id(), e.kind()));
+            }
+        }
+        if entries[0].map(|e| e.0) == entries[1].map(|e| e.0) {
+            return Ok(false);
+        }
+        if names.peek().is_none() {
+            return Ok(true);
+        }
+        // Only a directory has something below it: a file (or nothing) on one side
+        // means the path is absent there.
+        sides = entries.map(|e| {
+            e.filter(|(_, kind)| *kind == Some(git2::ObjectType::Tree))
+                .map(|(id, _)| id)
+        });
+    }
+    Ok(false)
 }
 
 /// Whether `path` is `dir` or lies below it.
@@ -171,43 +415,108 @@ fn under(dir: &str, path: &str) -> bool {
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
-/// How often `needle` occurs in a blob (0 for a missing or binary one).
-fn occurrences(repo: &Repository, blob: Oid, needle: &[u8]) -> usize {
-    if blob.is_zero() {
-        return 0;
+/// Most blobs whose counts one walk keeps (about 40 bytes each).
+const MAX_COUNTED_BLOBS: usize = 1 << 16;
+
+/// How often the text looked for occurs in each blob one walk has read. Walking newest
+/// first, a file's old blob in one commit is its new blob in the next commit changing
+/// it, so each blob is read and inflated once rather than twice.
+struct BlobCounts<'n> {
+    needle: memchr::memmem::Finder<'n>,
+    counts: std::collections::HashMap<Oid, usize>,
+}
+
+impl<'n> BlobCounts<'n> {
+    fn new(needle: &'n str) -> Self {
+        Self {
+            needle: memchr::memmem::Finder::new(needle.as_bytes()),
+            counts: std::collections::HashMap::new(),
+        }
     }
-    match repo.find_blob(blob) {
-        Ok(b) if !b.is_binary() => memchr::memmem::find_iter(b.content(), needle).count(),
-        _ => 0,
+
+    /// How often the text occurs in a blob (0 for a missing or binary one).
+    fn of(&mut self, repo: &Repository, blob: Oid) -> usize {
+        if blob.is_zero() {
+            return 0;
+        }
+        if let Some(n) = self.counts.get(&blob) {
+            return *n;
+        }
+        let n = match repo.find_blob(blob) {
+            Ok(b) if !b.is_binary() => self.needle.find_iter(b.content()).count(),
+            _ => 0,
+        };
+        if self.counts.len() >= MAX_COUNTED_BLOBS {
+            self.counts.clear();
+        }
+        self.counts.insert(blob, n);
+        n
     }
 }
 
-/// Whether `commit`'s diff adds or removes `needle` in a file of `changes` (the
-/// visible ones), as `git log -S` counts: occurrences before against after.
+/// What a diff found without rename detection says of a pickaxe match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Yes,
+    No,
+    /// Only the diff with renames found can tell.
+    Maybe,
+}
+
+/// Whether a diff adds (or removes) the text in a file the view sees and the glob
+/// takes, as `git log -S` counts: occurrences before against after.
+///
+/// With `renames_pending`, `diff` has no renames found yet, though the answer's diff
+/// will: a rename pairs a deleted file with an added one, and changes nothing else.
+/// A modified file decides alone. A pair matching `added` has its new side added with
+/// the text in it, one matching `removed` its old side deleted with the text in it; a
+/// diff without such a side cannot match, and one with it needs the renames found.
 fn pickaxe(
     repo: &Repository,
-    diff: &git2::Diff<'_>,
-    needle: &str,
-    mode: HistoryMode,
-    glob: Option<&crate::rules::PathGlob>,
+    counts: &mut BlobCounts<'_>,
+    changes: &[Changed],
+    m: &HistoryMatch,
     visible: Option<&PathSet>,
-) -> bool {
-    diff.deltas().any(|d| {
-        let Some(change) = visible_change(&d, visible) else {
-            return false;
-        };
-        if glob.is_some_and(|g| !g.is_match(&change.path)) {
-            return false;
+    renames_pending: bool,
+) -> Verdict {
+    let mut maybe = false;
+    for c in changes {
+        if renames_pending {
+            match (c.status, m.mode) {
+                (ChangeStatus::Added, HistoryMode::Added) => {
+                    maybe = maybe || counts.of(repo, c.new) > 0;
+                    continue;
+                }
+                (ChangeStatus::Deleted, HistoryMode::Removed) => {
+                    maybe = maybe || counts.of(repo, c.old) > 0;
+                    continue;
+                }
+                (ChangeStatus::Added | ChangeStatus::Deleted, _) => continue,
+                _ => {}
+            }
         }
-        let before = occurrences(repo, d.old_file().id(), needle.as_bytes());
-        let after = occurrences(repo, d.new_file().id(), needle.as_bytes());
-        match mode {
+        if c.old == c.new || !sees(visible, &c.path) {
+            continue;
+        }
+        if m.path_glob.as_ref().is_some_and(|g| !g.is_match(&c.path)) {
+            continue;
+        }
+        let before = counts.of(repo, c.old);
+        let after = counts.of(repo, c.new);
+        let hit = match m.mode {
             HistoryMode::Added => after > before,
             HistoryMode::Removed => before > after,
             HistoryMode::Message => false,
+        };
+        if hit {
+            return Verdict::Yes;
         }
-    })
+    }
+    if maybe { Verdict::Maybe } else { Verdict::No }
 }
+
+/// Commits a walk looks at between two progress reports.
+const PROGRESS_EVERY: u64 = 256;
 
 /// The full id of the commit `rev` names in the repo's history.
 pub fn resolve(repo: &Repository, rev: &RevSpec) -> Result<String, StoreError> {
@@ -237,7 +546,9 @@ pub fn files_at(repo: &Repository, rev: &RevSpec) -> Result<FileList, StoreError
 /// A page of the repo's commits, newest first (parents always after their
 /// children), filtered by `q`. A commit counts as changing what it changes against
 /// its first parent; a path-limited view sees only commits changing one of its
-/// paths, and only those paths in their change lists.
+/// paths, and only those paths in their change lists. The walk reports progress to
+/// `q.control`, stops with an error once it is cancelled, and past its time budget
+/// answers what it found with a cursor (`budget_spent`).
 pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, StoreError> {
     let head = git::head(repo)?;
     let (start, skip) = match &q.cursor {
@@ -266,9 +577,18 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         .as_ref()
         .filter(|m| m.mode == HistoryMode::Message)
         .map(|m| m.text.to_lowercase());
+    let pickaxe_match = q
+        .matching
+        .as_ref()
+        .filter(|m| m.mode != HistoryMode::Message);
+    let mut counts = BlobCounts::new(pickaxe_match.map_or("", |m| m.text.as_str()));
+    let control = &q.control;
+    let began = std::time::Instant::now();
     let mut commits = Vec::new();
     let mut walked = 0usize;
+    let mut looked_at = 0u64;
     let mut more = false;
+    let mut budget_spent = false;
     for oid in walk {
         let oid = oid.map_err(git::git_err)?;
         walked += 1;
@@ -279,6 +599,20 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
             more = true;
             walked -= 1;
             break;
+        }
+        if control.is_cancelled() {
+            return Err(StoreError::Invalid("the history walk was cancelled".into()));
+        }
+        // At least one commit a call, so that a cursor always moves on.
+        if looked_at > 0 && began.elapsed() > control.budget() {
+            more = true;
+            budget_spent = true;
+            walked -= 1;
+            break;
+        }
+        looked_at += 1;
+        if looked_at.is_multiple_of(PROGRESS_EVERY) {
+            control.report(looked_at, commits.len() as u64);
         }
         let commit = repo.find_commit(oid).map_err(git::git_err)?;
         let time = commit.time().seconds();
@@ -299,15 +633,34 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         {
             continue;
         }
-        let tree = commit.tree().map_err(git::git_err)?;
-        let old = parent_tree(&commit)?;
+        let old_id = match commit.parent(0) {
+            Ok(p) => Some(p.tree_id()),
+            Err(_) => None,
+        };
         if let Some(path) = &q.path
-            && !path_differs(old.as_ref(), &tree, path)
+            && !path_differs(repo, old_id, commit.tree_id(), path)?
         {
             continue;
         }
-        let diff = tree_diff(repo, old.as_ref(), &tree, visible, 0)?;
-        let changes = changes_of(&diff, visible);
+        // The pickaxe is settled on the changes without renames when it can be:
+        // finding renames reads every added and deleted file, which most commits
+        // walked by a search never need.
+        let mut verdict = Verdict::Yes;
+        let mut plain = None;
+        if let Some(m) = pickaxe_match {
+            let mut found = Vec::new();
+            plain_changes(repo, old_id, commit.tree_id(), &mut found)?;
+            verdict = pickaxe(repo, &mut counts, &found, m, visible, visible.is_none());
+            if verdict == Verdict::No {
+                continue;
+            }
+            plain = Some(found);
+        }
+        let all = match plain {
+            Some(found) if visible.is_some() || !has_add_and_delete(&found) => found,
+            _ => tree_changes(repo, old_id, commit.tree_id(), visible)?,
+        };
+        let changes = visible_changes(&all, visible);
         if visible.is_some() && changes.is_empty() {
             continue;
         }
@@ -321,9 +674,9 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         {
             continue;
         }
-        if let Some(m) = &q.matching
-            && m.mode != HistoryMode::Message
-            && !pickaxe(repo, &diff, &m.text, m.mode, m.path_glob.as_ref(), visible)
+        if let Some(m) = pickaxe_match
+            && verdict == Verdict::Maybe
+            && pickaxe(repo, &mut counts, &all, m, visible, false) != Verdict::Yes
         {
             continue;
         }
@@ -336,10 +689,12 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         }
         commits.push(info_of(&commit, changes));
     }
+    control.report(looked_at, commits.len() as u64);
     Ok(CommitPage {
         head: start.to_string(),
         commits,
         next_cursor: more.then(|| (start.to_string(), walked)),
+        budget_spent,
     })
 }
 
@@ -355,8 +710,8 @@ pub fn commit_diff(
     let tree = commit.tree().map_err(git::git_err)?;
     let old = parent_tree(&commit)?;
     let visible = q.visible.as_deref();
-    let listing = tree_diff(repo, old.as_ref(), &tree, visible, 0)?;
-    let changes = changes_of(&listing, visible);
+    let listing = tree_changes(repo, old.as_ref().map(Tree::id), tree.id(), visible)?;
+    let changes = visible_changes(&listing, visible);
     if visible.is_some() && changes.is_empty() {
         return Err(no_such_commit(rev));
     }
@@ -489,78 +844,7 @@ impl Store {
             &UpdateControl::default(),
             // A revert brings back blobs the repo already holds.
             0,
-            |repo, head, old_tree| {
-                let target = resolve_in(repo, rev)?;
-                let commit = repo.find_commit(target).map_err(git::git_err)?;
-                if visible.is_some() {
-                    let tree = commit.tree().map_err(git::git_err)?;
-                    let before = parent_tree(&commit)?;
-                    let own = tree_diff(repo, before.as_ref(), &tree, visible, 0)?;
-                    let seen = changes_of(&own, visible);
-                    if seen.is_empty() {
-                        return Err(no_such_commit(rev));
-                    }
-                    if seen.len() < changes_of(&own, None).len() {
-                        return Err(StoreError::Invalid(format!(
-                            "commit {target} also changed paths outside this token's paths, so it cannot be reverted whole; nothing changed"
-                        )));
-                    }
-                }
-                if commit.parent_count() > 1 {
-                    return Err(StoreError::Invalid(format!(
-                        "commit {target} is a merge; reverting a merge is not offered: revert the commits it brought one by one, or write the change with update_repo_files"
-                    )));
-                }
-                let ours = repo.find_commit(head).map_err(git::git_err)?;
-                let mut index = repo
-                    .revert_commit(&commit, &ours, 0, None)
-                    .map_err(git::git_err)?;
-                if index.has_conflicts() {
-                    let mut paths: Vec<String> = index
-                        .conflicts()
-                        .map_err(git::git_err)?
-                        .filter_map(Result::ok)
-                        .filter_map(|c| c.our.or(c.their).or(c.ancestor))
-                        .filter_map(|e| String::from_utf8(e.path).ok())
-                        .filter(|p| sees(visible, p))
-                        .collect();
-                    paths.dedup();
-                    return Err(StoreError::Invalid(format!(
-                        "reverting commit {target} conflicts with later changes{}; nothing changed: make the change by hand with update_repo_files",
-                        if paths.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                " in {}",
-                                paths
-                                    .iter()
-                                    .map(|p| format!("`{}`", crate::text::one_line(p)))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        }
-                    )));
-                }
-                let tree_id = index.write_tree_to(repo).map_err(git::git_err)?;
-                if visible.is_some() {
-                    let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
-                    let touched = git::changed_paths(repo, Some(old_tree), &new_tree)?;
-                    if touched.iter().any(|p| !sees(visible, p)) {
-                        return Err(StoreError::Invalid(format!(
-                            "reverting commit {target} would change paths outside this token's paths; nothing changed"
-                        )));
-                    }
-                }
-                let subject = String::from_utf8_lossy(commit.message_bytes())
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                Ok((
-                    tree_id,
-                    format!("Revert \"{subject}\"\n\nThis reverts commit {target}.\n"),
-                ))
-            },
+            |repo, head, old_tree| revert_tree(repo, rev, head, old_tree, visible),
         )
         .map_err(|e| self.explain(e))
     }
@@ -570,6 +854,89 @@ impl Store {
     pub fn blame_target(&self, id: &RepoId, q: &BlameQuery) -> Result<(String, u64), StoreError> {
         blame_target(&self.history_repo(id)?, q)
     }
+}
+
+/// The tree of one new commit on `head` (whose tree is `old_tree`) undoing commit `rev`
+/// against its parent, and the commit's default message. A revert that conflicts with
+/// later changes, of a merge commit, or (under a view) touching a path the view does
+/// not see, is refused; a commit the view sees nothing of is not found.
+pub fn revert_tree(
+    repo: &Repository,
+    rev: &RevSpec,
+    head: Oid,
+    old_tree: &Tree<'_>,
+    visible: Option<&PathSet>,
+) -> Result<(Oid, String), StoreError> {
+    let target = resolve_in(repo, rev)?;
+    let commit = repo.find_commit(target).map_err(git::git_err)?;
+    if visible.is_some() {
+        let tree = commit.tree().map_err(git::git_err)?;
+        let before = parent_tree(&commit)?;
+        let own = tree_diff(repo, before.as_ref(), &tree, visible, 0)?;
+        let seen = changes_of(&own, visible);
+        if seen.is_empty() {
+            return Err(no_such_commit(rev));
+        }
+        if seen.len() < changes_of(&own, None).len() {
+            return Err(StoreError::Invalid(format!(
+                "commit {target} also changed paths outside this token's paths, so it cannot be reverted whole; nothing changed"
+            )));
+        }
+    }
+    if commit.parent_count() > 1 {
+        return Err(StoreError::Invalid(format!(
+            "commit {target} is a merge; reverting a merge is not offered: revert the commits it brought one by one, or write the change with update_repo_files"
+        )));
+    }
+    let ours = repo.find_commit(head).map_err(git::git_err)?;
+    let mut index = repo
+        .revert_commit(&commit, &ours, 0, None)
+        .map_err(git::git_err)?;
+    if index.has_conflicts() {
+        let mut paths: Vec<String> = index
+            .conflicts()
+            .map_err(git::git_err)?
+            .filter_map(Result::ok)
+            .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+            .filter_map(|e| String::from_utf8(e.path).ok())
+            .filter(|p| sees(visible, p))
+            .collect();
+        paths.dedup();
+        return Err(StoreError::Invalid(format!(
+            "reverting commit {target} conflicts with later changes{}; nothing changed: make the change by hand with update_repo_files",
+            if paths.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " in {}",
+                    paths
+                        .iter()
+                        .map(|p| format!("`{}`", crate::text::one_line(p)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )));
+    }
+    let tree_id = index.write_tree_to(repo).map_err(git::git_err)?;
+    if visible.is_some() {
+        let new_tree = repo.find_tree(tree_id).map_err(git::git_err)?;
+        let touched = git::changed_paths(repo, Some(old_tree), &new_tree)?;
+        if touched.iter().any(|p| !sees(visible, p)) {
+            return Err(StoreError::Invalid(format!(
+                "reverting commit {target} would change paths outside this token's paths; nothing changed"
+            )));
+        }
+    }
+    let subject = String::from_utf8_lossy(commit.message_bytes())
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok((
+        tree_id,
+        format!("Revert \"{subject}\"\n\nThis reverts commit {target}.\n"),
+    ))
 }
 
 /// The files of a diff between two trees, filtered by the view and `q.path_glob`, with
@@ -652,4 +1019,226 @@ fn diff_files<'r>(
         total_files,
         next_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use git2::{Oid, Repository, Signature, Time};
+
+    use super::*;
+    use crate::model::WalkControl;
+
+    /// A bare repo whose `main` is a line of commits, each writing `files` (path,
+    /// content, mode) over an empty tree, one second apart.
+    fn history(commits: &[&[(&str, &str, i32)]]) -> (tempfile::TempDir, Repository) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut parent: Option<Oid> = None;
+        for (i, files) in commits.iter().enumerate() {
+            let mut index = git2::Index::new().unwrap();
+            for (path, content, mode) in files.iter() {
+                let blob = repo.blob(content.as_bytes()).unwrap();
+                let mut entry = git2::IndexEntry {
+                    ctime: git2::IndexTime::new(0, 0),
+                    mtime: git2::IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: *mode as u32,
+                    uid: 0,
+                    gid: 0,
+                    file_size: 0,
+                    id: blob,
+                    flags: 0,
+                    flags_extended: 0,
+                    path: path.as_bytes().to_vec(),
+                };
+                entry.flags = (path.len() as u16) & 0xfff;
+                index.add(&entry).unwrap();
+            }
+            let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+            let sig = Signature::new(
+                "t",
+                "t@example.com",
+                &Time::new(1_700_000_000 + i as i64, 0),
+            )
+            .unwrap();
+            let parents: Vec<_> = parent
+                .iter()
+                .map(|p| repo.find_commit(*p).unwrap())
+                .collect();
+            let refs: Vec<_> = parents.iter().collect();
+            parent = Some(
+                repo.commit(None, &sig, &sig, &format!("c{i}"), &tree, &refs)
+                    .unwrap(),
+            );
+        }
+        repo.reference("refs/heads/main", parent.unwrap(), true, "")
+            .unwrap();
+        (dir, repo)
+    }
+
+    const F: i32 = 0o100644;
+    const X: i32 = 0o100755;
+    const L: i32 = 0o120000;
+
+    #[test]
+    fn plain_changes_agree_with_libgit2s_diff() {
+        let (_d, repo) = history(&[
+            &[
+                ("a.txt", "a\n", F),
+                ("d/x", "x\n", F),
+                ("d/y/z", "z\n", F),
+                ("f", "f\n", F),
+            ],
+            // A mode change, a type change, a file becoming a directory, a directory
+            // becoming a file, a deep edit, an addition beside a name that sorts
+            // around `d/` (`d.txt`, `d0`).
+            &[
+                ("a.txt", "a\n", X),
+                ("d", "now a file\n", F),
+                ("d.txt", "new\n", F),
+                ("d0", "new\n", L),
+                ("f/inner", "f\n", F),
+            ],
+            &[
+                ("a.txt", "a\n", L),
+                ("d/y/z", "z2\n", F),
+                ("d0", "new\n", F),
+            ],
+        ]);
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_ref("refs/heads/main").unwrap();
+        for oid in walk {
+            let commit = repo.find_commit(oid.unwrap()).unwrap();
+            let old = commit.parent(0).ok().map(|p| p.tree().unwrap());
+            let new = commit.tree().unwrap();
+            let theirs: Vec<_> = changed_in(&plain_diff(&repo, old.as_ref(), &new, 0).unwrap())
+                .into_iter()
+                .map(|c| (c.path, c.status, c.old, c.new))
+                .collect();
+            let mut ours = Vec::new();
+            plain_changes(&repo, old.as_ref().map(Tree::id), new.id(), &mut ours).unwrap();
+            let mut ours: Vec<_> = ours
+                .into_iter()
+                .map(|c| (c.path, c.status, c.old, c.new))
+                .collect();
+            let mut theirs_sorted = theirs.clone();
+            theirs_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            ours.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(ours, theirs_sorted, "commit {}", commit.id());
+        }
+    }
+
+    #[test]
+    fn a_walk_past_its_budget_answers_what_it_found_and_the_cursor_goes_on() {
+        let commits: Vec<Vec<(String, String, i32)>> = (0..40)
+            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
+            .collect();
+        let refs: Vec<Vec<(&str, &str, i32)>> = commits
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
+                    .collect()
+            })
+            .collect();
+        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
+        let (_d, repo) = history(&slices);
+        let whole = list_commits(
+            &repo,
+            &CommitQuery {
+                max_results: 200,
+                ..CommitQuery::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(whole.commits.len(), 40);
+        assert!(!whole.budget_spent);
+        let mut q = CommitQuery {
+            max_results: 200,
+            control: WalkControl::default().with_budget(Duration::ZERO),
+            ..CommitQuery::default()
+        };
+        let mut pieces = Vec::new();
+        loop {
+            let page = list_commits(&repo, &q).unwrap();
+            // With no time at all, each call looks at one commit and says so.
+            assert_eq!(page.commits.len(), 1);
+            pieces.extend(page.commits);
+            match page.next_cursor {
+                Some(c) => {
+                    assert!(page.budget_spent);
+                    q.cursor = Some(c);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(pieces, whole.commits);
+    }
+
+    #[test]
+    fn a_cancelled_walk_stops_and_reports_its_progress() {
+        let commits: Vec<Vec<(String, String, i32)>> = (0..600)
+            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
+            .collect();
+        let refs: Vec<Vec<(&str, &str, i32)>> = commits
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
+                    .collect()
+            })
+            .collect();
+        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
+        let (_d, repo) = history(&slices);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let control = WalkControl::default().with_progress(std::sync::Arc::new(move |w, f| {
+            sink.lock().unwrap().push((w, f));
+        }));
+        let q = CommitQuery {
+            path: Some("nothing/here".into()),
+            max_results: 30,
+            control: control.clone(),
+            ..CommitQuery::default()
+        };
+        let page = list_commits(&repo, &q).unwrap();
+        assert!(page.commits.is_empty() && page.next_cursor.is_none());
+        let reports = seen.lock().unwrap().clone();
+        assert_eq!(reports, vec![(256, 0), (512, 0), (600, 0)]);
+        control.cancel();
+        let err = list_commits(&repo, &q).unwrap_err();
+        assert!(err.to_string().contains("cancelled"), "{err}");
+    }
+
+    #[test]
+    fn a_renamed_file_holding_the_text_neither_adds_nor_removes_it() {
+        let (_d, repo) = history(&[
+            &[("old.rs", "fn needle() {}\nmore\nlines\nhere\n", F)],
+            &[("new.rs", "fn needle() {}\nmore\nlines\nhere\n", F)],
+            &[
+                ("new.rs", "fn needle() {}\nmore\nlines\nhere\n", F),
+                ("b.rs", "needle\n", F),
+            ],
+        ]);
+        for (mode, expected) in [
+            (HistoryMode::Added, vec!["c2", "c0"]),
+            (HistoryMode::Removed, vec![]),
+        ] {
+            let q = CommitQuery {
+                max_results: 30,
+                matching: Some(HistoryMatch {
+                    text: "needle".into(),
+                    mode,
+                    path_glob: None,
+                }),
+                ..CommitQuery::default()
+            };
+            let page = list_commits(&repo, &q).unwrap();
+            let subjects: Vec<_> = page.commits.iter().map(|c| c.subject.as_str()).collect();
+            assert_eq!(subjects, expected, "{mode:?}");
+        }
+    }
 }

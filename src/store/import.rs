@@ -10,6 +10,7 @@ use std::path::Path;
 use super::{IndexProgress, Store, StoreError};
 use crate::model::RepoId;
 use crate::paths::RepoPath;
+use crate::ranked::RankedProgress;
 
 /// Progress of an import, reported as files are read.
 #[derive(Debug, Clone, Copy)]
@@ -421,6 +422,56 @@ impl Store {
             tracing::warn!(repo = %row.id, cause = %e, "imported, but the search index was not built; the first search builds it");
         }
         Ok(report)
+    }
+
+    /// Build repo `id`'s search indexes as an import's last step, while the user
+    /// watches its progress: the line index (unless there is one) and the ranked index,
+    /// stored before this returns, so that a server opening the repo later loads both
+    /// instead of building them on its first question. A failure is logged, not
+    /// returned: the repo is whole, and the first question builds what is missing.
+    pub fn index_import(
+        &self,
+        id: &RepoId,
+        progress: &dyn Fn(ImportProgress),
+    ) -> Option<super::RankedBuild> {
+        let indexed = self.line_index_with(id, &|p| {
+            progress(match p {
+                IndexProgress::Reading { done, total } => ImportProgress::Indexing {
+                    stage: "indexing: reading",
+                    done,
+                    total,
+                },
+                IndexProgress::Indexing { done, total } => ImportProgress::Indexing {
+                    stage: "indexing: trigrams",
+                    done,
+                    total,
+                },
+            })
+        });
+        if let Err(e) = indexed {
+            tracing::warn!(repo = %id, cause = %e, "imported, but the search index was not built; the first search builds it");
+        }
+        let ranked = self.build_ranked_index(id, &|p| {
+            progress(match p {
+                RankedProgress::Files { done, total } => ImportProgress::Indexing {
+                    stage: "ranked index: files",
+                    done,
+                    total,
+                },
+                RankedProgress::Commits { done, total } => ImportProgress::Indexing {
+                    stage: "ranked index: history",
+                    done,
+                    total,
+                },
+            })
+        });
+        match ranked {
+            Ok(built) => Some(built),
+            Err(e) => {
+                tracing::warn!(repo = %id, cause = %e, "imported, but the ranked index was not built; the first ranked question builds it");
+                None
+            }
+        }
     }
 }
 

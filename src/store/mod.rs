@@ -30,6 +30,7 @@ mod memory;
 mod oauth;
 pub mod push;
 mod ranked;
+mod ranked_partial;
 
 pub use check::RuleReport;
 pub use oauth::{OAuthClient, OAuthGrant, RefreshOutcome};
@@ -45,7 +46,7 @@ pub use history::{FETCHED_REF, Joined, MergeSpec};
 pub use import::{ImportProgress, ImportReport, SkipKind};
 pub use line_index::IndexProgress;
 pub use memory::{HeldIndex, IndexKind, default_index_memory};
-pub use ranked::{RankedOrigin, SAVE_AFTER_COMMITS, finish_index_writes};
+pub use ranked::{RANKED_WAIT, RankedBuild, RankedOrigin, SAVE_AFTER_COMMITS, finish_index_writes};
 
 use crate::credentials::secrets;
 use crate::model::{
@@ -314,6 +315,11 @@ fn cap_git_object_cache() {
     ONCE.call_once(|| {
         // Initialises libgit2 first, as every git2 call does.
         git2::opts::enable_caching(true);
+        // libgit2 hashes every object it reads again to check its id, which `git`
+        // never does on a read: a third of a history walk's time went to it. Objects
+        // are checked where they enter the store (git's `index-pack` on a push or
+        // fetch, libgit2's own writes); `git fsck` checks them at rest.
+        git2::opts::strict_hash_verification(false);
         // SAFETY: a process-wide option of libgit2, set once (under `Once`) before
         // this store opens any repository; the option takes one `ssize_t`.
         let failed = unsafe {
@@ -470,6 +476,8 @@ pub struct Store {
     memory: memory::IndexMemory,
     /// Wall-clock budget of one line search, in milliseconds.
     search_budget_ms: std::sync::atomic::AtomicU64,
+    /// How long a ranked question waits for a build of its index, in milliseconds.
+    ranked_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -503,6 +511,9 @@ impl Store {
             memory: memory::IndexMemory::new(memory::default_index_memory()),
             search_budget_ms: std::sync::atomic::AtomicU64::new(
                 crate::search::TIME_BUDGET.as_millis() as u64,
+            ),
+            ranked_wait_ms: std::sync::atomic::AtomicU64::new(
+                ranked::RANKED_WAIT.as_millis() as u64
             ),
         })
     }
@@ -963,6 +974,23 @@ impl Store {
             }
         }
         Ok((head.to_string(), out))
+    }
+
+    /// Set how long a ranked question waits for a build of its index under way, in
+    /// any process (default [`RANKED_WAIT`]), before it is answered partially.
+    pub fn set_ranked_wait(&self, wait: std::time::Duration) {
+        self.ranked_wait_ms.store(
+            wait.as_millis().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How long a ranked question waits for a build of its index.
+    fn ranked_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.ranked_wait_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Set the wall-clock budget of one line search (default

@@ -1,7 +1,13 @@
-//! The store's ranked indexes: one per repo, loaded from its stored copy (or built from
-//! git when there is none it can trust) on the first ranked query, then moved forward
-//! incrementally when a commit lands (and, should that have been skipped, on the next
-//! query), so a commit costs only the files and commits it changed.
+//! The store's ranked indexes: one per repo, built and stored by an import, loaded from
+//! its stored copy (or built from git when there is none it can trust) on the first
+//! ranked query, then moved forward incrementally when a commit lands (and, should that
+//! have been skipped, on the next query), so a commit costs only the files and commits
+//! it changed.
+//!
+//! One process builds a repo's index at a time, under an `flock` on [`BUILD_LOCK`] held
+//! until its stored copy is in place, on a thread of its own; a question waits for that
+//! build, in whichever process it runs, at most the ranked wait, and past it is answered
+//! partially from the line index (`ranked_partial`).
 //!
 //! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
 //! has its layout). It is written after a build, and again once enough has changed
@@ -29,7 +35,7 @@ use std::time::{Duration, Instant};
 use git2::{Oid, Repository};
 
 use super::{IndexKind, Store, StoreError, git, lock};
-use crate::model::{RankedQuery, RankedResults, RepoId};
+use crate::model::{IndexBuilding, RankedQuery, RankedResults, RepoId};
 use crate::ranked::disk::{Snapshot, StoredBase};
 use crate::ranked::{AdvanceStats, RankedError, RankedIndex, RankedProgress, Weights};
 use crate::search::compile_glob;
@@ -49,6 +55,18 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// stored copy, writes its process id to that path, and waits forever, so that a test
 /// can kill it there.
 const PAUSE_HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
+/// The file whose `flock` marks the one process building a repo's ranked index, in its
+/// index directory; it holds the build's percent, for the other processes to report.
+const BUILD_LOCK: &str = "ranked.build";
+/// Test hook: when set (to a file path), a build, at its first report of progress,
+/// writes its process id to that path and waits for as long as the file exists, so
+/// that a test can ask questions during a build, or kill the builder.
+const HOLD_BUILD_HOOK: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_BUILD";
+/// How long a ranked question waits for a build under way, by default, before it is
+/// answered partially: a small repo's build ends within it, a large one's does not.
+pub const RANKED_WAIT: Duration = Duration::from_secs(5);
+/// How often a question waiting on another process's build looks again.
+const POLL: Duration = Duration::from_millis(100);
 
 /// The stored copies this process is writing: how many saves are under way (counted
 /// from before their thread starts), the temporary files they write, and a signal for
@@ -146,13 +164,14 @@ pub(super) struct RankedState {
     last_save: Option<Instant>,
     /// Set while a write of this repo's copy is under way: one at a time.
     saving: Arc<AtomicBool>,
+    /// A build under way in this process, which questions wait on.
+    build: Option<Arc<Build>>,
     /// The index's heap as last measured (at its load, and at each save), for the bound
     /// on index memory.
     heap: usize,
 }
 
-/// The mutex also makes concurrent first queries wait for one build rather than each
-/// building their own.
+/// The mutex is not held during a build: questions meanwhile see [`RankedState::build`].
 pub(super) type Slot = Arc<Mutex<RankedState>>;
 
 impl From<RankedError> for StoreError {
@@ -299,6 +318,335 @@ fn load(
     }
 }
 
+/// Percent of a build that `p` marks: reading the tree's files is most of it (90%),
+/// the history the rest.
+fn percent(p: RankedProgress) -> u32 {
+    let part = |done: u64, total: u64| (done.min(total) * 100 / total.max(1)) as u32;
+    match p {
+        RankedProgress::Files { done, total } => part(done, total) * 9 / 10,
+        RankedProgress::Commits { done, total } => 90 + part(done, total) / 10,
+    }
+}
+
+/// The lock of the one process building a repo's ranked index (an `flock` on
+/// [`BUILD_LOCK`], let go when the process ends, however it ends), held from before the
+/// build until its stored copy is renamed into place. The file holds the build's percent
+/// for the other processes to report.
+struct BuildLock {
+    file: std::fs::File,
+}
+
+impl BuildLock {
+    /// The lock, unless another process holds it.
+    fn try_take(dir: &Path) -> Result<Option<Self>, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(BUILD_LOCK))?;
+        if !super::try_flock(&file) {
+            return Ok(None);
+        }
+        let held = Self { file };
+        held.note(None);
+        Ok(Some(held))
+    }
+
+    /// Tell the other processes how far the build is.
+    fn note(&self, percent: Option<u32>) {
+        let text = percent.map(|p| format!("{p}\n")).unwrap_or_default();
+        let mut f = &self.file;
+        let _ = f
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| f.write_all(text.as_bytes()))
+            .and_then(|()| self.file.set_len(text.len() as u64));
+    }
+
+    /// How far another process's build is, as its lock file says.
+    fn read(dir: &Path) -> Option<u32> {
+        std::fs::read_to_string(dir.join(BUILD_LOCK))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Stop the build here for as long as the file `marker` exists ([`HOLD_BUILD_HOOK`]),
+/// having written this process's id into it.
+fn hold_build(marker: &std::ffi::OsStr) {
+    if std::fs::write(marker, std::process::id().to_string()).is_err() {
+        return;
+    }
+    while Path::new(marker).exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same error, for every question that waited on one build.
+fn copy_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Git(m) => StoreError::Git(m.clone()),
+        StoreError::NoSpace(m) => StoreError::NoSpace(m.clone()),
+        StoreError::Io(m) => StoreError::Io(m.clone()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+/// A build of a repo's ranked index under way in this process: its progress so far,
+/// and how it ended, for the questions that wait on it.
+#[derive(Default)]
+pub(super) struct Build {
+    state: Mutex<BuildState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct BuildState {
+    events: Vec<RankedProgress>,
+    ended: Option<Result<(), StoreError>>,
+}
+
+impl Build {
+    fn note(&self, p: RankedProgress) {
+        lock(&self.state).events.push(p);
+        self.changed.notify_all();
+    }
+
+    fn end(&self, outcome: Result<(), StoreError>) {
+        lock(&self.state).ended = Some(outcome);
+        self.changed.notify_all();
+    }
+
+    /// How far it is.
+    fn building(&self) -> IndexBuilding {
+        let last = lock(&self.state).events.last().copied();
+        IndexBuilding {
+            percent: Some(last.map_or(0, percent)),
+            files_pending: match last {
+                Some(RankedProgress::Files { done, total }) => Some(total.saturating_sub(done)),
+                Some(RankedProgress::Commits { .. }) => Some(0),
+                None => None,
+            },
+            elsewhere: false,
+        }
+    }
+
+    /// Wait for the build to end, until `deadline`, telling `progress` each report from
+    /// the `seen`th on; how it ended, or `None` at the deadline.
+    fn wait(
+        &self,
+        deadline: Instant,
+        seen: &mut usize,
+        progress: &dyn Fn(RankedProgress),
+    ) -> Option<Result<(), StoreError>> {
+        let mut st = lock(&self.state);
+        loop {
+            if st.events.len() > *seen {
+                let new = st.events[*seen..].to_vec();
+                *seen = st.events.len();
+                drop(st);
+                new.into_iter().for_each(progress);
+                st = lock(&self.state);
+                continue;
+            }
+            if let Some(ended) = &st.ended {
+                return Some(ended.as_ref().map(|_| ()).map_err(copy_err));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// A build of one repo's ranked index, from its lock taken to the index in its slot.
+struct BuildJob {
+    id: RepoId,
+    repo_dir: PathBuf,
+    index_dir: PathBuf,
+    slot: Slot,
+    build: Arc<Build>,
+    held: BuildLock,
+    head: Oid,
+}
+
+impl BuildJob {
+    /// Build, put the index in its slot, and store it: before returning when
+    /// `store_now` (an import, whose process may end next), else on a thread of its own.
+    /// The lock is let go once the stored copy is in place (or could not be written).
+    fn run(self, progress: &dyn Fn(RankedProgress), store_now: bool) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let hold = std::cell::Cell::new(std::env::var_os(HOLD_BUILD_HOOK));
+        let built = Repository::open_bare(&self.repo_dir)
+            .map_err(git::git_err)
+            .and_then(|repo| {
+                RankedIndex::build_with(&repo, self.head, &|p| {
+                    self.build.note(p);
+                    self.held.note(Some(percent(p)));
+                    progress(p);
+                    if let Some(marker) = hold.take() {
+                        hold_build(&marker);
+                    }
+                })
+                .map_err(StoreError::from)
+            });
+        let mut ix = match built {
+            Ok(ix) => ix,
+            Err(e) => {
+                lock(&self.slot).build = None;
+                self.build.end(Err(copy_err(&e)));
+                return Err(e);
+            }
+        };
+        tracing::info!(repo = %self.id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+        if store_now {
+            let _save = Saving::begin();
+            let snap = ix.snapshot();
+            let written = if self.repo_dir.is_dir() {
+                write_stored(&self.index_dir, &snap).map(Some)
+            } else {
+                Ok(None)
+            };
+            drop(snap);
+            match written {
+                Ok(Some(stored)) => {
+                    ix.rebase(stored);
+                    tracing::info!(repo = %self.id, took_ms = started.elapsed().as_millis() as u64, "ranked index stored");
+                }
+                Ok(None) => ix.forget_snapshot(),
+                Err(e) => {
+                    ix.forget_snapshot();
+                    tracing::warn!(repo = %self.id, cause = %e, "the ranked index could not be stored; the next process may rebuild it");
+                }
+            }
+        }
+        let mut guard = lock(&self.slot);
+        let state = &mut *guard;
+        state.heap = ix.heap_bytes().total();
+        state.index = Some(ix);
+        state.origin = Some(RankedOrigin::Built);
+        state.unsaved = AdvanceStats::default();
+        state.build = None;
+        self.build.end(Ok(()));
+        if store_now {
+            state.last_save = Some(Instant::now());
+            drop(guard);
+            crate::store::memory::release_free_memory();
+        } else {
+            save(
+                &self.index_dir,
+                &self.repo_dir,
+                &self.id,
+                &self.slot,
+                state,
+                Some(self.held),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How a request to build a repo's ranked index ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankedBuild {
+    /// Built and stored by this call.
+    Built,
+    /// There was one already: in this process, or stored (loaded by this call).
+    Ready,
+    /// Another process (or another thread of this one) is building it.
+    Elsewhere,
+}
+
+/// Write the stored copy of `state`'s index (`slot` holds `state`), on a thread of its
+/// own, if none is being written already; once written, the index moves onto it.
+/// `held`, a build's lock, is let go when the write ends.
+fn save(
+    index_dir: &Path,
+    repo_dir: &Path,
+    id: &RepoId,
+    slot: &Slot,
+    state: &mut RankedState,
+    held: Option<BuildLock>,
+) {
+    let Some(ix) = state.index.as_mut() else {
+        return;
+    };
+    if state.saving.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let started = Instant::now();
+    let snap = ix.snapshot();
+    let snapshot_ms = started.elapsed().as_millis() as u64;
+    state.unsaved = AdvanceStats::default();
+    state.last_save = Some(Instant::now());
+    let (dir, repo_dir, saving, id, slot) = (
+        index_dir.to_path_buf(),
+        repo_dir.to_path_buf(),
+        state.saving.clone(),
+        *id,
+        slot.clone(),
+    );
+    let save = Saving::begin();
+    let spawned = std::thread::Builder::new()
+        .name("ranked-save".into())
+        .spawn(move || {
+            let _save = save;
+            let started = Instant::now();
+            // A repo deleted meanwhile gets no index directory back.
+            let result = if repo_dir.is_dir() {
+                write_stored(&dir, &snap).map(Some)
+            } else {
+                Ok(None)
+            };
+            drop(snap);
+            // The copy is in place (or will not be): another process may build now.
+            drop(held);
+            let write_ms = started.elapsed().as_millis() as u64;
+            let mut guard = lock(&slot);
+            let state = &mut *guard;
+            match (result, state.index.as_mut()) {
+                (Ok(Some(stored)), Some(ix)) => {
+                    let moved = ix.rebase(stored);
+                    let heap = ix.heap_bytes();
+                    state.heap = heap.total();
+                    tracing::debug!(repo = %id, snapshot_ms, write_ms, moved, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, mapped_bytes = heap.mapped, "ranked index stored");
+                }
+                (Ok(_), ix) => {
+                    if let Some(ix) = ix {
+                        ix.forget_snapshot();
+                    }
+                }
+                (Err(e), ix) => {
+                    if let Some(ix) = ix {
+                        ix.forget_snapshot();
+                    }
+                    tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it");
+                }
+            }
+            saving.store(false, Ordering::Release);
+            drop(guard);
+            // After the lock: the heap the index moved off, and the snapshot's
+            // buffers, go back to the system.
+            crate::store::memory::release_free_memory();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored");
+        if let Some(ix) = state.index.as_mut() {
+            ix.forget_snapshot();
+        }
+        state.saving.store(false, Ordering::Release);
+    }
+}
+
 impl Store {
     fn ranked_slot(&self, id: &RepoId) -> Slot {
         lock(&self.ranked).entry(*id).or_default().clone()
@@ -315,76 +663,15 @@ impl Store {
         self.index_dir(id).join(FILE)
     }
 
-    /// Write the stored copy of `state`'s index (`slot` holds `state`), on a thread
-    /// of its own, if none is being written already; once written, the index moves onto
-    /// it.
     fn save_ranked(&self, id: &RepoId, slot: &Slot, state: &mut RankedState) {
-        let Some(ix) = state.index.as_mut() else {
-            return;
-        };
-        if state.saving.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let started = Instant::now();
-        let snap = ix.snapshot();
-        let snapshot_ms = started.elapsed().as_millis() as u64;
-        state.unsaved = AdvanceStats::default();
-        state.last_save = Some(Instant::now());
-        let (dir, repo_dir, saving, id, slot) = (
-            self.index_dir(id),
-            self.git_dir(id),
-            state.saving.clone(),
-            *id,
-            slot.clone(),
+        save(
+            &self.index_dir(id),
+            &self.git_dir(id),
+            id,
+            slot,
+            state,
+            None,
         );
-        let save = Saving::begin();
-        let spawned = std::thread::Builder::new()
-            .name("ranked-save".into())
-            .spawn(move || {
-                let _save = save;
-                let started = Instant::now();
-                // A repo deleted meanwhile gets no index directory back.
-                let result = if repo_dir.is_dir() {
-                    write_stored(&dir, &snap).map(Some)
-                } else {
-                    Ok(None)
-                };
-                drop(snap);
-                let write_ms = started.elapsed().as_millis() as u64;
-                let mut guard = lock(&slot);
-                let state = &mut *guard;
-                match (result, state.index.as_mut()) {
-                    (Ok(Some(stored)), Some(ix)) => {
-                        let moved = ix.rebase(stored);
-                        let heap = ix.heap_bytes();
-                        state.heap = heap.total();
-                        tracing::debug!(repo = %id, snapshot_ms, write_ms, moved, heap_bytes = heap.total(), terms = heap.terms, files = heap.files, fields = heap.fields, history = heap.history, mapped_bytes = heap.mapped, "ranked index stored");
-                    }
-                    (Ok(_), ix) => {
-                        if let Some(ix) = ix {
-                            ix.forget_snapshot();
-                        }
-                    }
-                    (Err(e), ix) => {
-                        if let Some(ix) = ix {
-                            ix.forget_snapshot();
-                        }
-                        tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored; the next process may rebuild it");
-                    }
-                }
-                saving.store(false, Ordering::Release);
-                drop(guard);
-                // After the lock: the heap the index moved off, and the snapshot's
-                // buffers, go back to the system.
-                crate::store::memory::release_free_memory();
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(repo = %id, cause = %e, "the ranked index could not be stored");
-            if let Some(ix) = state.index.as_mut() {
-                ix.forget_snapshot();
-            }
-            state.saving.store(false, Ordering::Release);
-        }
     }
 
     /// Count `stats` as applied to `state`'s index, and write the stored copy again if
@@ -443,6 +730,13 @@ impl Store {
     }
 
     /// [`Store::search_ranked`], telling `progress` how a build of the index goes.
+    ///
+    /// With no index in memory, the stored copy is loaded; with none stored, one
+    /// process builds it (on a thread of its own, under the repo's build lock) and the
+    /// question waits for that build, in whichever process it runs, up to the ranked
+    /// wait ([`Store::set_ranked_wait`]). Past it, the answer is partial: the line
+    /// index's files holding the most of the question's words, with how far the build
+    /// is ([`RankedResults::partial`]).
     pub fn search_ranked_with(
         &self,
         id: &RepoId,
@@ -457,44 +751,176 @@ impl Store {
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
         let slot = self.ranked_slot(id);
-        let mut guard = lock(&slot);
-        let state = &mut *guard;
-        match state.index.as_mut() {
-            Some(ix) => {
-                let stats = ix.advance(&repo, head)?;
-                if stats != Default::default() {
-                    tracing::debug!(repo = %id, files = stats.files, commits = stats.commits, "ranked index advanced");
-                    self.note_advance(id, &slot, state, stats);
+        let deadline = Instant::now() + self.ranked_wait();
+        let mut seen = 0;
+        // The stored copy's modification time when a load last found nothing to trust:
+        // while another process builds, it is loaded again only once it has changed.
+        let mut tried: Option<Option<std::time::SystemTime>> = None;
+        loop {
+            let mut guard = lock(&slot);
+            if guard.index.is_some() {
+                return self.answer_ranked(id, &slot, &mut guard, &repo, head, query, &glob);
+            }
+            if let Some(build) = guard.build.clone() {
+                drop(guard);
+                match build.wait(deadline, &mut seen, progress) {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => return Err(e),
+                    None => return self.partial_ranked(id, query, build.building()),
                 }
             }
-            None => {
-                let started = std::time::Instant::now();
-                match load(id, &self.index_dir(id), &repo, head) {
-                    Some((ix, stats)) => {
-                        tracing::info!(repo = %id, files = ix.len(), advanced_files = stats.files, advanced_commits = stats.commits, took_ms = started.elapsed().as_millis() as u64, "ranked index loaded");
-                        state.heap = ix.heap_bytes().total();
-                        state.index = Some(ix);
-                        state.origin = Some(RankedOrigin::Loaded(stats));
-                        state.unsaved = AdvanceStats::default();
-                        self.note_advance(id, &slot, state, stats);
+            let dir = self.index_dir(id);
+            let stamp = std::fs::metadata(dir.join(FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            if tried != Some(stamp) {
+                tried = Some(stamp);
+                if self.install_stored(id, &slot, &mut guard, &repo, head) {
+                    continue;
+                }
+            }
+            match BuildLock::try_take(&dir)? {
+                Some(held) => {
+                    // Stored by another process between the look above and the lock.
+                    if self.install_stored(id, &slot, &mut guard, &repo, head) {
+                        continue;
                     }
-                    None => {
-                        let ix = RankedIndex::build_with(&repo, head, progress)?;
-                        tracing::info!(repo = %id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
-                        state.heap = ix.heap_bytes().total();
-                        state.index = Some(ix);
-                        state.origin = Some(RankedOrigin::Built);
-                        self.save_ranked(id, &slot, state);
+                    let build = Arc::new(Build::default());
+                    guard.build = Some(build.clone());
+                    drop(guard);
+                    let job = BuildJob {
+                        id: *id,
+                        repo_dir: h.dir.clone(),
+                        index_dir: dir,
+                        slot: slot.clone(),
+                        build: build.clone(),
+                        held,
+                        head,
+                    };
+                    let spawned = std::thread::Builder::new()
+                        .name("ranked-build".into())
+                        .spawn(move || {
+                            let _ = job.run(&|_| {}, false);
+                        });
+                    if let Err(e) = spawned {
+                        lock(&slot).build = None;
+                        let e =
+                            StoreError::Io(format!("the ranked index build could not start: {e}"));
+                        build.end(Err(copy_err(&e)));
+                        return Err(e);
                     }
+                }
+                None => {
+                    drop(guard);
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return self.partial_ranked(
+                            id,
+                            query,
+                            IndexBuilding {
+                                percent: BuildLock::read(&dir),
+                                files_pending: None,
+                                elsewhere: true,
+                            },
+                        );
+                    }
+                    std::thread::sleep(POLL.min(deadline - now));
                 }
             }
         }
-        let ix = state.index.as_ref().expect("built above");
+    }
+
+    /// Build repo `id`'s ranked index and store it before returning (an import's last
+    /// step), unless there is one already or another process builds it.
+    pub fn build_ranked_index(
+        &self,
+        id: &RepoId,
+        progress: &dyn Fn(RankedProgress),
+    ) -> Result<RankedBuild, StoreError> {
+        let h = self.handle(id)?;
+        let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
+        let head = git::head(&repo)?;
+        let slot = self.ranked_slot(id);
+        let mut guard = lock(&slot);
+        if guard.index.is_some() {
+            return Ok(RankedBuild::Ready);
+        }
+        if guard.build.is_some() {
+            return Ok(RankedBuild::Elsewhere);
+        }
+        if self.install_stored(id, &slot, &mut guard, &repo, head) {
+            return Ok(RankedBuild::Ready);
+        }
+        let dir = self.index_dir(id);
+        let Some(held) = BuildLock::try_take(&dir)? else {
+            return Ok(RankedBuild::Elsewhere);
+        };
+        if self.install_stored(id, &slot, &mut guard, &repo, head) {
+            return Ok(RankedBuild::Ready);
+        }
+        let build = Arc::new(Build::default());
+        guard.build = Some(build.clone());
+        drop(guard);
+        BuildJob {
+            id: *id,
+            repo_dir: h.dir.clone(),
+            index_dir: dir,
+            slot,
+            build,
+            held,
+            head,
+        }
+        .run(progress, true)?;
+        Ok(RankedBuild::Built)
+    }
+
+    /// Load repo `id`'s stored copy into `state`, carried to `head`; whether there was
+    /// one to trust.
+    fn install_stored(
+        &self,
+        id: &RepoId,
+        slot: &Slot,
+        state: &mut RankedState,
+        repo: &Repository,
+        head: Oid,
+    ) -> bool {
+        let started = Instant::now();
+        let Some((ix, stats)) = load(id, &self.index_dir(id), repo, head) else {
+            return false;
+        };
+        tracing::info!(repo = %id, files = ix.len(), advanced_files = stats.files, advanced_commits = stats.commits, took_ms = started.elapsed().as_millis() as u64, "ranked index loaded");
+        state.heap = ix.heap_bytes().total();
+        state.index = Some(ix);
+        state.origin = Some(RankedOrigin::Loaded(stats));
+        state.unsaved = AdvanceStats::default();
+        self.note_advance(id, slot, state, stats);
+        true
+    }
+
+    /// The ranked answer from the index in `state`, carried to `head` first.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_ranked(
+        &self,
+        id: &RepoId,
+        slot: &Slot,
+        state: &mut RankedState,
+        repo: &Repository,
+        head: Oid,
+        query: &RankedQuery,
+        glob: &Option<crate::rules::PathGlob>,
+    ) -> Result<RankedResults, StoreError> {
+        let ix = state.index.as_mut().expect("the caller checked");
+        let stats = ix.advance(repo, head)?;
+        if stats != Default::default() {
+            tracing::debug!(repo = %id, files = stats.files, commits = stats.commits, "ranked index advanced");
+            self.note_advance(id, slot, state, stats);
+        }
+        let ix = state.index.as_ref().expect("present above");
         let keep = |p: &str| {
             glob.as_ref().is_none_or(|g| g.is_match(p))
                 && query.visible.as_ref().is_none_or(|v| v.sees(p))
         };
-        let (hits, truncated) = ix.answer(&repo, query, &Weights::default(), &keep)?;
+        let (hits, truncated) = ix.answer(repo, query, &Weights::default(), &keep)?;
         self.index_used(id, IndexKind::Ranked, state.heap);
         Ok(RankedResults {
             head: head.to_string(),
@@ -506,6 +932,7 @@ impl Store {
             } else {
                 ix.len()
             },
+            partial: None,
         })
     }
 }

@@ -213,6 +213,19 @@ async fn create_from_git_keeps_the_history_then_updates_fast_forward_and_merge()
     );
     assert_eq!(h.store.repo_row(&id).unwrap().metadata["name"], "from-git");
     let mut answers = vec![created.clone()];
+    // The ranked index is built and stored in the background after the answer, so the
+    // first ranked question loads it.
+    let ranked = h.store.ranked_index_path(&id);
+    for _ in 0..600 {
+        if ranked.is_file() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        ranked.is_file(),
+        "no ranked index stored after creation from git"
+    );
 
     // Upstream moves on: the update fast-forwards, and search sees the new file.
     let ff = commit(&up.h, &up.id, "src/c.txt", "PANGOLIN_MARKER\n", "Add c");

@@ -11,7 +11,13 @@ use serde_json::{Value, json};
 
 use crate::common::{Client, Harness, call, ok, refused, tool_names};
 
-fn write(h: &Harness, r: &RepoId, author: &str, message: &str, files: &[(&str, &str)]) -> String {
+pub(crate) fn write(
+    h: &Harness,
+    r: &RepoId,
+    author: &str,
+    message: &str,
+    files: &[(&str, &str)],
+) -> String {
     let ops = files
         .iter()
         .map(|(p, c)| FileOp::Write {
@@ -22,7 +28,13 @@ fn write(h: &Harness, r: &RepoId, author: &str, message: &str, files: &[(&str, &
     update(h, r, author, message, ops)
 }
 
-fn update(h: &Harness, r: &RepoId, author: &str, message: &str, ops: Vec<FileOp>) -> String {
+pub(crate) fn update(
+    h: &Harness,
+    r: &RepoId,
+    author: &str,
+    message: &str,
+    ops: Vec<FileOp>,
+) -> String {
     let spec = UpdateSpec {
         change: Change::Operations(ops),
         expected_head: None,
@@ -33,7 +45,7 @@ fn update(h: &Harness, r: &RepoId, author: &str, message: &str, ops: Vec<FileOp>
     h.store.update(r, &spec, author).unwrap().head
 }
 
-fn mint(h: &Harness, repos: &[RepoId], paths: &[&str]) -> String {
+pub(crate) fn mint(h: &Harness, repos: &[RepoId], paths: &[&str]) -> String {
     h.store
         .mint(&MintSpec {
             name: "web-agent".into(),
@@ -56,7 +68,7 @@ async fn on_token(h: &Harness, token: &str) -> Client {
 
 /// A repo with front-end and back-end work interleaved, by two authors, with a rename
 /// and a deletion on each side.
-fn monorepo(h: &Harness) -> RepoId {
+pub(crate) fn monorepo(h: &Harness) -> RepoId {
     let r = h.repo(&[
         ("web/a.ts", "export const a = 1;\n"),
         ("api/secret.rs", "const KEY: &str = \"one\";\n"),
@@ -118,7 +130,7 @@ fn monorepo(h: &Harness) -> RepoId {
     r
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -547,29 +559,6 @@ async fn history_tools_are_read_only_and_listed_for_read_only_tokens() {
     {
         let a = t.annotations.as_ref().unwrap();
         assert_eq!(a.read_only_hint, Some(true), "{}", t.name);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_relace_backend_says_history_is_not_available_yet() {
-    let h = Harness::relace();
-    let r = h.repo(&[("a.txt", "a\n")]);
-    let c = h.client_for(&[r]).await;
-    let id = r.to_string();
-    for (tool, args) in [
-        ("list_commits", json!({"repo_id": id})),
-        ("get_commit", json!({"repo_id": id, "commit": "main"})),
-        ("blame_file", json!({"repo_id": id, "path": "a.txt"})),
-        (
-            "read_file",
-            json!({"repo_id": id, "path": "a.txt", "ref": "main~1"}),
-        ),
-    ] {
-        let e = refused(&call(&c, tool, args).await);
-        assert!(
-            e.contains("not available on this backend yet"),
-            "{tool}: {e}"
-        );
     }
 }
 

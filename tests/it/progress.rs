@@ -116,3 +116,51 @@ async fn a_cancelled_update_changes_nothing() {
         .unwrap();
     assert_eq!(head.parent_id(0).unwrap().to_string(), before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_history_walk_reports_progress_when_asked() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    for i in 0..300 {
+        let spec = scoped_repo_mcp::model::UpdateSpec {
+            change: scoped_repo_mcp::model::Change::Operations(vec![
+                scoped_repo_mcp::model::FileOp::Write {
+                    path: scoped_repo_mcp::paths::RepoPath::parse("n.txt").unwrap(),
+                    content: format!("{i}\n"),
+                },
+            ]),
+            expected_head: None,
+            message: Some(format!("step {i}")),
+            control: Default::default(),
+            visible: None,
+        };
+        h.store.update(&r, &spec, "tests").unwrap();
+    }
+    let sink = ProgressSink::default();
+    let client = h
+        .client_with(sink.clone(), &["--repo", &r.to_string()])
+        .await;
+    let Value::Object(map) = json!({"repo_id": r.to_string(), "path": "nothing/here"}) else {
+        unreachable!()
+    };
+    let mut params = CallToolRequestParams::new("list_commits").with_arguments(map);
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("walk".into()),
+    )));
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(result.is_error, Some(false));
+    let answer = result.structured_content.unwrap();
+    assert_eq!(answer["commits"], json!([]));
+    assert_eq!(answer["time_budget_spent"], json!(false));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = sink.0.lock().unwrap().clone();
+    let walked: Vec<f64> = seen.iter().map(|p| p.progress).collect();
+    assert_eq!(walked, vec![256.0, 301.0], "{seen:?}");
+    assert!(
+        seen[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("walked 256 commits")
+    );
+}

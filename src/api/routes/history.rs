@@ -104,6 +104,7 @@ pub(super) async fn list_commits(
         cursor: parse_commit_cursor(&p.cursor)?,
         visible: caller.scope().visible(),
         matching,
+        control: Default::default(),
     };
     let page = blocking(&state, move |s| s.list_commits(&id, &q)).await?;
     Ok(Json(CommitsAnswer {

@@ -128,6 +128,11 @@ pub(super) async fn create_repo(
             })
             .await?;
             tracing::info!(repo = %row.id, files = outcome.changed_files.len(), "repo created from a git source through the API");
+            // A history can be large: its indexes are built after the answer, in the
+            // background, so that the first ranked question loads a stored copy (one
+            // asked meanwhile is answered partially, see `search_ranked_with`).
+            let (store, id) = (state.store.clone(), row.id);
+            tokio::task::spawn_blocking(move || store.index_import(&id, &|_| {}));
             return Ok(info(row.id, outcome));
         }
         Some(CreateSource::Relace {

@@ -82,6 +82,11 @@ pub(super) async fn retrieve(
     };
     let ranked = blocking(&state, move |s| s.search_ranked(&id, &query)).await?;
     let head = ranked.head;
+    // While the index is being built the results come from line search: the files not
+    // yet indexed are reported pending, as the hosted service reports embeddings.
+    let pending = ranked
+        .partial
+        .map_or(0, |b| b.files_pending.unwrap_or(1).max(1));
     let top = ranked
         .hits
         .first()
@@ -101,7 +106,7 @@ pub(super) async fn retrieve(
     Ok(Json(RetrieveAnswer {
         results,
         hash: head,
-        pending_embeddings: 0,
+        pending_embeddings: pending,
     }))
 }
 

@@ -1,0 +1,272 @@
+//! A first build's file pass on every core: threads read blobs, split them into terms
+//! and find their definitions, each file's terms numbered on its own; one thread takes
+//! the files back in tree order, gives each file's distinct terms their dictionary ids
+//! and lays its documents end to end, the flat arrays the fields' bases are made of.
+//!
+//! Taken back in order, the files number the terms exactly as reading them one by one
+//! does (the order each term is first seen in), so a build gives the same index on any
+//! number of cores. Each term of a file costs the dictionary one look-up, not each of its
+//! occurrences, and nothing is kept per term and document beyond the final pairs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Condvar, Mutex};
+
+use git2::{Oid, Repository};
+
+use super::dict::TermTable;
+use super::field::Documents;
+use super::{MAX_INDEXED_BYTES, RankedError, symbols, terms};
+
+/// Files a thread takes at a time: enough to make taking them cheap, few enough that
+/// the threads finish together.
+const CHUNK: usize = 16;
+/// How many chunks the threads may read ahead of the one being taken back, per thread:
+/// bounds the terms waiting in memory when one file takes long.
+const AHEAD_PER_THREAD: usize = 8;
+
+/// One file read and split: its distinct terms in the order first seen (its body's,
+/// then its path's, then its definitions'), and each field's (local id, count) pairs.
+#[derive(Debug, Default)]
+pub(super) struct FileTerms {
+    /// Whether the blob is text (a binary file is not indexed at all).
+    pub text: bool,
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    body: Vec<(u32, u32)>,
+    path: Vec<(u32, u32)>,
+    defs: Vec<(u32, u32)>,
+}
+
+/// What a reading thread reuses from file to file.
+#[derive(Default)]
+struct Scratch {
+    local: TermTable,
+    counts: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    fn intern(&mut self, term: &str) -> u32 {
+        // A file's terms are far below 4 GiB: its text is at most one blob.
+        let id = self.local.intern(term.as_bytes()).unwrap_or(0);
+        if id as usize >= self.counts.len() {
+            self.counts.resize(id as usize + 1, 0);
+        }
+        if self.counts[id as usize] == 0 {
+            self.touched.push(id);
+        }
+        self.counts[id as usize] += 1;
+        id
+    }
+
+    /// The counts since the last call, as (local id, count) pairs.
+    fn drain(&mut self) -> Vec<(u32, u32)> {
+        self.touched
+            .drain(..)
+            .map(|id| (id, std::mem::take(&mut self.counts[id as usize])))
+            .collect()
+    }
+}
+
+/// Read and split one file, as [`super::RankedIndex`] indexes it.
+fn read_file(
+    repo: &Repository,
+    path: &str,
+    blob: Oid,
+    s: &mut Scratch,
+) -> Result<FileTerms, RankedError> {
+    let b = repo.find_blob(blob)?;
+    let bytes = b.content();
+    if !crate::text::is_text(bytes) {
+        return Ok(FileTerms::default());
+    }
+    let text = String::from_utf8_lossy(bytes);
+    if bytes.len() <= MAX_INDEXED_BYTES {
+        terms::for_each_term(&text, |t| {
+            s.intern(t);
+        });
+    }
+    let body = s.drain();
+    terms::for_each_term(path, |t| {
+        s.intern(t);
+    });
+    let path_terms = s.drain();
+    for d in symbols::definitions(path, &text) {
+        terms::for_each_term(&d.name, |t| {
+            s.intern(t);
+        });
+    }
+    let defs = s.drain();
+    let (bytes, ends) = s.local.take();
+    Ok(FileTerms {
+        text: true,
+        bytes,
+        ends,
+        body,
+        path: path_terms,
+        defs,
+    })
+}
+
+/// The build's dictionary and the documents of the fields read from files, one
+/// document per text file, in the order the files are given.
+#[derive(Default)]
+pub(super) struct Built {
+    pub terms: TermTable,
+    pub body: Documents,
+    pub path: Documents,
+    pub defs: Documents,
+    /// Global ids of the file being added (reused).
+    ids: Vec<u32>,
+    pair_buf: Vec<(u32, u32)>,
+}
+
+impl Built {
+    /// Give the file's terms their ids and add its documents.
+    fn add(&mut self, f: &FileTerms) -> Result<(), RankedError> {
+        self.ids.clear();
+        let mut start = 0usize;
+        for &end in &f.ends {
+            let id = self
+                .terms
+                .intern(&f.bytes[start..end as usize])
+                .ok_or_else(|| RankedError::Git("too many distinct terms to index".into()))?;
+            self.ids.push(id);
+            start = end as usize;
+        }
+        for (docs, local) in [
+            (&mut self.body, &f.body),
+            (&mut self.path, &f.path),
+            (&mut self.defs, &f.defs),
+        ] {
+            self.pair_buf.clear();
+            self.pair_buf
+                .extend(local.iter().map(|&(l, c)| (self.ids[l as usize], c)));
+            self.pair_buf.sort_unstable();
+            docs.push(&self.pair_buf);
+        }
+        Ok(())
+    }
+}
+
+/// Read `files` (path, blob) on every core and hand each one back in order to
+/// `each(index, file, built)`, after adding a text file's documents to `built`.
+pub(super) fn read_files(
+    repo: &Repository,
+    files: &[(String, Oid)],
+    built: &mut Built,
+    each: &mut dyn FnMut(usize, &FileTerms),
+) -> Result<(), RankedError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each thread reads through its own handle (a libgit2 repository is not shared
+    // between threads); one that cannot be opened (a repository with no path on disk)
+    // leaves the reading to this thread.
+    let handles: Vec<Repository> = if threads > 1 && files.len() > CHUNK {
+        (0..threads)
+            .map_while(|_| Repository::open(repo.path()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if handles.is_empty() {
+        let mut s = Scratch::default();
+        for (i, (path, blob)) in files.iter().enumerate() {
+            let f = read_file(repo, path, *blob, &mut s)?;
+            if f.text {
+                built.add(&f)?;
+            }
+            each(i, &f);
+        }
+        return Ok(());
+    }
+    let chunks = files.len().div_ceil(CHUNK);
+    let ahead = AHEAD_PER_THREAD * handles.len();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // The first chunk not yet taken back, and a signal when it moves.
+    let taken = Mutex::new(0usize);
+    let moved = Condvar::new();
+    let (send, receive) = channel::<(usize, Result<Vec<FileTerms>, RankedError>)>();
+    std::thread::scope(|scope| {
+        for handle in handles {
+            let send = send.clone();
+            let (next, stop, taken, moved) = (&next, &stop, &taken, &moved);
+            scope.spawn(move || {
+                let mut s = Scratch::default();
+                loop {
+                    let c = next.fetch_add(1, Ordering::Relaxed);
+                    if c >= chunks {
+                        return;
+                    }
+                    {
+                        let mut t = taken.lock().unwrap_or_else(|p| p.into_inner());
+                        while c >= *t + ahead && !stop.load(Ordering::Relaxed) {
+                            t = moved.wait(t).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let out = files[c * CHUNK..((c + 1) * CHUNK).min(files.len())]
+                        .iter()
+                        .map(|(path, blob)| read_file(&handle, path, *blob, &mut s))
+                        .collect();
+                    if send.send((c, out)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(send);
+        // Whatever way this ends, the threads are told to stop and woken.
+        struct Stop<'a>(&'a AtomicBool, &'a Condvar, &'a Mutex<usize>);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+                let _held = self.2.lock();
+                self.1.notify_all();
+            }
+        }
+        let _stop = Stop(&stop, &moved, &taken);
+        let mut own = Scratch::default();
+        let mut waiting: BTreeMap<usize, Vec<FileTerms>> = BTreeMap::new();
+        let mut want = 0usize;
+        while want < chunks {
+            let chunk = match waiting.remove(&want) {
+                Some(c) => c,
+                None => match receive.recv() {
+                    Ok((c, out)) => {
+                        // A thread's own handle failing (an object only the caller's
+                        // handle can reach) is not the build's failure: the chunk is
+                        // read again here, through the caller's, and only that error
+                        // counts.
+                        let out = match out {
+                            Ok(out) => out,
+                            Err(_) => files[c * CHUNK..((c + 1) * CHUNK).min(files.len())]
+                                .iter()
+                                .map(|(path, blob)| read_file(repo, path, *blob, &mut own))
+                                .collect::<Result<_, _>>()?,
+                        };
+                        waiting.insert(c, out);
+                        continue;
+                    }
+                    // Every thread ended short of the last chunk: one panicked, which
+                    // the scope raises again as it ends.
+                    Err(_) => return Err(RankedError::Git("a reading thread stopped".into())),
+                },
+            };
+            for (k, f) in chunk.iter().enumerate() {
+                if f.text {
+                    built.add(f)?;
+                }
+                each(want * CHUNK + k, f);
+            }
+            want += 1;
+            *taken.lock().unwrap_or_else(|p| p.into_inner()) = want;
+            moved.notify_all();
+        }
+        Ok(())
+    })
+}
