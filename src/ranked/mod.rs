@@ -496,6 +496,7 @@ impl RankedIndex {
             body,
             path,
             defs,
+            comments,
             ..
         } = built;
         let bound = terms.len() as u32;
@@ -505,6 +506,7 @@ impl RankedIndex {
         self.body = Field::from_flat(body, bound).ok_or_else(too_large)?;
         self.path = Field::from_flat(path, bound).ok_or_else(too_large)?;
         self.defs = Field::from_flat(defs, bound).ok_or_else(too_large)?;
+        self.comments = Field::from_flat(comments, bound).ok_or_else(too_large)?;
         Ok(())
     }
 
@@ -1277,11 +1279,17 @@ mod tests {
         let mut texts: Vec<(String, String)> = (0..300)
             .map(|i| {
                 let ext = ["rs", "py", "c", "md", "txt"][i % 5];
+                // Comments whose words come before the code's own (in a file's first
+                // terms) and also in the middle of it, so the ids depend on the
+                // comments being read first, as one by one reads them.
                 let body = format!(
-                    "fn parse_header{i}() {{}}\ndef retry_{}(x): pass\n# Heading {}\nstruct Word{} {{ count: u32 }}\nshared words across files {}\n",
+                    "// Explains why token{} waits\nfn parse_header{i}() {{}}\ndef retry_{}(x): pass\n# Heading {} says why\n/* block note{} */\nstruct Word{} {{ count: u32 }}\n\"\"\"\nDocstring prose {}\n\"\"\"\nshared words across files {}\n",
+                    i % 5,
                     i % 7,
                     i % 11,
+                    i % 3,
                     i % 13,
+                    i % 4,
                     i * 31 % 17
                 );
                 (format!("dir{}/file{i}.{ext}", i % 9), body)
@@ -1314,12 +1322,17 @@ mod tests {
             v
         };
         assert_eq!(ids(&built), ids(&one_by_one));
+        assert!(
+            (0..built.paths.len() as u32).any(|s| !one_by_one.comments.terms_of(s).is_empty()),
+            "the files have comments to compare"
+        );
         for slot in 0..built.paths.len() as u32 {
             for (a, b) in [
                 (&built.body, &one_by_one.body),
                 (&built.path, &one_by_one.path),
                 (&built.defs, &one_by_one.defs),
                 (&built.msgs, &one_by_one.msgs),
+                (&built.comments, &one_by_one.comments),
             ] {
                 assert_eq!(a.terms_of(slot), b.terms_of(slot), "slot {slot}");
             }
@@ -1330,6 +1343,7 @@ mod tests {
             "word count",
             "big",
             "heading 3",
+            "why does the token wait?",
         ] {
             let a = built.rank(q, 20, &Weights::default(), &|_| true);
             assert!(!a.is_empty(), "{q}");
