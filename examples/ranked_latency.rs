@@ -239,7 +239,7 @@ fn main() {
         pct(&times_before, 0.99)
     );
     println!(
-        "build: {:.1?} wall, {:.1?} CPU (all threads), peak resident {:.0} MiB ({:.2}x the text; {:.0} MiB before it)\n",
+        "build: {:.1?} wall, {:.1?} CPU (all threads), peak resident {:.1} MiB ({:.2}x the text; {:.1} MiB before it)\n",
         build,
         build_cpu,
         build_peak,
@@ -253,7 +253,7 @@ fn main() {
     );
     println!("| --- | --- | --- | --- | --- |");
     println!(
-        "| {:.0} | {:.2?} | {:.2?} ({:.2?}) | {:.2?} ({:.2?}) | {:.0} |",
+        "| {:.2} | {:.2?} | {:.2?} ({:.2?}) | {:.2?} ({:.2?}) | {:.0} |",
         stored_bytes as f64 / (1024.0 * 1024.0),
         store,
         load,
