@@ -435,15 +435,6 @@ impl Backend for LocalBackend {
         author: &'a str,
     ) -> BackendFuture<'a, UpdateOutcome> {
         let (id, spec, author) = (*id, spec.clone(), author.to_string());
-        self.blocking(move |s| {
-            s.revert(
-                &id,
-                &spec.commit,
-                spec.expected_head.as_deref(),
-                spec.message.as_deref(),
-                &author,
-                spec.visible.as_deref(),
-            )
-        })
+        self.blocking(move |s| s.revert(&id, &spec, &author))
     }
 }

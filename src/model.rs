@@ -947,6 +947,8 @@ pub struct RevertSpec {
     pub message: Option<String>,
     /// Only paths in this set exist for the revert (a path-limited token's view).
     pub visible: Option<Arc<PathSet>>,
+    /// Progress, and cancellation: a cancelled revert stops before its commit lands.
+    pub control: UpdateControl,
 }
 
 /// A blame asked for, already validated.

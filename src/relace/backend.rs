@@ -482,6 +482,7 @@ impl Backend for RelaceBackend {
         author: &'a str,
     ) -> BackendFuture<'a, UpdateOutcome> {
         Box::pin(async move {
+            spec.control.report(0, 2);
             let s = spec.clone();
             let (head, ops, message) = self
                 .history(id, Fill::Complete, move |repo, _, head| {
@@ -510,6 +511,12 @@ impl Backend for RelaceBackend {
                     Ok((head.to_string(), ops, s.message.clone().unwrap_or(message)))
                 })
                 .await?;
+            spec.control.report(1, 2);
+            if spec.control.is_cancelled() {
+                return Err(BackendError::Refused(
+                    "the revert was cancelled before it was sent; nothing changed".into(),
+                ));
+            }
             let update = UpdateSpec {
                 change: Change::Operations(ops),
                 expected_head: Some(head),
@@ -517,7 +524,9 @@ impl Backend for RelaceBackend {
                 control: Default::default(),
                 visible: spec.visible.clone(),
             };
-            Backend::update(self, id, &update, author).await
+            let outcome = Backend::update(self, id, &update, author).await?;
+            spec.control.report(2, 2);
+            Ok(outcome)
         })
     }
 }

@@ -4,22 +4,22 @@
 //! computed.
 
 use rmcp::handler::server::tool::schema_for_output;
-use std::sync::Arc;
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ProgressNotificationParam};
+use rmcp::model::CallToolResult;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
 use serde::{Deserialize, Serialize};
 
+use super::write_tools::{until_cancelled, update_control};
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::backend::BackendError;
 use crate::model::{
     BlameQuery, BlameRange, ChangeStatus, CommitInfo, CommitPage, CommitQuery, DiffDetail,
     DiffQuery, DiffResult, FileDiff, HistoryMatch, HistoryMode, MAX_DIFF_CONTEXT, RevSpec,
-    RevertSpec, WalkControl, commit_page_size, format_commit_cursor, parse_commit_cursor,
-    parse_rev, parse_time_bound,
+    RevertSpec, UpdateControl, WalkControl, commit_page_size, format_commit_cursor,
+    parse_commit_cursor, parse_rev, parse_time_bound,
 };
 use crate::paths::RepoPath;
 use crate::rules::PathGlob;
@@ -389,28 +389,14 @@ fn commits_output(id: String, page: CommitPage) -> (CommitsOutput, String) {
 }
 
 /// The control of a history walk for the request behind `ctx`: progress notifications
-/// when the client asked for them (the walk reports from its blocking thread; a task
-/// forwards them).
+/// when the client asked for them.
 fn walk_control(ctx: &RequestContext<RoleServer>) -> WalkControl {
-    let control = WalkControl::default();
-    match ctx.meta.get_progress_token() {
-        None => control,
-        Some(token) => {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-            let peer = ctx.peer.clone();
-            tokio::spawn(async move {
-                while let Some((walked, found)) = rx.recv().await {
-                    let note = ProgressNotificationParam::new(token.clone(), walked as f64)
-                        .with_message(format!("walked {walked} commits, found {found}"));
-                    if peer.notify_progress(note).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            control.with_progress(Arc::new(move |walked, found| {
-                let _ = tx.send((walked, found));
-            }))
-        }
+    let report = super::progress::reporter(ctx, |walked, found| {
+        (None, format!("walked {walked} commits, found {found}"))
+    });
+    match report {
+        Some(report) => WalkControl::default().with_progress(report),
+        None => WalkControl::default(),
     }
 }
 
@@ -489,8 +475,23 @@ impl RepoServer {
     async fn revert_commit(
         &self,
         Parameters(req): Parameters<RevertCommitRequest>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        respond(Self::REVERT_COMMIT.name, self.revert_commit_impl(req).await)
+        let control = update_control(&ctx, |done, total| {
+            let step = match done {
+                0 => "working out the revert",
+                1 => "committing the revert",
+                _ => "reverted",
+            };
+            (Some(total), format!("{step} ({done} of {total})"))
+        });
+        let answer = until_cancelled(
+            &ctx,
+            &control,
+            self.revert_commit_impl(req, control.clone()),
+        )
+        .await;
+        respond(Self::REVERT_COMMIT.name, answer)
     }
 
     /// List a repository's commits, newest first: each with its id, parents, author
@@ -576,7 +577,11 @@ impl RepoServer {
 }
 
 impl RepoServer {
-    async fn revert_commit_impl(&self, req: RevertCommitRequest) -> ToolAnswer<RevertCommitOutput> {
+    async fn revert_commit_impl(
+        &self,
+        req: RevertCommitRequest,
+        control: UpdateControl,
+    ) -> ToolAnswer<RevertCommitOutput> {
         let id = self.guard_repo(&Self::REVERT_COMMIT, &req.repo_id).await?;
         let commit = revision("commit", &req.commit)?;
         if req.message.contains('\0') {
@@ -589,6 +594,7 @@ impl RepoServer {
             expected_head: (!req.expected_head.is_empty()).then(|| req.expected_head.clone()),
             message: (!req.message.is_empty()).then(|| req.message.clone()),
             visible: self.scope.visible(),
+            control,
         };
         let outcome = self.backend.revert(&id, &spec, self.scope.actor()).await?;
         crate::audit::note_update(&outcome);

@@ -10,6 +10,7 @@
 
 mod history_tools;
 pub mod importing;
+mod progress;
 mod read_tools;
 mod resources;
 mod token_tools;

@@ -2,9 +2,8 @@
 
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
-use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, ProgressNotificationParam};
+use rmcp::model::CallToolResult;
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, tool, tool_router};
@@ -15,28 +14,37 @@ use crate::scope::Right;
 use super::{RepoServer, ToolAnswer, ToolFailure, ToolSpec, respond};
 use crate::model::{Change, FileOp, UpdateControl, UpdateSpec};
 
-/// Progress notifications for the request behind `ctx`, when it asked for them: the
-/// store reports from its blocking thread; a task forwards to the client.
-fn update_control(ctx: &RequestContext<RoleServer>) -> UpdateControl {
-    let Some(token) = ctx.meta.get_progress_token() else {
-        return UpdateControl::default();
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
-    let peer = ctx.peer.clone();
-    tokio::spawn(async move {
-        while let Some((done, total)) = rx.recv().await {
-            let note = ProgressNotificationParam::new(token.clone(), done as f64)
-                .with_total(total as f64)
-                .with_message(format!("applied {done} of {total} operations"));
-            if peer.notify_progress(note).await.is_err() {
-                break;
-            }
-        }
-    });
-    UpdateControl::with_progress(Arc::new(move |done, total| {
-        let _ = tx.send((done, total));
-    }))
+/// The control of a write for the request behind `ctx`: progress notifications, each
+/// as `describe` words it, when the client asked for them.
+pub(super) fn update_control(
+    ctx: &RequestContext<RoleServer>,
+    describe: super::progress::Describe,
+) -> UpdateControl {
+    match super::progress::reporter(ctx, describe) {
+        Some(report) => UpdateControl::with_progress(report),
+        None => UpdateControl::default(),
+    }
 }
+
+/// Run a write until it answers, telling it to stop when the request behind `ctx` is
+/// cancelled: it stops at its next check, and never after its commit is published.
+pub(super) async fn until_cancelled<T>(
+    ctx: &RequestContext<RoleServer>,
+    control: &UpdateControl,
+    write: impl std::future::Future<Output = T>,
+) -> T {
+    let watcher = {
+        let (ct, control) = (ctx.ct.clone(), control.clone());
+        tokio::spawn(async move {
+            ct.cancelled().await;
+            control.cancel();
+        })
+    };
+    let answer = write.await;
+    watcher.abort();
+    answer
+}
+
 use crate::paths::RepoPath;
 
 /// One change in `update_repo_files`.
@@ -175,18 +183,10 @@ impl RepoServer {
         Parameters(req): Parameters<UpdateRepoFilesRequest>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let control = update_control(&ctx);
-        // A cancelled request stops the update at its next check, and never after its
-        // commit is published.
-        let watcher = {
-            let (ct, control) = (ctx.ct.clone(), control.clone());
-            tokio::spawn(async move {
-                ct.cancelled().await;
-                control.cancel();
-            })
-        };
-        let answer = self.update_impl(req, control).await;
-        watcher.abort();
+        let control = update_control(&ctx, |done, total| {
+            (Some(total), format!("applied {done} of {total} operations"))
+        });
+        let answer = until_cancelled(&ctx, &control, self.update_impl(req, control.clone())).await;
         respond(Self::UPDATE_REPO_FILES.name, answer)
     }
 }

@@ -16,7 +16,7 @@ use super::{Store, StoreError, git};
 use crate::model::{
     BlameQuery, ChangeStatus, ChangedPath, CommitInfo, CommitPage, CommitQuery, DiffDetail,
     DiffQuery, DiffResult, FileDiff, FileList, HistoryMatch, HistoryMode, MAX_BODY_BYTES,
-    MAX_PATCH_BYTES, RepoId, RevSpec, UpdateControl, UpdateOutcome, rfc3339,
+    MAX_PATCH_BYTES, RepoId, RevSpec, RevertSpec, UpdateOutcome, rfc3339,
 };
 use crate::rules::PathSet;
 
@@ -822,31 +822,39 @@ impl Store {
         compare(&self.history_repo(id)?, from, to, q)
     }
 
-    /// One new commit on `main` undoing commit `rev` (against its parent), through the
-    /// same writer path as an update ([`Store::commit_on_head`]). A revert that
+    /// One new commit on `main` undoing commit `spec.commit` (against its parent),
+    /// through the same writer path as an update ([`Store::commit_on_head`]), reporting
+    /// to and stopped by `spec.control` as an update is. A revert that
     /// conflicts with later changes, of a merge commit, or (under a view) touching a
     /// path the view does not see, is refused and changes nothing; a commit the view
     /// sees nothing of is not found.
     pub fn revert(
         &self,
         id: &RepoId,
-        rev: &RevSpec,
-        expected_head: Option<&str>,
-        message: Option<&str>,
+        spec: &RevertSpec,
         author: &str,
-        visible: Option<&PathSet>,
     ) -> Result<UpdateOutcome, StoreError> {
-        self.commit_on_head(
-            id,
-            expected_head,
-            message,
-            author,
-            &UpdateControl::default(),
-            // A revert brings back blobs the repo already holds.
-            0,
-            |repo, head, old_tree| revert_tree(repo, rev, head, old_tree, visible),
-        )
-        .map_err(|e| self.explain(e))
+        // Two steps: the revert's tree worked out, then the commit landed.
+        spec.control.report(0, 2);
+        let outcome = self
+            .commit_on_head(
+                id,
+                spec.expected_head.as_deref(),
+                spec.message.as_deref(),
+                author,
+                &spec.control,
+                // A revert brings back blobs the repo already holds.
+                0,
+                |repo, head, old_tree| {
+                    let tree =
+                        revert_tree(repo, &spec.commit, head, old_tree, spec.visible.as_deref())?;
+                    spec.control.report(1, 2);
+                    Ok(tree)
+                },
+            )
+            .map_err(|e| self.explain(e))?;
+        spec.control.report(2, 2);
+        Ok(outcome)
     }
 
     /// The commit `at` resolves to (the head when `None`), and the number of lines of

@@ -404,36 +404,13 @@ impl Store {
         report.head = outcome.head;
         // Index now, while the user watches a progress bar, so a server opening the repo
         // later loads the stored postings instead of extracting them again.
-        let indexed = self.line_index_with(&row.id, &|p| {
-            progress(match p {
-                IndexProgress::Reading { done, total } => ImportProgress::Indexing {
-                    stage: "indexing: reading",
-                    done,
-                    total,
-                },
-                IndexProgress::Indexing { done, total } => ImportProgress::Indexing {
-                    stage: "indexing: trigrams",
-                    done,
-                    total,
-                },
-            })
-        });
-        if let Err(e) = indexed {
-            tracing::warn!(repo = %row.id, cause = %e, "imported, but the search index was not built; the first search builds it");
-        }
+        self.line_index_for_import(&row.id, progress);
         Ok(report)
     }
 
-    /// Build repo `id`'s search indexes as an import's last step, while the user
-    /// watches its progress: the line index (unless there is one) and the ranked index,
-    /// stored before this returns, so that a server opening the repo later loads both
-    /// instead of building them on its first question. A failure is logged, not
-    /// returned: the repo is whole, and the first question builds what is missing.
-    pub fn index_import(
-        &self,
-        id: &RepoId,
-        progress: &dyn Fn(ImportProgress),
-    ) -> Option<super::RankedBuild> {
+    /// Build repo `id`'s line index as part of an import, its progress shown as the
+    /// import's. A failure is logged, not returned: the first search builds it.
+    fn line_index_for_import(&self, id: &RepoId, progress: &dyn Fn(ImportProgress)) {
         let indexed = self.line_index_with(id, &|p| {
             progress(match p {
                 IndexProgress::Reading { done, total } => ImportProgress::Indexing {
@@ -451,6 +428,19 @@ impl Store {
         if let Err(e) = indexed {
             tracing::warn!(repo = %id, cause = %e, "imported, but the search index was not built; the first search builds it");
         }
+    }
+
+    /// Build repo `id`'s search indexes as an import's last step, while the user
+    /// watches its progress: the line index (unless there is one) and the ranked index,
+    /// stored before this returns, so that a server opening the repo later loads both
+    /// instead of building them on its first question. A failure is logged, not
+    /// returned: the repo is whole, and the first question builds what is missing.
+    pub fn index_import(
+        &self,
+        id: &RepoId,
+        progress: &dyn Fn(ImportProgress),
+    ) -> Option<super::RankedBuild> {
+        self.line_index_for_import(id, progress);
         let ranked = self.build_ranked_index(id, &|p| {
             progress(match p {
                 RankedProgress::Files { done, total } => ImportProgress::Indexing {

@@ -1,5 +1,5 @@
-//! Long updates report progress to a client that asks for it, and honour
-//! cancellation until their commit is published.
+//! Long updates, reverts and history walks report progress to a client that asks for
+//! it, and honour cancellation until their commit is published.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,7 +153,10 @@ async fn a_long_history_walk_reports_progress_when_asked() {
     assert_eq!(answer["commits"], json!([]));
     assert_eq!(answer["time_budget_spent"], json!(false));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let seen = sink.0.lock().unwrap().clone();
+    // The server sends the notifications in order from one task; the client may hand
+    // them to its handler in another (seen: 301 before 256).
+    let mut seen = sink.0.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.progress.total_cmp(&b.progress));
     let walked: Vec<f64> = seen.iter().map(|p| p.progress).collect();
     assert_eq!(walked, vec![256.0, 301.0], "{seen:?}");
     assert!(
@@ -163,4 +166,58 @@ async fn a_long_history_walk_reports_progress_when_asked() {
             .unwrap()
             .contains("walked 256 commits")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revert_reports_its_steps_when_asked() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    let first = h.store.head(&r).unwrap();
+    let spec = scoped_repo_mcp::model::UpdateSpec {
+        change: scoped_repo_mcp::model::Change::Operations(vec![
+            scoped_repo_mcp::model::FileOp::Write {
+                path: scoped_repo_mcp::paths::RepoPath::parse("a.txt").unwrap(),
+                content: "b\n".into(),
+            },
+        ]),
+        expected_head: None,
+        message: Some("change a".into()),
+        control: Default::default(),
+        visible: None,
+    };
+    let changed = h.store.update(&r, &spec, "tests").unwrap().head;
+    let sink = ProgressSink::default();
+    let client = h
+        .client_with(sink.clone(), &["--repo", &r.to_string()])
+        .await;
+    let Value::Object(map) = json!({"repo_id": r.to_string(), "commit": changed}) else {
+        unreachable!()
+    };
+    let mut params = CallToolRequestParams::new("revert_commit").with_arguments(map);
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("rev".into()),
+    )));
+    let result = client.call_tool(params).await.unwrap();
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seen = sink.0.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.progress.total_cmp(&b.progress));
+    let steps: Vec<(f64, Option<f64>)> = seen.iter().map(|p| (p.progress, p.total)).collect();
+    assert_eq!(
+        steps,
+        vec![(0.0, Some(2.0)), (1.0, Some(2.0)), (2.0, Some(2.0))],
+        "{seen:?}"
+    );
+    assert!(seen[2].message.as_deref().unwrap().starts_with("reverted"));
+    // The revert landed: the file is as it was at the first commit.
+    let text = h
+        .store
+        .read_file(
+            &r,
+            &scoped_repo_mcp::paths::RepoPath::parse("a.txt").unwrap(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(text.content, "a\n");
+    assert_ne!(h.store.head(&r).unwrap(), first);
 }

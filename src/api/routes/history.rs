@@ -14,8 +14,8 @@ use crate::api::auth::Caller;
 use crate::api::{ApiError, ApiState, blocking};
 use crate::model::{
     BlameQuery, BlameRange, CommitInfo, CommitQuery, DiffDetail, DiffQuery, FileDiff, HistoryMatch,
-    HistoryMode, MAX_DIFF_CONTEXT, RevSpec, commit_page_size, format_commit_cursor,
-    parse_commit_cursor, parse_rev, parse_time_bound,
+    HistoryMode, MAX_DIFF_CONTEXT, RevSpec, RevertSpec, UpdateControl, commit_page_size,
+    format_commit_cursor, parse_commit_cursor, parse_rev, parse_time_bound,
 };
 use crate::rules::PathGlob;
 use crate::scope::Right;
@@ -296,16 +296,13 @@ pub(super) async fn revert(
     }
     let visible = caller.scope().visible();
     let author = caller.scope().actor().to_string();
-    let outcome = blocking(&state, move |s| {
-        s.revert(
-            &id,
-            &commit,
-            b.expected_head.as_deref(),
-            b.message.as_deref(),
-            &author,
-            visible.as_deref(),
-        )
-    })
-    .await?;
+    let spec = RevertSpec {
+        commit,
+        expected_head: b.expected_head,
+        message: b.message,
+        visible,
+        control: UpdateControl::default(),
+    };
+    let outcome = blocking(&state, move |s| s.revert(&id, &spec, &author)).await?;
     Ok(info(id, outcome))
 }
