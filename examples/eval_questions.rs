@@ -19,7 +19,7 @@
 //! - `--mirrors DIR`: where the bare repositories are, as `DIR/owner+name/repo`
 //!   (default `mirrors`, e.g. made by `git clone --bare URL mirrors/owner+name/repo`), or `--repo-dir owner/name=PATH` for one;
 //! - `--only owner/name`: ask only that repository's questions (repeatable);
-//! - `--weights b,p,d,m,c[/t,d,b,e,g,o,a[/body_b,feedback]]`: an extra configuration to
+//! - `--weights b,p,d,m,c[/t,d,b,e,g,o,a[/body_b,feedback[,comments]]]`: an extra configuration to
 //!   score (repeatable): field weights `body,path,defs,msgs,cochange`, then optionally
 //!   the role priors `test,docs,bench,example,generated,other,asked` (empty for none),
 //!   then the body field's BM25 `b` and the pseudo-relevance feedback weight;
@@ -174,9 +174,15 @@ fn parse_config(s: &str) -> Weights {
     }
     if let Some(x) = extra {
         let x = nums(x);
-        assert_eq!(x.len(), 2, "after the role priors: body_b,feedback");
+        assert!(
+            x.len() == 2 || x.len() == 3,
+            "after the role priors: body_b,feedback[,comments]"
+        );
         w.body_b = x[0];
         w.feedback = x[1];
+        if let [_, _, comments] = x[..] {
+            w.comments = comments;
+        }
     }
     w
 }

@@ -12,7 +12,7 @@
 //! Options:
 //! - `--recent N`: size of the "most recent" slice reported separately (default 300);
 //! - `--only-recent`: replay only that slice (faster, for tuning);
-//! - `--weights body,path,defs,msgs,cochange[/test,docs,bench,example,generated,other,asked[/body_b,feedback]]`:
+//! - `--weights body,path,defs,msgs,cochange[/test,docs,bench,example,generated,other,asked[/body_b,feedback[,comments]]]`:
 //!   an extra configuration to score (repeatable), optionally with role priors and
 //!   then the body's BM25 `b` and the pseudo-relevance feedback weight (as
 //!   `eval_questions` takes them);
@@ -228,9 +228,15 @@ fn parse_weights(s: &str) -> Weights {
     }
     if let Some(x) = extra {
         let x = nums(x);
-        assert_eq!(x.len(), 2, "after the role priors: body_b,feedback");
+        assert!(
+            x.len() == 2 || x.len() == 3,
+            "after the role priors: body_b,feedback[,comments]"
+        );
         w.body_b = x[0];
         w.feedback = x[1];
+        if let [_, _, comments] = x[..] {
+            w.comments = comments;
+        }
     }
     w
 }

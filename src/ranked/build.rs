@@ -26,8 +26,9 @@ const CHUNK: usize = 16;
 /// bounds the terms waiting in memory when one file takes long.
 const AHEAD_PER_THREAD: usize = 8;
 
-/// One file read and split: its distinct terms in the order first seen (its body's,
-/// then its path's, then its definitions'), and each field's (local id, count) pairs.
+/// One file read and split: its distinct terms in the order first seen (its comments',
+/// then its body's, its path's and its definitions'), and each field's (local id,
+/// count) pairs.
 #[derive(Debug, Default)]
 pub(super) struct FileTerms {
     /// Whether the blob is text (a binary file is not indexed at all).
@@ -37,6 +38,7 @@ pub(super) struct FileTerms {
     body: Vec<(u32, u32)>,
     path: Vec<(u32, u32)>,
     defs: Vec<(u32, u32)>,
+    comments: Vec<(u32, u32)>,
 }
 
 /// What a reading thread reuses from file to file.
@@ -83,6 +85,16 @@ fn read_file(
         return Ok(FileTerms::default());
     }
     let text = String::from_utf8_lossy(bytes);
+    // The comments first, as one by one interns them: their words are the first a
+    // file's terms are numbered by.
+    if bytes.len() <= MAX_INDEXED_BYTES {
+        terms::for_each_comment(path, &text, |c| {
+            terms::for_each_term(c, |t| {
+                s.intern(t);
+            });
+        });
+    }
+    let comments = s.drain();
     if bytes.len() <= MAX_INDEXED_BYTES {
         terms::for_each_term(&text, |t| {
             s.intern(t);
@@ -107,6 +119,7 @@ fn read_file(
         body,
         path: path_terms,
         defs,
+        comments,
     })
 }
 
@@ -118,6 +131,7 @@ pub(super) struct Built {
     pub body: Documents,
     pub path: Documents,
     pub defs: Documents,
+    pub comments: Documents,
     /// Global ids of the file being added (reused).
     ids: Vec<u32>,
     pair_buf: Vec<(u32, u32)>,
@@ -140,6 +154,7 @@ impl Built {
             (&mut self.body, &f.body),
             (&mut self.path, &f.path),
             (&mut self.defs, &f.defs),
+            (&mut self.comments, &f.comments),
         ] {
             self.pair_buf.clear();
             self.pair_buf

@@ -17,19 +17,19 @@
 //!       free
 //!    3  slots: varint s, then s × (varint len, path bytes, 20-byte blob id); len 0
 //!       is a free slot
-//!    4..20  four fields (body, path, defs, msgs), four sections each:
+//!    4..24  five fields (body, path, defs, msgs, comments), four sections each:
 //!       postings at  u32 × (term id bound + 1): where each term's postings start
 //!       postings     (slot u32, frequency u32) pairs, by term, then by slot
 //!       documents at u32 × (slots + 1): where each slot's document starts
 //!       documents    (term id u32, frequency u32) pairs, by slot, then by term
-//!   20  history, varint-encoded:
+//!   24  history, varint-encoded:
 //!       kept     varint k, then k × 20-byte commit id, oldest first
 //!       messages varint m, then m × (path, document): each path's summed message terms
 //!       touches  varint t, then t × (path, varint commits that changed it)
 //!       pairs    varint q, then q × (path, varint r, r × (path, varint commits))
 //!       where path = varint len, bytes (each list sorted by path), and
 //!       document = varint pairs, then pairs × (varint term id delta, varint frequency)
-//! table, at the end: 21 × (offset u64, length u64), one per section, in order
+//! table, at the end: 25 × (offset u64, length u64), one per section, in order
 //! ```
 //! The terms and the fields' arrays are raw and aligned, so that a loaded index maps
 //! the file and reads them in place ([`RankedIndex::open`]): they take page cache,
@@ -62,16 +62,16 @@ use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
 /// Bumped whenever the layout or the meaning of what it stores changes (the tokenizer's
 /// terms included): a file of another version is rebuilt, not read.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Bytes of the header.
 pub const HEADER: usize = 48;
 /// Where the checksummed bytes start.
 const CHECKED_FROM: usize = 24;
-const SECTIONS: usize = 21;
+const SECTIONS: usize = 25;
 const TABLE: usize = SECTIONS * 16;
 const SLOTS: usize = 3;
-const FIELDS: usize = 4;
-const HISTORY: usize = 20;
+const FIELDS: usize = 5;
+const HISTORY: usize = 24;
 
 /// Why stored bytes were not loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -519,7 +519,7 @@ fn parse(src: Source<'_>, history: bool) -> Read<Parsed> {
         };
         fields.push(Field::from_base(a, bound, &used, &is_free).map_err(DecodeError::Malformed)?);
     }
-    let fields = <[Field; FIELDS]>::try_from(fields).expect("four fields");
+    let fields = <[Field; FIELDS]>::try_from(fields).expect("five fields");
 
     let history = if history {
         let mut r = Reader(&bytes[ranges[HISTORY].clone()]);
@@ -711,6 +711,7 @@ impl RankedIndex {
                 field(&self.path),
                 field(&self.defs),
                 field(&self.msgs),
+                field(&self.comments),
             ],
             history,
         }
@@ -725,6 +726,7 @@ impl RankedIndex {
             &mut self.path,
             &mut self.defs,
             &mut self.msgs,
+            &mut self.comments,
         ] {
             f.mark();
         }
@@ -742,6 +744,7 @@ impl RankedIndex {
             &mut self.path,
             &mut self.defs,
             &mut self.msgs,
+            &mut self.comments,
         ];
         if fields.iter().any(|f| !f.is_marked()) || !self.dict.rebase(stored.terms, stored.sweeps) {
             for f in fields {
@@ -800,6 +803,7 @@ impl RankedIndex {
             &mut self.path,
             &mut self.defs,
             &mut self.msgs,
+            &mut self.comments,
         ] {
             f.unmark();
         }
@@ -829,7 +833,7 @@ impl RankedIndex {
 
     fn from_parsed(p: Parsed) -> Result<Self, DecodeError> {
         let dict = Dict::from_base(p.terms, &p.used);
-        let [body, path, defs, msgs] = p.fields;
+        let [body, path, defs, msgs, comments] = p.fields;
         Ok(Self {
             head: p.head,
             dict,
@@ -850,6 +854,7 @@ impl RankedIndex {
             path,
             defs,
             msgs,
+            comments,
             history: p.history.unwrap_or_default(),
             history_cap: MAX_HISTORY_COMMITS,
         })
@@ -930,6 +935,7 @@ mod tests {
         assert_eq!(back.to_bytes(), bytes, "written again, the same bytes");
         for slot in 0..ix.paths.len() as u32 {
             assert_eq!(back.msgs.terms_of(slot), ix.msgs.terms_of(slot));
+            assert_eq!(back.comments.terms_of(slot), ix.comments.terms_of(slot));
         }
         for oid in ix.history.kept.iter() {
             assert!(back.includes_commit(*oid));

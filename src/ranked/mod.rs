@@ -1,13 +1,15 @@
 //! Ranked natural-language retrieval over one repository: which files (and which lines
 //! in them) answer a question in words.
 //!
-//! Each file at a commit is a document with four fields, scored by BM25 each and mixed
+//! Each file at a commit is a document with five fields, scored by BM25 each and mixed
 //! linearly:
 //! - `body`: its text, as identifier-split, lightly stemmed terms ([`terms`]);
 //! - `path`: its path's words (`src/retry/backoff.rs` → `src`, `retry`, `backoff`, `rs`);
 //! - `defs`: the names it defines, found by per-language patterns ([`symbols`]);
 //! - `msgs`: the messages of earlier commits that changed it — only commits in the
-//!   indexed commit's own ancestry, so an answer never draws on later history.
+//!   indexed commit's own ancestry, so an answer never draws on later history;
+//! - `comments`: the words of its comments and docstrings ([`terms::for_each_comment`]),
+//!   which count again, for questions asked in words only ([`Weights::comments`]).
 //!
 //! Optionally (off by default, see [`Weights`]) the best files then pass a share of
 //! their score to files that often changed in the same commits (co-change). Each result
@@ -80,6 +82,11 @@ pub struct Weights {
     pub defs: f32,
     /// Messages of earlier commits that changed the file.
     pub msgs: f32,
+    /// The file's comments and docstrings (also part of its text): prose, nearer a
+    /// question's words than code is. Counts only for a query asking a question in
+    /// words ([`terms::is_question`]): a description of a change (a commit message)
+    /// names code, and documented files outranked the changed ones.
+    pub comments: f32,
     /// Share of a top file's score passed to the files that change with it.
     pub cochange: f32,
     /// How much each file role counts before the question's words are matched.
@@ -98,6 +105,7 @@ impl Default for Weights {
             path: 1.0,
             defs: 0.5,
             msgs: 0.7,
+            comments: 0.5,
             cochange: 0.0,
             roles: role::RolePriors::default(),
             body_b: 0.75,
@@ -237,6 +245,7 @@ pub struct RankedIndex {
     path: Field,
     defs: Field,
     msgs: Field,
+    comments: Field,
     history: History,
     /// Most commits whose messages are kept ([`MAX_HISTORY_COMMITS`]).
     history_cap: usize,
@@ -289,6 +298,7 @@ impl RankedIndex {
             path: Field::default(),
             defs: Field::default(),
             msgs: Field::default(),
+            comments: Field::default(),
             history: History::default(),
             history_cap,
         };
@@ -342,7 +352,13 @@ impl RankedIndex {
                 in_history[t as usize] = true;
             }
         }
-        let fields = [&self.body, &self.path, &self.defs, &self.msgs];
+        let fields = [
+            &self.body,
+            &self.path,
+            &self.defs,
+            &self.msgs,
+            &self.comments,
+        ];
         let forgotten = self
             .dict
             .sweep(&|t| in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0));
@@ -352,6 +368,7 @@ impl RankedIndex {
             &mut self.path,
             &mut self.defs,
             &mut self.msgs,
+            &mut self.comments,
         ] {
             f.truncate_terms(bound);
         }
@@ -432,6 +449,7 @@ impl RankedIndex {
                 &mut self.path,
                 &mut self.defs,
                 &mut self.msgs,
+                &mut self.comments,
             ] {
                 f.compact();
             }
@@ -478,6 +496,7 @@ impl RankedIndex {
             body,
             path,
             defs,
+            comments,
             ..
         } = built;
         let bound = terms.len() as u32;
@@ -487,6 +506,7 @@ impl RankedIndex {
         self.body = Field::from_flat(body, bound).ok_or_else(too_large)?;
         self.path = Field::from_flat(path, bound).ok_or_else(too_large)?;
         self.defs = Field::from_flat(defs, bound).ok_or_else(too_large)?;
+        self.comments = Field::from_flat(comments, bound).ok_or_else(too_large)?;
         Ok(())
     }
 
@@ -528,6 +548,7 @@ impl RankedIndex {
                 &mut self.path,
                 &mut self.defs,
                 &mut self.msgs,
+                &mut self.comments,
             ] {
                 f.clear(slot);
             }
@@ -564,9 +585,19 @@ impl RankedIndex {
         self.blobs[slot as usize] = blob;
         let mut ids = Vec::new();
         if bytes.len() <= MAX_INDEXED_BYTES {
+            let dict = &mut self.dict;
+            terms::for_each_comment(path, &text, |c| {
+                terms::for_each_term(c, |t| ids.push(dict.intern(t)));
+            });
+        }
+        // A comment's words are also the body's: the field adds weight to prose
+        // (measured against taking them out of the body, which lost on every set).
+        let comments = count(ids.drain(..));
+        if bytes.len() <= MAX_INDEXED_BYTES {
             self.intern_text(&text, &mut ids);
         }
         self.body.set(slot, count(ids.drain(..)));
+        self.comments.set(slot, comments);
         self.intern_text(path, &mut ids);
         self.path.set(slot, count(ids.drain(..)));
         for d in symbols::definitions(path, &text) {
@@ -754,6 +785,16 @@ impl RankedIndex {
         keep: &dyn Fn(&str) -> bool,
     ) -> Vec<RankedFile> {
         let q = self.query_terms(query);
+        let gated;
+        let w = if !terms::is_question(query) {
+            gated = Weights {
+                comments: 0.0,
+                ..*w
+            };
+            &gated
+        } else {
+            w
+        };
         let priors = role::Priors::for_query(query, &w.roles);
         let n = self.live.max(1);
         let mut acc = vec![0.0f32; self.paths.len()];
@@ -825,6 +866,9 @@ impl RankedIndex {
                 .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, acc);
             self.defs.accumulate(t, w.defs * qw, p, n, acc);
             self.msgs.accumulate(t, w.msgs * qw, p, n, acc);
+            if w.comments > 0.0 {
+                self.comments.accumulate(t, w.comments * qw, p, n, acc);
+            }
         }
     }
 
@@ -933,10 +977,16 @@ impl RankedIndex {
         let strings = |v: &mut dyn Iterator<Item = &String>| -> usize {
             v.map(|s| s.capacity() + size_of::<String>()).sum()
         };
-        let fields = [&self.body, &self.path, &self.defs, &self.msgs]
-            .iter()
-            .map(|f| f.heap_bytes())
-            .sum();
+        let fields = [
+            &self.body,
+            &self.path,
+            &self.defs,
+            &self.msgs,
+            &self.comments,
+        ]
+        .iter()
+        .map(|f| f.heap_bytes())
+        .sum();
         let files = map_bytes::<String, u32>(self.slot_of.capacity())
             + strings(&mut self.slot_of.keys())
             + self.paths.capacity() * size_of::<Option<String>>()
@@ -966,10 +1016,16 @@ impl RankedIndex {
             fields,
             history,
             mapped: self.dict.mapped_bytes()
-                + [&self.body, &self.path, &self.defs, &self.msgs]
-                    .iter()
-                    .map(|f| f.mapped_bytes())
-                    .sum::<usize>(),
+                + [
+                    &self.body,
+                    &self.path,
+                    &self.defs,
+                    &self.msgs,
+                    &self.comments,
+                ]
+                .iter()
+                .map(|f| f.mapped_bytes())
+                .sum::<usize>(),
         }
     }
 }
@@ -986,7 +1042,7 @@ pub struct HeapBytes {
     pub terms: usize,
     /// Paths, blobs and slots.
     pub files: usize,
-    /// The four fields' postings and documents.
+    /// The five fields' postings and documents.
     pub fields: usize,
     /// The kept commits' ids and the per-path sums drawn from their records.
     pub history: usize,
@@ -1223,11 +1279,17 @@ mod tests {
         let mut texts: Vec<(String, String)> = (0..300)
             .map(|i| {
                 let ext = ["rs", "py", "c", "md", "txt"][i % 5];
+                // Comments whose words come before the code's own (in a file's first
+                // terms) and also in the middle of it, so the ids depend on the
+                // comments being read first, as one by one reads them.
                 let body = format!(
-                    "fn parse_header{i}() {{}}\ndef retry_{}(x): pass\n# Heading {}\nstruct Word{} {{ count: u32 }}\nshared words across files {}\n",
+                    "// Explains why token{} waits\nfn parse_header{i}() {{}}\ndef retry_{}(x): pass\n# Heading {} says why\n/* block note{} */\nstruct Word{} {{ count: u32 }}\n\"\"\"\nDocstring prose {}\n\"\"\"\nshared words across files {}\n",
+                    i % 5,
                     i % 7,
                     i % 11,
+                    i % 3,
                     i % 13,
+                    i % 4,
                     i * 31 % 17
                 );
                 (format!("dir{}/file{i}.{ext}", i % 9), body)
@@ -1260,12 +1322,17 @@ mod tests {
             v
         };
         assert_eq!(ids(&built), ids(&one_by_one));
+        assert!(
+            (0..built.paths.len() as u32).any(|s| !one_by_one.comments.terms_of(s).is_empty()),
+            "the files have comments to compare"
+        );
         for slot in 0..built.paths.len() as u32 {
             for (a, b) in [
                 (&built.body, &one_by_one.body),
                 (&built.path, &one_by_one.path),
                 (&built.defs, &one_by_one.defs),
                 (&built.msgs, &one_by_one.msgs),
+                (&built.comments, &one_by_one.comments),
             ] {
                 assert_eq!(a.terms_of(slot), b.terms_of(slot), "slot {slot}");
             }
@@ -1276,6 +1343,7 @@ mod tests {
             "word count",
             "big",
             "heading 3",
+            "why does the token wait?",
         ] {
             let a = built.rank(q, 20, &Weights::default(), &|_| true);
             assert!(!a.is_empty(), "{q}");
@@ -1595,6 +1663,42 @@ mod tests {
         assert_eq!(top(&ix, "gyroscope").as_deref(), Some("b.py"));
         // Only what differs is re-read: both files changed between the two tips.
         assert_eq!(ix.len(), 2);
+    }
+
+    // A question in words met the code's names as readily as the comment explaining
+    // that code: the comments now count again for a question, and only for one (a
+    // description of a change names code, and documented files outranked it).
+    #[test]
+    fn a_question_in_words_weighs_comments_and_a_description_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts = [
+            (
+                "src/wheel.rs",
+                "/// A pause shorter than one tick waits for the next tick.\n\
+                 fn advance(slots: &mut Slots) { slots.rotate(); }\n",
+            ),
+            (
+                "src/pause.rs",
+                "fn pause_until_next_tick(pause: Pause) { if pause.shorter() { wait_tick(); } }\n",
+            ),
+            ("src/other.rs", "fn unrelated() { reply(); }\n"),
+        ]
+        .map(|(p, t)| (p.to_string(), t.to_string()));
+        let ix = built_from(&repo, &texts);
+        let first = |q: &str, w: &Weights| ix.rank(q, 1, w, &|_| true)[0].path.clone();
+        let without = Weights {
+            comments: 0.0,
+            ..Weights::default()
+        };
+        let question = "Why does a pause shorter than a tick wait for the next tick?";
+        assert_eq!(first(question, &without), "src/pause.rs");
+        assert_eq!(first(question, &Weights::default()), "src/wheel.rs");
+        let description = "Pause shorter than a tick waits for the next tick";
+        assert_eq!(
+            ix.rank(description, 3, &Weights::default(), &|_| true),
+            ix.rank(description, 3, &without, &|_| true)
+        );
     }
 
     #[test]

@@ -175,6 +175,114 @@ pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
     }
 }
 
+/// How a language marks its comments, judged by the file's extension.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CommentStyle {
+    /// `#` to the end of the line, and Python's triple-quoted docstrings.
+    Hash,
+    /// `//` to the end of the line and `/* … */` blocks.
+    Slash,
+    /// Not code, or a language not known here: no comments taken apart.
+    None,
+}
+
+fn comment_style(path: &str) -> CommentStyle {
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext {
+        "py" | "pyi" | "pyx" | "rb" | "sh" | "bash" | "pl" | "r" | "ex" | "exs" | "jl" | "nim" => {
+            CommentStyle::Hash
+        }
+        "rs" | "c" | "h" | "cc" | "cpp" | "cxx" | "hpp" | "hh" | "java" | "kt" | "kts"
+        | "scala" | "swift" | "m" | "mm" | "go" | "js" | "jsx" | "mjs" | "cjs" | "ts" | "tsx"
+        | "cs" | "dart" | "zig" | "php" | "proto" => CommentStyle::Slash,
+        _ => CommentStyle::None,
+    }
+}
+
+/// Call `emit` with each stretch of comment text (comments and docstrings) in a source
+/// file's `text`: the prose a question's words are likeliest to meet. Strings are not
+/// parsed, so a comment marker inside a string literal starts a comment here too (rare,
+/// and only a few words land in the wrong field). Prose files give nothing: all their
+/// text is prose already.
+pub fn for_each_comment(path: &str, text: &str, mut emit: impl FnMut(&str)) {
+    let style = comment_style(path);
+    if style == CommentStyle::None {
+        return;
+    }
+    // Inside a block (a Python triple-quoted string opened at the start of a line, or a
+    // `/*` comment), and what closes it.
+    let mut in_block: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(close) = in_block {
+            match t.find(close) {
+                Some(i) => {
+                    emit(&t[..i]);
+                    in_block = None;
+                }
+                None => emit(t),
+            }
+            continue;
+        }
+        match style {
+            CommentStyle::Hash => {
+                let unprefixed = t.strip_prefix(['r', 'R', 'b', 'f', 'u']).unwrap_or(t);
+                if let Some(q) = [r#"""""#, "'''"]
+                    .into_iter()
+                    .find(|q| unprefixed.starts_with(q))
+                {
+                    let rest = &unprefixed[3..];
+                    match rest.find(q) {
+                        Some(i) => emit(&rest[..i]),
+                        None => {
+                            emit(rest);
+                            in_block = Some(q);
+                        }
+                    }
+                } else if let Some(i) = line.find('#') {
+                    emit(&line[i + 1..]);
+                }
+            }
+            CommentStyle::Slash => {
+                if let Some(i) = line.find("//") {
+                    emit(&line[i + 2..]);
+                } else if let Some(i) = line.find("/*") {
+                    let rest = &line[i + 2..];
+                    match rest.find("*/") {
+                        Some(j) => emit(&rest[..j]),
+                        None => {
+                            emit(rest);
+                            in_block = Some("*/");
+                        }
+                    }
+                }
+            }
+            CommentStyle::None => {}
+        }
+    }
+}
+
+/// Whether `text` asks a question in words (its first line holds a question mark or
+/// starts with an interrogative), as opposed to describing a change or a symptom. Only
+/// the first line: a commit message's body may ask a question of its reader. "Do" is
+/// not taken as asking: a change is described as "Do not …".
+pub fn is_question(text: &str) -> bool {
+    const ASKING: &[&str] = &[
+        "how", "where", "why", "what", "which", "when", "who", "is", "are", "does", "can", "could",
+        "should", "would", "will", "was", "did", "has", "have",
+    ];
+    let first = text.trim_start().lines().next().unwrap_or("");
+    first.contains('?')
+        || first
+            .split_whitespace()
+            .next()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|w| ASKING.contains(&w.as_str()))
+}
+
 /// The terms of `text` as a vector.
 pub fn terms(text: &str) -> Vec<String> {
     let mut v = Vec::new();
@@ -260,6 +368,52 @@ mod tests {
         );
         assert_eq!(terms("getUserName"), terms("get_user_name"));
         assert_eq!(terms("the retry backoff"), ["retry", "backoff"]);
+    }
+
+    fn comments(path: &str, text: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        for_each_comment(path, text, |c| v.push(c.trim().to_string()));
+        v
+    }
+
+    #[test]
+    fn comments_and_docstrings_are_told_from_code() {
+        let py = "def f(x):\n    \"\"\"Retry with backoff.\n\n    More words.\n    \"\"\"\n    y = x  # the delay\n    return '#no'\n";
+        assert_eq!(
+            comments("a.py", py),
+            [
+                "Retry with backoff.",
+                "",
+                "More words.",
+                "",
+                "the delay",
+                "no'"
+            ]
+        );
+        let rs = "/// Sleep until the deadline.\nfn f() { g(); // not yet\n/* a block\n   that ends */ h(); }\n";
+        assert_eq!(
+            comments("a.rs", rs),
+            [
+                "/ Sleep until the deadline.",
+                "not yet",
+                "a block",
+                "that ends"
+            ]
+        );
+        assert!(comments("README.md", "# Title\nprose // here\n").is_empty());
+    }
+
+    #[test]
+    fn questions_are_told_from_descriptions() {
+        assert!(is_question("How is the signed cookie verified?"));
+        assert!(is_question("where does the timer wheel advance"));
+        assert!(is_question("the socket keeps returning pending?"));
+        assert!(!is_question("Fix retry delay overflow in the timer wheel"));
+        assert!(!is_question("My handler panics when the body is empty"));
+        assert!(!is_question("Do not import the plugin twice"));
+        assert!(!is_question(
+            "Fix the retry delay\n\nWhy was it negative? Overflow."
+        ));
     }
 
     #[test]
