@@ -477,7 +477,11 @@ fn a_repo_directory_its_maker_never_recorded_is_removed_at_the_next_start() {
     let listed = admin(data, &["repo", "list"]);
     assert!(listed.status.success(), "{listed:?}");
     assert!(!dead.exists(), "the unrecorded directory was left");
-    assert!(!repos.join("7c0d1f52-6a3e-4b43-9a53-2f8c1e0b9d11.git.lock").exists());
+    assert!(
+        !repos
+            .join("7c0d1f52-6a3e-4b43-9a53-2f8c1e0b9d11.git.lock")
+            .exists()
+    );
     assert!(live.exists(), "a live maker's directory was removed");
     drop(live_lock);
 }
