@@ -103,6 +103,21 @@ impl GitProgram {
     pub fn path_env(&self) -> &str {
         &self.path_env
     }
+
+    /// A command running this git as every git this product runs does: from an empty
+    /// environment but PATH, with only the invocation's own settings (not the
+    /// operator's `~/.gitconfig` or `/etc/gitconfig`, which could add hooks or
+    /// helpers), never asking at a terminal, in the C locale (its messages are read).
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.env_clear()
+            .env("PATH", &self.path_env)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C");
+        cmd
+    }
 }
 
 /// Why a git source cannot be used or fetched.
@@ -624,15 +639,9 @@ impl GitSource {
             )));
         }
         let pinned = self.pin()?;
-        let mut cmd = std::process::Command::new(git.program());
-        cmd.env_clear()
-            .env("PATH", git.path_env())
-            .env("HOME", git_dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
+        let mut cmd = git.command();
+        cmd.env("HOME", git_dir)
             .env("GIT_PROTOCOL_FROM_USER", "0")
-            .env("LC_ALL", "C")
             .arg("--git-dir")
             .arg(git_dir)
             .args(["-c", "protocol.allow=never"])

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use crate::git_source::GitProgram;
@@ -56,15 +56,10 @@ pub(crate) fn run(
         )));
     }
     let git = git()?;
-    let out = Command::new(git.program())
-        .env_clear()
-        .env("PATH", git.path_env())
-        // Only this invocation's settings, and no object replaced by a ref.
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+    let out = git
+        .command()
+        // No object replaced by a ref.
         .env("GIT_NO_REPLACE_OBJECTS", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
         .arg("--git-dir")
         .arg(git_dir)
         .args(["blame", "--porcelain", "-L"])

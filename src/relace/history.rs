@@ -28,7 +28,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -332,14 +332,8 @@ impl HistoryCache {
     /// Run git in `dir` with the credential in its environment only.
     fn git(&self, dir: &Path, args: &[&str]) -> Result<(), FetchFailure> {
         let git = git().map_err(|e| FetchFailure::Other(e.to_string()))?;
-        let mut cmd = Command::new(git.program());
-        cmd.env_clear()
-            .env("PATH", git.path_env())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_NO_REPLACE_OBJECTS", "1")
-            .env("LC_ALL", "C")
+        let mut cmd = git.command();
+        cmd.env("GIT_NO_REPLACE_OBJECTS", "1")
             .env("GIT_CONFIG_COUNT", "6")
             .env("GIT_CONFIG_KEY_0", "http.extraHeader")
             .env("GIT_CONFIG_VALUE_0", &self.header)

@@ -366,12 +366,8 @@ fn check_repo(
     let mut problems: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     // From an empty environment and no user settings, as every git this product runs.
-    let fsck = std::process::Command::new(git.program())
-        .env_clear()
-        .env("PATH", git.path_env())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("LC_ALL", "C")
+    let fsck = git
+        .command()
         .arg("--git-dir")
         .arg(&dir)
         .args(["fsck", "--strict", "--no-dangling", "--no-progress"])
