@@ -112,8 +112,6 @@ pub struct GitSetupError(String);
 #[derive(Debug, Clone)]
 pub struct GitSupport {
     found: crate::git_source::GitProgram,
-    program: PathBuf,
-    path_env: String,
     hooks_dir: PathBuf,
     hook_exe: PathBuf,
     /// Where pushes are spooled (unlinked files) and their gates' sockets live.
@@ -129,8 +127,6 @@ impl GitSupport {
                 "`scoped-repo-mcp api` needs `git` (2.32 or later) on PATH to serve clone, fetch and push at /v1/repo/{{id}}.git: {why}; install git (e.g. `apt-get install git`) and start again"
             ))
         })?;
-        let program = found.program().to_path_buf();
-        let path_env = found.path_env().to_string();
         let data_dir = std::fs::canonicalize(data_dir)
             .map_err(|e| GitSetupError(format!("cannot open {}: {e}", data_dir.display())))?;
         let hooks_dir = data_dir.join("git-hooks");
@@ -141,8 +137,6 @@ impl GitSupport {
             .map_err(|e| GitSetupError(format!("cannot write {}: {e}", incoming_dir.display())))?;
         Ok(Self {
             found,
-            program,
-            path_env,
             hooks_dir,
             hook_exe,
             incoming_dir,
@@ -169,7 +163,8 @@ impl GitSupport {
         &self.found
     }
 
-    /// `git <config> <service> --stateless-rpc <dir>`, from an empty environment.
+    /// `git <config> <service> --stateless-rpc <dir>`, isolated as every git the
+    /// product runs ([`GitProgram::command`](crate::git_source::GitProgram::command)).
     fn command(
         &self,
         service: Service,
@@ -177,15 +172,9 @@ impl GitSupport {
         protocol: Option<&str>,
         limits: Limits,
     ) -> Command {
-        let mut cmd = Command::new(&self.program);
-        cmd.env_clear()
-            .env("PATH", &self.path_env)
-            // Only this invocation's settings: not the operator's ~/.gitconfig or
-            // /etc/gitconfig, which could add hooks or change what is served.
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("LC_ALL", "C");
+        // Only this invocation's settings: not the operator's ~/.gitconfig or
+        // /etc/gitconfig, which could add hooks or change what is served.
+        let mut cmd = Command::from(self.found.command());
         match service {
             Service::UploadPack => {
                 // Only `main` (and HEAD, which names it) is served, and in protocol v0
