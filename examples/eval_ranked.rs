@@ -196,7 +196,11 @@ impl Score {
 fn parse_weights(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
+    let (roles, extra) = (
+        parts.next().filter(|r| !r.is_empty()),
+        parts.next().filter(|r| !r.is_empty()),
+    );
+    let knobs = parts.next();
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -238,6 +242,26 @@ fn parse_weights(s: &str) -> Weights {
             w.comments = comments;
         }
     }
+    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
+        let (k, v) = kv.split_once('=').expect("knob=value");
+        let v: f32 = v.parse().expect("a number");
+        match k {
+            "mk1" => w.msgs_bm25.k1 = v,
+            "mb" => w.msgs_bm25.b = v,
+            "pk1" => w.path_bm25.k1 = v,
+            "pb" => w.path_bm25.b = v,
+            "dk1" => w.defs_bm25.k1 = v,
+            "db" => w.defs_bm25.b = v,
+            "scope" => w.scope = v,
+            "smode" => w.scope_mode = v as u8,
+            "depth" => w.depth = v,
+            "title" => w.title = v,
+            "code" => w.code = v,
+            "comp" => w.companion = v,
+            "ctop" => w.companion_top = v as u8,
+            other => panic!("unknown knob {other}"),
+        }
+    }
     w
 }
 
@@ -253,6 +277,7 @@ fn main() {
     let mut recent = 300usize;
     let mut only_recent = false;
     let mut via_disk: Option<usize> = None;
+    let mut dump: Option<std::fs::File> = None;
     let mut glob: Option<scoped_repo_mcp::rules::PathGlob> = None;
     let mut configs: Vec<(String, Weights)> =
         vec![("ranked (default weights)".into(), Weights::default())];
@@ -264,6 +289,10 @@ fn main() {
                 i += 1;
             }
             "--only-recent" => only_recent = true,
+            "--dump" => {
+                dump = Some(std::fs::File::create(&args[i + 1]).expect("create the dump"));
+                i += 1;
+            }
             "--via-disk" => {
                 via_disk = Some(args[i + 1].parse::<usize>().expect("--via-disk N").max(1));
                 i += 1;
@@ -375,6 +404,25 @@ fn main() {
                 query_times.push(t.elapsed());
             }
             rankings.push(r.into_iter().map(|f| f.path).collect());
+        }
+        if let Some(f) = dump.as_mut() {
+            use std::io::Write;
+            let ranks: Vec<Vec<Option<usize>>> = rankings
+                .iter()
+                .map(|r| {
+                    case.gold
+                        .iter()
+                        .map(|g| r.iter().position(|x| x == g))
+                        .collect()
+                })
+                .collect();
+            let line = serde_json::json!({
+                "query": case.query,
+                "gold": case.gold,
+                "ranks": ranks,
+                "top": rankings[2].iter().take(10).collect::<Vec<_>>(),
+            });
+            writeln!(f, "{line}").unwrap();
         }
         for (k, r) in rankings.iter().enumerate() {
             all[k].add(r, &case.gold);
