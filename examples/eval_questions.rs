@@ -142,11 +142,7 @@ impl Score {
 fn parse_config(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (
-        parts.next().filter(|r| !r.is_empty()),
-        parts.next().filter(|r| !r.is_empty()),
-    );
-    let knobs = parts.next();
+    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -186,26 +182,6 @@ fn parse_config(s: &str) -> Weights {
         w.feedback = x[1];
         if let [_, _, comments] = x[..] {
             w.comments = comments;
-        }
-    }
-    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
-        let (k, v) = kv.split_once('=').expect("knob=value");
-        let v: f32 = v.parse().expect("a number");
-        match k {
-            "mk1" => w.msgs_bm25.k1 = v,
-            "mb" => w.msgs_bm25.b = v,
-            "pk1" => w.path_bm25.k1 = v,
-            "pb" => w.path_bm25.b = v,
-            "dk1" => w.defs_bm25.k1 = v,
-            "db" => w.defs_bm25.b = v,
-            "scope" => w.scope = v,
-            "smode" => w.scope_mode = v as u8,
-            "depth" => w.depth = v,
-            "title" => w.title = v,
-            "code" => w.code = v,
-            "comp" => w.companion = v,
-            "ctop" => w.companion_top = v as u8,
-            other => panic!("unknown knob {other}"),
         }
     }
     w

@@ -18,6 +18,10 @@
 //!   `eval_questions` takes them);
 //! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
 //!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources;
+//! - `--dump FILE`: write one JSON object a case to FILE (`query`, `gold`, `ranks`: for
+//!   each method in the order of the table, each gold file's 0-based rank in its top
+//!   100 or null, and `top`: the default ranking's first 10 paths), to study the misses
+//!   in aggregate;
 //! - `--via-disk N`: after the build and then every N cases, store the index as the
 //!   store does (a new file, mapped, the index moved onto it) and, every other time,
 //!   carry on with the index loaded from that file instead (mapped, as a restarted
@@ -196,11 +200,7 @@ impl Score {
 fn parse_weights(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (
-        parts.next().filter(|r| !r.is_empty()),
-        parts.next().filter(|r| !r.is_empty()),
-    );
-    let knobs = parts.next();
+    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -240,26 +240,6 @@ fn parse_weights(s: &str) -> Weights {
         w.feedback = x[1];
         if let [_, _, comments] = x[..] {
             w.comments = comments;
-        }
-    }
-    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
-        let (k, v) = kv.split_once('=').expect("knob=value");
-        let v: f32 = v.parse().expect("a number");
-        match k {
-            "mk1" => w.msgs_bm25.k1 = v,
-            "mb" => w.msgs_bm25.b = v,
-            "pk1" => w.path_bm25.k1 = v,
-            "pb" => w.path_bm25.b = v,
-            "dk1" => w.defs_bm25.k1 = v,
-            "db" => w.defs_bm25.b = v,
-            "scope" => w.scope = v,
-            "smode" => w.scope_mode = v as u8,
-            "depth" => w.depth = v,
-            "title" => w.title = v,
-            "code" => w.code = v,
-            "comp" => w.companion = v,
-            "ctop" => w.companion_top = v as u8,
-            other => panic!("unknown knob {other}"),
         }
     }
     w

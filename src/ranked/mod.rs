@@ -96,26 +96,6 @@ pub struct Weights {
     /// Weight of the terms the best first-pass files share, added to the query in a
     /// second pass (pseudo-relevance feedback); 0 for none.
     pub feedback: f32,
-    /// BM25 of the history field.
-    pub msgs_bm25: Bm25,
-    /// BM25 of the path field.
-    pub path_bm25: Bm25,
-    /// BM25 of the names field.
-    pub defs_bm25: Bm25,
-    /// Score factor (1 + scope) for files under a directory a `word:` prefix names.
-    pub scope: f32,
-    /// Experimental: 0 dirs only, 1 also file stems and first segments.
-    pub scope_mode: u8,
-    /// Experimental: depth prior exponent.
-    pub depth: f32,
-    /// Experimental: extra query weight of the first line's terms.
-    pub title: f32,
-    /// Experimental: extra query weight of terms in backticks.
-    pub code: f32,
-    /// Share of a top file's score given to the tests named after it.
-    pub companion: f32,
-    /// Experimental: how many top files pass a share to their tests.
-    pub companion_top: u8,
 }
 
 impl Default for Weights {
@@ -130,16 +110,6 @@ impl Default for Weights {
             roles: role::RolePriors::default(),
             body_b: 0.75,
             feedback: 0.0,
-            msgs_bm25: Bm25 { k1: 1.2, b: 0.75 },
-            path_bm25: Bm25 { k1: 1.2, b: 0.3 },
-            defs_bm25: Bm25 { k1: 1.2, b: 0.75 },
-            scope: 0.0,
-            scope_mode: 0,
-            depth: 0.0,
-            title: 0.0,
-            code: 0.0,
-            companion: 0.0,
-            companion_top: 3,
         }
     }
 }
@@ -279,20 +249,6 @@ pub struct RankedIndex {
     history: History,
     /// Most commits whose messages are kept ([`MAX_HISTORY_COMMITS`]).
     history_cap: usize,
-}
-
-/// The name a file is about: its stem, or its directory's name for a module's index
-/// file (`mod.rs`, `__init__.py`, `lib.rs` …), lower-cased with `-` as `_`.
-fn subject_name(path: &str) -> Option<String> {
-    let mut parts = path.rsplit('/');
-    let name = parts.next()?;
-    let stem = name.split_once('.').map_or(name, |(s, _)| s);
-    let stem = if matches!(stem, "mod" | "lib" | "__init__" | "index" | "main") {
-        parts.next()?
-    } else {
-        stem
-    };
-    (stem.len() >= 3).then(|| stem.to_ascii_lowercase().replace('-', "_"))
 }
 
 /// Drop trailer lines (`Signed-off-by:`, `Co-authored-by:` …): names, not meaning.
@@ -805,30 +761,16 @@ impl RankedIndex {
     }
 
     /// The query's known terms with their weights (1 + ln of the repeat count).
-    fn query_terms(&self, query: &str, w: &Weights) -> Vec<(u32, f32)> {
-        let mut counts: HashMap<u32, (u32, f32)> = HashMap::new();
-        let mut lines = query.trim_start().splitn(2, '\n');
-        let title = lines.next().unwrap_or("");
-        let rest = lines.next().unwrap_or("");
-        for (part, lift) in [(title, 1.0 + w.title), (rest, 1.0)] {
-            for (i, seg) in part.split('`').enumerate() {
-                let lift = if i % 2 == 1 {
-                    lift * (1.0 + w.code)
-                } else {
-                    lift
-                };
-                terms::for_each_term(seg, |t| {
-                    if let Some(id) = self.dict.get(t) {
-                        let e = counts.entry(id).or_insert((0, 0.0));
-                        e.0 += 1;
-                        e.1 = e.1.max(lift);
-                    }
-                });
+    fn query_terms(&self, query: &str) -> Vec<(u32, f32)> {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        terms::for_each_term(query, |t| {
+            if let Some(id) = self.dict.get(t) {
+                *counts.entry(id).or_default() += 1;
             }
-        }
+        });
         let mut v: Vec<(u32, f32)> = counts
             .into_iter()
-            .map(|(t, (c, lift))| (t, (1.0 + (c as f32).ln()) * lift))
+            .map(|(t, c)| (t, 1.0 + (c as f32).ln()))
             .collect();
         v.sort_unstable_by_key(|&(t, _)| t);
         v
@@ -842,7 +784,7 @@ impl RankedIndex {
         w: &Weights,
         keep: &dyn Fn(&str) -> bool,
     ) -> Vec<RankedFile> {
-        let q = self.query_terms(query, w);
+        let q = self.query_terms(query);
         let gated;
         let w = if !terms::is_question(query) {
             gated = Weights {
@@ -871,22 +813,6 @@ impl RankedIndex {
         if priors != role::Priors::none() {
             for (s, r) in acc.iter_mut().zip(&self.roles) {
                 *s *= priors.factor(*r);
-            }
-        }
-        if w.scope > 0.0 {
-            self.scope_boost(query, w, n, &mut acc);
-        }
-        if w.companion > 0.0 {
-            self.lift_companions(w, n, &mut acc);
-        }
-        if w.depth != 0.0 {
-            for (s, p) in acc.iter_mut().zip(&self.paths) {
-                if *s > 0.0
-                    && let Some(p) = p
-                {
-                    let d = p.matches('/').count() as f32 + 1.0;
-                    *s *= d.powf(-w.depth);
-                }
             }
         }
         let mut scored: Vec<(u32, f32)> = acc
@@ -927,117 +853,6 @@ impl RankedIndex {
         pick(&scored)
     }
 
-    /// Give each test named after one of the best few files (`tests/sync_rwlock.rs`
-    /// after `sync/rwlock.rs`, `testing/test_cacheprovider.py` after
-    /// `cacheprovider.py`) a share of that file's score.
-    fn lift_companions(&self, w: &Weights, n: usize, acc: &mut [f32]) {
-        let mut top: Vec<(usize, f32)> = acc
-            .iter()
-            .enumerate()
-            .filter(|&(i, &s)| s > 0.0 && self.roles[i] != role::Role::Test)
-            .map(|(i, &s)| (i, s))
-            .collect();
-        let k = w.companion_top as usize;
-        if top.len() > k {
-            top.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            top.truncate(k);
-        }
-        let mut scratch = vec![0.0f32; acc.len()];
-        let mut lift = vec![0.0f32; acc.len()];
-        for (slot, score) in top {
-            let Some(path) = self.paths[slot].as_deref() else {
-                continue;
-            };
-            let Some(stem) = subject_name(path) else {
-                continue;
-            };
-            let mut first = None;
-            terms::for_each_term(&stem, |t| {
-                if first.is_none() {
-                    first = self.dict.get(t);
-                }
-            });
-            let Some(t) = first else { continue };
-            scratch.iter_mut().for_each(|x| *x = 0.0);
-            self.path
-                .accumulate(t, 1.0, Bm25::default(), n, &mut scratch);
-            for (c, &x) in scratch.iter().enumerate() {
-                if x <= 0.0 || c == slot || self.roles[c] != role::Role::Test {
-                    continue;
-                }
-                let Some(cp) = self.paths[c].as_deref() else {
-                    continue;
-                };
-                let name = cp.rsplit('/').next().unwrap_or(cp);
-                let cstem = name
-                    .split_once('.')
-                    .map_or(name, |(s, _)| s)
-                    .to_ascii_lowercase()
-                    .replace('-', "_");
-                let named = cstem == stem
-                    || cstem.starts_with(&format!("{stem}_"))
-                    || cstem.ends_with(&format!("_{stem}"))
-                    || cstem.contains(&format!("_{stem}_"));
-                if named {
-                    lift[c] = lift[c].max(w.companion * score);
-                }
-            }
-        }
-        for (s, l) in acc.iter_mut().zip(&lift) {
-            *s += l;
-        }
-    }
-
-    /// Multiply by `1 + w.scope` the score of each file under a directory the query's
-    /// `word:` prefix names.
-    fn scope_boost(&self, query: &str, w: &Weights, n: usize, acc: &mut [f32]) {
-        let words = terms::scope_words(query);
-        if words.is_empty() {
-            return;
-        }
-        let mut hit = vec![false; acc.len()];
-        let mut scratch = vec![0.0f32; acc.len()];
-        for word in &words {
-            let mut first = None;
-            terms::for_each_term(word, |t| {
-                if first.is_none() {
-                    first = self.dict.get(t);
-                }
-            });
-            let Some(t) = first else { continue };
-            scratch.iter_mut().for_each(|x| *x = 0.0);
-            self.path
-                .accumulate(t, 1.0, Bm25::default(), n, &mut scratch);
-            for (slot, &x) in scratch.iter().enumerate() {
-                if x <= 0.0 || hit[slot] {
-                    continue;
-                }
-                let Some(p) = self.paths[slot].as_deref() else {
-                    continue;
-                };
-                let mut comps: Vec<&str> = p.split('/').collect();
-                let name = comps.pop().unwrap_or("");
-                let mut ok = comps.iter().any(|c| c.eq_ignore_ascii_case(word));
-                if !ok && w.scope_mode >= 1 {
-                    let stem = name.split('.').next().unwrap_or("");
-                    comps.push(stem);
-                    ok = comps.iter().any(|c| {
-                        c.eq_ignore_ascii_case(word)
-                            || c.split(['_', '-', '.'])
-                                .next()
-                                .is_some_and(|f| f.eq_ignore_ascii_case(word))
-                    });
-                }
-                hit[slot] = ok;
-            }
-        }
-        for (s, h) in acc.iter_mut().zip(&hit) {
-            if *h {
-                *s *= 1.0 + w.scope;
-            }
-        }
-    }
-
     /// Add the BM25 scores of weighted query terms, every field, to `acc`.
     fn score_terms(&self, q: &[(u32, f32)], w: &Weights, n: usize, acc: &mut [f32]) {
         let p = Bm25::default();
@@ -1047,9 +862,10 @@ impl RankedIndex {
         };
         for &(t, qw) in q {
             self.body.accumulate(t, w.body * qw, body, n, acc);
-            self.path.accumulate(t, w.path * qw, w.path_bm25, n, acc);
-            self.defs.accumulate(t, w.defs * qw, w.defs_bm25, n, acc);
-            self.msgs.accumulate(t, w.msgs * qw, w.msgs_bm25, n, acc);
+            self.path
+                .accumulate(t, w.path * qw, Bm25 { k1: 1.2, b: 0.3 }, n, acc);
+            self.defs.accumulate(t, w.defs * qw, p, n, acc);
+            self.msgs.accumulate(t, w.msgs * qw, p, n, acc);
             if w.comments > 0.0 {
                 self.comments.accumulate(t, w.comments * qw, p, n, acc);
             }

@@ -283,29 +283,6 @@ pub fn is_question(text: &str) -> bool {
             .is_some_and(|w| ASKING.contains(&w.as_str()))
 }
 
-/// The words of a `word:` prefix on the first line of `text` (`sync:`, `io, net:`,
-/// `fix(config):`, `mark/expression:`), lower-cased: the part of the code a commit
-/// message says it changes. None when the first line has no such prefix.
-pub fn scope_words(text: &str) -> Vec<String> {
-    let first = text.trim_start().lines().next().unwrap_or("");
-    let Some((head, _)) = first.split_once(':') else {
-        return Vec::new();
-    };
-    if head.is_empty()
-        || head.len() > 40
-        || !head.chars().all(|c| {
-            c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ',' | ' ' | '(' | ')')
-        })
-        || head.split(',').any(|p| p.trim().contains(' '))
-    {
-        return Vec::new();
-    }
-    head.split([',', '/', '(', ')', ' '])
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_ascii_lowercase())
-        .collect()
-}
-
 /// The terms of `text` as a vector.
 pub fn terms(text: &str) -> Vec<String> {
     let mut v = Vec::new();
