@@ -18,6 +18,10 @@
 //!   `eval_questions` takes them);
 //! - `--glob GLOB`: rank only paths matching GLOB (as `search_repo`'s `path_glob`), for
 //!   every method alike — e.g. `*.py` when the cases' gold files are all Python sources;
+//! - `--dump FILE`: write one JSON object a case to FILE (`query`, `gold`, `ranks`: for
+//!   each method in the order of the table, each gold file's 0-based rank in its top
+//!   100 or null, and `top`: the default ranking's first 10 paths), to study the misses
+//!   in aggregate;
 //! - `--via-disk N`: after the build and then every N cases, store the index as the
 //!   store does (a new file, mapped, the index moved onto it) and, every other time,
 //!   carry on with the index loaded from that file instead (mapped, as a restarted
@@ -253,6 +257,7 @@ fn main() {
     let mut recent = 300usize;
     let mut only_recent = false;
     let mut via_disk: Option<usize> = None;
+    let mut dump: Option<std::fs::File> = None;
     let mut glob: Option<scoped_repo_mcp::rules::PathGlob> = None;
     let mut configs: Vec<(String, Weights)> =
         vec![("ranked (default weights)".into(), Weights::default())];
@@ -264,6 +269,10 @@ fn main() {
                 i += 1;
             }
             "--only-recent" => only_recent = true,
+            "--dump" => {
+                dump = Some(std::fs::File::create(&args[i + 1]).expect("create the dump"));
+                i += 1;
+            }
             "--via-disk" => {
                 via_disk = Some(args[i + 1].parse::<usize>().expect("--via-disk N").max(1));
                 i += 1;
@@ -375,6 +384,25 @@ fn main() {
                 query_times.push(t.elapsed());
             }
             rankings.push(r.into_iter().map(|f| f.path).collect());
+        }
+        if let Some(f) = dump.as_mut() {
+            use std::io::Write;
+            let ranks: Vec<Vec<Option<usize>>> = rankings
+                .iter()
+                .map(|r| {
+                    case.gold
+                        .iter()
+                        .map(|g| r.iter().position(|x| x == g))
+                        .collect()
+                })
+                .collect();
+            let line = serde_json::json!({
+                "query": case.query,
+                "gold": case.gold,
+                "ranks": ranks,
+                "top": rankings[2].iter().take(10).collect::<Vec<_>>(),
+            });
+            writeln!(f, "{line}").unwrap();
         }
         for (k, r) in rankings.iter().enumerate() {
             all[k].add(r, &case.gold);
