@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use git2::{Commit, Delta, DiffFindOptions, DiffOptions, Oid, Patch, Repository, Sort, Tree};
+use git2::{Commit, Delta, DiffFindOptions, DiffOptions, Oid, Patch, Repository, Tree};
 
 use super::{Store, StoreError, git};
 use crate::model::{
@@ -148,6 +148,8 @@ struct Changed {
     old_path: Option<String>,
     old: Oid,
     new: Oid,
+    /// The type bits of its mode (a file, a symlink, a submodule) on the side it has.
+    mode_type: u32,
 }
 
 impl Changed {
@@ -178,6 +180,10 @@ fn changed_in(diff: &git2::Diff<'_>) -> Vec<Changed> {
                 old_path: (status == ChangeStatus::Renamed).then_some(old).flatten(),
                 old: d.old_file().id(),
                 new: d.new_file().id(),
+                mode_type: u32::from(match status {
+                    ChangeStatus::Deleted => d.old_file().mode(),
+                    _ => d.new_file().mode(),
+                }) & 0o170000,
             })
         })
         .collect()
@@ -246,6 +252,7 @@ fn plain_changes(
             old_path: None,
             old,
             new,
+            mode_type: e.filemode() as u32 & 0o170000,
         });
         Ok(())
     }
@@ -295,6 +302,7 @@ fn plain_changes(
                             old_path: None,
                             old: x.id(),
                             new: y.id(),
+                            mode_type: y.filemode() as u32 & 0o170000,
                         });
                     }
                 }
@@ -309,7 +317,11 @@ fn plain_changes(
 
 /// The changes between two trees as the answer shows them: renames found (as
 /// [`tree_diff`] does) only when every path is visible, and only when the commit both
-/// added and deleted a file, the one case they change anything.
+/// added and deleted a file, the one case they change anything. As `git diff -M`
+/// does, a deleted file whose exact content an added file of the same type has is
+/// paired first, with no similarity measured; libgit2's rename detection then runs on
+/// the added and deleted files left alone (the rest of the trees is never read again),
+/// which spares it measuring every pair of a commit that moves many files.
 fn tree_changes(
     repo: &Repository,
     old: Option<Oid>,
@@ -318,15 +330,84 @@ fn tree_changes(
 ) -> Result<Vec<Changed>, StoreError> {
     let mut out = Vec::new();
     plain_changes(repo, old, new, &mut out)?;
-    if visible.is_none() && has_add_and_delete(&out) {
-        let old = old
-            .map(|id| repo.find_tree(id))
-            .transpose()
-            .map_err(git::git_err)?;
-        let new = repo.find_tree(new).map_err(git::git_err)?;
-        out = changed_in(&tree_diff(repo, old.as_ref(), &new, None, 0)?);
+    if visible.is_some() || !has_add_and_delete(&out) {
+        return Ok(out);
     }
-    Ok(out)
+    let (paired, mut kept): (Vec<Changed>, Vec<Changed>) = out
+        .into_iter()
+        .partition(|c| matches!(c.status, ChangeStatus::Added | ChangeStatus::Deleted));
+    let (mut added, mut deleted): (Vec<Changed>, Vec<Changed>) = paired
+        .into_iter()
+        .partition(|c| c.status == ChangeStatus::Added);
+    let mut left_added = Vec::new();
+    for a in added.drain(..) {
+        // Of the deleted files with the same content and type, one with the same
+        // file name first, as git prefers.
+        let same = |d: &Changed| d.old == a.new && d.mode_type == a.mode_type;
+        let name = |p: &str| p.rsplit('/').next().map(str::to_owned);
+        let at = deleted
+            .iter()
+            .position(|d| same(d) && name(&d.path) == name(&a.path))
+            .or_else(|| deleted.iter().position(same));
+        match at {
+            Some(i) => {
+                let d = deleted.remove(i);
+                kept.push(Changed {
+                    status: ChangeStatus::Renamed,
+                    path: a.path,
+                    old_path: Some(d.path),
+                    old: d.old,
+                    new: a.new,
+                    mode_type: a.mode_type,
+                });
+            }
+            None => left_added.push(a),
+        }
+    }
+    if left_added.is_empty() || deleted.is_empty() {
+        kept.extend(left_added);
+        kept.extend(deleted);
+        return Ok(kept);
+    }
+    let old_tree = old
+        .map(|id| repo.find_tree(id))
+        .transpose()
+        .map_err(git::git_err)?;
+    let new_tree = repo.find_tree(new).map_err(git::git_err)?;
+    // libgit2 takes a path given as a directory too: where a file that is left took
+    // the place of a directory (or the reverse), the files paired above would be found
+    // again, so the whole diff decides, as before any pairing.
+    let left: std::collections::HashSet<&str> = left_added
+        .iter()
+        .chain(&deleted)
+        .map(|c| c.path.as_str())
+        .collect();
+    let clash = left_added.iter().chain(&deleted).chain(&kept).any(|c| {
+        std::iter::once(c.path.as_str())
+            .chain(c.old_path.as_deref())
+            .any(|p| p.match_indices('/').any(|(i, _)| left.contains(&p[..i])))
+    });
+    if clash {
+        return Ok(changed_in(&tree_diff(
+            repo,
+            old_tree.as_ref(),
+            &new_tree,
+            None,
+            0,
+        )?));
+    }
+    let mut opts = DiffOptions::new();
+    opts.context_lines(0).disable_pathspec_match(true);
+    for c in left_added.iter().chain(&deleted) {
+        opts.pathspec(c.path.as_str());
+    }
+    let mut diff = repo
+        .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))
+        .map_err(git::git_err)?;
+    diff.find_similar(Some(DiffFindOptions::new().renames(true)))
+        .map_err(git::git_err)?;
+    kept.extend(changed_in(&diff));
+    Ok(kept)
 }
 
 fn has_add_and_delete(changes: &[Changed]) -> bool {
@@ -370,44 +451,78 @@ fn info_of(commit: &Commit<'_>, changes: Vec<ChangedPath>) -> CommitInfo {
     }
 }
 
-/// Whether the entry at `path` (a file or a directory) differs between the trees `old`
-/// and `new`: the test `git log -- PATH` makes before any diff. It descends one
-/// component at a time on both sides and stops at the first that is the same object
-/// on both, so a commit that left the path's top directory alone costs one entry
-/// lookup in each root tree.
-fn path_differs(
-    repo: &Repository,
-    old: Option<Oid>,
-    new: Oid,
-    path: &str,
-) -> Result<bool, StoreError> {
-    let mut sides = [old, Some(new)];
-    let mut names = path.split('/').peekable();
-    while let Some(name) = names.next() {
-        if sides[0] == sides[1] {
-            return Ok(false);
+/// The `path` test of one walk: whether the entry at a path (a file or a directory)
+/// differs between a commit's tree and its first parent's, the test `git log -- PATH`
+/// makes before any diff. It descends one component at a time on both sides and stops
+/// at the first that is the same object on both, so a commit that left the path's top
+/// directory alone costs one entry lookup in each root tree. Each tree's entry is
+/// looked up once a walk: walking newest first, a commit's tree is the old side of its
+/// child and the new side of its own test.
+struct PathProbe<'p> {
+    names: Vec<&'p str>,
+    /// The entry (its id, and whether it is a directory) for a component's depth and
+    /// the tree it is looked up in.
+    entries: std::collections::HashMap<(usize, Oid), Option<(Oid, bool)>>,
+}
+
+/// Most tree entries one [`PathProbe`] keeps (about 70 bytes each).
+const MAX_PROBED_TREES: usize = 1 << 16;
+
+impl<'p> PathProbe<'p> {
+    fn new(path: &'p str) -> Self {
+        Self {
+            names: path.split('/').collect(),
+            entries: std::collections::HashMap::new(),
         }
-        let mut entries = [None, None];
-        for (entry, side) in entries.iter_mut().zip(sides) {
-            if let Some(tree) = side {
-                let tree = repo.find_tree(tree).map_err(git::git_err)?;
-                *entry = tree.get_name(name).map(|e| (e.id(), e.kind()));
-            }
-        }
-        if entries[0].map(|e| e.0) == entries[1].map(|e| e.0) {
-            return Ok(false);
-        }
-        if names.peek().is_none() {
-            return Ok(true);
-        }
-        // Only a directory has something below it: a file (or nothing) on one side
-        // means the path is absent there.
-        sides = entries.map(|e| {
-            e.filter(|(_, kind)| *kind == Some(git2::ObjectType::Tree))
-                .map(|(id, _)| id)
-        });
     }
-    Ok(false)
+
+    fn entry(
+        &mut self,
+        repo: &Repository,
+        depth: usize,
+        tree: Oid,
+    ) -> Result<Option<(Oid, bool)>, StoreError> {
+        if let Some(e) = self.entries.get(&(depth, tree)) {
+            return Ok(*e);
+        }
+        let t = repo.find_tree(tree).map_err(git::git_err)?;
+        let e = t
+            .get_name(self.names[depth])
+            .map(|e| (e.id(), e.kind() == Some(git2::ObjectType::Tree)));
+        if self.entries.len() >= MAX_PROBED_TREES {
+            self.entries.clear();
+        }
+        self.entries.insert((depth, tree), e);
+        Ok(e)
+    }
+
+    /// Whether the path differs between the trees `old` and `new`.
+    fn differs(
+        &mut self,
+        repo: &Repository,
+        old: Option<Oid>,
+        new: Oid,
+    ) -> Result<bool, StoreError> {
+        let mut sides = [old, Some(new)];
+        for depth in 0..self.names.len() {
+            if sides[0] == sides[1] {
+                return Ok(false);
+            }
+            let mut entries = [None, None];
+            for (entry, side) in entries.iter_mut().zip(sides) {
+                if let Some(tree) = side {
+                    *entry = self.entry(repo, depth, tree)?;
+                }
+            }
+            if entries[0].map(|e| e.0) == entries[1].map(|e| e.0) {
+                return Ok(false);
+            }
+            // Only a directory has something below it: a file (or nothing) on one
+            // side means the path is absent there.
+            sides = entries.map(|e| e.filter(|(_, dir)| *dir).map(|(id, _)| id));
+        }
+        Ok(true)
+    }
 }
 
 /// Whether `path` is `dir` or lies below it.
@@ -515,6 +630,150 @@ fn pickaxe(
     if maybe { Verdict::Maybe } else { Verdict::No }
 }
 
+/// A commit waiting in a [`Walk`]: the newest commit date comes out first, and of
+/// equal dates the one found first, as in `git log`'s own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Queued {
+    time: i64,
+    found: u64,
+    id: Oid,
+}
+
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.time
+            .cmp(&other.time)
+            .then_with(|| other.found.cmp(&self.found))
+    }
+}
+
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The history from `head`, newest first by commit date in `git log`'s default order:
+/// a commit dated before its parent (clock skew) may come out before that parent's
+/// other children; each commit comes out once. It streams: the first commit comes out
+/// at once, where an order that puts every child before its parents reads the whole
+/// history first. Its state (the queue and the commits found) is what a later page
+/// goes on from.
+#[derive(Debug)]
+struct Walk {
+    head: Oid,
+    queue: std::collections::BinaryHeap<Queued>,
+    /// Every commit queued so far, taken or not.
+    found: std::collections::HashSet<Oid>,
+    /// How many commits came out.
+    taken: usize,
+}
+
+impl Walk {
+    fn new(repo: &Repository, head: Oid) -> Result<Self, StoreError> {
+        let mut walk = Walk {
+            head,
+            queue: std::collections::BinaryHeap::new(),
+            found: std::collections::HashSet::new(),
+            taken: 0,
+        };
+        walk.enqueue(repo, head)?;
+        Ok(walk)
+    }
+
+    fn enqueue(&mut self, repo: &Repository, id: Oid) -> Result<(), StoreError> {
+        if !self.found.insert(id) {
+            return Ok(());
+        }
+        let time = repo.find_commit(id).map_err(git::git_err)?.time().seconds();
+        self.queue.push(Queued {
+            time,
+            found: self.found.len() as u64,
+            id,
+        });
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The next commit, its parents queued.
+    fn next<'r>(&mut self, repo: &'r Repository) -> Result<Option<Commit<'r>>, StoreError> {
+        let Some(next) = self.queue.pop() else {
+            return Ok(None);
+        };
+        let commit = repo.find_commit(next.id).map_err(git::git_err)?;
+        for parent in commit.parent_ids() {
+            self.enqueue(repo, parent)?;
+        }
+        self.taken += 1;
+        Ok(Some(commit))
+    }
+
+    /// The walk from `head` after `taken` commits came out, walked again: what a page
+    /// goes on from when its walk is not among the [`SAVED_WALKS`] (another process
+    /// gave the cursor, or the walk was let go). `None` when the history has fewer
+    /// commits.
+    fn replay(
+        repo: &Repository,
+        head: Oid,
+        taken: usize,
+        control: &crate::model::WalkControl,
+    ) -> Result<Option<Self>, StoreError> {
+        let mut walk = Walk::new(repo, head)?;
+        while walk.taken < taken {
+            if control.is_cancelled() {
+                return Err(StoreError::Invalid("the history walk was cancelled".into()));
+            }
+            if walk.next(repo)?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(walk))
+    }
+}
+
+/// Walks that stopped at a full page (or their time budget) in this process, by the
+/// repository's git directory, so that the next page goes on without walking again
+/// from the head. Only the walk's own state is kept (the commits queued and found),
+/// never what it answered: a page under another view or filter goes on from the same
+/// state. Bounded by [`MAX_SAVED_WALKS`] and [`MAX_SAVED_COMMITS`], the oldest let go
+/// first; a walk let go is walked again ([`Walk::replay`]), with the same answer.
+static SAVED_WALKS: std::sync::Mutex<std::collections::VecDeque<(std::path::PathBuf, Walk)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Most walks kept for a next page.
+const MAX_SAVED_WALKS: usize = 16;
+
+/// Most commits found by all the walks kept (about 60 bytes each).
+const MAX_SAVED_COMMITS: usize = 1 << 20;
+
+/// The saved walk of the git directory `dir` from `head` after `taken` commits, taken
+/// out of the saved ones.
+fn take_saved_walk(dir: &Path, head: Oid, taken: usize) -> Option<Walk> {
+    let mut saved = SAVED_WALKS.lock().unwrap_or_else(|e| e.into_inner());
+    let at = saved
+        .iter()
+        .position(|(d, w)| d == dir && w.head == head && w.taken == taken)?;
+    saved.remove(at).map(|(_, w)| w)
+}
+
+fn save_walk(dir: &Path, walk: Walk) {
+    if walk.found.len() > MAX_SAVED_COMMITS {
+        return;
+    }
+    let mut saved = SAVED_WALKS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held: usize = saved.iter().map(|(_, w)| w.found.len()).sum();
+    while saved.len() >= MAX_SAVED_WALKS || held + walk.found.len() > MAX_SAVED_COMMITS {
+        match saved.pop_front() {
+            Some((_, w)) => held -= w.found.len(),
+            None => break,
+        }
+    }
+    saved.push_back((dir.to_path_buf(), walk));
+}
+
 /// Commits a walk looks at between two progress reports.
 const PROGRESS_EVERY: u64 = 256;
 
@@ -543,33 +802,36 @@ pub fn files_at(repo: &Repository, rev: &RevSpec) -> Result<FileList, StoreError
     })
 }
 
-/// A page of the repo's commits, newest first (parents always after their
-/// children), filtered by `q`. A commit counts as changing what it changes against
-/// its first parent; a path-limited view sees only commits changing one of its
-/// paths, and only those paths in their change lists. The walk reports progress to
-/// `q.control`, stops with an error once it is cancelled, and past its time budget
-/// answers what it found with a cursor (`budget_spent`).
+/// A page of the repo's commits, newest first by commit date in `git log`'s default
+/// order (a commit dated before its parent, as a skewed clock makes, may come before
+/// that parent's other children; each commit of the history is on exactly one page of
+/// a walk), filtered by `q`. A commit counts as changing what it changes against its
+/// first parent; a path-limited view sees only commits changing one of its paths, and
+/// only those paths in their change lists. The walk reports progress to `q.control`,
+/// stops with an error once it is cancelled, and past its time budget answers what it
+/// found with a cursor (`budget_spent`).
 pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, StoreError> {
     let head = git::head(repo)?;
-    let (start, skip) = match &q.cursor {
-        None => (head, 0),
-        Some((at, skip)) => {
+    let foreign = || {
+        StoreError::Invalid(
+            "the cursor is not one this repo's history gave: start again without it".into(),
+        )
+    };
+    let dir = repo.path().to_path_buf();
+    let mut walk = match &q.cursor {
+        None => Walk::new(repo, head)?,
+        Some((at, taken)) => {
             let at = Oid::from_str(at)
                 .ok()
                 .filter(|at| *at == head || repo.graph_descendant_of(head, *at).unwrap_or(false))
-                .ok_or_else(|| {
-                    StoreError::Invalid(
-                        "the cursor is not one this repo's history gave: start again without it"
-                            .into(),
-                    )
-                })?;
-            (at, *skip)
+                .ok_or_else(foreign)?;
+            match take_saved_walk(&dir, at, *taken) {
+                Some(walk) => walk,
+                None => Walk::replay(repo, at, *taken, &q.control)?.ok_or_else(foreign)?,
+            }
         }
     };
-    let mut walk = repo.revwalk().map_err(git::git_err)?;
-    walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
-        .map_err(git::git_err)?;
-    walk.push(start).map_err(git::git_err)?;
+    let start = walk.head;
     let visible = q.visible.as_deref();
     let author = q.author.as_ref().map(|a| a.to_lowercase());
     let message_needle = q
@@ -585,19 +847,13 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
     let control = &q.control;
     let began = std::time::Instant::now();
     let mut commits = Vec::new();
-    let mut walked = 0usize;
+    let mut probe = q.path.as_deref().map(PathProbe::new);
     let mut looked_at = 0u64;
     let mut more = false;
     let mut budget_spent = false;
-    for oid in walk {
-        let oid = oid.map_err(git::git_err)?;
-        walked += 1;
-        if walked <= skip {
-            continue;
-        }
+    while !walk.is_done() {
         if commits.len() == q.max_results {
             more = true;
-            walked -= 1;
             break;
         }
         if control.is_cancelled() {
@@ -607,14 +863,15 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         if looked_at > 0 && began.elapsed() > control.budget() {
             more = true;
             budget_spent = true;
-            walked -= 1;
             break;
         }
         looked_at += 1;
         if looked_at.is_multiple_of(PROGRESS_EVERY) {
             control.report(looked_at, commits.len() as u64);
         }
-        let commit = repo.find_commit(oid).map_err(git::git_err)?;
+        let Some(commit) = walk.next(repo)? else {
+            break;
+        };
         let time = commit.time().seconds();
         if q.since.is_some_and(|s| time < s) || q.until.is_some_and(|u| time > u) {
             continue;
@@ -637,8 +894,8 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
             Ok(p) => Some(p.tree_id()),
             Err(_) => None,
         };
-        if let Some(path) = &q.path
-            && !path_differs(repo, old_id, commit.tree_id(), path)?
+        if let Some(probe) = probe.as_mut()
+            && !probe.differs(repo, old_id, commit.tree_id())?
         {
             continue;
         }
@@ -690,10 +947,14 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         commits.push(info_of(&commit, changes));
     }
     control.report(looked_at, commits.len() as u64);
+    let next_cursor = more.then(|| (start.to_string(), walk.taken));
+    if more {
+        save_walk(&dir, walk);
+    }
     Ok(CommitPage {
         head: start.to_string(),
         commits,
-        next_cursor: more.then(|| (start.to_string(), walked)),
+        next_cursor,
         budget_spent,
     })
 }
@@ -792,8 +1053,8 @@ impl Store {
         }
     }
 
-    /// A page of repo `id`'s commits, newest first (parents always after their
-    /// children), filtered by `q`. A commit counts as changing what it changes against
+    /// A page of repo `id`'s commits, newest first by commit date as `git log` lists
+    /// them, filtered by `q`. A commit counts as changing what it changes against
     /// its first parent; a path-limited view sees only commits changing one of its
     /// paths, and only those paths in their change lists.
     pub fn list_commits(&self, id: &RepoId, q: &CommitQuery) -> Result<CommitPage, StoreError> {
@@ -1090,6 +1351,192 @@ mod tests {
     const F: i32 = 0o100644;
     const X: i32 = 0o100755;
     const L: i32 = 0o120000;
+
+    /// A bare repo of the commits `(parents by index, commit time)`, each writing
+    /// `n.txt` and `d{i % 3}/f`; `main` is the last one.
+    fn graph(commits: &[(&[usize], i64)]) -> (tempfile::TempDir, Repository, Vec<Oid>) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let mut ids: Vec<Oid> = Vec::new();
+        for (i, (parents, time)) in commits.iter().enumerate() {
+            let mut tb = repo.treebuilder(None).unwrap();
+            let blob = repo.blob(format!("{i}\n").as_bytes()).unwrap();
+            tb.insert("n.txt", blob, F).unwrap();
+            let mut sub = repo.treebuilder(None).unwrap();
+            sub.insert("f", blob, F).unwrap();
+            tb.insert(format!("d{}", i % 3), sub.write().unwrap(), 0o040000)
+                .unwrap();
+            let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+            let sig = Signature::new("t", "t@example.com", &Time::new(*time, 0)).unwrap();
+            let parents: Vec<_> = parents
+                .iter()
+                .map(|p| repo.find_commit(ids[*p]).unwrap())
+                .collect();
+            let refs: Vec<_> = parents.iter().collect();
+            ids.push(
+                repo.commit(None, &sig, &sig, &format!("c{i}"), &tree, &refs)
+                    .unwrap(),
+            );
+        }
+        repo.reference("refs/heads/main", *ids.last().unwrap(), true, "")
+            .unwrap();
+        (dir, repo, ids)
+    }
+
+    /// Merges, equal dates, and commits dated before their parents (a skewed clock):
+    /// c4 is dated before its parent c3 and before c2, the merge c6 before both its
+    /// parents, c8 equal to c5 and c6.
+    const SKEWED: &[(&[usize], i64)] = &[
+        (&[], 100),
+        (&[0], 200),
+        (&[1], 300),
+        (&[1], 250),
+        (&[3], 90),
+        (&[2], 300),
+        (&[5, 4], 80),
+        (&[6], 400),
+        (&[7, 2], 300),
+        (&[8], 300),
+        (&[9, 3], 500),
+    ];
+
+    /// Every page of a walk of `q`, `forget` letting the saved walk go between pages.
+    fn pages(repo: &Repository, q: &CommitQuery, forget: bool) -> Vec<Vec<String>> {
+        let mut q = q.clone();
+        let mut out = Vec::new();
+        loop {
+            if forget {
+                while take_saved_walk(repo.path(), git::head(repo).unwrap(), {
+                    q.cursor.as_ref().map_or(0, |c| c.1)
+                })
+                .is_some()
+                {}
+            }
+            let page = list_commits(repo, &q).unwrap();
+            out.push(page.commits.iter().map(|c| c.id.clone()).collect());
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn a_skewed_history_lists_every_commit_once_in_git_logs_order_on_any_page_size() {
+        let (_d, repo, ids) = graph(SKEWED);
+        // `git log`'s default order for this graph: by commit date, newest first,
+        // equal dates in the order found, parents queued in their order.
+        let expected: Vec<String> = [10, 9, 8, 7, 2, 3, 1, 0, 6, 5, 4]
+            .iter()
+            .map(|i| ids[*i].to_string())
+            .collect();
+        let whole = pages(
+            &repo,
+            &CommitQuery {
+                max_results: 200,
+                ..CommitQuery::default()
+            },
+            false,
+        );
+        assert_eq!(whole, vec![expected.clone()]);
+        for size in 1..=ids.len() {
+            for forget in [false, true] {
+                let q = CommitQuery {
+                    max_results: size,
+                    ..CommitQuery::default()
+                };
+                let all: Vec<String> = pages(&repo, &q, forget).concat();
+                assert_eq!(all, expected, "pages of {size}, forget {forget}");
+            }
+        }
+        // A path filter and a view keep the same order, each commit once.
+        let q = CommitQuery {
+            max_results: 2,
+            path: Some("d1".into()),
+            ..CommitQuery::default()
+        };
+        let by_path = pages(&repo, &q, false).concat();
+        let mut set = by_path.clone();
+        set.sort();
+        set.dedup();
+        assert_eq!(set.len(), by_path.len());
+        assert_eq!(
+            by_path,
+            pages(
+                &repo,
+                &CommitQuery {
+                    max_results: 200,
+                    ..q.clone()
+                },
+                true
+            )
+            .concat()
+        );
+    }
+
+    #[test]
+    fn a_cursor_past_the_end_of_the_history_is_refused() {
+        let (_d, repo, ids) = graph(SKEWED);
+        let q = CommitQuery {
+            max_results: 3,
+            cursor: Some((ids[10].to_string(), 50)),
+            ..CommitQuery::default()
+        };
+        let err = list_commits(&repo, &q).unwrap_err();
+        assert!(err.to_string().contains("cursor is not one"), "{err}");
+    }
+
+    #[test]
+    fn renames_found_on_the_added_and_deleted_paths_alone_agree_with_the_whole_diff() {
+        let long = "one\ntwo\nthree\nfour\nfive\nsix\n";
+        let (_d, repo) = history(&[
+            &[
+                ("a/x.rs", long, F),
+                ("a/y.rs", "y\n", F),
+                ("b", "b\n", F),
+                ("c/d/e", long, F),
+                ("keep", "k\n", F),
+            ],
+            // A rename into another directory, a rename with an edit, a file
+            // becoming a directory, an edit beside them, an addition and a deletion
+            // that pair with nothing.
+            &[
+                ("z/x2.rs", long, F),
+                ("a/y.rs", "y\n", F),
+                ("b/inner", "b\n", F),
+                ("c/e2", "one\ntwo\nthree\nfour\nfive\nsix!\n", F),
+                ("keep", "k2\n", F),
+                ("new", "fresh content here\n", F),
+            ],
+            &[("only", "o\n", F)],
+        ]);
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_ref("refs/heads/main").unwrap();
+        for oid in walk {
+            let commit = repo.find_commit(oid.unwrap()).unwrap();
+            let old = commit.parent(0).ok().map(|p| p.tree().unwrap());
+            let new = commit.tree().unwrap();
+            let key = |c: Changed| (c.path, c.status, c.old_path, c.old, c.new);
+            let mut theirs: Vec<_> =
+                changed_in(&tree_diff(&repo, old.as_ref(), &new, None, 0).unwrap())
+                    .into_iter()
+                    .map(key)
+                    .collect();
+            let mut ours: Vec<_> = tree_changes(&repo, old.as_ref().map(Tree::id), new.id(), None)
+                .unwrap()
+                .into_iter()
+                .map(key)
+                .collect();
+            let order =
+                |a: &(String, ChangeStatus, Option<String>, Oid, Oid),
+                 b: &(String, ChangeStatus, Option<String>, Oid, Oid)| {
+                    a.0.cmp(&b.0).then(a.3.cmp(&b.3))
+                };
+            theirs.sort_by(order);
+            ours.sort_by(order);
+            assert_eq!(ours, theirs, "commit {}", commit.id());
+        }
+    }
 
     #[test]
     fn plain_changes_agree_with_libgit2s_diff() {
