@@ -42,7 +42,9 @@ fn short(id: &str) -> &str {
 pub struct ListCommitsRequest {
     /// The repo (a UUID from list_repos).
     pub repo_id: String,
-    /// Only commits changing this file, or anything under this directory. Empty: all.
+    /// Only commits changing this file, or anything under this directory; their change
+    /// lists then hold only the changes under it, as `git log --name-status -- PATH`.
+    /// Empty: all.
     #[serde(default)]
     pub path: String,
     /// Only commits whose author (the token name that made them) contains this,

@@ -200,125 +200,145 @@ fn plain_changes(
     new: Oid,
     out: &mut Vec<Changed>,
 ) -> Result<(), StoreError> {
-    fn load<'r>(repo: &'r Repository, id: Option<Oid>) -> Result<Option<Tree<'r>>, StoreError> {
-        id.map(|id| repo.find_tree(id))
-            .transpose()
-            .map_err(git::git_err)
-    }
-    fn is_tree(e: &git2::TreeEntry<'_>) -> bool {
-        e.filemode() & 0o170000 == 0o040000
-    }
-    fn join(prefix: &str, name: &[u8]) -> String {
-        let name = String::from_utf8_lossy(name);
-        if prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{prefix}/{name}")
-        }
-    }
-    /// Git's order of tree entries: a directory sorts as if its name ended in `/`.
-    fn order(a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>) -> std::cmp::Ordering {
-        let end =
-            |e: &git2::TreeEntry<'_>| -> &'static [u8] { if is_tree(e) { b"/" } else { b"" } };
-        let (ae, be) = (end(a), end(b));
-        a.name_bytes()
-            .iter()
-            .chain(ae)
-            .cmp(b.name_bytes().iter().chain(be))
-    }
-    /// Every file below `tree` (or `tree` itself, a file) as added or deleted.
-    fn whole(
-        repo: &Repository,
-        e: &git2::TreeEntry<'_>,
-        path: String,
-        status: ChangeStatus,
-        out: &mut Vec<Changed>,
-    ) -> Result<(), StoreError> {
-        if is_tree(e) {
-            let tree = repo.find_tree(e.id()).map_err(git::git_err)?;
-            for child in tree.iter() {
-                let p = join(&path, child.name_bytes());
-                whole(repo, &child, p, status, out)?;
-            }
-            return Ok(());
-        }
-        let (old, new) = match status {
-            ChangeStatus::Deleted => (e.id(), Oid::zero()),
-            _ => (Oid::zero(), e.id()),
-        };
-        out.push(Changed {
-            status,
-            path,
-            old_path: None,
-            old,
-            new,
-            mode_type: e.filemode() as u32 & 0o170000,
-        });
-        Ok(())
-    }
-    fn walk(
-        repo: &Repository,
-        old: Option<Oid>,
-        new: Option<Oid>,
-        prefix: &str,
-        out: &mut Vec<Changed>,
-    ) -> Result<(), StoreError> {
-        let (a, b) = (load(repo, old)?, load(repo, new)?);
-        let mut a = a.iter().flat_map(|t| t.iter()).peekable();
-        let mut b = b.iter().flat_map(|t| t.iter()).peekable();
-        loop {
-            let step = match (a.peek(), b.peek()) {
-                (None, None) => return Ok(()),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(x), Some(y)) => order(x, y),
-            };
-            match step {
-                std::cmp::Ordering::Less => {
-                    let x = a.next().expect("peeked");
-                    let p = join(prefix, x.name_bytes());
-                    whole(repo, &x, p, ChangeStatus::Deleted, out)?;
-                }
-                std::cmp::Ordering::Greater => {
-                    let y = b.next().expect("peeked");
-                    let p = join(prefix, y.name_bytes());
-                    whole(repo, &y, p, ChangeStatus::Added, out)?;
-                }
-                std::cmp::Ordering::Equal => {
-                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    if x.id() == y.id() && x.filemode() == y.filemode() {
-                        continue;
-                    }
-                    let p = join(prefix, x.name_bytes());
-                    if is_tree(&x) {
-                        walk(repo, Some(x.id()), Some(y.id()), &p, out)?;
-                    } else if x.filemode() & 0o170000 != y.filemode() & 0o170000 {
-                        whole(repo, &x, p.clone(), ChangeStatus::Deleted, out)?;
-                        whole(repo, &y, p, ChangeStatus::Added, out)?;
-                    } else {
-                        out.push(Changed {
-                            status: ChangeStatus::Modified,
-                            path: p,
-                            old_path: None,
-                            old: x.id(),
-                            new: y.id(),
-                            mode_type: y.filemode() as u32 & 0o170000,
-                        });
-                    }
-                }
-            }
-        }
-    }
     if old == Some(new) {
         return Ok(());
     }
     walk(repo, old, Some(new), "", out)
 }
 
+fn load<'r>(repo: &'r Repository, id: Option<Oid>) -> Result<Option<Tree<'r>>, StoreError> {
+    id.map(|id| repo.find_tree(id))
+        .transpose()
+        .map_err(git::git_err)
+}
+fn is_tree(e: &git2::TreeEntry<'_>) -> bool {
+    e.filemode() & 0o170000 == 0o040000
+}
+fn join(prefix: &str, name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    if prefix.is_empty() {
+        name.into_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+/// Git's order of tree entries: a directory sorts as if its name ended in `/`.
+fn order(a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>) -> std::cmp::Ordering {
+    let end = |e: &git2::TreeEntry<'_>| -> &'static [u8] { if is_tree(e) { b"/" } else { b"" } };
+    let (ae, be) = (end(a), end(b));
+    a.name_bytes()
+        .iter()
+        .chain(ae)
+        .cmp(b.name_bytes().iter().chain(be))
+}
+/// Every file below `tree` (or `tree` itself, a file) as added or deleted.
+fn whole(
+    repo: &Repository,
+    e: &git2::TreeEntry<'_>,
+    path: String,
+    status: ChangeStatus,
+    out: &mut Vec<Changed>,
+) -> Result<(), StoreError> {
+    if is_tree(e) {
+        let tree = repo.find_tree(e.id()).map_err(git::git_err)?;
+        for child in tree.iter() {
+            let p = join(&path, child.name_bytes());
+            whole(repo, &child, p, status, out)?;
+        }
+        return Ok(());
+    }
+    let (old, new) = match status {
+        ChangeStatus::Deleted => (e.id(), Oid::zero()),
+        _ => (Oid::zero(), e.id()),
+    };
+    out.push(Changed {
+        status,
+        path,
+        old_path: None,
+        old,
+        new,
+        mode_type: e.filemode() as u32 & 0o170000,
+    });
+    Ok(())
+}
+fn walk(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Option<Oid>,
+    prefix: &str,
+    out: &mut Vec<Changed>,
+) -> Result<(), StoreError> {
+    let (a, b) = (load(repo, old)?, load(repo, new)?);
+    let mut a = a.iter().flat_map(|t| t.iter()).peekable();
+    let mut b = b.iter().flat_map(|t| t.iter()).peekable();
+    loop {
+        let step = match (a.peek(), b.peek()) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => order(x, y),
+        };
+        match step {
+            std::cmp::Ordering::Less => {
+                let x = a.next().expect("peeked");
+                let p = join(prefix, x.name_bytes());
+                whole(repo, &x, p, ChangeStatus::Deleted, out)?;
+            }
+            std::cmp::Ordering::Greater => {
+                let y = b.next().expect("peeked");
+                let p = join(prefix, y.name_bytes());
+                whole(repo, &y, p, ChangeStatus::Added, out)?;
+            }
+            std::cmp::Ordering::Equal => {
+                let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
+                let p = join(prefix, x.name_bytes());
+                entry_changes(repo, Some(&x), Some(&y), p, out)?;
+            }
+        }
+    }
+}
+
+/// The changes between two entries at one path (`None`: no entry there), each a file
+/// or a directory.
+fn entry_changes(
+    repo: &Repository,
+    x: Option<&git2::TreeEntry<'_>>,
+    y: Option<&git2::TreeEntry<'_>>,
+    path: String,
+    out: &mut Vec<Changed>,
+) -> Result<(), StoreError> {
+    match (x, y) {
+        (None, None) => Ok(()),
+        (Some(x), None) => whole(repo, x, path, ChangeStatus::Deleted, out),
+        (None, Some(y)) => whole(repo, y, path, ChangeStatus::Added, out),
+        (Some(x), Some(y)) => {
+            if x.id() == y.id() && x.filemode() == y.filemode() {
+                return Ok(());
+            }
+            if is_tree(x) && is_tree(y) {
+                walk(repo, Some(x.id()), Some(y.id()), &path, out)
+            } else if x.filemode() & 0o170000 != y.filemode() & 0o170000 {
+                whole(repo, x, path.clone(), ChangeStatus::Deleted, out)?;
+                whole(repo, y, path, ChangeStatus::Added, out)
+            } else {
+                out.push(Changed {
+                    status: ChangeStatus::Modified,
+                    path,
+                    old_path: None,
+                    old: x.id(),
+                    new: y.id(),
+                    mode_type: y.filemode() as u32 & 0o170000,
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The changes between two trees as the answer shows them: renames found (as
 /// [`tree_diff`] does) only when every path is visible, and only when the commit both
 /// added and deleted a file, the one case they change anything. As `git diff -M`
-/// does, a deleted file whose exact content an added file of the same type has is
+/// does (see [`with_renames`]), a deleted file whose exact content an added file of the same type has is
 /// paired first, with no similarity measured; libgit2's rename detection then runs on
 /// the added and deleted files left alone (the rest of the trees is never read again),
 /// which spares it measuring every pair of a commit that moves many files.
@@ -330,7 +350,50 @@ fn tree_changes(
 ) -> Result<Vec<Changed>, StoreError> {
     let mut out = Vec::new();
     plain_changes(repo, old, new, &mut out)?;
-    if visible.is_some() || !has_add_and_delete(&out) {
+    if visible.is_some() {
+        return Ok(out);
+    }
+    with_renames(repo, old, new, out)
+}
+
+/// The changes under `path` (a file or a directory) between the trees `old` and
+/// `new`, renames found among them alone, as `git log --name-status -- PATH` lists
+/// them: a file moved in from elsewhere is added, one moved out deleted. Only the
+/// subtrees on the path are read.
+fn changes_under(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    path: &str,
+    visible: Option<&PathSet>,
+) -> Result<Vec<Changed>, StoreError> {
+    let at = |tree: Option<Oid>| -> Result<Option<git2::TreeEntry<'static>>, StoreError> {
+        let Some(tree) = tree else { return Ok(None) };
+        let tree = repo.find_tree(tree).map_err(git::git_err)?;
+        Ok(tree.get_path(Path::new(path)).ok().map(|e| e.to_owned()))
+    };
+    let (x, y) = (at(old)?, at(Some(new))?);
+    let mut out = Vec::new();
+    entry_changes(repo, x.as_ref(), y.as_ref(), path.to_string(), &mut out)?;
+    if visible.is_some() {
+        return Ok(out);
+    }
+    let mut out = with_renames(repo, old, new, out)?;
+    // The whole diff decides where a file took a directory's place (see
+    // `with_renames`); what it found elsewhere is not this path's.
+    out.retain(|c| under(path, &c.path));
+    Ok(out)
+}
+
+/// `out`, the changes between the trees `old` and `new` without renames (all of
+/// them, or those under one path), with renames found among them.
+fn with_renames(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+    out: Vec<Changed>,
+) -> Result<Vec<Changed>, StoreError> {
+    if !has_add_and_delete(&out) {
         return Ok(out);
     }
     let (paired, mut kept): (Vec<Changed>, Vec<Changed>) = out
@@ -913,8 +976,11 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
             }
             plain = Some(found);
         }
-        let all = match plain {
-            Some(found) if visible.is_some() || !has_add_and_delete(&found) => found,
+        // With a path, as `git log --name-status -- PATH`: the changes under it
+        // alone, renames found among them; the rest of the tree is never read.
+        let all = match (plain, &q.path) {
+            (_, Some(path)) => changes_under(repo, old_id, commit.tree_id(), path, visible)?,
+            (Some(found), None) if visible.is_some() || !has_add_and_delete(&found) => found,
             _ => tree_changes(repo, old_id, commit.tree_id(), visible)?,
         };
         let changes = visible_changes(&all, visible);

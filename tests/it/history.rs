@@ -977,3 +977,106 @@ async fn a_history_with_a_skewed_clock_lists_every_commit_once_in_git_logs_order
     once.dedup();
     assert_eq!(once.len(), whole.len());
 }
+
+/// Each commit of `git log --name-status -- PATH` with its change letters and paths.
+fn git_name_status(work: &Path, path: &str) -> Vec<(String, Vec<String>)> {
+    let out = git(
+        work,
+        &["log", "--name-status", "--format=commit %H", "--", path],
+    );
+    let mut commits: Vec<(String, Vec<String>)> = Vec::new();
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        match line.strip_prefix("commit ") {
+            Some(id) => commits.push((id.to_string(), Vec::new())),
+            None => {
+                // `R100\told\tnew`: the similarity is git's own measure, not compared.
+                let mut parts = line.split('\t');
+                let letter = &parts.next().unwrap()[..1];
+                let paths: Vec<&str> = parts.collect();
+                commits
+                    .last_mut()
+                    .unwrap()
+                    .1
+                    .push(format!("{letter} {}", paths.join(" ")));
+            }
+        }
+    }
+    commits
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_by_path_shows_the_changes_under_it_as_git_log_name_status_does() {
+    // With a path, each commit's change list is what `git log --name-status -- PATH`
+    // shows: files moved in or out of it added or deleted, renames within it found.
+    let h = Harness::new();
+    let r = monorepo(&h);
+    let rename = |from: &str, to: &str| FileOp::Rename {
+        path: RepoPath::parse(from).unwrap(),
+        new_path: RepoPath::parse(to).unwrap(),
+    };
+    write(&h, &r, "back", "api: add x", &[("api/x.rs", "fn x() {}\n")]);
+    update(
+        &h,
+        &r,
+        "back",
+        "move x into web",
+        vec![rename("api/x.rs", "web/x.rs")],
+    );
+    update(
+        &h,
+        &r,
+        "front",
+        "move a out of web",
+        vec![rename("web/a.ts", "api/a.ts")],
+    );
+    update(
+        &h,
+        &r,
+        "front",
+        "rename within web",
+        vec![rename("web/c.ts", "web/d/c.ts")],
+    );
+    write(
+        &h,
+        &r,
+        "front",
+        "both sides",
+        &[
+            ("web/x.rs", "fn x() { 1 }\n"),
+            ("api/secret.rs", "const KEY: u8 = 4;\n"),
+        ],
+    );
+    let tmp = clone(&h, &r);
+    let work = tmp.path().join("c");
+    let id = r.to_string();
+    let full = h.client_for(&[r]).await;
+    for path in ["web", "web/x.rs", "api"] {
+        let listed = ok(&call(&full, "list_commits", json!({"repo_id": id, "path": path})).await);
+        let ours: Vec<(String, Vec<String>)> = listed["commits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let changes = c["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        let letter = match f["status"].as_str().unwrap() {
+                            "added" => "A",
+                            "deleted" => "D",
+                            "renamed" => "R",
+                            _ => "M",
+                        };
+                        match f["old_path"].as_str() {
+                            Some(old) => format!("{letter} {old} {}", f["path"].as_str().unwrap()),
+                            None => format!("{letter} {}", f["path"].as_str().unwrap()),
+                        }
+                    })
+                    .collect();
+                (c["id"].as_str().unwrap().to_string(), changes)
+            })
+            .collect();
+        assert_eq!(ours, git_name_status(&work, path), "path {path}");
+    }
+}
