@@ -38,14 +38,17 @@ Steps:
 - `embed`: every text file of the tree at the pinned commit (no symbolic link, at most
   512 KiB like the product's text, no NUL byte in its first 8,000 bytes, no lock file)
   is cut into windows of word pieces: `[CLS] path "\\n" window [SEP]`, 256 pieces at
-  most, windows laid end to end (no overlap); the chunks and the questions are
+  most, windows laid end to end (no overlap), the first 16 of a file (`--max-chunks`,
+  a cost bound: about 3,800 pieces, 11 KB of code); the chunks and the questions are
   embedded (mean pooling, L2 norm) and a file scores its best chunk's cosine;
 - `score`: BM25F alone, embeddings alone, reciprocal-rank fusion (several k), and a
   weighted sum of min-max normalised scores whose weight is fitted over the whole set,
   and leave-one-repository-out (fitted on two repositories, scored on the third);
   R@10, Hit@5, MRR as questions-dev.md scores them, overall, per repo and per kind;
-- `kernel`: counts a large tree's text files, word pieces and chunks with the same
-  chunker, and times the model on a sample of its chunks, to extrapolate the cost.
+- `latency`: a question's cost: embedding it, and scoring every chunk of pytest;
+- `kernel`: counts a large tree's text files and bytes, cuts a sample of its files
+  with the same chunker (chunks per byte, with and without the per-file bound), and
+  can time the model on some of those chunks (`--sample`), to extrapolate the cost.
 """
 
 import argparse
@@ -198,7 +201,8 @@ class Model:
     """all-MiniLM-L6-v2: the tokenizer from its sentence-transformers directory, the
     encoder from the int8 ONNX export (onnxruntime), mean pooling and L2 norm."""
 
-    def __init__(self, models):
+    def __init__(self, models, max_chunks=16):
+        self.max_chunks = max_chunks
         from tokenizers import Tokenizer
         import onnxruntime as ort
         d = Path(models)
@@ -216,13 +220,17 @@ class Model:
         body = self.tok.encode(text, add_special_tokens=False).ids
         w = MAX_PIECES - 2 - len(head)
         return [[self.cls] + head + body[i:i + w] + [self.sep]
-                for i in range(0, max(len(body), 1), w)]
+                for i in range(0, max(len(body), 1), w)][:self.max_chunks]
 
     def embed(self, seqs, batch=16):
         import numpy as np
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         out = np.zeros((len(seqs), 384), dtype=np.float32)
+        t0 = time.time()
         for s in range(0, len(order), batch):
+            if s and s % (batch * 50) == 0:
+                print(f"  {s}/{len(order)} chunks, {s / (time.time() - t0):.2f}/s, load "
+                      f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
             idx = order[s:s + batch]
             T = max(len(seqs[i]) for i in idx)
             ids = np.zeros((len(idx), T), dtype=np.int64)
@@ -254,7 +262,7 @@ def embed(args):
         if out.exists():
             continue
         if model is None:
-            model = Model(args.models)
+            model = Model(args.models, args.max_chunks)
         tree = work / "tree" / slug(repo)
         if not tree.exists():
             tree.mkdir(parents=True)
@@ -293,7 +301,7 @@ def embed(args):
     qv = work / "emb" / "questions.npy"
     if not qv.exists():
         if model is None:
-            model = Model(args.models)
+            model = Model(args.models, args.max_chunks)
         t = time.time()
         v = model.query([q["query"] for q in qs])
         cost["query_embed_ms"] = (time.time() - t) / len(qs) * 1000
@@ -438,10 +446,11 @@ def kernel(args):
     (`--sample-rate`) into chunks to learn chunks per byte; times the model on some of
     those chunks (`--sample`); extrapolates the build time and the index's size."""
     import numpy as np
-    model = Model(args.models)
+    model = Model(args.models, args.max_chunks)
     t = time.time()
     nfiles = nbytes = 0
-    sfiles = sbytes = schunks = spieces = 0
+    sfiles = sbytes = schunks = spieces = scapped = 0
+    cap, model.max_chunks = model.max_chunks, 1 << 30
     sample = []
     rng = np.random.default_rng(7)
     for path, text in text_files(args.tree):
@@ -453,10 +462,12 @@ def kernel(args):
             sfiles += 1
             sbytes += b
             schunks += len(cs)
+            scapped += min(len(cs), cap)
             spieces += sum(len(c) for c in cs)
-            sample += cs
+            sample += cs[:cap]
     walk_s = time.time() - t
     est_chunks = schunks * nbytes / sbytes
+    est_capped = scapped * nbytes / sbytes
     rs = np.random.default_rng(11)
     sample = [sample[i] for i in rs.permutation(len(sample))[:args.sample]]
     load0 = os.getloadavg()[0]
@@ -469,9 +480,10 @@ def kernel(args):
     out = {"files": nfiles, "bytes": nbytes, "walk_s": walk_s,
            "sampled_files": sfiles, "sampled_bytes": sbytes, "sampled_chunks": schunks,
            "sampled_pieces": spieces, "est_chunks": est_chunks,
+           "sampled_chunks_capped": scapped, "est_chunks_capped": est_capped, "cap": cap,
            "timed_chunks": len(sample), "timed_s": dt, "timed_cpu_s": time.process_time() - c0,
            "chunks_per_s": rate, "load": [load0, os.getloadavg()[0]],
-           "embed_h_est": est_chunks / rate / 3600,
+           "embed_h_est": est_chunks / rate / 3600, "embed_h_est_capped": est_capped / rate / 3600,
            "index_f32_mib": est_chunks * 384 * 4 / 2**20, "index_f16_mib": est_chunks * 384 * 2 / 2**20,
            "index_i8_mib": est_chunks * 384 / 2**20}
     print(json.dumps(out, indent=1))
@@ -483,7 +495,7 @@ def latency(args):
     (brute force) and take each file's best chunk."""
     import numpy as np
     work = Path(args.work)
-    model = Model(args.models)
+    model = Model(args.models, args.max_chunks)
     qs = load_questions(args.questions)
     z = np.load(work / "emb" / "pytest-dev+pytest.npz")
     vec, owner = z["vec"].astype(np.float32), z["owner"]
@@ -513,6 +525,8 @@ def main():
     ap.add_argument("--questions", default="/work/shared/eval/questions-dev.jsonl")
     ap.add_argument("--models", default="/tmp/sem/models")
     ap.add_argument("--work", default="/tmp/sem/run")
+    ap.add_argument("--max-chunks", type=int, default=16,
+                    help="windows embedded per file, from its start (a cost bound)")
     ap.add_argument("--tree", help="kernel: the tree to count and sample")
     ap.add_argument("--sample", type=int, default=300, help="kernel: chunks to time")
     ap.add_argument("--sample-rate", type=float, default=0.02, help="kernel: share of files cut into chunks")
