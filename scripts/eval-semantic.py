@@ -38,8 +38,8 @@ Steps:
 - `embed`: every text file of the tree at the pinned commit (no symbolic link, at most
   512 KiB like the product's text, no NUL byte in its first 8,000 bytes, no lock file)
   is cut into windows of word pieces: `[CLS] path "\\n" window [SEP]`, 256 pieces at
-  most, windows laid end to end (no overlap), the first 16 of a file (`--max-chunks`,
-  a cost bound: about 3,800 pieces, 11 KB of code); the chunks and the questions are
+  most, windows laid end to end (no overlap), every window of a file (or only its
+  first N with `--max-chunks N`, a cost bound); the chunks and the questions are
   embedded (mean pooling, L2 norm) and a file scores its best chunk's cosine;
 - `score`: BM25F alone, embeddings alone, reciprocal-rank fusion (several k), and a
   weighted sum of min-max normalised scores whose weight is fitted over the whole set,
@@ -203,8 +203,8 @@ class Model:
     """all-MiniLM-L6-v2: the tokenizer from its sentence-transformers directory, the
     encoder from the int8 ONNX export (onnxruntime), mean pooling and L2 norm."""
 
-    def __init__(self, models, max_chunks=16):
-        self.max_chunks = max_chunks
+    def __init__(self, models, max_chunks=0):
+        self.max_chunks = max_chunks or (1 << 30)
         from tokenizers import Tokenizer
         import onnxruntime as ort
         d = Path(models)
@@ -475,7 +475,7 @@ def kernel(args):
     t = time.time()
     nfiles = nbytes = 0
     sfiles = sbytes = schunks = spieces = scapped = 0
-    cap, model.max_chunks = model.max_chunks, 1 << 30
+    cap, model.max_chunks = args.max_chunks or 16, 1 << 30
     sample = []
     rng = np.random.default_rng(7)
     for path, text in text_files(args.tree):
@@ -617,8 +617,8 @@ def main():
     ap.add_argument("--questions", default="/work/shared/eval/questions-dev.jsonl")
     ap.add_argument("--models", default="/tmp/sem/models")
     ap.add_argument("--work", default="/tmp/sem/run")
-    ap.add_argument("--max-chunks", type=int, default=16,
-                    help="windows embedded per file, from its start (a cost bound)")
+    ap.add_argument("--max-chunks", type=int, default=0,
+                    help="embed only a file's first N windows (a cost bound); 0: every window")
     ap.add_argument("--tree", help="kernel: the tree to count and sample")
     ap.add_argument("--sample", type=int, default=300, help="kernel: chunks to time")
     ap.add_argument("--sample-rate", type=float, default=0.02, help="kernel: share of files cut into chunks")
