@@ -199,6 +199,44 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Let go of the pages this process holds of `range` (bytes of the mapping; only
+    /// the whole pages inside it), as [`Mapping::release`] does for all of them: a pass
+    /// that reads a large mapping once lets go of what it has read as it goes, so that
+    /// the pass holds a window of the file rather than all of it.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        let page = page_size();
+        let start = range.start.next_multiple_of(page);
+        let end = range.end.min(self.map.len()) / page * page;
+        if start >= end {
+            return;
+        }
+        // SAFETY: as in `release`: a read-only shared mapping of a file no process
+        // changes while it is mapped; the range is inside the mapping and page-aligned
+        // (the mapping itself starts on a page).
+        let done = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(e) = done {
+            tracing::debug!(cause = %e, "could not let go of a mapping's pages");
+        }
+    }
+}
+
+/// The system's page size (4 KiB where it cannot be read).
+fn page_size() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    4096
+}
+
 /// Let go of the pages this process holds of every live mapping.
 pub fn release_all() {
     let maps: Vec<Arc<Mapping>> = {

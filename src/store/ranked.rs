@@ -178,6 +178,7 @@ impl From<RankedError> for StoreError {
     fn from(e: RankedError) -> Self {
         match e {
             RankedError::Git(m) => StoreError::Git(m),
+            RankedError::Store(m) => StoreError::Io(m),
         }
     }
 }
