@@ -191,7 +191,12 @@ impl Built {
         if self.spilled() {
             return Ok(());
         }
-        let docs = [&mut self.body, &mut self.path, &mut self.defs, &mut self.comments];
+        let docs = [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.comments,
+        ];
         let pairs: u64 = docs.iter().map(|d| d.pairs()).sum();
         if pairs * 8 <= plan.after_bytes {
             return Ok(());

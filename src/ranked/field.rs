@@ -181,7 +181,9 @@ impl Documents {
     /// documents were never spilled.
     pub fn into_spilled(self) -> std::io::Result<SpilledDocuments> {
         let Some(sp) = self.spill else {
-            return Err(std::io::Error::other("documents held in memory, not spilled"));
+            return Err(std::io::Error::other(
+                "documents held in memory, not spilled",
+            ));
         };
         if let Some(e) = sp.failed {
             return Err(e);

@@ -421,11 +421,9 @@ impl RankedIndex {
             &self.msgs,
             &self.comments,
         ];
-        let forgotten = self
-            .dict
-            .sweep(&|t| {
-                t < held_below || in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0)
-            });
+        let forgotten = self.dict.sweep(&|t| {
+            t < held_below || in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0)
+        });
         let bound = self.dict.id_bound();
         for f in [
             &mut self.body,
@@ -1438,6 +1436,68 @@ mod tests {
             assert!(!a.is_empty(), "{q}");
             assert_eq!(a, one_by_one.rank(q, 20, &Weights::default(), &|_| true));
         }
+    }
+
+    // A large build spills its documents to files and makes the postings from them in
+    // passes: what it stores must be, byte for byte, what a build in memory stores, in
+    // one pass or in many, and it must leave no temporary file behind.
+    #[test]
+    fn a_spilled_build_stores_the_bytes_a_build_in_memory_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts: Vec<(String, String)> = (0..200)
+            .map(|i| {
+                let body = format!(
+                    "// Explains why token{} waits\nfn parse_header{i}() {{}}\n/* block note{} */\nshared words {}\n",
+                    i % 5,
+                    i % 13,
+                    i * 31 % 17
+                );
+                (format!("dir{}/file{i}.rs", i % 9), body)
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let first = commit(&repo, None, &files[..100], "Add retry logic");
+        let head = commit(&repo, Some(first), &files[100..], "More parsing of headers");
+        let held = RankedIndex::build(&repo, head).unwrap();
+        let expected = held.to_bytes();
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("ranked.bin");
+        // Passes of one posting each, then of everything at once.
+        for pass_bytes in [8, 1 << 30] {
+            let (ix, stored) =
+                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, 0, pass_bytes).unwrap();
+            assert!(stored);
+            assert!(ix.body.mapped_bytes() > 0, "opened from the stored file");
+            assert!(
+                std::fs::read(&path).unwrap() == expected,
+                "passes of {pass_bytes} bytes"
+            );
+            let names: Vec<_> = std::fs::read_dir(out.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["ranked.bin"], "temporaries left behind");
+            for q in ["parse header", "more parsing", "why does the token wait?"] {
+                let a = ix.rank(q, 20, &Weights::default(), &|_| true);
+                assert!(!a.is_empty(), "{q}");
+                assert_eq!(a, held.rank(q, 20, &Weights::default(), &|_| true));
+            }
+        }
+        // Under the bound, nothing spills: the index is held, for the caller to store.
+        let small = out.path().join("small.bin");
+        let (ix, stored) =
+            RankedIndex::build_spilling(&repo, head, &|_| {}, &small, u64::MAX, 8).unwrap();
+        assert!(!stored && !small.exists());
+        assert_eq!(ix.to_bytes(), expected);
+        // Nowhere to spill to: an error, and nothing written.
+        let nowhere = out.path().join("missing").join("ranked.bin");
+        let err = RankedIndex::build_spilling(&repo, head, &|_| {}, &nowhere, 0, 8).unwrap_err();
+        assert!(matches!(err, RankedError::Store(_)), "{err}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
     }
 
     // A server taking commits for hours kept every commit's message in memory: the
