@@ -487,28 +487,58 @@ impl BuildJob {
     fn run(self, progress: &dyn Fn(RankedProgress), store_now: bool) -> Result<(), StoreError> {
         let started = Instant::now();
         let hold = std::cell::Cell::new(std::env::var_os(HOLD_BUILD_HOOK));
+        // What builds killed midway left (see `remove_stale_temps`) goes before this
+        // build adds its own.
+        remove_stale_temps(&self.index_dir);
+        // A large repo's build writes its stored copy as it goes and reads it mapped
+        // (`RankedIndex::build_stored`); a small one's is stored below.
         let built = Repository::open_bare(&self.repo_dir)
             .map_err(git::git_err)
             .and_then(|repo| {
-                RankedIndex::build_with(&repo, self.head, &|p| {
-                    self.build.note(p);
-                    self.held.note(Some(percent(p)));
-                    progress(p);
-                    if let Some(marker) = hold.take() {
-                        hold_build(&marker);
-                    }
-                })
+                RankedIndex::build_stored(
+                    &repo,
+                    self.head,
+                    &|p| {
+                        self.build.note(p);
+                        self.held.note(Some(percent(p)));
+                        progress(p);
+                        if let Some(marker) = hold.take() {
+                            hold_build(&marker);
+                        }
+                    },
+                    &self.index_dir.join(FILE),
+                )
                 .map_err(StoreError::from)
             });
-        let mut ix = match built {
-            Ok(ix) => ix,
+        let (mut ix, stored) = match built {
+            Ok(built) => built,
             Err(e) => {
                 lock(&self.slot).build = None;
                 self.build.end(Err(copy_err(&e)));
                 return Err(e);
             }
         };
-        tracing::info!(repo = %self.id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+        tracing::info!(repo = %self.id, files = ix.len(), stored, took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+        if stored {
+            // A repo deleted meanwhile keeps no copy (the index, mapped, reads on).
+            if !self.repo_dir.is_dir() {
+                let _ = std::fs::remove_file(self.index_dir.join(FILE));
+            }
+            let mut guard = lock(&self.slot);
+            let state = &mut *guard;
+            state.heap = ix.heap_bytes().total();
+            state.index = Some(ix);
+            state.origin = Some(RankedOrigin::Built);
+            state.unsaved = AdvanceStats::default();
+            state.last_save = Some(Instant::now());
+            state.build = None;
+            self.build.end(Ok(()));
+            drop(guard);
+            // The copy is in place: another process may load it now.
+            drop(self.held);
+            crate::store::memory::release_free_memory();
+            return Ok(());
+        }
         if store_now {
             let _save = Saving::begin();
             let snap = ix.snapshot();
