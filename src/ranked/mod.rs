@@ -299,12 +299,23 @@ impl RankedIndex {
         progress: &dyn Fn(RankedProgress),
         path: &std::path::Path,
     ) -> Result<(Self, bool), RankedError> {
+        Self::build_stored_after(repo, commit, progress, path, SPILL_AFTER_BYTES)
+    }
+
+    /// [`RankedIndex::build_stored`], spilling once the documents pass `after_bytes`.
+    pub fn build_stored_after(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        path: &std::path::Path,
+        after_bytes: u64,
+    ) -> Result<(Self, bool), RankedError> {
         Self::build_spilling(
             repo,
             commit,
             progress,
             path,
-            SPILL_AFTER_BYTES,
+            after_bytes,
             disk::POSTINGS_PASS_BYTES,
         )
     }

@@ -62,6 +62,10 @@ const BUILD_LOCK: &str = "ranked.build";
 /// writes its process id to that path and waits for as long as the file exists, so
 /// that a test can ask questions during a build, or kill the builder.
 const HOLD_BUILD_HOOK: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_BUILD";
+/// Test hook: when set (to a number of bytes), a build spills its documents to files
+/// once they pass that many bytes, instead of [`crate::ranked::SPILL_AFTER_BYTES`],
+/// so that a test's small repo takes the large repos' path.
+const SPILL_HOOK: &str = "SCOPED_REPO_MCP_TEST_RANKED_SPILL_AFTER";
 /// How long a ranked question waits for a build under way, by default, before it is
 /// answered partially: a small repo's build ends within it, a large one's does not.
 pub const RANKED_WAIT: Duration = Duration::from_secs(5);
@@ -492,10 +496,14 @@ impl BuildJob {
         remove_stale_temps(&self.index_dir);
         // A large repo's build writes its stored copy as it goes and reads it mapped
         // (`RankedIndex::build_stored`); a small one's is stored below.
+        let spill_after = std::env::var(SPILL_HOOK)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::ranked::SPILL_AFTER_BYTES);
         let built = Repository::open_bare(&self.repo_dir)
             .map_err(git::git_err)
             .and_then(|repo| {
-                RankedIndex::build_stored(
+                RankedIndex::build_stored_after(
                     &repo,
                     self.head,
                     &|p| {
@@ -507,6 +515,7 @@ impl BuildJob {
                         }
                     },
                     &self.index_dir.join(FILE),
+                    spill_after,
                 )
                 .map_err(StoreError::from)
             });
