@@ -56,7 +56,9 @@ use git2::Oid;
 
 use super::backing::{Backing, Mapped, Plain};
 use super::dict::{Dict, DictSnapshot, SortedTerms};
-use super::field::{BaseArrays, EachPostings, Field, FieldSnapshot, SpilledDocuments};
+use super::field::{
+    BaseArrays, EachDocument, EachPostings, Field, FieldSnapshot, SpilledDocuments,
+};
 use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
@@ -246,10 +248,7 @@ impl FieldPart {
         }
     }
 
-    fn for_each_document(
-        &self,
-        each: &mut dyn FnMut(&[(u32, u32)]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn for_each_document(&self, each: &mut EachDocument<'_>) -> std::io::Result<()> {
         match self {
             FieldPart::Held(f) => (0..f.slots() as u32).try_for_each(|s| each(f.terms_of(s))),
             FieldPart::Spilled(d, _) => d.for_each_document(each),

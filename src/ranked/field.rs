@@ -744,10 +744,7 @@ impl SpilledDocuments {
 
     /// Read the file from the start, handing each slot's document to `each(slot, doc)`,
     /// in order.
-    fn read(
-        &self,
-        each: &mut dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    fn read(&self, each: &mut EachPostings<'_>) -> std::io::Result<()> {
         use std::io::{Read, Seek};
         if u32::try_from(self.pairs).is_err() {
             return Err(std::io::Error::other(
@@ -771,10 +768,7 @@ impl SpilledDocuments {
     }
 
     /// Each document, in slot order.
-    pub fn for_each_document(
-        &self,
-        each: &mut dyn FnMut(&[(u32, u32)]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    pub fn for_each_document(&self, each: &mut EachDocument<'_>) -> std::io::Result<()> {
         self.read(&mut |_, d| each(d))
     }
 
@@ -840,6 +834,9 @@ impl SpilledDocuments {
         Ok(())
     }
 }
+
+/// What [`SpilledDocuments::for_each_document`] calls with each document.
+pub type EachDocument<'a> = dyn FnMut(&[(u32, u32)]) -> std::io::Result<()> + 'a;
 
 /// What [`FieldSnapshot::for_each_postings`] calls with each term and its postings.
 pub type EachPostings<'a> = dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()> + 'a;
