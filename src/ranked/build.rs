@@ -3,6 +3,11 @@
 //! the files back in tree order, gives each file's distinct terms their dictionary ids
 //! and lays its documents end to end, the flat arrays the fields' bases are made of.
 //!
+//! A build that will be stored may spill ([`SpillPlan`]): once the documents pass a
+//! bound, each field's go to an unnamed file as they are laid, and only their offsets
+//! stay in memory; the postings are then made from those files when the index is
+//! stored ([`super::field::SpilledDocuments`]).
+//!
 //! Taken back in order, the files number the terms exactly as reading them one by one
 //! does (the order each term is first seen in), so a build gives the same index on any
 //! number of cores. Each term of a file costs the dictionary one look-up, not each of its

@@ -45,8 +45,13 @@
 //! trusted; malformed contents under a good checksum are refused or read, never a
 //! panic.
 //!
+//! The checks read the whole file through the mapping, and let go of its pages as they
+//! pass, so that a load holds a window of the file, not all of it.
+//!
 //! A stored file is never changed: a newer copy is written to a new file and renamed
-//! over it, so a process that has the old one mapped keeps reading it unchanged.
+//! over it, so a process that has the old one mapped keeps reading it unchanged. A
+//! large first build writes its file from documents it spilled to files as it read
+//! (`RankedIndex::store_spilled`): the same bytes a build held in memory writes.
 
 use std::collections::HashSet;
 use std::io::{Seek, SeekFrom, Write};

@@ -10,7 +10,9 @@
 //! partially from the line index (`ranked_partial`).
 //!
 //! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
-//! has its layout). It is written after a build, and again once enough has changed
+//! has its layout). A large repo's build writes it itself, as it goes, and is opened
+//! from it ([`RankedIndex::build_stored`]), so that no process holds a large index
+//! whole; a small one's is written after the build, and again once enough has changed
 //! since the last write ([`SAVE_AFTER_COMMITS`], [`SAVE_AFTER_FILES`], at most every
 //! [`SAVE_INTERVAL`]): a snapshot is taken under the index's lock (the large parts
 //! shared, not copied), and written on a thread of its own to a temporary file, which
