@@ -878,6 +878,14 @@ impl RankedIndex {
             snap.fields[i] = FieldPart::Spilled(Arc::new(d), budget);
         }
         let tmp = temp_beside(path);
+        // Removed on every way out but the rename, a panic included.
+        struct Unfinished<'a>(&'a std::path::Path);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+        let unfinished = Unfinished(&tmp);
         let stored = (|| {
             let mut f = std::fs::File::options()
                 .read(true)
@@ -903,8 +911,8 @@ impl RankedIndex {
             }
             Ok(ix)
         })();
-        if stored.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        if stored.is_ok() {
+            std::mem::forget(unfinished);
         }
         stored
     }
