@@ -309,6 +309,41 @@ mod tests {
         }
     }
 
+    // A load's check reads a whole stored file through its mapping and lets go of the
+    // pages behind it a range at a time: what it let go of must leave the process, and
+    // every byte must read back the same. (The rest may go too: a huge page the range
+    // cuts into is let go whole on some file systems.)
+    #[test]
+    fn a_released_range_leaves_the_process_and_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        let m = Mapping::new(&std::fs::File::open(&path).unwrap()).unwrap();
+        let sum = |b: &[u8]| b.iter().map(|&x| u64::from(x)).sum::<u64>();
+        // As above, a few tries: the process's own release may come in between.
+        let mut before = None;
+        for _ in 0..20 {
+            assert_eq!(sum(m.bytes()), sum(&body));
+            before = resident_kib(&m);
+            if before.is_none_or(|kib| kib >= 4096) {
+                break;
+            }
+        }
+        // Not on page boundaries: only the whole pages inside go.
+        m.release_range(100..(3 << 20) + 100);
+        let after = resident_kib(&m);
+        if cfg!(target_os = "linux") {
+            let (before, after) = (before.unwrap(), after.unwrap());
+            assert!(before >= 4096, "all 4 MiB were read: {before} KiB held");
+            assert!(
+                after <= 1024 + 8,
+                "at most the last MiB and two partial pages held: {after} KiB"
+            );
+        }
+        assert_eq!(m.bytes(), &body[..], "the same bytes read back");
+    }
+
     #[test]
     fn pages_go_a_quarter_second_after_they_were_first_held() {
         let t0 = Instant::now();
