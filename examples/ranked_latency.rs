@@ -9,7 +9,13 @@
 //! The build is also told in CPU time (every thread of the process, which a loaded
 //! machine does not inflate as it does wall time) and in peak resident memory: the
 //! corpus goes into the repository file by file as it is read, not held, and the peak
-//! is restarted just before the build, so the peak printed is the build's own.
+//! is restarted just before the build, so the peak printed is the build's own. The
+//! build is the store's (`RankedIndex::build_stored`): a large corpus's spills its
+//! documents, writes the stored file as it goes and is opened from it, so its time and
+//! peak include storing; a small one's is stored after, as before.
+//!
+//! Under `/usr/bin/time -v` the maximum resident size is the whole run's: import,
+//! build, store, load and queries.
 //!
 //! Run: `cargo run --release --example ranked_latency -- DIR [QUERIES]`
 //! (`QUERIES` defaults to 500; the queries are doc-comment sentences sampled from the
@@ -132,18 +138,24 @@ fn main() {
     let rss_start = rss_mib();
     let cpu_start = process_cpu();
     let t = Instant::now();
-    let mut built = RankedIndex::build(&repo, head).unwrap();
+    // Built as the store builds it: a large corpus's build writes its stored copy as
+    // it goes and is opened from it; a small one's is stored after.
+    let stored = scratch.path().join("ranked.bin");
+    let (mut built, stored_by_build) =
+        RankedIndex::build_stored(&repo, head, &|_| {}, &stored).unwrap();
     let build = t.elapsed();
     let build_cpu = process_cpu() - cpu_start;
     let build_peak = peak_mib();
 
     // Stored as the store stores it (a new file, synced, checked and mapped); read back
     // as a restarted server reads it (mapped).
-    let stored = scratch.path().join("ranked.bin");
     let t = Instant::now();
-    assert!(built.store_at(&stored).unwrap());
+    if !stored_by_build {
+        assert!(built.store_at(&stored).unwrap());
+    }
     let store = t.elapsed();
     let stored_bytes = std::fs::metadata(&stored).unwrap().len();
+    let (terms, term_bytes) = dictionary_size(&stored);
     drop(built);
     // Hand the freed build back to the system, so that the index read back is measured
     // on its own rather than in reused memory.
@@ -239,12 +251,22 @@ fn main() {
         pct(&times_before, 0.99)
     );
     println!(
-        "build: {:.1?} wall, {:.1?} CPU (all threads), peak resident {:.1} MiB ({:.2}x the text; {:.1} MiB before it)\n",
+        "build{}: {:.1?} wall, {:.1?} CPU (all threads), peak resident {:.1} MiB ({:.2}x the text; {:.1} MiB before it)\n",
+        if stored_by_build {
+            " (stored as it went, then opened)"
+        } else {
+            ""
+        },
         build,
         build_cpu,
         build_peak,
         build_peak / (bytes_total as f64 / (1024.0 * 1024.0)),
         rss_start
+    );
+    println!(
+        "dictionary: {terms} terms, {:.1} MiB of term bytes; stored with their offsets and ids, {:.1} MiB (what a build holds in memory throughout, with its hash table)\n",
+        term_bytes as f64 / (1024.0 * 1024.0),
+        (term_bytes + 8 * terms) as f64 / (1024.0 * 1024.0)
     );
     // CPU time beside wall time: on a shared machine the wall time also counts the
     // time other processes held the cores.
@@ -262,6 +284,19 @@ fn main() {
         first_answer_cpu,
         rss_after - rss_before
     );
+}
+
+/// How many terms the stored index at `path` holds, and their bytes: its first
+/// section's length and its second's (one offset a term, and one more), from the table
+/// of sections at the file's end (see `ranked::disk`).
+fn dictionary_size(path: &std::path::Path) -> (u64, u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut table = [0u8; 25 * 16];
+    f.seek(SeekFrom::End(-(table.len() as i64))).unwrap();
+    f.read_exact(&mut table).unwrap();
+    let len = |i: usize| u64::from_le_bytes(table[i * 16 + 8..i * 16 + 16].try_into().unwrap());
+    ((len(1) / 4).saturating_sub(1), len(0))
 }
 
 /// CPU time of the calling thread (zero where it cannot be read).

@@ -199,6 +199,44 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Let go of the pages this process holds of `range` (bytes of the mapping; only
+    /// the whole pages inside it), as [`Mapping::release`] does for all of them: a pass
+    /// that reads a large mapping once lets go of what it has read as it goes, so that
+    /// the pass holds a window of the file rather than all of it.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        let page = page_size();
+        let start = range.start.next_multiple_of(page);
+        let end = range.end.min(self.map.len()) / page * page;
+        if start >= end {
+            return;
+        }
+        // SAFETY: as in `release`: a read-only shared mapping of a file no process
+        // changes while it is mapped; the range is inside the mapping and page-aligned
+        // (the mapping itself starts on a page).
+        let done = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+        if let Err(e) = done {
+            tracing::debug!(cause = %e, "could not let go of a mapping's pages");
+        }
+    }
+}
+
+/// The system's page size (4 KiB where it cannot be read).
+fn page_size() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads a constant of the system; it touches no memory of ours.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            return n as usize;
+        }
+    }
+    4096
+}
+
 /// Let go of the pages this process holds of every live mapping.
 pub fn release_all() {
     let maps: Vec<Arc<Mapping>> = {
@@ -269,6 +307,41 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(held.unwrap() >= 4096, "read back: held again");
         }
+    }
+
+    // A load's check reads a whole stored file through its mapping and lets go of the
+    // pages behind it a range at a time: what it let go of must leave the process, and
+    // every byte must read back the same. (The rest may go too: a huge page the range
+    // cuts into is let go whole on some file systems.)
+    #[test]
+    fn a_released_range_leaves_the_process_and_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let body: Vec<u8> = (0..4u32 << 20).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        let m = Mapping::new(&std::fs::File::open(&path).unwrap()).unwrap();
+        let sum = |b: &[u8]| b.iter().map(|&x| u64::from(x)).sum::<u64>();
+        // As above, a few tries: the process's own release may come in between.
+        let mut before = None;
+        for _ in 0..20 {
+            assert_eq!(sum(m.bytes()), sum(&body));
+            before = resident_kib(&m);
+            if before.is_none_or(|kib| kib >= 4096) {
+                break;
+            }
+        }
+        // Not on page boundaries: only the whole pages inside go.
+        m.release_range(100..(3 << 20) + 100);
+        let after = resident_kib(&m);
+        if cfg!(target_os = "linux") {
+            let (before, after) = (before.unwrap(), after.unwrap());
+            assert!(before >= 4096, "all 4 MiB were read: {before} KiB held");
+            assert!(
+                after <= 1024 + 8,
+                "at most the last MiB and two partial pages held: {after} KiB"
+            );
+        }
+        assert_eq!(m.bytes(), &body[..], "the same bytes read back");
     }
 
     #[test]

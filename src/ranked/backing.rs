@@ -149,6 +149,15 @@ impl<T: Plain> Backing<T> {
         matches!(self.repr, Repr::Mapped { .. })
     }
 
+    /// Let go of the mapped pages holding values `range` (see
+    /// [`Mapped::release_range`]); nothing to do for values on the heap.
+    pub fn release(&self, range: Range<usize>) {
+        if let Repr::Mapped { map, at, .. } = &self.repr {
+            let size = size_of::<T>();
+            map.release_range(at + range.start * size..at + range.end * size);
+        }
+    }
+
     /// Bytes of heap the values take (none when mapped).
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {

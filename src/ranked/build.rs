@@ -3,12 +3,18 @@
 //! the files back in tree order, gives each file's distinct terms their dictionary ids
 //! and lays its documents end to end, the flat arrays the fields' bases are made of.
 //!
+//! A build that will be stored may spill ([`SpillPlan`]): once the documents pass a
+//! bound, each field's go to an unnamed file as they are laid, and only their offsets
+//! stay in memory; the postings are then made from those files when the index is
+//! stored ([`super::field::SpilledDocuments`]).
+//!
 //! Taken back in order, the files number the terms exactly as reading them one by one
 //! does (the order each term is first seen in), so a build gives the same index on any
 //! number of cores. Each term of a file costs the dictionary one look-up, not each of its
 //! occurrences, and nothing is kept per term and document beyond the final pairs.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Condvar, Mutex};
@@ -17,7 +23,7 @@ use git2::{Oid, Repository};
 
 use super::dict::TermTable;
 use super::field::Documents;
-use super::{MAX_INDEXED_BYTES, RankedError, symbols, terms};
+use super::{MAX_INDEXED_BYTES, RankedError, disk, symbols, terms};
 
 /// Files a thread takes at a time: enough to make taking them cheap, few enough that
 /// the threads finish together.
@@ -123,6 +129,35 @@ fn read_file(
     })
 }
 
+/// When a build's documents leave memory for files, and where those go.
+#[derive(Debug, Clone)]
+pub(super) struct SpillPlan {
+    /// The stored file the build ends in: the spill files are made beside it, under
+    /// temporary names (see [`disk::temp_beside`]) unlinked as soon as they are open.
+    pub beside: PathBuf,
+    /// Bytes of (term, frequency) pairs the four fields may hold in memory, all told,
+    /// before they go to their files.
+    pub after_bytes: u64,
+}
+
+/// A new file beside `beside` with no name: its space goes back when the handle is
+/// closed, however the process ends (one killed between making and unlinking it leaves
+/// a temporary name the store's sweep removes).
+fn spill_file(beside: &Path) -> std::io::Result<std::fs::File> {
+    let tmp = disk::temp_beside(beside);
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    if let Err(e) = std::fs::remove_file(&tmp) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(f)
+}
+
 /// The build's dictionary and the documents of the fields read from files, one
 /// document per text file, in the order the files are given.
 #[derive(Default)]
@@ -132,12 +167,53 @@ pub(super) struct Built {
     pub path: Documents,
     pub defs: Documents,
     pub comments: Documents,
+    /// Set for a build that may spill its documents.
+    spill: Option<SpillPlan>,
     /// Global ids of the file being added (reused).
     ids: Vec<u32>,
     pair_buf: Vec<(u32, u32)>,
 }
 
 impl Built {
+    /// An empty build, spilling under `spill` if given.
+    pub fn new(spill: Option<SpillPlan>) -> Self {
+        Self {
+            spill,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the documents went to files.
+    pub fn spilled(&self) -> bool {
+        self.body.is_spilled()
+    }
+
+    /// Send the documents to files once they pass the plan's bound.
+    fn maybe_spill(&mut self) -> Result<(), RankedError> {
+        let Some(plan) = &self.spill else {
+            return Ok(());
+        };
+        if self.spilled() {
+            return Ok(());
+        }
+        let docs = [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.comments,
+        ];
+        let pairs: u64 = docs.iter().map(|d| d.pairs()).sum();
+        if pairs * 8 <= plan.after_bytes {
+            return Ok(());
+        }
+        for d in docs {
+            spill_file(&plan.beside)
+                .and_then(|f| d.spill_to(f))
+                .map_err(|e| RankedError::Store(format!("spilling the build: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Give the file's terms their ids and add its documents.
     fn add(&mut self, f: &FileTerms) -> Result<(), RankedError> {
         self.ids.clear();
@@ -162,7 +238,7 @@ impl Built {
             self.pair_buf.sort_unstable();
             docs.push(&self.pair_buf);
         }
-        Ok(())
+        self.maybe_spill()
     }
 }
 

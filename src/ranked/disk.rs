@@ -45,8 +45,13 @@
 //! trusted; malformed contents under a good checksum are refused or read, never a
 //! panic.
 //!
+//! The checks read the whole file through the mapping, and let go of its pages as they
+//! pass, so that a load holds a window of the file, not all of it.
+//!
 //! A stored file is never changed: a newer copy is written to a new file and renamed
-//! over it, so a process that has the old one mapped keeps reading it unchanged.
+//! over it, so a process that has the old one mapped keeps reading it unchanged. A
+//! large first build writes its file from documents it spilled to files as it read
+//! (`RankedIndex::store_spilled`): the same bytes a build held in memory writes.
 
 use std::collections::HashSet;
 use std::io::{Seek, SeekFrom, Write};
@@ -56,7 +61,9 @@ use git2::Oid;
 
 use super::backing::{Backing, Mapped, Plain};
 use super::dict::{Dict, DictSnapshot, SortedTerms};
-use super::field::{BaseArrays, Field, FieldSnapshot};
+use super::field::{
+    BaseArrays, EachDocument, EachPostings, Field, FieldSnapshot, SpilledDocuments,
+};
 use super::{History, MAX_HISTORY_COMMITS, RankedIndex};
 
 const MAGIC: &[u8; 8] = b"SRMRANK\n";
@@ -221,9 +228,37 @@ pub struct Snapshot {
     dict: DictSnapshot,
     /// The slots section, encoded.
     slots: Vec<u8>,
-    fields: [FieldSnapshot; FIELDS],
+    fields: [FieldPart; FIELDS],
     /// The history section, encoded.
     history: Vec<u8>,
+}
+
+/// Bytes of postings a pass over a spilled field's documents fills at most (see
+/// [`SpilledDocuments::for_each_postings`]).
+pub const POSTINGS_PASS_BYTES: usize = 64 << 20;
+
+/// A field as storing it writes it: a snapshot of one held in memory, or the documents
+/// a large build spilled to a file.
+#[derive(Debug, Clone)]
+enum FieldPart {
+    Held(FieldSnapshot),
+    Spilled(Arc<SpilledDocuments>, usize),
+}
+
+impl FieldPart {
+    fn for_each_postings(&self, terms: u32, each: &mut EachPostings<'_>) -> std::io::Result<()> {
+        match self {
+            FieldPart::Held(f) => f.for_each_postings(terms, each),
+            FieldPart::Spilled(d, budget) => d.for_each_postings(terms, *budget, each),
+        }
+    }
+
+    fn for_each_document(&self, each: &mut EachDocument<'_>) -> std::io::Result<()> {
+        match self {
+            FieldPart::Held(f) => (0..f.slots() as u32).try_for_each(|s| each(f.terms_of(s))),
+            FieldPart::Spilled(d, _) => d.for_each_document(each),
+        }
+    }
 }
 
 /// A writer that counts what it writes and checksums it from [`CHECKED_FROM`] on.
@@ -353,13 +388,11 @@ impl Snapshot {
             let mut n = 0u64;
             section(&mut c, first + 3, &mut |c| {
                 offsets.push(0);
-                for s in 0..f.slots() as u32 {
-                    let d = f.terms_of(s);
+                f.for_each_document(&mut |d| {
                     n += d.len() as u64;
                     offsets.push(u32::try_from(n).map_err(|_| too_large())?);
-                    d.iter().try_for_each(|v| c.value(v))?;
-                }
-                Ok(())
+                    d.iter().try_for_each(|v| c.value(v))
+                })
             })?;
             section(&mut c, first + 2, &mut |c| {
                 offsets.iter().try_for_each(|v| c.value(v))
@@ -379,6 +412,16 @@ impl Snapshot {
         w.seek(SeekFrom::Start(start + end))?;
         Ok(())
     }
+}
+
+/// A new temporary file's name beside `path`: `.<name>.<pid>.<random>`.
+pub(super) fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// Where a stored index's bytes are: mapped (its large parts read in place), or a
@@ -406,6 +449,24 @@ impl Source<'_> {
             "a section not a whole number of values",
         ))
     }
+}
+
+/// The CRC-32 of the bytes from [`CHECKED_FROM`] on. A mapped file's pages are let go
+/// of as the pass goes: checking the file holds a window of it, not all of it.
+fn checksum(src: Source<'_>) -> u32 {
+    const WINDOW: usize = 8 << 20;
+    let bytes = src.bytes();
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = CHECKED_FROM;
+    while at < bytes.len() {
+        let end = (at + WINDOW).min(bytes.len());
+        crc.update(&bytes[at..end]);
+        if let Source::Mapped(m) = src {
+            m.release_range(at..end);
+        }
+        at = end;
+    }
+    crc.finalize()
 }
 
 /// What a stored index holds, checked.
@@ -446,7 +507,7 @@ fn parse(src: Source<'_>, history: bool) -> Read<Parsed> {
         });
     }
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-    if crc32fast::hash(&bytes[CHECKED_FROM..]) != crc {
+    if checksum(src) != crc {
         return Err(DecodeError::Checksum);
     }
     let head = Oid::from_bytes(&bytes[24..44]).map_err(|_| DecodeError::Malformed("head"))?;
@@ -700,7 +761,7 @@ impl RankedIndex {
         let field = |f: &Field| {
             let mut s = f.snapshot();
             s.span(slots_n);
-            s
+            FieldPart::Held(s)
         };
         Snapshot {
             head: self.head,
@@ -794,6 +855,66 @@ impl RankedIndex {
                 Err(e)
             }
         }
+    }
+
+    /// Store a first build whose file fields were spilled (`spilled`: body, path,
+    /// definitions, comments) at `path`, and open what was stored, mapped, as a
+    /// restart does: the index is written to a temporary file beside `path`
+    /// (`.<name>.<pid>.<random>`, a name the store's sweep of dead writers' files
+    /// knows), synced, checked and renamed over `path`. The in-memory parts are freed
+    /// before the file is opened. Each field's postings are made in passes of at most
+    /// `budget` bytes.
+    pub(super) fn store_spilled(
+        self,
+        spilled: [SpilledDocuments; 4],
+        path: &std::path::Path,
+        budget: usize,
+    ) -> Result<RankedIndex, DecodeError> {
+        let io = |e: std::io::Error| DecodeError::Io(e.to_string());
+        let mut snap = self.snapshot_of();
+        let head = self.head;
+        drop(self);
+        for (i, d) in [0, 1, 2, 4].into_iter().zip(spilled) {
+            snap.fields[i] = FieldPart::Spilled(Arc::new(d), budget);
+        }
+        let tmp = temp_beside(path);
+        // Removed on every way out but the rename, a panic included.
+        struct Unfinished<'a>(&'a std::path::Path);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+        let unfinished = Unfinished(&tmp);
+        let stored = (|| {
+            let mut f = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            snap.write(&mut w).map_err(io)?;
+            w.flush().map_err(io)?;
+            drop(w);
+            drop(snap);
+            f.sync_all().map_err(io)?;
+            let ix = RankedIndex::open(&f)?;
+            if ix.head != head {
+                return Err(DecodeError::Malformed("another head than the build's"));
+            }
+            std::fs::rename(&tmp, path).map_err(io)?;
+            if let Some(dir) = path.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(ix)
+        })();
+        if stored.is_ok() {
+            std::mem::forget(unfinished);
+        }
+        stored
     }
 
     /// Give up the pending snapshot: it will not be moved onto (its write failed).

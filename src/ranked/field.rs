@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::backing::Backing;
+use super::backing::{Backing, Plain};
 
 /// BM25 parameters of one field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,11 +77,26 @@ pub struct BaseArrays {
 }
 
 /// Documents laid end to end by slot, each a list of (term id, frequency) sorted by
-/// term: what [`Field::from_flat`] makes a base of.
-#[derive(Debug, Clone)]
+/// term: what [`Field::from_flat`] makes a base of. A large build spills them to a
+/// file instead ([`Documents::spill_to`]), which is written as it goes and stored from
+/// there ([`SpilledDocuments`]).
+#[derive(Debug)]
 pub struct Documents {
     at: Vec<u32>,
     pairs: Vec<(u32, u32)>,
+    spill: Option<SpillOut>,
+}
+
+/// Where spilled documents are being written.
+#[derive(Debug)]
+struct SpillOut {
+    out: std::io::BufWriter<std::fs::File>,
+    /// Pairs written so far.
+    pairs: u64,
+    /// The first write that failed: nothing is written after it, and
+    /// [`Documents::into_spilled`] returns it.
+    failed: Option<std::io::Error>,
+    buf: Vec<u8>,
 }
 
 impl Default for Documents {
@@ -98,15 +113,89 @@ impl Documents {
         Self {
             at,
             pairs: Vec::with_capacity(pairs),
+            spill: None,
         }
     }
 
     /// Add the next slot's document. Offsets past 32 bits saturate, which
-    /// [`Field::from_flat`] then refuses (its pair count no longer fits either).
+    /// [`Field::from_flat`] then refuses (its pair count no longer fits either), as
+    /// storing spilled ones does.
     pub fn push(&mut self, doc: &[(u32, u32)]) {
-        self.pairs.extend_from_slice(doc);
-        self.at
-            .push(u32::try_from(self.pairs.len()).unwrap_or(u32::MAX));
+        let Some(sp) = self.spill.as_mut() else {
+            self.pairs.extend_from_slice(doc);
+            self.at
+                .push(u32::try_from(self.pairs.len()).unwrap_or(u32::MAX));
+            return;
+        };
+        sp.pairs += doc.len() as u64;
+        self.at.push(u32::try_from(sp.pairs).unwrap_or(u32::MAX));
+        if sp.failed.is_none() {
+            sp.buf.clear();
+            for v in doc {
+                v.put_le(&mut sp.buf);
+            }
+            if let Err(e) = std::io::Write::write_all(&mut sp.out, &sp.buf) {
+                sp.failed = Some(e);
+            }
+        }
+    }
+
+    /// How many (term, frequency) pairs the documents hold.
+    pub fn pairs(&self) -> u64 {
+        self.spill
+            .as_ref()
+            .map_or(self.pairs.len() as u64, |sp| sp.pairs)
+    }
+
+    /// Whether the documents go to a file ([`Documents::spill_to`]).
+    pub fn is_spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// Write the documents so far to `file` (empty, read and write, which nothing else
+    /// writes) and the next ones after them as they come: only their offsets stay in
+    /// memory.
+    pub fn spill_to(&mut self, file: std::fs::File) -> std::io::Result<()> {
+        if self.spill.is_some() {
+            return Ok(());
+        }
+        let mut sp = SpillOut {
+            out: std::io::BufWriter::with_capacity(SPILL_BUFFER, file),
+            pairs: self.pairs.len() as u64,
+            failed: None,
+            buf: Vec::new(),
+        };
+        for chunk in self.pairs.chunks(SPILL_BUFFER / 8) {
+            sp.buf.clear();
+            for v in chunk {
+                v.put_le(&mut sp.buf);
+            }
+            std::io::Write::write_all(&mut sp.out, &sp.buf)?;
+        }
+        self.pairs = Vec::new();
+        self.spill = Some(sp);
+        Ok(())
+    }
+
+    /// The spilled documents, written out whole; an error when a write failed or the
+    /// documents were never spilled.
+    pub fn into_spilled(self) -> std::io::Result<SpilledDocuments> {
+        let Some(sp) = self.spill else {
+            return Err(std::io::Error::other(
+                "documents held in memory, not spilled",
+            ));
+        };
+        if let Some(e) = sp.failed {
+            return Err(e);
+        }
+        let file = sp.out.into_inner().map_err(|e| e.into_error())?;
+        let mut at = self.at;
+        at.shrink_to_fit();
+        Ok(SpilledDocuments {
+            file,
+            at,
+            pairs: sp.pairs,
+        })
     }
 
     /// How many documents there are.
@@ -132,6 +221,37 @@ fn posting_hash(term: u32, slot: u32, tf: u32) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// Values of a mapped array a check reads from start to end before letting go of
+/// their pages: the check of a stored field holds this much of it at a time, not the
+/// whole field.
+const RELEASE_WINDOW: usize = 1 << 20;
+
+/// The pages behind a pass over a mapped array, let go of a window at a time.
+struct Behind<'a, T: Plain> {
+    array: &'a Backing<T>,
+    done: usize,
+}
+
+impl<'a, T: Plain> Behind<'a, T> {
+    fn new(array: &'a Backing<T>) -> Self {
+        Self { array, done: 0 }
+    }
+
+    /// The pass has read every value before `i`.
+    fn at(&mut self, i: usize) {
+        if i >= self.done + RELEASE_WINDOW {
+            self.array.release(self.done..i);
+            self.done = i;
+        }
+    }
+
+    /// The pass has read the whole array.
+    fn end(&mut self) {
+        self.array.release(self.done..self.array.len());
+        self.done = self.array.len();
+    }
 }
 
 /// Document `slot`: its delta document if it has one, else its base document unless
@@ -289,9 +409,13 @@ impl Field {
     /// the base's documents as they are (a build adds each file's terms there as it
     /// reads it, so the corpus's pairs are never held twice over).
     pub fn from_flat(documents: Documents, terms: u32) -> Option<Self> {
+        if documents.is_spilled() {
+            return None;
+        }
         let Documents {
             at: mut docs_at,
             pairs: mut docs_base,
+            ..
         } = documents;
         docs_at.shrink_to_fit();
         docs_base.shrink_to_fit();
@@ -392,7 +516,9 @@ impl Field {
         let mut docs = 0u32;
         let mut from_docs = 0u64;
         let mut df = vec![0u32; terms as usize];
+        let mut docs_behind = Behind::new(docs_base);
         for s in 0..slots {
+            docs_behind.at(docs_at[s] as usize);
             let d = &docs_base[docs_at[s] as usize..docs_at[s + 1] as usize];
             if free[s] && !d.is_empty() {
                 return Err("terms for a free slot");
@@ -418,8 +544,11 @@ impl Field {
             total_len += len as u64;
             lens.push(len);
         }
+        docs_behind.end();
         let mut from_postings = 0u64;
+        let mut postings_behind = Behind::new(base);
         for t in 0..terms as usize {
+            postings_behind.at(base_at[t] as usize);
             let p = &base[base_at[t] as usize..base_at[t + 1] as usize];
             if p.len() != df[t] as usize {
                 return Err("a term's postings and documents disagree");
@@ -433,6 +562,7 @@ impl Field {
                 from_postings = from_postings.wrapping_add(posting_hash(t as u32, s, tf));
             }
         }
+        postings_behind.end();
         if from_postings != from_docs {
             return Err("a field's postings are not its documents'");
         }
@@ -589,6 +719,124 @@ impl Field {
             + self.docs_base.mapped_bytes()
     }
 }
+
+/// Bytes of buffer between spilled documents and their file, each way.
+const SPILL_BUFFER: usize = 1 << 18;
+
+/// A field's documents written to a file by [`Documents::spill_to`], their offsets in
+/// memory: what a large build stores a field from without holding it. The postings
+/// are made from them in passes over the file, each filling at most a budget of memory
+/// ([`SpilledDocuments::for_each_postings`]).
+#[derive(Debug)]
+pub struct SpilledDocuments {
+    /// (term id, frequency) pairs, little-endian, by slot then term.
+    file: std::fs::File,
+    /// slot → where its document starts in the file, in pairs (one more than slots).
+    at: Vec<u32>,
+    pairs: u64,
+}
+
+impl SpilledDocuments {
+    /// How many slots (documents) there are.
+    pub fn slots(&self) -> usize {
+        self.at.len() - 1
+    }
+
+    /// Read the file from the start, handing each slot's document to `each(slot, doc)`,
+    /// in order.
+    fn read(&self, each: &mut EachPostings<'_>) -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        if u32::try_from(self.pairs).is_err() {
+            return Err(std::io::Error::other(
+                "too large for the stored format's 32-bit offsets",
+            ));
+        }
+        let mut file = &self.file;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        let mut r = std::io::BufReader::with_capacity(SPILL_BUFFER, file);
+        let mut bytes = Vec::new();
+        let mut doc = Vec::new();
+        for s in 0..self.slots() {
+            let n = (self.at[s + 1] - self.at[s]) as usize;
+            bytes.resize(n * 8, 0);
+            r.read_exact(&mut bytes)?;
+            doc.clear();
+            doc.extend(bytes.chunks_exact(8).map(<(u32, u32)>::from_le));
+            each(s as u32, &doc)?;
+        }
+        Ok(())
+    }
+
+    /// Each document, in slot order.
+    pub fn for_each_document(&self, each: &mut EachDocument<'_>) -> std::io::Result<()> {
+        self.read(&mut |_, d| each(d))
+    }
+
+    /// Each term's postings, sorted by slot, for terms `0..terms` in order, as
+    /// [`FieldSnapshot::for_each_postings`] gives a field's: one pass over the file
+    /// counts each term's documents, then each further pass fills the postings of the
+    /// next range of terms that fits in `budget` bytes (one term at least) and hands
+    /// them on.
+    pub fn for_each_postings(
+        &self,
+        terms: u32,
+        budget: usize,
+        each: &mut EachPostings<'_>,
+    ) -> std::io::Result<()> {
+        let unknown = || std::io::Error::other("a spilled document names an unknown term");
+        let mut starts = vec![0u32; terms as usize + 1];
+        self.read(&mut |_, d| {
+            for &(t, _) in d {
+                *starts.get_mut(t as usize + 1).ok_or_else(unknown)? += 1;
+            }
+            Ok(())
+        })?;
+        for t in 0..terms as usize {
+            starts[t + 1] += starts[t];
+        }
+        let budget = (budget / size_of::<(u32, u32)>()).max(1);
+        let mut buf: Vec<(u32, u32)> = Vec::new();
+        let mut next: Vec<u32> = Vec::new();
+        let mut from = 0usize;
+        while from < terms as usize {
+            // The terms whose postings fit in the budget, one at least.
+            let base = starts[from];
+            let mut to = from + 1;
+            while to < terms as usize && (starts[to + 1] - base) as usize <= budget {
+                to += 1;
+            }
+            let n = (starts[to] - base) as usize;
+            if n > 0 {
+                buf.clear();
+                buf.resize(n, (0, 0));
+                next.clear();
+                next.extend(starts[from..to].iter().map(|&a| a - base));
+                self.read(&mut |slot, d| {
+                    // A document's terms are sorted: those in range are one run.
+                    let lo = d.partition_point(|p| (p.0 as usize) < from);
+                    for &(t, tf) in &d[lo..] {
+                        if t as usize >= to {
+                            break;
+                        }
+                        let at = &mut next[t as usize - from];
+                        buf[*at as usize] = (slot, tf);
+                        *at += 1;
+                    }
+                    Ok(())
+                })?;
+            }
+            for t in from..to {
+                let (a, b) = ((starts[t] - base) as usize, (starts[t + 1] - base) as usize);
+                each(t as u32, &buf[a..b])?;
+            }
+            from = to;
+        }
+        Ok(())
+    }
+}
+
+/// What [`SpilledDocuments::for_each_document`] calls with each document.
+pub type EachDocument<'a> = dyn FnMut(&[(u32, u32)]) -> std::io::Result<()> + 'a;
 
 /// What [`FieldSnapshot::for_each_postings`] calls with each term and its postings.
 pub type EachPostings<'a> = dyn FnMut(u32, &[(u32, u32)]) -> std::io::Result<()> + 'a;

@@ -48,6 +48,10 @@ pub enum RankedError {
     /// libgit2 failed reading the repository.
     #[error("git error while indexing: {0}")]
     Git(String),
+    /// A large build's files could not be written, or what was written did not read
+    /// back.
+    #[error("the ranked index could not be stored: {0}")]
+    Store(String),
 }
 
 impl From<git2::Error> for RankedError {
@@ -65,6 +69,10 @@ pub const MAX_FILES_PER_COMMIT: usize = 40;
 /// The first build reads at most this many commits, newest first: enough history for
 /// every file of a large project, without minutes of diffing on a decades-old one.
 pub const MAX_HISTORY_COMMITS: usize = 50_000;
+/// A first build to be stored spills its documents to files once they pass this many
+/// bytes in memory ([`RankedIndex::build_stored`]): a repository whose index is larger
+/// is built without ever holding all of it.
+pub const SPILL_AFTER_BYTES: u64 = 64 << 20;
 /// Commits touching more files than this count for co-change: pairs grow as its square.
 const MAX_COCHANGE_FILES: usize = 12;
 
@@ -279,13 +287,67 @@ impl RankedIndex {
         Self::build_capped(repo, commit, progress, MAX_HISTORY_COMMITS)
     }
 
-    fn build_capped(
+    /// [`RankedIndex::build_with`], for an index to be stored at `path`: a large
+    /// build (its documents past [`SPILL_AFTER_BYTES`]) spills them to files beside
+    /// `path` as it reads, stores itself at `path` (renamed over whatever is there),
+    /// and is opened from it, mapped, so that it never holds its whole index in memory;
+    /// the `bool` says so. A small one is built in memory as by
+    /// [`RankedIndex::build_with`] (`false`), for the caller to store.
+    pub fn build_stored(
         repo: &Repository,
         commit: Oid,
         progress: &dyn Fn(RankedProgress),
-        history_cap: usize,
-    ) -> Result<Self, RankedError> {
-        let mut ix = Self {
+        path: &std::path::Path,
+    ) -> Result<(Self, bool), RankedError> {
+        Self::build_stored_after(repo, commit, progress, path, SPILL_AFTER_BYTES)
+    }
+
+    /// [`RankedIndex::build_stored`], spilling once the documents pass `after_bytes`.
+    pub fn build_stored_after(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        path: &std::path::Path,
+        after_bytes: u64,
+    ) -> Result<(Self, bool), RankedError> {
+        Self::build_spilling(
+            repo,
+            commit,
+            progress,
+            path,
+            after_bytes,
+            disk::POSTINGS_PASS_BYTES,
+        )
+    }
+
+    /// [`RankedIndex::build_stored`] with the bounds given: documents spill past
+    /// `after_bytes`, and postings are made in passes of `pass_bytes`.
+    fn build_spilling(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        path: &std::path::Path,
+        after_bytes: u64,
+        pass_bytes: usize,
+    ) -> Result<(Self, bool), RankedError> {
+        let plan = build::SpillPlan {
+            beside: path.to_path_buf(),
+            after_bytes,
+        };
+        let mut ix = Self::empty(commit, MAX_HISTORY_COMMITS);
+        let mut spilled = None;
+        ix.update(repo, None, commit, progress, Some(plan), &mut spilled)?;
+        let Some(spilled) = spilled else {
+            return Ok((ix, false));
+        };
+        let ix = ix
+            .store_spilled(spilled, path, pass_bytes)
+            .map_err(|e| RankedError::Store(e.to_string()))?;
+        Ok((ix, true))
+    }
+
+    fn empty(commit: Oid, history_cap: usize) -> Self {
+        Self {
             head: commit,
             dict: Dict::default(),
             slot_of: HashMap::new(),
@@ -301,8 +363,17 @@ impl RankedIndex {
             comments: Field::default(),
             history: History::default(),
             history_cap,
-        };
-        ix.update(repo, None, commit, progress)?;
+        }
+    }
+
+    fn build_capped(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        history_cap: usize,
+    ) -> Result<Self, RankedError> {
+        let mut ix = Self::empty(commit, history_cap);
+        ix.update(repo, None, commit, progress, None, &mut None)?;
         Ok(ix)
     }
 
@@ -331,7 +402,7 @@ impl RankedIndex {
         if commit == self.head {
             return Ok(AdvanceStats::default());
         }
-        self.update(repo, Some(self.head), commit, &|_| {})
+        self.update(repo, Some(self.head), commit, &|_| {}, None, &mut None)
     }
 
     fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
@@ -340,8 +411,10 @@ impl RankedIndex {
     }
 
     /// Forget the terms no file and no kept commit holds any more, once enough may
-    /// have died (see [`Dict::sweep_due`]).
-    fn sweep_terms(&mut self) {
+    /// have died (see [`Dict::sweep_due`]). Ids below `held_below` are held by files
+    /// whatever the fields say: a spilled build's, whose documents are not in its
+    /// fields.
+    fn sweep_terms(&mut self, held_below: u32) {
         if !self.dict.sweep_due() {
             return;
         }
@@ -359,9 +432,9 @@ impl RankedIndex {
             &self.msgs,
             &self.comments,
         ];
-        let forgotten = self
-            .dict
-            .sweep(&|t| in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0));
+        let forgotten = self.dict.sweep(&|t| {
+            t < held_below || in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0)
+        });
         let bound = self.dict.id_bound();
         for f in [
             &mut self.body,
@@ -375,12 +448,17 @@ impl RankedIndex {
         tracing::debug!(forgotten, kept = self.dict.len(), "ranked terms swept");
     }
 
+    /// Move from `old` (none: an empty index) to `new`. A first build given `spill`
+    /// may spill its file fields' documents ([`build::SpillPlan`]): they are then left
+    /// in `spilled` (body, path, definitions, comments), and those fields empty.
     fn update(
         &mut self,
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
         progress: &dyn Fn(RankedProgress),
+        spill: Option<build::SpillPlan>,
+        spilled: &mut Option<[field::SpilledDocuments; 4]>,
     ) -> Result<AdvanceStats, RankedError> {
         let new_tree = repo.find_commit(new)?.tree()?;
         let old_tree = match old {
@@ -416,10 +494,16 @@ impl RankedIndex {
                 .filter_map(|(p, b)| Some((p, b?)))
                 .collect();
             stats.files = files.len();
-            self.build_files(repo, &files, progress)?;
+            *spilled = self.build_files(repo, &files, progress, spill)?;
+            // Every term the files were read with is in one of their documents.
+            let held_below = if spilled.is_some() {
+                self.dict.id_bound()
+            } else {
+                0
+            };
             stats.commits = self.update_history(repo, old, new, progress)?;
             self.head = new;
-            self.sweep_terms();
+            self.sweep_terms(held_below);
             let packed = self.pack_paths();
             self.dict.compact();
             self.unpack_paths(packed);
@@ -440,7 +524,7 @@ impl RankedIndex {
         }
         stats.commits = self.update_history(repo, old, new, progress)?;
         self.head = new;
-        self.sweep_terms();
+        self.sweep_terms(0);
         if old.is_none() {
             // A build ends with every field in its flat base, the fastest to query, and
             // the terms in a sorted table, a fraction of the hash map's size.
@@ -465,14 +549,16 @@ impl RankedIndex {
     }
 
     /// Index `files` (every one new) into an empty index: their documents are laid end
-    /// to end as they are read, and each field's base made from them once.
+    /// to end as they are read, and each field's base made from them once. Documents
+    /// spilled under `spill` are returned instead, those fields left empty.
     fn build_files(
         &mut self,
         repo: &Repository,
         files: &[(String, Oid)],
         progress: &dyn Fn(RankedProgress),
-    ) -> Result<(), RankedError> {
-        let mut built = build::Built::default();
+        spill: Option<build::SpillPlan>,
+    ) -> Result<Option<[field::SpilledDocuments; 4]>, RankedError> {
+        let mut built = build::Built::new(spill);
         let total = files.len();
         build::read_files(repo, files, &mut built, &mut |i, f| {
             let (path, blob) = &files[i];
@@ -502,12 +588,24 @@ impl RankedIndex {
         let bound = terms.len() as u32;
         // The terms first, sorted: their table is freed before the postings are made.
         self.dict = Dict::from_table(terms);
+        if body.is_spilled() {
+            let spilled = |d: field::Documents| {
+                d.into_spilled()
+                    .map_err(|e| RankedError::Store(format!("spilling the build: {e}")))
+            };
+            return Ok(Some([
+                spilled(body)?,
+                spilled(path)?,
+                spilled(defs)?,
+                spilled(comments)?,
+            ]));
+        }
         let too_large = || RankedError::Git("too many terms to index in one field".into());
         self.body = Field::from_flat(body, bound).ok_or_else(too_large)?;
         self.path = Field::from_flat(path, bound).ok_or_else(too_large)?;
         self.defs = Field::from_flat(defs, bound).ok_or_else(too_large)?;
         self.comments = Field::from_flat(comments, bound).ok_or_else(too_large)?;
-        Ok(())
+        Ok(None)
     }
 
     /// The paths by slot in one buffer, `paths` and `slot_of` emptied.
@@ -1349,6 +1447,68 @@ mod tests {
             assert!(!a.is_empty(), "{q}");
             assert_eq!(a, one_by_one.rank(q, 20, &Weights::default(), &|_| true));
         }
+    }
+
+    // A large build spills its documents to files and makes the postings from them in
+    // passes: what it stores must be, byte for byte, what a build in memory stores, in
+    // one pass or in many, and it must leave no temporary file behind.
+    #[test]
+    fn a_spilled_build_stores_the_bytes_a_build_in_memory_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts: Vec<(String, String)> = (0..200)
+            .map(|i| {
+                let body = format!(
+                    "// Explains why token{} waits\nfn parse_header{i}() {{}}\n/* block note{} */\nshared words {}\n",
+                    i % 5,
+                    i % 13,
+                    i * 31 % 17
+                );
+                (format!("dir{}/file{i}.rs", i % 9), body)
+            })
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        let first = commit(&repo, None, &files[..100], "Add retry logic");
+        let head = commit(&repo, Some(first), &files[100..], "More parsing of headers");
+        let held = RankedIndex::build(&repo, head).unwrap();
+        let expected = held.to_bytes();
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("ranked.bin");
+        // Passes of one posting each, then of everything at once.
+        for pass_bytes in [8, 1 << 30] {
+            let (ix, stored) =
+                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, 0, pass_bytes).unwrap();
+            assert!(stored);
+            assert!(ix.body.mapped_bytes() > 0, "opened from the stored file");
+            assert!(
+                std::fs::read(&path).unwrap() == expected,
+                "passes of {pass_bytes} bytes"
+            );
+            let names: Vec<_> = std::fs::read_dir(out.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["ranked.bin"], "temporaries left behind");
+            for q in ["parse header", "more parsing", "why does the token wait?"] {
+                let a = ix.rank(q, 20, &Weights::default(), &|_| true);
+                assert!(!a.is_empty(), "{q}");
+                assert_eq!(a, held.rank(q, 20, &Weights::default(), &|_| true));
+            }
+        }
+        // Under the bound, nothing spills: the index is held, for the caller to store.
+        let small = out.path().join("small.bin");
+        let (ix, stored) =
+            RankedIndex::build_spilling(&repo, head, &|_| {}, &small, u64::MAX, 8).unwrap();
+        assert!(!stored && !small.exists());
+        assert_eq!(ix.to_bytes(), expected);
+        // Nowhere to spill to: an error, and nothing written.
+        let nowhere = out.path().join("missing").join("ranked.bin");
+        let err = RankedIndex::build_spilling(&repo, head, &|_| {}, &nowhere, 0, 8).unwrap_err();
+        assert!(matches!(err, RankedError::Store(_)), "{err}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
     }
 
     // A server taking commits for hours kept every commit's message in memory: the

@@ -10,7 +10,9 @@
 //! partially from the line index (`ranked_partial`).
 //!
 //! The stored copy is `<data-dir>/index/<repo-id>/ranked.bin` ([`crate::ranked::disk`]
-//! has its layout). It is written after a build, and again once enough has changed
+//! has its layout). A large repo's build writes it itself, as it goes, and is opened
+//! from it ([`RankedIndex::build_stored`]), so that no process holds a large index
+//! whole; a small one's is written after the build, and again once enough has changed
 //! since the last write ([`SAVE_AFTER_COMMITS`], [`SAVE_AFTER_FILES`], at most every
 //! [`SAVE_INTERVAL`]): a snapshot is taken under the index's lock (the large parts
 //! shared, not copied), and written on a thread of its own to a temporary file, which
@@ -62,6 +64,10 @@ const BUILD_LOCK: &str = "ranked.build";
 /// writes its process id to that path and waits for as long as the file exists, so
 /// that a test can ask questions during a build, or kill the builder.
 const HOLD_BUILD_HOOK: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_BUILD";
+/// Test hook: when set (to a number of bytes), a build spills its documents to files
+/// once they pass that many bytes, instead of [`crate::ranked::SPILL_AFTER_BYTES`],
+/// so that a test's small repo takes the large repos' path.
+const SPILL_HOOK: &str = "SCOPED_REPO_MCP_TEST_RANKED_SPILL_AFTER";
 /// How long a ranked question waits for a build under way, by default, before it is
 /// answered partially: a small repo's build ends within it, a large one's does not.
 pub const RANKED_WAIT: Duration = Duration::from_secs(5);
@@ -178,6 +184,7 @@ impl From<RankedError> for StoreError {
     fn from(e: RankedError) -> Self {
         match e {
             RankedError::Git(m) => StoreError::Git(m),
+            RankedError::Store(m) => StoreError::Io(m),
         }
     }
 }
@@ -486,28 +493,63 @@ impl BuildJob {
     fn run(self, progress: &dyn Fn(RankedProgress), store_now: bool) -> Result<(), StoreError> {
         let started = Instant::now();
         let hold = std::cell::Cell::new(std::env::var_os(HOLD_BUILD_HOOK));
+        // What builds killed midway left (see `remove_stale_temps`) goes before this
+        // build adds its own.
+        remove_stale_temps(&self.index_dir);
+        // A large repo's build writes its stored copy as it goes and reads it mapped
+        // (`RankedIndex::build_stored`); a small one's is stored below.
+        let spill_after = std::env::var(SPILL_HOOK)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::ranked::SPILL_AFTER_BYTES);
         let built = Repository::open_bare(&self.repo_dir)
             .map_err(git::git_err)
             .and_then(|repo| {
-                RankedIndex::build_with(&repo, self.head, &|p| {
-                    self.build.note(p);
-                    self.held.note(Some(percent(p)));
-                    progress(p);
-                    if let Some(marker) = hold.take() {
-                        hold_build(&marker);
-                    }
-                })
+                RankedIndex::build_stored_after(
+                    &repo,
+                    self.head,
+                    &|p| {
+                        self.build.note(p);
+                        self.held.note(Some(percent(p)));
+                        progress(p);
+                        if let Some(marker) = hold.take() {
+                            hold_build(&marker);
+                        }
+                    },
+                    &self.index_dir.join(FILE),
+                    spill_after,
+                )
                 .map_err(StoreError::from)
             });
-        let mut ix = match built {
-            Ok(ix) => ix,
+        let (mut ix, stored) = match built {
+            Ok(built) => built,
             Err(e) => {
                 lock(&self.slot).build = None;
                 self.build.end(Err(copy_err(&e)));
                 return Err(e);
             }
         };
-        tracing::info!(repo = %self.id, files = ix.len(), took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+        tracing::info!(repo = %self.id, files = ix.len(), stored, took_ms = started.elapsed().as_millis() as u64, "ranked index built");
+        if stored {
+            // A repo deleted meanwhile keeps no copy (the index, mapped, reads on).
+            if !self.repo_dir.is_dir() {
+                let _ = std::fs::remove_file(self.index_dir.join(FILE));
+            }
+            let mut guard = lock(&self.slot);
+            let state = &mut *guard;
+            state.heap = ix.heap_bytes().total();
+            state.index = Some(ix);
+            state.origin = Some(RankedOrigin::Built);
+            state.unsaved = AdvanceStats::default();
+            state.last_save = Some(Instant::now());
+            state.build = None;
+            self.build.end(Ok(()));
+            drop(guard);
+            // The copy is in place: another process may load it now.
+            drop(self.held);
+            crate::store::memory::release_free_memory();
+            return Ok(());
+        }
         if store_now {
             let _save = Saving::begin();
             let snap = ix.snapshot();

@@ -590,3 +590,47 @@ async fn a_server_whose_client_left_mid_store_left_a_half_written_index() {
     );
     assert!(temps(&dir).is_empty());
 }
+
+// A large repo's build spills its documents to files and stores itself as it goes:
+// the copy must be in place once the first answer comes (no second write), another
+// process must load it and answer as an index built in memory does, byte for byte the
+// same file, and no temporary may be left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_that_spills_stores_the_copy_another_process_loads() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let path = h.store.ranked_index_path(&r);
+    let dir = path.parent().unwrap().to_path_buf();
+    let head = h.store.head(&r).unwrap();
+    let spill = [("SCOPED_REPO_MCP_TEST_RANKED_SPILL_AFTER", "0")];
+    let mut child = ask_ranked_raw(&h, &r, &[], &spill);
+    let bytes = std::fs::read(&path).expect("stored before the answer");
+    assert_eq!(
+        scoped_repo_mcp::ranked::disk::stored_head(&bytes).map(|o| o.to_string()),
+        Some(head.clone())
+    );
+    drop(child.stdin.take());
+    assert!(
+        exits_within(&mut child, Duration::from_secs(60)),
+        "the server did not stop"
+    );
+    assert!(temps(&dir).is_empty(), "left behind: {:?}", temps(&dir));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "written once");
+
+    let loaded = reopen(&h);
+    let from_spilled = answers(&loaded, &r);
+    assert_eq!(
+        loaded.ranked_origin(&r),
+        Some(RankedOrigin::Loaded(AdvanceStats::default()))
+    );
+    drop(loaded);
+    std::fs::remove_file(&path).unwrap();
+    let rebuilt = reopen(&h);
+    assert_same_answers(&answers(&rebuilt, &r), &from_spilled);
+    assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
+    assert_eq!(
+        wait_stored(&path, &head),
+        bytes,
+        "the same file as a build in memory stores"
+    );
+}
