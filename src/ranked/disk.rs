@@ -893,6 +893,9 @@ impl RankedIndex {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(io)?;
+            // Held while it is written: the store's sweep removes only a temporary
+            // nobody holds (its writer died), never one being written.
+            let _ = f.try_lock();
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
             snap.write(&mut w).map_err(io)?;
             w.flush().map_err(io)?;

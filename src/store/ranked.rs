@@ -53,6 +53,9 @@ pub const SAVE_AFTER_FILES: usize = 4096;
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A temporary file older than this was left by a process that died mid-write.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
+/// A temporary file nobody holds a lock on, and older than this, was left by a process
+/// that died mid-write (younger, its writer may not have locked it yet).
+const TEMP_GRACE: Duration = Duration::from_secs(10);
 /// Test hook: when set (to a file path), a writer stops halfway through writing the
 /// stored copy, writes its process id to that path, and waits forever, so that a test
 /// can kill it there.
@@ -81,12 +84,17 @@ const POLL: Duration = Duration::from_millis(100);
 static WRITES: Mutex<Writes> = Mutex::new(Writes {
     saves: 0,
     temps: Vec::new(),
+    builds: Vec::new(),
 });
 static WRITE_ENDED: std::sync::Condvar = std::sync::Condvar::new();
 
 struct Writes {
     saves: usize,
     temps: Vec<PathBuf>,
+    /// The index directories of the builds under way, whose large ones write their
+    /// stored copy as they go (under a name of this process's, see
+    /// [`crate::ranked::disk`]).
+    builds: Vec<PathBuf>,
 }
 
 fn writes() -> std::sync::MutexGuard<'static, Writes> {
@@ -99,6 +107,9 @@ fn writes() -> std::sync::MutexGuard<'static, Writes> {
 ///
 /// A server calls it as it stops (stdin closed, SIGTERM, Ctrl-C): the index it just
 /// built is then stored for the next process, instead of rebuilt by it.
+///
+/// A build under way is not waited for (it may have a minute left on a large repo): the
+/// copy a large build writes as it goes is removed, and the next process builds again.
 pub fn finish_index_writes(within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut w = writes();
@@ -108,12 +119,20 @@ pub fn finish_index_writes(within: Duration) -> bool {
             for tmp in w.temps.drain(..) {
                 let _ = std::fs::remove_file(&tmp);
             }
+            for dir in &w.builds {
+                remove_own_temps(dir);
+            }
             return false;
         }
         w = WRITE_ENDED
             .wait_timeout(w, left)
             .unwrap_or_else(|p| p.into_inner())
             .0;
+    }
+    // The saves are done, their copies renamed into place: what is left of this
+    // process's under its names is a build's, which will not finish.
+    for dir in &w.builds {
+        remove_own_temps(dir);
     }
     true
 }
@@ -237,6 +256,8 @@ fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
             .write(true)
             .create_new(true)
             .open(&tmp)?;
+        // Held while it is written (see `remove_stale_temps`).
+        super::try_flock(&file);
         let mut w = BufWriter::with_capacity(
             1 << 20,
             Sink {
@@ -264,19 +285,62 @@ fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
     written
 }
 
-/// Remove temporary files that writers killed mid-write left behind.
+/// Remove temporary files that writers killed mid-write left behind. A writer holds
+/// an exclusive `flock` on its temporary while it writes, so one that nobody holds is a
+/// dead writer's, removed at once, whatever machine or container it ran in; a few
+/// seconds' grace covers the instant between a file's creation and its lock. One an
+/// hour old goes whatever its lock says (a writer of a version that took no lock).
 fn remove_stale_temps(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let prefix = format!(".{FILE}.");
     for e in entries.flatten() {
-        let stale = e.file_name().to_string_lossy().starts_with(&prefix)
-            && e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TEMP));
-        if stale {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let age = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let abandoned =
+            age > TEMP_GRACE && std::fs::File::open(e.path()).is_ok_and(|f| super::try_flock(&f));
+        if abandoned || age > STALE_TEMP {
             let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Remove the temporary copies this process is writing in `dir`.
+fn remove_own_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let own = format!(".{FILE}.{}.", std::process::id());
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&own) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A build under way in an index directory, listed until dropped.
+struct Building(PathBuf);
+
+impl Building {
+    fn begin(dir: &Path) -> Self {
+        writes().builds.push(dir.to_path_buf());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        let mut w = writes();
+        if let Some(i) = w.builds.iter().position(|d| *d == self.0) {
+            w.builds.swap_remove(i);
         }
     }
 }
@@ -496,6 +560,7 @@ impl BuildJob {
         // What builds killed midway left (see `remove_stale_temps`) goes before this
         // build adds its own.
         remove_stale_temps(&self.index_dir);
+        let building = Building::begin(&self.index_dir);
         // A large repo's build writes its stored copy as it goes and reads it mapped
         // (`RankedIndex::build_stored`); a small one's is stored below.
         let spill_after = std::env::var(SPILL_HOOK)
@@ -521,6 +586,7 @@ impl BuildJob {
                 )
                 .map_err(StoreError::from)
             });
+        drop(building);
         let (mut ix, stored) = match built {
             Ok(built) => built,
             Err(e) => {

@@ -634,3 +634,37 @@ async fn a_build_that_spills_stores_the_copy_another_process_loads() {
         "the same file as a build in memory stores"
     );
 }
+
+/// Set a file's modification time `secs` seconds back.
+fn age_file(path: &Path, secs: u64) {
+    let when = std::time::SystemTime::now() - Duration::from_secs(secs);
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(when).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_writers_half_stored_copy_goes_at_the_next_build_not_an_hour_later() {
+    // A process killed while storing the index left its temporary (hundreds of MB on a
+    // large repo) for an hour; a writer now holds a lock on it, and a temporary nobody
+    // holds is removed by the next build at once. One still held stays.
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let path = h.store.ranked_index_path(&r);
+    let dir = path.parent().unwrap().to_path_buf();
+    kill_while_storing(&h, &r).await;
+    let half = temps(&dir);
+    assert_eq!(half.len(), 1, "{half:?}");
+    age_file(&half[0], 60);
+    // A writer still under way: its temporary is locked (as a live writer's is).
+    let live = dir.join(".ranked.bin.1.live");
+    let held = std::fs::File::create(&live).unwrap();
+    held.lock().unwrap();
+    age_file(&live, 60);
+
+    let next = reopen(&h);
+    let _ = answers(&next, &r);
+    assert_eq!(next.ranked_origin(&r), Some(RankedOrigin::Built));
+    assert!(!half[0].exists(), "the dead writer's temporary is left");
+    assert!(live.exists(), "a temporary still being written was removed");
+    drop(held);
+}
