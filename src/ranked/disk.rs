@@ -782,13 +782,7 @@ impl RankedIndex {
     /// what changes, so that it can move onto the stored base once written
     /// ([`RankedIndex::rebase`]).
     pub fn snapshot(&mut self) -> Snapshot {
-        for f in [
-            &mut self.body,
-            &mut self.path,
-            &mut self.defs,
-            &mut self.msgs,
-            &mut self.comments,
-        ] {
+        for f in self.fields_mut() {
             f.mark();
         }
         self.snapshot_of()
@@ -922,13 +916,7 @@ impl RankedIndex {
 
     /// Give up the pending snapshot: it will not be moved onto (its write failed).
     pub fn forget_snapshot(&mut self) {
-        for f in [
-            &mut self.body,
-            &mut self.path,
-            &mut self.defs,
-            &mut self.msgs,
-            &mut self.comments,
-        ] {
+        for f in self.fields_mut() {
             f.unmark();
         }
     }

@@ -273,6 +273,28 @@ fn message_text(msg: &str) -> String {
 }
 
 impl RankedIndex {
+    /// The five fields, in the stored order: body, path, defs, msgs, comments.
+    fn fields(&self) -> [&Field; 5] {
+        [
+            &self.body,
+            &self.path,
+            &self.defs,
+            &self.msgs,
+            &self.comments,
+        ]
+    }
+
+    /// The five fields, in the stored order, to change.
+    fn fields_mut(&mut self) -> [&mut Field; 5] {
+        [
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.msgs,
+            &mut self.comments,
+        ]
+    }
+
     /// Index the tree and ancestry of `commit`.
     pub fn build(repo: &Repository, commit: Oid) -> Result<Self, RankedError> {
         Self::build_with(repo, commit, &|_| {})
@@ -436,13 +458,7 @@ impl RankedIndex {
             t < held_below || in_history[t as usize] || fields.iter().any(|f| f.df(t) > 0)
         });
         let bound = self.dict.id_bound();
-        for f in [
-            &mut self.body,
-            &mut self.path,
-            &mut self.defs,
-            &mut self.msgs,
-            &mut self.comments,
-        ] {
+        for f in self.fields_mut() {
             f.truncate_terms(bound);
         }
         tracing::debug!(forgotten, kept = self.dict.len(), "ranked terms swept");
@@ -528,13 +544,7 @@ impl RankedIndex {
         if old.is_none() {
             // A build ends with every field in its flat base, the fastest to query, and
             // the terms in a sorted table, a fraction of the hash map's size.
-            for f in [
-                &mut self.body,
-                &mut self.path,
-                &mut self.defs,
-                &mut self.msgs,
-                &mut self.comments,
-            ] {
+            for f in self.fields_mut() {
                 f.compact();
             }
             // The paths were allocated among the terms' millions of short strings; left
@@ -641,13 +651,7 @@ impl RankedIndex {
 
     fn remove_file(&mut self, path: &str) {
         if let Some(slot) = self.slot_of.remove(path) {
-            for f in [
-                &mut self.body,
-                &mut self.path,
-                &mut self.defs,
-                &mut self.msgs,
-                &mut self.comments,
-            ] {
+            for f in self.fields_mut() {
                 f.clear(slot);
             }
             self.paths[slot as usize] = None;
@@ -1075,16 +1079,7 @@ impl RankedIndex {
         let strings = |v: &mut dyn Iterator<Item = &String>| -> usize {
             v.map(|s| s.capacity() + size_of::<String>()).sum()
         };
-        let fields = [
-            &self.body,
-            &self.path,
-            &self.defs,
-            &self.msgs,
-            &self.comments,
-        ]
-        .iter()
-        .map(|f| f.heap_bytes())
-        .sum();
+        let fields = self.fields().iter().map(|f| f.heap_bytes()).sum();
         let files = map_bytes::<String, u32>(self.slot_of.capacity())
             + strings(&mut self.slot_of.keys())
             + self.paths.capacity() * size_of::<Option<String>>()
@@ -1114,16 +1109,11 @@ impl RankedIndex {
             fields,
             history,
             mapped: self.dict.mapped_bytes()
-                + [
-                    &self.body,
-                    &self.path,
-                    &self.defs,
-                    &self.msgs,
-                    &self.comments,
-                ]
-                .iter()
-                .map(|f| f.mapped_bytes())
-                .sum::<usize>(),
+                + self
+                    .fields()
+                    .iter()
+                    .map(|f| f.mapped_bytes())
+                    .sum::<usize>(),
         }
     }
 }

@@ -1367,6 +1367,15 @@ mod tests {
 
     /// A bare repo whose `main` is a line of commits, each writing `files` (path,
     /// content, mode) over an empty tree, one second apart.
+    /// `n` commits, each writing its number into `n.txt`.
+    fn counting_history(n: usize) -> (tempfile::TempDir, Repository) {
+        let texts: Vec<String> = (0..n).map(|i| format!("{i}\n")).collect();
+        let files: Vec<[(&str, &str, i32); 1]> =
+            texts.iter().map(|t| [("n.txt", t.as_str(), F)]).collect();
+        let commits: Vec<&[(&str, &str, i32)]> = files.iter().map(|f| f.as_slice()).collect();
+        history(&commits)
+    }
+
     fn history(commits: &[&[(&str, &str, i32)]]) -> (tempfile::TempDir, Repository) {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path()).unwrap();
@@ -1654,19 +1663,7 @@ mod tests {
 
     #[test]
     fn a_walk_past_its_budget_answers_what_it_found_and_the_cursor_goes_on() {
-        let commits: Vec<Vec<(String, String, i32)>> = (0..40)
-            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
-            .collect();
-        let refs: Vec<Vec<(&str, &str, i32)>> = commits
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
-                    .collect()
-            })
-            .collect();
-        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
-        let (_d, repo) = history(&slices);
+        let (_d, repo) = counting_history(40);
         let whole = list_commits(
             &repo,
             &CommitQuery {
@@ -1701,19 +1698,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_walk_stops_and_reports_its_progress() {
-        let commits: Vec<Vec<(String, String, i32)>> = (0..600)
-            .map(|i| vec![("n.txt".to_string(), format!("{i}\n"), F)])
-            .collect();
-        let refs: Vec<Vec<(&str, &str, i32)>> = commits
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|(p, t, m)| (p.as_str(), t.as_str(), *m))
-                    .collect()
-            })
-            .collect();
-        let slices: Vec<&[(&str, &str, i32)]> = refs.iter().map(Vec::as_slice).collect();
-        let (_d, repo) = history(&slices);
+        let (_d, repo) = counting_history(600);
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = seen.clone();
         let control = WalkControl::default().with_progress(std::sync::Arc::new(move |w, f| {

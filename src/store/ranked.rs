@@ -154,19 +154,38 @@ impl Drop for Saving {
     }
 }
 
-/// A temporary file being written, listed until dropped.
-struct Temp(PathBuf);
+/// A path listed in one of [`Writes`]' lists (a temporary file being written, or
+/// the index directory of a build under way) until dropped.
+struct Listed {
+    path: PathBuf,
+    list: fn(&mut Writes) -> &mut Vec<PathBuf>,
+}
 
-impl Temp {
-    fn begin(tmp: &Path) -> Self {
-        writes().temps.push(tmp.to_path_buf());
-        Self(tmp.to_path_buf())
+impl Listed {
+    fn begin(path: &Path, list: fn(&mut Writes) -> &mut Vec<PathBuf>) -> Self {
+        list(&mut writes()).push(path.to_path_buf());
+        Self {
+            path: path.to_path_buf(),
+            list,
+        }
+    }
+
+    fn temp(tmp: &Path) -> Self {
+        Self::begin(tmp, |w| &mut w.temps)
+    }
+
+    fn build(dir: &Path) -> Self {
+        Self::begin(dir, |w| &mut w.builds)
     }
 }
 
-impl Drop for Temp {
+impl Drop for Listed {
     fn drop(&mut self) {
-        writes().temps.retain(|t| *t != self.0);
+        let mut w = writes();
+        let list = (self.list)(&mut w);
+        if let Some(i) = list.iter().position(|p| *p == self.path) {
+            list.swap_remove(i);
+        }
     }
 }
 
@@ -249,7 +268,7 @@ fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    let _temp = Temp::begin(&tmp);
+    let _temp = Listed::temp(&tmp);
     let written = (|| -> Result<StoredBase, StoreError> {
         let file = std::fs::File::options()
             .read(true)
@@ -291,14 +310,7 @@ fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
 /// seconds' grace covers the instant between a file's creation and its lock. One an
 /// hour old goes whatever its lock says (a writer of a version that took no lock).
 fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = format!(".{FILE}.");
-    for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(&prefix) {
-            continue;
-        }
+    for e in temps_in(dir, &format!(".{FILE}.")) {
         let age = e
             .metadata()
             .and_then(|m| m.modified())
@@ -315,34 +327,18 @@ fn remove_stale_temps(dir: &Path) {
 
 /// Remove the temporary copies this process is writing in `dir`.
 fn remove_own_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let own = format!(".{FILE}.{}.", std::process::id());
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&own) {
-            let _ = std::fs::remove_file(e.path());
-        }
+    for e in temps_in(dir, &format!(".{FILE}.{}.", std::process::id())) {
+        let _ = std::fs::remove_file(e.path());
     }
 }
 
-/// A build under way in an index directory, listed until dropped.
-struct Building(PathBuf);
-
-impl Building {
-    fn begin(dir: &Path) -> Self {
-        writes().builds.push(dir.to_path_buf());
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Building {
-    fn drop(&mut self) {
-        let mut w = writes();
-        if let Some(i) = w.builds.iter().position(|d| *d == self.0) {
-            w.builds.swap_remove(i);
-        }
-    }
+/// The entries of `dir` whose names start with `prefix` (none when it cannot be read).
+fn temps_in(dir: &Path, prefix: &str) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(move |e| e.file_name().to_string_lossy().starts_with(prefix))
 }
 
 /// The stored copy in `dir`, carried forward to `head`; `None` (with the reason
@@ -560,7 +556,7 @@ impl BuildJob {
         // What builds killed midway left (see `remove_stale_temps`) goes before this
         // build adds its own.
         remove_stale_temps(&self.index_dir);
-        let building = Building::begin(&self.index_dir);
+        let building = Listed::build(&self.index_dir);
         // A large repo's build writes its stored copy as it goes and reads it mapped
         // (`RankedIndex::build_stored`); a small one's is stored below.
         let spill_after = std::env::var(SPILL_HOOK)
