@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiSettings};
 use crate::audit::{Surface, Trail};
 use crate::run::config::ApiConfig;
-use crate::run::{StartError, open_store, runtime, shutdown_signal};
+use crate::run::{StartError, open_store, runtime};
 
 /// Run `api` with `config` until Ctrl-C or SIGTERM, then write the audit records
 /// still pending.
@@ -35,6 +35,8 @@ pub fn run(config: &ApiConfig) -> Result<(), StartError> {
         max_concurrent_per_token: config.max_concurrent_per_token,
         rate_limit: config.rate_limit,
     };
+    let shutdown = CancellationToken::new();
+    super::stop_on_signals(shutdown.clone());
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -51,12 +53,6 @@ pub fn run(config: &ApiConfig) -> Result<(), StartError> {
         // The bound address on stdout, so scripts and tests can use port 0.
         println!("listening on http://{addr}/v1");
         tracing::info!(%addr, data_dir = %dir.display(), "serving the Relace-compatible API");
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stop.cancel();
-        });
         let served = api::serve_until(
             listener,
             Arc::new(store),

@@ -88,7 +88,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, StartError> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM: when both servers begin their graceful stop.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -114,8 +114,37 @@ pub async fn shutdown_signal() {
 /// interrupted import leaves nothing behind; status 130. For commands that do not stop
 /// gracefully on their own.
 pub fn abandon_on_signal(data_dir: std::path::PathBuf) {
+    on_signals("interrupt", async move {
+        shutdown_signal().await;
+        abandon_and_exit(&data_dir);
+    });
+}
+
+/// From now on, the first Ctrl-C or SIGTERM cancels `stop`, a server's graceful stop
+/// (calls in flight finish, an index being stored is let become whole within
+/// `--stop-timeout`); a second ends the process at once with status 130, removing the
+/// partial index files it was writing. The watch runs on a thread of its own, so that it
+/// still hears the second signal after the server's runtime is gone.
+pub fn stop_on_signals(stop: tokio_util::sync::CancellationToken) {
+    on_signals("stop", async move {
+        shutdown_signal().await;
+        tracing::info!(
+            "stopping: letting calls in flight and an index being stored finish (Ctrl-C again stops at once)"
+        );
+        stop.cancel();
+        shutdown_signal().await;
+        crate::store::finish_index_writes(std::time::Duration::ZERO);
+        eprintln!(
+            "scoped-repo-mcp: interrupted again; stopped at once, the index being stored removed"
+        );
+        std::process::exit(130)
+    });
+}
+
+/// Run `watch` on a thread of its own with a small runtime for its signals.
+fn on_signals(name: &str, watch: impl std::future::Future<Output = ()> + Send + 'static) {
     let spawned = std::thread::Builder::new()
-        .name("interrupt".into())
+        .name(name.into())
         .spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -123,11 +152,10 @@ pub fn abandon_on_signal(data_dir: std::path::PathBuf) {
             else {
                 return;
             };
-            rt.block_on(shutdown_signal());
-            abandon_and_exit(&data_dir);
+            rt.block_on(watch);
         });
     if let Err(e) = spawned {
-        tracing::warn!(cause = %e, "no thread to watch for Ctrl-C; an interrupted import is cleaned up at the next start");
+        tracing::warn!(cause = %e, "no thread to watch for Ctrl-C and SIGTERM; they end the process at once");
     }
 }
 

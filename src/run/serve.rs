@@ -13,7 +13,7 @@ use crate::model::RepoId;
 use crate::relace::RelaceBackend;
 use crate::run::config::{ConfigError, ServeBackend, ServeConfig};
 use crate::run::import::{FreshImport, Planned};
-use crate::run::{StartError, runtime, shutdown_signal};
+use crate::run::{StartError, runtime};
 use crate::scope::Scope;
 use crate::server::importing::Imports;
 use crate::server::{RepoServer, ServerSettings};
@@ -302,55 +302,69 @@ pub async fn build_server(
 }
 
 /// Run `serve` with `config`: over HTTP when it names an address, else over stdio.
+/// Either stops when its client leaves (stdio) or on Ctrl-C or SIGTERM, then stores
+/// the indexes being written, for at most `--stop-timeout`.
 pub fn run(config: &ServeConfig) -> Result<(), StartError> {
-    let served = serve_until_stopped(config);
+    let stop = CancellationToken::new();
+    super::stop_on_signals(stop.clone());
+    let rt = runtime()?;
+    let served = rt.block_on(serve_until(config, stop.clone()));
+    if stop.is_cancelled() {
+        // A read of stdin may be pending on a blocking thread (stdin that is not a pipe),
+        // which would hold a plain drop of the runtime until the next line comes; the
+        // blocking work of calls in flight gets this long to land.
+        rt.shutdown_timeout(Duration::from_secs(2));
+    } else {
+        drop(rt);
+    }
     super::finish_index_writes(config.stop_timeout);
     served
 }
 
-fn serve_until_stopped(config: &ServeConfig) -> Result<(), StartError> {
-    runtime()?.block_on(async {
-        if config.http.is_some() {
-            run_http(config).await?;
-        } else {
-            let (server, background) = build_server(config).await?;
-            if background.is_some() {
-                // Ctrl-C or SIGTERM while the import runs: remove its partial files now.
-                let data_dir = config.data_dir.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    super::abandon_and_exit(&data_dir);
-                });
-            }
-            let served = run_stdio(server).await;
-            if let Some(background) = background {
-                background.finish().await;
-            }
-            served?;
+async fn serve_until(config: &ServeConfig, stop: CancellationToken) -> Result<(), StartError> {
+    if config.http.is_some() {
+        run_http(config, stop).await?;
+        return Ok(());
+    }
+    let (server, background) = build_server(config).await?;
+    let served = run_stdio(server, stop.clone()).await;
+    if let Some(background) = background {
+        if stop.is_cancelled() && background.running() {
+            // Stopped by Ctrl-C or SIGTERM mid-import: leave nothing of it behind.
+            super::abandon_and_exit(&config.data_dir);
         }
-        Ok(())
-    })
+        background.finish().await;
+    }
+    served?;
+    Ok(())
 }
 
-/// Serve MCP over stdin/stdout until the client closes the stream, then write the
-/// audit records still pending.
-pub async fn run_stdio(server: RepoServer) -> Result<(), std::io::Error> {
+/// Serve MCP over stdin/stdout until the client closes the stream or `stop` is
+/// cancelled, then write the audit records still pending.
+pub async fn run_stdio(server: RepoServer, stop: CancellationToken) -> Result<(), std::io::Error> {
     tracing::info!(scope = %server.scope().describe(), "serving MCP over stdio");
     let trail = server.audit().trail().clone();
     let (reader, writer) = rmcp::transport::stdio_pipes();
     let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(reader, writer)
         .with_max_line_length(crate::rules::MAX_STDIO_MESSAGE_BYTES);
-    let served = match server.serve(transport).await {
-        Ok(service) => service.waiting().await.map(drop).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let session = async {
+        match server.serve(transport).await {
+            Ok(service) => service.waiting().await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let served = tokio::select! {
+        served = session => served,
+        () = stop.cancelled() => Ok(()),
     };
     trail.flush();
     served.map_err(std::io::Error::other)
 }
 
 /// Serve MCP over HTTP (streamable HTTP at `/mcp`, legacy SSE at `/sse`) on
-/// `config`'s address until SIGTERM or Ctrl-C, then let calls in flight finish.
-pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
+/// `config`'s address until `stop` is cancelled (Ctrl-C or SIGTERM), then let calls in
+/// flight finish.
+pub async fn run_http(config: &ServeConfig, stop: CancellationToken) -> Result<(), ConfigError> {
     let http = config
         .http
         .as_ref()
@@ -366,18 +380,11 @@ pub async fn run_http(config: &ServeConfig) -> Result<(), ConfigError> {
     let local = listener
         .local_addr()
         .map_err(|e| ConfigError(format!("cannot read the bound address: {e}")))?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing calls in flight");
-        stop.cancel();
-    });
     // A plain line on stderr, whatever the log filter, so that scripts (and tests
     // listening on port 0) learn the address.
     eprintln!("scoped-repo-mcp: listening on http://{local}/mcp (legacy SSE: http://{local}/sse)");
     let lifecycle = Arc::new(crate::http::Lifecycle::default());
-    serve_http(config, listener, lifecycle, shutdown).await
+    serve_http(config, listener, lifecycle, stop).await
 }
 
 /// Serve MCP over HTTP on `listener` with `config`'s backend, scope bound and limits,

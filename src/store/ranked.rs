@@ -57,8 +57,8 @@ const STALE_TEMP: Duration = Duration::from_secs(3600);
 /// that died mid-write (younger, its writer may not have locked it yet).
 const TEMP_GRACE: Duration = Duration::from_secs(10);
 /// Test hook: when set (to a file path), a writer stops halfway through writing the
-/// stored copy, writes its process id to that path, and waits forever, so that a test
-/// can kill it there.
+/// stored copy, writes its process id to that path, and waits for as long as that file
+/// exists, so that a test can kill or stop it there.
 const PAUSE_HOOK: &str = "SCOPED_REPO_MCP_TEST_PAUSE_RANKED_SAVE";
 /// The file whose `flock` marks the one process building a repo's ranked index, in its
 /// index directory; it holds the build's percent, for the other processes to report.
@@ -227,8 +227,8 @@ impl From<RankedError> for StoreError {
     }
 }
 
-/// The file under a stored copy's buffer: stops for good halfway through its first
-/// write when [`PAUSE_HOOK`] is set.
+/// The file under a stored copy's buffer: stops halfway through its first write, for
+/// as long as the file [`PAUSE_HOOK`] names exists, when that hook is set.
 struct Sink {
     file: std::fs::File,
     pause: Option<std::ffi::OsString>,
@@ -237,12 +237,15 @@ struct Sink {
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Some(marker) = self.pause.take() {
-            self.file.write_all(&buf[..buf.len().div_ceil(2)])?;
+            let half = buf.len().div_ceil(2);
+            self.file.write_all(&buf[..half])?;
             self.file.sync_all()?;
-            std::fs::write(marker, std::process::id().to_string())?;
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
+            std::fs::write(&marker, std::process::id().to_string())?;
+            while std::path::Path::new(&marker).exists() {
+                std::thread::sleep(Duration::from_millis(20));
             }
+            self.file.write_all(&buf[half..])?;
+            return Ok(buf.len());
         }
         self.file.write(buf)
     }

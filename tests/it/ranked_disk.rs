@@ -591,6 +591,72 @@ async fn a_server_whose_client_left_mid_store_left_a_half_written_index() {
     assert!(temps(&dir).is_empty());
 }
 
+// A stdio server sent SIGTERM while it stored the ranked index it had just built (as an
+// MCP client does a moment after closing stdin) died at once: the index was lost and the
+// next process built it all again. Its stdin stays open here: the signal alone stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_sent_sigterm_mid_store_lost_the_index_it_had_built() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let path = h.store.ranked_index_path(&r);
+    let dir = path.parent().unwrap().to_path_buf();
+    let marker = h.dir.path().join("paused");
+    let stop_within = |timeout: &str| {
+        let child = ask_ranked_raw(
+            &h,
+            &r,
+            &[],
+            &[
+                (HOOK, marker.to_str().unwrap()),
+                ("SCOPED_REPO_STOP_TIMEOUT", timeout),
+            ],
+        );
+        for _ in 0..600 {
+            if std::fs::metadata(&marker).is_ok_and(|m| m.len() > 0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!temps(&dir).is_empty(), "the writer is under way");
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child
+    };
+
+    // The writer goes on once the test lets it: the server waits for it, then exits.
+    let mut child = stop_within("60s");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it waits for the store"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    assert!(
+        exits_within(&mut child, Duration::from_secs(30)),
+        "the server did not stop"
+    );
+    assert!(child.wait().unwrap().success());
+    let head = h.store.head(&r).unwrap();
+    let stored = std::fs::read(&path).expect("stored before the process ended");
+    assert_eq!(
+        scoped_repo_mcp::ranked::disk::stored_head(&stored).map(|o| o.to_string()),
+        Some(head)
+    );
+    assert!(temps(&dir).is_empty(), "left behind: {:?}", temps(&dir));
+
+    // A writer that never goes on: past --stop-timeout its partial file goes, the
+    // stored copy before it stays.
+    std::fs::remove_file(&path).unwrap();
+    let mut child = stop_within("1s");
+    assert!(
+        exits_within(&mut child, Duration::from_secs(20)),
+        "the server did not stop"
+    );
+    assert!(temps(&dir).is_empty(), "left behind: {:?}", temps(&dir));
+    assert!(!path.exists());
+    std::fs::remove_file(&marker).unwrap();
+}
+
 // A large repo's build spills its documents to files and stores itself as it goes:
 // the copy must be in place once the first answer comes (no second write), another
 // process must load it and answer as an index built in memory does, byte for byte the
