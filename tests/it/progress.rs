@@ -221,3 +221,125 @@ async fn a_revert_reports_its_steps_when_asked() {
     assert_eq!(text.content, "a\n");
     assert_ne!(h.store.head(&r).unwrap(), first);
 }
+
+/// Write `n` commits onto repo `r`'s `main` with `git fast-import`, each changing
+/// `n.txt`: a long history in a moment, where the store's own updates would take
+/// minutes.
+fn long_history(h: &Harness, r: &scoped_repo_mcp::model::RepoId, n: usize) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let git_dir = h.store.git_dir(r);
+    let base = h.store.head(r).unwrap();
+    let mut script = String::new();
+    for i in 0..n {
+        let message = format!("step {i}");
+        let content = format!("line {i}\n");
+        script.push_str(&format!(
+            "commit refs/heads/main\ncommitter t <t@example.com> {} +0000\ndata {}\n{message}\n",
+            1_700_000_000 + i,
+            message.len() + 1
+        ));
+        if i == 0 {
+            script.push_str(&format!("from {base}\n"));
+        }
+        script.push_str(&format!(
+            "M 100644 inline n.txt\ndata {}\n{content}\n",
+            content.len()
+        ));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(&git_dir)
+        .args(["fast-import", "--quiet"])
+        .env("HOME", home.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Cancelling a history walk through MCP stops the walk itself, not only its answer:
+/// its progress stops where it was, and the server goes on answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_history_walk_stops_walking() {
+    let h = Harness::new();
+    let r = h.repo(&[("a.txt", "a\n")]);
+    long_history(&h, &r, 20_000);
+    let sink = ProgressSink::default();
+    let client = h
+        .client_with(sink.clone(), &["--repo", &r.to_string()])
+        .await;
+    // Text no commit adds: the walk reads every commit's change to the end.
+    let Value::Object(map) =
+        json!({"repo_id": r.to_string(), "query": "never written", "mode": "added"})
+    else {
+        unreachable!()
+    };
+    let mut params = CallToolRequestParams::new("search_history").with_arguments(map);
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("walk".into()),
+    )));
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = client
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    for _ in 0..2000 {
+        if !sink.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!sink.0.lock().unwrap().is_empty(), "the walk never started");
+    let walked_then = max_progress(&sink);
+    handle.cancel(Some("changed my mind".into())).await.unwrap();
+    // Notifications already sent may still arrive; then none, as the walk has stopped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = sink.0.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = sink.0.lock().unwrap().len();
+    assert_eq!(
+        seen,
+        settled,
+        "the walk went on, to {} commits",
+        max_progress(&sink)
+    );
+    // A few reports may have been under way when the cancellation came; not the rest
+    // of the history.
+    let walked = max_progress(&sink);
+    assert!(
+        walked <= walked_then + 4096.0,
+        "walked {walked} commits, {walked_then} when cancelled"
+    );
+    // The server answers the next call.
+    let listed = client
+        .call_tool(
+            CallToolRequestParams::new("list_commits").with_arguments(
+                json!({"repo_id": r.to_string(), "max_results": 1})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.is_error, Some(false));
+}
+
+/// The most commits a walk reported having walked.
+fn max_progress(sink: &ProgressSink) -> f64 {
+    sink.0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.progress)
+        .fold(0.0, f64::max)
+}
