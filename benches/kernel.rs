@@ -112,16 +112,17 @@ fn import(data: &Path, dir: &Path, extra: &[&str]) -> Imported {
     let took = t.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "repo create failed: {err}");
-    // "imported N file(s), B bytes from DIR; …"
+    // "imported N file(s) (K binary), B bytes; …": the number before "bytes".
     let report = err
         .lines()
         .find_map(|l| l.split("imported ").nth(1))
         .unwrap_or_else(|| panic!("no import report in: {err}"));
-    let mut words = report.split_whitespace();
-    let files = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let words: Vec<&str> = report.split_whitespace().collect();
+    let files = words.first().and_then(|w| w.parse().ok()).unwrap_or(0);
     let bytes = words
-        .nth(1)
-        .and_then(|w| w.parse().ok())
+        .windows(2)
+        .find(|w| w[1].trim_end_matches([',', ';']) == "bytes")
+        .and_then(|w| w[0].parse().ok())
         .unwrap_or_else(|| panic!("no byte count in: {report}"));
     Imported {
         id: String::from_utf8_lossy(&out.stdout).trim().to_string(),

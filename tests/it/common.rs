@@ -367,3 +367,20 @@ pub fn read_db_file(path: &Path) -> Option<Vec<u8>> {
         .expect("run cat");
     out.status.success().then_some(out.stdout)
 }
+
+/// Run the `git` program in `dir` with `args`, `input` on its stdin; its output, once
+/// it succeeded.
+pub fn git_fed(dir: &Path, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    out
+}

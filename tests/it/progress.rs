@@ -226,8 +226,6 @@ async fn a_revert_reports_its_steps_when_asked() {
 /// `n.txt`: a long history in a moment, where the store's own updates would take
 /// minutes.
 fn long_history(h: &Harness, r: &scoped_repo_mcp::model::RepoId, n: usize) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let git_dir = h.store.git_dir(r);
     let base = h.store.head(r).unwrap();
     let mut script = String::new();
@@ -247,23 +245,7 @@ fn long_history(h: &Harness, r: &scoped_repo_mcp::model::RepoId, n: usize) {
             content.len()
         ));
     }
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new("git")
-        .arg("--git-dir")
-        .arg(&git_dir)
-        .args(["fast-import", "--quiet"])
-        .env("HOME", home.path())
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    crate::common::git_fed(&git_dir, &["fast-import", "--quiet"], script.as_bytes());
 }
 
 /// Cancelling a history walk through MCP stops the walk itself, not only its answer:

@@ -4,7 +4,6 @@
 //! objects served by id; and `repo check` naming a spoiled repo.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use scoped_repo_mcp::model::{Change, FileOp, RepoId, UpdateSpec};
@@ -52,23 +51,8 @@ fn push_body(wc: &Path, old: &str, new: &str, extra: &[&str]) -> Vec<u8> {
     for e in extra {
         objects.push_str(&format!("{e}\n"));
     }
-    let mut child = std::process::Command::new("git")
-        .args(["pack-objects", "--stdout", "-q"])
-        .current_dir(wc)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(objects.as_bytes())
-            .unwrap();
-    }
-    let pack = child.wait_with_output().unwrap().stdout;
+    let pack =
+        crate::common::git_fed(wc, &["pack-objects", "--stdout", "-q"], objects.as_bytes()).stdout;
     let mut body = pkt(&format!(
         "{old} {new} refs/heads/main\0report-status side-band-64k\n"
     ))
