@@ -146,7 +146,7 @@ mod tests {
             .commit(
                 None,
                 &sig(5),
-                &sig(-7),
+                &sig(1_600_000_007),
                 "two\n\nbody",
                 &tree,
                 &[&first, &first],
@@ -160,7 +160,10 @@ mod tests {
             assert_eq!(h.parents, c.parent_ids().collect::<Vec<_>>());
             assert_eq!(h.time, c.time().seconds());
         }
-        assert_eq!(commit_header(&repo, &odb, second).unwrap().time, -7);
+        assert_eq!(
+            commit_header(&repo, &odb, second).unwrap().time,
+            1_600_000_007
+        );
     }
 
     #[test]
