@@ -1594,6 +1594,16 @@ mod tests {
             ..CommitQuery::default()
         };
         let by_path = pages(&repo, &q, false).concat();
+        // Commit `i` holds `d{i % 3}` alone, each with its own file: it changes `d1`
+        // when it or its first parent holds it. Commits 4 and 5 come out after their
+        // first parents, whose headers are then read again.
+        let changes_d1 = |i: usize| i % 3 == 1 || SKEWED[i].0.first().is_some_and(|p| p % 3 == 1);
+        let expected_by_path: Vec<String> = [10, 9, 8, 7, 2, 3, 1, 0, 6, 5, 4]
+            .into_iter()
+            .filter(|i| changes_d1(*i))
+            .map(|i| ids[i].to_string())
+            .collect();
+        assert_eq!(by_path, expected_by_path);
         let mut set = by_path.clone();
         set.sort();
         set.dedup();
