@@ -500,16 +500,28 @@ fn cut(text: &str, max: usize) -> (&str, bool) {
 }
 
 fn info_of(commit: &Commit<'_>, changes: Vec<ChangedPath>) -> CommitInfo {
-    let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+    let header = CommitHeader {
+        tree: commit.tree_id(),
+        parents: commit.parent_ids().collect(),
+        time: commit.time().seconds(),
+        author: commit.author().name_bytes().to_vec(),
+        message: commit.message_bytes().to_vec(),
+    };
+    info_from(commit.id(), &header, changes)
+}
+
+/// A commit as answered, from what a walk read of it.
+fn info_from(id: Oid, header: &CommitHeader, changes: Vec<ChangedPath>) -> CommitInfo {
+    let message = String::from_utf8_lossy(&header.message).into_owned();
     let mut lines = message.splitn(2, '\n');
     let subject = lines.next().unwrap_or("").trim_end().to_string();
     let rest = lines.next().unwrap_or("").trim();
     let (body, body_truncated) = cut(rest, MAX_BODY_BYTES);
     CommitInfo {
-        id: commit.id().to_string(),
-        parents: commit.parent_ids().map(|p| p.to_string()).collect(),
-        author: String::from_utf8_lossy(commit.author().name_bytes()).into_owned(),
-        time: rfc3339(commit.time().seconds()),
+        id: id.to_string(),
+        parents: header.parents.iter().map(|p| p.to_string()).collect(),
+        author: String::from_utf8_lossy(&header.author).into_owned(),
+        time: rfc3339(header.time),
         subject,
         body: body.to_string(),
         body_truncated,
@@ -907,18 +919,6 @@ pub fn files_at(repo: &Repository, rev: &RevSpec) -> Result<FileList, StoreError
     })
 }
 
-/// The commit `id`, read once into `parsed`.
-fn whole_commit<'a, 'r>(
-    repo: &'r Repository,
-    id: Oid,
-    parsed: &'a mut Option<Commit<'r>>,
-) -> Result<&'a Commit<'r>, StoreError> {
-    if parsed.is_none() {
-        *parsed = Some(repo.find_commit(id).map_err(git::git_err)?);
-    }
-    Ok(parsed.as_ref().expect("just read"))
-}
-
 /// A page of the repo's commits, newest first by commit date in `git log`'s default
 /// order (a commit dated before its parent, as a skewed clock makes, may come before
 /// that parent's other children; each commit of the history is on exactly one page of
@@ -994,22 +994,15 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         if q.since.is_some_and(|s| time < s) || q.until.is_some_and(|u| time > u) {
             continue;
         }
-        // The whole commit (author, message) is read only for a filter on them or
-        // for a commit answered: a walk by path passes most commits by their trees.
-        let mut parsed = None;
         if let Some(a) = &author
-            && !String::from_utf8_lossy(
-                whole_commit(repo, walked.id, &mut parsed)?
-                    .author()
-                    .name_bytes(),
-            )
-            .to_lowercase()
-            .contains(a.as_str())
+            && !String::from_utf8_lossy(&walked.header.author)
+                .to_lowercase()
+                .contains(a.as_str())
         {
             continue;
         }
         if let Some(needle) = &message_needle
-            && !String::from_utf8_lossy(whole_commit(repo, walked.id, &mut parsed)?.message_bytes())
+            && !String::from_utf8_lossy(&walked.header.message)
                 .to_lowercase()
                 .contains(needle.as_str())
         {
@@ -1070,10 +1063,7 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         {
             continue;
         }
-        commits.push(info_of(
-            whole_commit(repo, walked.id, &mut parsed)?,
-            changes,
-        ));
+        commits.push(info_from(walked.id, &walked.header, changes));
     }
     control.report(looked_at, commits.len() as u64);
     let next_cursor = more.then(|| (start.to_string(), walk.taken));

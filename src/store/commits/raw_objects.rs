@@ -1,5 +1,5 @@
-//! The few fields a history walk tests, read from git objects' raw bytes: a commit's
-//! tree, parents and commit time, and one named entry of a tree. libgit2's lookups
+//! The few fields a history walk reads, from git objects' raw bytes: a commit's tree,
+//! parents, commit time, author's name and message, and one named entry of a tree. libgit2's lookups
 //! parse the whole object (every entry of a tree, each signature and the message of a
 //! commit) and keep it in the handle's object cache; a walk that only asks where a
 //! path's entry points reads thousands of objects once each, so the parse and the
@@ -16,6 +16,10 @@ pub(super) struct CommitHeader {
     pub parents: Vec<Oid>,
     /// The committer's time, in seconds since the epoch (as `Commit::time`).
     pub time: i64,
+    /// The author's name, as `Signature::name_bytes`.
+    pub author: Vec<u8>,
+    /// Everything after the header, as `Commit::message_bytes`.
+    pub message: Vec<u8>,
 }
 
 /// The header of the commit `id`. A commit whose header this reader cannot make out
@@ -36,6 +40,8 @@ pub(super) fn commit_header(
         tree: commit.tree_id(),
         parents: commit.parent_ids().collect(),
         time: commit.time().seconds(),
+        author: commit.author().name_bytes().to_vec(),
+        message: commit.message_bytes().to_vec(),
     })
 }
 
@@ -69,11 +75,12 @@ fn hex_oid(hex: &[u8]) -> Option<Oid> {
     Oid::from_str(std::str::from_utf8(hex).ok()?).ok()
 }
 
-/// The tree, parents and committer time of a commit object's bytes; `None` when they
-/// are not laid out as git writes them.
+/// The header of a commit object's bytes; `None` when they are not laid out as git
+/// writes them.
 pub(super) fn parse_commit_header(data: &[u8]) -> Option<CommitHeader> {
     let mut tree = None;
     let mut parents = Vec::new();
+    let mut author = None;
     for line in data.split(|b| *b == b'\n') {
         if line.is_empty() {
             // The end of the header, with no committer line.
@@ -83,19 +90,38 @@ pub(super) fn parse_commit_header(data: &[u8]) -> Option<CommitHeader> {
             tree = Some(hex_oid(hex)?);
         } else if let Some(hex) = line.strip_prefix(b"parent ") {
             parents.push(hex_oid(hex)?);
+        } else if let Some(who) = line.strip_prefix(b"author ") {
+            author = Some(signature_name(who)?);
         } else if let Some(who) = line.strip_prefix(b"committer ") {
+            signature_name(who)?;
             // `Name <email> SECONDS ZONE`: the time follows the last `>`.
             let after = &who[memchr::memrchr(b'>', who)? + 1..];
             let seconds = after.split(|b| *b == b' ').find(|f| !f.is_empty())?;
             let time = std::str::from_utf8(seconds).ok()?.parse().ok()?;
+            // As libgit2 reads it: the message follows the first empty line, and is
+            // empty without one.
+            let message = memchr::memmem::find(data, b"\n\n").map_or(&[][..], |at| &data[at + 2..]);
             return Some(CommitHeader {
                 tree: tree?,
                 parents,
                 time,
+                author: author?.to_vec(),
+                message: message.to_vec(),
             });
         }
     }
     None
+}
+
+/// The name of a signature line's `Name <email> SECONDS ZONE`, as libgit2 reads it:
+/// what comes before the last `<`, with the spaces around it trimmed.
+fn signature_name(who: &[u8]) -> Option<&[u8]> {
+    let lt = memchr::memrchr(b'<', who)?;
+    let gt = memchr::memrchr(b'>', who)?;
+    if gt <= lt {
+        return None;
+    }
+    Some(who[..lt].trim_ascii())
 }
 
 /// The entry named `name` among a tree object's bytes (`MODE SP NAME NUL ID`, each
@@ -159,6 +185,8 @@ mod tests {
             assert_eq!(h.tree, c.tree_id());
             assert_eq!(h.parents, c.parent_ids().collect::<Vec<_>>());
             assert_eq!(h.time, c.time().seconds());
+            assert_eq!(h.author, c.author().name_bytes());
+            assert_eq!(h.message, c.message_bytes());
         }
         assert_eq!(
             commit_header(&repo, &odb, second).unwrap().time,
@@ -177,6 +205,11 @@ mod tests {
         let ok = format!("{tree}author a <b> 1 +0000\ncommitter a <b> 42 +0000\n\nmsg");
         let h = parse_commit_header(ok.as_bytes()).unwrap();
         assert_eq!((h.parents.len(), h.time), (0, 42));
+        assert_eq!((&h.author[..], &h.message[..]), (&b"a"[..], &b"msg"[..]));
+        let no_author = format!("{tree}committer a <b> 42 +0000\n\nmsg");
+        assert_eq!(parse_commit_header(no_author.as_bytes()), None);
+        let no_email = format!("{tree}author a 1 +0000\ncommitter a <b> 42 +0000\n\nmsg");
+        assert_eq!(parse_commit_header(no_email.as_bytes()), None);
     }
 
     #[test]
