@@ -20,6 +20,9 @@ use crate::model::{
 };
 use crate::rules::PathSet;
 
+mod raw_objects;
+use raw_objects::CommitHeader;
+
 /// The refusal of a revision that is not in this repo's history, whether it names
 /// nothing, another repo's commit, or a commit a path-limited token may not see: all
 /// answer alike.
@@ -497,16 +500,28 @@ fn cut(text: &str, max: usize) -> (&str, bool) {
 }
 
 fn info_of(commit: &Commit<'_>, changes: Vec<ChangedPath>) -> CommitInfo {
-    let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+    let header = CommitHeader {
+        tree: commit.tree_id(),
+        parents: commit.parent_ids().collect(),
+        time: commit.time().seconds(),
+        author: commit.author().name_bytes().to_vec(),
+        message: commit.message_bytes().to_vec(),
+    };
+    info_from(commit.id(), &header, changes)
+}
+
+/// A commit as answered, from what a walk read of it.
+fn info_from(id: Oid, header: &CommitHeader, changes: Vec<ChangedPath>) -> CommitInfo {
+    let message = String::from_utf8_lossy(&header.message).into_owned();
     let mut lines = message.splitn(2, '\n');
     let subject = lines.next().unwrap_or("").trim_end().to_string();
     let rest = lines.next().unwrap_or("").trim();
     let (body, body_truncated) = cut(rest, MAX_BODY_BYTES);
     CommitInfo {
-        id: commit.id().to_string(),
-        parents: commit.parent_ids().map(|p| p.to_string()).collect(),
-        author: String::from_utf8_lossy(commit.author().name_bytes()).into_owned(),
-        time: rfc3339(commit.time().seconds()),
+        id: id.to_string(),
+        parents: header.parents.iter().map(|p| p.to_string()).collect(),
+        author: String::from_utf8_lossy(&header.author).into_owned(),
+        time: rfc3339(header.time),
         subject,
         body: body.to_string(),
         body_truncated,
@@ -542,16 +557,15 @@ impl<'p> PathProbe<'p> {
     fn entry(
         &mut self,
         repo: &Repository,
+        odb: &git2::Odb<'_>,
         depth: usize,
         tree: Oid,
     ) -> Result<Option<(Oid, bool)>, StoreError> {
         if let Some(e) = self.entries.get(&(depth, tree)) {
             return Ok(*e);
         }
-        let t = repo.find_tree(tree).map_err(git::git_err)?;
-        let e = t
-            .get_name(self.names[depth])
-            .map(|e| (e.id(), e.kind() == Some(git2::ObjectType::Tree)));
+        let e = raw_objects::tree_entry(repo, odb, tree, self.names[depth])?
+            .map(|(id, mode)| (id, raw_objects::is_dir_mode(mode)));
         if self.entries.len() >= MAX_PROBED_TREES {
             self.entries.clear();
         }
@@ -563,6 +577,7 @@ impl<'p> PathProbe<'p> {
     fn differs(
         &mut self,
         repo: &Repository,
+        odb: &git2::Odb<'_>,
         old: Option<Oid>,
         new: Oid,
     ) -> Result<bool, StoreError> {
@@ -574,7 +589,7 @@ impl<'p> PathProbe<'p> {
             let mut entries = [None, None];
             for (entry, side) in entries.iter_mut().zip(sides) {
                 if let Some(tree) = side {
-                    *entry = self.entry(repo, depth, tree)?;
+                    *entry = self.entry(repo, odb, depth, tree)?;
                 }
             }
             if entries[0].map(|e| e.0) == entries[1].map(|e| e.0) {
@@ -728,32 +743,51 @@ struct Walk {
     queue: std::collections::BinaryHeap<Queued>,
     /// Every commit queued so far, taken or not.
     found: std::collections::HashSet<Oid>,
+    /// The headers of the commits queued and not yet taken, each read once: the
+    /// queue's order needs a commit's time when it is found, and its tree and parents
+    /// are what the walk goes on with when it comes out.
+    headers: std::collections::HashMap<Oid, CommitHeader>,
     /// How many commits came out.
     taken: usize,
 }
 
+/// A commit as it comes out of a [`Walk`].
+struct Walked {
+    id: Oid,
+    header: CommitHeader,
+    /// The first parent's tree, `None` for a first commit.
+    parent_tree: Option<Oid>,
+}
+
 impl Walk {
-    fn new(repo: &Repository, head: Oid) -> Result<Self, StoreError> {
+    fn new(repo: &Repository, odb: &git2::Odb<'_>, head: Oid) -> Result<Self, StoreError> {
         let mut walk = Walk {
             head,
             queue: std::collections::BinaryHeap::new(),
             found: std::collections::HashSet::new(),
+            headers: std::collections::HashMap::new(),
             taken: 0,
         };
-        walk.enqueue(repo, head)?;
+        walk.enqueue(repo, odb, head)?;
         Ok(walk)
     }
 
-    fn enqueue(&mut self, repo: &Repository, id: Oid) -> Result<(), StoreError> {
+    fn enqueue(
+        &mut self,
+        repo: &Repository,
+        odb: &git2::Odb<'_>,
+        id: Oid,
+    ) -> Result<(), StoreError> {
         if !self.found.insert(id) {
             return Ok(());
         }
-        let time = repo.find_commit(id).map_err(git::git_err)?.time().seconds();
+        let header = raw_objects::commit_header(repo, odb, id)?;
         self.queue.push(Queued {
-            time,
+            time: header.time,
             found: self.found.len() as u64,
             id,
         });
+        self.headers.insert(id, header);
         Ok(())
     }
 
@@ -762,16 +796,35 @@ impl Walk {
     }
 
     /// The next commit, its parents queued.
-    fn next<'r>(&mut self, repo: &'r Repository) -> Result<Option<Commit<'r>>, StoreError> {
+    fn next(
+        &mut self,
+        repo: &Repository,
+        odb: &git2::Odb<'_>,
+    ) -> Result<Option<Walked>, StoreError> {
         let Some(next) = self.queue.pop() else {
             return Ok(None);
         };
-        let commit = repo.find_commit(next.id).map_err(git::git_err)?;
-        for parent in commit.parent_ids() {
-            self.enqueue(repo, parent)?;
+        let header = match self.headers.remove(&next.id) {
+            Some(h) => h,
+            None => raw_objects::commit_header(repo, odb, next.id)?,
+        };
+        for parent in &header.parents {
+            self.enqueue(repo, odb, *parent)?;
         }
+        // The first parent is queued now, unless it came out already (a clock's skew).
+        let parent_tree = match header.parents.first() {
+            None => None,
+            Some(p) => Some(match self.headers.get(p) {
+                Some(h) => h.tree,
+                None => raw_objects::commit_header(repo, odb, *p)?.tree,
+            }),
+        };
         self.taken += 1;
-        Ok(Some(commit))
+        Ok(Some(Walked {
+            id: next.id,
+            header,
+            parent_tree,
+        }))
     }
 
     /// The walk from `head` after `taken` commits came out, walked again: what a page
@@ -780,16 +833,17 @@ impl Walk {
     /// commits.
     fn replay(
         repo: &Repository,
+        odb: &git2::Odb<'_>,
         head: Oid,
         taken: usize,
         control: &crate::model::WalkControl,
     ) -> Result<Option<Self>, StoreError> {
-        let mut walk = Walk::new(repo, head)?;
+        let mut walk = Walk::new(repo, odb, head)?;
         while walk.taken < taken {
             if control.is_cancelled() {
                 return Err(StoreError::Invalid("the history walk was cancelled".into()));
             }
-            if walk.next(repo)?.is_none() {
+            if walk.next(repo, odb)?.is_none() {
                 return Ok(None);
             }
         }
@@ -881,8 +935,9 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         )
     };
     let dir = repo.path().to_path_buf();
+    let odb = repo.odb().map_err(git::git_err)?;
     let mut walk = match &q.cursor {
-        None => Walk::new(repo, head)?,
+        None => Walk::new(repo, &odb, head)?,
         Some((at, taken)) => {
             let at = Oid::from_str(at)
                 .ok()
@@ -890,7 +945,7 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
                 .ok_or_else(foreign)?;
             match take_saved_walk(&dir, at, *taken) {
                 Some(walk) => walk,
-                None => Walk::replay(repo, at, *taken, &q.control)?.ok_or_else(foreign)?,
+                None => Walk::replay(repo, &odb, at, *taken, &q.control)?.ok_or_else(foreign)?,
             }
         }
     };
@@ -932,33 +987,31 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         if looked_at.is_multiple_of(PROGRESS_EVERY) {
             control.report(looked_at, commits.len() as u64);
         }
-        let Some(commit) = walk.next(repo)? else {
+        let Some(walked) = walk.next(repo, &odb)? else {
             break;
         };
-        let time = commit.time().seconds();
+        let time = walked.header.time;
         if q.since.is_some_and(|s| time < s) || q.until.is_some_and(|u| time > u) {
             continue;
         }
         if let Some(a) = &author
-            && !String::from_utf8_lossy(commit.author().name_bytes())
+            && !String::from_utf8_lossy(&walked.header.author)
                 .to_lowercase()
                 .contains(a.as_str())
         {
             continue;
         }
         if let Some(needle) = &message_needle
-            && !String::from_utf8_lossy(commit.message_bytes())
+            && !String::from_utf8_lossy(&walked.header.message)
                 .to_lowercase()
                 .contains(needle.as_str())
         {
             continue;
         }
-        let old_id = match commit.parent(0) {
-            Ok(p) => Some(p.tree_id()),
-            Err(_) => None,
-        };
+        let old_id = walked.parent_tree;
+        let new_id = walked.header.tree;
         if let Some(probe) = probe.as_mut()
-            && !probe.differs(repo, old_id, commit.tree_id())?
+            && !probe.differs(repo, &odb, old_id, new_id)?
         {
             continue;
         }
@@ -969,7 +1022,7 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         let mut plain = None;
         if let Some(m) = pickaxe_match {
             let mut found = Vec::new();
-            plain_changes(repo, old_id, commit.tree_id(), &mut found)?;
+            plain_changes(repo, old_id, new_id, &mut found)?;
             verdict = pickaxe(repo, &mut counts, &found, m, visible, visible.is_none());
             if verdict == Verdict::No {
                 continue;
@@ -979,9 +1032,9 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         // With a path, as `git log --name-status -- PATH`: the changes under it
         // alone, renames found among them; the rest of the tree is never read.
         let all = match (plain, &q.path) {
-            (_, Some(path)) => changes_under(repo, old_id, commit.tree_id(), path, visible)?,
+            (_, Some(path)) => changes_under(repo, old_id, new_id, path, visible)?,
             (Some(found), None) if visible.is_some() || !has_add_and_delete(&found) => found,
-            _ => tree_changes(repo, old_id, commit.tree_id(), visible)?,
+            _ => tree_changes(repo, old_id, new_id, visible)?,
         };
         let changes = visible_changes(&all, visible);
         if visible.is_some() && changes.is_empty() {
@@ -1010,7 +1063,7 @@ pub fn list_commits(repo: &Repository, q: &CommitQuery) -> Result<CommitPage, St
         {
             continue;
         }
-        commits.push(info_of(&commit, changes));
+        commits.push(info_from(walked.id, &walked.header, changes));
     }
     control.report(looked_at, commits.len() as u64);
     let next_cursor = more.then(|| (start.to_string(), walk.taken));
@@ -1531,6 +1584,16 @@ mod tests {
             ..CommitQuery::default()
         };
         let by_path = pages(&repo, &q, false).concat();
+        // Commit `i` holds `d{i % 3}` alone, each with its own file: it changes `d1`
+        // when it or its first parent holds it. Commits 4 and 5 come out after their
+        // first parents, whose headers are then read again.
+        let changes_d1 = |i: usize| i % 3 == 1 || SKEWED[i].0.first().is_some_and(|p| p % 3 == 1);
+        let expected_by_path: Vec<String> = [10, 9, 8, 7, 2, 3, 1, 0, 6, 5, 4]
+            .into_iter()
+            .filter(|i| changes_d1(*i))
+            .map(|i| ids[i].to_string())
+            .collect();
+        assert_eq!(by_path, expected_by_path);
         let mut set = by_path.clone();
         set.sort();
         set.dedup();
