@@ -196,11 +196,16 @@ impl Score {
 }
 
 /// `body,path,defs,msgs,cochange`, then optionally `/` and the role priors
-/// `test,docs,bench,example,generated,other,asked` (as `eval_questions` takes them).
+/// `test,docs,bench,example,generated,other,asked`, `/body_b,feedback[,comments]` and
+/// `/key=value,...` (as `eval_questions` takes them; an empty section keeps the defaults).
 fn parse_weights(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
+    let (roles, extra) = (
+        parts.next().filter(|r| !r.is_empty()),
+        parts.next().filter(|r| !r.is_empty()),
+    );
+    let knobs = parts.next();
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -240,6 +245,14 @@ fn parse_weights(s: &str) -> Weights {
         w.feedback = x[1];
         if let [_, _, comments] = x[..] {
             w.comments = comments;
+        }
+    }
+    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
+        let (k, v) = kv.split_once('=').expect("knob=value");
+        let v: f32 = v.parse().expect("a number");
+        match k {
+            "scope" => w.scope = v,
+            other => panic!("unknown knob {other}"),
         }
     }
     w
