@@ -359,6 +359,8 @@ fn main() {
     let mut last = vec![Score::default(); names.len()];
     let mut advance_time = Duration::ZERO;
     let mut query_times = Vec::new();
+    // Each configuration's query times, to compare what a scoring rule costs.
+    let mut config_times: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
     for (ci, case) in cases.iter().enumerate() {
         if case.parent != prev {
             let t = Instant::now();
@@ -393,6 +395,7 @@ fn main() {
         for (k, (_, w)) in configs.iter().enumerate() {
             let t = Instant::now();
             let r = index.rank(&case.query, 100, w, &keep);
+            config_times[k].push(t.elapsed());
             if k == 0 {
                 query_times.push(t.elapsed());
             }
@@ -450,6 +453,10 @@ fn main() {
         pct(0.99),
         index.len()
     );
+    for ((name, _), times) in configs.iter().zip(&mut config_times).skip(1) {
+        times.sort();
+        println!("{name}: query p50 {:.2?}", times[(times.len() - 1) / 2]);
+    }
     if reloads > 0 {
         println!(
             "stored {reloads} times (and loaded back every other time), {:.1?} in all ({} bytes at the end; heap {} bytes, mapped {} bytes)",
