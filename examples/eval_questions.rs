@@ -19,10 +19,12 @@
 //! - `--mirrors DIR`: where the bare repositories are, as `DIR/owner+name/repo`
 //!   (default `mirrors`, e.g. made by `git clone --bare URL mirrors/owner+name/repo`), or `--repo-dir owner/name=PATH` for one;
 //! - `--only owner/name`: ask only that repository's questions (repeatable);
-//! - `--weights b,p,d,m,c[/t,d,b,e,g,o,a[/body_b,feedback[,comments]]]`: an extra configuration to
-//!   score (repeatable): field weights `body,path,defs,msgs,cochange`, then optionally
-//!   the role priors `test,docs,bench,example,generated,other,asked` (empty for none),
-//!   then the body field's BM25 `b` and the pseudo-relevance feedback weight;
+//! - `--weights b,p,d,m,c[/t,d,b,e,g,o,a[/body_b,feedback[,comments][/scope=X]]]`: an extra
+//!   configuration to score (repeatable): field weights `body,path,defs,msgs,cochange`,
+//!   then optionally the role priors `test,docs,bench,example,generated,other,asked`
+//!   (empty for none), then the body field's BM25 `b` and the pseudo-relevance feedback
+//!   weight (empty for the defaults), then `key=value` settings (`scope`, the lift of
+//!   the files a commit message's `word:` prefix names);
 //! - `--misses`: print, for the default configuration, each question whose first gold
 //!   file is not in the top 5, with the top 5.
 
@@ -142,7 +144,11 @@ impl Score {
 fn parse_config(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
+    let (roles, extra) = (
+        parts.next().filter(|r| !r.is_empty()),
+        parts.next().filter(|r| !r.is_empty()),
+    );
+    let knobs = parts.next();
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -182,6 +188,14 @@ fn parse_config(s: &str) -> Weights {
         w.feedback = x[1];
         if let [_, _, comments] = x[..] {
             w.comments = comments;
+        }
+    }
+    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
+        let (k, v) = kv.split_once('=').expect("knob=value");
+        let v: f32 = v.parse().expect("a number");
+        match k {
+            "scope" => w.scope = v,
+            other => panic!("unknown knob {other}"),
         }
     }
     w

@@ -196,11 +196,16 @@ impl Score {
 }
 
 /// `body,path,defs,msgs,cochange`, then optionally `/` and the role priors
-/// `test,docs,bench,example,generated,other,asked` (as `eval_questions` takes them).
+/// `test,docs,bench,example,generated,other,asked`, `/body_b,feedback[,comments]` and
+/// `/key=value,...` (as `eval_questions` takes them; an empty section keeps the defaults).
 fn parse_weights(s: &str) -> Weights {
     let mut parts = s.split('/');
     let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (parts.next().filter(|r| !r.is_empty()), parts.next());
+    let (roles, extra) = (
+        parts.next().filter(|r| !r.is_empty()),
+        parts.next().filter(|r| !r.is_empty()),
+    );
+    let knobs = parts.next();
     let nums =
         |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
     let v = nums(fields);
@@ -240,6 +245,14 @@ fn parse_weights(s: &str) -> Weights {
         w.feedback = x[1];
         if let [_, _, comments] = x[..] {
             w.comments = comments;
+        }
+    }
+    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
+        let (k, v) = kv.split_once('=').expect("knob=value");
+        let v: f32 = v.parse().expect("a number");
+        match k {
+            "scope" => w.scope = v,
+            other => panic!("unknown knob {other}"),
         }
     }
     w
@@ -346,6 +359,8 @@ fn main() {
     let mut last = vec![Score::default(); names.len()];
     let mut advance_time = Duration::ZERO;
     let mut query_times = Vec::new();
+    // Each configuration's query times, to compare what a scoring rule costs.
+    let mut config_times: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
     for (ci, case) in cases.iter().enumerate() {
         if case.parent != prev {
             let t = Instant::now();
@@ -380,6 +395,7 @@ fn main() {
         for (k, (_, w)) in configs.iter().enumerate() {
             let t = Instant::now();
             let r = index.rank(&case.query, 100, w, &keep);
+            config_times[k].push(t.elapsed());
             if k == 0 {
                 query_times.push(t.elapsed());
             }
@@ -437,6 +453,10 @@ fn main() {
         pct(0.99),
         index.len()
     );
+    for ((name, _), times) in configs.iter().zip(&mut config_times).skip(1) {
+        times.sort();
+        println!("{name}: query p50 {:.2?}", times[(times.len() - 1) / 2]);
+    }
     if reloads > 0 {
         println!(
             "stored {reloads} times (and loaded back every other time), {:.1?} in all ({} bytes at the end; heap {} bytes, mapped {} bytes)",

@@ -283,6 +283,29 @@ pub fn is_question(text: &str) -> bool {
             .is_some_and(|w| ASKING.contains(&w.as_str()))
 }
 
+/// The words of a leading `word:` prefix on the first line of `text` (`sync:`,
+/// `io, net:`, `fix(config):`, `mark/expression:`), lower-cased: the part of the code a
+/// commit message says it changes. Empty when the first line has no such prefix.
+pub fn scope_words(text: &str) -> Vec<String> {
+    let first = text.trim_start().lines().next().unwrap_or("");
+    let Some((head, _)) = first.split_once(':') else {
+        return Vec::new();
+    };
+    if head.is_empty()
+        || head.len() > 40
+        || !head.chars().all(|c| {
+            c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ',' | ' ' | '(' | ')')
+        })
+        || head.split(',').any(|p| p.trim().contains(' '))
+    {
+        return Vec::new();
+    }
+    head.split([',', '/', '(', ')', ' '])
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_lowercase())
+        .collect()
+}
+
 /// The terms of `text` as a vector.
 pub fn terms(text: &str) -> Vec<String> {
     let mut v = Vec::new();
@@ -414,6 +437,26 @@ mod tests {
         assert!(!is_question(
             "Fix the retry delay\n\nWhy was it negative? Overflow."
         ));
+    }
+
+    #[test]
+    fn a_commit_messages_leading_word_prefix_names_what_it_changes() {
+        assert_eq!(scope_words("sync: fix a lost wakeup"), ["sync"]);
+        assert_eq!(
+            scope_words("io, net: vectored writes\n\nbody"),
+            ["io", "net"]
+        );
+        assert_eq!(scope_words("fix(config): read TOML"), ["fix", "config"]);
+        assert_eq!(
+            scope_words("mark/expression: allow ::"),
+            ["mark", "expression"]
+        );
+        assert_eq!(scope_words("tokio-util: add a codec"), ["tokio-util"]);
+        // A sentence before a colon, or no colon on the first line, names nothing.
+        assert!(scope_words("Fix this: the timer wheel overflows").is_empty());
+        assert!(scope_words("Fix the timer\n\nsync: not the first line").is_empty());
+        assert!(scope_words("See https://example.org").is_empty());
+        assert!(scope_words(": nothing").is_empty());
     }
 
     #[test]
