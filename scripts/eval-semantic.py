@@ -25,7 +25,7 @@ Needs (nothing here is installed into the repository):
 Run (each step caches its output under `--work` and the next reads it):
 
       /tmp/sem/venv/bin/python scripts/eval-semantic.py all \\
-          --bin target/release/scoped-repo-mcp --mirrors /work/.mirror \\
+          --bin target/release/scoped-repo-mcp --mirrors MIRRORS \\
           --questions questions-dev.jsonl --models /tmp/sem/models --work /tmp/sem/run
       /tmp/sem/venv/bin/python scripts/eval-semantic.py kernel --tree KERNEL_SOURCE ...
 
@@ -613,8 +613,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("step", choices=["rankings", "embed", "score", "latency", "kernel", "check", "all"])
     ap.add_argument("--bin", default="target/release/scoped-repo-mcp")
-    ap.add_argument("--mirrors", default="/work/.mirror")
-    ap.add_argument("--questions", default="/work/shared/eval/questions-dev.jsonl")
+    ap.add_argument("--mirrors", default="mirrors", help="a directory of bare mirrors, OWNER+NAME/repo")
+    ap.add_argument("--questions", default="questions-dev.jsonl")
     ap.add_argument("--models", default="/tmp/sem/models")
     ap.add_argument("--work", default="/tmp/sem/run")
     ap.add_argument("--max-chunks", type=int, default=0,
