@@ -28,11 +28,14 @@
 //! - `--misses`: print, for the default configuration, each question whose first gold
 //!   file is not in the top 5, with the top 5.
 
+#[path = "support/weights.rs"]
+mod weights;
+
 use std::collections::{BTreeMap, HashMap};
 
 use git2::{Oid, Repository};
 use scoped_repo_mcp::ranked::field::{Bm25, Field, count};
-use scoped_repo_mcp::ranked::role::{self, Role, RolePriors};
+use scoped_repo_mcp::ranked::role::{self, Role};
 use scoped_repo_mcp::ranked::{RankedIndex, Weights, terms};
 
 struct Question {
@@ -141,66 +144,6 @@ impl Score {
     }
 }
 
-fn parse_config(s: &str) -> Weights {
-    let mut parts = s.split('/');
-    let fields = parts.next().unwrap_or("");
-    let (roles, extra) = (
-        parts.next().filter(|r| !r.is_empty()),
-        parts.next().filter(|r| !r.is_empty()),
-    );
-    let knobs = parts.next();
-    let nums =
-        |s: &str| -> Vec<f32> { s.split(',').map(|x| x.parse().expect("a number")).collect() };
-    let v = nums(fields);
-    assert_eq!(v.len(), 5, "--weights takes body,path,defs,msgs,cochange");
-    let mut w = Weights {
-        body: v[0],
-        path: v[1],
-        defs: v[2],
-        msgs: v[3],
-        cochange: v[4],
-        ..Weights::default()
-    };
-    if let Some(r) = roles {
-        let r = nums(r);
-        assert_eq!(
-            r.len(),
-            7,
-            "role priors: test,docs,bench,example,generated,other,asked"
-        );
-        w.roles = RolePriors {
-            test: r[0],
-            docs: r[1],
-            bench: r[2],
-            example: r[3],
-            generated: r[4],
-            other: r[5],
-            asked: r[6],
-        };
-    }
-    if let Some(x) = extra {
-        let x = nums(x);
-        assert!(
-            x.len() == 2 || x.len() == 3,
-            "after the role priors: body_b,feedback[,comments]"
-        );
-        w.body_b = x[0];
-        w.feedback = x[1];
-        if let [_, _, comments] = x[..] {
-            w.comments = comments;
-        }
-    }
-    for kv in knobs.into_iter().flat_map(|k| k.split(',')) {
-        let (k, v) = kv.split_once('=').expect("knob=value");
-        let v: f32 = v.parse().expect("a number");
-        match k {
-            "scope" => w.scope = v,
-            other => panic!("unknown knob {other}"),
-        }
-    }
-    w
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
@@ -228,7 +171,7 @@ fn main() {
             "--misses" => misses = true,
             "--weights" => {
                 let v = next();
-                configs.push((format!("ranked {v}"), parse_config(&v)));
+                configs.push((format!("ranked {v}"), weights::parse_weights(&v)));
             }
             other => panic!("unknown option {other}"),
         }
