@@ -418,11 +418,7 @@ async fn reads_at_a_ref_compare_blame_and_history_search() {
         .unwrap()
         .iter()
         .map(|f| {
-            let letter = match f["status"].as_str().unwrap() {
-                "added" => "A",
-                "deleted" => "D",
-                _ => "M",
-            };
+            let letter = git_letter(f);
             format!("{letter}\t{}", f["path"].as_str().unwrap())
         })
         .collect();
@@ -852,6 +848,16 @@ async fn the_rest_history_routes_are_held_to_the_same_paths() {
     );
 }
 
+/// The letter `git diff --name-status` gives a changed file's status.
+fn git_letter(change: &Value) -> &'static str {
+    match change["status"].as_str().unwrap() {
+        "added" => "A",
+        "deleted" => "D",
+        "renamed" => "R",
+        _ => "M",
+    }
+}
+
 /// Write onto repo `r`'s `main` the commits `(parents by index, commit time)`, each
 /// on top of the repo's first commit, writing `web/w.txt` (even ones) or `api/a.txt`
 /// (odd ones); a commit with no parents has the repo's head as its parent.
@@ -1062,12 +1068,7 @@ async fn a_listing_by_path_shows_the_changes_under_it_as_git_log_name_status_doe
                     .unwrap()
                     .iter()
                     .map(|f| {
-                        let letter = match f["status"].as_str().unwrap() {
-                            "added" => "A",
-                            "deleted" => "D",
-                            "renamed" => "R",
-                            _ => "M",
-                        };
+                        let letter = git_letter(f);
                         match f["old_path"].as_str() {
                             Some(old) => format!("{letter} {old} {}", f["path"].as_str().unwrap()),
                             None => format!("{letter} {}", f["path"].as_str().unwrap()),

@@ -536,6 +536,35 @@ fn exits_within(child: &mut std::process::Child, within: Duration) -> bool {
     false
 }
 
+/// Ask a `serve` with `--stop-timeout` `stop_timeout` a ranked question, and return once
+/// its writer of the stored copy is held halfway by the test hook (until `marker` is
+/// removed).
+fn ask_with_the_writer_held(
+    h: &Harness,
+    r: &RepoId,
+    marker: &Path,
+    stop_timeout: &str,
+) -> std::process::Child {
+    let child = ask_ranked_raw(
+        h,
+        r,
+        &[],
+        &[
+            (HOOK, marker.to_str().unwrap()),
+            ("SCOPED_REPO_STOP_TIMEOUT", stop_timeout),
+        ],
+    );
+    for _ in 0..600 {
+        if std::fs::metadata(marker).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = h.store.ranked_index_path(r).parent().unwrap().to_path_buf();
+    assert!(!temps(&dir).is_empty(), "the writer is under way");
+    child
+}
+
 // A server whose client closed stdin while it stored the ranked index it had just built
 // exited at once, leaving a half-written file (on the Linux kernel, 239 MB and 77 MB)
 // and the next process to build it all again.
@@ -548,22 +577,7 @@ async fn a_server_whose_client_left_mid_store_left_a_half_written_index() {
     // The writer never finishes: the server waits its --stop-timeout, then removes what
     // it wrote.
     let marker = h.dir.path().join("paused");
-    let mut child = ask_ranked_raw(
-        &h,
-        &r,
-        &[],
-        &[
-            (HOOK, marker.to_str().unwrap()),
-            ("SCOPED_REPO_STOP_TIMEOUT", "1s"),
-        ],
-    );
-    for _ in 0..600 {
-        if std::fs::metadata(&marker).is_ok_and(|m| m.len() > 0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!temps(&dir).is_empty(), "the writer is under way");
+    let mut child = ask_with_the_writer_held(&h, &r, &marker, "1s");
     drop(child.stdin.take());
     assert!(
         exits_within(&mut child, Duration::from_secs(20)),
@@ -602,22 +616,7 @@ async fn a_server_sent_sigterm_mid_store_lost_the_index_it_had_built() {
     let dir = path.parent().unwrap().to_path_buf();
     let marker = h.dir.path().join("paused");
     let stop_within = |timeout: &str| {
-        let child = ask_ranked_raw(
-            &h,
-            &r,
-            &[],
-            &[
-                (HOOK, marker.to_str().unwrap()),
-                ("SCOPED_REPO_STOP_TIMEOUT", timeout),
-            ],
-        );
-        for _ in 0..600 {
-            if std::fs::metadata(&marker).is_ok_and(|m| m.len() > 0) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(!temps(&dir).is_empty(), "the writer is under way");
+        let child = ask_with_the_writer_held(&h, &r, &marker, timeout);
         // SAFETY: signalling our own child, which has not been reaped yet.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         child
