@@ -20,14 +20,14 @@ fn is_preamble(line: &str) -> bool {
 /// The file's chunks as 0-based half-open line ranges, covering every line in order.
 pub fn chunks(path: &str, text: &str) -> Vec<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
-    chunks_of_lines(path, text, &lines)
+    chunks_of_lines(path, &lines)
 }
 
 /// [`chunks`], given `text`'s lines.
-fn chunks_of_lines(path: &str, text: &str, lines: &[&str]) -> Vec<(usize, usize)> {
+fn chunks_of_lines(path: &str, lines: &[&str]) -> Vec<(usize, usize)> {
     let total = lines.len();
     let mut starts = vec![0usize];
-    for d in symbols::definitions(path, text) {
+    for d in symbols::definitions_in(path, lines) {
         let mut s = d.line;
         while s > 0 && s - 1 > *starts.last().unwrap_or(&0) && is_preamble(lines[s - 1]) {
             s -= 1;
@@ -109,16 +109,20 @@ impl QueryTerms {
     fn counts(&self, line: &str) -> Option<Vec<u32>> {
         let mut tf = vec![0u32; self.terms.len()];
         let mut any = false;
-        terms::for_each_term(line, |t| {
-            let first = t.as_bytes().first().map_or(0, |&b| b as usize);
-            if self.lengths & length_bit(t.len()) == 0 || !self.firsts[first] {
-                return;
-            }
-            if let Ok(i) = self.terms.binary_search_by(|(x, _)| x.as_str().cmp(t)) {
-                tf[i] += 1;
-                any = true;
-            }
-        });
+        terms::for_each_term_where(
+            line,
+            |b| self.firsts[b as usize],
+            |t| {
+                let first = t.as_bytes().first().map_or(0, |&b| b as usize);
+                if self.lengths & length_bit(t.len()) == 0 || !self.firsts[first] {
+                    return;
+                }
+                if let Ok(i) = self.terms.binary_search_by(|(x, _)| x.as_str().cmp(t)) {
+                    tf[i] += 1;
+                    any = true;
+                }
+            },
+        );
         any.then_some(tf)
     }
 
@@ -208,7 +212,7 @@ pub fn best_chunk(path: &str, text: &str, query: &QueryTerms) -> (usize, usize) 
             hits.push((i, tf));
         }
     }
-    pick_chunk(path, text, &lines, query, &hits)
+    pick_chunk(path, &lines, query, &hits)
 }
 
 /// [`best_chunk`] splitting every line into terms: the reference the needles are
@@ -224,14 +228,13 @@ pub fn best_chunk_scanning_every_line(
         .enumerate()
         .filter_map(|(i, l)| Some((i, query.counts(l)?)))
         .collect();
-    pick_chunk(path, text, &lines, query, &hits)
+    pick_chunk(path, &lines, query, &hits)
 }
 
 /// The best of `text`'s chunks given the term counts of the lines that hold a term
 /// (`hits`, in line order).
 fn pick_chunk(
     path: &str,
-    text: &str,
     lines: &[&str],
     query: &QueryTerms,
     hits: &[(usize, Vec<u32>)],
@@ -239,7 +242,7 @@ fn pick_chunk(
     let mut best = (f32::MIN, (0, lines.len().min(MAX_CHUNK_LINES)));
     let mut tf = vec![0u32; query.terms.len()];
     let mut next = 0;
-    for (s, e) in chunks_of_lines(path, text, lines) {
+    for (s, e) in chunks_of_lines(path, lines) {
         tf.fill(0);
         while next < hits.len() && hits[next].0 < e {
             if hits[next].0 >= s {

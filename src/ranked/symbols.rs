@@ -82,6 +82,21 @@ pub struct Definition {
 
 /// Every definition in `text`, in line order.
 pub fn definitions(path: &str, text: &str) -> Vec<Definition> {
+    let lines: Vec<&str> = text.lines().collect();
+    definitions_in(path, &lines)
+}
+
+/// [`definitions`] of a text already cut into its lines.
+pub fn definitions_in(path: &str, lines: &[&str]) -> Vec<Definition> {
+    definitions_where(path, lines, may_define)
+}
+
+/// [`definitions_in`], trying the pattern only on the lines `may` lets through.
+fn definitions_where(
+    path: &str,
+    lines: &[&str],
+    may: impl Fn(Family, &str) -> bool,
+) -> Vec<Definition> {
     let fam = family(path);
     let pattern: &Regex = match fam {
         Family::Python => &PYTHON,
@@ -91,12 +106,12 @@ pub fn definitions(path: &str, text: &str) -> Vec<Definition> {
         Family::Script => &SCRIPT,
         Family::Ruby => &RUBY,
         Family::Markdown => &MARKDOWN,
-        Family::Rst => return rst_headings(text),
+        Family::Rst => return rst_headings(lines),
         Family::Other => &OTHER,
     };
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.len() > 400 {
+    for (i, &line) in lines.iter().enumerate() {
+        if line.len() > 400 || !may(fam, line) {
             continue;
         }
         if let Some(c) = pattern.captures(line)
@@ -120,9 +135,112 @@ pub fn definitions(path: &str, text: &str) -> Vec<Definition> {
     out
 }
 
+/// Whether `line` can match its family's definition pattern: a few byte comparisons
+/// that every line the pattern matches passes, so that most lines (a function's body)
+/// skip the pattern, whose every call costs far more than the comparisons, matching or
+/// not. Each test is read off the pattern's alternatives: how the line must start (its
+/// leading keyword) or what it must hold.
+fn may_define(fam: Family, line: &str) -> bool {
+    let t = line.trim_start();
+    let starts = |words: &[&str]| words.iter().any(|w| t.starts_with(w));
+    // The line's first word when whitespace follows it, as the pattern's keywords are
+    // followed by `\s+`.
+    let first_word = || {
+        let end = t
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(t.len());
+        let (word, rest) = t.split_at(end);
+        rest.starts_with(char::is_whitespace).then_some(word)
+    };
+    match fam {
+        Family::Python => starts(&["def", "class", "async"]),
+        Family::Rust => starts(&[
+            "pub",
+            "async",
+            "const",
+            "unsafe",
+            "extern",
+            "fn",
+            "struct",
+            "enum",
+            "trait",
+            "mod",
+            "type",
+            "union",
+            "static",
+            "macro_rules!",
+            "impl",
+        ]),
+        Family::CLike => {
+            // A function's signature: an unindented line starting with a name or `*`,
+            // with its parenthesis.
+            let signature = line
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b == b'*')
+                && line.contains('(');
+            signature || t.starts_with("#define") || first_word().is_some_and(is_clike_word)
+        }
+        Family::Go => line.starts_with("func") || t.starts_with("type"),
+        Family::Script => {
+            starts(&[
+                "export",
+                "default",
+                "async",
+                "function",
+                "class",
+                "interface",
+                "enum",
+                "type",
+                "namespace",
+                "const",
+                "let",
+                "var",
+            ]) || (line.contains('(') && line.contains(')') && line.contains('{'))
+        }
+        Family::Ruby | Family::Markdown | Family::Rst | Family::Other => true,
+    }
+}
+
+/// Whether a C-like definition's line can start with `word` (after its indentation):
+/// the modifiers and kinds of [`CLIKE`]'s first and last alternatives.
+fn is_clike_word(word: &str) -> bool {
+    matches!(
+        word,
+        "public"
+            | "private"
+            | "protected"
+            | "internal"
+            | "static"
+            | "final"
+            | "abstract"
+            | "sealed"
+            | "open"
+            | "data"
+            | "inline"
+            | "virtual"
+            | "override"
+            | "async"
+            | "export"
+            | "typedef"
+            | "synchronized"
+            | "class"
+            | "struct"
+            | "interface"
+            | "enum"
+            | "union"
+            | "record"
+            | "object"
+            | "namespace"
+            | "fun"
+            | "func"
+            | "protocol"
+            | "extension"
+    )
+}
+
 /// reStructuredText headings: a line underlined by a run of one punctuation character.
-fn rst_headings(text: &str) -> Vec<Definition> {
-    let lines: Vec<&str> = text.lines().collect();
+fn rst_headings(lines: &[&str]) -> Vec<Definition> {
     let mut out = Vec::new();
     for i in 1..lines.len() {
         let under = lines[i].trim_end();
@@ -153,6 +271,84 @@ mod tests {
             .into_iter()
             .map(|d| d.name)
             .collect()
+    }
+
+    /// The byte tests in front of the patterns let every defining line through: over
+    /// text full of the ways definitions (and lines that only look like them) are
+    /// written, in each family, the definitions are those of the patterns alone.
+    #[test]
+    fn the_quick_line_test_keeps_every_definition() {
+        let lines = [
+            "static int compute_delay(int n) {",
+            "int\tmain(void)",
+            "*make_buffer(size_t n)",
+            "_start(void) {",
+            "\tif (x) {",
+            "\treturn foo(bar);",
+            "\tstatic void helper(int x)",
+            "  public static final List<String> names(int a) {",
+            "    private\u{2003}Foo bar(",
+            "  #define MAX(a, b) ((a) > (b) ? (a) : (b))",
+            "#define LIMIT 10",
+            "typedef struct sched_entity {",
+            "struct task_struct {",
+            "\tstruct rq *rq = this_rq();",
+            "data class Point(val x: Int)",
+            "datagram_send(sk, buf);",
+            "object Registry {",
+            "  override fun load(): Unit {",
+            "func (s *S) Run() error {",
+            "\ttype Config struct {",
+            "pub(crate) fn search() {}",
+            "    impl<T: Clone> Backend for Local<T> {",
+            "macro_rules! tool {",
+            "  async def fetch(self):",
+            "class Retry(Base):",
+            "export default async function load() {",
+            "  const f = async (x) => x",
+            "  render(props) {",
+            "  let value = compute(a, b) || {};",
+            "weird  (  ) {",
+            "\u{a0}class Odd {",
+        ];
+        let text = lines.join("\n");
+        let mut found = 0;
+        for ext in [
+            "c", "java", "kt", "swift", "rs", "py", "go", "ts", "rb", "md", "txt",
+        ] {
+            let path = format!("f.{ext}");
+            let quick = definitions(&path, &text);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(
+                quick,
+                definitions_where(&path, &lines, |_, _| true),
+                "{ext}"
+            );
+            found += quick.len();
+        }
+        assert!(found > 30, "{found}");
+        // And this crate's own sources, read as Rust and as each other family.
+        let mut files = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut checked = 0;
+        while let Some(p) = files.pop() {
+            if p.is_dir() {
+                files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for ext in ["rs", "c", "py", "go", "ts"] {
+                let path = format!("f.{ext}");
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(
+                    definitions(&path, &text),
+                    definitions_where(&path, &lines, |_, _| true),
+                    "{} as .{ext}",
+                    p.display()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 50, "{checked}");
     }
 
     #[test]

@@ -138,7 +138,15 @@ fn parts(word: &str, out: &mut Vec<(usize, usize)>) {
 /// Each identifier gives its parts (lowercased, stemmed) and, when it has several, the
 /// whole name with separators removed, so `get_user_name` and `getUserName` both match
 /// a query for either spelling, and a query for `user` matches both too.
-pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
+pub fn for_each_term(text: &str, emit: impl FnMut(&str)) {
+    for_each_term_where(text, |_| true, emit)
+}
+
+/// [`for_each_term`], leaving out terms whose first byte `first` refuses without
+/// the work of making them (lower-casing and stemming a part keep its first byte, once
+/// lower-cased, when it is ASCII; a part starting outside ASCII is always made).
+pub fn for_each_term_where(text: &str, first: impl Fn(u8) -> bool, mut emit: impl FnMut(&str)) {
+    let wanted = |b: u8| !b.is_ascii() || first(b.to_ascii_lowercase());
     let mut spans = Vec::new();
     // Reused for every word: the whole name, a part lower-cased, and its stem.
     let (mut buf, mut lower, mut stemmed) = (String::new(), String::new(), String::new());
@@ -151,21 +159,30 @@ pub fn for_each_term(text: &str, mut emit: impl FnMut(&str)) {
         }
         spans.clear();
         parts(word, &mut spans);
+        // The whole name starts as its first part does.
+        let whole = spans.len() > 1 && wanted(word.as_bytes()[spans[0].0]);
         let mut pieces = 0;
         for &(s, e) in &spans {
+            let part = wanted(word.as_bytes()[s]);
+            if !part && (!whole || pieces > 0) {
+                continue; // neither this term nor the whole name's count needs it
+            }
             lower.clear();
             push_lowercase(&mut lower, &word[s..e]);
             if (lower.len() < 2 && !lower.bytes().all(|b| b.is_ascii_digit())) || is_stop(&lower) {
                 continue;
             }
             pieces += 1;
+            if !part {
+                continue;
+            }
             let (kept, added) = stem_parts(&lower);
             stemmed.clear();
             stemmed.push_str(kept);
             stemmed.push_str(added);
             emit(&stemmed);
         }
-        if spans.len() > 1 && pieces > 0 {
+        if whole && pieces > 0 {
             buf.clear();
             for &(s, e) in &spans {
                 push_lowercase(&mut buf, &word[s..e]);
@@ -346,6 +363,39 @@ pub fn split_words(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leaving terms out by their first byte gives the terms that filtering them
+    /// afterwards gives, whole names included, for every first byte.
+    #[test]
+    fn terms_left_out_by_first_byte_are_those_filtered_after() {
+        let text = "fn parse_HTTPHeader2(bodies: &Entries) -> of_the_x {}\n\
+                    let getUserName = queries_parsed + __dunder__ + a_b + The_Zone;\n\
+                    größe = Straße_Kelvin \u{212A}elvin x1y2 v42 ÄpfelBaum 9lives";
+        let all = terms(text);
+        for b in 0..=255u8 {
+            let first = |c: u8| c == b || c == b'z';
+            let mut quick = Vec::new();
+            for_each_term_where(text, first, |t| quick.push(t.to_string()));
+            let filtered: Vec<String> = all
+                .iter()
+                .filter(|t| {
+                    t.as_bytes()
+                        .first()
+                        .is_some_and(|&c| !c.is_ascii() || first(c))
+                })
+                .cloned()
+                .collect();
+            let kept: Vec<String> = quick
+                .into_iter()
+                .filter(|t| {
+                    t.as_bytes()
+                        .first()
+                        .is_some_and(|&c| !c.is_ascii() || first(c))
+                })
+                .collect();
+            assert_eq!(kept, filtered, "first byte {b}");
+        }
+    }
 
     #[test]
     fn stop_list_is_sorted_for_binary_search() {
