@@ -69,7 +69,7 @@ fn main() {
     };
     std::hint::black_box(
         index
-            .answer(&repo, &first, &Weights::default(), &|_| true)
+            .answer(&repo, &first, &Weights::default(), &|_| true, &|_| None)
             .unwrap(),
     );
     println!(
@@ -106,7 +106,7 @@ fn main() {
         let t = Instant::now();
         std::hint::black_box(
             index
-                .answer(&repo, &rq, &Weights::default(), &|_| true)
+                .answer(&repo, &rq, &Weights::default(), &|_| true, &|_| None)
                 .unwrap(),
         );
         times.push(t.elapsed());

@@ -179,7 +179,9 @@ fn main() {
     };
     std::hint::black_box(
         index
-            .answer(&repo, &first_query, &Weights::default(), &|_| true)
+            .answer(&repo, &first_query, &Weights::default(), &|_| true, &|_| {
+                None
+            })
             .unwrap(),
     );
     let first_answer = t.elapsed();
@@ -205,11 +207,15 @@ fn main() {
             token_limit: 8000,
         };
         let t = Instant::now();
-        let (hits, _) = index.answer(&repo, &rq, &before, &|_| true).unwrap();
+        let (hits, _) = index
+            .answer(&repo, &rq, &before, &|_| true, &|_| None)
+            .unwrap();
         times_before.push(t.elapsed());
         std::hint::black_box(hits);
         let t = Instant::now();
-        let (hits, _) = index.answer(&repo, &rq, &weights, &|_| true).unwrap();
+        let (hits, _) = index
+            .answer(&repo, &rq, &weights, &|_| true, &|_| None)
+            .unwrap();
         times.push(t.elapsed());
         std::hint::black_box(hits);
     }

@@ -1246,12 +1246,15 @@ pub fn approx_tokens(text: &str) -> usize {
 impl RankedIndex {
     /// Answer `q`: the best files, each cut to its best chunk, until `q.token_limit`
     /// tokens of snippet are spent. Returns the hits and whether the limit cut them.
+    /// `stored_text` gives a file's bytes at the index's head where they are at hand
+    /// without inflating its blob (`None`: its blob is read from `repo`).
     pub fn answer(
         &self,
         repo: &Repository,
         q: &RankedQuery,
         weights: &Weights,
         keep: &dyn Fn(&str) -> bool,
+        stored_text: &dyn Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<(Vec<RankedHit>, bool), RankedError> {
         let files: Vec<(RankedFile, Oid)> = self
             .rank(&q.text, q.max_results, weights, keep)
@@ -1276,17 +1279,28 @@ impl RankedIndex {
         let mut hits = Vec::new();
         let mut truncated = false;
         for (i, (f, _)) in files.iter().enumerate() {
-            while pending.len() < files.len() && pending.len() < i + ahead {
+            // Read ahead only as far as the budget left is likely to reach, judged by the
+            // snippets so far: a file read and cut past the budget's end is wasted.
+            let spent = q.token_limit - budget;
+            let likely = match spent.checked_div(hits.len()) {
+                Some(per_hit) => budget / per_hit.max(1) + 1,
+                None => ahead,
+            };
+            while pending.len() < files.len() && pending.len() < i + likely.clamp(1, ahead) {
                 let at = pending.len();
                 let (f, blob) = &files[at];
-                let blob = repo.find_blob(*blob)?;
-                let text = match String::from_utf8(blob.content().to_vec()) {
+                let bytes = match stored_text(&f.path) {
+                    Some(b) => b,
+                    None => repo.find_blob(*blob)?.content().to_vec(),
+                };
+                let indexed = bytes.len() <= MAX_INDEXED_BYTES;
+                let text = match String::from_utf8(bytes) {
                     Ok(t) => t,
                     Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
                 };
                 let job = Arc::new(Pending {
                     path: f.path.clone(),
-                    indexed: blob.content().len() <= MAX_INDEXED_BYTES,
+                    indexed,
                     text: Mutex::new(Some(text)),
                 });
                 pending.push(Arc::clone(&job));
@@ -1617,7 +1631,7 @@ mod tests {
                 token_limit,
             };
             let (hits, truncated) = ix
-                .answer(&repo, &q, &Weights::default(), &|_| true)
+                .answer(&repo, &q, &Weights::default(), &|_| true, &|_| None)
                 .unwrap();
             let terms = chunks::QueryTerms::new(&ix.term_weights(&q.text));
             let mut want = Vec::new();

@@ -739,6 +739,15 @@ impl LineIndex {
         self.dead[seg][id / 64] & (1 << (id % 64)) != 0
     }
 
+    /// The live file at `path`, if this index holds one (a text file at its head).
+    pub fn file(&self, path: &str) -> Option<Arc<FileEntry>> {
+        // A live path is in one segment only.
+        self.segments.iter().enumerate().find_map(|(s, seg)| {
+            let i = seg.files.binary_search_by(|f| (*f.path).cmp(path)).ok()?;
+            (!self.is_dead(s, i)).then(|| Arc::clone(&seg.files[i]))
+        })
+    }
+
     /// Every live file, in path order.
     pub fn live_files(&self) -> Vec<Arc<FileEntry>> {
         self.candidates(&TrigramQuery::All, |_| true)
@@ -927,6 +936,13 @@ mod tests {
         // The old index is untouched: a search holding it still sees its own head.
         assert_eq!(paths(&ix.candidates(&q, |_| true)), ["b", "c"]);
         assert_eq!(next.stats().files, 3);
+        // A file by its path: the delta's copy, the base's, none where removed.
+        let text = |ix: &LineIndex, p: &str| ix.file(p).map(|f| f.content.to_vec());
+        assert_eq!(text(&next, "a"), Some(b"ALPHA".to_vec()));
+        assert_eq!(text(&next, "b"), Some(b"alpha beta".to_vec()));
+        assert_eq!(text(&next, "c"), None);
+        assert_eq!(text(&ix, "c"), Some(b"alpha".to_vec()));
+        assert_eq!(text(&next, "zz"), None);
     }
 
     #[test]

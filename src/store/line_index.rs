@@ -756,6 +756,45 @@ impl Store {
         Ok(())
     }
 
+    /// Repo `id`'s line index at `head` when one is at hand without a build: the one
+    /// this process holds, or the stored set when it is at `head` (then held from now
+    /// on). `None` while another thread builds or carries it, or when none is at `head`:
+    /// a caller that only wants files' text reads them from git instead.
+    pub(super) fn line_index_at(
+        &self,
+        id: &RepoId,
+        h: &RepoHandle,
+        head: Oid,
+    ) -> Option<Arc<LineIndex>> {
+        let head = head.to_string();
+        let at_head = || {
+            lock(&h.index.current)
+                .clone()
+                .filter(|ix| ix.head() == head)
+        };
+        if let Some(ix) = at_head() {
+            return Some(ix);
+        }
+        let _building = h.index.building.try_lock().ok()?;
+        if let Some(ix) = at_head() {
+            return Some(ix);
+        }
+        let dir = IndexDir {
+            path: self.index_dir(id),
+        };
+        if dir.manifest()?.head != head {
+            return None;
+        }
+        let current = lock(&h.index.current).clone();
+        let ix = Arc::new(dir.open_set(current.as_deref())?);
+        if ix.head() != head {
+            return None;
+        }
+        *lock(&h.index.current) = Some(ix.clone());
+        self.index_used(id, IndexKind::Line, ix.heap_bytes());
+        Some(ix)
+    }
+
     /// Search with repo `id`'s line index: `run` computes an answer from an index, and
     /// is run again on a rebuilt one when a segment it read turns out damaged, so no
     /// answer ever comes from bytes that failed their checks.

@@ -41,6 +41,7 @@ use crate::model::{IndexBuilding, RankedQuery, RankedResults, RepoId};
 use crate::ranked::disk::{Snapshot, StoredBase};
 use crate::ranked::{AdvanceStats, RankedError, RankedIndex, RankedProgress, Weights};
 use crate::search::compile_glob;
+use crate::search::index::LineIndex;
 
 /// The stored copy's file name in the repo's index directory.
 const FILE: &str = "ranked.bin";
@@ -857,6 +858,9 @@ impl Store {
         // waiting on the shared reader.
         let repo = git2::Repository::open_bare(&h.dir).map_err(git::git_err)?;
         let head = git::head(&repo)?;
+        // The answer's snippets are cut from the files' text: the line index holds it
+        // uncompressed, where git would inflate each blob.
+        let lines = self.line_index_at(id, &h, head);
         let slot = self.ranked_slot(id);
         let deadline = Instant::now() + self.ranked_wait();
         let mut seen = 0;
@@ -866,7 +870,15 @@ impl Store {
         loop {
             let mut guard = lock(&slot);
             if guard.index.is_some() {
-                return self.answer_ranked(id, &slot, &mut guard, &repo, head, query, &glob);
+                return self.answer_ranked(
+                    id,
+                    &slot,
+                    &mut guard,
+                    (&repo, lines.as_deref()),
+                    head,
+                    query,
+                    &glob,
+                );
             }
             if let Some(build) = guard.build.clone() {
                 drop(guard);
@@ -1011,7 +1023,7 @@ impl Store {
         id: &RepoId,
         slot: &Slot,
         state: &mut RankedState,
-        repo: &Repository,
+        (repo, lines): (&Repository, Option<&LineIndex>),
         head: Oid,
         query: &RankedQuery,
         glob: &Option<crate::rules::PathGlob>,
@@ -1027,7 +1039,14 @@ impl Store {
             glob.as_ref().is_none_or(|g| g.is_match(p))
                 && query.visible.as_ref().is_none_or(|v| v.sees(p))
         };
-        let (hits, truncated) = ix.answer(repo, query, &Weights::default(), &keep)?;
+        // A file's text from the line index at this head; a segment failing its checks
+        // reads as empty and marks the index damaged, so its text is then read from git.
+        let stored_text = |path: &str| {
+            let lines = lines?;
+            let bytes = lines.file(path)?.content.to_vec();
+            (!lines.damaged()).then_some(bytes)
+        };
+        let (hits, truncated) = ix.answer(repo, query, &Weights::default(), &keep, &stored_text)?;
         self.index_used(id, IndexKind::Ranked, state.heap);
         Ok(RankedResults {
             head: head.to_string(),

@@ -183,6 +183,35 @@ async fn a_restarted_store_loads_the_ranked_index_and_applies_commits_made_since
     assert_eq!(rebuilt.ranked_origin(&r), Some(RankedOrigin::Built));
 }
 
+/// Snippets are cut from the text the line index holds at the head, not from inflated
+/// blobs: with the line index stored, the answers stay whole after the files' blobs
+/// are gone from git (which no store does: here it shows where the text comes from).
+#[tokio::test(flavor = "multi_thread")]
+async fn ranked_snippets_read_the_line_index_text_at_the_head() {
+    let h = Harness::new();
+    let r = h.repo(FILES);
+    let first = answers(&h.store, &r);
+    let head = h.store.head(&r).unwrap();
+    wait_stored(&h.store.ranked_index_path(&r), &head);
+    assert_eq!(h.store.line_index(&r).unwrap().head(), head);
+
+    let git_dir = h.store.git_dir(&r);
+    for (path, _) in FILES {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&git_dir)
+            .args(["rev-parse", &format!("HEAD:{path}")])
+            .output()
+            .unwrap();
+        let blob = String::from_utf8(out.stdout).unwrap();
+        let (dir, file) = blob.trim().split_at(2);
+        std::fs::remove_file(git_dir.join("objects").join(dir).join(file))
+            .unwrap_or_else(|e| panic!("{path}'s blob {blob} is not a loose object: {e}"));
+    }
+    let other = reopen(&h);
+    assert_same_answers(&answers(&other, &r), &first);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_or_foreign_stored_ranked_index_is_rebuilt_never_trusted() {
     let h = Harness::new();
