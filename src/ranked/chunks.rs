@@ -27,8 +27,8 @@ pub fn chunks(path: &str, text: &str) -> Vec<(usize, usize)> {
 fn chunks_of_lines(path: &str, lines: &[&str]) -> Vec<(usize, usize)> {
     let total = lines.len();
     let mut starts = vec![0usize];
-    for d in symbols::definitions_in(path, lines) {
-        let mut s = d.line;
+    for line in symbols::definition_lines(path, lines) {
+        let mut s = line;
         while s > 0 && s - 1 > *starts.last().unwrap_or(&0) && is_preamble(lines[s - 1]) {
             s -= 1;
         }
@@ -145,31 +145,23 @@ impl QueryTerms {
         if self.terms.is_empty() {
             return Vec::new();
         }
+        // Copied a run at a time between underscores, and lower-cased in place.
         let mut flat = Vec::with_capacity(text.len());
-        let mut wide = Vec::new();
-        let mut line = 0;
-        let mut line_is_wide = false;
-        for &b in text.as_bytes() {
-            match b {
-                b'_' => {}
-                b'\n' => {
-                    if line_is_wide {
-                        wide.push(line);
-                    }
-                    line += 1;
-                    line_is_wide = false;
-                    flat.push(b);
-                }
-                _ => {
-                    line_is_wide |= !b.is_ascii();
-                    flat.push(b.to_ascii_lowercase());
-                }
-            }
+        for run in text.as_bytes().split(|&b| b == b'_') {
+            let from = flat.len();
+            flat.extend_from_slice(run);
+            flat[from..].make_ascii_lowercase();
         }
-        if line_is_wide {
-            wide.push(line);
-        }
-        let mut found = Vec::new();
+        let wide: Vec<usize> = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.split('\n')
+                .enumerate()
+                .filter(|(_, l)| !l.is_ascii())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut found = wide;
         let (mut at, mut line) = (0, 0);
         let mut from = 0;
         while let Some(m) = self.needles.as_ref().and_then(|n| n.find_at(&flat, from)) {
@@ -182,7 +174,6 @@ impl QueryTerms {
                 None => flat.len(),
             };
         }
-        found.extend(wide);
         found.sort_unstable();
         found.dedup();
         found
