@@ -759,6 +759,26 @@ impl LineIndex {
         query: &TrigramQuery,
         wanted: impl Fn(&str) -> bool,
     ) -> Vec<Arc<FileEntry>> {
+        self.candidates_as(query, wanted, Arc::clone)
+    }
+
+    /// [`LineIndex::candidates`] borrowed from this index: a search that ends while the
+    /// index is held need not count a reference to every file (a pattern without a
+    /// literal takes them all).
+    pub fn candidate_entries(
+        &self,
+        query: &TrigramQuery,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<&FileEntry> {
+        self.candidates_as(query, wanted, |f| &**f)
+    }
+
+    fn candidates_as<'a, T: std::ops::Deref<Target = FileEntry>>(
+        &'a self,
+        query: &TrigramQuery,
+        wanted: impl Fn(&str) -> bool,
+        take: impl Fn(&'a Arc<FileEntry>) -> T,
+    ) -> Vec<T> {
         let mut per_segment = self.segments.iter().enumerate().map(|(s, seg)| {
             let ids: Box<dyn Iterator<Item = usize>> = match seg.eval(query) {
                 None => Box::new(0..seg.files.len()),
@@ -767,12 +787,12 @@ impl LineIndex {
             ids.filter(|&i| i < seg.files.len() && !self.is_dead(s, i))
                 .map(|i| &seg.files[i])
                 .filter(|f| wanted(&f.path))
-                .cloned()
+                .map(&take)
                 .collect::<Vec<_>>()
         });
         let base = per_segment.next().unwrap_or_default();
         // A live path is in one segment only; the deltas' files are few.
-        let mut rest: Vec<Arc<FileEntry>> = per_segment.flatten().collect();
+        let mut rest: Vec<T> = per_segment.flatten().collect();
         if rest.is_empty() {
             return base;
         }
@@ -781,10 +801,10 @@ impl LineIndex {
     }
 }
 
-fn merge_by_path(
-    base: impl Iterator<Item = Arc<FileEntry>>,
-    overlay: impl Iterator<Item = Arc<FileEntry>>,
-) -> Vec<Arc<FileEntry>> {
+fn merge_by_path<T: std::ops::Deref<Target = FileEntry>>(
+    base: impl Iterator<Item = T>,
+    overlay: impl Iterator<Item = T>,
+) -> Vec<T> {
     let mut out = Vec::new();
     let mut base = base.peekable();
     let mut overlay = overlay.peekable();

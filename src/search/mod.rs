@@ -18,8 +18,8 @@ pub mod plan;
 pub mod segment;
 pub mod stencil;
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::rules::{PathGlob, RuleError};
@@ -287,7 +287,10 @@ impl Progress {
     /// Hand out the next block of `files`: its number and its range. Blocks are cut here,
     /// as they are claimed, so a search that stops early never walks the files it does
     /// not search (with no usable trigram, the candidates are every file of the repo).
-    fn claim(&mut self, files: &[Arc<FileEntry>]) -> Option<(usize, std::ops::Range<usize>)> {
+    fn claim<F: std::ops::Deref<Target = FileEntry>>(
+        &mut self,
+        files: &[F],
+    ) -> Option<(usize, std::ops::Range<usize>)> {
         let start = self.cursor;
         if start >= files.len() {
             return None;
@@ -411,9 +414,9 @@ impl LineSearcher {
     /// `max_results` hits (and whether there are more) are known. Returns the hits,
     /// whether the answer was cut, and how many files were searched. Past `budget` of
     /// wall-clock time the answer is cut there and marked truncated.
-    pub fn search_files(
+    pub fn search_files<F: std::ops::Deref<Target = FileEntry> + Sync>(
         &self,
-        files: &[Arc<FileEntry>],
+        files: &[F],
         budget: Duration,
     ) -> (Vec<SearchHit>, bool, usize) {
         let deadline = Instant::now() + budget;
@@ -524,6 +527,7 @@ impl LineSearcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn query(pattern: &str, regex: bool) -> LineQuery {
         LineQuery {

@@ -1046,7 +1046,7 @@ impl Store {
     pub fn search_lines(&self, id: &RepoId, query: &LineQuery) -> Result<LineResults, StoreError> {
         let searcher = LineSearcher::new(query)?;
         self.with_line_index(id, |index| {
-            let candidates = index.candidates(searcher.plan(), |p| searcher.wants_path(p));
+            let candidates = index.candidate_entries(searcher.plan(), |p| searcher.wants_path(p));
             let budget = std::time::Duration::from_millis(
                 self.search_budget_ms
                     .load(std::sync::atomic::Ordering::Relaxed),
