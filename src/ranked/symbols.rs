@@ -119,6 +119,22 @@ pub fn definitions_in(path: &str, lines: &[&str]) -> Vec<Definition> {
     definitions_where(path, lines, may_define, true)
 }
 
+/// The family's definition pattern; `None` for reStructuredText, whose headings are
+/// two lines ([`rst_headings`]).
+fn pattern_of(fam: Family) -> Option<&'static Pattern> {
+    Some(match fam {
+        Family::Python => &PYTHON,
+        Family::Rust => &RUST,
+        Family::CLike => &CLIKE,
+        Family::Go => &GO,
+        Family::Script => &SCRIPT,
+        Family::Ruby => &RUBY,
+        Family::Markdown => &MARKDOWN,
+        Family::Rst => return None,
+        Family::Other => &OTHER,
+    })
+}
+
 /// [`definitions_in`], trying the pattern only on the lines `may` lets through, and on
 /// ASCII lines without Unicode classes when `ascii_apart`.
 fn definitions_where(
@@ -128,16 +144,8 @@ fn definitions_where(
     ascii_apart: bool,
 ) -> Vec<Definition> {
     let fam = family(path);
-    let pattern: &Pattern = match fam {
-        Family::Python => &PYTHON,
-        Family::Rust => &RUST,
-        Family::CLike => &CLIKE,
-        Family::Go => &GO,
-        Family::Script => &SCRIPT,
-        Family::Ruby => &RUBY,
-        Family::Markdown => &MARKDOWN,
-        Family::Rst => return rst_headings(lines),
-        Family::Other => &OTHER,
+    let Some(pattern) = pattern_of(fam) else {
+        return rst_headings(lines);
     };
     let mut out = Vec::new();
     for (i, &line) in lines.iter().enumerate() {
@@ -179,16 +187,8 @@ static CONTROL_FLOW: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
 /// where no such word occurs on the line at all, the name is not looked for.
 pub fn definition_lines(path: &str, lines: &[&str]) -> Vec<usize> {
     let fam = family(path);
-    let pattern: &Pattern = match fam {
-        Family::Python => &PYTHON,
-        Family::Rust => &RUST,
-        Family::CLike => &CLIKE,
-        Family::Go => &GO,
-        Family::Script => &SCRIPT,
-        Family::Ruby => &RUBY,
-        Family::Markdown => &MARKDOWN,
-        Family::Rst => return rst_headings(lines).into_iter().map(|d| d.line).collect(),
-        Family::Other => &OTHER,
+    let Some(pattern) = pattern_of(fam) else {
+        return rst_headings(lines).into_iter().map(|d| d.line).collect();
     };
     let mut out = Vec::new();
     for (i, &line) in lines.iter().enumerate() {

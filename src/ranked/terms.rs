@@ -376,23 +376,13 @@ mod tests {
             let first = |c: u8| c == b || c == b'z';
             let mut quick = Vec::new();
             for_each_term_where(text, first, |t| quick.push(t.to_string()));
-            let filtered: Vec<String> = all
-                .iter()
-                .filter(|t| {
-                    t.as_bytes()
-                        .first()
-                        .is_some_and(|&c| !c.is_ascii() || first(c))
-                })
-                .cloned()
-                .collect();
-            let kept: Vec<String> = quick
-                .into_iter()
-                .filter(|t| {
-                    t.as_bytes()
-                        .first()
-                        .is_some_and(|&c| !c.is_ascii() || first(c))
-                })
-                .collect();
+            let wanted = |t: &&String| {
+                t.as_bytes()
+                    .first()
+                    .is_some_and(|&c| !c.is_ascii() || first(c))
+            };
+            let filtered: Vec<&String> = all.iter().filter(wanted).collect();
+            let kept: Vec<&String> = quick.iter().filter(wanted).collect();
             assert_eq!(kept, filtered, "first byte {b}");
         }
     }
