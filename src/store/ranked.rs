@@ -358,6 +358,46 @@ fn remove_abandoned_checkpoint(dir: &Path) {
     }
 }
 
+/// Move into `index_dir` a checkpoint of `tree` that another repo's interrupted build
+/// left, when this repo has none: a rerun of an interrupted `repo create` makes a new
+/// repo of the same files, whose build then goes on from the first one's. Only a
+/// checkpoint whose repo's build lock this process can take (no build of that repo
+/// owns it) is moved.
+fn adopt_checkpoint(index_dir: &Path, tree: Oid) {
+    use crate::ranked::resume::checkpoint_tree;
+    let own = index_dir.join(RESUME_DIR);
+    if checkpoint_tree(&own).is_some() {
+        return;
+    }
+    let Some(root) = index_dir.parent() else {
+        return;
+    };
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let other = e.path();
+        let dir = other.join(RESUME_DIR);
+        if other == index_dir || checkpoint_tree(&dir) != Some(tree) {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(other.join(BUILD_LOCK)) else {
+            continue;
+        };
+        if !super::try_flock(&lock) {
+            continue;
+        }
+        // Data files with no record (a build killed before its first checkpoint).
+        crate::ranked::resume::discard(&own);
+        match std::fs::rename(&dir, &own) {
+            Ok(()) => {
+                tracing::info!(from = %other.display(), "took over another repo's ranked build checkpoint of the same tree");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(from = %other.display(), cause = %e, "another repo's ranked build checkpoint could not be taken over")
+            }
+        }
+    }
+}
+
 /// Remove the temporary copies this process is writing in `dir`.
 fn remove_own_temps(dir: &Path) {
     for e in temps_in(dir, &format!(".{FILE}.{}.", std::process::id())) {
@@ -615,6 +655,9 @@ impl BuildJob {
         let built = Repository::open_bare(&self.repo_dir)
             .map_err(git::git_err)
             .and_then(|repo| {
+                if let Ok(tree) = repo.find_commit(self.head).map(|c| c.tree_id()) {
+                    adopt_checkpoint(&self.index_dir, tree);
+                }
                 RankedIndex::build_stored_resuming(
                     &repo,
                     self.head,

@@ -1037,3 +1037,79 @@ async fn a_finished_build_leaves_no_checkpoint_behind() {
     left.sort();
     assert_eq!(left, ["ranked.bin", "ranked.build"]);
 }
+
+// `repo create --from-dir` killed while it built the ranked index left a whole repo
+// and a checkpoint; run again, it makes a new repo of the same files, whose build goes
+// on from the first one's checkpoint (moved over, not copied) and stores the file an
+// uninterrupted build of the new repo stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_of_a_killed_import_goes_on_from_its_checkpoint() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    for (p, c) in many_files() {
+        let path = src.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, c).unwrap();
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("held");
+    let import = |hold: bool| {
+        let mut cmd = std::process::Command::new(crate::common::BIN);
+        cmd.arg("--data-dir")
+            .arg(h.data_dir())
+            .args(["repo", "create", "--from-dir"])
+            .arg(src.path())
+            .envs(CHECKPOINTED.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if hold {
+            cmd.env(HOLD_CHECKPOINT, &marker);
+        }
+        cmd
+    };
+    let mut first = import(true).spawn().unwrap();
+    let mut pid = String::new();
+    for _ in 0..600 {
+        pid = std::fs::read_to_string(&marker).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pid, first.id().to_string(), "the build never checkpointed");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let index = h.data_dir().join("index");
+    let left: Vec<PathBuf> = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("ranked.resume"))
+        .filter(|p| p.join("checkpoint").is_file())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    let out = import(false).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let (from, total) = resumed_from(&log).unwrap_or_else(|| panic!("not resumed: {log}"));
+    assert!(
+        from >= 8 && from < total,
+        "resumed from file {from} of {total}"
+    );
+    assert!(!left[0].exists(), "the checkpoint was copied, not moved");
+    let r: RepoId = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let path = h.store.ranked_index_path(&r);
+    let resumed = std::fs::read(&path).unwrap();
+    assert!(
+        !resume_dir(&h, &r).exists(),
+        "the checkpoint was left behind"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let (fresh, log) = build_to_the_end(&h, &r);
+    assert_eq!(resumed_from(&log), None);
+    assert!(fresh == resumed, "the resumed build stored another file");
+}
