@@ -928,7 +928,8 @@ async fn a_damaged_or_stale_checkpoint_is_discarded_and_the_build_starts_over() 
     let (reference, _) = build_to_the_end(&h, &r);
     std::fs::remove_file(&path).unwrap();
 
-    let damages: [(&str, fn(&Path)); 3] = [
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
         ("a flipped byte in the spilled documents", |dir| {
             let p = dir.join("body");
             let mut b = std::fs::read(&p).unwrap();
