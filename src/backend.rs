@@ -328,6 +328,9 @@ impl Backend for LocalBackend {
                         RankedProgress::Commits { done, total } => format!(
                             "building the ranked index: {done} of {total} commits of history read"
                         ),
+                        RankedProgress::Resumed { from, total } => format!(
+                            "building the ranked index: resumed from a checkpoint at file {from} of {total}"
+                        ),
                     });
                 }
             })

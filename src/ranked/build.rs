@@ -6,7 +6,10 @@
 //! A build that will be stored may spill ([`SpillPlan`]): once the documents pass a
 //! bound, each field's go to an unnamed file as they are laid, and only their offsets
 //! stay in memory; the postings are then made from those files when the index is
-//! stored ([`super::field::SpilledDocuments`]).
+//! stored ([`super::field::SpilledDocuments`]). Given a [`ResumePlan`], the spill
+//! files are named instead, in a checkpoint's directory, and the build records there,
+//! every few seconds, what going on from the next file needs ([`super::resume`]); a
+//! build given a checkpoint of its tree goes on from it.
 //!
 //! Taken back in order, the files number the terms exactly as reading them one by one
 //! does (the order each term is first seen in), so a build gives the same index on any
@@ -18,11 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Condvar, Mutex};
+use std::time::Instant;
 
 use git2::{Oid, Repository};
 
 use super::dict::TermTable;
 use super::field::Documents;
+use super::resume::{self, Journal, ResumePlan};
 use super::{MAX_INDEXED_BYTES, RankedError, disk, symbols, terms};
 
 /// Files a thread takes at a time: enough to make taking them cheap, few enough that
@@ -138,6 +143,28 @@ pub(super) struct SpillPlan {
     /// Bytes of (term, frequency) pairs the four fields may hold in memory, all told,
     /// before they go to their files.
     pub after_bytes: u64,
+    /// Where the build keeps checkpoints, its spill files among them; none: the spill
+    /// files have no name, and an interrupted build starts over.
+    pub resume: Option<ResumePlan>,
+}
+
+/// A build keeping checkpoints: what it has written of the state the next file needs.
+struct Checkpoints {
+    plan: ResumePlan,
+    tree: Oid,
+    total: usize,
+    /// Files taken back so far.
+    taken: usize,
+    /// The files' entries (see [`resume`]), held here until the build spills.
+    files_held: Vec<u8>,
+    /// The journals, once the build has spilled.
+    terms_out: Option<Journal>,
+    files_out: Option<Journal>,
+    /// Terms written to `terms_out`.
+    terms_written: usize,
+    last: Instant,
+    since: usize,
+    entry: Vec<u8>,
 }
 
 /// A new file beside `beside` with no name: its space goes back when the handle is
@@ -169,18 +196,59 @@ pub(super) struct Built {
     pub comments: Documents,
     /// Set for a build that may spill its documents.
     spill: Option<SpillPlan>,
+    /// Set for a build that keeps checkpoints.
+    checkpoints: Option<Checkpoints>,
     /// Global ids of the file being added (reused).
     ids: Vec<u32>,
     pair_buf: Vec<(u32, u32)>,
+    /// The last file's documents' lengths, in pairs.
+    lens: [usize; 4],
 }
 
 impl Built {
-    /// An empty build, spilling under `spill` if given.
-    pub fn new(spill: Option<SpillPlan>) -> Self {
+    /// An empty build of `total` files of `tree`, spilling under `spill` if given.
+    pub fn new(spill: Option<SpillPlan>, tree: Oid, total: usize) -> Self {
+        let checkpoints = spill
+            .as_ref()
+            .and_then(|s| s.resume.clone())
+            .map(|plan| Checkpoints {
+                plan,
+                tree,
+                total,
+                taken: 0,
+                files_held: Vec::new(),
+                terms_out: None,
+                files_out: None,
+                terms_written: 0,
+                last: Instant::now(),
+                since: 0,
+                entry: Vec::new(),
+            });
         Self {
             spill,
+            checkpoints,
             ..Self::default()
         }
+    }
+
+    /// Go on from the checkpoint of this build's tree, if there is one that holds
+    /// together (any other is removed): the files already taken back, each with
+    /// whether it was indexed (text).
+    pub fn take_up(&mut self) -> Option<Vec<bool>> {
+        let c = self.checkpoints.as_mut()?;
+        let t = resume::take_up(&c.plan.dir, c.tree, c.total)?;
+        let [body, path, defs, comments] = t.docs;
+        self.body = body;
+        self.path = path;
+        self.defs = defs;
+        self.comments = comments;
+        self.terms = t.terms;
+        c.taken = t.taken;
+        c.terms_written = self.terms.len();
+        c.terms_out = Some(t.terms_out);
+        c.files_out = Some(t.files_out);
+        c.last = Instant::now();
+        Some(t.text)
     }
 
     /// Whether the documents went to files.
@@ -206,10 +274,139 @@ impl Built {
         if pairs * 8 <= plan.after_bytes {
             return Ok(());
         }
-        for d in docs {
-            spill_file(&plan.beside)
+        let spilling = |e: std::io::Error| RankedError::Store(format!("spilling the build: {e}"));
+        let Some(c) = self.checkpoints.as_mut() else {
+            for d in docs {
+                spill_file(&plan.beside)
+                    .and_then(|f| d.spill_to(f))
+                    .map_err(spilling)?;
+            }
+            return Ok(());
+        };
+        // Named, in the checkpoint's directory (emptied when the build began), with
+        // the journals of the state the documents' terms and slots depend on.
+        let dir = &c.plan.dir;
+        std::fs::create_dir_all(dir).map_err(spilling)?;
+        for (d, name) in docs.into_iter().zip(resume::STREAMS) {
+            resume::create(dir, name)
                 .and_then(|f| d.spill_to(f))
-                .map_err(|e| RankedError::Store(format!("spilling the build: {e}")))?;
+                .map_err(spilling)?;
+        }
+        let mut terms_out = resume::create_journal(dir, resume::STREAMS[4]).map_err(spilling)?;
+        let mut buf = Vec::new();
+        for id in 0..self.terms.len() as u32 {
+            let t = self.terms.term(id);
+            resume::put_varint(&mut buf, t.len() as u64);
+            buf.extend_from_slice(t);
+            if buf.len() >= 1 << 16 {
+                terms_out.append(&buf).map_err(spilling)?;
+                buf.clear();
+            }
+        }
+        terms_out.append(&buf).map_err(spilling)?;
+        c.terms_written = self.terms.len();
+        let mut files_out = resume::create_journal(dir, resume::STREAMS[5]).map_err(spilling)?;
+        files_out
+            .append(&std::mem::take(&mut c.files_held))
+            .map_err(spilling)?;
+        c.terms_out = Some(terms_out);
+        c.files_out = Some(files_out);
+        Ok(())
+    }
+
+    /// Take back the next file: add a text file's documents, and note the file for
+    /// the checkpoints, writing one when due.
+    fn take(&mut self, f: &FileTerms) -> Result<(), RankedError> {
+        if f.text {
+            self.add(f)?;
+        }
+        let Some(c) = self.checkpoints.as_mut() else {
+            return Ok(());
+        };
+        let failed =
+            |e: std::io::Error| RankedError::Store(format!("checkpointing the build: {e}"));
+        c.entry.clear();
+        c.entry.push(u8::from(f.text));
+        if f.text {
+            for &n in &self.lens {
+                resume::put_varint(&mut c.entry, n as u64);
+            }
+        }
+        match c.files_out.as_mut() {
+            Some(out) => out.append(&c.entry).map_err(failed)?,
+            None => c.files_held.extend_from_slice(&c.entry),
+        }
+        if let Some(out) = c.terms_out.as_mut()
+            && c.terms_written < self.terms.len()
+        {
+            c.entry.clear();
+            for id in c.terms_written as u32..self.terms.len() as u32 {
+                let t = self.terms.term(id);
+                resume::put_varint(&mut c.entry, t.len() as u64);
+                c.entry.extend_from_slice(t);
+            }
+            out.append(&c.entry).map_err(failed)?;
+            c.terms_written = self.terms.len();
+        }
+        c.taken += 1;
+        c.since += 1;
+        let due = c.taken == c.total
+            || c.last.elapsed() >= c.plan.every
+            || (c.plan.every_files > 0 && c.since >= c.plan.every_files);
+        if due && c.files_out.is_some() {
+            self.checkpoint().map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Make what was written durable, then record it as the checkpoint.
+    fn checkpoint(&mut self) -> std::io::Result<()> {
+        let Some(c) = self.checkpoints.as_mut() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut streams = [(0u64, 0u32); 6];
+        for (s, d) in streams.iter_mut().zip([
+            &mut self.body,
+            &mut self.path,
+            &mut self.defs,
+            &mut self.comments,
+        ]) {
+            *s = d
+                .sync_spill()
+                .unwrap_or_else(|| Err(std::io::Error::other("documents not spilled")))?;
+        }
+        let (Some(terms_out), Some(files_out)) = (c.terms_out.as_mut(), c.files_out.as_mut())
+        else {
+            return Ok(());
+        };
+        streams[4] = terms_out.sync()?;
+        streams[5] = files_out.sync()?;
+        resume::write_record(
+            &c.plan.dir,
+            &resume::Record {
+                tree: c.tree,
+                total: c.total as u64,
+                taken: c.taken as u64,
+                terms: self.terms.len() as u64,
+                streams,
+            },
+        )?;
+        tracing::debug!(
+            taken = c.taken,
+            total = c.total,
+            took_ms = started.elapsed().as_millis() as u64,
+            "ranked build checkpoint"
+        );
+        c.last = Instant::now();
+        c.since = 0;
+        if c.taken < c.total
+            && let Some(marker) = c.plan.hold.take()
+            && std::fs::write(&marker, std::process::id().to_string()).is_ok()
+        {
+            while Path::new(&marker).exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
         Ok(())
     }
@@ -238,6 +435,7 @@ impl Built {
             self.pair_buf.sort_unstable();
             docs.push(&self.pair_buf);
         }
+        self.lens = [f.body.len(), f.path.len(), f.defs.len(), f.comments.len()];
         self.maybe_spill()
     }
 }
@@ -265,9 +463,7 @@ pub(super) fn read_files(
         let mut s = Scratch::default();
         for (i, (path, blob)) in files.iter().enumerate() {
             let f = read_file(repo, path, *blob, &mut s)?;
-            if f.text {
-                built.add(&f)?;
-            }
+            built.take(&f)?;
             each(i, &f);
         }
         return Ok(());
@@ -349,9 +545,7 @@ pub(super) fn read_files(
                 },
             };
             for (k, f) in chunk.iter().enumerate() {
-                if f.text {
-                    built.add(f)?;
-                }
+                built.take(f)?;
                 each(want * CHUNK + k, f);
             }
             want += 1;

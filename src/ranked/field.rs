@@ -97,6 +97,9 @@ struct SpillOut {
     /// [`Documents::into_spilled`] returns it.
     failed: Option<std::io::Error>,
     buf: Vec<u8>,
+    /// CRC-32 of every byte written, for a build's checkpoint to record
+    /// ([`Documents::sync_spill`]).
+    crc: crc32fast::Hasher,
 }
 
 impl Default for Documents {
@@ -134,6 +137,7 @@ impl Documents {
             for v in doc {
                 v.put_le(&mut sp.buf);
             }
+            sp.crc.update(&sp.buf);
             if let Err(e) = std::io::Write::write_all(&mut sp.out, &sp.buf) {
                 sp.failed = Some(e);
             }
@@ -164,17 +168,55 @@ impl Documents {
             pairs: self.pairs.len() as u64,
             failed: None,
             buf: Vec::new(),
+            crc: crc32fast::Hasher::new(),
         };
         for chunk in self.pairs.chunks(SPILL_BUFFER / 8) {
             sp.buf.clear();
             for v in chunk {
                 v.put_le(&mut sp.buf);
             }
+            sp.crc.update(&sp.buf);
             std::io::Write::write_all(&mut sp.out, &sp.buf)?;
         }
         self.pairs = Vec::new();
         self.spill = Some(sp);
         Ok(())
+    }
+
+    /// Spilled documents taken up again from a checkpoint: `file` holds the pairs of
+    /// the documents `at` delimits, exactly (`crc` their CRC-32), and the next ones are
+    /// written after them.
+    pub fn resume_spilled(
+        mut file: std::fs::File,
+        at: Vec<u32>,
+        crc: u32,
+    ) -> std::io::Result<Self> {
+        use std::io::Seek;
+        let pairs = u64::from(*at.last().unwrap_or(&0));
+        file.seek(std::io::SeekFrom::Start(pairs * 8))?;
+        Ok(Self {
+            at,
+            pairs: Vec::new(),
+            spill: Some(SpillOut {
+                out: std::io::BufWriter::with_capacity(SPILL_BUFFER, file),
+                pairs,
+                failed: None,
+                buf: Vec::new(),
+                crc: crc32fast::Hasher::new_with_initial_len(crc, pairs * 8),
+            }),
+        })
+    }
+
+    /// Write out what the spill file's buffer holds and make it durable: the file's
+    /// length in bytes and their CRC-32, for a checkpoint to record. `None` for
+    /// documents held in memory.
+    pub fn sync_spill(&mut self) -> Option<std::io::Result<(u64, u32)>> {
+        let sp = self.spill.as_mut()?;
+        if let Some(e) = &sp.failed {
+            return Some(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        let synced = std::io::Write::flush(&mut sp.out).and_then(|()| sp.out.get_ref().sync_data());
+        Some(synced.map(|()| (sp.pairs * 8, sp.crc.clone().finalize())))
     }
 
     /// The spilled documents, written out whole; an error when a write failed or the

@@ -26,6 +26,7 @@ pub mod chunks;
 pub mod dict;
 pub mod disk;
 pub mod field;
+pub mod resume;
 pub mod role;
 pub mod symbols;
 pub mod terms;
@@ -212,6 +213,14 @@ pub enum RankedProgress {
         /// Files to do.
         total: u64,
     },
+    /// A build gone on from a checkpoint an interrupted one left: the files before
+    /// `from` were read then, not again.
+    Resumed {
+        /// Files taken from the checkpoint.
+        from: u64,
+        /// Files in all.
+        total: u64,
+    },
     /// Commits of the history read.
     Commits {
         /// Commits done.
@@ -352,6 +361,21 @@ impl RankedIndex {
         path: &std::path::Path,
         after_bytes: u64,
     ) -> Result<(Self, bool), RankedError> {
+        Self::build_stored_resuming(repo, commit, progress, path, after_bytes, None)
+    }
+
+    /// [`RankedIndex::build_stored_after`], keeping checkpoints under `resume` once
+    /// the build spills, and going on from one of the same tree an interrupted build
+    /// left there ([`resume`]); a build that ends (stored, or held for the caller to
+    /// store) removes the checkpoint.
+    pub fn build_stored_resuming(
+        repo: &Repository,
+        commit: Oid,
+        progress: &dyn Fn(RankedProgress),
+        path: &std::path::Path,
+        after_bytes: u64,
+        resume: Option<resume::ResumePlan>,
+    ) -> Result<(Self, bool), RankedError> {
         Self::build_spilling(
             repo,
             commit,
@@ -359,6 +383,7 @@ impl RankedIndex {
             path,
             after_bytes,
             disk::POSTINGS_PASS_BYTES,
+            resume,
         )
     }
 
@@ -371,20 +396,32 @@ impl RankedIndex {
         path: &std::path::Path,
         after_bytes: u64,
         pass_bytes: usize,
+        resume: Option<resume::ResumePlan>,
     ) -> Result<(Self, bool), RankedError> {
+        let dir = resume.as_ref().map(|r| r.dir.clone());
         let plan = build::SpillPlan {
             beside: path.to_path_buf(),
             after_bytes,
+            resume,
         };
         let mut ix = Self::empty(commit, MAX_HISTORY_COMMITS);
         let mut spilled = None;
         ix.update(repo, None, commit, progress, Some(plan), &mut spilled)?;
         let Some(spilled) = spilled else {
+            // Held in memory: nothing of it is in a checkpoint (one for another tree was
+            // removed as the build began).
+            if let Some(dir) = &dir {
+                resume::discard(dir);
+            }
             return Ok((ix, false));
         };
         let ix = ix
             .store_spilled(spilled, path, pass_bytes)
             .map_err(|e| RankedError::Store(e.to_string()))?;
+        // Stored: the checkpoint has served.
+        if let Some(dir) = &dir {
+            resume::discard(dir);
+        }
         Ok((ix, true))
     }
 
@@ -530,7 +567,7 @@ impl RankedIndex {
                 .filter_map(|(p, b)| Some((p, b?)))
                 .collect();
             stats.files = files.len();
-            *spilled = self.build_files(repo, &files, progress, spill)?;
+            *spilled = self.build_files(repo, &files, progress, spill, new_tree.id())?;
             // Every term the files were read with is in one of their documents.
             let held_below = if spilled.is_some() {
                 self.dict.id_bound()
@@ -587,18 +624,40 @@ impl RankedIndex {
         files: &[(String, Oid)],
         progress: &dyn Fn(RankedProgress),
         spill: Option<build::SpillPlan>,
+        tree: Oid,
     ) -> Result<Option<[field::SpilledDocuments; 4]>, RankedError> {
-        let mut built = build::Built::new(spill);
         let total = files.len();
-        build::read_files(repo, files, &mut built, &mut |i, f| {
-            let (path, blob) = &files[i];
+        let mut built = build::Built::new(spill, tree, total);
+        let indexed = |ix: &mut Self, (path, blob): &(String, Oid)| {
+            let s = ix.paths.len() as u32;
+            ix.paths.push(Some(path.clone()));
+            ix.blobs.push(*blob);
+            ix.roles.push(role::role(path));
+            ix.slot_of.insert(path.clone(), s);
+            ix.live += 1;
+        };
+        let from = match built.take_up() {
+            Some(text) => {
+                for (file, _) in files.iter().zip(&text).filter(|(_, t)| **t) {
+                    indexed(self, file);
+                }
+                tracing::info!(
+                    from = text.len(),
+                    total,
+                    "ranked build resumed from a checkpoint"
+                );
+                progress(RankedProgress::Resumed {
+                    from: text.len() as u64,
+                    total: total as u64,
+                });
+                text.len()
+            }
+            None => 0,
+        };
+        build::read_files(repo, &files[from..], &mut built, &mut |i, f| {
+            let i = from + i;
             if f.text {
-                let s = self.paths.len() as u32;
-                self.paths.push(Some(path.clone()));
-                self.blobs.push(*blob);
-                self.roles.push(role::role(path));
-                self.slot_of.insert(path.clone(), s);
-                self.live += 1;
+                indexed(self, &files[i]);
             }
             if (i + 1) % PROGRESS_EVERY == 0 || i + 1 == total {
                 progress(RankedProgress::Files {
@@ -1545,7 +1604,8 @@ mod tests {
         // Passes of one posting each, then of everything at once.
         for pass_bytes in [8, 1 << 30] {
             let (ix, stored) =
-                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, 0, pass_bytes).unwrap();
+                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, 0, pass_bytes, None)
+                    .unwrap();
             assert!(stored);
             assert!(ix.body.mapped_bytes() > 0, "opened from the stored file");
             assert!(
@@ -1566,12 +1626,13 @@ mod tests {
         // Under the bound, nothing spills: the index is held, for the caller to store.
         let small = out.path().join("small.bin");
         let (ix, stored) =
-            RankedIndex::build_spilling(&repo, head, &|_| {}, &small, u64::MAX, 8).unwrap();
+            RankedIndex::build_spilling(&repo, head, &|_| {}, &small, u64::MAX, 8, None).unwrap();
         assert!(!stored && !small.exists());
         assert_eq!(ix.to_bytes(), expected);
         // Nowhere to spill to: an error, and nothing written.
         let nowhere = out.path().join("missing").join("ranked.bin");
-        let err = RankedIndex::build_spilling(&repo, head, &|_| {}, &nowhere, 0, 8).unwrap_err();
+        let err =
+            RankedIndex::build_spilling(&repo, head, &|_| {}, &nowhere, 0, 8, None).unwrap_err();
         assert!(matches!(err, RankedError::Store(_)), "{err}");
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
     }

@@ -448,6 +448,11 @@ impl Store {
                     done,
                     total,
                 },
+                RankedProgress::Resumed { from, total } => ImportProgress::Indexing {
+                    stage: "ranked index: resumed from a checkpoint",
+                    done: from,
+                    total,
+                },
                 RankedProgress::Commits { done, total } => ImportProgress::Indexing {
                     stage: "ranked index: history",
                     done,

@@ -72,6 +72,17 @@ const HOLD_BUILD_HOOK: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_BUILD";
 /// once they pass that many bytes, instead of [`crate::ranked::SPILL_AFTER_BYTES`],
 /// so that a test's small repo takes the large repos' path.
 const SPILL_HOOK: &str = "SCOPED_REPO_MCP_TEST_RANKED_SPILL_AFTER";
+/// The directory a large build keeps its checkpoints in, in the repo's index directory
+/// ([`crate::ranked::resume`]): touched only under [`BUILD_LOCK`].
+const RESUME_DIR: &str = "ranked.resume";
+/// Test hook: when set (to a number of files), a build that spills writes a checkpoint
+/// at least every that many files, instead of every
+/// [`crate::ranked::resume::CHECKPOINT_EVERY`] only.
+const CHECKPOINT_FILES_HOOK: &str = "SCOPED_REPO_MCP_TEST_RANKED_CHECKPOINT_FILES";
+/// Test hook: when set (to a file path), a build, after its first checkpoint short of
+/// the last file, writes its process id to that path and waits for as long as the file
+/// exists, so that a test can kill it with a checkpoint behind it.
+const HOLD_CHECKPOINT_HOOK: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_CHECKPOINT";
 /// How long a ranked question waits for a build under way, by default, before it is
 /// answered partially: a small repo's build ends within it, a large one's does not.
 pub const RANKED_WAIT: Duration = Duration::from_secs(5);
@@ -267,6 +278,7 @@ impl Seek for Sink {
 fn write_stored(dir: &Path, snap: &Snapshot) -> Result<StoredBase, StoreError> {
     std::fs::create_dir_all(dir)?;
     remove_stale_temps(dir);
+    remove_abandoned_checkpoint(dir);
     let tmp = dir.join(format!(
         ".{FILE}.{}.{}",
         std::process::id(),
@@ -325,6 +337,64 @@ fn remove_stale_temps(dir: &Path) {
             age > TEMP_GRACE && std::fs::File::open(e.path()).is_ok_and(|f| super::try_flock(&f));
         if abandoned || age > STALE_TEMP {
             let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Remove the checkpoint an interrupted build left in `dir` when a stored copy is being
+/// written there: the next process loads that copy and builds nothing, so nothing would
+/// go on from it. Only when no process holds the build lock (a build under way owns
+/// its checkpoint; this process's own build, holding it, removed any of another tree
+/// as it began).
+fn remove_abandoned_checkpoint(dir: &Path) {
+    let resume = dir.join(RESUME_DIR);
+    if !resume.exists() {
+        return;
+    }
+    let Ok(lock) = std::fs::File::open(dir.join(BUILD_LOCK)) else {
+        return;
+    };
+    if super::try_flock(&lock) {
+        crate::ranked::resume::discard(&resume);
+    }
+}
+
+/// Move into `index_dir` a checkpoint of `tree` that another repo's interrupted build
+/// left, when this repo has none: a rerun of an interrupted `repo create` makes a new
+/// repo of the same files, whose build then goes on from the first one's. Only a
+/// checkpoint whose repo's build lock this process can take (no build of that repo
+/// owns it) is moved.
+fn adopt_checkpoint(index_dir: &Path, tree: Oid) {
+    use crate::ranked::resume::checkpoint_tree;
+    let own = index_dir.join(RESUME_DIR);
+    if checkpoint_tree(&own).is_some() {
+        return;
+    }
+    let Some(root) = index_dir.parent() else {
+        return;
+    };
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let other = e.path();
+        let dir = other.join(RESUME_DIR);
+        if other == index_dir || checkpoint_tree(&dir) != Some(tree) {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(other.join(BUILD_LOCK)) else {
+            continue;
+        };
+        if !super::try_flock(&lock) {
+            continue;
+        }
+        // Data files with no record (a build killed before its first checkpoint).
+        crate::ranked::resume::discard(&own);
+        match std::fs::rename(&dir, &own) {
+            Ok(()) => {
+                tracing::info!(from = %other.display(), "took over another repo's ranked build checkpoint of the same tree");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(from = %other.display(), cause = %e, "another repo's ranked build checkpoint could not be taken over")
+            }
         }
     }
 }
@@ -395,6 +465,7 @@ fn percent(p: RankedProgress) -> u32 {
     let part = |done: u64, total: u64| (done.min(total) * 100 / total.max(1)) as u32;
     match p {
         RankedProgress::Files { done, total } => part(done, total) * 9 / 10,
+        RankedProgress::Resumed { from, total } => part(from, total) * 9 / 10,
         RankedProgress::Commits { done, total } => 90 + part(done, total) / 10,
     }
 }
@@ -497,7 +568,10 @@ impl Build {
         IndexBuilding {
             percent: Some(last.map_or(0, percent)),
             files_pending: match last {
-                Some(RankedProgress::Files { done, total }) => Some(total.saturating_sub(done)),
+                Some(RankedProgress::Files { done, total })
+                | Some(RankedProgress::Resumed { from: done, total }) => {
+                    Some(total.saturating_sub(done))
+                }
                 Some(RankedProgress::Commits { .. }) => Some(0),
                 None => None,
             },
@@ -567,10 +641,25 @@ impl BuildJob {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(crate::ranked::SPILL_AFTER_BYTES);
+        // A build that spills keeps checkpoints, and goes on from one an interrupted
+        // build of the same tree left (this process holds the build lock: no other
+        // touches them meanwhile).
+        let resume = crate::ranked::resume::ResumePlan {
+            dir: self.index_dir.join(RESUME_DIR),
+            every: crate::ranked::resume::CHECKPOINT_EVERY,
+            every_files: std::env::var(CHECKPOINT_FILES_HOOK)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            hold: std::env::var_os(HOLD_CHECKPOINT_HOOK),
+        };
         let built = Repository::open_bare(&self.repo_dir)
             .map_err(git::git_err)
             .and_then(|repo| {
-                RankedIndex::build_stored_after(
+                if let Ok(tree) = repo.find_commit(self.head).map(|c| c.tree_id()) {
+                    adopt_checkpoint(&self.index_dir, tree);
+                }
+                RankedIndex::build_stored_resuming(
                     &repo,
                     self.head,
                     &|p| {
@@ -583,6 +672,7 @@ impl BuildJob {
                     },
                     &self.index_dir.join(FILE),
                     spill_after,
+                    Some(resume),
                 )
                 .map_err(StoreError::from)
             });

@@ -762,3 +762,384 @@ async fn a_dead_writers_half_stored_copy_goes_at_the_next_build_not_an_hour_late
     assert!(live.exists(), "a temporary still being written was removed");
     drop(held);
 }
+
+/// More files than a reading thread takes at a time (16): a build with checkpoints
+/// between its chunks.
+fn many_files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = FILES
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .collect();
+    for i in 0..60 {
+        files.push((
+            format!("src/part{}/unit{i}.rs", i % 7),
+            format!(
+                "//! Unit {i} of the demo.\n\n/// Compute the checksum of window {i}.\npub fn window_{i}_checksum(x: u64) -> u64 {{\n    x.rotate_left({}) ^ 0x{i:x}\n}}\n",
+                i % 13
+            ),
+        ));
+    }
+    files
+}
+
+/// Where a build keeps its checkpoint.
+fn resume_dir(h: &Harness, r: &RepoId) -> PathBuf {
+    h.store
+        .ranked_index_path(r)
+        .parent()
+        .unwrap()
+        .join("ranked.resume")
+}
+
+/// The hooks of a build that spills at once and writes a checkpoint every 8 files.
+const CHECKPOINTED: [(&str, &str); 3] = [
+    ("SCOPED_REPO_MCP_TEST_RANKED_SPILL_AFTER", "0"),
+    ("SCOPED_REPO_MCP_TEST_RANKED_CHECKPOINT_FILES", "8"),
+    ("RUST_LOG", "scoped_repo_mcp=info"),
+];
+const HOLD_CHECKPOINT: &str = "SCOPED_REPO_MCP_TEST_HOLD_RANKED_CHECKPOINT";
+
+/// Serve `r`, ask it one ranked question (waiting `wait` for a build), and return once
+/// answered; its log goes to `log`.
+fn serve_logged(
+    h: &Harness,
+    r: &RepoId,
+    wait: &str,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> std::process::Child {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = std::process::Command::new(crate::common::BIN)
+        .arg("--data-dir")
+        .arg(h.data_dir())
+        .args(["serve", "--repo", &r.to_string(), "--ranked-wait", wait])
+        .envs(CHECKPOINTED.iter().copied())
+        .envs(env.iter().copied())
+        .env_remove("RELACE_API_KEY")
+        .env_remove("SCOPED_REPO_IDS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "search_repo", "arguments": {"repo_id": r.to_string(),
+        "query": "where is the retry backoff computed", "mode": "ranked"}}});
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"raw","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(stdin, "{call}").unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let answered = lines.any(|l| l.unwrap().contains(r#""id":2"#));
+    assert!(answered, "the ranked question was not answered");
+    child.stdin = Some(stdin);
+    child
+}
+
+/// Build `r`'s ranked index in a server of its own, to the end, and return its stored
+/// copy and the server's log.
+fn build_to_the_end(h: &Harness, r: &RepoId) -> (Vec<u8>, String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("log");
+    let mut child = serve_logged(h, r, "60s", &[], &log);
+    drop(child.stdin.take());
+    assert!(
+        exits_within(&mut child, Duration::from_secs(60)),
+        "the server did not stop"
+    );
+    let bytes = std::fs::read(h.store.ranked_index_path(r)).expect("stored");
+    (bytes, std::fs::read_to_string(&log).unwrap())
+}
+
+/// Start a build of `r`'s ranked index in a server, hold it after its first
+/// checkpoint, and kill it (SIGKILL) there.
+fn kill_after_a_checkpoint(h: &Harness, r: &RepoId) {
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("held");
+    let log = scratch.path().join("log");
+    let mut child = serve_logged(
+        h,
+        r,
+        "0s",
+        &[(HOLD_CHECKPOINT, marker.to_str().unwrap())],
+        &log,
+    );
+    let mut pid = String::new();
+    for _ in 0..600 {
+        pid = std::fs::read_to_string(&marker).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pid, child.id().to_string(), "the build never checkpointed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        resume_dir(h, r).join("checkpoint").is_file(),
+        "no checkpoint left"
+    );
+    assert!(!h.store.ranked_index_path(r).exists());
+}
+
+/// The files a resumed build took from its checkpoint, and all it had, from its log.
+fn resumed_from(log: &str) -> Option<(usize, usize)> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("ranked build resumed from a checkpoint"))?;
+    let field = |name: &str| -> usize {
+        let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    Some((field("from"), field("total")))
+}
+
+// A large build killed midway (SIGKILL: nothing runs on the way out) read every file
+// again. Now the next process goes on from its last checkpoint, reads only the files
+// after it, and stores the very file an uninterrupted build stores; the checkpoint goes
+// once the copy is in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_killed_after_a_checkpoint_resumes_and_stores_the_same_file() {
+    let h = Harness::new();
+    let files = many_files();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    let r = h.repo(&refs);
+    let path = h.store.ranked_index_path(&r);
+
+    kill_after_a_checkpoint(&h, &r);
+    let (resumed, log) = build_to_the_end(&h, &r);
+    let (from, total) = resumed_from(&log).expect("the build did not resume");
+    assert_eq!(total, files.len());
+    assert!(
+        from >= 8 && from < total,
+        "resumed from file {from} of {total}"
+    );
+    assert!(
+        !resume_dir(&h, &r).exists(),
+        "the checkpoint was left behind"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    let (fresh, log) = build_to_the_end(&h, &r);
+    assert_eq!(resumed_from(&log), None);
+    assert!(fresh == resumed, "the resumed build stored another file");
+    assert!(
+        !resume_dir(&h, &r).exists(),
+        "the checkpoint was left behind"
+    );
+    let loaded = reopen(&h);
+    let _ = answers(&loaded, &r);
+    assert_eq!(
+        loaded.ranked_origin(&r),
+        Some(RankedOrigin::Loaded(AdvanceStats::default()))
+    );
+}
+
+// A checkpoint is used whole or not at all: one whose data was damaged or cut short
+// after it was recorded, or of a tree the repo no longer has, is removed, and the build
+// starts over and stores what an uninterrupted build stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_or_stale_checkpoint_is_discarded_and_the_build_starts_over() {
+    let h = Harness::new();
+    let files = many_files();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    let r = h.repo(&refs);
+    let path = h.store.ranked_index_path(&r);
+    let (reference, _) = build_to_the_end(&h, &r);
+    std::fs::remove_file(&path).unwrap();
+
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("a flipped byte in the spilled documents", |dir| {
+            let p = dir.join("body");
+            let mut b = std::fs::read(&p).unwrap();
+            b[3] ^= 0x40;
+            std::fs::write(&p, b).unwrap();
+        }),
+        ("the terms cut short", |dir| {
+            let p = dir.join("terms");
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("a damaged record", |dir| {
+            let p = dir.join("checkpoint");
+            let mut b = std::fs::read(&p).unwrap();
+            b[20] ^= 0x01;
+            std::fs::write(&p, b).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        kill_after_a_checkpoint(&h, &r);
+        damage(&resume_dir(&h, &r));
+        let (stored, log) = build_to_the_end(&h, &r);
+        assert_eq!(resumed_from(&log), None, "{what}: resumed");
+        assert!(
+            log.contains("a ranked build checkpoint not used; starting over"),
+            "{what}: {log}"
+        );
+        assert!(stored == reference, "{what}: another file stored");
+        assert!(!resume_dir(&h, &r).exists(), "{what}: left behind");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    // A commit since: the checkpoint is of a tree the head no longer has.
+    kill_after_a_checkpoint(&h, &r);
+    h.store
+        .update(
+            &r,
+            &write("src/part1/unit1.rs", "pub fn changed() {}\n", "Change"),
+            "test",
+        )
+        .unwrap();
+    let (stored, log) = build_to_the_end(&h, &r);
+    assert_eq!(resumed_from(&log), None, "resumed another tree");
+    assert!(log.contains("a checkpoint of another tree"), "{log}");
+    assert!(!resume_dir(&h, &r).exists());
+    std::fs::remove_file(&path).unwrap();
+    let (fresh, _) = build_to_the_end(&h, &r);
+    assert!(
+        stored == fresh,
+        "another file than an uninterrupted build's"
+    );
+}
+
+// A build keeps checkpoints as it goes; one that ends removes them with its stored copy
+// in place, and leaves nothing else behind in the index directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_build_leaves_no_checkpoint_behind() {
+    let h = Harness::new();
+    let files = many_files();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
+    let r = h.repo(&refs);
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("held");
+    let log = scratch.path().join("log");
+    let mut child = serve_logged(
+        &h,
+        &r,
+        "0s",
+        &[(HOLD_CHECKPOINT, marker.to_str().unwrap())],
+        &log,
+    );
+    for _ in 0..600 {
+        if std::fs::metadata(&marker).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        resume_dir(&h, &r).join("checkpoint").is_file(),
+        "no checkpoint while building"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let path = h.store.ranked_index_path(&r);
+    wait_stored(&path, &h.store.head(&r).unwrap());
+    drop(child.stdin.take());
+    assert!(
+        exits_within(&mut child, Duration::from_secs(60)),
+        "the server did not stop"
+    );
+    assert!(
+        !resume_dir(&h, &r).exists(),
+        "the checkpoint was left behind"
+    );
+    let dir = path.parent().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ranked"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ranked.bin", "ranked.build"]);
+}
+
+// `repo create --from-dir` killed while it built the ranked index left a whole repo
+// and a checkpoint; run again, it makes a new repo of the same files, whose build goes
+// on from the first one's checkpoint (moved over, not copied) and stores the file an
+// uninterrupted build of the new repo stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_of_a_killed_import_goes_on_from_its_checkpoint() {
+    let h = Harness::new();
+    let src = tempfile::tempdir().unwrap();
+    for (p, c) in many_files() {
+        let path = src.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, c).unwrap();
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = scratch.path().join("held");
+    let import = |hold: bool| {
+        let mut cmd = std::process::Command::new(crate::common::BIN);
+        cmd.arg("--data-dir")
+            .arg(h.data_dir())
+            .args(["repo", "create", "--from-dir"])
+            .arg(src.path())
+            .envs(CHECKPOINTED.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if hold {
+            cmd.env(HOLD_CHECKPOINT, &marker);
+        }
+        cmd
+    };
+    let mut first = import(true).spawn().unwrap();
+    let mut pid = String::new();
+    for _ in 0..600 {
+        pid = std::fs::read_to_string(&marker).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pid, first.id().to_string(), "the build never checkpointed");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let index = h.data_dir().join("index");
+    let left: Vec<PathBuf> = std::fs::read_dir(&index)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("ranked.resume"))
+        .filter(|p| p.join("checkpoint").is_file())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    let out = import(false).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let (from, total) = resumed_from(&log).unwrap_or_else(|| panic!("not resumed: {log}"));
+    assert!(
+        from >= 8 && from < total,
+        "resumed from file {from} of {total}"
+    );
+    assert!(!left[0].exists(), "the checkpoint was copied, not moved");
+    let r: RepoId = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let path = h.store.ranked_index_path(&r);
+    let resumed = std::fs::read(&path).unwrap();
+    assert!(
+        !resume_dir(&h, &r).exists(),
+        "the checkpoint was left behind"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let (fresh, log) = build_to_the_end(&h, &r);
+    assert_eq!(resumed_from(&log), None);
+    assert!(fresh == resumed, "the resumed build stored another file");
+}
