@@ -325,7 +325,7 @@ mod tests {
             ..Related::none()
         };
         let got = lifts(&top, &k, &tie);
-        assert!((got[0] - 0.2).abs() < 1e-6, "{got:?}");
+        assert!((got[0] - 0.1).abs() < 1e-6, "{got:?}");
         assert_eq!(got[1], 0.0);
         assert!((got[2] - 1.0).abs() < 1e-6, "{got:?}");
         assert!(!Related::none().active());
