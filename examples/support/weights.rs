@@ -59,6 +59,19 @@ pub fn parse_weights(s: &str) -> Weights {
         let v: f32 = v.parse().expect("a number");
         match k {
             "scope" => w.scope = v,
+            "dir" => w.related.dir = v,
+            "pair" => w.related.pair = v,
+            "spair" => w.related.source_pair = v,
+            "floor" => w.related.floor = v > 0.0,
+            "cc" => w.related.cochange = v,
+            "depth" => w.related.depth = v as usize,
+            "gate" => {
+                w.related_for = match v as u32 {
+                    0 => scoped_repo_mcp::ranked::RelatedFor::All,
+                    1 => scoped_repo_mcp::ranked::RelatedFor::Statements,
+                    _ => scoped_repo_mcp::ranked::RelatedFor::Prefixed,
+                }
+            }
             other => panic!("unknown knob {other}"),
         }
     }

@@ -26,6 +26,7 @@ pub mod chunks;
 pub mod dict;
 pub mod disk;
 pub mod field;
+pub mod rerank;
 pub mod resume;
 pub mod role;
 pub mod symbols;
@@ -109,6 +110,27 @@ pub struct Weights {
     /// ([`terms::scope_words`]): a directory on its path, its stem, or its stem's first
     /// part (`sync:` → `sync/`, `sync_mpsc.rs`).
     pub scope: f32,
+    /// What the best few files pass on to the files related to them
+    /// ([`rerank::lifts`]): by default a test named after one of the best 30 sources is
+    /// raised to 0.7 of that source's score (a change is tested beside its source).
+    /// Sibling, co-change and source-from-test lifts are measured options, off.
+    pub related: rerank::Related,
+    /// The queries the relations count for.
+    pub related_for: RelatedFor,
+}
+
+/// The queries [`Weights::related`] counts for. By default commit messages only: a
+/// change names the code it changes and its test changes with it, where a question in
+/// words asks where behaviour lives (tests lifted beside their sources cost the dev
+/// questions R@10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelatedFor {
+    /// Every query.
+    All,
+    /// Queries that do not ask a question in words ([`terms::is_question`]).
+    Statements,
+    /// Queries with a leading `word:` prefix ([`terms::scope_words`]): commit messages.
+    Prefixed,
 }
 
 impl Default for Weights {
@@ -124,6 +146,12 @@ impl Default for Weights {
             body_b: 0.75,
             feedback: 0.0,
             scope: 0.1,
+            related: rerank::Related {
+                pair: 0.7,
+                floor: true,
+                ..rerank::Related::none()
+            },
+            related_for: RelatedFor::Prefixed,
         }
     }
 }
@@ -1006,6 +1034,15 @@ impl RankedIndex {
             .map(|(i, &s)| (i as u32, s))
             .collect();
         let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if w.related.active()
+            && match w.related_for {
+                RelatedFor::All => true,
+                RelatedFor::Statements => !terms::is_question(query),
+                RelatedFor::Prefixed => !terms::scope_words(query).is_empty(),
+            }
+        {
+            self.lift_related(&mut scored, &w.related, better);
+        }
         let pick = |scored: &[(u32, f32)]| -> Vec<RankedFile> {
             scored
                 .iter()
@@ -1035,6 +1072,52 @@ impl RankedIndex {
         }
         scored.sort_unstable_by(better);
         pick(&scored)
+    }
+
+    /// Lift the best `k.depth` of `scored` by what the files related to them score
+    /// ([`rerank::lifts`]). Lifts only raise scores, so the files left out stay below.
+    fn lift_related(
+        &self,
+        scored: &mut [(u32, f32)],
+        k: &rerank::Related,
+        better: impl Fn(&(u32, f32), &(u32, f32)) -> std::cmp::Ordering,
+    ) {
+        let depth = k.depth.min(scored.len());
+        if depth < 2 {
+            return;
+        }
+        if depth < scored.len() {
+            scored.select_nth_unstable_by(depth, &better);
+        }
+        let head = &mut scored[..depth];
+        head.sort_unstable_by(&better);
+        let top: Vec<rerank::Candidate> = head
+            .iter()
+            .filter_map(|&(slot, score)| {
+                Some(rerank::Candidate {
+                    path: self.paths[slot as usize].as_deref()?,
+                    role: self.roles[slot as usize],
+                    score,
+                })
+            })
+            .collect();
+        if top.len() != head.len() {
+            return;
+        }
+        let h = &self.history;
+        let tie = |a: &str, b: &str| -> f32 {
+            let c = h.pairs.get(a).and_then(|m| m.get(b)).copied().unwrap_or(0);
+            if c == 0 {
+                return 0.0;
+            }
+            let n = |p: &str| h.touches.get(p).copied().unwrap_or(0).max(1) as f32;
+            c as f32 / (n(a) * n(b)).sqrt()
+        };
+        let lifts = rerank::lifts(&top, k, &tie);
+        drop(top);
+        for (x, l) in head.iter_mut().zip(lifts) {
+            x.1 += l;
+        }
     }
 
     /// Multiply by `1 + scope` the score of each file a commit message's `word:`
@@ -1997,6 +2080,44 @@ mod tests {
         assert!(!path_named("tokio/src/synchronize/mod.rs", &words));
         assert!(!path_named("tokio/src/io/async_sync.rs", &words));
         assert!(!path_named("docs/sync.md", &["md".to_string()]));
+    }
+
+    #[test]
+    fn a_commit_message_raises_a_test_toward_the_source_it_is_named_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let texts = [
+            (
+                "src/sync/rwlock.rs",
+                "fn limit_readers(readers: Readers) { readers.limit(); readers.count(); }\n",
+            ),
+            ("tests/sync_rwlock.rs", "fn smoke() { let x = limit(); }\n"),
+            ("src/other.rs", "fn unrelated() { limit(); }\n"),
+        ]
+        .map(|(p, t)| (p.to_string(), t.to_string()));
+        let ix = built_from(&repo, &texts);
+        let score = |q: &str, w: &Weights, path: &str| -> f32 {
+            let r = ix.rank(q, 3, w, &|_| true);
+            r.iter().find(|f| f.path == path).unwrap().score
+        };
+        let off = Weights {
+            related: rerank::Related::none(),
+            ..Weights::default()
+        };
+        let w = Weights::default();
+        let q = "sync: limit the readers";
+        let (src, test) = ("src/sync/rwlock.rs", "tests/sync_rwlock.rs");
+        assert!(
+            score(q, &off, test) < 0.7 * score(q, &off, src),
+            "below before"
+        );
+        let raised = score(q, &w, test) / score(q, &w, src);
+        assert!((raised - w.related.pair).abs() < 1e-4, "{raised}");
+        assert_eq!(score(q, &w, src), score(q, &off, src));
+        // Not a commit message: no lift.
+        for q in ["limit the readers", "how are the readers limited?"] {
+            assert_eq!(ix.rank(q, 3, &w, &|_| true), ix.rank(q, 3, &off, &|_| true));
+        }
     }
 
     #[test]
