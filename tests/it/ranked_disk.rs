@@ -521,6 +521,17 @@ fn ask_ranked_raw(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> std::process::Child {
+    ask_ranked_raw_logging(h, r, args, env, std::process::Stdio::null())
+}
+
+/// [`ask_ranked_raw`], the server's log going to `stderr`.
+fn ask_ranked_raw_logging(
+    h: &Harness,
+    r: &RepoId,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
     use std::io::{BufRead, BufReader, Write};
     let mut child = std::process::Command::new(crate::common::BIN)
         .arg("--data-dir")
@@ -532,7 +543,7 @@ fn ask_ranked_raw(
         .env_remove("SCOPED_REPO_IDS")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -808,36 +819,9 @@ fn serve_logged(
     env: &[(&str, &str)],
     log: &Path,
 ) -> std::process::Child {
-    use std::io::{BufRead, BufReader, Write};
-    let mut child = std::process::Command::new(crate::common::BIN)
-        .arg("--data-dir")
-        .arg(h.data_dir())
-        .args(["serve", "--repo", &r.to_string(), "--ranked-wait", wait])
-        .envs(CHECKPOINTED.iter().copied())
-        .envs(env.iter().copied())
-        .env_remove("RELACE_API_KEY")
-        .env_remove("SCOPED_REPO_IDS")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "search_repo", "arguments": {"repo_id": r.to_string(),
-        "query": "where is the retry backoff computed", "mode": "ranked"}}});
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"raw","version":"1"}}}}}}"#).unwrap();
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-    )
-    .unwrap();
-    writeln!(stdin, "{call}").unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let answered = lines.any(|l| l.unwrap().contains(r#""id":2"#));
-    assert!(answered, "the ranked question was not answered");
-    child.stdin = Some(stdin);
-    child
+    let env: Vec<(&str, &str)> = CHECKPOINTED.iter().chain(env).copied().collect();
+    let log = std::fs::File::create(log).unwrap();
+    ask_ranked_raw_logging(h, r, &["--ranked-wait", wait], &env, log.into())
 }
 
 /// Build `r`'s ranked index in a server of its own, to the end, and return its stored
