@@ -110,6 +110,19 @@ fn write(path: &str, content: &str, message: &str) -> UpdateSpec {
     }
 }
 
+/// The process id a paused writer wrote to `marker` (the test hooks' way of saying
+/// they hold), waiting up to 30 s for it; empty if none came.
+fn pid_written_to(marker: &Path) -> String {
+    for _ in 0..600 {
+        let pid = std::fs::read_to_string(marker).unwrap_or_default();
+        if !pid.is_empty() {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    String::new()
+}
+
 /// Temporary files a writer left in the repo's index directory.
 fn temps(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -351,14 +364,7 @@ async fn kill_while_storing(h: &Harness, r: &RepoId) -> String {
     )
     .await);
     assert_eq!(out["ranked"][0]["path"], "src/retry/backoff.rs");
-    let mut pid = String::new();
-    for _ in 0..600 {
-        pid = std::fs::read_to_string(&marker).unwrap_or_default();
-        if !pid.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pid = pid_written_to(&marker);
     assert!(!pid.is_empty(), "the writer never paused");
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid])
@@ -852,14 +858,7 @@ fn kill_after_a_checkpoint(h: &Harness, r: &RepoId) {
         &[(HOLD_CHECKPOINT, marker.to_str().unwrap())],
         &log,
     );
-    let mut pid = String::new();
-    for _ in 0..600 {
-        pid = std::fs::read_to_string(&marker).unwrap_or_default();
-        if !pid.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let pid = pid_written_to(&marker);
     assert_eq!(pid, child.id().to_string(), "the build never checkpointed");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -1082,14 +1081,7 @@ async fn a_rerun_of_a_killed_import_goes_on_from_its_checkpoint() {
         cmd
     };
     let mut first = import(true).spawn().unwrap();
-    let mut pid = String::new();
-    for _ in 0..600 {
-        pid = std::fs::read_to_string(&marker).unwrap_or_default();
-        if !pid.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let pid = pid_written_to(&marker);
     assert_eq!(pid, first.id().to_string(), "the build never checkpointed");
     first.kill().unwrap();
     first.wait().unwrap();
