@@ -53,13 +53,14 @@ const TEST_DIRS: &[&str] = &[
     "testdata",
     "test_data",
     "fixtures",
-    "ui-tests",
-    "integration-tests",
+    "fuzz",
 ];
 const DOC_DIRS: &[&str] = &["doc", "docs", "documentation", "guide", "book", "man"];
 const BENCH_DIRS: &[&str] = &["bench", "benches", "benchmark", "benchmarks"];
 const EXAMPLE_DIRS: &[&str] = &["example", "examples", "samples", "demo", "demos"];
 const GENERATED_DIRS: &[&str] = &["vendor", "third_party", "node_modules", "dist", "generated"];
+/// Directories of build and CI scripts, neither the product nor its tests.
+const OTHER_DIRS: &[&str] = &["ci"];
 const PROSE_EXTS: &[&str] = &["md", "rst", "txt", "adoc", "markdown", "rdoc", "org"];
 const CODE_EXTS: &[&str] = &[
     "rs", "py", "pyi", "go", "c", "h", "cc", "cpp", "hpp", "cxx", "java", "kt", "scala", "js",
@@ -77,7 +78,25 @@ const LOCK_FILES: &[&str] = &[
     "go.sum",
     "composer.lock",
     "uv.lock",
+    "bun.lockb",
 ];
+
+/// The role a directory named with several words gives the code under it, by one of
+/// its words (`tests-integration/`, `runtime-tests/`, `stress_test/`, `bench-utils/`):
+/// projects name their test crates and suites that way, and the code in them exercises
+/// the product. Only code that would otherwise be source is judged so (an example named
+/// `testing-websockets` stays an example, a README under `tests-build/` prose).
+fn role_of_words(dir: &str) -> Option<Role> {
+    if !dir.contains(['-', '_']) {
+        return None;
+    }
+    dir.split(['-', '_']).find_map(|w| match w {
+        "test" | "tests" | "testing" | "fuzz" => Some(Role::Test),
+        "bench" | "benches" | "benchmark" | "benchmarks" => Some(Role::Bench),
+        "example" | "examples" => Some(Role::Example),
+        _ => None,
+    })
+}
 
 /// The role of the file at `path`, from its directories, name and extension.
 pub fn role(path: &str) -> Role {
@@ -89,6 +108,7 @@ pub fn role(path: &str) -> Role {
         _ => (name, ""),
     };
     if LOCK_FILES.contains(&name)
+        || ext == "lock"
         || stem.ends_with(".min")
         || parts.iter().any(|d| GENERATED_DIRS.contains(d))
     {
@@ -120,10 +140,19 @@ pub fn role(path: &str) -> Role {
         // Code under a docs directory is mostly snippets and doc tooling.
         return Role::Docs;
     }
-    if parts.first().is_some_and(|d| d.starts_with('.')) || !CODE_EXTS.contains(&ext) {
+    // Tool configuration written as code: `vite.config.ts`, `eslint.config.mjs`.
+    if parts
+        .first()
+        .is_some_and(|d| d.starts_with('.') || OTHER_DIRS.contains(d))
+        || !CODE_EXTS.contains(&ext)
+        || stem.ends_with(".config")
+    {
         return Role::Other;
     }
-    Role::Source
+    parts
+        .iter()
+        .find_map(|d| role_of_words(d))
+        .unwrap_or(Role::Source)
 }
 
 /// Words in a question that ask for a role other than source, by their stem as
@@ -274,6 +303,28 @@ mod tests {
             ("Cargo.toml", Role::Other),
             (".github/workflows/ci.yml", Role::Other),
             ("tox.ini", Role::Other),
+            ("tests-integration/src/bin/test-cat.rs", Role::Test),
+            ("tests-build/src/lib.rs", Role::Test),
+            ("runtime-tests/deno/middleware.test.tsx", Role::Test),
+            ("runtime-tests/lambda/mock.ts", Role::Test),
+            ("stress-test/src/main.rs", Role::Test),
+            ("tokio/fuzz/fuzz_targets/fuzz_linked_list.rs", Role::Test),
+            ("integration_tests/src/lib.rs", Role::Test),
+            ("bench-utils/src/lib.rs", Role::Bench),
+            ("axum/src/test_helpers/mod.rs", Role::Test),
+            ("examples/testing-websockets/src/main.rs", Role::Example),
+            ("tests-build/README.md", Role::Docs),
+            ("target-specs/README.md", Role::Docs),
+            ("ci/utils.sh", Role::Other),
+            ("vitest.config.ts", Role::Other),
+            ("src/config.ts", Role::Source),
+            ("bun.lock", Role::Generated),
+            ("flake.lock", Role::Generated),
+            ("src/testing_utils/mod.rs", Role::Test),
+            // Words inside a one-word directory name do not count.
+            ("src/contest/mod.rs", Role::Source),
+            ("tools/perf/builtin-bench.c", Role::Source),
+            ("src/latest/mod.rs", Role::Source),
         ] {
             assert_eq!(role(p), r, "{p}");
         }
