@@ -514,6 +514,10 @@ pub struct RankedHit {
     pub end_line: u64,
     /// The text of lines `start_line..=end_line`.
     pub snippet: String,
+    /// The part the file plays, read from its path: `source`, `test`, `docs`, `bench`,
+    /// `example`, `generated` or `other`. Ranking weighs source above the rest.
+    #[serde(default)]
+    pub role: String,
 }
 
 /// The answer to a ranked search.

@@ -1488,6 +1488,7 @@ impl RankedIndex {
                 start_line: s as u64 + 1,
                 end_line: end as u64,
                 snippet,
+                role: role::role(&f.path).name().to_string(),
             });
             if truncated {
                 break;

@@ -320,6 +320,7 @@ impl Backend for RelaceBackend {
                 .map(|r| {
                     let snippet = r.content.unwrap_or_default();
                     RankedHit {
+                        role: crate::ranked::role::role(&r.filename).name().to_string(),
                         path: r.filename,
                         score: r.score as f32,
                         start_line: 1,

@@ -580,9 +580,14 @@ impl RepoServer {
             ),
         };
         for h in &results.hits {
+            // Source is what ranking favours; any other role is said beside the score.
+            let role = match h.role.as_str() {
+                "" | "source" => String::new(),
+                r => format!(", {r}"),
+            };
             if results.partial.is_some() {
                 text.push_str(&format!(
-                    "\n\n{}:{}-{} ({} of the words)\n{}",
+                    "\n\n{}:{}-{} ({} of the words{role})\n{}",
                     one_line(&h.path),
                     h.start_line,
                     h.end_line,
@@ -591,7 +596,7 @@ impl RepoServer {
                 ));
             } else {
                 text.push_str(&format!(
-                    "\n\n{}:{}-{} (score {:.2})\n{}",
+                    "\n\n{}:{}-{} (score {:.2}{role})\n{}",
                     one_line(&h.path),
                     h.start_line,
                     h.end_line,

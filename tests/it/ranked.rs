@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Harness, call, ok, refused};
+use crate::common::{Harness, call, ok, refused, text};
 
 /// A small repo with one file for each of a few questions (also used by `ranked_disk`).
 pub(crate) const FILES: &[(&str, &str)] = &[
@@ -73,6 +73,46 @@ async fn a_question_in_words_finds_the_file_that_answers_it() {
     .await);
     assert_eq!(lit["mode"], "literal");
     assert_eq!(lit["ranked"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranked_results_say_each_files_role() {
+    let h = Harness::new();
+    let mut files = FILES.to_vec();
+    files.push((
+        "tests/backoff.rs",
+        "//! The retry backoff doubles.\n#[test]\nfn backoff_doubles() { assert_eq!(compute_backoff(2), 400); }\n",
+    ));
+    let r = h.repo(&files);
+    let c = h.client_for(&[r]).await;
+    let result = call(
+        &c,
+        "search_repo",
+        json!({"repo_id": r.to_string(), "query": "retry backoff doubling", "mode": "ranked"}),
+    )
+    .await;
+    let out = ok(&result);
+    let role_of = |path: &str| {
+        out["ranked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in {out}"))["role"]
+            .clone()
+    };
+    assert_eq!(role_of("src/retry/backoff.rs"), "source");
+    assert_eq!(role_of("tests/backoff.rs"), "test");
+    // The text rendering names a role other than source beside the score.
+    let text = text(&result);
+    let head_of = |path: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{path}:")))
+            .unwrap_or_else(|| panic!("{path} not in {text}"))
+    };
+    assert!(head_of("tests/backoff.rs").ends_with(", test)"), "{text}");
+    assert!(head_of("src/retry/backoff.rs").ends_with(')'), "{text}");
+    assert!(!text.contains(", source)"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
