@@ -11,6 +11,9 @@
 //! the top 10), hit@5 (any gold file in the top 5) and MRR (1 / rank of the first gold
 //! file in the top 100), averaged over questions, overall, per repository and per kind.
 //!
+//! Files are ranked as an answer ranks them, their text read from the repository
+//! ([`RankedIndex::rank_reading`]), so that proximity counts.
+//!
 //! The baseline is BM25 (k1 1.2, b 0.75) over path + whole file, identifiers split,
 //! ranking source files only (what [`role::role`] calls source): the bar a ranking over
 //! every file has to clear.
@@ -24,7 +27,8 @@
 //!   then optionally the role priors `test,docs,bench,example,generated,other,asked`
 //!   (empty for none), then the body field's BM25 `b` and the pseudo-relevance feedback
 //!   weight (empty for the defaults), then `key=value` settings (`scope`, the lift of
-//!   the files a commit message's `word:` prefix names);
+//!   the files a commit message's `word:` prefix names, `prox`, `pdepth`, `pall` the
+//!   proximity weight, depth and whether it counts for every query);
 //! - `--misses`: print, for the default configuration, each question whose first gold
 //!   file is not in the top 5, with the top 5.
 
@@ -225,12 +229,17 @@ fn main() {
             t.elapsed()
         );
         let base = Baseline::build(&repo, *commit);
+        // The files' text at the commit, as an answer reads it for proximity.
+        let mut text = |path: &str| -> Option<String> {
+            let blob = repo.find_blob(index.blob_of(path)?).ok()?;
+            Some(String::from_utf8_lossy(blob.content()).into_owned())
+        };
         for q in qs {
             let mut rankings = vec![base.rank(&q.query, 100, &|p| role::role(p) == Role::Source)];
             for (k, (_, w)) in configs.iter().enumerate() {
                 let t = std::time::Instant::now();
                 let r: Vec<String> = index
-                    .rank(&q.query, 100, w, &|_| true)
+                    .rank_reading(&q.query, 100, w, &|_| true, &mut text)
                     .into_iter()
                     .map(|f| f.path)
                     .collect();

@@ -9,6 +9,9 @@
 //! [`RankedIndex::advance`], exactly as the store updates it when commits land; the
 //! history fields only ever hold the queried parent's own ancestry.
 //!
+//! Files are ranked as an answer ranks them, their text read from the repository
+//! ([`RankedIndex::rank_reading`]), so that proximity counts where it applies.
+//!
 //! Options:
 //! - `--recent N`: size of the "most recent" slice reported separately (default 300);
 //! - `--only-recent`: replay only that slice (faster, for tuning);
@@ -334,7 +337,11 @@ fn main() {
         ];
         for (k, (_, w)) in configs.iter().enumerate() {
             let t = Instant::now();
-            let r = index.rank(&case.query, 100, w, &keep);
+            let mut text = |path: &str| -> Option<String> {
+                let blob = repo.find_blob(index.blob_of(path)?).ok()?;
+                Some(String::from_utf8_lossy(blob.content()).into_owned())
+            };
+            let r = index.rank_reading(&case.query, 100, w, &keep, &mut text);
             config_times[k].push(t.elapsed());
             if k == 0 {
                 query_times.push(t.elapsed());

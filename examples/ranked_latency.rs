@@ -189,11 +189,11 @@ fn main() {
     let rss_after = rss_mib();
 
     let weights = Weights::default();
-    // The weights before the comments field counted: timed on the same index, query
-    // by query in turn with the defaults, so both see the same load. The queries are
-    // asked as questions ("What …?"), so that the comments field counts.
+    // The weights before proximity counted: timed on the same index, query by query in
+    // turn with the defaults, so both see the same load. The queries are asked as
+    // questions ("What …?"), so that the comments field and proximity count.
     let before = Weights {
-        comments: 0.0,
+        proximity: 0.0,
         ..Weights::default()
     };
     let mut times = Vec::new();
@@ -252,7 +252,7 @@ fn main() {
         advance
     );
     println!(
-        "\nsame queries, without the comments field: p50 {:.2?}, p99 {:.2?}\n",
+        "\nsame queries, without proximity: p50 {:.2?}, p99 {:.2?}\n",
         pct(&times_before, 0.5),
         pct(&times_before, 0.99)
     );

@@ -65,6 +65,9 @@ pub fn parse_weights(s: &str) -> Weights {
             "floor" => w.related.floor = v > 0.0,
             "cc" => w.related.cochange = v,
             "depth" => w.related.depth = v as usize,
+            "prox" => w.proximity = v,
+            "pdepth" => w.proximity_depth = v as usize,
+            "pall" => w.proximity_all = v > 0.0,
             "gate" => {
                 w.related_for = match v as u32 {
                     0 => scoped_repo_mcp::ranked::RelatedFor::All,

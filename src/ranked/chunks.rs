@@ -196,14 +196,7 @@ fn needle(term: &str) -> &str {
 /// weight × (1 + ln tf), slightly favouring shorter chunks among equals. Only the lines
 /// that may hold a term are split into terms.
 pub fn best_chunk(path: &str, text: &str, query: &QueryTerms) -> (usize, usize) {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut hits: Vec<(usize, Vec<u32>)> = Vec::new();
-    for i in query.candidate_lines(text) {
-        if let Some(tf) = lines.get(i).and_then(|l| query.counts(l)) {
-            hits.push((i, tf));
-        }
-    }
-    pick_chunk(path, &lines, query, &hits)
+    best_chunk_and_coverage(path, text, query).0
 }
 
 /// [`best_chunk`] splitting every line into terms: the reference the needles are
@@ -219,18 +212,20 @@ pub fn best_chunk_scanning_every_line(
         .enumerate()
         .filter_map(|(i, l)| Some((i, query.counts(l)?)))
         .collect();
-    pick_chunk(path, &lines, query, &hits)
+    pick_chunk(path, &lines, query, &hits).0
 }
 
 /// The best of `text`'s chunks given the term counts of the lines that hold a term
-/// (`hits`, in line order).
+/// (`hits`, in line order), and the [`coverage`] of the chunk that holds most of the
+/// query's weight (not always the best: that one also counts repeats and length).
 fn pick_chunk(
     path: &str,
     lines: &[&str],
     query: &QueryTerms,
     hits: &[(usize, Vec<u32>)],
-) -> (usize, usize) {
+) -> ((usize, usize), f32) {
     let mut best = (f32::MIN, (0, lines.len().min(MAX_CHUNK_LINES)));
+    let mut held = 0.0f32;
     let mut tf = vec![0u32; query.terms.len()];
     let mut next = 0;
     for (s, e) in chunks_of_lines(path, lines) {
@@ -247,8 +242,46 @@ fn pick_chunk(
         if score > best.0 {
             best = (score, (s, e));
         }
+        let here: f32 = query
+            .terms
+            .iter()
+            .zip(&tf)
+            .filter(|(_, c)| **c > 0)
+            .map(|((_, w), _)| w)
+            .sum();
+        held = held.max(here);
     }
-    best.1
+    let total: f32 = query.terms.iter().map(|(_, w)| w).sum();
+    let coverage = if total > 0.0 { held / total } else { 0.0 };
+    (best.1, coverage)
+}
+
+/// How much of the query one place of `text` holds: the largest share, over the file's
+/// chunks, of the query's summed term weight whose terms occur in that chunk, each term
+/// counted once however often it occurs. 0 when no term occurs (or the query has none).
+///
+/// A file where the question's words meet in one definition answers it better than
+/// one where they are spread over thousands of lines (measured against the best window
+/// of 20 or 40 lines and against the whole file's share, which gained less or lost:
+/// see `BENCHMARKS.md`).
+pub fn coverage(path: &str, text: &str, query: &QueryTerms) -> f32 {
+    best_chunk_and_coverage(path, text, query).1
+}
+
+/// [`best_chunk`] and [`coverage`] at once, from one reading of the text.
+pub fn best_chunk_and_coverage(
+    path: &str,
+    text: &str,
+    query: &QueryTerms,
+) -> ((usize, usize), f32) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut hits: Vec<(usize, Vec<u32>)> = Vec::new();
+    for i in query.candidate_lines(text) {
+        if let Some(tf) = lines.get(i).and_then(|l| query.counts(l)) {
+            hits.push((i, tf));
+        }
+    }
+    pick_chunk(path, &lines, query, &hits)
 }
 
 #[cfg(test)]
@@ -330,6 +363,27 @@ mod tests {
                 "{query}"
             );
         }
+    }
+
+    #[test]
+    fn coverage_is_the_best_chunks_share_of_the_query_weight() {
+        let w: HashMap<String, f32> = [
+            ("retry".to_string(), 3.0),
+            ("backoff".to_string(), 2.0),
+            ("jitter".to_string(), 1.0),
+        ]
+        .into_iter()
+        .collect();
+        let q = QueryTerms::new(&w);
+        // Every term in the file, never two in one definition: the best chunk holds
+        // `retry` alone, however often.
+        let apart =
+            "def a():\n    retry(); retry()\n\ndef b():\n    backoff()\n\ndef c():\n    jitter()\n";
+        assert!((coverage("m.py", apart, &q) - 0.5).abs() < 1e-6);
+        // Two of them met in one definition.
+        let together = "def a():\n    retry(backoff)\n\ndef c():\n    jitter()\n";
+        assert!((coverage("m.py", together, &q) - 5.0 / 6.0).abs() < 1e-6);
+        assert_eq!(coverage("m.py", "def a():\n    pass\n", &q), 0.0);
     }
 
     #[test]

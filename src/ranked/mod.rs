@@ -11,6 +11,8 @@
 //! - `comments`: the words of its comments and docstrings ([`terms::for_each_comment`]),
 //!   which count again, for questions asked in words only ([`Weights::comments`]).
 //!
+//! For a question asked in words, the best files are then read and raised by how much
+//! of the question one chunk of each holds (proximity, [`Weights::proximity`]).
 //! Optionally (off by default, see [`Weights`]) the best files then pass a share of
 //! their score to files that often changed in the same commits (co-change). Each result
 //! is cut to its best structure-aware chunk ([`chunks`]).
@@ -117,6 +119,18 @@ pub struct Weights {
     pub related: rerank::Related,
     /// The queries the relations count for.
     pub related_for: RelatedFor,
+    /// How much a file gains where the query's words meet: each of the best
+    /// [`Weights::proximity_depth`] files' score is multiplied by `1 + proximity × c`,
+    /// `c` the share of the query's weight (its terms' IDF) that the file's best chunk
+    /// holds ([`chunks::coverage`]). It needs the files' text, so it counts in
+    /// [`RankedIndex::rank_reading`] and [`RankedIndex::answer`], not in
+    /// [`RankedIndex::rank`]; 0 for none.
+    pub proximity: f32,
+    /// How many of the best files [`Weights::proximity`] reads and reorders.
+    pub proximity_depth: usize,
+    /// Whether [`Weights::proximity`] counts for every query, or only for a question
+    /// asked in words ([`terms::is_question`]).
+    pub proximity_all: bool,
 }
 
 /// The queries [`Weights::related`] counts for. By default commit messages only: a
@@ -131,6 +145,18 @@ pub enum RelatedFor {
     Statements,
     /// Queries with a leading `word:` prefix ([`terms::scope_words`]): commit messages.
     Prefixed,
+}
+
+impl Weights {
+    /// How many of the best files [`Weights::proximity`] reorders for `query`: 0 when
+    /// it does not count for it.
+    fn proximity_depth_for(&self, query: &str) -> usize {
+        if self.proximity > 0.0 && (self.proximity_all || terms::is_question(query)) {
+            self.proximity_depth
+        } else {
+            0
+        }
+    }
 }
 
 impl Default for Weights {
@@ -152,6 +178,9 @@ impl Default for Weights {
                 ..rerank::Related::none()
             },
             related_for: RelatedFor::Prefixed,
+            proximity: 0.5,
+            proximity_depth: 20,
+            proximity_all: false,
         }
     }
 }
@@ -1074,6 +1103,38 @@ impl RankedIndex {
         pick(&scored)
     }
 
+    /// [`RankedIndex::rank`], then the best [`Weights::proximity_depth`] files raised by
+    /// how much of the query one chunk of each holds ([`Weights::proximity`]); `text`
+    /// gives a file's text at the index's head (`None`: the file keeps its score). The
+    /// order [`RankedIndex::answer`] gives its files.
+    pub fn rank_reading(
+        &self,
+        query: &str,
+        limit: usize,
+        w: &Weights,
+        keep: &dyn Fn(&str) -> bool,
+        text: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> Vec<RankedFile> {
+        let depth = w.proximity_depth_for(query);
+        let mut files = self.rank(query, limit.max(depth), w, keep);
+        if depth == 0 {
+            return files;
+        }
+        let terms = chunks::QueryTerms::new(&self.term_weights(query));
+        for f in files.iter_mut().take(depth) {
+            // A file too large to be indexed keeps its score, as its body counted for
+            // nothing.
+            if let Some(t) = text(&f.path).filter(|t| t.len() <= MAX_INDEXED_BYTES) {
+                f.score *= 1.0 + w.proximity * chunks::coverage(&f.path, &t, &terms);
+            }
+        }
+        // Only the first `depth` can move, and only up: stable, equal scores keep the
+        // first pass's order.
+        files.sort_by(|a, b| b.score.total_cmp(&a.score));
+        files.truncate(limit);
+        files
+    }
+
     /// Lift the best `k.depth` of `scored` by what the files related to them score
     /// ([`rerank::lifts`]). Lifts only raise scores, so the files left out stay below.
     fn lift_related(
@@ -1349,10 +1410,11 @@ impl HeapBytes {
     }
 }
 
-/// A file's text and its best chunk.
+/// A file's text, its best chunk and its [`chunks::coverage`].
 struct Cut {
     text: String,
     range: (usize, usize),
+    coverage: f32,
 }
 
 /// A file of an answer waiting for its best chunk, cut by whichever of a snippet thread
@@ -1370,12 +1432,16 @@ impl Pending {
     }
 
     fn cut(&self, text: String, query: &chunks::QueryTerms) -> Cut {
-        let range = if self.indexed {
-            chunks::best_chunk(&self.path, &text, query)
+        let (range, coverage) = if self.indexed {
+            chunks::best_chunk_and_coverage(&self.path, &text, query)
         } else {
-            (0, chunks::MAX_CHUNK_LINES)
+            ((0, chunks::MAX_CHUNK_LINES), 0.0)
         };
-        Cut { text, range }
+        Cut {
+            text,
+            range,
+            coverage,
+        }
     }
 }
 
@@ -1398,8 +1464,9 @@ impl RankedIndex {
         keep: &dyn Fn(&str) -> bool,
         stored_text: &dyn Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<(Vec<RankedHit>, bool), RankedError> {
-        let files: Vec<(RankedFile, Oid)> = self
-            .rank(&q.text, q.max_results, weights, keep)
+        let depth = weights.proximity_depth_for(&q.text);
+        let mut files: Vec<(RankedFile, Oid)> = self
+            .rank(&q.text, q.max_results.max(depth), weights, keep)
             .into_iter()
             .filter_map(|f| {
                 let blob = self.blob_of(&f.path)?;
@@ -1417,6 +1484,70 @@ impl RankedIndex {
         let mut pending: Vec<Arc<Pending>> = Vec::with_capacity(files.len());
         let mut ready: Vec<Option<Cut>> = Vec::new();
         ready.resize_with(files.len(), || None);
+        // Read the next file (its path and blob) and hand it to the snippet threads.
+        let submit = |(path, blob): (&str, Oid),
+                      pending: &mut Vec<Arc<Pending>>|
+         -> Result<(), RankedError> {
+            let at = pending.len();
+            let bytes = match stored_text(path) {
+                Some(b) => b,
+                None => repo.find_blob(blob)?.content().to_vec(),
+            };
+            let indexed = bytes.len() <= MAX_INDEXED_BYTES;
+            let text = match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            let job = Arc::new(Pending {
+                path: path.to_string(),
+                indexed,
+                text: Mutex::new(Some(text)),
+            });
+            pending.push(Arc::clone(&job));
+            let (query, done) = (Arc::clone(&query), done.clone());
+            workers::submit(move || {
+                let Some(text) = job.take() else {
+                    return; // the answer cut this one itself
+                };
+                let cut = std::panic::catch_unwind(AssertUnwindSafe(|| job.cut(text, &query)));
+                // The answer may have ended without waiting for this one.
+                let _ = done.send((at, cut));
+            });
+            Ok(())
+        };
+        let cut_of = |i: usize, pending: &[Arc<Pending>], ready: &mut [Option<Cut>]| -> Cut {
+            match pending[i].take() {
+                Some(text) => pending[i].cut(text, &query),
+                None => loop {
+                    if let Some(c) = ready[i].take() {
+                        break c;
+                    }
+                    let (at, cut) = cuts.recv().expect("this answer holds a sender");
+                    ready[at] = Some(cut.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                },
+            }
+        };
+        // Proximity: the best `depth` files are read and cut first (their cuts serve the
+        // snippets after), and reordered by how much of the query one chunk holds. Only
+        // they move, and only up, so the files after them stay where they are.
+        let depth = depth.min(files.len());
+        if depth > 0 {
+            for (f, blob) in &files[..depth] {
+                submit((&f.path, *blob), &mut pending)?;
+            }
+            for i in 0..depth {
+                let cut = cut_of(i, &pending, &mut ready);
+                files[i].0.score *= 1.0 + weights.proximity * cut.coverage;
+                ready[i] = Some(cut);
+            }
+            let mut head: Vec<_> = files.drain(..depth).zip(ready.drain(..depth)).collect();
+            // Stable: equal scores keep the first pass's order.
+            head.sort_by(|a, b| b.0.0.score.total_cmp(&a.0.0.score));
+            let (moved, cut): (Vec<_>, Vec<_>) = head.into_iter().unzip();
+            files.splice(0..0, moved);
+            ready.splice(0..0, cut);
+        }
+        files.truncate(q.max_results);
         let mut budget = q.token_limit;
         let mut hits = Vec::new();
         let mut truncated = false;
@@ -1429,43 +1560,10 @@ impl RankedIndex {
                 None => ahead,
             };
             while pending.len() < files.len() && pending.len() < i + likely.clamp(1, ahead) {
-                let at = pending.len();
-                let (f, blob) = &files[at];
-                let bytes = match stored_text(&f.path) {
-                    Some(b) => b,
-                    None => repo.find_blob(*blob)?.content().to_vec(),
-                };
-                let indexed = bytes.len() <= MAX_INDEXED_BYTES;
-                let text = match String::from_utf8(bytes) {
-                    Ok(t) => t,
-                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                };
-                let job = Arc::new(Pending {
-                    path: f.path.clone(),
-                    indexed,
-                    text: Mutex::new(Some(text)),
-                });
-                pending.push(Arc::clone(&job));
-                let (query, done) = (Arc::clone(&query), done.clone());
-                workers::submit(move || {
-                    let Some(text) = job.take() else {
-                        return; // the answer cut this one itself
-                    };
-                    let cut = std::panic::catch_unwind(AssertUnwindSafe(|| job.cut(text, &query)));
-                    // The answer may have ended without waiting for this one.
-                    let _ = done.send((at, cut));
-                });
+                let (f, blob) = &files[pending.len()];
+                submit((&f.path, *blob), &mut pending)?;
             }
-            let cut = match pending[i].take() {
-                Some(text) => pending[i].cut(text, &query),
-                None => loop {
-                    if let Some(c) = ready[i].take() {
-                        break c;
-                    }
-                    let (at, cut) = cuts.recv().expect("this answer holds a sender");
-                    ready[at] = Some(cut.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-                },
-            };
+            let cut = cut_of(i, &pending, &mut ready);
             let (text, (s, e)) = (cut.text, cut.range);
             let mut snippet = String::new();
             let mut end = s;
@@ -2069,6 +2167,83 @@ mod tests {
             ix.rank(description, 3, &Weights::default(), &|_| true),
             ix.rank(description, 3, &without, &|_| true)
         );
+    }
+
+    // A file where the question's words met in one function ranked below one that
+    // spread each word over its own: the best chunk's share of the question now raises
+    // a file, for questions only by default, when the text is at hand.
+    #[test]
+    fn a_file_where_the_questions_words_meet_outranks_one_that_spreads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let filler = |i: usize| format!("    value_{i} = compute_{i}(value_{i})\n");
+        let mut apart = String::new();
+        for (i, word) in ["lease", "renew", "expiry"].iter().enumerate() {
+            apart.push_str(&format!("def step_{i}():\n    {word}({word})\n"));
+            (0..8).for_each(|k| apart.push_str(&filler(10 * i + k)));
+        }
+        let mut together = "def step():\n    lease.renew(expiry)\n".to_string();
+        (0..27).for_each(|k| together.push_str(&filler(k)));
+        let texts = [
+            ("src/alpha.py", apart),
+            ("src/beta.py", together),
+            (
+                "src/other.py",
+                "def unrelated():\n    reply()\n".to_string(),
+            ),
+        ]
+        .map(|(p, t)| (p.to_string(), t));
+        let ix = built_from(&repo, &texts);
+        let mut text = |p: &str| texts.iter().find(|(q, _)| q == p).map(|(_, t)| t.clone());
+        let w = Weights {
+            proximity: 2.0,
+            ..Weights::default()
+        };
+        let question = "How is the lease renewed at expiry?";
+        let first = |r: Vec<RankedFile>| r[0].path.clone();
+        assert_eq!(first(ix.rank(question, 3, &w, &|_| true)), "src/alpha.py");
+        assert_eq!(
+            first(ix.rank_reading(question, 3, &w, &|_| true, &mut text)),
+            "src/beta.py"
+        );
+        // A description of a change: no proximity unless asked for every query.
+        let description = "Renew the lease at expiry";
+        assert_eq!(
+            ix.rank_reading(description, 3, &w, &|_| true, &mut text),
+            ix.rank(description, 3, &w, &|_| true)
+        );
+        let all = Weights {
+            proximity_all: true,
+            ..w
+        };
+        assert_eq!(
+            first(ix.rank_reading(description, 3, &all, &|_| true, &mut text)),
+            "src/beta.py"
+        );
+        // No text at hand: the first pass's order.
+        assert_eq!(
+            ix.rank_reading(question, 3, &w, &|_| true, &mut |_| None),
+            ix.rank(question, 3, &w, &|_| true)
+        );
+        // An answer reads the files itself and gives them in the same order.
+        for max_results in [1, 3] {
+            let q = RankedQuery {
+                text: question.into(),
+                path_glob: None,
+                visible: None,
+                max_results,
+                token_limit: 8000,
+            };
+            let (hits, _) = ix.answer(&repo, &q, &w, &|_| true, &|_| None).unwrap();
+            let got: Vec<String> = hits.into_iter().map(|h| h.path).collect();
+            let want: Vec<String> = ix
+                .rank_reading(question, max_results, &w, &|_| true, &mut text)
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            assert_eq!(got, want, "{max_results}");
+            assert_eq!(got[0], "src/beta.py");
+        }
     }
 
     #[test]
