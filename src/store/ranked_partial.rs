@@ -134,7 +134,7 @@ impl Store {
                 start_line: first,
                 end_line: first + lines.len() as u64 - 1,
                 snippet,
-                role: crate::ranked::role::role(&path).name().to_string(),
+                role: crate::ranked::role::role(path).name().to_string(),
             });
         }
         tracing::debug!(repo = %id, terms = terms.len(), files = files.len(), cut, "partial ranked answer");
