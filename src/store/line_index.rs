@@ -1,8 +1,8 @@
 //! Keeping each repo's line-search index at its head: built from git on first use (blobs
-//! inflated on every core) into a stored segment, then carried forward commit by commit
-//! from the paths that changed, whichever process made the commit, each commit adding a
-//! small delta segment; deltas are merged into a new base in the background when they
-//! grow.
+//! inflated on every core; an import gives the files it read instead) into a stored
+//! segment, then carried forward commit by commit from the paths that changed,
+//! whichever process made the commit, each commit adding a small delta segment; deltas
+//! are merged into a new base in the background when they grow.
 //!
 //! On disk, under `<data-dir>/index/<repo-id>/`:
 //! ```text
