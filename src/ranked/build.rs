@@ -28,7 +28,7 @@ use git2::{Oid, Repository};
 use super::dict::TermTable;
 use super::field::Documents;
 use super::resume::{self, Journal, ResumePlan};
-use super::{MAX_INDEXED_BYTES, RankedError, disk, symbols, terms};
+use super::{MAX_INDEXED_BYTES, RankedError, StoredText, disk, symbols, terms};
 
 /// Files a thread takes at a time: enough to make taking them cheap, few enough that
 /// the threads finish together.
@@ -83,17 +83,29 @@ impl Scratch {
     }
 }
 
-/// Read and split one file, as [`super::RankedIndex`] indexes it.
+/// Read and split one file, as [`super::RankedIndex`] indexes it: its text from `text`
+/// when that has it, else from its blob.
 fn read_file(
     repo: &Repository,
     path: &str,
     blob: Oid,
+    text: StoredText<'_>,
     s: &mut Scratch,
 ) -> Result<FileTerms, RankedError> {
+    let mut split = None;
+    if text(path, &mut |bytes| split = Some(split_file(path, bytes, s)))
+        && let Some(f) = split
+    {
+        return Ok(f);
+    }
     let b = repo.find_blob(blob)?;
-    let bytes = b.content();
+    Ok(split_file(path, b.content(), s))
+}
+
+/// Split one file's bytes into its fields' terms.
+fn split_file(path: &str, bytes: &[u8], s: &mut Scratch) -> FileTerms {
     if !crate::text::is_text(bytes) {
-        return Ok(FileTerms::default());
+        return FileTerms::default();
     }
     let text = String::from_utf8_lossy(bytes);
     // The comments first, as one by one interns them: their words are the first a
@@ -123,7 +135,7 @@ fn read_file(
     }
     let defs = s.drain();
     let (bytes, ends) = s.local.take();
-    Ok(FileTerms {
+    FileTerms {
         text: true,
         bytes,
         ends,
@@ -131,7 +143,7 @@ fn read_file(
         path: path_terms,
         defs,
         comments,
-    })
+    }
 }
 
 /// When a build's documents leave memory for files, and where those go.
@@ -440,11 +452,13 @@ impl Built {
     }
 }
 
-/// Read `files` (path, blob) on every core and hand each one back in order to
-/// `each(index, file, built)`, after adding a text file's documents to `built`.
+/// Read `files` (path, blob) on every core, each one's text from `text` when that has
+/// it, and hand each one back in order to `each(index, file, built)`, after adding a
+/// text file's documents to `built`.
 pub(super) fn read_files(
     repo: &Repository,
     files: &[(String, Oid)],
+    text: StoredText<'_>,
     built: &mut Built,
     each: &mut dyn FnMut(usize, &FileTerms),
 ) -> Result<(), RankedError> {
@@ -462,7 +476,7 @@ pub(super) fn read_files(
     if handles.is_empty() {
         let mut s = Scratch::default();
         for (i, (path, blob)) in files.iter().enumerate() {
-            let f = read_file(repo, path, *blob, &mut s)?;
+            let f = read_file(repo, path, *blob, text, &mut s)?;
             built.take(&f)?;
             each(i, &f);
         }
@@ -498,7 +512,7 @@ pub(super) fn read_files(
                     }
                     let out = files[c * CHUNK..((c + 1) * CHUNK).min(files.len())]
                         .iter()
-                        .map(|(path, blob)| read_file(&handle, path, *blob, &mut s))
+                        .map(|(path, blob)| read_file(&handle, path, *blob, text, &mut s))
                         .collect();
                     if send.send((c, out)).is_err() {
                         return;
@@ -533,7 +547,7 @@ pub(super) fn read_files(
                             Ok(out) => out,
                             Err(_) => files[c * CHUNK..((c + 1) * CHUNK).min(files.len())]
                                 .iter()
-                                .map(|(path, blob)| read_file(repo, path, *blob, &mut own))
+                                .map(|(path, blob)| read_file(repo, path, *blob, text, &mut own))
                                 .collect::<Result<_, _>>()?,
                         };
                         waiting.insert(c, out);

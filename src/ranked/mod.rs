@@ -67,6 +67,17 @@ impl From<git2::Error> for RankedError {
 /// Files larger than this are indexed by their path, definitions and history only:
 /// generated data and vendored bundles would otherwise dominate the body field.
 pub const MAX_INDEXED_BYTES: usize = 512 * 1024;
+
+/// Where a build may find a file's text without inflating its blob (the line index at
+/// the same head holds every text file uncompressed): called with a path, it hands the
+/// file's bytes to the reader and returns true, or returns false and the blob is read.
+/// It is called from every reading thread.
+pub type StoredText<'a> = &'a (dyn Fn(&str, &mut dyn FnMut(&[u8])) -> bool + Sync);
+
+/// A [`StoredText`] that holds nothing: every file is read from its blob.
+pub fn no_stored_text(_path: &str, _read: &mut dyn FnMut(&[u8])) -> bool {
+    false
+}
 /// A commit touching more files than this is a sweep (reformatting, a license header,
 /// a rename of a directory); its message says little about any one file.
 pub const MAX_FILES_PER_COMMIT: usize = 40;
@@ -441,13 +452,22 @@ impl RankedIndex {
         path: &std::path::Path,
         after_bytes: u64,
     ) -> Result<(Self, bool), RankedError> {
-        Self::build_stored_resuming(repo, commit, progress, path, after_bytes, None)
+        Self::build_stored_resuming(
+            repo,
+            commit,
+            progress,
+            path,
+            after_bytes,
+            None,
+            &no_stored_text,
+        )
     }
 
     /// [`RankedIndex::build_stored_after`], keeping checkpoints under `resume` once
     /// the build spills, and going on from one of the same tree an interrupted build
     /// left there ([`resume`]); a build that ends (stored, or held for the caller to
-    /// store) removes the checkpoint.
+    /// store) removes the checkpoint. Files' text is taken from `text` where it has
+    /// it, from their blobs otherwise.
     pub fn build_stored_resuming(
         repo: &Repository,
         commit: Oid,
@@ -455,15 +475,16 @@ impl RankedIndex {
         path: &std::path::Path,
         after_bytes: u64,
         resume: Option<resume::ResumePlan>,
+        text: StoredText<'_>,
     ) -> Result<(Self, bool), RankedError> {
         Self::build_spilling(
             repo,
             commit,
             progress,
             path,
-            after_bytes,
-            disk::POSTINGS_PASS_BYTES,
+            (after_bytes, disk::POSTINGS_PASS_BYTES),
             resume,
+            text,
         )
     }
 
@@ -474,9 +495,9 @@ impl RankedIndex {
         commit: Oid,
         progress: &dyn Fn(RankedProgress),
         path: &std::path::Path,
-        after_bytes: u64,
-        pass_bytes: usize,
+        (after_bytes, pass_bytes): (u64, usize),
         resume: Option<resume::ResumePlan>,
+        text: StoredText<'_>,
     ) -> Result<(Self, bool), RankedError> {
         let dir = resume.as_ref().map(|r| r.dir.clone());
         let plan = build::SpillPlan {
@@ -486,7 +507,14 @@ impl RankedIndex {
         };
         let mut ix = Self::empty(commit, MAX_HISTORY_COMMITS);
         let mut spilled = None;
-        ix.update(repo, None, commit, progress, Some(plan), &mut spilled)?;
+        ix.update(
+            repo,
+            None,
+            commit,
+            progress,
+            (Some(plan), text),
+            &mut spilled,
+        )?;
         let Some(spilled) = spilled else {
             // Held in memory: nothing of it is in a checkpoint (one for another tree was
             // removed as the build began).
@@ -532,7 +560,14 @@ impl RankedIndex {
         history_cap: usize,
     ) -> Result<Self, RankedError> {
         let mut ix = Self::empty(commit, history_cap);
-        ix.update(repo, None, commit, progress, None, &mut None)?;
+        ix.update(
+            repo,
+            None,
+            commit,
+            progress,
+            (None, &no_stored_text),
+            &mut None,
+        )?;
         Ok(ix)
     }
 
@@ -561,7 +596,14 @@ impl RankedIndex {
         if commit == self.head {
             return Ok(AdvanceStats::default());
         }
-        self.update(repo, Some(self.head), commit, &|_| {}, None, &mut None)
+        self.update(
+            repo,
+            Some(self.head),
+            commit,
+            &|_| {},
+            (None, &no_stored_text),
+            &mut None,
+        )
     }
 
     fn intern_text(&mut self, text: &str, out: &mut Vec<u32>) {
@@ -603,14 +645,15 @@ impl RankedIndex {
 
     /// Move from `old` (none: an empty index) to `new`. A first build given `spill`
     /// may spill its file fields' documents ([`build::SpillPlan`]): they are then left
-    /// in `spilled` (body, path, definitions, comments), and those fields empty.
+    /// in `spilled` (body, path, definitions, comments), and those fields empty. A first
+    /// build takes files' text from `text` where it has it.
     fn update(
         &mut self,
         repo: &Repository,
         old: Option<Oid>,
         new: Oid,
         progress: &dyn Fn(RankedProgress),
-        spill: Option<build::SpillPlan>,
+        (spill, text): (Option<build::SpillPlan>, StoredText<'_>),
         spilled: &mut Option<[field::SpilledDocuments; 4]>,
     ) -> Result<AdvanceStats, RankedError> {
         let new_tree = repo.find_commit(new)?.tree()?;
@@ -620,6 +663,23 @@ impl RankedIndex {
         };
         let mut stats = AdvanceStats::default();
         let diff = repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)?;
+        // The mode as the tree records it (git2's `DiffFile::mode` panics on one it does
+        // not know). A first build reads every tree once, for all its files, where
+        // looking each path up would read its trees again for each file.
+        let regular = |mode: u32| matches!(mode, 0o100644 | 0o100755);
+        let first_modes = match &old_tree {
+            None => {
+                let mut index = git2::Index::new()?;
+                index.read_tree(&new_tree)?;
+                Some(
+                    index
+                        .iter()
+                        .map(|e| (e.path, e.mode))
+                        .collect::<HashMap<Vec<u8>, u32>>(),
+                )
+            }
+            Some(_) => None,
+        };
         let mut changed: Vec<(String, Option<Oid>)> = Vec::new();
         for d in diff.deltas() {
             if let Some(p) = d.old_file().path().and_then(|p| p.to_str())
@@ -630,11 +690,12 @@ impl RankedIndex {
             let nf = d.new_file();
             if let Some(p) = nf.path().and_then(|p| p.to_str())
                 && !nf.id().is_zero()
-                // The mode as the tree records it (git2's `DiffFile::mode` panics on one
-                // it does not know).
-                && new_tree
-                    .get_path(std::path::Path::new(p))
-                    .is_ok_and(|e| matches!(e.filemode(), 0o100644 | 0o100755))
+                && match &first_modes {
+                    Some(modes) => modes.get(p.as_bytes()).is_some_and(|&m| regular(m)),
+                    None => new_tree
+                        .get_path(std::path::Path::new(p))
+                        .is_ok_and(|e| regular(e.filemode() as u32)),
+                }
             {
                 changed.push((p.to_string(), Some(nf.id())));
             }
@@ -647,7 +708,7 @@ impl RankedIndex {
                 .filter_map(|(p, b)| Some((p, b?)))
                 .collect();
             stats.files = files.len();
-            *spilled = self.build_files(repo, &files, progress, spill, new_tree.id())?;
+            *spilled = self.build_files(repo, &files, progress, (spill, text), new_tree.id())?;
             // Every term the files were read with is in one of their documents.
             let held_below = if spilled.is_some() {
                 self.dict.id_bound()
@@ -703,7 +764,7 @@ impl RankedIndex {
         repo: &Repository,
         files: &[(String, Oid)],
         progress: &dyn Fn(RankedProgress),
-        spill: Option<build::SpillPlan>,
+        (spill, text): (Option<build::SpillPlan>, StoredText<'_>),
         tree: Oid,
     ) -> Result<Option<[field::SpilledDocuments; 4]>, RankedError> {
         let total = files.len();
@@ -734,7 +795,7 @@ impl RankedIndex {
             }
             None => 0,
         };
-        build::read_files(repo, &files[from..], &mut built, &mut |i, f| {
+        build::read_files(repo, &files[from..], text, &mut built, &mut |i, f| {
             let i = from + i;
             if f.text {
                 indexed(self, &files[i]);
@@ -1770,6 +1831,53 @@ mod tests {
         }
     }
 
+    // A build given files' text (as the line index at the head gives it) indexes that
+    // text, and reads from its blob each file the source does not hold: given the
+    // blobs' own text, it builds the index reading every blob builds.
+    #[test]
+    fn a_build_indexes_the_text_given_and_reads_the_rest_from_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let files = [
+            ("a.rs", "fn retry_backoff() {}\n"),
+            ("b.rs", "// throttle the rate\nfn limit() {}\n"),
+            ("c.bin", "\0\u{1}binary"),
+        ];
+        let head = commit(&repo, None, &files, "Add files");
+        let expected = RankedIndex::build(&repo, head).unwrap().to_bytes();
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("ranked.bin");
+        let build = |text: StoredText<'_>| {
+            let (ix, stored) =
+                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, (u64::MAX, 8), None, text)
+                    .unwrap();
+            assert!(!stored);
+            ix
+        };
+        // Every file but b.rs given, as its blob holds it.
+        let same = |path: &str, read: &mut dyn FnMut(&[u8])| {
+            let Some((_, t)) = files.iter().find(|(p, _)| *p == path && *p != "b.rs") else {
+                return false;
+            };
+            read(t.as_bytes());
+            true
+        };
+        assert_eq!(build(&same).to_bytes(), expected);
+        // Text unlike the blob's: what is given is what is indexed.
+        let other = |path: &str, read: &mut dyn FnMut(&[u8])| {
+            if path != "a.rs" {
+                return false;
+            }
+            read(b"fn jitter_window() {}\n");
+            true
+        };
+        let ix = build(&other);
+        let rank = |q: &str| ix.rank(q, 20, &Weights::default(), &|_| true);
+        assert!(!rank("jitter window").is_empty());
+        assert!(rank("retry backoff").is_empty());
+        assert!(!rank("throttle rate").is_empty(), "b.rs read from its blob");
+    }
+
     // A large build spills its documents to files and makes the postings from them in
     // passes: what it stores must be, byte for byte, what a build in memory stores, in
     // one pass or in many, and it must leave no temporary file behind.
@@ -1800,9 +1908,16 @@ mod tests {
         let path = out.path().join("ranked.bin");
         // Passes of one posting each, then of everything at once.
         for pass_bytes in [8, 1 << 30] {
-            let (ix, stored) =
-                RankedIndex::build_spilling(&repo, head, &|_| {}, &path, 0, pass_bytes, None)
-                    .unwrap();
+            let (ix, stored) = RankedIndex::build_spilling(
+                &repo,
+                head,
+                &|_| {},
+                &path,
+                (0, pass_bytes),
+                None,
+                &no_stored_text,
+            )
+            .unwrap();
             assert!(stored);
             assert!(ix.body.mapped_bytes() > 0, "opened from the stored file");
             assert!(
@@ -1822,14 +1937,30 @@ mod tests {
         }
         // Under the bound, nothing spills: the index is held, for the caller to store.
         let small = out.path().join("small.bin");
-        let (ix, stored) =
-            RankedIndex::build_spilling(&repo, head, &|_| {}, &small, u64::MAX, 8, None).unwrap();
+        let (ix, stored) = RankedIndex::build_spilling(
+            &repo,
+            head,
+            &|_| {},
+            &small,
+            (u64::MAX, 8),
+            None,
+            &no_stored_text,
+        )
+        .unwrap();
         assert!(!stored && !small.exists());
         assert_eq!(ix.to_bytes(), expected);
         // Nowhere to spill to: an error, and nothing written.
         let nowhere = out.path().join("missing").join("ranked.bin");
-        let err =
-            RankedIndex::build_spilling(&repo, head, &|_| {}, &nowhere, 0, 8, None).unwrap_err();
+        let err = RankedIndex::build_spilling(
+            &repo,
+            head,
+            &|_| {},
+            &nowhere,
+            (0, 8),
+            None,
+            &no_stored_text,
+        )
+        .unwrap_err();
         assert!(matches!(err, RankedError::Store(_)), "{err}");
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
     }

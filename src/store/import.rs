@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read as _};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{IndexProgress, Store, StoreError};
 use crate::model::RepoId;
 use crate::paths::RepoPath;
 use crate::ranked::RankedProgress;
+use crate::search::index::FileEntry;
 
 /// Progress of an import, reported as files are read.
 #[derive(Debug, Clone, Copy)]
@@ -396,35 +398,58 @@ impl Store {
                 total: to_write,
             })
         })?;
-        drop(files);
+        // The line index is made from the text files read here, which are the commit's
+        // tree, rather than by inflating the blobs just written.
+        let mut text: Vec<Arc<FileEntry>> = files
+            .into_iter()
+            .filter(|(_, bytes)| super::is_text(bytes))
+            .map(|(path, bytes)| {
+                Arc::new(FileEntry {
+                    path: path.as_str().into(),
+                    content: bytes.into(),
+                })
+            })
+            .collect();
+        text.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         if let Err(e) = self.db.record_skipped(&row.id, &report.skipped) {
             tracing::warn!(repo = %row.id, cause = %e, "the skipped files could not be recorded; reading one will not say why it is absent");
         }
         report.repo_id = row.id;
-        report.head = outcome.head;
         // Index now, while the user watches a progress bar, so a server opening the repo
         // later loads the stored postings instead of extracting them again.
-        self.line_index_for_import(&row.id, progress);
+        let given = git2::Oid::from_str(&outcome.head).ok().map(|at| (at, text));
+        report.head = outcome.head;
+        self.line_index_for_import(&row.id, progress, given);
         Ok(report)
     }
 
     /// Build repo `id`'s line index as part of an import, its progress shown as the
-    /// import's. A failure is logged, not returned: the first search builds it.
-    fn line_index_for_import(&self, id: &RepoId, progress: &dyn Fn(ImportProgress)) {
-        let indexed = self.line_index_with(id, &|p| {
-            progress(match p {
-                IndexProgress::Reading { done, total } => ImportProgress::Indexing {
-                    stage: "indexing: reading",
-                    done,
-                    total,
-                },
-                IndexProgress::Indexing { done, total } => ImportProgress::Indexing {
-                    stage: "indexing: trigrams",
-                    done,
-                    total,
-                },
-            })
-        });
+    /// import's, from `given`'s files when it is at the head. A failure is logged, not
+    /// returned: the first search builds it.
+    fn line_index_for_import(
+        &self,
+        id: &RepoId,
+        progress: &dyn Fn(ImportProgress),
+        given: Option<(git2::Oid, Vec<Arc<FileEntry>>)>,
+    ) {
+        let indexed = self.line_index_given(
+            id,
+            &|p| {
+                progress(match p {
+                    IndexProgress::Reading { done, total } => ImportProgress::Indexing {
+                        stage: "indexing: reading",
+                        done,
+                        total,
+                    },
+                    IndexProgress::Indexing { done, total } => ImportProgress::Indexing {
+                        stage: "indexing: trigrams",
+                        done,
+                        total,
+                    },
+                })
+            },
+            given,
+        );
         if let Err(e) = indexed {
             tracing::warn!(repo = %id, cause = %e, "imported, but the search index was not built; the first search builds it");
         }
@@ -440,7 +465,7 @@ impl Store {
         id: &RepoId,
         progress: &dyn Fn(ImportProgress),
     ) -> Option<super::RankedBuild> {
-        self.line_index_for_import(id, progress);
+        self.line_index_for_import(id, progress, None);
         let ranked = self.build_ranked_index(id, &|p| {
             progress(match p {
                 RankedProgress::Files { done, total } => ImportProgress::Indexing {

@@ -1,8 +1,8 @@
 //! Keeping each repo's line-search index at its head: built from git on first use (blobs
-//! inflated on every core) into a stored segment, then carried forward commit by commit
-//! from the paths that changed, whichever process made the commit, each commit adding a
-//! small delta segment; deltas are merged into a new base in the background when they
-//! grow.
+//! inflated on every core; an import gives the files it read instead) into a stored
+//! segment, then carried forward commit by commit from the paths that changed,
+//! whichever process made the commit, each commit adding a small delta segment; deltas
+//! are merged into a new base in the background when they grow.
 //!
 //! On disk, under `<data-dir>/index/<repo-id>/`:
 //! ```text
@@ -555,6 +555,18 @@ impl Store {
         id: &RepoId,
         progress: &dyn Fn(IndexProgress),
     ) -> Result<Arc<LineIndex>, StoreError> {
+        self.line_index_given(id, progress, None)
+    }
+
+    /// [`Store::line_index_with`], where a first build at `given`'s commit indexes its
+    /// files (every text file of that commit's tree, in path order) instead of
+    /// inflating their blobs: an import holds them already.
+    pub(super) fn line_index_given(
+        &self,
+        id: &RepoId,
+        progress: &dyn Fn(IndexProgress),
+        given: Option<(Oid, Vec<Arc<FileEntry>>)>,
+    ) -> Result<Arc<LineIndex>, StoreError> {
         let h = self.handle(id)?;
         let head = Self::current_head(&h)?.to_string();
         if let Some(ix) = lock(&h.index.current).clone()
@@ -574,7 +586,8 @@ impl Store {
             self.index_used(id, IndexKind::Line, ix.heap_bytes());
             return Ok(ix.clone());
         }
-        let next = Arc::new(self.advance_line_index(id, &h, current.as_deref(), progress)?);
+        let next =
+            Arc::new(self.advance_line_index(id, &h, current.as_deref(), progress, given)?);
         *lock(&h.index.current) = Some(next.clone());
         self.index_used(id, IndexKind::Line, next.heap_bytes());
         if next.needs_merge() {
@@ -584,13 +597,14 @@ impl Store {
     }
 
     /// The index at the head: the stored set (or `current`) carried forward by a delta,
-    /// or a fresh build from git.
+    /// or a fresh build: from `given`'s files when it is at the head, else from git.
     fn advance_line_index(
         &self,
         id: &RepoId,
         h: &RepoHandle,
         current: Option<&LineIndex>,
         progress: &dyn Fn(IndexProgress),
+        given: Option<(Oid, Vec<Arc<FileEntry>>)>,
     ) -> Result<LineIndex, StoreError> {
         let started = std::time::Instant::now();
         let dir = IndexDir {
@@ -637,12 +651,17 @@ impl Store {
                 }
             }
         }
-        let files = {
-            let repo = Repository::open_bare(&h.dir).map_err(git::git_err)?;
-            let tree = git::tree_at(&repo, head)?;
-            git::files(&repo, &tree)?
+        let entries = match given.filter(|(at, _)| *at == head) {
+            Some((_, entries)) => entries,
+            None => {
+                let files = {
+                    let repo = Repository::open_bare(&h.dir).map_err(git::git_err)?;
+                    let tree = git::tree_at(&repo, head)?;
+                    git::files(&repo, &tree)?
+                };
+                read_all(&h.dir, &files, progress)?
+            }
         };
-        let entries = read_all(&h.dir, &files, progress)?;
         let total = entries.len() as u64;
         let indexing = |done: u64| {
             progress(IndexProgress::Indexing {
@@ -847,4 +866,40 @@ fn log_index(id: &RepoId, ix: &LineIndex, what: &str, started: std::time::Instan
         ms = started.elapsed().as_millis() as u64,
         "{what}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::RepoPath;
+
+    /// A first build given the files of the head's tree (an import holds them) indexes
+    /// them without reading git; given files of another commit, it reads git.
+    #[test]
+    fn a_first_build_indexes_the_files_given_at_the_head() {
+        let given = |at: Oid| {
+            let entries = vec![Arc::new(FileEntry {
+                path: "a.txt".into(),
+                content: b"given\n".to_vec().into(),
+            })];
+            Some((at, entries))
+        };
+        let text = |ix: &LineIndex| ix.file("a.txt").map(|f| f.content.to_vec());
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Default::default()).unwrap();
+        let files = [(RepoPath::parse("a.txt").unwrap(), "in git\n".to_string())];
+        let (row, outcome) = store.create_repo(Default::default(), &files).unwrap();
+        let head = Oid::from_str(&outcome.head).unwrap();
+        let ix = store
+            .line_index_given(&row.id, &|_| {}, given(head))
+            .unwrap();
+        assert_eq!(text(&ix), Some(b"given\n".to_vec()));
+
+        let (row, _) = store.create_repo(Default::default(), &files).unwrap();
+        let ix = store
+            .line_index_given(&row.id, &|_| {}, given(Oid::zero()))
+            .unwrap();
+        assert_eq!(text(&ix), Some(b"in git\n".to_vec()));
+    }
 }

@@ -622,6 +622,9 @@ struct BuildJob {
     build: Arc<Build>,
     held: BuildLock,
     head: Oid,
+    /// The line index at `head`, when at hand: the build reads files' text from it
+    /// rather than inflating their blobs.
+    lines: Option<Arc<LineIndex>>,
 }
 
 impl BuildJob {
@@ -659,6 +662,22 @@ impl BuildJob {
                 if let Ok(tree) = repo.find_commit(self.head).map(|c| c.tree_id()) {
                     adopt_checkpoint(&self.index_dir, tree);
                 }
+                // A file's text from the line index at this head; a segment failing
+                // its checks reads as empty and marks the index damaged, so the text
+                // is then read from git. The pages read are let go as a search's are.
+                let lines = self.lines.as_deref();
+                let stored_text = |path: &str, read: &mut dyn FnMut(&[u8])| {
+                    let Some(f) = lines.and_then(|l| l.file(path)) else {
+                        return false;
+                    };
+                    let _reading = crate::mapped::reading();
+                    let bytes: &[u8] = &f.content;
+                    if lines.is_some_and(|l| l.damaged()) {
+                        return false;
+                    }
+                    read(bytes);
+                    true
+                };
                 RankedIndex::build_stored_resuming(
                     &repo,
                     self.head,
@@ -673,6 +692,7 @@ impl BuildJob {
                     &self.index_dir.join(FILE),
                     spill_after,
                     Some(resume),
+                    &stored_text,
                 )
                 .map_err(StoreError::from)
             });
@@ -1005,6 +1025,7 @@ impl Store {
                         build: build.clone(),
                         held,
                         head,
+                        lines: lines.clone(),
                     };
                     let spawned = std::thread::Builder::new()
                         .name("ranked-build".into())
@@ -1078,6 +1099,7 @@ impl Store {
             build,
             held,
             head,
+            lines: self.line_index_at(id, &h, head),
         }
         .run(progress, true)?;
         Ok(RankedBuild::Built)

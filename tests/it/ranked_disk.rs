@@ -208,7 +208,14 @@ async fn ranked_snippets_read_the_line_index_text_at_the_head() {
     wait_stored(&h.store.ranked_index_path(&r), &head);
     assert_eq!(h.store.line_index(&r).unwrap().head(), head);
 
-    let git_dir = h.store.git_dir(&r);
+    remove_blobs(&h.store, &r);
+    let other = reopen(&h);
+    assert_same_answers(&answers(&other, &r), &first);
+}
+
+/// Remove the loose objects of `FILES`' blobs from `id`'s git directory.
+fn remove_blobs(store: &Store, id: &RepoId) {
+    let git_dir = store.git_dir(id);
     for (path, _) in FILES {
         let out = std::process::Command::new("git")
             .arg("--git-dir")
@@ -221,8 +228,27 @@ async fn ranked_snippets_read_the_line_index_text_at_the_head() {
         std::fs::remove_file(git_dir.join("objects").join(dir).join(file))
             .unwrap_or_else(|e| panic!("{path}'s blob {blob} is not a loose object: {e}"));
     }
-    let other = reopen(&h);
-    assert_same_answers(&answers(&other, &r), &first);
+}
+
+/// A ranked build takes the files' text from the line index at its head (an import
+/// has just stored it) instead of inflating their blobs: with the blobs gone from git
+/// it builds, and answers as a build that read them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ranked_build_reads_the_line_index_text_at_the_head() {
+    let h = Harness::new();
+    let from_git = h.repo(FILES);
+    let expected = answers(&h.store, &from_git);
+    let r = h.repo(FILES);
+    assert_eq!(
+        h.store.line_index(&r).unwrap().head(),
+        h.store.head(&r).unwrap()
+    );
+    remove_blobs(&h.store, &r);
+    assert_eq!(
+        h.store.build_ranked_index(&r, &|_| {}).unwrap(),
+        scoped_repo_mcp::store::RankedBuild::Built
+    );
+    assert_same_answers(&answers(&h.store, &r), &expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
