@@ -8,7 +8,6 @@
 //! repository's size, and a file no query term reached is never lifted.
 
 use super::role::Role;
-use super::terms;
 
 /// How much each relation passes on, and how many of the best files take part.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,14 +109,8 @@ pub fn lifts(top: &[Candidate], k: &Related, tie: &dyn Fn(&str, &str) -> f32) ->
             }
             if share > 0.0 && o.score > paired {
                 let is_pair = match (&keys[i], &keys[j]) {
-                    (Some(key), None) => {
-                        o.role == Role::Source
-                            && (names_source(key, &tails[j]) || abbreviates_dir(key, o.path))
-                    }
-                    (None, Some(key)) => {
-                        c.role == Role::Source
-                            && (names_source(key, &tails[i]) || abbreviates_dir(key, c.path))
-                    }
+                    (Some(key), None) => names_source(key, &tails[j]),
+                    (None, Some(key)) => names_source(key, &tails[i]),
                     _ => false,
                 };
                 if is_pair {
@@ -185,19 +178,6 @@ fn modules(path: &str) -> Vec<String> {
     }
     let cut = comps.len().saturating_sub(3);
     comps.split_off(cut)
-}
-
-/// Whether a test named `key` starts with an abbreviation of one of the directories of
-/// `source` ([`terms::abbreviates`]): a test of the whole module, named as the project
-/// shortens it (`rt_common` and `tokio/src/runtime/scheduler/inject.rs`). Only an
-/// abbreviation: a test named after the directory itself is paired by the stricter
-/// [`names_source`] (a `sync_*` test is not paired with every file of `sync/`; that
-/// lost, see `BENCHMARKS.md`).
-fn abbreviates_dir(key: &str, source: &str) -> bool {
-    let first = key.split('_').next().unwrap_or("");
-    parent(source)
-        .split('/')
-        .any(|d| terms::abbreviates(first, d))
 }
 
 /// Whether a test named `key` is named after the source whose [`modules`] are `comps`:
@@ -271,10 +251,6 @@ mod tests {
             &key("tokio/tests/rt_common.rs"),
             "tokio/src/runtime/mod.rs"
         ));
-        assert!(!abbreviates_dir(
-            &key("tokio/tests/sync_rwlock.rs"),
-            "tokio/src/sync/mutex.rs"
-        ));
         assert_eq!(test_key("tests/mod.rs"), None);
         assert_eq!(test_key("tests/test.py"), None);
     }
@@ -311,24 +287,6 @@ mod tests {
         assert!((got[0] - 0.2).abs() < 1e-6, "{got:?}");
         assert_eq!(got[1], 0.0);
         assert!((got[2] - 1.0).abs() < 1e-6, "{got:?}");
-    }
-
-    #[test]
-    fn a_test_named_by_a_modules_abbreviation_is_paired_with_its_sources() {
-        // `runtime:` changes are tested in `rt_*.rs`.
-        let top = [
-            cand("tokio/src/runtime/scheduler/inject.rs", Role::Source, 10.0),
-            cand("tokio/tests/rt_common.rs", Role::Test, 2.0),
-            cand("tokio/tests/net_tcp.rs", Role::Test, 2.0),
-        ];
-        let k = Related {
-            pair: 0.7,
-            floor: true,
-            ..Related::none()
-        };
-        let got = lifts(&top, &k, &no_ties);
-        assert!((got[1] - 5.0).abs() < 1e-5, "raised to 7: {got:?}");
-        assert_eq!([got[0], got[2]], [0.0, 0.0]);
     }
 
     #[test]

@@ -323,25 +323,6 @@ pub fn scope_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether `short` abbreviates `long` by leaving letters out, as code names a module
-/// (`rt` for `runtime`, `fs` for `filesystem`): the same first letter, the rest of
-/// `short` found in `long` in order, at most half its length, and not merely its
-/// beginning (`time` does not abbreviate `timeout`: that is another name which starts
-/// the same way). ASCII case is ignored.
-pub fn abbreviates(short: &str, long: &str) -> bool {
-    let (s, l) = (short.as_bytes(), long.as_bytes());
-    if s.len() < 2 || s.len() * 2 > l.len() || !s[0].eq_ignore_ascii_case(&l[0]) {
-        return false;
-    }
-    if l[..s.len()].eq_ignore_ascii_case(s) {
-        return false;
-    }
-    let mut rest = l[1..].iter();
-    s[1..]
-        .iter()
-        .all(|c| rest.any(|x| x.eq_ignore_ascii_case(c)))
-}
-
 /// The terms of `text` as a vector.
 pub fn terms(text: &str) -> Vec<String> {
     let mut v = Vec::new();
@@ -516,22 +497,6 @@ mod tests {
         assert!(scope_words("Fix the timer\n\nsync: not the first line").is_empty());
         assert!(scope_words("See https://example.org").is_empty());
         assert!(scope_words(": nothing").is_empty());
-    }
-
-    #[test]
-    fn a_short_name_abbreviates_a_long_one_by_leaving_letters_out() {
-        assert!(abbreviates("rt", "runtime"));
-        assert!(abbreviates("FS", "filesystem"));
-        assert!(!abbreviates("runtime", "rt"), "the short one first");
-        assert!(
-            !abbreviates("time", "timeout"),
-            "a beginning, not an abbreviation"
-        );
-        assert!(!abbreviates("rt", "art"), "another first letter");
-        assert!(!abbreviates("rmt", "runtime"), "letters out of order");
-        assert!(!abbreviates("net", "network"), "a beginning");
-        assert!(!abbreviates("r", "runtime"), "one letter says nothing");
-        assert!(!abbreviates("sync", "syncs"), "more than half");
     }
 
     #[test]
