@@ -912,6 +912,26 @@ fn resumed_from(log: &str) -> Option<(usize, usize)> {
     Some((field("from"), field("total")))
 }
 
+/// The files a resumed build took from its checkpoint, and all it had, from its log,
+/// checking that it went on part-way: past the first checkpoint, before the end.
+fn resumed_part_way(log: &str) -> (usize, usize) {
+    let (from, total) = resumed_from(log).unwrap_or_else(|| panic!("not resumed: {log}"));
+    assert!(
+        from >= 8 && from < total,
+        "resumed from file {from} of {total}"
+    );
+    (from, total)
+}
+
+/// Remove repo `r`'s stored ranked file and build it again from the start: it must be
+/// byte for byte the `resumed` build's file.
+fn a_fresh_build_stores(h: &Harness, r: &RepoId, resumed: &[u8]) {
+    std::fs::remove_file(h.store.ranked_index_path(r)).unwrap();
+    let (fresh, log) = build_to_the_end(h, r);
+    assert_eq!(resumed_from(&log), None);
+    assert!(fresh == resumed, "the resumed build stored another file");
+}
+
 // A large build killed midway (SIGKILL: nothing runs on the way out) read every file
 // again. Now the next process goes on from its last checkpoint, reads only the files
 // after it, and stores the very file an uninterrupted build stores; the checkpoint goes
@@ -922,25 +942,17 @@ async fn a_build_killed_after_a_checkpoint_resumes_and_stores_the_same_file() {
     let files = many_files();
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (&**p, &**c)).collect();
     let r = h.repo(&refs);
-    let path = h.store.ranked_index_path(&r);
 
     kill_after_a_checkpoint(&h, &r);
     let (resumed, log) = build_to_the_end(&h, &r);
-    let (from, total) = resumed_from(&log).expect("the build did not resume");
+    let (_, total) = resumed_part_way(&log);
     assert_eq!(total, files.len());
-    assert!(
-        from >= 8 && from < total,
-        "resumed from file {from} of {total}"
-    );
     assert!(
         !resume_dir(&h, &r).exists(),
         "the checkpoint was left behind"
     );
 
-    std::fs::remove_file(&path).unwrap();
-    let (fresh, log) = build_to_the_end(&h, &r);
-    assert_eq!(resumed_from(&log), None);
-    assert!(fresh == resumed, "the resumed build stored another file");
+    a_fresh_build_stores(&h, &r, &resumed);
     assert!(
         !resume_dir(&h, &r).exists(),
         "the checkpoint was left behind"
@@ -1123,25 +1135,17 @@ async fn a_rerun_of_a_killed_import_goes_on_from_its_checkpoint() {
     let out = import(false).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
-    let (from, total) = resumed_from(&log).unwrap_or_else(|| panic!("not resumed: {log}"));
-    assert!(
-        from >= 8 && from < total,
-        "resumed from file {from} of {total}"
-    );
+    resumed_part_way(&log);
     assert!(!left[0].exists(), "the checkpoint was copied, not moved");
     let r: RepoId = String::from_utf8(out.stdout)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let path = h.store.ranked_index_path(&r);
-    let resumed = std::fs::read(&path).unwrap();
+    let resumed = std::fs::read(h.store.ranked_index_path(&r)).unwrap();
     assert!(
         !resume_dir(&h, &r).exists(),
         "the checkpoint was left behind"
     );
-    std::fs::remove_file(&path).unwrap();
-    let (fresh, log) = build_to_the_end(&h, &r);
-    assert_eq!(resumed_from(&log), None);
-    assert!(fresh == resumed, "the resumed build stored another file");
+    a_fresh_build_stores(&h, &r, &resumed);
 }
